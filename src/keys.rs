@@ -1,0 +1,287 @@
+//! Storage key composition: the one place that knows the key layout of every keyspace
+//! (CONTRACTS.md §3 plus the namespaces this project adds).
+//!
+//! Segments are joined with `:`. Tenants and names cannot contain `:` (see `types`);
+//! free-text segments (correlation, event and work ids) are escaped (`%` → `%25`,
+//! `:` → `%3A`) so that a prefix scan of one instance never matches another whose id
+//! merely starts the same way. Times are fixed-width zero-padded milliseconds so that
+//! byte order is time order.
+
+use crate::types::{CorrelationId, EventId, SagaName, TenantId, WorkId};
+
+/// The keyspace prefixes, in one list so that nothing else spells them.
+pub mod space {
+    pub const SAGA: &str = "saga";
+    pub const CHECKPOINT: &str = "checkpoint";
+    pub const OUTBOX: &str = "outbox";
+    pub const SCHEDULE: &str = "schedule";
+    pub const DEDUPE: &str = "dedupe";
+    pub const QUARANTINE: &str = "quarantine";
+    pub const DEAD_LETTER: &str = "deadletter";
+    pub const META: &str = "meta";
+}
+
+/// The segment that marks effect dedupe records; no saga may be called this.
+pub const EFFECT_DEDUPE_SEGMENT: &str = "effect";
+
+/// Which destination an outbox item goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboxKind {
+    /// An effect command for `WORKFLOW_COMMANDS`.
+    Effect,
+    /// An aggregate command for the Gateway.
+    Aggregate,
+}
+
+impl OutboxKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxKind::Effect => "effect",
+            OutboxKind::Aggregate => "aggregate",
+        }
+    }
+}
+
+/// Escapes a free-text segment so it never contains the separator.
+pub fn escape(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for c in segment.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            ':' => out.push_str("%3A"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Reverses [`escape`]. Unknown escapes are kept as they are.
+pub fn unescape(segment: &str) -> String {
+    segment.replace("%3A", ":").replace("%25", "%")
+}
+
+/// Fixed-width milliseconds: byte order equals numeric order for 0..=9999-12-31.
+pub fn time_segment(ms: i64) -> String {
+    format!("{:016}", ms.max(0))
+}
+
+pub fn saga(tenant: &TenantId, saga: &SagaName, corr: &CorrelationId) -> String {
+    format!(
+        "{}:{}:{}:{}",
+        space::SAGA,
+        tenant.token(),
+        saga,
+        escape(corr.as_str())
+    )
+}
+
+/// All instances of one saga of one tenant.
+pub fn saga_prefix(tenant: &TenantId, saga: &SagaName) -> String {
+    format!("{}:{}:{}:", space::SAGA, tenant.token(), saga)
+}
+
+pub fn checkpoint(tenant: &TenantId, saga: &SagaName) -> String {
+    format!("{}:{}:{}", space::CHECKPOINT, tenant.token(), saga)
+}
+
+pub fn outbox(tenant: &TenantId, kind: OutboxKind, work: &WorkId) -> String {
+    format!(
+        "{}:{}:{}:{}",
+        space::OUTBOX,
+        tenant.token(),
+        kind.as_str(),
+        escape(work.as_str())
+    )
+}
+
+/// Every outbox item of one tenant.
+pub fn outbox_prefix(tenant: &TenantId) -> String {
+    format!("{}:{}:", space::OUTBOX, tenant.token())
+}
+
+/// `schedule:{tenant}:{saga}:{correlation}:{due_at}:{name}`. The contract's layout ends at
+/// `due_at`; the timer name is appended so two timers due at the same instant coexist.
+pub fn schedule(
+    tenant: &TenantId,
+    saga: &SagaName,
+    corr: &CorrelationId,
+    due_at_ms: i64,
+    name: &str,
+) -> String {
+    format!(
+        "{}{}:{}",
+        schedule_instance_prefix(tenant, saga, corr),
+        time_segment(due_at_ms),
+        escape(name)
+    )
+}
+
+/// Every timer of one saga instance.
+pub fn schedule_instance_prefix(
+    tenant: &TenantId,
+    saga: &SagaName,
+    corr: &CorrelationId,
+) -> String {
+    format!(
+        "{}:{}:{}:{}:",
+        space::SCHEDULE,
+        tenant.token(),
+        saga,
+        escape(corr.as_str())
+    )
+}
+
+/// Every timer of one tenant.
+pub fn schedule_prefix(tenant: &TenantId) -> String {
+    format!("{}:{}:", space::SCHEDULE, tenant.token())
+}
+
+pub fn saga_dedupe(tenant: &TenantId, saga: &SagaName, event: &EventId) -> String {
+    format!(
+        "{}:{}:{}:{}",
+        space::DEDUPE,
+        tenant.token(),
+        saga,
+        escape(event.as_str())
+    )
+}
+
+pub fn effect_dedupe(tenant: &TenantId, command: &WorkId) -> String {
+    format!(
+        "{}:{}:{}:{}",
+        space::DEDUPE,
+        tenant.token(),
+        EFFECT_DEDUPE_SEGMENT,
+        escape(command.as_str())
+    )
+}
+
+/// A quarantined message, by the stream position it came from. The tenant is the one
+/// claimed by the message when it could be read, else the single tenant's `_`.
+pub fn quarantine(tenant: &TenantId, stream: &str, stream_seq: u64) -> String {
+    format!(
+        "{}:{}:{}:{:020}",
+        space::QUARANTINE,
+        tenant.token(),
+        escape(stream),
+        stream_seq
+    )
+}
+
+pub fn quarantine_prefix(tenant: &TenantId) -> String {
+    format!("{}:{}:", space::QUARANTINE, tenant.token())
+}
+
+pub fn dead_letter(tenant: &TenantId, kind: OutboxKind, work: &WorkId) -> String {
+    format!(
+        "{}:{}:{}:{}",
+        space::DEAD_LETTER,
+        tenant.token(),
+        kind.as_str(),
+        escape(work.as_str())
+    )
+}
+
+pub fn meta(name: &str) -> String {
+    format!("{}:{}", space::META, name)
+}
+
+/// The last key with this prefix, for the end of an inclusive range scan.
+pub fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    end.push(0xff);
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> TenantId {
+        s.parse().unwrap()
+    }
+    fn s(x: &str) -> SagaName {
+        x.parse().unwrap()
+    }
+    fn c(x: &str) -> CorrelationId {
+        x.parse().unwrap()
+    }
+
+    /// The layout is a storage format: a change here orphans every stored record, so
+    /// these literals must only change together with a migration.
+    #[test]
+    fn key_strings_are_stable_across_keyspaces() {
+        let (acme, single) = (t("acme"), TenantId::single());
+        let saga_name = s("order_fulfilment");
+        assert_eq!(
+            saga(&acme, &saga_name, &c("o-1001")),
+            "saga:acme:order_fulfilment:o-1001"
+        );
+        assert_eq!(
+            saga(&single, &saga_name, &c("o-1")),
+            "saga:_:order_fulfilment:o-1"
+        );
+        assert_eq!(
+            checkpoint(&acme, &saga_name),
+            "checkpoint:acme:order_fulfilment"
+        );
+        assert_eq!(
+            outbox(&acme, OutboxKind::Effect, &"cmd-1".parse().unwrap()),
+            "outbox:acme:effect:cmd-1"
+        );
+        assert_eq!(
+            outbox(&acme, OutboxKind::Aggregate, &"cmd-2".parse().unwrap()),
+            "outbox:acme:aggregate:cmd-2"
+        );
+        assert_eq!(
+            schedule(
+                &acme,
+                &saga_name,
+                &c("o-1"),
+                1_700_000_000_000,
+                "payment_timeout"
+            ),
+            "schedule:acme:order_fulfilment:o-1:0001700000000000:payment_timeout"
+        );
+        assert_eq!(
+            saga_dedupe(&acme, &saga_name, &"ev-9".parse().unwrap()),
+            "dedupe:acme:order_fulfilment:ev-9"
+        );
+        assert_eq!(
+            effect_dedupe(&acme, &"cmd-1".parse().unwrap()),
+            "dedupe:acme:effect:cmd-1"
+        );
+        assert_eq!(
+            quarantine(&acme, "AGGREGATE_EVENTS", 42),
+            "quarantine:acme:AGGREGATE_EVENTS:00000000000000000042"
+        );
+        assert_eq!(
+            dead_letter(&acme, OutboxKind::Aggregate, &"cmd-3".parse().unwrap()),
+            "deadletter:acme:aggregate:cmd-3"
+        );
+        assert_eq!(meta("probe"), "meta:probe");
+    }
+
+    #[test]
+    fn colons_in_free_text_cannot_fake_another_instance() {
+        let (acme, saga_name) = (t("acme"), s("order"));
+        let short = schedule_instance_prefix(&acme, &saga_name, &c("a"));
+        let long_key = schedule(&acme, &saga_name, &c("a:0000000000000001"), 5, "x");
+        assert!(!long_key.starts_with(&short), "{long_key} vs {short}");
+        assert_eq!(unescape(&escape("a:%3A:b%")), "a:%3A:b%");
+    }
+
+    #[test]
+    fn time_segments_sort_like_numbers() {
+        assert!(time_segment(999) < time_segment(1000));
+        assert!(time_segment(9_999_999_999_999) < time_segment(10_000_000_000_000));
+    }
+
+    #[test]
+    fn tenant_prefixes_do_not_overlap() {
+        // "acme" must not be a prefix match for tenant "acme2".
+        let k = outbox(&t("acme2"), OutboxKind::Effect, &"w".parse().unwrap());
+        assert!(!k.starts_with(&outbox_prefix(&t("acme"))));
+    }
+}

@@ -1,0 +1,22 @@
+//! Runner: executes sagas, relays their work through a transactional outbox and
+//! (in later stages) runs effects and durable timers, over NATS JetStream and LMDB.
+//! See ARCHITECTURE.md for the map.
+
+pub mod bench;
+pub mod cli;
+pub mod demo;
+pub mod dev;
+pub mod envelope;
+pub mod keys;
+pub mod logging;
+pub mod manifest;
+pub mod nats_io;
+pub mod pipeline;
+pub mod program;
+pub mod saga;
+pub mod settings;
+#[path = "../stages/mod.rs"]
+pub mod stages;
+pub mod store;
+pub mod timefmt;
+pub mod types;

@@ -1,0 +1,264 @@
+//! Saga manifests (CONTRACTS.md §4): which sagas exist, which subjects trigger them, how
+//! an event finds its instance, and which programs run. Everything is validated and
+//! compiled at load; a bad manifest stops start-up with a message naming the file, the
+//! saga and the problem.
+
+mod document;
+mod subject;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use document::{parse_document, read_document, MAX_DOCUMENT_BYTES};
+pub use subject::SubjectFilter;
+
+use crate::keys::EFFECT_DEDUPE_SEGMENT;
+use crate::program::{Expr, Limits, Program};
+use crate::types::SagaName;
+
+/// Most gas a saga may ask for per transition.
+pub const MAX_SAGA_GAS: u64 = 10_000_000;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}: {context}{message}")]
+pub struct ManifestError {
+    pub file: String,
+    /// "saga NAME: " or "" when the problem is the whole file.
+    pub context: String,
+    pub message: String,
+}
+
+/// One trigger: which subjects reach the saga, whether they may start an instance, and
+/// the expression that names the instance.
+#[derive(Debug)]
+pub struct Trigger {
+    pub subject: SubjectFilter,
+    pub start: bool,
+    pub correlate: Expr,
+}
+
+/// A loaded, compiled saga.
+#[derive(Debug)]
+pub struct SagaDef {
+    pub name: SagaName,
+    pub version: u32,
+    pub triggers: Vec<Trigger>,
+    pub on_event: Arc<Program>,
+    pub compensation: Option<Arc<Program>>,
+    /// Gas per transition (the saga's own, else the settings default).
+    pub gas: u64,
+    /// The manifest file it came from.
+    pub source: PathBuf,
+}
+
+impl SagaDef {
+    /// The first trigger whose subject filter matches.
+    pub fn trigger_for(&self, subject: &str) -> Option<&Trigger> {
+        self.triggers.iter().find(|t| t.subject.matches(subject))
+    }
+}
+
+/// Every saga the process runs, in manifest order.
+#[derive(Debug, Default)]
+pub struct SagaCatalog {
+    pub sagas: Vec<Arc<SagaDef>>,
+}
+
+impl SagaCatalog {
+    /// Loads and compiles every manifest; the first problem found is the error.
+    pub fn load(
+        paths: &[PathBuf],
+        default_gas: u64,
+        limits: &Limits,
+    ) -> Result<SagaCatalog, ManifestError> {
+        let mut catalog = SagaCatalog::default();
+        let mut names = HashSet::new();
+        for path in paths {
+            for saga in load_file(path, default_gas, limits)? {
+                if !names.insert(saga.name.clone()) {
+                    return Err(ManifestError {
+                        file: path.display().to_string(),
+                        context: format!("saga {}: ", saga.name),
+                        message: "is declared more than once".into(),
+                    });
+                }
+                catalog.sagas.push(Arc::new(saga));
+            }
+        }
+        Ok(catalog)
+    }
+
+    /// Sagas that a message on `subject` reaches, each with its matching trigger.
+    pub fn route<'a>(
+        &'a self,
+        subject: &'a str,
+    ) -> impl Iterator<Item = (&'a Arc<SagaDef>, &'a Trigger)> + 'a {
+        self.sagas
+            .iter()
+            .filter_map(move |saga| saga.trigger_for(subject).map(|t| (saga, t)))
+    }
+
+    pub fn get(&self, name: &SagaName) -> Option<&Arc<SagaDef>> {
+        self.sagas.iter().find(|s| &s.name == name)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    sagas: Vec<RawSaga>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSaga {
+    name: String,
+    #[serde(default = "one")]
+    version: u32,
+    triggers: Vec<RawTrigger>,
+    on_event: Value,
+    #[serde(default)]
+    compensation: Option<Value>,
+    #[serde(default)]
+    gas: Option<u64>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrigger {
+    subject: String,
+    #[serde(default)]
+    start: bool,
+    correlate: Value,
+}
+
+/// Loads one manifest file.
+pub fn load_file(
+    path: &Path,
+    default_gas: u64,
+    limits: &Limits,
+) -> Result<Vec<SagaDef>, ManifestError> {
+    let file = path.display().to_string();
+    let whole = |message: String| ManifestError {
+        file: file.clone(),
+        context: String::new(),
+        message,
+    };
+    let doc = read_document(path).map_err(whole)?;
+    let raw: RawManifest = serde_json::from_value(doc).map_err(|e| whole(e.to_string()))?;
+    if raw.sagas.is_empty() {
+        return Err(whole("lists no sagas".into()));
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    raw.sagas
+        .into_iter()
+        .enumerate()
+        .map(|(i, saga)| {
+            let label = if saga.name.is_empty() {
+                format!("saga #{}: ", i + 1)
+            } else {
+                format!("saga {}: ", saga.name)
+            };
+            compile_saga(saga, base, path, default_gas, limits).map_err(|message| ManifestError {
+                file: file.clone(),
+                context: label,
+                message,
+            })
+        })
+        .collect()
+}
+
+fn compile_saga(
+    raw: RawSaga,
+    base: &Path,
+    source: &Path,
+    default_gas: u64,
+    limits: &Limits,
+) -> Result<SagaDef, String> {
+    let name = SagaName::new(&raw.name).map_err(|e| e.to_string())?;
+    if name.as_str() == EFFECT_DEDUPE_SEGMENT {
+        return Err(format!(
+            "the name {EFFECT_DEDUPE_SEGMENT:?} is reserved (effect dedupe records use it)"
+        ));
+    }
+    if raw.version == 0 {
+        return Err("version must be at least 1".into());
+    }
+    if raw.triggers.is_empty() {
+        return Err("needs at least one trigger".into());
+    }
+    let mut triggers = Vec::with_capacity(raw.triggers.len());
+    for (i, t) in raw.triggers.into_iter().enumerate() {
+        let at = |m: String| format!("trigger {}: {m}", i + 1);
+        let subject = SubjectFilter::parse(&t.subject).map_err(at)?;
+        let origin = format!("{} triggers.{i}.correlate", source.display());
+        let correlate = Expr::compile(&t.correlate, &origin, &["event", "ctx"], limits)
+            .map_err(|e| at(e.to_string()))?;
+        triggers.push(Trigger {
+            subject,
+            start: t.start,
+            correlate,
+        });
+    }
+    if !triggers.iter().any(|t| t.start) {
+        return Err("no trigger has `start: true`, so no instance could ever begin".into());
+    }
+    let gas = raw.gas.unwrap_or(default_gas);
+    if gas == 0 || gas > MAX_SAGA_GAS {
+        return Err(format!(
+            "gas must be between 1 and {MAX_SAGA_GAS} (got {gas})"
+        ));
+    }
+    let on_event = load_program(&raw.on_event, base, "on_event", limits)?;
+    let compensation = match &raw.compensation {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(load_program(v, base, "compensation", limits)?),
+    };
+    Ok(SagaDef {
+        name,
+        version: raw.version,
+        triggers,
+        on_event,
+        compensation,
+        gas,
+        source: source.to_path_buf(),
+    })
+}
+
+/// A program given as a path (relative to the manifest) or inline as an object.
+fn load_program(
+    spec: &Value,
+    base: &Path,
+    field: &str,
+    limits: &Limits,
+) -> Result<Arc<Program>, String> {
+    match spec {
+        Value::String(rel) => {
+            let path = base.join(rel);
+            let doc =
+                read_document(&path).map_err(|e| format!("{field}: {}: {e}", path.display()))?;
+            let program = Program::compile(&doc, &path.display().to_string(), limits)
+                .map_err(|e| e.to_string())?;
+            Ok(Arc::new(program))
+        }
+        Value::Object(_) => {
+            let program = Program::compile(spec, &format!("(inline {field})"), limits)
+                .map_err(|e| e.to_string())?;
+            Ok(Arc::new(program))
+        }
+        _ => Err(format!(
+            "{field} must be a program file path or an inline program object"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,255 @@
+//! Pipelined JetStream publishing. The blocking client flushes its write buffer only
+//! every 5 ms and `js.publish` waits for each ack, so publish-then-wait runs at a few
+//! hundred messages a second. Here many publishes are outstanding at once, their acks
+//! arrive on one shared reply inbox, and a bounded window provides backpressure.
+//!
+//! Every message carries a `Nats-Msg-Id`; a publish whose ack does not arrive in time
+//! has an unknown outcome and is re-sent with the same id, so JetStream's duplicate
+//! window turns the retry into a no-op if the first attempt was stored.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use nats::header::HeaderMap;
+use serde::Deserialize;
+
+use crate::envelope::header;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("no JetStream stream captures subject {0}")]
+    NoStream(String),
+    #[error("JetStream rejected the publish: {0}")]
+    Rejected(String),
+    #[error("no ack after {attempts} attempts")]
+    Timeout { attempts: u32 },
+    #[error("connection error: {0}")]
+    Io(String),
+}
+
+/// The outcome of one publish, identified by the caller's tag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub tag: u64,
+    pub result: Result<Ack, PublishError>,
+}
+
+/// JetStream's acknowledgement of a stored message.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Ack {
+    pub stream: String,
+    pub seq: u64,
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+#[derive(Deserialize)]
+struct AckReply {
+    #[serde(flatten)]
+    ack: Option<Ack>,
+    error: Option<AckError>,
+}
+
+#[derive(Deserialize)]
+struct AckError {
+    #[serde(default)]
+    description: String,
+}
+
+struct Pending {
+    tag: u64,
+    subject: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    deadline: Instant,
+    attempts: u32,
+}
+
+pub struct Publisher {
+    nc: nats::Connection,
+    inbox: String,
+    sub: nats::Subscription,
+    window: usize,
+    ack_timeout: Duration,
+    max_attempts: u32,
+    next_token: u64,
+    pending: HashMap<u64, Pending>,
+    /// (deadline, token) in send order; stale entries are skipped.
+    deadlines: VecDeque<(Instant, u64)>,
+    done: Vec<Completion>,
+    unflushed: bool,
+}
+
+impl Publisher {
+    /// `window` bounds outstanding publishes; `ack_timeout` is how long one attempt
+    /// waits; after `max_attempts` a publish completes with `PublishError::Timeout`.
+    pub fn new(
+        nc: &nats::Connection,
+        window: usize,
+        ack_timeout: Duration,
+        max_attempts: u32,
+    ) -> std::io::Result<Publisher> {
+        let inbox = nc.new_inbox();
+        let sub = nc.subscribe(&format!("{inbox}.*"))?;
+        let window = window.max(1);
+        // Acks beyond the window cannot exist; the limit guards against strays.
+        sub.set_message_limits(window * 2 + 16);
+        Ok(Publisher {
+            nc: nc.clone(),
+            inbox,
+            sub,
+            window,
+            ack_timeout,
+            max_attempts: max_attempts.max(1),
+            next_token: 0,
+            pending: HashMap::new(),
+            deadlines: VecDeque::new(),
+            done: Vec::new(),
+            unflushed: false,
+        })
+    }
+
+    pub fn outstanding(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Sends one message, first waiting for acks while the window is full.
+    /// `headers` should not contain `Nats-Msg-Id`; `msg_id` is set here.
+    pub fn publish(
+        &mut self,
+        tag: u64,
+        subject: &str,
+        msg_id: &str,
+        mut headers: HeaderMap,
+        body: Vec<u8>,
+    ) {
+        while self.pending.len() >= self.window {
+            self.collect(self.ack_timeout);
+        }
+        headers.insert(header::MSG_ID, msg_id);
+        let pending = Pending {
+            tag,
+            subject: subject.to_string(),
+            headers,
+            body,
+            deadline: Instant::now(),
+            attempts: 0,
+        };
+        self.send(pending);
+    }
+
+    /// Completions gathered so far, waiting up to `wait` for at least one if none are.
+    pub fn poll(&mut self, wait: Duration) -> Vec<Completion> {
+        if self.done.is_empty() && !self.pending.is_empty() {
+            self.collect(wait);
+        }
+        std::mem::take(&mut self.done)
+    }
+
+    /// Waits until every outstanding publish completed (bounded by the retry policy).
+    pub fn finish(&mut self) -> Vec<Completion> {
+        while !self.pending.is_empty() {
+            self.collect(self.ack_timeout);
+        }
+        std::mem::take(&mut self.done)
+    }
+
+    fn send(&mut self, mut p: Pending) {
+        let token = self.next_token;
+        self.next_token += 1;
+        let reply = format!("{}.{token}", self.inbox);
+        p.attempts += 1;
+        p.deadline = Instant::now() + self.ack_timeout;
+        let sent = self.nc.publish_with_reply_or_headers(
+            &p.subject,
+            Some(&reply),
+            Some(&p.headers),
+            &p.body,
+        );
+        match sent {
+            Ok(()) => {
+                self.unflushed = true;
+                self.deadlines.push_back((p.deadline, token));
+                self.pending.insert(token, p);
+            }
+            Err(e) => self.done.push(Completion {
+                tag: p.tag,
+                result: Err(PublishError::Io(e.to_string())),
+            }),
+        }
+    }
+
+    /// Receives acks for up to `wait`, then retries or fails publishes past their deadline.
+    fn collect(&mut self, wait: Duration) {
+        if self.unflushed {
+            // Without this the client holds the publishes for up to 5 ms.
+            let _ = self.nc.flush_timeout(self.ack_timeout);
+            self.unflushed = false;
+        }
+        let until = Instant::now() + wait;
+        let first_deadline = self.deadlines.front().map(|(d, _)| *d).unwrap_or(until);
+        let wait = until
+            .min(first_deadline)
+            .saturating_duration_since(Instant::now());
+        if let Ok(msg) = self.sub.next_timeout(wait) {
+            self.on_ack(msg);
+            while let Some(msg) = self.sub.try_next() {
+                self.on_ack(msg);
+            }
+        }
+        self.expire();
+    }
+
+    fn on_ack(&mut self, msg: nats::Message) {
+        let Some(token) = msg
+            .subject
+            .rsplit('.')
+            .next()
+            .and_then(|t| t.parse::<u64>().ok())
+        else {
+            return;
+        };
+        // A late ack of an attempt that was already re-sent: the retry will answer too.
+        let Some(p) = self.pending.remove(&token) else {
+            return;
+        };
+        let result = if super::is_status(&msg) && msg.data.is_empty() {
+            Err(PublishError::NoStream(p.subject.clone()))
+        } else {
+            match serde_json::from_slice::<AckReply>(&msg.data) {
+                Ok(AckReply {
+                    error: Some(err), ..
+                }) => Err(PublishError::Rejected(err.description)),
+                Ok(AckReply { ack: Some(ack), .. }) => Ok(ack),
+                _ => Err(PublishError::Rejected(format!(
+                    "unreadable ack: {}",
+                    String::from_utf8_lossy(&msg.data)
+                ))),
+            }
+        };
+        self.done.push(Completion { tag: p.tag, result });
+    }
+
+    fn expire(&mut self) {
+        let now = Instant::now();
+        while let Some(&(deadline, token)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            let Some(p) = self.pending.remove(&token) else {
+                continue;
+            };
+            if p.attempts >= self.max_attempts {
+                self.done.push(Completion {
+                    tag: p.tag,
+                    result: Err(PublishError::Timeout {
+                        attempts: p.attempts,
+                    }),
+                });
+            } else {
+                self.send(p);
+            }
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Stream and durable consumer set-up.
+
+use std::time::Duration;
+
+use nats::jetstream::{
+    AckPolicy, ConsumerConfig, DeliverPolicy, JetStream, ReplayPolicy, StorageType, StreamConfig,
+};
+
+use super::StreamError;
+use crate::settings::Settings;
+
+fn js_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StreamError {
+    let what = what.into();
+    move |source| StreamError::JetStream { what, source }
+}
+
+/// Looked up by listing names: asking for the info of a missing stream makes the client
+/// log an error even though "missing" is an expected answer here.
+fn stream_exists(js: &JetStream, name: &str) -> Result<bool, StreamError> {
+    for listed in js.stream_names() {
+        if listed.map_err(js_err("list streams"))? == name {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn consumer_exists(js: &JetStream, stream: &str, durable: &str) -> Result<bool, StreamError> {
+    let consumers = js
+        .list_consumers(stream)
+        .map_err(js_err(format!("list consumers of {stream}")))?;
+    for info in consumers {
+        if info
+            .map_err(js_err(format!("list consumers of {stream}")))?
+            .name
+            == durable
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn ensure_stream(
+    js: &JetStream,
+    name: &str,
+    subjects: Vec<String>,
+    duplicate_window: Duration,
+    create: bool,
+) -> Result<(), StreamError> {
+    if stream_exists(js, name)? {
+        return Ok(());
+    }
+    if !create {
+        return Err(StreamError::MissingStream(name.to_string()));
+    }
+    let config = StreamConfig {
+        name: name.to_string(),
+        subjects,
+        storage: StorageType::File,
+        // JetStream takes the duplicate window in nanoseconds.
+        duplicate_window: duplicate_window.as_nanos().min(i64::MAX as u128) as i64,
+        ..Default::default()
+    };
+    match js.add_stream(config) {
+        Ok(_) => {
+            log::info!(stream = name; "created stream");
+            Ok(())
+        }
+        // Another replica created it in the meantime.
+        Err(_) if stream_exists(js, name)? => Ok(()),
+        Err(e) => Err(js_err(format!("create stream {name}"))(e)),
+    }
+}
+
+/// Makes sure the streams the saga pipeline reads and writes exist.
+pub fn ensure_streams(js: &JetStream, settings: &Settings) -> Result<(), StreamError> {
+    let s = &settings.streams;
+    let window = Duration::from_secs(s.duplicate_window_secs);
+    ensure_stream(
+        js,
+        &s.aggregate_events,
+        s.aggregate_subjects.clone(),
+        window,
+        settings.nats.create_aggregate_stream,
+    )?;
+    ensure_stream(
+        js,
+        &s.workflow_commands,
+        vec![format!("{}.>", s.command_prefix)],
+        window,
+        settings.nats.create_streams,
+    )?;
+    ensure_stream(
+        js,
+        &s.workflow_events,
+        vec![
+            format!("{}.>", s.result_prefix),
+            format!("{}.>", s.timer_prefix),
+        ],
+        window,
+        settings.nats.create_streams,
+    )?;
+    Ok(())
+}
+
+/// A durable pull consumer the pipeline reads from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerSpec {
+    pub stream: String,
+    pub durable: String,
+    /// "" = the whole stream.
+    pub filter: String,
+}
+
+/// The saga pipeline's consumers: one on the aggregate stream, one on workflow events.
+pub fn saga_consumers(settings: &Settings) -> Vec<ConsumerSpec> {
+    let s = &settings.streams;
+    let durable = &settings.consumer.durable;
+    vec![
+        ConsumerSpec {
+            stream: s.aggregate_events.clone(),
+            durable: format!("{durable}-aggregate"),
+            filter: s.aggregate_filter.clone(),
+        },
+        ConsumerSpec {
+            stream: s.workflow_events.clone(),
+            durable: format!("{durable}-workflow"),
+            filter: s.workflow_filter.clone(),
+        },
+    ]
+}
+
+/// Creates the durable consumer if missing. JetStream's own `max_deliver` is left
+/// unlimited: the Runner counts deliveries itself so that a message past the limit is
+/// quarantined with a record instead of silently dropped by the server.
+pub fn ensure_consumer(
+    js: &JetStream,
+    spec: &ConsumerSpec,
+    settings: &Settings,
+) -> Result<(), StreamError> {
+    if consumer_exists(js, &spec.stream, &spec.durable)? {
+        return Ok(());
+    }
+    let config = ConsumerConfig {
+        durable_name: Some(spec.durable.clone()),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: settings.ack_wait(),
+        max_deliver: -1,
+        filter_subject: spec.filter.clone(),
+        replay_policy: ReplayPolicy::Instant,
+        max_ack_pending: settings.consumer.max_ack_pending,
+        max_waiting: 512,
+        ..Default::default()
+    };
+    match js.add_consumer(&spec.stream, config) {
+        Ok(_) => {
+            log::info!(stream = spec.stream.as_str(), consumer = spec.durable.as_str(); "created durable consumer");
+            Ok(())
+        }
+        Err(_) if consumer_exists(js, &spec.stream, &spec.durable)? => Ok(()),
+        Err(e) => Err(js_err(format!(
+            "create consumer {} on {}",
+            spec.durable, spec.stream
+        ))(e)),
+    }
+}

@@ -1,0 +1,120 @@
+//! Shared control of intake: shutdown, and the stop that follows a storage failure.
+//!
+//! When a commit (or a read) fails, nothing of the affected batches is acked. To keep
+//! per-instance order, intake then stops and the *epoch* changes: every stage drops the
+//! work it holds from the old epoch (unacked, so JetStream redelivers it) and the
+//! executor forgets its uncommitted overlay. Intake resumes only when a write probe
+//! succeeds and at least one ack wait has passed since the stop, so that every dropped
+//! message is due for redelivery before any newer one is fetched: JetStream serves
+//! redeliveries first, in stream order.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+#[derive(Debug)]
+pub struct Intake {
+    epoch: AtomicU64,
+    stopped: AtomicBool,
+    shutdown: AtomicBool,
+    committed_through: AtomicU64,
+    stop: Mutex<Option<(Instant, String)>>,
+    resume_after: Duration,
+}
+
+impl Intake {
+    /// `resume_after`: the least time between a stop and the resumption (the ack wait).
+    pub fn new(resume_after: Duration) -> Intake {
+        Intake {
+            epoch: AtomicU64::new(1),
+            stopped: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            committed_through: AtomicU64::new(0),
+            stop: Mutex::new(None),
+            resume_after,
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Stops intake after a storage failure and invalidates all in-flight work.
+    pub fn stop(&self, reason: String) {
+        let mut stop = self.stop.lock();
+        if stop.is_none() {
+            *stop = Some((Instant::now(), reason));
+        }
+        self.stopped.store(true, Ordering::SeqCst);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Why intake is stopped, if it is.
+    pub fn stop_reason(&self) -> Option<String> {
+        self.stop.lock().as_ref().map(|(_, r)| r.clone())
+    }
+
+    /// Whether enough time has passed since the stop for dropped messages to be due.
+    pub fn may_resume(&self) -> bool {
+        self.stop
+            .lock()
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= self.resume_after)
+    }
+
+    pub fn resume(&self) {
+        *self.stop.lock() = None;
+        self.stopped.store(false, Ordering::SeqCst);
+    }
+
+    pub fn request_shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// The newest executor batch number whose transitions are durable.
+    pub fn committed_through(&self) -> u64 {
+        self.committed_through.load(Ordering::SeqCst)
+    }
+
+    pub fn mark_committed(&self, batch_no: u64) {
+        self.committed_through.fetch_max(batch_no, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_changes_epoch_and_resume_waits_for_the_ack_wait() {
+        let intake = Intake::new(Duration::from_millis(50));
+        let before = intake.epoch();
+        intake.stop("disk".into());
+        assert!(intake.is_stopped());
+        assert_eq!(intake.epoch(), before + 1);
+        assert_eq!(intake.stop_reason().as_deref(), Some("disk"));
+        assert!(!intake.may_resume());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(intake.may_resume());
+        intake.resume();
+        assert!(!intake.is_stopped());
+        assert_eq!(intake.epoch(), before + 1, "resuming keeps the new epoch");
+    }
+
+    #[test]
+    fn committed_watermark_only_grows() {
+        let intake = Intake::new(Duration::ZERO);
+        intake.mark_committed(5);
+        intake.mark_committed(3);
+        assert_eq!(intake.committed_through(), 5);
+    }
+}

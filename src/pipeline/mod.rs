@@ -1,0 +1,163 @@
+//! Wiring of the saga pipeline: threads for fetch (one per consumer), decode, execute
+//! and commit, connected by bounded channels. A full channel blocks its sender, so a
+//! slow stage slows fetching instead of growing memory.
+//!
+//! ```text
+//! fetch(aggregate) ─┐
+//!                   ├─▶ decode ─▶ execute ─▶ commit ─▶ ack / term
+//! fetch(workflow) ──┘
+//! ```
+
+mod intake;
+mod stats;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::bounded;
+
+pub use intake::Intake;
+pub use stats::{Stats, StatsSnapshot};
+
+use crate::manifest::SagaCatalog;
+use crate::nats_io::{self, ConsumerSpec, StreamError};
+use crate::saga::{DecodeConfig, Decoded, LogCtx, MessageInfo, Outcome};
+use crate::settings::Settings;
+use crate::stages;
+use crate::store::Store;
+
+/// Messages from one pull, tagged with the intake epoch they were fetched in.
+pub struct FetchedBatch {
+    pub epoch: u64,
+    pub msgs: Vec<nats::Message>,
+}
+
+/// A message with its decode result.
+pub struct DecodedMsg {
+    pub msg: nats::Message,
+    pub info: MessageInfo,
+    pub decoded: Decoded,
+}
+
+pub struct DecodedBatch {
+    pub epoch: u64,
+    pub items: Vec<DecodedMsg>,
+}
+
+/// A message with what executing it produced.
+pub struct ExecutedMsg {
+    pub msg: nats::Message,
+    pub info: MessageInfo,
+    pub log: LogCtx,
+    pub outcome: Outcome,
+}
+
+pub struct ExecutedBatch {
+    pub epoch: u64,
+    /// Increasing per executor batch; the commit stage reports it back when durable.
+    pub batch_no: u64,
+    pub items: Vec<ExecutedMsg>,
+}
+
+/// State shared by every stage thread.
+pub struct Shared {
+    pub settings: Settings,
+    pub store: Arc<Store>,
+    pub catalog: Arc<SagaCatalog>,
+    pub decode: DecodeConfig,
+    pub intake: Intake,
+    pub stats: Stats,
+}
+
+/// A running saga pipeline.
+pub struct Pipeline {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Pipeline {
+    /// Ensures streams and consumers, then starts the stage threads.
+    pub fn start(
+        settings: Settings,
+        store: Arc<Store>,
+        catalog: Arc<SagaCatalog>,
+        nc: nats::Connection,
+    ) -> Result<Pipeline, StreamError> {
+        let js = nats::jetstream::new(nc.clone());
+        nats_io::ensure_streams(&js, &settings)?;
+        let consumers: Vec<ConsumerSpec> = nats_io::saga_consumers(&settings);
+        let mut subs = Vec::new();
+        for spec in &consumers {
+            nats_io::ensure_consumer(&js, spec, &settings)?;
+            subs.push((spec.clone(), stages::fetch::subscribe(&js, spec)?));
+        }
+        let shared = Arc::new(Shared {
+            decode: DecodeConfig::from_settings(&settings),
+            intake: Intake::new(settings.ack_wait() + std::time::Duration::from_millis(200)),
+            stats: Stats::default(),
+            settings,
+            store,
+            catalog,
+        });
+        let cap = shared.settings.pipeline.channel_capacity;
+        let (fetch_tx, fetch_rx) = bounded(cap);
+        let (decode_tx, decode_rx) = bounded(cap);
+        let (exec_tx, exec_rx) = bounded(cap);
+
+        let mut threads = Vec::new();
+        for (spec, sub) in subs {
+            let (shared, tx, nc) = (shared.clone(), fetch_tx.clone(), nc.clone());
+            threads.push(spawn(&format!("fetch-{}", spec.stream), move || {
+                stages::fetch::run(&shared, &spec, &sub, &nc, &tx)
+            }));
+        }
+        drop(fetch_tx);
+        let s = shared.clone();
+        threads.push(spawn("decode", move || {
+            stages::decode::run(&s, &fetch_rx, &decode_tx)
+        }));
+        let s = shared.clone();
+        threads.push(spawn("execute", move || {
+            stages::execute::run(&s, &decode_rx, &exec_tx)
+        }));
+        let s = shared.clone();
+        threads.push(spawn("commit", move || stages::commit::run(&s, &exec_rx)));
+        Ok(Pipeline { shared, threads })
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    pub fn intake(&self) -> &Intake {
+        &self.shared.intake
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.shared.store
+    }
+
+    /// Stops fetching, lets in-flight work commit and ack, and joins every thread.
+    pub fn shutdown(mut self) {
+        self.shared.intake.request_shutdown();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.shared.intake.request_shutdown();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(f)
+        .unwrap_or_else(|e| panic!("cannot start thread {name}: {e}"))
+}

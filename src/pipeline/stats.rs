@@ -1,0 +1,50 @@
+//! Pipeline counters. Cheap atomics now; the ops-port issue exports them as metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($name:ident: $doc:literal),* $(,)?) => {
+        /// Counters shared by the stages.
+        #[derive(Debug, Default)]
+        pub struct Stats { $(#[doc = $doc] pub $name: AtomicU64,)* }
+
+        /// A point-in-time copy of [`Stats`].
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct StatsSnapshot { $(#[doc = $doc] pub $name: u64,)* }
+
+        impl Stats {
+            pub fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    fetched: "Messages received from JetStream.",
+    dropped_stale: "Messages dropped unacked because intake stopped (they are redelivered).",
+    events: "Messages decoded into valid events.",
+    ignored: "Saga routes that changed nothing (no instance and not a start trigger, or instance done), plus events that reached no saga.",
+    duplicates: "Saga routes whose event had already been applied.",
+    transitions: "Transitions committed.",
+    faults: "Program faults (instance faulted, message quarantined).",
+    quarantined: "Messages quarantined (any reason) and terminated.",
+    acked: "Messages acked after their commit.",
+    commits: "LMDB write transactions committed by the commit stage.",
+    commit_failures: "Commits that failed (intake stopped, nothing acked).",
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+impl StatsSnapshot {
+    /// Messages whose delivery ended (acked or terminated).
+    pub fn finished(&self) -> u64 {
+        self.acked + self.quarantined
+    }
+}

@@ -1,0 +1,319 @@
+//! Checking and decoding a program's output value into a [`ProgramOutput`].
+
+use serde_json::{Map, Value};
+
+use super::error::{Fault, FaultKind};
+use super::value::{json_str_len, Val, WalkError, MAX_VALUE_DEPTH};
+use super::walk::describe;
+use super::{CommandSpec, Limits, ProgramOutput, ScheduleSpec, ScheduleWhen, Status};
+use crate::timefmt::parse_rfc3339_ms;
+
+const FIELDS: [&str; 5] = ["cancel", "commands", "schedules", "state", "status"];
+
+fn bad(node: impl Into<String>, message: impl Into<String>) -> Fault {
+    Fault::new(node, "output", FaultKind::Output, message)
+}
+
+/// A short rendering of an (already size-bounded) JSON value for messages.
+fn show(v: &Value) -> String {
+    match Val::from_json(v) {
+        Ok(val) => describe(&val),
+        Err(_) => "a deeply nested value".to_string(),
+    }
+}
+
+fn size_fault(node: &str, e: WalkError, what: &str, limit_name: &str, limit: usize) -> Fault {
+    match e {
+        WalkError::TooDeep => bad(
+            node,
+            format!("{what} is nested deeper than {MAX_VALUE_DEPTH} levels"),
+        ),
+        _ => bad(
+            node,
+            format!("{what} exceeds {limit_name} ({limit} bytes serialised)"),
+        ),
+    }
+}
+
+/// Checks the shape and size of `out` and decodes it. `gas_used` is left at 0.
+pub(crate) fn decode(out: &Val, limits: &Limits) -> Result<ProgramOutput, Fault> {
+    let Val::Obj(map) = out else {
+        return Err(bad(
+            "output",
+            format!("the output must be an object, got {}", describe(out)),
+        ));
+    };
+    if let Some(k) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(bad(
+            format!("output.{k}"),
+            format!(
+                "unknown output field `{k}` (expected one of {})",
+                FIELDS.join(", ")
+            ),
+        ));
+    }
+    // Bytes of the whole output object, as `serde_json` would write it.
+    let mut budget = limits.max_output_bytes;
+    let overhead =
+        2 + map.len().saturating_sub(1) + map.keys().map(|k| json_str_len(k) + 1).sum::<usize>();
+    budget = budget.checked_sub(overhead).ok_or_else(|| {
+        bad(
+            "output",
+            format!(
+                "output exceeds max_output_bytes ({} bytes serialised)",
+                limits.max_output_bytes
+            ),
+        )
+    })?;
+
+    let mut state = None;
+    if let Some(v) = map.get("state").filter(|v| !v.is_null()) {
+        let mut state_budget = limits.max_state_bytes;
+        let json = v.to_json(&mut state_budget).map_err(|e| {
+            size_fault(
+                "output.state",
+                e,
+                "state",
+                "max_state_bytes",
+                limits.max_state_bytes,
+            )
+        })?;
+        let used = limits.max_state_bytes - state_budget;
+        budget = budget.checked_sub(used).ok_or_else(|| {
+            bad(
+                "output.state",
+                format!(
+                    "output exceeds max_output_bytes ({} bytes serialised)",
+                    limits.max_output_bytes
+                ),
+            )
+        })?;
+        state = Some(json);
+    } else if map.contains_key("state") {
+        budget = budget.saturating_sub(4);
+    }
+
+    let mut fields: Map<String, Value> = Map::new();
+    for (k, v) in map.iter().filter(|(k, _)| k.as_str() != "state") {
+        let node = format!("output.{k}");
+        let json = v.to_json(&mut budget).map_err(|e| {
+            size_fault(
+                &node,
+                e,
+                "output",
+                "max_output_bytes",
+                limits.max_output_bytes,
+            )
+        })?;
+        fields.insert(k.clone(), json);
+    }
+
+    Ok(ProgramOutput {
+        state,
+        status: status(fields.get("status"))?,
+        commands: list(fields.get("commands"), "output.commands", command)?,
+        schedules: list(fields.get("schedules"), "output.schedules", schedule)?,
+        cancel: list(fields.get("cancel"), "output.cancel", cancel)?,
+        gas_used: 0,
+    })
+}
+
+fn status(v: Option<&Value>) -> Result<Status, Fault> {
+    match v {
+        None | Some(Value::Null) => Ok(Status::Active),
+        Some(Value::String(s)) if s == "active" => Ok(Status::Active),
+        Some(Value::String(s)) if s == "completed" => Ok(Status::Completed),
+        Some(Value::String(s)) if s == "failed" => Ok(Status::Failed),
+        Some(other) => Err(bad(
+            "output.status",
+            format!(
+                "status must be \"active\", \"completed\" or \"failed\", got {}",
+                show(other)
+            ),
+        )),
+    }
+}
+
+/// A list field: null/absent → empty; null entries dropped; each other entry decoded.
+fn list<T>(
+    v: Option<&Value>,
+    node: &str,
+    item: fn(&Value, &str) -> Result<T, Fault>,
+) -> Result<Vec<T>, Fault> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, it) in items.iter().enumerate() {
+                if !it.is_null() {
+                    out.push(item(it, &format!("{node}.{i}"))?);
+                }
+            }
+            Ok(out)
+        }
+        Some(other) => Err(bad(node, format!("must be a list, got {}", show(other)))),
+    }
+}
+
+fn cancel(v: &Value, node: &str) -> Result<String, Fault> {
+    match v {
+        Value::String(s) if !s.is_empty() => Ok(s.clone()),
+        other => Err(bad(
+            node,
+            format!(
+                "a timer name must be a non-empty string, got {}",
+                show(other)
+            ),
+        )),
+    }
+}
+
+fn object<'v>(v: &'v Value, node: &str, what: &str) -> Result<&'v Map<String, Value>, Fault> {
+    v.as_object().ok_or_else(|| {
+        bad(
+            node,
+            format!("{what} must be an object (or null), got {}", show(v)),
+        )
+    })
+}
+
+fn check_keys(
+    m: &Map<String, Value>,
+    node: &str,
+    allowed: &[&str],
+    what: &str,
+) -> Result<(), Fault> {
+    match m.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(bad(
+            format!("{node}.{k}"),
+            format!(
+                "unknown field `{k}` in {what} (expected {})",
+                allowed.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A present (non-null) field; null counts as absent.
+fn field<'v>(m: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
+    m.get(key).filter(|v| !v.is_null())
+}
+
+fn req_str(m: &Map<String, Value>, key: &str, node: &str) -> Result<String, Fault> {
+    let at = format!("{node}.{key}");
+    match field(m, key) {
+        None => Err(bad(at, format!("missing required field `{key}`"))),
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(other) => Err(bad(
+            at,
+            format!("`{key}` must be a non-empty string, got {}", show(other)),
+        )),
+    }
+}
+
+fn opt_str(m: &Map<String, Value>, key: &str, node: &str) -> Result<Option<String>, Fault> {
+    match field(m, key) {
+        None => Ok(None),
+        Some(_) => req_str(m, key, node).map(Some),
+    }
+}
+
+fn payload(m: &Map<String, Value>) -> Value {
+    field(m, "payload")
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Map::new()))
+}
+
+fn command(v: &Value, node: &str) -> Result<CommandSpec, Fault> {
+    const AGGREGATE: [&str; 6] = [
+        "to",
+        "aggregate_type",
+        "aggregate_id",
+        "command_type",
+        "payload",
+        "command_id",
+    ];
+    const EFFECT: [&str; 4] = ["to", "effect", "payload", "command_id"];
+    let m = object(v, node, "a command")?;
+    let to = req_str(m, "to", node)?;
+    match to.as_str() {
+        "aggregate" => {
+            check_keys(m, node, &AGGREGATE, "an aggregate command")?;
+            Ok(CommandSpec::Aggregate {
+                aggregate_type: req_str(m, "aggregate_type", node)?,
+                aggregate_id: req_str(m, "aggregate_id", node)?,
+                command_type: req_str(m, "command_type", node)?,
+                payload: payload(m),
+                command_id: opt_str(m, "command_id", node)?,
+            })
+        }
+        "effect" => {
+            check_keys(m, node, &EFFECT, "an effect command")?;
+            Ok(CommandSpec::Effect {
+                effect: req_str(m, "effect", node)?,
+                payload: payload(m),
+                command_id: opt_str(m, "command_id", node)?,
+            })
+        }
+        other => Err(bad(
+            format!("{node}.to"),
+            format!("`to` must be \"aggregate\" or \"effect\", got {other:?}"),
+        )),
+    }
+}
+
+fn schedule(v: &Value, node: &str) -> Result<ScheduleSpec, Fault> {
+    let m = object(v, node, "a schedule")?;
+    check_keys(
+        m,
+        node,
+        &["name", "after_ms", "at", "payload"],
+        "a schedule",
+    )?;
+    let name = req_str(m, "name", node)?;
+    let when = match (field(m, "after_ms"), field(m, "at")) {
+        (Some(after), None) => {
+            let ms = after
+                .as_u64()
+                .and_then(|u| i64::try_from(u).ok())
+                .ok_or_else(|| {
+                    bad(
+                        format!("{node}.after_ms"),
+                        format!(
+                            "`after_ms` must be a non-negative integer (milliseconds), got {}",
+                            show(after)
+                        ),
+                    )
+                })?;
+            ScheduleWhen::AfterMs(ms)
+        }
+        (None, Some(at)) => {
+            let at_node = format!("{node}.at");
+            let text = at.as_str().ok_or_else(|| {
+                bad(
+                    &*at_node,
+                    format!("`at` must be an RFC 3339 string, got {}", show(at)),
+                )
+            })?;
+            ScheduleWhen::AtMs(parse_rfc3339_ms(text).map_err(|e| bad(&*at_node, e.to_string()))?)
+        }
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                node,
+                "a schedule needs exactly one of `after_ms` and `at`, got both",
+            ))
+        }
+        (None, None) => {
+            return Err(bad(
+                node,
+                "a schedule needs exactly one of `after_ms` and `at`, got neither",
+            ))
+        }
+    };
+    Ok(ScheduleSpec {
+        name,
+        when,
+        payload: payload(m),
+    })
+}

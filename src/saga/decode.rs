@@ -1,0 +1,316 @@
+//! Decoding and routing: bytes and headers in, a routed event or a quarantine record
+//! out. Everything that makes a message unprocessable for every saga is decided here,
+//! before any state is read.
+
+use std::collections::HashSet;
+
+use serde_json::{json, Value};
+
+use super::{kind_name, Decoded, LogCtx, MessageInfo, Route, RoutedEvent};
+use crate::envelope::{trace_id, EnvelopeKind, Incoming};
+use crate::manifest::SagaCatalog;
+use crate::settings::Settings;
+use crate::store::{excerpt, QuarantineKind, QuarantineRecord};
+use crate::timefmt::parse_rfc3339_ms;
+use crate::types::{CorrelationId, EventId, TenantId};
+
+/// What decoding needs from the settings, resolved once.
+#[derive(Debug, Clone)]
+pub struct DecodeConfig {
+    pub aggregate_stream: String,
+    pub result_prefix: String,
+    pub timer_prefix: String,
+    pub max_message_bytes: usize,
+    pub max_deliver: u64,
+    pub multi_tenant: bool,
+    pub default_tenant: TenantId,
+    /// Empty: every tenant is served.
+    pub allowed_tenants: HashSet<TenantId>,
+}
+
+impl DecodeConfig {
+    pub fn from_settings(s: &Settings) -> DecodeConfig {
+        DecodeConfig {
+            aggregate_stream: s.streams.aggregate_events.clone(),
+            result_prefix: format!("{}.", s.streams.result_prefix),
+            timer_prefix: format!("{}.", s.streams.timer_prefix),
+            max_message_bytes: s.pipeline.max_message_bytes,
+            max_deliver: s.consumer.max_deliver.max(1) as u64,
+            multi_tenant: s.tenancy.multi_tenant,
+            default_tenant: s.default_tenant(),
+            allowed_tenants: s
+                .tenancy
+                .allowed_tenants
+                .iter()
+                .filter_map(|t| TenantId::new(t).ok())
+                .collect(),
+        }
+    }
+}
+
+/// A reason to quarantine, before it is turned into a record.
+struct Reject {
+    kind: QuarantineKind,
+    reason: String,
+    saga: Option<String>,
+}
+
+fn reject(kind: QuarantineKind, reason: impl Into<String>) -> Reject {
+    Reject {
+        kind,
+        reason: reason.into(),
+        saga: None,
+    }
+}
+
+/// Decodes and routes one message. `header_tenant` is the `x-tenant-id` header.
+pub fn decode(
+    cfg: &DecodeConfig,
+    catalog: &SagaCatalog,
+    info: &MessageInfo,
+    header_tenant: Option<&str>,
+    body: &[u8],
+) -> Decoded {
+    let mut log = LogCtx {
+        tenant_id: header_tenant.unwrap_or_default().to_string(),
+        ..LogCtx::default()
+    };
+    let mut event_id = None;
+    match decode_inner(
+        cfg,
+        catalog,
+        info,
+        header_tenant,
+        body,
+        &mut log,
+        &mut event_id,
+    ) {
+        Ok(event) => Decoded::Event(Box::new(event)),
+        Err(r) => {
+            let tenant = TenantId::new(&log.tenant_id).unwrap_or_default();
+            let record = QuarantineRecord {
+                kind: r.kind,
+                reason: r.reason,
+                stream: info.stream.clone(),
+                seq: info.seq,
+                subject: info.subject.clone(),
+                delivered: info.delivered,
+                tenant,
+                event_id,
+                correlation_id: (!log.correlation_id.is_empty())
+                    .then(|| log.correlation_id.clone()),
+                saga: r.saga,
+                body_excerpt: excerpt(body),
+            };
+            Decoded::Quarantine(Box::new(record), log)
+        }
+    }
+}
+
+fn decode_inner(
+    cfg: &DecodeConfig,
+    catalog: &SagaCatalog,
+    info: &MessageInfo,
+    header_tenant: Option<&str>,
+    body: &[u8],
+    log: &mut LogCtx,
+    event_id_out: &mut Option<String>,
+) -> Result<RoutedEvent, Reject> {
+    if body.len() > cfg.max_message_bytes {
+        return Err(reject(
+            QuarantineKind::Decode,
+            format!(
+                "message of {} bytes exceeds the limit of {} bytes",
+                body.len(),
+                cfg.max_message_bytes
+            ),
+        ));
+    }
+    // Parse what we can first so the quarantine record of an over-delivered message
+    // still names its tenant and event.
+    let parsed: Result<Value, String> =
+        serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"));
+    if let Ok(Value::Object(obj)) = &parsed {
+        *event_id_out = obj
+            .get("event_id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if let Some(meta) = obj.get("metadata") {
+            if let Some(c) = meta.get("correlation_id").and_then(Value::as_str) {
+                log.correlation_id = c.chars().take(128).collect();
+            }
+            if let Some(t) = meta
+                .get("traceparent")
+                .and_then(Value::as_str)
+                .and_then(trace_id)
+            {
+                log.trace_id = t.to_string();
+            }
+        }
+        if let Some(t) = obj
+            .get("tenant_id")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
+            if log.tenant_id.is_empty() {
+                log.tenant_id = t.chars().take(64).collect();
+            }
+        }
+    }
+    if info.delivered > cfg.max_deliver {
+        return Err(reject(
+            QuarantineKind::MaxDeliver,
+            format!(
+                "delivered {} times; the limit is {}",
+                info.delivered, cfg.max_deliver
+            ),
+        ));
+    }
+    let value = parsed.map_err(|e| reject(QuarantineKind::Decode, e))?;
+    if !value.is_object() {
+        return Err(reject(QuarantineKind::Decode, "body is not a JSON object"));
+    }
+    let kind = envelope_kind(cfg, info).ok_or_else(|| {
+        reject(
+            QuarantineKind::Decode,
+            format!(
+                "subject {} is neither a result ({}…) nor a timer ({}…) subject",
+                info.subject, cfg.result_prefix, cfg.timer_prefix
+            ),
+        )
+    })?;
+    let incoming = Incoming::from_value(kind, &value).map_err(|e| {
+        reject(
+            QuarantineKind::Decode,
+            format!("not a valid {} envelope: {e}", kind_name(kind)),
+        )
+    })?;
+
+    let tenant = resolve_tenant(cfg, incoming.tenant_id(), header_tenant)?;
+    log.tenant_id = tenant.to_string();
+    if let Some(c) = incoming.correlation_id() {
+        log.correlation_id = c.chars().take(128).collect();
+    }
+    let event_id = EventId::new(incoming.event_id())
+        .map_err(|e| reject(QuarantineKind::Decode, e.to_string()))?;
+    let event_time = incoming.event_time().to_string();
+    let event_time_ms = parse_rfc3339_ms(&event_time).map_err(|e| {
+        reject(
+            QuarantineKind::Decode,
+            format!("event time is not RFC 3339: {e}"),
+        )
+    })?;
+    let traceparent = incoming.traceparent().map(str::to_string);
+    let metadata = incoming.metadata().clone();
+
+    let ctx = json!({
+        "tenant_id": tenant.as_str(),
+        "stream": info.stream,
+        "subject": info.subject,
+        "kind": kind_name(kind),
+        "seq": info.seq,
+    });
+    let mut routes = Vec::new();
+    for (saga, trigger) in catalog.route(&info.subject) {
+        let corr = trigger
+            .correlate
+            .eval(&[&value, &ctx], saga.gas)
+            .map_err(|fault| Reject {
+                kind: QuarantineKind::Program,
+                reason: format!("correlate expression of saga {}: {fault}", saga.name),
+                saga: Some(saga.name.to_string()),
+            })?;
+        let text = match corr {
+            // No instance for this saga: the event does not concern it.
+            Value::Null => continue,
+            Value::String(s) if s.is_empty() => continue,
+            Value::String(s) => s,
+            Value::Number(n) => n.to_string(),
+            other => {
+                return Err(Reject {
+                    kind: QuarantineKind::Program,
+                    reason: format!(
+                        "correlate expression of saga {} gave {other}, not a string",
+                        saga.name
+                    ),
+                    saga: Some(saga.name.to_string()),
+                })
+            }
+        };
+        let correlation = CorrelationId::new(&text).map_err(|e| Reject {
+            kind: QuarantineKind::Decode,
+            reason: format!("saga {}: {e}", saga.name),
+            saga: Some(saga.name.to_string()),
+        })?;
+        routes.push(Route {
+            saga: saga.clone(),
+            correlation,
+            start: trigger.start,
+        });
+    }
+    Ok(RoutedEvent {
+        tenant,
+        event_id,
+        kind,
+        value,
+        event_time,
+        event_time_ms,
+        metadata,
+        traceparent,
+        log: log.clone(),
+        routes,
+    })
+}
+
+fn envelope_kind(cfg: &DecodeConfig, info: &MessageInfo) -> Option<EnvelopeKind> {
+    if info.stream == cfg.aggregate_stream {
+        Some(EnvelopeKind::Aggregate)
+    } else if info.subject.starts_with(&cfg.result_prefix) {
+        Some(EnvelopeKind::Result)
+    } else if info.subject.starts_with(&cfg.timer_prefix) {
+        Some(EnvelopeKind::Reminder)
+    } else {
+        None
+    }
+}
+
+/// Body and header must agree; a missing tenant falls back to the default; the result
+/// must be one this process serves.
+fn resolve_tenant(
+    cfg: &DecodeConfig,
+    body: &str,
+    header: Option<&str>,
+) -> Result<TenantId, Reject> {
+    let header = header.unwrap_or_default();
+    if !body.is_empty() && !header.is_empty() && body != header {
+        return Err(reject(
+            QuarantineKind::TenantAccess,
+            format!("body tenant {body:?} and header tenant {header:?} disagree"),
+        ));
+    }
+    let claimed = if body.is_empty() { header } else { body };
+    let tenant = if claimed.is_empty() {
+        cfg.default_tenant.clone()
+    } else {
+        TenantId::new(claimed).map_err(|e| reject(QuarantineKind::TenantAccess, e.to_string()))?
+    };
+    if !cfg.multi_tenant && tenant != cfg.default_tenant {
+        return Err(reject(
+            QuarantineKind::TenantAccess,
+            format!(
+                "tenant {tenant:?} is not served: multi-tenancy is off and the tenant is {:?}",
+                cfg.default_tenant.as_str()
+            ),
+        ));
+    }
+    if !cfg.allowed_tenants.is_empty() && !cfg.allowed_tenants.contains(&tenant) {
+        return Err(reject(
+            QuarantineKind::TenantAccess,
+            format!(
+                "tenant {:?} is not among the tenants this process serves",
+                tenant.as_str()
+            ),
+        ));
+    }
+    Ok(tenant)
+}

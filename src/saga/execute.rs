@@ -1,0 +1,312 @@
+//! Running saga programs over routed events.
+//!
+//! Transitions are pipelined: the commit stage may not have made an instance's previous
+//! transition durable when its next event is executed. The executor therefore keeps an
+//! overlay of the records and dedupe keys it produced that are not yet known to be
+//! committed, and reads through it. Entries leave the overlay once the commit stage
+//! reports their batch committed; all of them go when a commit failed (the epoch
+//! changes), because the failed transitions will be redelivered and run again. The
+//! overlay is bounded by the work in flight between the two stages.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+
+use super::outputs::{outbox_item, schedule_item, Target};
+use super::{kind_name, MessageInfo, RoutedEvent};
+use crate::keys;
+use crate::manifest::SagaDef;
+use crate::program::{Fault, ProgramInput, ProgramOutput, Status};
+use crate::store::{
+    InstanceStatus, QuarantineKind, QuarantineRecord, Reader, SagaRecord, StoreError,
+    StreamPosition, Transition,
+};
+
+/// How a message's delivery ends once its outcome is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    Ack,
+    /// Quarantined: terminate delivery, never redeliver.
+    Term,
+}
+
+/// What one message did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub transitions: Vec<Transition>,
+    pub quarantine: Option<QuarantineRecord>,
+    pub disposition: Disposition,
+    /// Routes that changed nothing: no instance and not a start trigger, or the instance
+    /// is already done.
+    pub ignored: u32,
+    /// Routes whose event the instance had already applied.
+    pub duplicates: u32,
+    pub faults: u32,
+}
+
+impl Outcome {
+    fn new() -> Outcome {
+        Outcome {
+            transitions: Vec::new(),
+            quarantine: None,
+            disposition: Disposition::Ack,
+            ignored: 0,
+            duplicates: 0,
+            faults: 0,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Executor {
+    command_prefix: String,
+    overlay: HashMap<String, (SagaRecord, u64)>,
+    applied: HashMap<String, u64>,
+    epoch: u64,
+}
+
+impl Executor {
+    pub fn new(command_prefix: &str) -> Executor {
+        Executor {
+            command_prefix: command_prefix.to_string(),
+            overlay: HashMap::new(),
+            applied: HashMap::new(),
+            epoch: 0,
+        }
+    }
+
+    /// Call before each batch with the current epoch and the newest batch number the
+    /// commit stage has made durable.
+    pub fn begin_batch(&mut self, epoch: u64, committed_through: u64) {
+        if epoch != self.epoch {
+            self.overlay.clear();
+            self.applied.clear();
+            self.epoch = epoch;
+            return;
+        }
+        self.overlay
+            .retain(|_, (_, batch)| *batch > committed_through);
+        self.applied.retain(|_, batch| *batch > committed_through);
+    }
+
+    /// Entries not yet known to be committed.
+    pub fn pending(&self) -> usize {
+        self.overlay.len() + self.applied.len()
+    }
+
+    /// Runs every saga the event reaches. Storage errors abort the message (it will be
+    /// redelivered); everything else ends in an outcome.
+    pub fn execute(
+        &mut self,
+        reader: &Reader<'_>,
+        ev: &RoutedEvent,
+        info: &MessageInfo,
+        batch: u64,
+    ) -> Result<Outcome, StoreError> {
+        let mut out = Outcome::new();
+        let mut faults: Vec<(String, String)> = Vec::new();
+        for route in &ev.routes {
+            let saga = &route.saga;
+            let dedupe_key = keys::saga_dedupe(&ev.tenant, &saga.name, &ev.event_id);
+            if self.applied.contains_key(&dedupe_key)
+                || reader.is_duplicate(&ev.tenant, &saga.name, &ev.event_id)?
+            {
+                out.duplicates += 1;
+                continue;
+            }
+            let saga_key = keys::saga(&ev.tenant, &saga.name, &route.correlation);
+            let existing = match self.overlay.get(&saga_key) {
+                Some((record, _)) => Some(record.clone()),
+                None => reader.saga(&ev.tenant, &saga.name, &route.correlation)?,
+            };
+            let existing = match existing {
+                Some(r) if r.status.is_done() => {
+                    out.ignored += 1;
+                    continue;
+                }
+                None if !route.start => {
+                    out.ignored += 1;
+                    continue;
+                }
+                other => other,
+            };
+            let target = Target {
+                event: ev,
+                saga: &saga.name,
+                correlation: &route.correlation,
+                command_prefix: &self.command_prefix,
+            };
+            let ctx = json!({
+                "tenant_id": ev.tenant.as_str(),
+                "saga": saga.name.as_str(),
+                "correlation_id": route.correlation.as_str(),
+                "stream": info.stream,
+                "subject": info.subject,
+                "kind": kind_name(ev.kind),
+                "seq": info.seq,
+            });
+            let (transition, fault) = run_saga(saga, &target, existing, &ctx, info);
+            if let Some(fault) = fault {
+                out.faults += 1;
+                faults.push((saga.name.to_string(), fault));
+            }
+            self.overlay
+                .insert(saga_key, (transition.record.clone(), batch));
+            self.applied.insert(dedupe_key, batch);
+            out.transitions.push(transition);
+        }
+        if !faults.is_empty() {
+            let reason = faults
+                .iter()
+                .map(|(saga, f)| format!("saga {saga}: {f}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            out.quarantine = Some(QuarantineRecord {
+                kind: QuarantineKind::Program,
+                reason,
+                stream: info.stream.clone(),
+                seq: info.seq,
+                subject: info.subject.clone(),
+                delivered: info.delivered,
+                tenant: ev.tenant.clone(),
+                event_id: Some(ev.event_id.to_string()),
+                correlation_id: Some(ev.log.correlation_id.clone()).filter(|c| !c.is_empty()),
+                saga: faults.first().map(|(s, _)| s.clone()),
+                body_excerpt: crate::store::excerpt(ev.value.to_string().as_bytes()),
+            });
+            out.disposition = Disposition::Term;
+        }
+        Ok(out)
+    }
+}
+
+/// One saga's transition, and the fault text if its program faulted. A faulted
+/// transition still commits: the instance is marked faulted, compensation's work is kept.
+fn run_saga(
+    saga: &SagaDef,
+    target: &Target<'_>,
+    existing: Option<SagaRecord>,
+    ctx: &Value,
+    info: &MessageInfo,
+) -> (Transition, Option<String>) {
+    let ev = target.event;
+    let prior_state = existing
+        .as_ref()
+        .map(|r| r.state.clone())
+        .unwrap_or(Value::Null);
+    let base = SagaRecord {
+        status: InstanceStatus::Active,
+        state: prior_state.clone(),
+        version: existing.as_ref().map(|r| r.version).unwrap_or(saga.version),
+        transitions: existing.as_ref().map(|r| r.transitions).unwrap_or(0) + 1,
+        last_event_id: ev.event_id.to_string(),
+        updated_at: ev.event_time.clone(),
+        fault: None,
+    };
+    let mut transition = Transition {
+        tenant: ev.tenant.clone(),
+        saga: saga.name.clone(),
+        correlation: target.correlation.clone(),
+        event_id: ev.event_id.clone(),
+        position: StreamPosition {
+            stream: info.stream.clone(),
+            seq: info.seq,
+        },
+        record: base,
+        outbox: Vec::new(),
+        schedules: Vec::new(),
+        cancel: Vec::new(),
+    };
+
+    let input = ProgramInput {
+        state: &prior_state,
+        event: &ev.value,
+        ctx,
+    };
+    let applied = saga
+        .on_event
+        .eval(&input, saga.gas)
+        .map_err(|f| fault_text(&f))
+        .and_then(|output| apply_output(&mut transition, target, output, 0));
+    let status = match applied {
+        Ok(status) => status,
+        Err(fault) => {
+            // The program's output is discarded; the instance is faulted with its prior
+            // state, and compensation (if any) gets its chance.
+            transition.outbox.clear();
+            transition.schedules.clear();
+            transition.cancel.clear();
+            transition.record.state = prior_state.clone();
+            let mut text = fault;
+            if let Err(comp) = compensate(saga, &mut transition, target, ctx, 0) {
+                text.push_str(&format!("; compensation also failed: {comp}"));
+            }
+            transition.record.status = InstanceStatus::Faulted;
+            transition.record.fault = Some(text.clone());
+            return (transition, Some(text));
+        }
+    };
+    transition.record.status = match status {
+        Status::Active => InstanceStatus::Active,
+        Status::Completed => InstanceStatus::Completed,
+        Status::Failed => InstanceStatus::Failed,
+    };
+    if status == Status::Failed {
+        let index = transition.outbox.len();
+        if let Err(fault) = compensate(saga, &mut transition, target, ctx, index) {
+            transition.record.status = InstanceStatus::Faulted;
+            let text = format!("compensation failed: {fault}");
+            transition.record.fault = Some(text.clone());
+            return (transition, Some(text));
+        }
+    }
+    (transition, None)
+}
+
+/// Runs the compensation program (when the saga has one) over the transition's current
+/// state, adding its work. Its status is ignored: the instance ends failed or faulted.
+fn compensate(
+    saga: &SagaDef,
+    transition: &mut Transition,
+    target: &Target<'_>,
+    ctx: &Value,
+    first_index: usize,
+) -> Result<(), String> {
+    let Some(program) = &saga.compensation else {
+        return Ok(());
+    };
+    let state = transition.record.state.clone();
+    let input = ProgramInput {
+        state: &state,
+        event: &target.event.value,
+        ctx,
+    };
+    let output = program.eval(&input, saga.gas).map_err(|f| fault_text(&f))?;
+    apply_output(transition, target, output, first_index).map(|_| ())
+}
+
+/// Adds a program's output to the transition; returns its status.
+fn apply_output(
+    transition: &mut Transition,
+    target: &Target<'_>,
+    output: ProgramOutput,
+    first_index: usize,
+) -> Result<Status, String> {
+    if let Some(state) = output.state {
+        transition.record.state = state;
+    }
+    for (i, spec) in output.commands.iter().enumerate() {
+        transition
+            .outbox
+            .push(outbox_item(target, spec, first_index + i)?);
+    }
+    for (i, spec) in output.schedules.iter().enumerate() {
+        transition.schedules.push(schedule_item(target, spec, i)?);
+    }
+    transition.cancel.extend(output.cancel);
+    Ok(output.status)
+}
+
+fn fault_text(f: &Fault) -> String {
+    f.to_string()
+}

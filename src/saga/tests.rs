@@ -1,0 +1,526 @@
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::dev::TempDir;
+use crate::envelope::EffectCommand;
+use crate::keys::OutboxKind;
+use crate::manifest::SagaCatalog;
+use crate::program::Limits;
+use crate::settings::Settings;
+use crate::store::{CommitBatch, InstanceStatus, QuarantineKind, Store};
+
+const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+fn example_catalog() -> SagaCatalog {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests/example/sagas.yaml");
+    SagaCatalog::load(&[path], 20_000, &Limits::default()).unwrap()
+}
+
+fn cfg() -> DecodeConfig {
+    DecodeConfig::from_settings(&Settings::default())
+}
+
+fn info(stream: &str, subject: &str, seq: u64) -> MessageInfo {
+    MessageInfo {
+        stream: stream.into(),
+        seq,
+        delivered: 1,
+        subject: subject.into(),
+    }
+}
+
+fn placed(order: &str, event_id: &str) -> Value {
+    json!({
+        "event_id": event_id, "tenant_id": "acme", "aggregate_type": "order",
+        "aggregate_id": order, "event_type": "OrderPlaced", "occurred_at": "2026-11-27T10:00:00Z",
+        "payload": {"total": 4200, "customer_id": "c-7"},
+        "metadata": {"correlation_id": "req-1", "traceparent": TRACEPARENT}
+    })
+}
+
+fn charge_result(order: &str, event_id: &str, result_type: &str) -> Value {
+    json!({
+        "event_id": event_id, "tenant_id": "acme", "command_id": "cmd", "effect_name": "charge_card",
+        "result_type": result_type, "payload": {"payment_id": "pay-1"},
+        "error": if result_type == "succeeded" { Value::Null } else { json!({"kind": "card_declined", "message": "no"}) },
+        "attempts": 1, "timestamp": "2026-11-27T10:00:02Z",
+        "metadata": {"correlation_id": order, "saga_name": "order_fulfilment", "traceparent": TRACEPARENT}
+    })
+}
+
+fn decode_event(catalog: &SagaCatalog, value: &Value, info: &MessageInfo) -> RoutedEvent {
+    match decode(&cfg(), catalog, info, None, value.to_string().as_bytes()) {
+        Decoded::Event(e) => *e,
+        Decoded::Quarantine(q, _) => panic!("unexpectedly quarantined: {}", q.reason),
+    }
+}
+
+fn quarantine_of(d: Decoded) -> crate::store::QuarantineRecord {
+    match d {
+        Decoded::Quarantine(q, _) => *q,
+        Decoded::Event(e) => panic!("expected quarantine, got event {}", e.event_id),
+    }
+}
+
+fn agg_info(seq: u64) -> MessageInfo {
+    info("AGGREGATE_EVENTS", "aggregate.acme.order.OrderPlaced", seq)
+}
+
+fn result_info(seq: u64) -> MessageInfo {
+    info("WORKFLOW_EVENTS", "workflow.result.acme.charge_card", seq)
+}
+
+#[test]
+fn order_placed_routes_to_the_example_saga() {
+    let catalog = example_catalog();
+    let ev = decode_event(&catalog, &placed("o-1", "e-1"), &agg_info(1));
+    assert_eq!(ev.tenant.as_str(), "acme");
+    assert_eq!(ev.routes.len(), 1);
+    assert_eq!(ev.routes[0].saga.name.as_str(), "order_fulfilment");
+    assert_eq!(ev.routes[0].correlation.as_str(), "o-1");
+    assert!(ev.routes[0].start);
+    assert_eq!(ev.log.trace_id, "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(ev.log.correlation_id, "req-1");
+}
+
+#[test]
+fn undecodable_messages_are_quarantined_with_a_reason() {
+    let catalog = example_catalog();
+    let q = quarantine_of(decode(
+        &cfg(),
+        &catalog,
+        &agg_info(3),
+        None,
+        b"\xff{not json",
+    ));
+    assert_eq!(q.kind, QuarantineKind::Decode);
+    assert!(q.reason.contains("not valid JSON"), "{}", q.reason);
+    assert_eq!((q.stream.as_str(), q.seq), ("AGGREGATE_EVENTS", 3));
+
+    let mut missing = placed("o-1", "e-1");
+    missing.as_object_mut().unwrap().remove("aggregate_id");
+    let q = quarantine_of(decode(
+        &cfg(),
+        &catalog,
+        &agg_info(4),
+        None,
+        missing.to_string().as_bytes(),
+    ));
+    assert!(q.reason.contains("aggregate_id"), "{}", q.reason);
+    assert_eq!(q.tenant.as_str(), "acme");
+    assert_eq!(q.event_id.as_deref(), Some("e-1"));
+
+    let mut bad_time = placed("o-1", "e-1");
+    bad_time["occurred_at"] = json!("yesterday");
+    let q = quarantine_of(decode(
+        &cfg(),
+        &catalog,
+        &agg_info(5),
+        None,
+        bad_time.to_string().as_bytes(),
+    ));
+    assert!(q.reason.contains("RFC 3339"), "{}", q.reason);
+
+    let mut small = cfg();
+    small.max_message_bytes = 10;
+    let q = quarantine_of(decode(
+        &small,
+        &catalog,
+        &agg_info(6),
+        None,
+        placed("o", "e").to_string().as_bytes(),
+    ));
+    assert!(q.reason.contains("exceeds the limit"), "{}", q.reason);
+
+    let q = quarantine_of(decode(&cfg(), &catalog, &agg_info(7), None, b"[1,2]"));
+    assert!(q.reason.contains("not a JSON object"), "{}", q.reason);
+
+    let odd = info("WORKFLOW_EVENTS", "workflow.other.acme.x", 8);
+    let q = quarantine_of(decode(
+        &cfg(),
+        &catalog,
+        &odd,
+        None,
+        charge_result("o", "r", "failed").to_string().as_bytes(),
+    ));
+    assert!(q.reason.contains("neither a result"), "{}", q.reason);
+}
+
+#[test]
+fn tenant_disagreement_and_unserved_tenants_are_access_errors() {
+    let catalog = example_catalog();
+    let body = placed("o-1", "e-1").to_string();
+    let q = quarantine_of(decode(
+        &cfg(),
+        &catalog,
+        &agg_info(1),
+        Some("globex"),
+        body.as_bytes(),
+    ));
+    assert_eq!(q.kind, QuarantineKind::TenantAccess);
+    assert!(q.reason.contains("disagree"), "{}", q.reason);
+    // Header alone names the tenant when the body does not.
+    let mut no_tenant = placed("o-1", "e-1");
+    no_tenant["tenant_id"] = json!("");
+    let Decoded::Event(ev) = decode(
+        &cfg(),
+        &catalog,
+        &agg_info(1),
+        Some("globex"),
+        no_tenant.to_string().as_bytes(),
+    ) else {
+        panic!("header tenant should be accepted")
+    };
+    assert_eq!(ev.tenant.as_str(), "globex");
+
+    let mut single = cfg();
+    single.multi_tenant = false;
+    let q = quarantine_of(decode(
+        &single,
+        &catalog,
+        &agg_info(1),
+        None,
+        body.as_bytes(),
+    ));
+    assert_eq!(q.kind, QuarantineKind::TenantAccess);
+    let Decoded::Event(ev) = decode(
+        &single,
+        &catalog,
+        &agg_info(1),
+        None,
+        no_tenant.to_string().as_bytes(),
+    ) else {
+        panic!("no tenant in single-tenant mode is the default tenant")
+    };
+    assert!(ev.tenant.is_single());
+
+    let mut shard = cfg();
+    shard.allowed_tenants = ["globex".parse().unwrap()].into_iter().collect();
+    let q = quarantine_of(decode(
+        &shard,
+        &catalog,
+        &agg_info(1),
+        None,
+        body.as_bytes(),
+    ));
+    assert_eq!(q.kind, QuarantineKind::TenantAccess);
+}
+
+#[test]
+fn over_delivered_messages_are_quarantined() {
+    let catalog = example_catalog();
+    let mut i = agg_info(9);
+    i.delivered = 6;
+    let q = quarantine_of(decode(
+        &cfg(),
+        &catalog,
+        &i,
+        None,
+        placed("o-1", "e-9").to_string().as_bytes(),
+    ));
+    assert_eq!(q.kind, QuarantineKind::MaxDeliver);
+    assert_eq!(q.event_id.as_deref(), Some("e-9"));
+    assert_eq!(q.delivered, 6);
+}
+
+#[test]
+fn events_no_saga_wants_have_no_routes() {
+    let catalog = example_catalog();
+    let mut shipped = placed("o-1", "e-1");
+    shipped["event_type"] = json!("OrderShipped");
+    let ev = decode_event(
+        &catalog,
+        &shipped,
+        &info("AGGREGATE_EVENTS", "aggregate.acme.order.OrderShipped", 1),
+    );
+    assert!(ev.routes.is_empty());
+    // A result without a correlation id does not reach the saga.
+    let mut orphan = charge_result("o-1", "r-1", "succeeded");
+    orphan["metadata"] = json!({});
+    assert!(decode_event(&catalog, &orphan, &result_info(2))
+        .routes
+        .is_empty());
+}
+
+struct Env {
+    _dir: TempDir,
+    store: Store,
+    catalog: SagaCatalog,
+}
+
+fn env() -> Env {
+    let dir = TempDir::new("saga").unwrap();
+    let store = Store::open(&dir.path().join("store"), 64 << 20).unwrap();
+    Env {
+        _dir: dir,
+        store,
+        catalog: example_catalog(),
+    }
+}
+
+fn run(env: &Env, exec: &mut Executor, value: &Value, info: &MessageInfo, batch: u64) -> Outcome {
+    let ev = decode_event(&env.catalog, value, info);
+    let reader = env.store.reader().unwrap();
+    exec.execute(&reader, &ev, info, batch).unwrap()
+}
+
+fn commit(env: &Env, outcome: &Outcome) {
+    env.store
+        .commit(&CommitBatch {
+            transitions: outcome.transitions.clone(),
+            quarantine: outcome.quarantine.iter().cloned().collect(),
+        })
+        .unwrap();
+}
+
+#[test]
+fn order_placed_asks_for_a_charge_and_sets_the_timeout() {
+    let env = env();
+    let mut exec = Executor::new("workflow.cmd");
+    let out = run(&env, &mut exec, &placed("o-1", "e-1"), &agg_info(1), 1);
+    assert_eq!(out.disposition, Disposition::Ack);
+    let t = &out.transitions[0];
+    assert_eq!(t.record.status, InstanceStatus::Active);
+    assert_eq!(t.record.state["step"], "charging");
+    assert_eq!(t.record.state["total"], 4200);
+    assert_eq!(t.outbox.len(), 1);
+    let item = &t.outbox[0];
+    assert_eq!(item.kind, OutboxKind::Effect);
+    assert_eq!(item.destination, "workflow.cmd.acme.charge_card");
+    let cmd: EffectCommand = serde_json::from_value(item.envelope.clone()).unwrap();
+    assert_eq!(cmd.command_id, item.work_id.as_str());
+    assert_eq!(
+        cmd.command_id,
+        derive_command_id(&t.tenant, &t.saga, &t.correlation, &t.event_id, 0)
+    );
+    assert_eq!(cmd.payload["amount"], 4200);
+    assert_eq!(cmd.issued_at, "2026-11-27T10:00:00Z");
+    assert_eq!(cmd.metadata["saga_name"], "order_fulfilment");
+    assert_eq!(cmd.metadata["correlation_id"], "o-1");
+    assert_eq!(cmd.metadata["parent_correlation_id"], "req-1");
+    assert_eq!(cmd.metadata["causation_id"], "e-1");
+    let tp = cmd.metadata["traceparent"].as_str().unwrap();
+    assert!(
+        tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
+        "{tp}"
+    );
+    assert!(!tp.contains("b7ad6b7169203331"), "a new span id: {tp}");
+    assert_eq!(t.schedules.len(), 1);
+    assert_eq!(t.schedules[0].name, "payment_timeout");
+    // 15 minutes after the event's own time, not the wall clock.
+    assert_eq!(
+        t.schedules[0].due_at_ms,
+        crate::timefmt::parse_rfc3339_ms("2026-11-27T10:15:00Z").unwrap()
+    );
+}
+
+#[test]
+fn later_event_in_the_same_batch_sees_the_earlier_state() {
+    let env = env();
+    let mut exec = Executor::new("workflow.cmd");
+    exec.begin_batch(1, 0);
+    let first = run(&env, &mut exec, &placed("o-1", "e-1"), &agg_info(1), 1);
+    // Not committed yet: the executor's overlay carries the instance.
+    let second = run(
+        &env,
+        &mut exec,
+        &charge_result("o-1", "r-1", "succeeded"),
+        &result_info(1),
+        1,
+    );
+    assert_eq!(first.transitions.len(), 1);
+    let t = &second.transitions[0];
+    assert_eq!(t.record.status, InstanceStatus::Completed);
+    assert_eq!(t.record.transitions, 2);
+    assert_eq!(t.record.state["step"], "paid");
+    assert_eq!(t.cancel, vec!["payment_timeout".to_string()]);
+    assert_eq!(t.outbox.len(), 1);
+    assert_eq!(t.outbox[0].kind, OutboxKind::Aggregate);
+    assert_eq!(t.outbox[0].envelope["command_type"], "MarkPaid");
+    assert_eq!(t.outbox[0].envelope["aggregate_id"], "o-1");
+}
+
+#[test]
+fn failed_payment_runs_compensation() {
+    let env = env();
+    let mut exec = Executor::new("workflow.cmd");
+    commit(
+        &env,
+        &run(&env, &mut exec, &placed("o-1", "e-1"), &agg_info(1), 1),
+    );
+    let out = run(
+        &env,
+        &mut exec,
+        &charge_result("o-1", "r-1", "failed"),
+        &result_info(1),
+        2,
+    );
+    let t = &out.transitions[0];
+    assert_eq!(t.record.status, InstanceStatus::Failed);
+    assert_eq!(t.record.state["reason"], "card_declined");
+    let kinds: Vec<&Value> = t
+        .outbox
+        .iter()
+        .map(|o| &o.envelope["command_type"])
+        .collect();
+    assert_eq!(kinds, vec!["CancelOrder"]);
+    assert_eq!(t.outbox[0].envelope["payload"]["reason"], "card_declined");
+}
+
+#[test]
+fn events_without_an_instance_or_for_a_done_instance_are_ignored() {
+    let env = env();
+    let mut exec = Executor::new("workflow.cmd");
+    let out = run(
+        &env,
+        &mut exec,
+        &charge_result("o-404", "r-1", "succeeded"),
+        &result_info(1),
+        1,
+    );
+    assert_eq!((out.ignored, out.transitions.len()), (1, 0));
+
+    commit(
+        &env,
+        &run(&env, &mut exec, &placed("o-1", "e-1"), &agg_info(1), 1),
+    );
+    commit(
+        &env,
+        &run(
+            &env,
+            &mut exec,
+            &charge_result("o-1", "r-1", "succeeded"),
+            &result_info(2),
+            2,
+        ),
+    );
+    let late = run(
+        &env,
+        &mut exec,
+        &charge_result("o-1", "r-2", "failed"),
+        &result_info(3),
+        3,
+    );
+    assert_eq!((late.ignored, late.transitions.len()), (1, 0));
+}
+
+#[test]
+fn redelivered_events_are_duplicates_before_and_after_commit() {
+    let env = env();
+    let mut exec = Executor::new("workflow.cmd");
+    let first = run(&env, &mut exec, &placed("o-1", "e-1"), &agg_info(1), 1);
+    let again = run(&env, &mut exec, &placed("o-1", "e-1"), &agg_info(1), 1);
+    assert_eq!((again.duplicates, again.transitions.len()), (1, 0));
+    commit(&env, &first);
+    let mut fresh = Executor::new("workflow.cmd");
+    let after = run(&env, &mut fresh, &placed("o-1", "e-1"), &agg_info(1), 1);
+    assert_eq!((after.duplicates, after.transitions.len()), (1, 0));
+}
+
+#[test]
+fn transitions_are_deterministic() {
+    let env = env();
+    let a = run(
+        &env,
+        &mut Executor::new("workflow.cmd"),
+        &placed("o-1", "e-1"),
+        &agg_info(1),
+        1,
+    );
+    let b = run(
+        &env,
+        &mut Executor::new("workflow.cmd"),
+        &placed("o-1", "e-1"),
+        &agg_info(1),
+        1,
+    );
+    assert_eq!(a.transitions, b.transitions);
+}
+
+#[test]
+fn a_new_epoch_forgets_uncommitted_state() {
+    let env = env();
+    let mut exec = Executor::new("workflow.cmd");
+    exec.begin_batch(1, 0);
+    run(&env, &mut exec, &placed("o-1", "e-1"), &agg_info(1), 1);
+    assert!(exec.pending() > 0);
+    // The commit of batch 1 failed: the epoch moved on.
+    exec.begin_batch(2, 0);
+    assert_eq!(exec.pending(), 0);
+    let out = run(
+        &env,
+        &mut exec,
+        &charge_result("o-1", "r-1", "succeeded"),
+        &result_info(1),
+        2,
+    );
+    assert_eq!(
+        (out.ignored, out.transitions.len()),
+        (1, 0),
+        "no instance without the lost commit"
+    );
+    // A committed batch leaves the overlay once reported durable.
+    let placed_out = run(&env, &mut exec, &placed("o-1", "e-1"), &agg_info(1), 3);
+    commit(&env, &placed_out);
+    exec.begin_batch(2, 3);
+    assert_eq!(exec.pending(), 0);
+}
+
+fn faulty_catalog(dir: &TempDir, with_compensation: bool) -> SagaCatalog {
+    let path = dir.path().join("faulty.yaml");
+    let compensation = if with_compensation {
+        json!({"output": {"commands": [{"to": "aggregate", "aggregate_type": "order",
+            "aggregate_id": {"$get": "ctx.correlation_id"}, "command_type": "CancelOrder", "payload": {}}]}})
+    } else {
+        Value::Null
+    };
+    let manifest = json!({"sagas": [{
+        "name": "faulty",
+        "triggers": [{"subject": "aggregate.*.order.*", "start": true, "correlate": {"$get": "event.aggregate_id"}}],
+        "on_event": {"output": {"state": {"n": {"$add": [1, {"$get": "event.payload.customer_id"}]}}}},
+        "compensation": compensation
+    }]});
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    SagaCatalog::load(&[path], 1000, &Limits::default()).unwrap()
+}
+
+#[test]
+fn program_fault_quarantines_marks_the_instance_faulted_and_compensates() {
+    let dir = TempDir::new("saga").unwrap();
+    let store = Store::open(&dir.path().join("store"), 64 << 20).unwrap();
+    let catalog = faulty_catalog(&dir, true);
+    let info = agg_info(4);
+    let ev = decode_event(&catalog, &placed("o-1", "e-1"), &info);
+    let mut exec = Executor::new("workflow.cmd");
+    let out = exec
+        .execute(&store.reader().unwrap(), &ev, &info, 1)
+        .unwrap();
+    assert_eq!(out.disposition, Disposition::Term);
+    assert_eq!(out.faults, 1);
+    let q = out.quarantine.as_ref().unwrap();
+    assert_eq!(q.kind, QuarantineKind::Program);
+    assert!(
+        q.reason.contains("saga faulty") && q.reason.contains("$add"),
+        "{}",
+        q.reason
+    );
+    let t = &out.transitions[0];
+    assert_eq!(t.record.status, InstanceStatus::Faulted);
+    assert_eq!(
+        t.record.state,
+        Value::Null,
+        "the faulting output is discarded"
+    );
+    assert_eq!(t.outbox.len(), 1, "compensation's command is kept");
+    assert_eq!(t.outbox[0].envelope["command_type"], "CancelOrder");
+
+    let catalog = faulty_catalog(&dir, false);
+    let ev = decode_event(&catalog, &placed("o-2", "e-2"), &info);
+    let out = Executor::new("workflow.cmd")
+        .execute(&store.reader().unwrap(), &ev, &info, 1)
+        .unwrap();
+    assert!(out.transitions[0].outbox.is_empty());
+    assert_eq!(out.disposition, Disposition::Term);
+}

@@ -1,0 +1,859 @@
+//! Runner settings: defaults, then a TOML or JSON file, then `RUNNER_*` environment
+//! variables, then validation that names the field and the problem.
+//!
+//! Environment names are `RUNNER_<SECTION>_<FIELD>` in upper case (`RUNNER_STORAGE_PATH`,
+//! `RUNNER_CONSUMER_MAX_ACK_PENDING`), or `RUNNER_<FIELD>` for top-level fields
+//! (`RUNNER_MODE`). Lists are comma-separated. A `RUNNER_` variable that names no
+//! setting is an error, so a typo never passes silently; `RUNNER_CONFIG`, `RUNNER_LOG*`
+//! and `RUNNER_TEST_*` are reserved for other uses and skipped.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::types::TenantId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read settings file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("settings file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("settings file {path}: unsupported extension (use .toml or .json)")]
+    Extension { path: PathBuf },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("setting {field}: {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+/// Which stages a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Consume events, run sagas, commit transitions (and, later, relay and schedule).
+    Saga,
+    /// Consume effect commands and run effects.
+    Effect,
+    /// Both.
+    Combined,
+}
+
+impl Mode {
+    pub fn runs_sagas(self) -> bool {
+        matches!(self, Mode::Saga | Mode::Combined)
+    }
+    pub fn runs_effects(self) -> bool {
+        matches!(self, Mode::Effect | Mode::Combined)
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "saga" => Ok(Mode::Saga),
+            "effect" => Ok(Mode::Effect),
+            "combined" => Ok(Mode::Combined),
+            other => Err(format!(
+                "unknown mode {other:?} (expected saga, effect or combined)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub mode: Mode,
+    pub nats: NatsSettings,
+    pub storage: StorageSettings,
+    pub tenancy: TenancySettings,
+    pub streams: StreamSettings,
+    pub consumer: ConsumerSettings,
+    pub pipeline: PipelineSettings,
+    pub programs: ProgramSettings,
+    pub manifests: ManifestSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSettings {
+    pub url: String,
+    pub connect_timeout_ms: u64,
+    /// Timeout of JetStream API requests (stream and consumer management).
+    pub request_timeout_ms: u64,
+    /// Create `WORKFLOW_COMMANDS` / `WORKFLOW_EVENTS` when missing.
+    pub create_streams: bool,
+    /// Also create `AGGREGATE_EVENTS` when missing: for development and tests only, as
+    /// the Aggregate nodes own that stream in production.
+    pub create_aggregate_stream: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    pub path: PathBuf,
+    /// LMDB map size: the most the store can ever hold. Address space only; set it large.
+    pub map_size_mib: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenancySettings {
+    /// When false, every message belongs to `default_tenant`; a message naming any other
+    /// tenant is a tenant-access error.
+    pub multi_tenant: bool,
+    /// The tenant of messages that name none ("" = the single tenant).
+    pub default_tenant: String,
+    /// When non-empty, only these tenants are served; others are tenant-access errors.
+    pub allowed_tenants: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamSettings {
+    pub aggregate_events: String,
+    pub workflow_commands: String,
+    pub workflow_events: String,
+    /// Subjects of the aggregate stream, used only when the Runner creates it
+    /// (`nats.create_aggregate_stream`, for development and tests).
+    pub aggregate_subjects: Vec<String>,
+    /// Subject filter of the saga consumer on the aggregate stream ("" = whole stream).
+    pub aggregate_filter: String,
+    /// Subject filter of the saga consumer on the workflow events stream.
+    pub workflow_filter: String,
+    /// Subject prefixes that identify envelope kinds (CONTRACTS.md §1).
+    pub command_prefix: String,
+    pub result_prefix: String,
+    pub timer_prefix: String,
+    /// Duplicate window of the streams the Runner creates: long enough for relay retries.
+    pub duplicate_window_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsumerSettings {
+    /// Durable name prefix; the saga consumers are `{durable}-aggregate` and
+    /// `{durable}-workflow`.
+    pub durable: String,
+    /// Messages delivered but not yet acked, per consumer (JetStream `max_ack_pending`).
+    pub max_ack_pending: i64,
+    pub ack_wait_ms: u64,
+    /// Deliveries after which a message is quarantined instead of processed again.
+    pub max_deliver: i64,
+    /// Messages asked for per pull request.
+    pub fetch_batch: usize,
+    /// How long a pull request waits for messages before it expires.
+    pub fetch_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineSettings {
+    /// Capacity, in batches, of each channel between stages.
+    pub channel_capacity: usize,
+    /// Most transitions in one LMDB write transaction (group commit).
+    pub commit_batch_max: usize,
+    /// Largest message body accepted; larger ones are quarantined.
+    pub max_message_bytes: usize,
+    /// How often a stopped intake probes the store for writability again.
+    pub storage_retry_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProgramSettings {
+    /// Default gas per transition; a saga may set its own.
+    pub gas: u64,
+    pub max_depth: usize,
+    pub max_state_bytes: usize,
+    pub max_output_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ManifestSettings {
+    /// Saga manifest files (YAML or JSON).
+    pub sagas: Vec<PathBuf>,
+    /// Effect manifest files (used from the effect issue on).
+    pub effects: Vec<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            mode: Mode::Saga,
+            nats: NatsSettings::default(),
+            storage: StorageSettings::default(),
+            tenancy: TenancySettings::default(),
+            streams: StreamSettings::default(),
+            consumer: ConsumerSettings::default(),
+            pipeline: PipelineSettings::default(),
+            programs: ProgramSettings::default(),
+            manifests: ManifestSettings::default(),
+        }
+    }
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        NatsSettings {
+            url: "nats://127.0.0.1:4222".into(),
+            connect_timeout_ms: 5_000,
+            request_timeout_ms: 5_000,
+            create_streams: true,
+            create_aggregate_stream: false,
+        }
+    }
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        StorageSettings {
+            path: PathBuf::from("./data/runner"),
+            map_size_mib: 8 * 1024,
+        }
+    }
+}
+
+impl Default for TenancySettings {
+    fn default() -> Self {
+        TenancySettings {
+            multi_tenant: true,
+            default_tenant: String::new(),
+            allowed_tenants: Vec::new(),
+        }
+    }
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            aggregate_events: "AGGREGATE_EVENTS".into(),
+            workflow_commands: "WORKFLOW_COMMANDS".into(),
+            workflow_events: "WORKFLOW_EVENTS".into(),
+            aggregate_subjects: vec!["aggregate.>".into()],
+            aggregate_filter: String::new(),
+            workflow_filter: String::new(),
+            command_prefix: "workflow.cmd".into(),
+            result_prefix: "workflow.result".into(),
+            timer_prefix: "workflow.timer".into(),
+            duplicate_window_secs: 2 * 60 * 60,
+        }
+    }
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        ConsumerSettings {
+            durable: "runner-saga".into(),
+            max_ack_pending: 4096,
+            ack_wait_ms: 30_000,
+            max_deliver: 5,
+            fetch_batch: 256,
+            fetch_wait_ms: 1_000,
+        }
+    }
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        PipelineSettings {
+            channel_capacity: 16,
+            commit_batch_max: 1024,
+            max_message_bytes: 1024 * 1024,
+            storage_retry_ms: 1_000,
+        }
+    }
+}
+
+impl Default for ProgramSettings {
+    fn default() -> Self {
+        ProgramSettings {
+            gas: 20_000,
+            max_depth: 64,
+            max_state_bytes: 256 * 1024,
+            max_output_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for ManifestSettings {
+    fn default() -> Self {
+        ManifestSettings {
+            sagas: vec![PathBuf::from("manifests/example/sagas.yaml")],
+            effects: Vec::new(),
+        }
+    }
+}
+
+/// Environment variables under `RUNNER_` that are not settings.
+const RESERVED_ENV: &[&str] = &["RUNNER_CONFIG", "RUNNER_LOG", "RUNNER_LOG_FORMAT"];
+const RESERVED_ENV_PREFIXES: &[&str] = &["RUNNER_TEST_", "RUNNER_CRASH_"];
+
+impl Settings {
+    /// Defaults, overlaid by `file` (if any), overlaid by `env`, then validated.
+    pub fn load<I>(file: Option<&Path>, env: I) -> Result<Settings, SettingsError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut tree =
+            serde_json::to_value(Settings::default()).map_err(|e| SettingsError::Invalid {
+                field: "(defaults)".into(),
+                problem: e.to_string(),
+            })?;
+        if let Some(path) = file {
+            merge(&mut tree, read_file(path)?);
+        }
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("RUNNER_"))
+            .collect();
+        env.sort();
+        for (var, raw) in env {
+            apply_env(&mut tree, &var, &raw)?;
+        }
+        let settings: Settings =
+            serde_json::from_value(tree).map_err(|e| SettingsError::Parse {
+                path: file.map(Path::to_path_buf).unwrap_or_default(),
+                message: e.to_string(),
+            })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Loads from the process: `--config`/`RUNNER_CONFIG` file and the real environment.
+    pub fn from_process(config: Option<&Path>) -> Result<Settings, SettingsError> {
+        let from_env = std::env::var_os("RUNNER_CONFIG").map(PathBuf::from);
+        let file = config.map(Path::to_path_buf).or(from_env);
+        Settings::load(file.as_deref(), std::env::vars())
+    }
+
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let bad = |field: &str, problem: String| {
+            Err(SettingsError::Invalid {
+                field: field.into(),
+                problem,
+            })
+        };
+        if !(self.nats.url.starts_with("nats://") || self.nats.url.starts_with("tls://")) {
+            return bad(
+                "nats.url",
+                format!(
+                    "must start with nats:// or tls:// (got {:?})",
+                    self.nats.url
+                ),
+            );
+        }
+        if self.nats.connect_timeout_ms == 0 {
+            return bad("nats.connect_timeout_ms", "must be greater than 0".into());
+        }
+        if self.nats.request_timeout_ms == 0 {
+            return bad("nats.request_timeout_ms", "must be greater than 0".into());
+        }
+        if self.storage.path.as_os_str().is_empty() {
+            return bad("storage.path", "must not be empty".into());
+        }
+        if !(1..=1024 * 1024).contains(&self.storage.map_size_mib) {
+            return bad(
+                "storage.map_size_mib",
+                format!(
+                    "must be between 1 and 1048576 (got {})",
+                    self.storage.map_size_mib
+                ),
+            );
+        }
+        if let Err(e) = TenantId::new(&self.tenancy.default_tenant) {
+            return bad("tenancy.default_tenant", e.to_string());
+        }
+        for t in &self.tenancy.allowed_tenants {
+            if let Err(e) = TenantId::new(t) {
+                return bad("tenancy.allowed_tenants", e.to_string());
+            }
+        }
+        for (field, name) in [
+            ("streams.aggregate_events", &self.streams.aggregate_events),
+            ("streams.workflow_commands", &self.streams.workflow_commands),
+            ("streams.workflow_events", &self.streams.workflow_events),
+        ] {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return bad(
+                    field,
+                    format!("must be a stream name of letters, digits, '_' or '-' (got {name:?})"),
+                );
+            }
+        }
+        if self.nats.create_aggregate_stream && self.streams.aggregate_subjects.is_empty() {
+            return bad(
+                "streams.aggregate_subjects",
+                "must list subjects when nats.create_aggregate_stream is on".into(),
+            );
+        }
+        for (field, prefix) in [
+            ("streams.command_prefix", &self.streams.command_prefix),
+            ("streams.result_prefix", &self.streams.result_prefix),
+            ("streams.timer_prefix", &self.streams.timer_prefix),
+        ] {
+            if prefix.is_empty() || prefix.contains(['*', '>', ' ']) || prefix.ends_with('.') {
+                return bad(field, format!("must be a literal subject prefix without wildcards or a trailing '.' (got {prefix:?})"));
+            }
+        }
+        if self.streams.duplicate_window_secs == 0 {
+            return bad(
+                "streams.duplicate_window_secs",
+                "must be greater than 0".into(),
+            );
+        }
+        if self.consumer.durable.is_empty()
+            || !self
+                .consumer
+                .durable
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return bad(
+                "consumer.durable",
+                format!(
+                    "must be letters, digits, '_' or '-' (got {:?})",
+                    self.consumer.durable
+                ),
+            );
+        }
+        if self.consumer.max_ack_pending < 1 {
+            return bad(
+                "consumer.max_ack_pending",
+                format!("must be at least 1 (got {})", self.consumer.max_ack_pending),
+            );
+        }
+        if self.consumer.ack_wait_ms < 100 {
+            return bad(
+                "consumer.ack_wait_ms",
+                format!("must be at least 100 (got {})", self.consumer.ack_wait_ms),
+            );
+        }
+        if self.consumer.max_deliver < 1 {
+            return bad(
+                "consumer.max_deliver",
+                format!("must be at least 1 (got {})", self.consumer.max_deliver),
+            );
+        }
+        if !(1..=10_000).contains(&self.consumer.fetch_batch) {
+            return bad(
+                "consumer.fetch_batch",
+                format!(
+                    "must be between 1 and 10000 (got {})",
+                    self.consumer.fetch_batch
+                ),
+            );
+        }
+        if self.consumer.fetch_batch as i64 > self.consumer.max_ack_pending {
+            return bad(
+                "consumer.fetch_batch",
+                format!(
+                    "must not exceed consumer.max_ack_pending ({})",
+                    self.consumer.max_ack_pending
+                ),
+            );
+        }
+        if !(10..=60_000).contains(&self.consumer.fetch_wait_ms) {
+            return bad(
+                "consumer.fetch_wait_ms",
+                format!(
+                    "must be between 10 and 60000 (got {})",
+                    self.consumer.fetch_wait_ms
+                ),
+            );
+        }
+        if !(1..=4096).contains(&self.pipeline.channel_capacity) {
+            return bad(
+                "pipeline.channel_capacity",
+                format!(
+                    "must be between 1 and 4096 (got {})",
+                    self.pipeline.channel_capacity
+                ),
+            );
+        }
+        if !(1..=100_000).contains(&self.pipeline.commit_batch_max) {
+            return bad(
+                "pipeline.commit_batch_max",
+                format!(
+                    "must be between 1 and 100000 (got {})",
+                    self.pipeline.commit_batch_max
+                ),
+            );
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.pipeline.max_message_bytes) {
+            return bad(
+                "pipeline.max_message_bytes",
+                format!(
+                    "must be between 1024 and 67108864 (got {})",
+                    self.pipeline.max_message_bytes
+                ),
+            );
+        }
+        if self.pipeline.storage_retry_ms == 0 {
+            return bad("pipeline.storage_retry_ms", "must be greater than 0".into());
+        }
+        if self.programs.gas == 0 {
+            return bad("programs.gas", "must be greater than 0".into());
+        }
+        if !(4..=1024).contains(&self.programs.max_depth) {
+            return bad(
+                "programs.max_depth",
+                format!(
+                    "must be between 4 and 1024 (got {})",
+                    self.programs.max_depth
+                ),
+            );
+        }
+        if self.programs.max_state_bytes < 64
+            || self.programs.max_output_bytes < self.programs.max_state_bytes
+        {
+            return bad(
+                "programs.max_state_bytes",
+                "must be at least 64 and at most programs.max_output_bytes".into(),
+            );
+        }
+        if self.mode.runs_sagas() && self.manifests.sagas.is_empty() {
+            return bad(
+                "manifests.sagas",
+                "must list at least one saga manifest in saga or combined mode".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The tenant of messages that name none.
+    pub fn default_tenant(&self) -> TenantId {
+        TenantId::new(&self.tenancy.default_tenant).unwrap_or_default()
+    }
+
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_millis(self.consumer.ack_wait_ms)
+    }
+}
+
+fn read_file(path: &Path) -> Result<Value, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let parse_err = |message: String| SettingsError::Parse {
+        path: path.to_path_buf(),
+        message,
+    };
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("toml") => toml::from_str::<Value>(&text).map_err(|e| parse_err(e.to_string())),
+        Some("json") => serde_json::from_str::<Value>(&text).map_err(|e| parse_err(e.to_string())),
+        _ => Err(SettingsError::Extension {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
+/// Overlays `overlay` onto `base`, object by object; other values replace.
+fn merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Object(base), Value::Object(overlay)) => {
+            for (key, value) in overlay {
+                match base.get_mut(&key) {
+                    Some(slot) => merge(slot, value),
+                    // Unknown keys are kept so that deserialisation rejects them by name.
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (slot, value) => *slot = value,
+    }
+}
+
+/// Sets the setting named by `var` from its raw text, typed by the default's JSON type.
+fn apply_env(tree: &mut Value, var: &str, raw: &str) -> Result<(), SettingsError> {
+    if RESERVED_ENV.contains(&var) || RESERVED_ENV_PREFIXES.iter().any(|p| var.starts_with(p)) {
+        return Ok(());
+    }
+    let env_err = |message: String| SettingsError::Env {
+        var: var.to_string(),
+        message,
+    };
+    let name = var["RUNNER_".len()..].to_ascii_lowercase();
+    let Value::Object(root) = tree else {
+        return Err(env_err("settings tree is not an object".into()));
+    };
+    // Top-level field, or `<section>_<field>` where the section is an object.
+    let slot = if root.get(&name).is_some_and(|v| !v.is_object()) {
+        root.get_mut(&name)
+    } else {
+        let section = root
+            .iter()
+            .filter(|(k, v)| v.is_object() && name.starts_with(&format!("{k}_")))
+            .map(|(k, _)| k.clone())
+            .next();
+        match section {
+            Some(section) => {
+                let field = name[section.len() + 1..].to_string();
+                root.get_mut(&section).and_then(|s| s.get_mut(&field))
+            }
+            None => None,
+        }
+    };
+    let Some(slot) = slot else {
+        return Err(env_err("names no setting".into()));
+    };
+    *slot = typed_like(slot, raw).map_err(env_err)?;
+    Ok(())
+}
+
+fn typed_like(current: &Value, raw: &str) -> Result<Value, String> {
+    let raw = raw.trim();
+    Ok(match current {
+        Value::Bool(_) => match raw {
+            "true" | "1" | "yes" => Value::Bool(true),
+            "false" | "0" | "no" => Value::Bool(false),
+            _ => return Err(format!("expected true or false, got {raw:?}")),
+        },
+        Value::Number(n) if n.is_i64() || n.is_u64() => {
+            let parsed: i64 = raw
+                .parse()
+                .map_err(|_| format!("expected an integer, got {raw:?}"))?;
+            Value::from(parsed)
+        }
+        Value::Number(_) => {
+            let parsed: f64 = raw
+                .parse()
+                .map_err(|_| format!("expected a number, got {raw:?}"))?;
+            Value::from(parsed)
+        }
+        Value::Array(_) => Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        ),
+        _ => Value::String(raw.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev::TempDir;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn invalid_field(err: SettingsError) -> String {
+        match err {
+            SettingsError::Invalid { field, .. } => field,
+            other => panic!("expected a validation error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings::load(None, Vec::new()).unwrap();
+        assert_eq!(s, Settings::default());
+    }
+
+    #[test]
+    fn env_sets_sections_top_level_and_lists() {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("RUNNER_MODE", "combined"),
+                ("RUNNER_NATS_URL", "nats://10.0.0.1:4222"),
+                ("RUNNER_STORAGE_MAP_SIZE_MIB", "64"),
+                ("RUNNER_CONSUMER_MAX_ACK_PENDING", "300"),
+                ("RUNNER_TENANCY_MULTI_TENANT", "false"),
+                ("RUNNER_TENANCY_ALLOWED_TENANTS", "acme, globex"),
+                ("RUNNER_TEST_NATS_URL", "ignored"),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.mode, Mode::Combined);
+        assert_eq!(s.nats.url, "nats://10.0.0.1:4222");
+        assert_eq!(s.storage.map_size_mib, 64);
+        assert_eq!(s.consumer.max_ack_pending, 300);
+        assert!(!s.tenancy.multi_tenant);
+        assert_eq!(s.tenancy.allowed_tenants, vec!["acme", "globex"]);
+    }
+
+    #[test]
+    fn file_toml_and_json_load_and_env_overrides_file() {
+        let dir = TempDir::new("settings").unwrap();
+        let toml_path = dir.path().join("runner.toml");
+        std::fs::write(
+            &toml_path,
+            "mode = \"combined\"\n[storage]\npath = \"/var/lib/runner\"\nmap_size_mib = 128\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&toml_path), Vec::new()).unwrap();
+        assert_eq!(s.storage.path, PathBuf::from("/var/lib/runner"));
+        assert_eq!(s.storage.map_size_mib, 128);
+        assert_eq!(s.mode, Mode::Combined);
+        // Untouched sections keep their defaults.
+        assert_eq!(s.consumer, ConsumerSettings::default());
+
+        let s = Settings::load(
+            Some(&toml_path),
+            env(&[("RUNNER_STORAGE_MAP_SIZE_MIB", "256")]),
+        )
+        .unwrap();
+        assert_eq!(s.storage.map_size_mib, 256);
+        assert_eq!(s.storage.path, PathBuf::from("/var/lib/runner"));
+
+        let json_path = dir.path().join("runner.json");
+        std::fs::write(&json_path, r#"{"consumer": {"max_deliver": 9}}"#).unwrap();
+        let s = Settings::load(Some(&json_path), Vec::new()).unwrap();
+        assert_eq!(s.consumer.max_deliver, 9);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_named() {
+        let dir = TempDir::new("settings").unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[storage]\nmapsize = 5\n").unwrap();
+        let err = Settings::load(Some(&path), Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("mapsize"), "{err}");
+
+        let err = Settings::load(None, env(&[("RUNNER_STORAGE_MAPSIZE", "5")])).unwrap_err();
+        assert!(
+            matches!(&err, SettingsError::Env { var, .. } if var == "RUNNER_STORAGE_MAPSIZE"),
+            "{err}"
+        );
+        let err =
+            Settings::load(None, env(&[("RUNNER_CONSUMER_MAX_DELIVER", "many")])).unwrap_err();
+        assert!(err.to_string().contains("expected an integer"), "{err}");
+        let err = Settings::load(None, env(&[("RUNNER_MODE", "turbo")])).unwrap_err();
+        assert!(err.to_string().contains("turbo"), "{err}");
+
+        let path = dir.path().join("runner.yaml");
+        std::fs::write(&path, "mode: saga\n").unwrap();
+        assert!(matches!(
+            Settings::load(Some(&path), Vec::new()).unwrap_err(),
+            SettingsError::Extension { .. }
+        ));
+    }
+
+    #[test]
+    fn validation_rejects_each_bad_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("RUNNER_NATS_URL", "http://x", "nats.url"),
+            (
+                "RUNNER_NATS_CONNECT_TIMEOUT_MS",
+                "0",
+                "nats.connect_timeout_ms",
+            ),
+            (
+                "RUNNER_NATS_REQUEST_TIMEOUT_MS",
+                "0",
+                "nats.request_timeout_ms",
+            ),
+            ("RUNNER_STORAGE_PATH", "", "storage.path"),
+            ("RUNNER_STORAGE_MAP_SIZE_MIB", "0", "storage.map_size_mib"),
+            (
+                "RUNNER_TENANCY_DEFAULT_TENANT",
+                "a.b",
+                "tenancy.default_tenant",
+            ),
+            (
+                "RUNNER_TENANCY_ALLOWED_TENANTS",
+                "ok,b*d",
+                "tenancy.allowed_tenants",
+            ),
+            (
+                "RUNNER_STREAMS_AGGREGATE_EVENTS",
+                "a.b",
+                "streams.aggregate_events",
+            ),
+            (
+                "RUNNER_STREAMS_RESULT_PREFIX",
+                "workflow.*",
+                "streams.result_prefix",
+            ),
+            (
+                "RUNNER_STREAMS_TIMER_PREFIX",
+                "workflow.timer.",
+                "streams.timer_prefix",
+            ),
+            (
+                "RUNNER_STREAMS_DUPLICATE_WINDOW_SECS",
+                "0",
+                "streams.duplicate_window_secs",
+            ),
+            ("RUNNER_CONSUMER_DURABLE", "a.b", "consumer.durable"),
+            (
+                "RUNNER_CONSUMER_MAX_ACK_PENDING",
+                "0",
+                "consumer.max_ack_pending",
+            ),
+            ("RUNNER_CONSUMER_ACK_WAIT_MS", "5", "consumer.ack_wait_ms"),
+            ("RUNNER_CONSUMER_MAX_DELIVER", "0", "consumer.max_deliver"),
+            ("RUNNER_CONSUMER_FETCH_BATCH", "0", "consumer.fetch_batch"),
+            (
+                "RUNNER_CONSUMER_FETCH_WAIT_MS",
+                "1",
+                "consumer.fetch_wait_ms",
+            ),
+            (
+                "RUNNER_PIPELINE_CHANNEL_CAPACITY",
+                "0",
+                "pipeline.channel_capacity",
+            ),
+            (
+                "RUNNER_PIPELINE_COMMIT_BATCH_MAX",
+                "0",
+                "pipeline.commit_batch_max",
+            ),
+            (
+                "RUNNER_PIPELINE_MAX_MESSAGE_BYTES",
+                "10",
+                "pipeline.max_message_bytes",
+            ),
+            (
+                "RUNNER_PIPELINE_STORAGE_RETRY_MS",
+                "0",
+                "pipeline.storage_retry_ms",
+            ),
+            ("RUNNER_PROGRAMS_GAS", "0", "programs.gas"),
+            ("RUNNER_PROGRAMS_MAX_DEPTH", "1", "programs.max_depth"),
+            (
+                "RUNNER_PROGRAMS_MAX_STATE_BYTES",
+                "1",
+                "programs.max_state_bytes",
+            ),
+            ("RUNNER_MANIFESTS_SAGAS", "", "manifests.sagas"),
+        ];
+        for (var, value, field) in cases {
+            let err = Settings::load(None, env(&[(var, value)])).unwrap_err();
+            assert_eq!(&invalid_field(err), field, "{var}={value}");
+        }
+        let err = Settings::load(
+            None,
+            env(&[
+                ("RUNNER_CONSUMER_FETCH_BATCH", "500"),
+                ("RUNNER_CONSUMER_MAX_ACK_PENDING", "100"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(invalid_field(err), "consumer.fetch_batch");
+    }
+}

@@ -1,0 +1,182 @@
+//! The one way saga transitions reach the store: a [`CommitBatch`] applied in a single
+//! LMDB write transaction (group commit). Each [`Transition`] carries every part of a
+//! transition as a required field, so a caller cannot write state without its outbox,
+//! schedules, checkpoint and dedupe marker; either the whole batch commits or none of it.
+
+use std::collections::{BTreeMap, HashSet};
+
+use lmdb::{Cursor, Transaction, WriteFlags};
+
+use super::{
+    encode, exists, get_json, Checkpoint, DedupeMarker, OutboxItem, QuarantineRecord, SagaRecord,
+    ScheduleItem, Store, StoreError, StreamPosition,
+};
+use crate::keys;
+use crate::types::{CorrelationId, EventId, SagaName, TenantId};
+
+/// Everything one event did to one saga instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub tenant: TenantId,
+    pub saga: SagaName,
+    pub correlation: CorrelationId,
+    /// The event applied: its dedupe marker is written with the transition.
+    pub event_id: EventId,
+    /// Where the event came from: advances the (tenant, saga) checkpoint.
+    pub position: StreamPosition,
+    /// The instance after the transition.
+    pub record: SagaRecord,
+    pub outbox: Vec<OutboxItem>,
+    /// Timers to set; one with the name of a pending timer replaces it.
+    pub schedules: Vec<ScheduleItem>,
+    /// Names of pending timers to drop.
+    pub cancel: Vec<String>,
+}
+
+/// What one group commit writes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommitBatch {
+    pub transitions: Vec<Transition>,
+    pub quarantine: Vec<QuarantineRecord>,
+}
+
+impl CommitBatch {
+    pub fn is_empty(&self) -> bool {
+        self.transitions.is_empty() && self.quarantine.is_empty()
+    }
+}
+
+/// What happened to each transition of a committed batch, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Applied,
+    /// Its dedupe marker already existed: nothing of it was written.
+    Duplicate,
+}
+
+impl Store {
+    /// Applies the batch atomically and durably (LMDB syncs on commit).
+    pub fn commit(&self, batch: &CommitBatch) -> Result<Vec<CommitOutcome>, StoreError> {
+        let mut txn = self.env.begin_rw_txn()?;
+        let mut outcomes = Vec::with_capacity(batch.transitions.len());
+        let mut checkpoints: BTreeMap<String, Checkpoint> = BTreeMap::new();
+        let mut seen_in_batch: HashSet<String> = HashSet::new();
+        for t in &batch.transitions {
+            let dedupe_key = keys::saga_dedupe(&t.tenant, &t.saga, &t.event_id);
+            if seen_in_batch.contains(&dedupe_key) || exists(&txn, self.db, &dedupe_key)? {
+                outcomes.push(CommitOutcome::Duplicate);
+                continue;
+            }
+            apply(&mut txn, self.db, t)?;
+            let marker = DedupeMarker {
+                stream: t.position.stream.clone(),
+                seq: t.position.seq,
+            };
+            put(&mut txn, self.db, &dedupe_key, &marker)?;
+            seen_in_batch.insert(dedupe_key);
+            let cp_key = keys::checkpoint(&t.tenant, &t.saga);
+            if !checkpoints.contains_key(&cp_key) {
+                let stored = get_json(&txn, self.db, &cp_key)?.unwrap_or_default();
+                checkpoints.insert(cp_key.clone(), stored);
+            }
+            if let Some(cp) = checkpoints.get_mut(&cp_key) {
+                let seq = cp.streams.entry(t.position.stream.clone()).or_insert(0);
+                *seq = (*seq).max(t.position.seq);
+            }
+            outcomes.push(CommitOutcome::Applied);
+        }
+        for (key, cp) in &checkpoints {
+            put(&mut txn, self.db, key, cp)?;
+        }
+        for q in &batch.quarantine {
+            put(
+                &mut txn,
+                self.db,
+                &keys::quarantine(&q.tenant, &q.stream, q.seq),
+                q,
+            )?;
+        }
+        if self.take_injected_failure() {
+            // Dropping `txn` aborts it: none of the writes above survive.
+            return Err(StoreError::Injected);
+        }
+        txn.commit()?;
+        Ok(outcomes)
+    }
+}
+
+fn put<V: serde::Serialize>(
+    txn: &mut lmdb::RwTransaction<'_>,
+    db: lmdb::Database,
+    key: &str,
+    value: &V,
+) -> Result<(), StoreError> {
+    let bytes = encode(key, value)?;
+    txn.put(db, &key, &bytes, WriteFlags::empty())
+        .map_err(|e| match e {
+            lmdb::Error::BadValSize => StoreError::Encode {
+                key: key.to_string(),
+                message: "key is longer than LMDB allows (511 bytes)".into(),
+            },
+            other => other.into(),
+        })
+}
+
+/// Writes state, timers and outbox of one transition.
+fn apply(
+    txn: &mut lmdb::RwTransaction<'_>,
+    db: lmdb::Database,
+    t: &Transition,
+) -> Result<(), StoreError> {
+    put(
+        txn,
+        db,
+        &keys::saga(&t.tenant, &t.saga, &t.correlation),
+        &t.record,
+    )?;
+
+    // A finished instance keeps no timers; otherwise drop cancelled and replaced names.
+    let drop_all = t.record.status.is_done();
+    let mut names: HashSet<&str> = t.cancel.iter().map(String::as_str).collect();
+    names.extend(t.schedules.iter().map(|s| s.name.as_str()));
+    let prefix = keys::schedule_instance_prefix(&t.tenant, &t.saga, &t.correlation);
+    let mut doomed = Vec::new();
+    {
+        let mut cursor = txn.open_ro_cursor(db)?;
+        for entry in cursor.iter_from(prefix.as_bytes()) {
+            let (key, _) = entry?;
+            let Some(rest) = key.strip_prefix(prefix.as_bytes()) else {
+                break;
+            };
+            // rest = "{due_at:016}:{escaped name}"
+            let name = rest
+                .get(17..)
+                .map(|n| keys::unescape(&String::from_utf8_lossy(n)));
+            if drop_all || name.is_some_and(|n| names.contains(n.as_str())) {
+                doomed.push(key.to_vec());
+            }
+        }
+    }
+    for key in doomed {
+        txn.del(db, &key, None)?;
+    }
+    if !drop_all {
+        // Later entries with the same name win.
+        let mut set_names = HashSet::new();
+        for s in t.schedules.iter().rev() {
+            if set_names.insert(s.name.as_str()) {
+                let key = keys::schedule(&t.tenant, &t.saga, &t.correlation, s.due_at_ms, &s.name);
+                put(txn, db, &key, s)?;
+            }
+        }
+    }
+    for item in &t.outbox {
+        put(
+            txn,
+            db,
+            &keys::outbox(&item.tenant, item.kind, &item.work_id),
+            item,
+        )?;
+    }
+    Ok(())
+}

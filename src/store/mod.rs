@@ -1,0 +1,358 @@
+//! The LMDB store: saga instances, outbox, schedules, checkpoints, dedupe markers and
+//! quarantine records in one environment, one database, prefixed keys (`crate::keys`).
+//!
+//! Writes go through exactly two doors: [`Store::commit`] applies whole saga transitions
+//! (state + outbox + schedules + checkpoint + dedupe, all or nothing, many per LMDB
+//! transaction), and [`Store::delete_outbox`] removes dispatched work. Reads are
+//! tenant-scoped and use short read transactions that are never held across calls.
+
+mod commit;
+mod records;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use lmdb::{Cursor, Database, Environment, EnvironmentFlags, Transaction, WriteFlags};
+use serde::de::DeserializeOwned;
+
+pub use commit::{CommitBatch, CommitOutcome, Transition};
+pub use records::{
+    excerpt, Checkpoint, DedupeMarker, InstanceStatus, OutboxItem, QuarantineKind,
+    QuarantineRecord, SagaRecord, ScheduleItem, StreamPosition, QUARANTINE_EXCERPT_BYTES,
+};
+
+use crate::keys;
+use crate::types::{CorrelationId, EventId, SagaName, TenantId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The map is full: nothing more can be written until an operator makes room
+    /// (a larger `storage.map_size_mib`). Intake must stop; nothing partial was written.
+    #[error("store is full (LMDB MAP_FULL): raise storage.map_size_mib; intake stops until then")]
+    MapFull,
+    #[error("cannot open store at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: Box<StoreError>,
+    },
+    #[error("cannot create store directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("storage error: {0}")]
+    Lmdb(lmdb::Error),
+    #[error("corrupt record at {key}: {message}")]
+    Corrupt { key: String, message: String },
+    #[error("cannot encode record for {key}: {message}")]
+    Encode { key: String, message: String },
+    /// A commit failed on purpose (test fault injection).
+    #[error("injected commit failure")]
+    Injected,
+}
+
+impl From<lmdb::Error> for StoreError {
+    fn from(e: lmdb::Error) -> Self {
+        match e {
+            lmdb::Error::MapFull => StoreError::MapFull,
+            other => StoreError::Lmdb(other),
+        }
+    }
+}
+
+pub struct Store {
+    env: Environment,
+    db: Database,
+    path: PathBuf,
+    /// Commits still to fail on purpose (tests of the no-ack-on-failure path).
+    injected_commit_failures: AtomicU32,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` with a fixed map size.
+    pub fn open(path: &Path, map_size_bytes: usize) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(path).map_err(|source| StoreError::CreateDir {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let open_err = |e: lmdb::Error| StoreError::Open {
+            path: path.to_path_buf(),
+            source: Box::new(e.into()),
+        };
+        // NO_TLS: read transactions are not tied to OS threads, so a stage may open one
+        // without regard to which reader slots other threads hold.
+        let env = Environment::new()
+            .set_flags(EnvironmentFlags::NO_TLS)
+            .set_map_size(map_size_bytes)
+            .set_max_readers(126)
+            .open(path)
+            .map_err(open_err)?;
+        let db = env.open_db(None).map_err(open_err)?;
+        Ok(Store {
+            env,
+            db,
+            path: path.to_path_buf(),
+            injected_commit_failures: AtomicU32::new(0),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes the next `n` commits fail after all their writes, before the LMDB commit:
+    /// the on-disk effect is that of a transaction that never happened.
+    pub fn inject_commit_failures(&self, n: u32) {
+        self.injected_commit_failures.store(n, Ordering::SeqCst);
+    }
+
+    fn take_injected_failure(&self) -> bool {
+        self.injected_commit_failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// A short-lived reader for lookups that belong together (one pipeline batch).
+    pub fn reader(&self) -> Result<Reader<'_>, StoreError> {
+        Ok(Reader {
+            txn: self.env.begin_ro_txn()?,
+            db: self.db,
+        })
+    }
+
+    pub fn saga(
+        &self,
+        tenant: &TenantId,
+        saga: &SagaName,
+        corr: &CorrelationId,
+    ) -> Result<Option<SagaRecord>, StoreError> {
+        self.reader()?.saga(tenant, saga, corr)
+    }
+
+    pub fn checkpoint(&self, tenant: &TenantId, saga: &SagaName) -> Result<Checkpoint, StoreError> {
+        let r = self.reader()?;
+        Ok(r.get(&keys::checkpoint(tenant, saga))?.unwrap_or_default())
+    }
+
+    pub fn is_duplicate(
+        &self,
+        tenant: &TenantId,
+        saga: &SagaName,
+        event: &EventId,
+    ) -> Result<bool, StoreError> {
+        self.reader()?.is_duplicate(tenant, saga, event)
+    }
+
+    /// Up to `limit` outbox items of one tenant, in key order, with their keys.
+    pub fn outbox(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+    ) -> Result<Vec<(String, OutboxItem)>, StoreError> {
+        self.scan(&keys::outbox_prefix(tenant), limit)
+    }
+
+    /// Up to `limit` timers of one tenant that are due at `now_ms`, in key order.
+    pub fn due_schedules(
+        &self,
+        tenant: &TenantId,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, ScheduleItem)>, StoreError> {
+        let mut due = Vec::new();
+        let r = self.reader()?;
+        r.for_each_prefixed(&keys::schedule_prefix(tenant), |key, item: ScheduleItem| {
+            if item.due_at_ms <= now_ms {
+                due.push((key.to_string(), item));
+            }
+            due.len() < limit
+        })?;
+        Ok(due)
+    }
+
+    /// Every timer of one instance, in due order.
+    pub fn instance_schedules(
+        &self,
+        tenant: &TenantId,
+        saga: &SagaName,
+        corr: &CorrelationId,
+    ) -> Result<Vec<ScheduleItem>, StoreError> {
+        let prefix = keys::schedule_instance_prefix(tenant, saga, corr);
+        Ok(self
+            .scan(&prefix, usize::MAX)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    /// Up to `limit` quarantine records of one tenant.
+    pub fn quarantined(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+    ) -> Result<Vec<QuarantineRecord>, StoreError> {
+        Ok(self
+            .scan(&keys::quarantine_prefix(tenant), limit)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    /// Up to `limit` instances of one saga of one tenant.
+    pub fn instances(
+        &self,
+        tenant: &TenantId,
+        saga: &SagaName,
+        limit: usize,
+    ) -> Result<Vec<(String, SagaRecord)>, StoreError> {
+        self.scan(&keys::saga_prefix(tenant, saga), limit)
+    }
+
+    fn scan<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.reader()?.for_each_prefixed(prefix, |key, value| {
+            out.push((key.to_string(), value));
+            out.len() < limit
+        })?;
+        Ok(out)
+    }
+
+    /// Deletes dispatched outbox items in one transaction. Returns how many existed.
+    pub fn delete_outbox(&self, keys: &[String]) -> Result<usize, StoreError> {
+        let mut txn = self.env.begin_rw_txn()?;
+        let mut deleted = 0;
+        for key in keys {
+            if !key.starts_with(crate::keys::space::OUTBOX) {
+                return Err(StoreError::Encode {
+                    key: key.clone(),
+                    message: "not an outbox key".into(),
+                });
+            }
+            match txn.del(self.db, key, None) {
+                Ok(()) => deleted += 1,
+                Err(lmdb::Error::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        txn.commit()?;
+        Ok(deleted)
+    }
+
+    /// Proves the store is writable: one durable write of a probe record.
+    pub fn probe_write(&self) -> Result<(), StoreError> {
+        let mut txn = self.env.begin_rw_txn()?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis().to_string())
+            .unwrap_or_default();
+        txn.put(self.db, &keys::meta("probe"), &stamp, WriteFlags::empty())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Number of records of every kind (for the demo and diagnostics).
+    pub fn entries(&self) -> Result<usize, StoreError> {
+        Ok(self.env.stat()?.entries())
+    }
+}
+
+/// A read transaction. Dropped at the end of the batch it serves.
+pub struct Reader<'env> {
+    txn: lmdb::RoTransaction<'env>,
+    db: Database,
+}
+
+impl Reader<'_> {
+    pub fn saga(
+        &self,
+        tenant: &TenantId,
+        saga: &SagaName,
+        corr: &CorrelationId,
+    ) -> Result<Option<SagaRecord>, StoreError> {
+        self.get(&keys::saga(tenant, saga, corr))
+    }
+
+    pub fn is_duplicate(
+        &self,
+        tenant: &TenantId,
+        saga: &SagaName,
+        event: &EventId,
+    ) -> Result<bool, StoreError> {
+        exists(&self.txn, self.db, &keys::saga_dedupe(tenant, saga, event))
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        get_json(&self.txn, self.db, key)
+    }
+
+    /// Calls `f` for each record under `prefix` until it returns false.
+    fn for_each_prefixed<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        mut f: impl FnMut(&str, T) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut cursor = self.txn.open_ro_cursor(self.db)?;
+        for entry in cursor.iter_from(prefix.as_bytes()) {
+            let (key, value) = entry?;
+            if !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            let key = String::from_utf8_lossy(key);
+            let value = decode(&key, value)?;
+            if !f(&key, value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn exists<T: Transaction>(txn: &T, db: Database, key: &str) -> Result<bool, StoreError> {
+    match txn.get(db, &key) {
+        Ok(_) => Ok(true),
+        Err(lmdb::Error::NotFound) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn get_json<T: Transaction, V: DeserializeOwned>(
+    txn: &T,
+    db: Database,
+    key: &str,
+) -> Result<Option<V>, StoreError> {
+    match txn.get(db, &key) {
+        Ok(bytes) => decode(key, bytes).map(Some),
+        Err(lmdb::Error::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn decode<V: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<V, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: key.to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn encode<V: serde::Serialize>(key: &str, value: &V) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Encode {
+        key: key.to_string(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

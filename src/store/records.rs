@@ -1,0 +1,137 @@
+//! The records the store keeps, as JSON values under the keys of `crate::keys`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::keys::OutboxKind;
+use crate::types::{CorrelationId, SagaName, TenantId, WorkId};
+
+/// Lifecycle of a saga instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceStatus {
+    Active,
+    /// Done; later events are ignored (and counted).
+    Completed,
+    /// Done after its program reported failure and compensation ran.
+    Failed,
+    /// Its program faulted on an event; the event is quarantined, compensation (if any)
+    /// ran, and later events are ignored.
+    Faulted,
+}
+
+impl InstanceStatus {
+    pub fn is_done(self) -> bool {
+        !matches!(self, InstanceStatus::Active)
+    }
+}
+
+/// `saga:{tenant}:{saga}:{correlation}`: one instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SagaRecord {
+    pub status: InstanceStatus,
+    pub state: Value,
+    /// Manifest version of the saga that started this instance.
+    pub version: u32,
+    /// Transitions applied so far.
+    pub transitions: u64,
+    /// The event that caused the latest transition.
+    pub last_event_id: String,
+    /// That event's own time (RFC 3339).
+    pub updated_at: String,
+    /// Why the instance faulted, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+}
+
+/// `outbox:{tenant}:{kind}:{work_id}`: one unit of work waiting to be dispatched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    pub kind: OutboxKind,
+    pub tenant: TenantId,
+    pub work_id: WorkId,
+    pub saga: SagaName,
+    pub correlation: CorrelationId,
+    /// Where it goes: the subject for effects, the aggregate type for aggregate commands.
+    pub destination: String,
+    /// The body to send: an `EffectCommand` or an `AggregateCommand` envelope.
+    pub envelope: Value,
+}
+
+/// `schedule:{tenant}:{saga}:{correlation}:{due_at}:{name}`: one pending timer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleItem {
+    pub tenant: TenantId,
+    pub saga: SagaName,
+    pub correlation: CorrelationId,
+    pub name: String,
+    pub due_at_ms: i64,
+    pub payload: Value,
+    /// Metadata of the event that set the timer (correlation, trace context).
+    pub metadata: serde_json::Map<String, Value>,
+}
+
+/// `checkpoint:{tenant}:{saga}`: the highest stream sequence applied, per stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub streams: BTreeMap<String, u64>,
+}
+
+/// Where a message came from in JetStream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPosition {
+    pub stream: String,
+    pub seq: u64,
+}
+
+/// `dedupe:…`: the event (or command) was applied; the value says where from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DedupeMarker {
+    pub stream: String,
+    pub seq: u64,
+}
+
+/// Why a message was quarantined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuarantineKind {
+    /// Not a valid envelope (bad JSON, missing fields, too large, bad ids).
+    Decode,
+    /// Body and header disagree on the tenant, or the tenant is not served here.
+    TenantAccess,
+    /// A saga program faulted on it.
+    Program,
+    /// Delivered more often than `max_deliver` allows.
+    MaxDeliver,
+}
+
+/// `quarantine:{tenant}:{stream}:{seq}`: a message that will not be processed, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuarantineRecord {
+    pub kind: QuarantineKind,
+    pub reason: String,
+    pub stream: String,
+    pub seq: u64,
+    pub subject: String,
+    pub delivered: u64,
+    pub tenant: TenantId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saga: Option<String>,
+    /// The start of the body (bounded), for whoever investigates.
+    pub body_excerpt: String,
+}
+
+/// Bytes of a body kept in a quarantine record.
+pub const QUARANTINE_EXCERPT_BYTES: usize = 2048;
+
+/// The first bytes of a body as text, cut on a character boundary.
+pub fn excerpt(body: &[u8]) -> String {
+    let cut = &body[..body.len().min(QUARANTINE_EXCERPT_BYTES)];
+    String::from_utf8_lossy(cut).into_owned()
+}

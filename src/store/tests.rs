@@ -1,0 +1,359 @@
+use serde_json::json;
+
+use super::*;
+use crate::dev::TempDir;
+use crate::keys::OutboxKind;
+
+fn t(s: &str) -> TenantId {
+    s.parse().unwrap()
+}
+
+fn open(dir: &TempDir, mib: usize) -> Store {
+    Store::open(&dir.path().join("store"), mib * 1024 * 1024).unwrap()
+}
+
+fn record(state: serde_json::Value, event: &str) -> SagaRecord {
+    SagaRecord {
+        status: InstanceStatus::Active,
+        state,
+        version: 1,
+        transitions: 1,
+        last_event_id: event.into(),
+        updated_at: "2026-11-27T10:00:00Z".into(),
+        fault: None,
+    }
+}
+
+fn timer(tenant: &TenantId, corr: &str, name: &str, due: i64) -> ScheduleItem {
+    ScheduleItem {
+        tenant: tenant.clone(),
+        saga: "order".parse().unwrap(),
+        correlation: corr.parse().unwrap(),
+        name: name.into(),
+        due_at_ms: due,
+        payload: json!({}),
+        metadata: Default::default(),
+    }
+}
+
+fn outbox_item(tenant: &TenantId, work: &str) -> OutboxItem {
+    OutboxItem {
+        kind: OutboxKind::Effect,
+        tenant: tenant.clone(),
+        work_id: work.parse().unwrap(),
+        saga: "order".parse().unwrap(),
+        correlation: "o-1".parse().unwrap(),
+        destination: "workflow.cmd.acme.charge_card".into(),
+        envelope: json!({"command_id": work}),
+    }
+}
+
+fn transition(
+    tenant: &TenantId,
+    corr: &str,
+    event: &str,
+    seq: u64,
+    state: serde_json::Value,
+) -> Transition {
+    Transition {
+        tenant: tenant.clone(),
+        saga: "order".parse().unwrap(),
+        correlation: corr.parse().unwrap(),
+        event_id: event.parse().unwrap(),
+        position: StreamPosition {
+            stream: "AGGREGATE_EVENTS".into(),
+            seq,
+        },
+        record: record(state, event),
+        outbox: vec![outbox_item(tenant, &format!("cmd-{event}"))],
+        schedules: vec![timer(tenant, corr, "payment_timeout", 1_000 + seq as i64)],
+        cancel: vec![],
+    }
+}
+
+fn batch(transitions: Vec<Transition>) -> CommitBatch {
+    CommitBatch {
+        transitions,
+        quarantine: vec![],
+    }
+}
+
+fn saga_name() -> SagaName {
+    "order".parse().unwrap()
+}
+
+#[test]
+fn state_and_checkpoint_round_trip() {
+    let dir = TempDir::new("store").unwrap();
+    let store = open(&dir, 16);
+    let acme = t("acme");
+    let corr: CorrelationId = "o-1".parse().unwrap();
+    let out = store
+        .commit(&batch(vec![transition(
+            &acme,
+            "o-1",
+            "e-1",
+            7,
+            json!({"step": "charging"}),
+        )]))
+        .unwrap();
+    assert_eq!(out, vec![CommitOutcome::Applied]);
+    let rec = store.saga(&acme, &saga_name(), &corr).unwrap().unwrap();
+    assert_eq!(rec.state, json!({"step": "charging"}));
+    assert_eq!(
+        store.checkpoint(&acme, &saga_name()).unwrap().streams["AGGREGATE_EVENTS"],
+        7
+    );
+    assert!(store
+        .is_duplicate(&acme, &saga_name(), &"e-1".parse().unwrap())
+        .unwrap());
+    assert_eq!(store.outbox(&acme, 10).unwrap().len(), 1);
+    assert_eq!(
+        store
+            .instance_schedules(&acme, &saga_name(), &corr)
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn checkpoint_never_moves_backwards() {
+    let dir = TempDir::new("store").unwrap();
+    let store = open(&dir, 16);
+    let acme = t("acme");
+    store
+        .commit(&batch(vec![
+            transition(&acme, "o-1", "e-2", 20, json!(2)),
+            transition(&acme, "o-2", "e-1", 10, json!(1)),
+        ]))
+        .unwrap();
+    store
+        .commit(&batch(vec![transition(&acme, "o-3", "e-0", 5, json!(0))]))
+        .unwrap();
+    assert_eq!(
+        store.checkpoint(&acme, &saga_name()).unwrap().streams["AGGREGATE_EVENTS"],
+        20
+    );
+}
+
+#[test]
+fn duplicate_event_changes_nothing() {
+    let dir = TempDir::new("store").unwrap();
+    let store = open(&dir, 16);
+    let acme = t("acme");
+    let corr: CorrelationId = "o-1".parse().unwrap();
+    store
+        .commit(&batch(vec![transition(
+            &acme,
+            "o-1",
+            "e-1",
+            1,
+            json!("first"),
+        )]))
+        .unwrap();
+    let mut again = transition(&acme, "o-1", "e-1", 2, json!("second"));
+    again.outbox = vec![outbox_item(&acme, "other")];
+    // Also twice within one batch.
+    let out = store.commit(&batch(vec![again.clone(), again])).unwrap();
+    assert_eq!(
+        out,
+        vec![CommitOutcome::Duplicate, CommitOutcome::Duplicate]
+    );
+    assert_eq!(
+        store
+            .saga(&acme, &saga_name(), &corr)
+            .unwrap()
+            .unwrap()
+            .state,
+        json!("first")
+    );
+    assert_eq!(store.outbox(&acme, 10).unwrap().len(), 1);
+    assert_eq!(
+        store.checkpoint(&acme, &saga_name()).unwrap().streams["AGGREGATE_EVENTS"],
+        1
+    );
+}
+
+/// Snapshot of everything a transition can touch, for before/after comparisons.
+fn snapshot(store: &Store, tenant: &TenantId) -> serde_json::Value {
+    let corr: CorrelationId = "o-1".parse().unwrap();
+    json!({
+        "saga": store.saga(tenant, &saga_name(), &corr).unwrap(),
+        "checkpoint": store.checkpoint(tenant, &saga_name()).unwrap(),
+        "outbox": store.outbox(tenant, 100).unwrap(),
+        "schedules": store.instance_schedules(tenant, &saga_name(), &corr).unwrap(),
+        "entries": store.entries().unwrap(),
+    })
+}
+
+#[test]
+fn failed_commit_leaves_everything_untouched() {
+    let dir = TempDir::new("store").unwrap();
+    let store = open(&dir, 16);
+    let acme = t("acme");
+    store
+        .commit(&batch(vec![transition(
+            &acme,
+            "o-1",
+            "e-1",
+            1,
+            json!("before"),
+        )]))
+        .unwrap();
+    let before = snapshot(&store, &acme);
+    store.inject_commit_failures(1);
+    let mut next = transition(&acme, "o-1", "e-2", 2, json!("after"));
+    next.cancel = vec!["payment_timeout".into()];
+    let err = store.commit(&batch(vec![next.clone()])).unwrap_err();
+    assert!(matches!(err, StoreError::Injected));
+    assert_eq!(snapshot(&store, &acme), before);
+    assert!(!store
+        .is_duplicate(&acme, &saga_name(), &"e-2".parse().unwrap())
+        .unwrap());
+    // The same batch commits once the fault is gone.
+    assert_eq!(
+        store.commit(&batch(vec![next])).unwrap(),
+        vec![CommitOutcome::Applied]
+    );
+    assert_ne!(snapshot(&store, &acme), before);
+}
+
+#[test]
+fn map_full_is_an_error_and_writes_nothing() {
+    let dir = TempDir::new("store").unwrap();
+    let store = open(&dir, 1);
+    let acme = t("acme");
+    store
+        .commit(&batch(vec![transition(
+            &acme,
+            "o-1",
+            "e-1",
+            1,
+            json!("small"),
+        )]))
+        .unwrap();
+    let before = snapshot(&store, &acme);
+    // Many outbox items with big bodies: more than a 1 MiB map holds.
+    let mut huge = transition(&acme, "o-1", "e-2", 2, json!("x".repeat(1000)));
+    huge.outbox = (0..40)
+        .map(|i| {
+            let mut item = outbox_item(&acme, &format!("big-{i}"));
+            item.envelope = json!({"blob": "y".repeat(64 * 1024)});
+            item
+        })
+        .collect();
+    let err = store.commit(&batch(vec![huge])).unwrap_err();
+    assert!(matches!(err, StoreError::MapFull), "{err}");
+    assert_eq!(snapshot(&store, &acme), before);
+    // Small writes still work afterwards.
+    store.probe_write().unwrap();
+}
+
+#[test]
+fn outbox_delete_happens_once() {
+    let dir = TempDir::new("store").unwrap();
+    let store = open(&dir, 16);
+    let acme = t("acme");
+    store
+        .commit(&batch(vec![transition(&acme, "o-1", "e-1", 1, json!(1))]))
+        .unwrap();
+    let items = store.outbox(&acme, 10).unwrap();
+    let keys: Vec<String> = items.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(keys, vec!["outbox:acme:effect:cmd-e-1".to_string()]);
+    assert_eq!(store.delete_outbox(&keys).unwrap(), 1);
+    assert_eq!(store.delete_outbox(&keys).unwrap(), 0);
+    assert!(store.outbox(&acme, 10).unwrap().is_empty());
+    assert!(store
+        .delete_outbox(&["saga:acme:order:o-1".to_string()])
+        .is_err());
+}
+
+#[test]
+fn due_scan_returns_only_due_items_of_the_tenant() {
+    let dir = TempDir::new("store").unwrap();
+    let store = open(&dir, 16);
+    let (acme, globex) = (t("acme"), t("globex"));
+    let mut a = transition(&acme, "o-1", "e-1", 1, json!(1));
+    a.schedules = vec![
+        timer(&acme, "o-1", "soon", 100),
+        timer(&acme, "o-1", "later", 10_000),
+    ];
+    let mut g = transition(&globex, "o-1", "e-1", 1, json!(1));
+    g.schedules = vec![timer(&globex, "o-1", "soon", 50)];
+    store.commit(&batch(vec![a, g])).unwrap();
+    let due = store.due_schedules(&acme, 500, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].1.name, "soon");
+    assert_eq!(due[0].1.tenant, acme);
+    assert_eq!(
+        store.due_schedules(&globex, 500, 10).unwrap()[0].1.tenant,
+        globex
+    );
+    assert!(store.due_schedules(&acme, 99, 10).unwrap().is_empty());
+    assert_eq!(
+        store.due_schedules(&acme, 20_000, 1).unwrap().len(),
+        1,
+        "limit"
+    );
+}
+
+#[test]
+fn reschedule_replaces_and_cancel_removes_and_done_clears() {
+    let dir = TempDir::new("store").unwrap();
+    let store = open(&dir, 16);
+    let acme = t("acme");
+    let corr: CorrelationId = "o-1".parse().unwrap();
+    let mut first = transition(&acme, "o-1", "e-1", 1, json!(1));
+    first.schedules = vec![timer(&acme, "o-1", "a", 100), timer(&acme, "o-1", "b", 200)];
+    store.commit(&batch(vec![first])).unwrap();
+
+    let mut second = transition(&acme, "o-1", "e-2", 2, json!(2));
+    second.schedules = vec![timer(&acme, "o-1", "a", 500)];
+    second.cancel = vec!["b".into()];
+    store.commit(&batch(vec![second])).unwrap();
+    let timers = store
+        .instance_schedules(&acme, &saga_name(), &corr)
+        .unwrap();
+    let got: Vec<(String, i64)> = timers
+        .iter()
+        .map(|s| (s.name.clone(), s.due_at_ms))
+        .collect();
+    assert_eq!(got, vec![("a".to_string(), 500)]);
+
+    let mut done = transition(&acme, "o-1", "e-3", 3, json!(3));
+    done.record.status = InstanceStatus::Completed;
+    done.schedules = vec![timer(&acme, "o-1", "c", 900)];
+    store.commit(&batch(vec![done])).unwrap();
+    assert!(store
+        .instance_schedules(&acme, &saga_name(), &corr)
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn quarantine_records_are_tenant_scoped() {
+    let dir = TempDir::new("store").unwrap();
+    let store = open(&dir, 16);
+    let q = QuarantineRecord {
+        kind: QuarantineKind::Decode,
+        reason: "not JSON".into(),
+        stream: "AGGREGATE_EVENTS".into(),
+        seq: 3,
+        subject: "aggregate.acme.order.X".into(),
+        delivered: 1,
+        tenant: t("acme"),
+        event_id: None,
+        correlation_id: None,
+        saga: None,
+        body_excerpt: excerpt(b"\xff\xfe not json"),
+    };
+    store
+        .commit(&CommitBatch {
+            transitions: vec![],
+            quarantine: vec![q.clone()],
+        })
+        .unwrap();
+    assert_eq!(store.quarantined(&t("acme"), 10).unwrap(), vec![q]);
+    assert!(store.quarantined(&t("globex"), 10).unwrap().is_empty());
+}

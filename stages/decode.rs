@@ -1,0 +1,54 @@
+//! Decode: envelope validation, tenant checks, routing to sagas and correlation.
+//! Pure CPU work on each message; see `saga::decode` for the rules.
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::envelope::header;
+use crate::nats_io::{self, Delivery};
+use crate::pipeline::{DecodedBatch, DecodedMsg, FetchedBatch, Shared, Stats};
+use crate::saga::{self, Decoded, MessageInfo};
+
+pub fn run(shared: &Shared, input: &Receiver<FetchedBatch>, out: &Sender<DecodedBatch>) {
+    for batch in input {
+        if batch.epoch != shared.intake.epoch() {
+            Stats::add(&shared.stats.dropped_stale, batch.msgs.len() as u64);
+            continue;
+        }
+        let items: Vec<DecodedMsg> = batch
+            .msgs
+            .into_iter()
+            .map(|msg| decode_one(shared, msg))
+            .collect();
+        let events = items
+            .iter()
+            .filter(|i| matches!(i.decoded, Decoded::Event(_)))
+            .count();
+        Stats::add(&shared.stats.events, events as u64);
+        if out
+            .send(DecodedBatch {
+                epoch: batch.epoch,
+                items,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn decode_one(shared: &Shared, msg: nats::Message) -> DecodedMsg {
+    let delivery = Delivery::of(&msg).unwrap_or(Delivery {
+        stream: String::new(),
+        stream_seq: 0,
+        delivered: 1,
+    });
+    let info = MessageInfo {
+        stream: delivery.stream,
+        seq: delivery.stream_seq,
+        delivered: delivery.delivered,
+        subject: msg.subject.clone(),
+    };
+    let tenant = nats_io::header(&msg, header::TENANT);
+    let decoded = saga::decode(&shared.decode, &shared.catalog, &info, tenant, &msg.data);
+    DecodedMsg { msg, info, decoded }
+}

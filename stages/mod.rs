@@ -1,0 +1,8 @@
+//! The pipeline stages, one file each, in the order a message passes them:
+//! [`fetch`] → [`decode`] → [`execute`] → [`commit`]. Each `run` is the body of one OS
+//! thread; they talk only through bounded channels and `pipeline::Shared`.
+
+pub mod commit;
+pub mod decode;
+pub mod execute;
+pub mod fetch;

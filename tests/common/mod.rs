@@ -1,0 +1,162 @@
+//! Test rig for integration tests against a real `nats-server`.
+//!
+//! Each rig starts its own server on a free port with a temp store (stopped on drop),
+//! unless `RUNNER_TEST_NATS_URL` names an external one. Either way every rig uses its
+//! own namespace — stream names, subjects and durable names carry a random token — so
+//! tests run in parallel, also on one shared server.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runner::dev::{NatsServer, TempDir};
+use runner::pipeline::Pipeline;
+use runner::settings::Settings;
+use runner::store::Store;
+use serde_json::{json, Value};
+
+pub use runner::dev::wait_until;
+
+pub struct Rig {
+    pub server: Option<NatsServer>,
+    pub url: String,
+    pub dir: TempDir,
+    /// Prefix of every subject of this rig.
+    pub ns: String,
+    pub settings: Settings,
+    pub store: Arc<Store>,
+}
+
+impl Rig {
+    /// A rig whose saga manifest is `sagas` (a JSON value of the manifest's `sagas` list;
+    /// subjects in it may use `{ns}`, replaced by the rig's namespace).
+    pub fn new(sagas: Value) -> Rig {
+        runner::logging::init_with_default("error");
+        let (server, url) = match std::env::var("RUNNER_TEST_NATS_URL") {
+            Ok(url) if !url.is_empty() => (None, url),
+            _ => {
+                let server = NatsServer::start().expect("start nats-server");
+                let url = server.url();
+                (Some(server), url)
+            }
+        };
+        let dir = TempDir::new("it").unwrap();
+        let token = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+        let ns = format!("t{token}");
+        let manifest = dir.path().join("sagas.json");
+        let text = json!({ "sagas": sagas }).to_string().replace("{ns}", &ns);
+        std::fs::write(&manifest, text).unwrap();
+
+        let mut s = Settings::default();
+        s.nats.url = url.clone();
+        s.nats.create_streams = true;
+        s.nats.create_aggregate_stream = true;
+        s.storage.path = dir.path().join("store");
+        s.storage.map_size_mib = 256;
+        s.streams.aggregate_events = format!("AGG_{token}");
+        s.streams.workflow_commands = format!("CMD_{token}");
+        s.streams.workflow_events = format!("WFE_{token}");
+        s.streams.aggregate_subjects = vec![format!("{ns}.aggregate.>")];
+        s.streams.command_prefix = format!("{ns}.workflow.cmd");
+        s.streams.result_prefix = format!("{ns}.workflow.result");
+        s.streams.timer_prefix = format!("{ns}.workflow.timer");
+        s.consumer.durable = format!("runner-{token}");
+        s.consumer.ack_wait_ms = 1_000;
+        s.consumer.fetch_wait_ms = 200;
+        s.pipeline.storage_retry_ms = 50;
+        s.manifests.sagas = vec![manifest];
+        let store = Arc::new(Store::open(&s.storage.path, 256 << 20).unwrap());
+        // Streams exist before anything is published, as they do in production.
+        let nc = runner::nats_io::connect(&url, "runner-test-setup").unwrap();
+        runner::nats_io::ensure_streams(&nats::jetstream::new(nc), &s).unwrap();
+        Rig {
+            server,
+            url,
+            dir,
+            ns,
+            settings: s,
+            store,
+        }
+    }
+
+    pub fn connect(&self) -> nats::Connection {
+        runner::nats_io::connect(&self.url, "runner-test").unwrap()
+    }
+
+    pub fn start(&self) -> Pipeline {
+        self.start_with(self.settings.clone())
+    }
+
+    pub fn start_with(&self, settings: Settings) -> Pipeline {
+        settings.validate().unwrap();
+        let catalog = Arc::new(runner::cli::load_catalog(&settings).unwrap());
+        Pipeline::start(settings, self.store.clone(), catalog, self.connect()).unwrap()
+    }
+
+    pub fn aggregate_subject(&self, tenant: &str, event_type: &str) -> String {
+        format!("{}.aggregate.{tenant}.order.{event_type}", self.ns)
+    }
+
+    /// Publishes raw bytes to a subject without a `Nats-Msg-Id` (so JetStream keeps
+    /// every copy) and waits for the stream's ack.
+    pub fn publish_raw(&self, nc: &nats::Connection, subject: &str, body: &[u8]) {
+        let js = nats::jetstream::new(nc.clone());
+        js.publish(subject, body).unwrap();
+    }
+
+    pub fn publish(&self, nc: &nats::Connection, subject: &str, event: &Value) {
+        self.publish_raw(nc, subject, event.to_string().as_bytes());
+    }
+
+    pub fn consumer_info(
+        &self,
+        nc: &nats::Connection,
+        which: &str,
+    ) -> nats::jetstream::ConsumerInfo {
+        let js = nats::jetstream::new(nc.clone());
+        let stream = if which == "aggregate" {
+            &self.settings.streams.aggregate_events
+        } else {
+            &self.settings.streams.workflow_events
+        };
+        js.consumer_info(
+            stream,
+            format!("{}-{which}", self.settings.consumer.durable),
+        )
+        .unwrap()
+    }
+
+    pub fn manifest_path(&self) -> PathBuf {
+        self.settings.manifests.sagas[0].clone()
+    }
+}
+
+/// An aggregate event envelope.
+pub fn event(event_id: &str, tenant: &str, order: &str, event_type: &str, payload: Value) -> Value {
+    json!({
+        "event_id": event_id, "tenant_id": tenant, "aggregate_type": "order", "aggregate_id": order,
+        "event_type": event_type, "occurred_at": "2026-11-27T10:00:00Z", "payload": payload,
+        "metadata": {"correlation_id": format!("req-{event_id}"),
+                     "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    })
+}
+
+/// A saga that appends `event.payload.n` to a comma-separated log in its state:
+/// the state shows exactly which events were applied, in which order.
+pub fn recorder_saga() -> Value {
+    json!([{
+        "name": "recorder",
+        "triggers": [{"subject": "{ns}.aggregate.*.order.*", "start": true,
+                      "correlate": {"$get": "event.aggregate_id"}}],
+        "on_event": {"output": {
+            "state": {"log": {"$concat": [
+                {"$coalesce": [{"$get": "state.log"}, ""]},
+                {"$str": {"$get": "event.payload.n"}}, ","]}},
+            "commands": [{"to": "effect", "effect": "note", "payload": {"n": {"$get": "event.payload.n"}}}]
+        }}
+    }])
+}
+
+pub const WAIT: Duration = Duration::from_secs(20);

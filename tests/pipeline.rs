@@ -1,0 +1,329 @@
+//! The saga pipeline against a real nats-server and a real LMDB store.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{event, recorder_saga, wait_until, Rig, WAIT};
+use runner::store::{InstanceStatus, QuarantineKind};
+use runner::types::{CorrelationId, SagaName, TenantId};
+use serde_json::json;
+
+fn recorder() -> SagaName {
+    "recorder".parse().unwrap()
+}
+
+fn acme() -> TenantId {
+    "acme".parse().unwrap()
+}
+
+fn corr(s: &str) -> CorrelationId {
+    s.parse().unwrap()
+}
+
+fn log_of(rig: &Rig, order: &str) -> Option<String> {
+    rig.store
+        .saga(&acme(), &recorder(), &corr(order))
+        .unwrap()
+        .map(|r| r.state["log"].as_str().unwrap_or_default().to_string())
+}
+
+#[test]
+fn events_become_committed_transitions_and_are_acked() {
+    let rig = Rig::new(recorder_saga());
+    let pipeline = rig.start();
+    let nc = rig.connect();
+    let subject = rig.aggregate_subject("acme", "OrderPlaced");
+    rig.publish(
+        &nc,
+        &subject,
+        &event("e-1", "acme", "o-1", "OrderPlaced", json!({"n": 1})),
+    );
+    assert!(
+        wait_until(WAIT, || pipeline.stats().acked == 1),
+        "{:?}",
+        pipeline.stats()
+    );
+    assert_eq!(log_of(&rig, "o-1").as_deref(), Some("1,"));
+    let cp = rig.store.checkpoint(&acme(), &recorder()).unwrap();
+    assert_eq!(cp.streams[&rig.settings.streams.aggregate_events], 1);
+    assert_eq!(rig.store.outbox(&acme(), 10).unwrap().len(), 1);
+    assert!(wait_until(WAIT, || rig
+        .consumer_info(&nc, "aggregate")
+        .ack_floor
+        .stream_seq
+        == 1));
+}
+
+#[test]
+fn redelivery_of_a_committed_event_changes_nothing() {
+    let rig = Rig::new(recorder_saga());
+    let nc = rig.connect();
+    let subject = rig.aggregate_subject("acme", "OrderPlaced");
+    rig.publish(
+        &nc,
+        &subject,
+        &event("e-1", "acme", "o-1", "OrderPlaced", json!({"n": 1})),
+    );
+    let first = rig.start();
+    assert!(wait_until(WAIT, || first.stats().acked == 1));
+    first.shutdown();
+    let before = rig
+        .store
+        .saga(&acme(), &recorder(), &corr("o-1"))
+        .unwrap()
+        .unwrap();
+    let outbox_before = rig.store.outbox(&acme(), 10).unwrap();
+
+    // A new durable consumer delivers the same stream message again to the same store:
+    // what JetStream does after a crash between commit and ack.
+    let mut again = rig.settings.clone();
+    again.consumer.durable = format!("{}-again", again.consumer.durable);
+    let second = rig.start_with(again);
+    assert!(
+        wait_until(WAIT, || second.stats().acked == 1),
+        "{:?}",
+        second.stats()
+    );
+    // And the same event_id published a second time, as a producer retry would.
+    rig.publish(
+        &nc,
+        &subject,
+        &event("e-1", "acme", "o-1", "OrderPlaced", json!({"n": 1})),
+    );
+    assert!(
+        wait_until(WAIT, || second.stats().acked == 2),
+        "{:?}",
+        second.stats()
+    );
+    let stats = second.stats();
+    assert_eq!((stats.transitions, stats.duplicates), (0, 2));
+    assert_eq!(
+        rig.store
+            .saga(&acme(), &recorder(), &corr("o-1"))
+            .unwrap()
+            .unwrap(),
+        before
+    );
+    assert_eq!(rig.store.outbox(&acme(), 10).unwrap(), outbox_before);
+}
+
+#[test]
+fn a_failing_commit_is_not_acked_and_the_message_is_redelivered() {
+    let rig = Rig::new(recorder_saga());
+    let nc = rig.connect();
+    rig.store.inject_commit_failures(1);
+    let pipeline = rig.start();
+    rig.publish(
+        &nc,
+        &rig.aggregate_subject("acme", "OrderPlaced"),
+        &event("e-1", "acme", "o-1", "OrderPlaced", json!({"n": 1})),
+    );
+    assert!(wait_until(WAIT, || pipeline.stats().commit_failures == 1));
+    // Nothing was written and nothing acked: the consumer still holds the message.
+    assert_eq!(log_of(&rig, "o-1"), None);
+    let info = rig.consumer_info(&nc, "aggregate");
+    assert_eq!(info.ack_floor.stream_seq, 0);
+    assert_eq!(pipeline.stats().acked, 0);
+    // After the ack wait JetStream redelivers it; this time the commit succeeds.
+    assert!(
+        wait_until(WAIT, || pipeline.stats().acked == 1),
+        "{:?}",
+        pipeline.stats()
+    );
+    assert_eq!(
+        log_of(&rig, "o-1").as_deref(),
+        Some("1,"),
+        "applied exactly once"
+    );
+    assert!(
+        pipeline.stats().fetched >= 2,
+        "the message came a second time"
+    );
+    assert!(wait_until(WAIT, || rig
+        .consumer_info(&nc, "aggregate")
+        .ack_floor
+        .stream_seq
+        == 1));
+}
+
+#[test]
+fn events_of_one_instance_apply_in_order_while_instances_interleave() {
+    let rig = Rig::new(recorder_saga());
+    let nc = rig.connect();
+    let mut settings = rig.settings.clone();
+    // Small pulls and channels: many batches, pipelined across the stages.
+    settings.consumer.fetch_batch = 7;
+    settings.pipeline.channel_capacity = 2;
+    settings.pipeline.commit_batch_max = 16;
+    let subject = rig.aggregate_subject("acme", "Step");
+    let orders = ["o-a", "o-b", "o-c", "o-d"];
+    let per_order = 40;
+    let events: Vec<(String, serde_json::Value)> = (0..per_order)
+        .flat_map(|n| orders.iter().map(move |o| (format!("{o}-{n}"), *o, n)))
+        .map(|(id, o, n)| {
+            (
+                subject.clone(),
+                event(&id, "acme", o, "Step", json!({"n": n})),
+            )
+        })
+        .collect();
+    runner::dev::publish_all(&nc, &events).unwrap();
+    let pipeline = rig.start_with(settings);
+    let total = (orders.len() * per_order) as u64;
+    assert!(
+        wait_until(WAIT, || pipeline.stats().acked == total),
+        "{:?}",
+        pipeline.stats()
+    );
+    let expected: String = (0..per_order).map(|n| format!("{n},")).collect();
+    for o in orders {
+        assert_eq!(
+            log_of(&rig, o).as_deref(),
+            Some(expected.as_str()),
+            "instance {o}"
+        );
+        let rec = rig
+            .store
+            .saga(&acme(), &recorder(), &corr(o))
+            .unwrap()
+            .unwrap();
+        assert_eq!(rec.transitions, per_order as u64);
+    }
+    assert!(
+        pipeline.stats().commits < total,
+        "group commit: {:?}",
+        pipeline.stats()
+    );
+}
+
+#[test]
+fn poison_message_is_quarantined_and_terminated() {
+    let rig = Rig::new(recorder_saga());
+    let nc = rig.connect();
+    let pipeline = rig.start();
+    let mut headers = nats::header::HeaderMap::new();
+    headers.insert("x-tenant-id", "acme");
+    let subject = rig.aggregate_subject("acme", "OrderPlaced");
+    let js = nats::jetstream::new(nc.clone());
+    js.publish_with_options(
+        &subject,
+        b"{\"event_id\": 17",
+        &nats::jetstream::PublishOptions::default(),
+    )
+    .unwrap();
+    nc.publish_with_reply_or_headers(&subject, None, Some(&headers), b"not json at all")
+        .unwrap();
+    rig.publish(
+        &nc,
+        &subject,
+        &event("e-ok", "acme", "o-1", "OrderPlaced", json!({"n": 1})),
+    );
+    assert!(
+        wait_until(WAIT, || pipeline.stats().finished() == 3),
+        "{:?}",
+        pipeline.stats()
+    );
+    assert_eq!(pipeline.stats().quarantined, 2);
+    let records = rig.store.quarantined(&acme(), 10).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].kind, QuarantineKind::Decode);
+    assert!(
+        records[0].reason.contains("not valid JSON"),
+        "{}",
+        records[0].reason
+    );
+    assert_eq!(records[0].body_excerpt, "not json at all");
+    assert_eq!(
+        rig.store
+            .quarantined(&TenantId::single(), 10)
+            .unwrap()
+            .len(),
+        1
+    );
+    // Terminated, not left for redelivery: after more than an ack wait nothing came back.
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(pipeline.stats().fetched, 3);
+    let info = rig.consumer_info(&nc, "aggregate");
+    assert_eq!((info.num_ack_pending, info.num_redelivered), (0, 0));
+    assert_eq!(
+        log_of(&rig, "o-1").as_deref(),
+        Some("1,"),
+        "good messages still flow"
+    );
+}
+
+#[test]
+fn exceeding_max_deliver_is_quarantined() {
+    let rig = Rig::new(recorder_saga());
+    let nc = rig.connect();
+    let mut settings = rig.settings.clone();
+    settings.consumer.max_deliver = 2;
+    rig.store.inject_commit_failures(2);
+    let pipeline = rig.start_with(settings);
+    rig.publish(
+        &nc,
+        &rig.aggregate_subject("acme", "OrderPlaced"),
+        &event("e-1", "acme", "o-1", "OrderPlaced", json!({"n": 1})),
+    );
+    assert!(
+        wait_until(WAIT, || pipeline.stats().quarantined == 1),
+        "{:?}",
+        pipeline.stats()
+    );
+    assert_eq!(pipeline.stats().commit_failures, 2);
+    let records = rig.store.quarantined(&acme(), 10).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].kind, QuarantineKind::MaxDeliver);
+    assert_eq!(records[0].delivered, 3);
+    assert_eq!(records[0].event_id.as_deref(), Some("e-1"));
+    assert_eq!(log_of(&rig, "o-1"), None, "never applied");
+}
+
+#[test]
+fn program_fault_faults_the_instance_and_terminates_the_message() {
+    let saga = json!([{
+        "name": "recorder",
+        "triggers": [{"subject": "{ns}.aggregate.*.order.*", "start": true, "correlate": {"$get": "event.aggregate_id"}}],
+        "on_event": {"output": {"state": {"n": {"$add": [1, {"$get": "event.payload.n"}]}}}}
+    }]);
+    let rig = Rig::new(saga);
+    let nc = rig.connect();
+    let pipeline = rig.start();
+    let subject = rig.aggregate_subject("acme", "OrderPlaced");
+    rig.publish(
+        &nc,
+        &subject,
+        &event("e-1", "acme", "o-1", "OrderPlaced", json!({"n": "one"})),
+    );
+    rig.publish(
+        &nc,
+        &subject,
+        &event("e-2", "acme", "o-1", "OrderPlaced", json!({"n": 2})),
+    );
+    assert!(
+        wait_until(WAIT, || pipeline.stats().finished() == 2),
+        "{:?}",
+        pipeline.stats()
+    );
+    let rec = rig
+        .store
+        .saga(&acme(), &recorder(), &corr("o-1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.status, InstanceStatus::Faulted);
+    assert!(
+        rec.fault.as_deref().unwrap_or_default().contains("$add"),
+        "{:?}",
+        rec.fault
+    );
+    let q = rig.store.quarantined(&acme(), 10).unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].kind, QuarantineKind::Program);
+    let stats = pipeline.stats();
+    assert_eq!(
+        (stats.quarantined, stats.faults, stats.ignored),
+        (1, 1, 1),
+        "the faulted instance ignores e-2"
+    );
+}
