@@ -31,6 +31,7 @@ pub fn run(events: u64, nats_url: Option<&str>) -> Result<(), String> {
     publish_all(&nc, &batch)?;
     let store = sandbox.open_store()?;
     let cpu_before = cpu_time();
+    let threads_before = thread_cpu();
     let started = Instant::now();
     let pipeline = sandbox.start_pipeline(store)?;
     let done = wait_until(Duration::from_secs(600), || {
@@ -38,6 +39,7 @@ pub fn run(events: u64, nats_url: Option<&str>) -> Result<(), String> {
     });
     let elapsed = started.elapsed();
     let cpu = cpu_time().saturating_sub(cpu_before);
+    let threads_after = thread_cpu();
     let stats = pipeline.stats();
     pipeline.shutdown();
     if !done {
@@ -71,6 +73,19 @@ pub fn run(events: u64, nats_url: Option<&str>) -> Result<(), String> {
         cpu.as_secs_f64() * 1e6 / events as f64,
         peak_rss_mib().map_or("?".into(), |m| m.to_string())
     );
+    let per_thread: Vec<String> = threads_after
+        .iter()
+        .map(|(name, after)| {
+            let before = threads_before
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(Duration::ZERO, |(_, d)| *d);
+            (name, after.saturating_sub(before))
+        })
+        .filter(|(_, d)| !d.is_zero())
+        .map(|(name, d)| format!("{name} {:.1}", d.as_secs_f64() * 1e6 / events as f64))
+        .collect();
+    println!("  µs per event by thread: {}", per_thread.join(", "));
     if stats.transitions != events {
         return Err(format!(
             "expected {events} transitions, committed {}",
@@ -183,6 +198,36 @@ fn cpu_time() -> Duration {
         .sum();
     // USER_HZ is 100 on Linux.
     Duration::from_millis(ticks * 10)
+}
+
+/// CPU time per thread name (threads of the same name summed).
+fn thread_cpu() -> Vec<(String, Duration)> {
+    let mut out: Vec<(String, Duration)> = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let name = stat
+            .split_once('(')
+            .and_then(|(_, r)| r.rsplit_once(')'))
+            .map(|(n, _)| n.to_string())
+            .unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or_default();
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+            .sum();
+        let cpu = Duration::from_millis(ticks * 10);
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, d)) => *d += cpu,
+            None => out.push((name, cpu)),
+        }
+    }
+    out
 }
 
 fn peak_rss_mib() -> Option<u64> {

@@ -142,68 +142,111 @@ pub enum EnvelopeKind {
     Reminder,
 }
 
-/// An incoming envelope, validated against its kind's required fields.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Incoming {
-    Aggregate(AggregateEvent),
-    Result(EffectResult),
-    Reminder(Reminder),
+/// A consumed envelope, validated against its kind's required fields, borrowing from the
+/// parsed JSON (which programs see whole as `event`, so nothing is copied out of it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EnvelopeView<'a> {
+    pub kind: EnvelopeKind,
+    pub event_id: &'a str,
+    /// The tenant the body claims ("" when it claims none).
+    pub tenant_id: &'a str,
+    /// The event's own time, which timers count from (never the wall clock).
+    pub event_time: &'a str,
+    pub metadata: Option<&'a Metadata>,
+    /// A reminder names its saga instance itself.
+    pub reminder_correlation: Option<&'a str>,
 }
 
-impl Incoming {
-    /// Validates `value` as the envelope of `kind`. The error text is serde's, which names
-    /// the missing or mistyped field.
-    pub fn from_value(kind: EnvelopeKind, value: &Value) -> Result<Incoming, serde_json::Error> {
-        Ok(match kind {
-            EnvelopeKind::Aggregate => Incoming::Aggregate(AggregateEvent::deserialize(value)?),
-            EnvelopeKind::Result => Incoming::Result(EffectResult::deserialize(value)?),
-            EnvelopeKind::Reminder => Incoming::Reminder(Reminder::deserialize(value)?),
+/// Required string fields per envelope kind; the first is the event id, the last the
+/// event time.
+fn required(kind: EnvelopeKind) -> &'static [&'static str] {
+    match kind {
+        EnvelopeKind::Aggregate => &[
+            "event_id",
+            "aggregate_type",
+            "aggregate_id",
+            "event_type",
+            "occurred_at",
+        ],
+        EnvelopeKind::Result => &[
+            "event_id",
+            "command_id",
+            "effect_name",
+            "result_type",
+            "timestamp",
+        ],
+        EnvelopeKind::Reminder => &["event_id", "saga_name", "correlation_id", "name", "due_at"],
+    }
+}
+
+impl<'a> EnvelopeView<'a> {
+    /// Validates `value` as an envelope of `kind`; the error names the field.
+    pub fn of(kind: EnvelopeKind, value: &'a Value) -> Result<EnvelopeView<'a>, String> {
+        let obj = value
+            .as_object()
+            .ok_or("the envelope is not a JSON object")?;
+        let string = |field: &str| -> Result<&'a str, String> {
+            match obj.get(field) {
+                Some(Value::String(s)) => Ok(s.as_str()),
+                None | Some(Value::Null) => Err(format!("missing field `{field}`")),
+                Some(_) => Err(format!("field `{field}` must be a string")),
+            }
+        };
+        for field in required(kind) {
+            string(field)?;
+        }
+        let tenant_id = match obj.get("tenant_id") {
+            None | Some(Value::Null) => "",
+            Some(Value::String(s)) => s.as_str(),
+            Some(_) => return Err("field `tenant_id` must be a string".into()),
+        };
+        let metadata = match obj.get("metadata") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m),
+            Some(_) => return Err("field `metadata` must be an object".into()),
+        };
+        match kind {
+            EnvelopeKind::Aggregate => {
+                if obj
+                    .get("version")
+                    .is_some_and(|v| !v.is_null() && !v.is_u64())
+                {
+                    return Err("field `version` must be a non-negative integer".into());
+                }
+            }
+            EnvelopeKind::Result => {
+                let rt = string("result_type")?;
+                if serde_json::from_value::<ResultType>(Value::String(rt.to_string())).is_err() {
+                    return Err(format!(
+                        "field `result_type` must be succeeded, failed, timed_out or rejected (got {rt:?})"
+                    ));
+                }
+            }
+            EnvelopeKind::Reminder => {}
+        }
+        let fields = required(kind);
+        Ok(EnvelopeView {
+            kind,
+            event_id: string(fields[0])?,
+            tenant_id,
+            event_time: string(fields[fields.len() - 1])?,
+            metadata,
+            reminder_correlation: match kind {
+                EnvelopeKind::Reminder => Some(string("correlation_id")?),
+                _ => None,
+            },
         })
     }
 
-    pub fn event_id(&self) -> &str {
-        match self {
-            Incoming::Aggregate(e) => &e.event_id,
-            Incoming::Result(e) => &e.event_id,
-            Incoming::Reminder(e) => &e.event_id,
-        }
+    pub fn correlation_id(&self) -> Option<&'a str> {
+        self.metadata
+            .and_then(|m| metadata_str(m, meta::CORRELATION_ID))
+            .or(self.reminder_correlation)
     }
 
-    /// The tenant the body claims ("" when it claims none).
-    pub fn tenant_id(&self) -> &str {
-        match self {
-            Incoming::Aggregate(e) => &e.tenant_id,
-            Incoming::Result(e) => &e.tenant_id,
-            Incoming::Reminder(e) => &e.tenant_id,
-        }
-    }
-
-    /// The event's own time, which timers count from (never the wall clock).
-    pub fn event_time(&self) -> &str {
-        match self {
-            Incoming::Aggregate(e) => &e.occurred_at,
-            Incoming::Result(e) => &e.timestamp,
-            Incoming::Reminder(e) => &e.due_at,
-        }
-    }
-
-    pub fn metadata(&self) -> &Metadata {
-        match self {
-            Incoming::Aggregate(e) => &e.metadata,
-            Incoming::Result(e) => &e.metadata,
-            Incoming::Reminder(e) => &e.metadata,
-        }
-    }
-
-    pub fn correlation_id(&self) -> Option<&str> {
-        metadata_str(self.metadata(), meta::CORRELATION_ID).or(match self {
-            Incoming::Reminder(r) => Some(r.correlation_id.as_str()),
-            _ => None,
-        })
-    }
-
-    pub fn traceparent(&self) -> Option<&str> {
-        metadata_str(self.metadata(), meta::TRACEPARENT)
+    pub fn traceparent(&self) -> Option<&'a str> {
+        self.metadata
+            .and_then(|m| metadata_str(m, meta::TRACEPARENT))
     }
 }
 
@@ -226,10 +269,8 @@ mod tests {
     #[test]
     fn unknown_fields_are_ignored_and_metadata_kept_whole() {
         let value = order_placed();
-        let incoming = Incoming::from_value(EnvelopeKind::Aggregate, &value).unwrap();
-        let Incoming::Aggregate(ev) = &incoming else {
-            panic!("wrong kind")
-        };
+        let ev: AggregateEvent = serde_json::from_value(value.clone()).unwrap();
+        let incoming = EnvelopeView::of(EnvelopeKind::Aggregate, &value).unwrap();
         assert_eq!(ev.event_type, "OrderPlaced");
         assert_eq!(ev.metadata["vendor"], json!({"nested": [1, 2]}));
         let reencoded = serde_json::to_value(ev).unwrap();
@@ -245,8 +286,14 @@ mod tests {
     fn missing_required_field_is_named() {
         let mut value = order_placed();
         value.as_object_mut().unwrap().remove("aggregate_id");
-        let err = Incoming::from_value(EnvelopeKind::Aggregate, &value).unwrap_err();
-        assert!(err.to_string().contains("aggregate_id"), "{err}");
+        let err = EnvelopeView::of(EnvelopeKind::Aggregate, &value).unwrap_err();
+        assert!(err.contains("`aggregate_id`"), "{err}");
+        value["aggregate_id"] = json!(7);
+        let err = EnvelopeView::of(EnvelopeKind::Aggregate, &value).unwrap_err();
+        assert!(err.contains("must be a string"), "{err}");
+        value["aggregate_id"] = json!("o-1");
+        value["metadata"] = json!("flat");
+        assert!(EnvelopeView::of(EnvelopeKind::Aggregate, &value).is_err());
     }
 
     #[test]
@@ -255,17 +302,22 @@ mod tests {
             "effect_name": "charge_card", "result_type": "timed_out", "payload": {},
             "error": {"kind": "timeout", "message": "upstream slow"}, "attempts": 3,
             "timestamp": "2026-11-27T10:00:01Z", "metadata": {"correlation_id": "o-1"}, "extra": 1});
-        let incoming = Incoming::from_value(EnvelopeKind::Result, &result).unwrap();
-        let Incoming::Result(r) = &incoming else {
-            panic!("wrong kind")
-        };
+        let r: EffectResult = serde_json::from_value(result.clone()).unwrap();
         assert_eq!(r.result_type, ResultType::TimedOut);
-        assert_eq!(incoming.event_time(), "2026-11-27T10:00:01Z");
+        let incoming = EnvelopeView::of(EnvelopeKind::Result, &result).unwrap();
+        assert_eq!(incoming.event_time, "2026-11-27T10:00:01Z");
+        assert_eq!(incoming.correlation_id(), Some("o-1"));
+        let mut bad = result.clone();
+        bad["result_type"] = json!("exploded");
+        assert!(EnvelopeView::of(EnvelopeKind::Result, &bad)
+            .unwrap_err()
+            .contains("result_type"));
 
         let reminder = json!({"event_id": "t-1", "saga_name": "s", "correlation_id": "o-9",
             "name": "payment_timeout", "due_at": "2026-11-27T10:15:00Z"});
-        let incoming = Incoming::from_value(EnvelopeKind::Reminder, &reminder).unwrap();
-        assert_eq!(incoming.tenant_id(), "");
+        let incoming = EnvelopeView::of(EnvelopeKind::Reminder, &reminder).unwrap();
+        assert_eq!(incoming.tenant_id, "");
+        assert_eq!(incoming.event_time, "2026-11-27T10:15:00Z");
         assert_eq!(incoming.correlation_id(), Some("o-9"));
     }
 

@@ -56,13 +56,12 @@ pub fn run(shared: &Shared, input: &Receiver<ExecutedBatch>) {
     }
 }
 
-fn commit_group(shared: &Shared, group: Vec<ExecutedBatch>) {
+fn commit_group(shared: &Shared, mut group: Vec<ExecutedBatch>) {
+    // Moved, not cloned: after the commit only the messages and counts are needed.
     let mut batch = CommitBatch::default();
-    for b in &group {
-        for item in &b.items {
-            batch
-                .transitions
-                .extend(item.outcome.transitions.iter().cloned());
+    for b in &mut group {
+        for item in &mut b.items {
+            batch.transitions.append(&mut item.outcome.transitions);
             batch
                 .quarantine
                 .extend(item.outcome.quarantine.iter().cloned());

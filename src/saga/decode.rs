@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use serde_json::{json, Value};
 
 use super::{kind_name, Decoded, LogCtx, MessageInfo, Route, RoutedEvent};
-use crate::envelope::{trace_id, EnvelopeKind, Incoming};
+use crate::envelope::{trace_id, EnvelopeKind, EnvelopeView};
 use crate::manifest::SagaCatalog;
 use crate::settings::Settings;
 use crate::store::{excerpt, QuarantineKind, QuarantineRecord};
@@ -179,21 +179,21 @@ fn decode_inner(
             ),
         )
     })?;
-    let incoming = Incoming::from_value(kind, &value).map_err(|e| {
+    let incoming = EnvelopeView::of(kind, &value).map_err(|e| {
         reject(
             QuarantineKind::Decode,
             format!("not a valid {} envelope: {e}", kind_name(kind)),
         )
     })?;
 
-    let tenant = resolve_tenant(cfg, incoming.tenant_id(), header_tenant)?;
+    let tenant = resolve_tenant(cfg, incoming.tenant_id, header_tenant)?;
     log.tenant_id = tenant.to_string();
     if let Some(c) = incoming.correlation_id() {
         log.correlation_id = c.chars().take(128).collect();
     }
-    let event_id = EventId::new(incoming.event_id())
+    let event_id = EventId::new(incoming.event_id)
         .map_err(|e| reject(QuarantineKind::Decode, e.to_string()))?;
-    let event_time = incoming.event_time().to_string();
+    let event_time = incoming.event_time.to_string();
     let event_time_ms = parse_rfc3339_ms(&event_time).map_err(|e| {
         reject(
             QuarantineKind::Decode,
@@ -201,7 +201,6 @@ fn decode_inner(
         )
     })?;
     let traceparent = incoming.traceparent().map(str::to_string);
-    let metadata = incoming.metadata().clone();
 
     let ctx = json!({
         "tenant_id": tenant.as_str(),
@@ -255,7 +254,6 @@ fn decode_inner(
         value,
         event_time,
         event_time_ms,
-        metadata,
         traceparent,
         log: log.clone(),
         routes,

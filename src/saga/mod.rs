@@ -56,11 +56,17 @@ pub struct RoutedEvent {
     /// The event's own time (RFC 3339 as sent, and in ms): timers count from it.
     pub event_time: String,
     pub event_time_ms: i64,
-    pub metadata: Metadata,
     pub traceparent: Option<String>,
     pub log: LogCtx,
     /// One entry per saga the event reaches (empty: acked and counted as ignored).
     pub routes: Vec<Route>,
+}
+
+impl RoutedEvent {
+    /// The envelope's `metadata` object (read from `value`, which owns it).
+    pub fn metadata(&self) -> Option<&Metadata> {
+        self.value.get("metadata").and_then(Value::as_object)
+    }
 }
 
 /// One saga instance an event reaches.

@@ -24,7 +24,7 @@ pub struct Target<'a> {
 /// When the event carried a different `correlation_id` (a request id, say), it is kept
 /// as `parent_correlation_id`.
 pub fn work_metadata(t: &Target<'_>, span_seed: &str) -> Metadata {
-    let mut m: Map<String, Value> = t.event.metadata.clone();
+    let mut m: Map<String, Value> = t.event.metadata().cloned().unwrap_or_default();
     if let Some(prev) = m.get(meta::CORRELATION_ID).and_then(Value::as_str) {
         if prev != t.correlation.as_str() {
             let prev = prev.to_string();
