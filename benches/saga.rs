@@ -6,6 +6,10 @@
 
 use std::path::PathBuf;
 
+// The same allocator as the `runner` binary, so the figures match what it does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use runner::dev::TempDir;
 use runner::manifest::SagaCatalog;

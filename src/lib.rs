@@ -7,6 +7,7 @@ pub mod cli;
 pub mod demo;
 pub mod dev;
 pub mod envelope;
+pub mod error;
 pub mod keys;
 pub mod logging;
 pub mod manifest;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 pub use args::{parse, Command, USAGE};
 
+use crate::error::Error;
 use crate::manifest::SagaCatalog;
 use crate::nats_io;
 use crate::pipeline::Pipeline;
@@ -38,9 +39,12 @@ pub fn main_with(args: &[String]) -> i32 {
             state,
             ctx,
             gas,
-        } => eval::eval(&program, &event, state.as_deref(), ctx.as_deref(), gas),
-        Command::Demo { nats_url } => crate::demo::run(nats_url.as_deref()),
-        Command::Bench { events, nats_url } => crate::bench::run(events, nats_url.as_deref()),
+        } => eval::eval(&program, &event, state.as_deref(), ctx.as_deref(), gas)
+            .map_err(Error::Other),
+        Command::Demo { nats_url } => crate::demo::run(nats_url.as_deref()).map_err(Error::Other),
+        Command::Bench { events, nats_url } => {
+            crate::bench::run(events, nats_url.as_deref()).map_err(Error::Other)
+        }
     };
     match result {
         Ok(()) => 0,
@@ -62,25 +66,26 @@ pub fn limits(settings: &Settings) -> Limits {
 }
 
 /// Loads and compiles the saga manifests named by the settings.
-pub fn load_catalog(settings: &Settings) -> Result<SagaCatalog, String> {
-    SagaCatalog::load(
+pub fn load_catalog(settings: &Settings) -> Result<SagaCatalog, Error> {
+    Ok(SagaCatalog::load(
         &settings.manifests.sagas,
         settings.programs.gas,
         &limits(settings),
-    )
-    .map_err(|e| e.to_string())
+    )?)
 }
 
-fn load_settings(config: Option<&Path>, mode: Option<&str>) -> Result<Settings, String> {
-    let mut settings = Settings::from_process(config).map_err(|e| e.to_string())?;
+fn load_settings(config: Option<&Path>, mode: Option<&str>) -> Result<Settings, Error> {
+    let mut settings = Settings::from_process(config)?;
     if let Some(mode) = mode {
-        settings.mode = mode.parse()?;
-        settings.validate().map_err(|e| e.to_string())?;
+        settings.mode = mode
+            .parse()
+            .map_err(|e: String| Error::Other(format!("--mode: {e}")))?;
+        settings.validate()?;
     }
     Ok(settings)
 }
 
-fn check(config: Option<&Path>) -> Result<(), String> {
+fn check(config: Option<&Path>) -> Result<(), Error> {
     let settings = load_settings(config, None)?;
     println!(
         "settings: ok (mode {:?}, store {}, nats {})",
@@ -110,18 +115,18 @@ fn check(config: Option<&Path>) -> Result<(), String> {
     Ok(())
 }
 
-fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), String> {
+fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
     crate::logging::init();
     let settings = load_settings(config, mode)?;
     if !settings.mode.runs_sagas() {
-        return Err("mode effect has no stages yet: the effect worker pool is not built (issue #4); use saga or combined".into());
+        return Err("mode effect has no stages yet: the effect worker pool is not built (issue #4); use saga or combined".to_string().into());
     }
     let catalog = Arc::new(load_catalog(&settings)?);
     let map_size = (settings.storage.map_size_mib as usize).saturating_mul(1024 * 1024);
-    let store = Arc::new(Store::open(&settings.storage.path, map_size).map_err(|e| e.to_string())?);
-    let nc = nats_io::connect(&settings.nats.url, "runner").map_err(|e| e.to_string())?;
+    let store = Arc::new(Store::open(&settings.storage.path, map_size)?);
+    let nc = nats_io::connect(&settings.nats.url, "runner")?;
     let mode = settings.mode;
-    let pipeline = Pipeline::start(settings, store, catalog, nc).map_err(|e| e.to_string())?;
+    let pipeline = Pipeline::start(settings, store, catalog, nc)?;
     log::info!(mode = format!("{mode:?}"); "runner started");
     loop {
         std::thread::sleep(Duration::from_secs(10));

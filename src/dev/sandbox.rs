@@ -68,7 +68,9 @@ impl Sandbox {
     }
 
     pub fn load_catalog(&self) -> Result<Arc<SagaCatalog>, String> {
-        crate::cli::load_catalog(&self.settings).map(Arc::new)
+        crate::cli::load_catalog(&self.settings)
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
     }
 
     /// Starts the saga pipeline on this sandbox's settings and store.

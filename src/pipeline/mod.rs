@@ -19,8 +19,9 @@ use crossbeam_channel::bounded;
 pub use intake::Intake;
 pub use stats::{Stats, StatsSnapshot};
 
+use crate::error::Error;
 use crate::manifest::SagaCatalog;
-use crate::nats_io::{self, ConsumerSpec, StreamError};
+use crate::nats_io::{self, ConsumerSpec};
 use crate::saga::{DecodeConfig, Decoded, LogCtx, MessageInfo, Outcome};
 use crate::settings::Settings;
 use crate::stages;
@@ -82,7 +83,7 @@ impl Pipeline {
         store: Arc<Store>,
         catalog: Arc<SagaCatalog>,
         nc: nats::Connection,
-    ) -> Result<Pipeline, StreamError> {
+    ) -> Result<Pipeline, Error> {
         let js = nats::jetstream::new(nc.clone());
         nats_io::ensure_streams(&js, &settings)?;
         let consumers: Vec<ConsumerSpec> = nats_io::saga_consumers(&settings);
@@ -104,25 +105,37 @@ impl Pipeline {
         let (decode_tx, decode_rx) = bounded(cap);
         let (exec_tx, exec_rx) = bounded(cap);
 
-        let mut threads = Vec::new();
+        // If a spawn fails, dropping `pipeline` stops and joins the threads already started.
+        let mut pipeline = Pipeline {
+            shared: shared.clone(),
+            threads: Vec::new(),
+        };
         for (spec, sub) in subs {
             let (shared, tx, nc) = (shared.clone(), fetch_tx.clone(), nc.clone());
-            threads.push(spawn(&format!("fetch-{}", spec.stream), move || {
+            pipeline.spawn(&format!("fetch-{}", spec.stream), move || {
                 stages::fetch::run(&shared, &spec, &sub, &nc, &tx)
-            }));
+            })?;
         }
         drop(fetch_tx);
         let s = shared.clone();
-        threads.push(spawn("decode", move || {
+        pipeline.spawn("decode", move || {
             stages::decode::run(&s, &fetch_rx, &decode_tx)
-        }));
+        })?;
         let s = shared.clone();
-        threads.push(spawn("execute", move || {
+        pipeline.spawn("execute", move || {
             stages::execute::run(&s, &decode_rx, &exec_tx)
-        }));
-        let s = shared.clone();
-        threads.push(spawn("commit", move || stages::commit::run(&s, &exec_rx)));
-        Ok(Pipeline { shared, threads })
+        })?;
+        pipeline.spawn("commit", move || stages::commit::run(&shared, &exec_rx))?;
+        Ok(pipeline)
+    }
+
+    fn spawn(&mut self, name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), Error> {
+        let handle = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(f)
+            .map_err(|e| Error::Other(format!("cannot start thread {name}: {e}")))?;
+        self.threads.push(handle);
+        Ok(())
     }
 
     pub fn stats(&self) -> StatsSnapshot {
@@ -153,11 +166,4 @@ impl Drop for Pipeline {
             let _ = t.join();
         }
     }
-}
-
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
-    std::thread::Builder::new()
-        .name(name.to_string())
-        .spawn(f)
-        .unwrap_or_else(|e| panic!("cannot start thread {name}: {e}"))
 }

@@ -8,11 +8,12 @@ use serde_json::{json, Value};
 
 use super::{kind_name, Decoded, LogCtx, MessageInfo, Route, RoutedEvent};
 use crate::envelope::{trace_id, EnvelopeKind, EnvelopeView};
+use crate::error::Error;
 use crate::manifest::SagaCatalog;
 use crate::settings::Settings;
 use crate::store::{excerpt, QuarantineKind, QuarantineRecord};
 use crate::timefmt::parse_rfc3339_ms;
-use crate::types::{CorrelationId, EventId, TenantId};
+use crate::types::{CorrelationId, EventId, SagaName, TenantId};
 
 /// What decoding needs from the settings, resolved once.
 #[derive(Debug, Clone)]
@@ -50,16 +51,26 @@ impl DecodeConfig {
 
 /// A reason to quarantine, before it is turned into a record.
 struct Reject {
-    kind: QuarantineKind,
-    reason: String,
+    error: Error,
     saga: Option<String>,
 }
 
 fn reject(kind: QuarantineKind, reason: impl Into<String>) -> Reject {
+    let reason = reason.into();
+    let error = match kind {
+        QuarantineKind::Decode => Error::Decode(reason),
+        QuarantineKind::TenantAccess => Error::TenantAccess(reason),
+        QuarantineKind::Program => Error::ProgramText(reason),
+        QuarantineKind::MaxDeliver => Error::Policy(reason),
+    };
+    Reject { error, saga: None }
+}
+
+/// The same, raised while routing to one saga.
+fn reject_for(saga: &SagaName, kind: QuarantineKind, reason: String) -> Reject {
     Reject {
-        kind,
-        reason: reason.into(),
-        saga: None,
+        saga: Some(saga.to_string()),
+        ..reject(kind, reason)
     }
 }
 
@@ -89,8 +100,8 @@ pub fn decode(
         Err(r) => {
             let tenant = TenantId::new(&log.tenant_id).unwrap_or_default();
             let record = QuarantineRecord {
-                kind: r.kind,
-                reason: r.reason,
+                kind: r.error.quarantine_kind().unwrap_or(QuarantineKind::Decode),
+                reason: r.error.to_string(),
                 stream: info.stream.clone(),
                 seq: info.seq,
                 subject: info.subject.clone(),
@@ -214,10 +225,9 @@ fn decode_inner(
         let corr = trigger
             .correlate
             .eval(&[&value, &ctx], saga.gas)
-            .map_err(|fault| Reject {
-                kind: QuarantineKind::Program,
-                reason: format!("correlate expression of saga {}: {fault}", saga.name),
-                saga: Some(saga.name.to_string()),
+            .map_err(|fault| {
+                let reason = format!("correlate expression of saga {}: {fault}", saga.name);
+                reject_for(&saga.name, QuarantineKind::Program, reason)
             })?;
         let text = match corr {
             // No instance for this saga: the event does not concern it.
@@ -226,20 +236,19 @@ fn decode_inner(
             Value::String(s) => s,
             Value::Number(n) => n.to_string(),
             other => {
-                return Err(Reject {
-                    kind: QuarantineKind::Program,
-                    reason: format!(
-                        "correlate expression of saga {} gave {other}, not a string",
-                        saga.name
-                    ),
-                    saga: Some(saga.name.to_string()),
-                })
+                let reason = format!(
+                    "correlate expression of saga {} gave {other}, not a string",
+                    saga.name
+                );
+                return Err(reject_for(&saga.name, QuarantineKind::Program, reason));
             }
         };
-        let correlation = CorrelationId::new(&text).map_err(|e| Reject {
-            kind: QuarantineKind::Decode,
-            reason: format!("saga {}: {e}", saga.name),
-            saga: Some(saga.name.to_string()),
+        let correlation = CorrelationId::new(&text).map_err(|e| {
+            reject_for(
+                &saga.name,
+                QuarantineKind::Decode,
+                format!("saga {}: {e}", saga.name),
+            )
         })?;
         routes.push(Route {
             saga: saga.clone(),

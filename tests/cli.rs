@@ -1,0 +1,188 @@
+//! The `runner` binary as users call it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use runner::dev::TempDir;
+
+fn runner(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
+    cmd.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    // The test's own environment must not leak settings into the child.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RUNNER_") && k != "RUNNER_NATS_SERVER_BIN" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run the runner binary")
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let out = runner(&["--help"], &[]);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(0));
+    for sub in ["run", "check", "eval", "demo", "bench"] {
+        assert!(
+            stdout.contains(&format!("    {sub} ")),
+            "{sub} missing from:\n{stdout}"
+        );
+    }
+    let out = runner(&["launch"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("unknown command"));
+}
+
+#[test]
+fn check_passes_on_the_example_and_names_bad_settings() {
+    let out = runner(&["check"], &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("saga order_fulfilment v1: ok"), "{stdout}");
+    assert!(stdout.contains("check passed"));
+
+    let out = runner(&["check"], &[("RUNNER_CONSUMER_MAX_DELIVER", "0")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).1.contains("consumer.max_deliver"),
+        "{}",
+        text(&out).1
+    );
+}
+
+#[test]
+fn check_reports_a_broken_program_by_file_and_node() {
+    let dir = TempDir::new("cli").unwrap();
+    let program = dir.path().join("p.yaml");
+    std::fs::write(
+        &program,
+        "let:\n  a: { $get: b }\n  b: { $get: a }\noutput: { state: { $get: a } }\n",
+    )
+    .unwrap();
+    let manifest = dir.path().join("sagas.yaml");
+    std::fs::write(
+        &manifest,
+        "sagas:\n  - name: s\n    triggers:\n      - { subject: a.b, start: true, correlate: { $get: event.x } }\n    on_event: p.yaml\n",
+    )
+    .unwrap();
+    let config = dir.path().join("runner.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[manifests]\nsagas = [{:?}]\n",
+            manifest.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = runner(&["check", "--config", config.to_str().unwrap()], &[]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("p.yaml") && stderr.contains("cycle"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn eval_prints_the_transition_of_the_example_program() {
+    let dir = TempDir::new("cli").unwrap();
+    let event = dir.path().join("event.json");
+    std::fs::write(
+        &event,
+        r#"{"event_id": "e-1", "tenant_id": "acme", "aggregate_type": "order", "aggregate_id": "o-1",
+            "event_type": "OrderPlaced", "occurred_at": "2026-11-27T10:00:00Z",
+            "payload": {"total": 4200, "customer_id": "c-1"}, "metadata": {}}"#,
+    )
+    .unwrap();
+    let program = Path::new("manifests/example/programs/order_fulfilment.yaml");
+    let out = runner(
+        &[
+            "eval",
+            "--program",
+            program.to_str().unwrap(),
+            "--event",
+            event.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let output: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(output["status"], "active");
+    assert_eq!(output["state"]["step"], "charging");
+    assert_eq!(output["commands"][0]["effect"], "charge_card");
+    assert_eq!(output["commands"][0]["payload"]["amount"], 4200);
+    assert_eq!(output["schedules"][0]["after_ms"], 900000);
+
+    let state = dir.path().join("state.json");
+    std::fs::write(
+        &state,
+        r#"{"step": "charging", "order_id": "o-1", "total": 4200}"#,
+    )
+    .unwrap();
+    let result = dir.path().join("result.json");
+    std::fs::write(
+        &result,
+        r#"{"event_id": "r-1", "command_id": "c", "effect_name": "charge_card", "result_type": "succeeded",
+            "payload": {"payment_id": "p-1"}, "timestamp": "2026-11-27T10:00:05Z", "metadata": {}}"#,
+    )
+    .unwrap();
+    let out = runner(
+        &[
+            "eval",
+            "--program",
+            program.to_str().unwrap(),
+            "--event",
+            result.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let output: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(output["status"], "completed");
+    assert_eq!(output["commands"][0]["command_type"], "MarkPaid");
+    assert_eq!(output["cancel"], serde_json::json!(["payment_timeout"]));
+
+    let out = runner(
+        &[
+            "eval",
+            "--program",
+            "nope.yaml",
+            "--event",
+            event.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("nope.yaml"));
+}
+
+/// The README's main job, exactly as users run it (with the debug binary).
+#[test]
+fn demo_runs_the_example_saga_end_to_end() {
+    let out = runner(&["demo"], &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    for expected in [
+        "acme     o-1001   completed  paid",
+        "acme     o-1002   failed     payment_failed",
+        "globex   o-2001   active     charging",
+        "duplicates so far: 1",
+        "Decode: body is not valid JSON",
+        "\"CancelOrder\" \"o-1002\"",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing from:\n{stdout}"
+        );
+    }
+}
