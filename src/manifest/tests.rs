@@ -20,7 +20,7 @@ fn good_saga(name: &str) -> Value {
 fn load_err(dir: &TempDir, sagas: Value) -> String {
     let path = dir.path().join("m.json");
     std::fs::write(&path, json!({ "sagas": sagas }).to_string()).unwrap();
-    let err = SagaCatalog::load(&[path.clone()], 1000, &limits()).unwrap_err();
+    let err = SagaCatalog::load(std::slice::from_ref(&path), 1000, &limits()).unwrap_err();
     let text = err.to_string();
     assert!(
         text.starts_with(&path.display().to_string()),
@@ -129,11 +129,11 @@ fn program_files_resolve_relative_to_the_manifest_and_yaml_errors_are_reported()
         "sagas:\n  - name: s\n    triggers:\n      - subject: a.b\n        start: true\n        correlate: { $get: event.x }\n    on_event: programs/p.yaml\n",
     )
     .unwrap();
-    let catalog = SagaCatalog::load(&[manifest.clone()], 500, &limits()).unwrap();
+    let catalog = SagaCatalog::load(std::slice::from_ref(&manifest), 500, &limits()).unwrap();
     assert_eq!(catalog.sagas[0].gas, 500, "the settings' default gas");
 
     std::fs::write(dir.path().join("programs/p.yaml"), "output: [unclosed\n").unwrap();
-    let err = SagaCatalog::load(&[manifest.clone()], 500, &limits())
+    let err = SagaCatalog::load(std::slice::from_ref(&manifest), 500, &limits())
         .unwrap_err()
         .to_string();
     assert!(
