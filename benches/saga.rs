@@ -40,6 +40,7 @@ fn info(i: u64) -> MessageInfo {
         stream: "AGGREGATE_EVENTS".into(),
         seq: i,
         delivered: 1,
+        forgiven: 0,
         subject: "aggregate.acme.order.OrderPlaced".into(),
     }
 }

@@ -4,7 +4,8 @@
 //! Environment names are `RUNNER_<SECTION>_<FIELD>` in upper case (`RUNNER_STORAGE_PATH`,
 //! `RUNNER_CONSUMER_MAX_ACK_PENDING`), or `RUNNER_<FIELD>` for top-level fields
 //! (`RUNNER_MODE`). Lists are comma-separated. A `RUNNER_` variable that names no
-//! setting is an error, so a typo never passes silently; `RUNNER_CONFIG`, `RUNNER_LOG*`
+//! setting is an error, so a typo never passes silently; `RUNNER_CONFIG`, `RUNNER_LOG*`,
+//! `RUNNER_NATS_SERVER_BIN`
 //! and `RUNNER_TEST_*` are reserved for other uses and skipped.
 
 use std::path::{Path, PathBuf};
@@ -294,7 +295,13 @@ impl Default for ManifestSettings {
 }
 
 /// Environment variables under `RUNNER_` that are not settings.
-const RESERVED_ENV: &[&str] = &["RUNNER_CONFIG", "RUNNER_LOG", "RUNNER_LOG_FORMAT"];
+const RESERVED_ENV: &[&str] = &[
+    "RUNNER_CONFIG",
+    "RUNNER_LOG",
+    "RUNNER_LOG_FORMAT",
+    // Where the dev tools and tests find nats-server.
+    "RUNNER_NATS_SERVER_BIN",
+];
 const RESERVED_ENV_PREFIXES: &[&str] = &["RUNNER_TEST_", "RUNNER_CRASH_"];
 
 impl Settings {
@@ -684,6 +691,7 @@ mod tests {
                 ("RUNNER_TENANCY_MULTI_TENANT", "false"),
                 ("RUNNER_TENANCY_ALLOWED_TENANTS", "acme, globex"),
                 ("RUNNER_TEST_NATS_URL", "ignored"),
+                ("RUNNER_NATS_SERVER_BIN", "/usr/sbin/nats-server"),
                 ("PATH", "/usr/bin"),
             ]),
         )

@@ -46,7 +46,7 @@ pub fn run(shared: &Shared, input: &Receiver<ExecutedBatch>) {
         group.retain(|b| {
             let current = b.epoch == epoch;
             if !current {
-                Stats::add(&shared.stats.dropped_stale, b.items.len() as u64);
+                drop_group(shared, std::slice::from_ref(b));
             }
             current
         });
@@ -73,6 +73,7 @@ fn commit_group(shared: &Shared, mut group: Vec<ExecutedBatch>) {
             Stats::add(&shared.stats.commit_failures, 1);
             log::error!(error = e.to_string(), transitions = batch.transitions.len() as u64; "commit failed; nothing acked, intake stops");
             shared.intake.stop(e.to_string());
+            drop_group(shared, &group);
             return;
         }
     };
@@ -88,6 +89,7 @@ fn commit_group(shared: &Shared, mut group: Vec<ExecutedBatch>) {
         newest = newest.max(b.batch_no);
         for item in b.items {
             let o = &item.outcome;
+            shared.intake.settle(&item.info.stream, item.info.seq);
             Stats::add(&shared.stats.ignored, o.ignored.into());
             Stats::add(&shared.stats.duplicates, o.duplicates.into());
             Stats::add(&shared.stats.faults, o.faults.into());
@@ -115,6 +117,13 @@ fn commit_group(shared: &Shared, mut group: Vec<ExecutedBatch>) {
         }
     }
     shared.intake.mark_committed(newest);
+}
+
+/// The group's messages stay unacked and will be redelivered.
+fn drop_group(shared: &Shared, group: &[ExecutedBatch]) {
+    for item in group.iter().flat_map(|b| &b.items) {
+        shared.drop_unacked(&item.info.stream, item.info.seq);
+    }
 }
 
 /// While intake is stopped: probe the store, and resume once it is writable and the

@@ -11,7 +11,7 @@ use crate::saga::{self, Decoded, MessageInfo};
 pub fn run(shared: &Shared, input: &Receiver<FetchedBatch>, out: &Sender<DecodedBatch>) {
     for batch in input {
         if batch.epoch != shared.intake.epoch() {
-            Stats::add(&shared.stats.dropped_stale, batch.msgs.len() as u64);
+            batch.msgs.iter().for_each(|m| shared.drop_unacked_msg(m));
             continue;
         }
         let items: Vec<DecodedMsg> = batch
@@ -43,6 +43,9 @@ fn decode_one(shared: &Shared, msg: nats::Message) -> DecodedMsg {
         delivered: 1,
     });
     let info = MessageInfo {
+        forgiven: shared
+            .intake
+            .forgiven(&delivery.stream, delivery.stream_seq),
         stream: delivery.stream,
         seq: delivery.stream_seq,
         delivered: delivery.delivered,

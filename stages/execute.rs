@@ -5,8 +5,9 @@
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::pipeline::{DecodedBatch, ExecutedBatch, ExecutedMsg, Shared, Stats};
-use crate::saga::{Decoded, Disposition, Executor, Outcome};
+use crate::pipeline::{DecodedBatch, DecodedMsg, ExecutedBatch, ExecutedMsg, Shared};
+use crate::saga::{Decoded, Executor, Outcome};
+use crate::store::{Reader, StoreError};
 
 pub fn run(shared: &Shared, input: &Receiver<DecodedBatch>, out: &Sender<ExecutedBatch>) {
     let mut executor = Executor::new(&shared.settings.streams.command_prefix);
@@ -14,63 +15,35 @@ pub fn run(shared: &Shared, input: &Receiver<DecodedBatch>, out: &Sender<Execute
     for batch in input {
         let epoch = shared.intake.epoch();
         if batch.epoch != epoch {
-            Stats::add(&shared.stats.dropped_stale, batch.items.len() as u64);
+            drop_batch(shared, &batch.items);
             continue;
         }
         batch_no += 1;
         executor.begin_batch(epoch, shared.intake.committed_through());
-        let reader = match shared.store.reader() {
-            Ok(r) => r,
+        let executed = shared
+            .store
+            .reader()
+            .and_then(|reader| execute_batch(&mut executor, &reader, &batch.items, batch_no));
+        let outcomes = match executed {
+            Ok(outcomes) => outcomes,
             Err(e) => {
-                log::error!(error = e.to_string(); "cannot read the store; stopping intake");
+                log::error!(error = e.to_string(); "store read failed; stopping intake");
                 shared.intake.stop(e.to_string());
+                drop_batch(shared, &batch.items);
                 continue;
             }
         };
-        let mut items = Vec::with_capacity(batch.items.len());
-        let mut failed = false;
-        for item in batch.items {
-            let (log, outcome) = match item.decoded {
-                Decoded::Quarantine(record, log) => {
-                    let outcome = Outcome {
-                        transitions: Vec::new(),
-                        quarantine: Some(*record),
-                        disposition: Disposition::Term,
-                        ignored: 0,
-                        duplicates: 0,
-                        faults: 0,
-                    };
-                    (log, outcome)
-                }
-                Decoded::Event(event) => {
-                    match executor.execute(&reader, &event, &item.info, batch_no) {
-                        Ok(outcome) => {
-                            if event.routes.is_empty() {
-                                Stats::add(&shared.stats.ignored, 1);
-                            }
-                            (event.log, outcome)
-                        }
-                        Err(e) => {
-                            log::error!(tenant_id = event.log.tenant_id.as_str(), correlation_id = event.log.correlation_id.as_str(),
-                            trace_id = event.log.trace_id.as_str(), error = e.to_string(); "store read failed; stopping intake");
-                            shared.intake.stop(e.to_string());
-                            failed = true;
-                            break;
-                        }
-                    }
-                }
-            };
-            items.push(ExecutedMsg {
+        let items = batch
+            .items
+            .into_iter()
+            .zip(outcomes)
+            .map(|(item, (log, outcome))| ExecutedMsg {
                 msg: item.msg,
                 info: item.info,
                 log,
                 outcome,
-            });
-        }
-        drop(reader);
-        if failed {
-            continue;
-        }
+            })
+            .collect();
         if out
             .send(ExecutedBatch {
                 epoch,
@@ -81,5 +54,33 @@ pub fn run(shared: &Shared, input: &Receiver<DecodedBatch>, out: &Sender<Execute
         {
             return;
         }
+    }
+}
+
+/// Runs every message of the batch; a storage error fails the whole batch. The read
+/// transaction lives only for this batch.
+fn execute_batch(
+    executor: &mut Executor,
+    reader: &Reader<'_>,
+    items: &[DecodedMsg],
+    batch_no: u64,
+) -> Result<Vec<(crate::saga::LogCtx, Outcome)>, StoreError> {
+    items
+        .iter()
+        .map(|item| match &item.decoded {
+            Decoded::Quarantine(record, log) => {
+                Ok((log.clone(), Outcome::quarantined((**record).clone())))
+            }
+            Decoded::Event(event) => {
+                let outcome = executor.execute(reader, event, &item.info, batch_no)?;
+                Ok((event.log.clone(), outcome))
+            }
+        })
+        .collect()
+}
+
+fn drop_batch(shared: &Shared, items: &[DecodedMsg]) {
+    for item in items {
+        shared.drop_unacked(&item.info.stream, item.info.seq);
     }
 }

@@ -48,6 +48,11 @@ pub fn run(
     log::info!(stream = spec.stream.as_str(), consumer = spec.durable.as_str(); "fetch stage started");
     while !intake.is_shutting_down() {
         if intake.is_stopped() {
+            // Whatever an earlier pull request still delivers is dropped now, so that on
+            // resumption nothing fetched before the stop overtakes the redeliveries.
+            while let Some(msg) = sub.try_next() {
+                shared.drop_unacked_msg(&msg);
+            }
             std::thread::sleep(POLL);
             continue;
         }
@@ -90,7 +95,7 @@ pub fn run(
             Stats::add(&shared.stats.fetched, msgs.len() as u64);
             if intake.is_stopped() {
                 // Not acked: JetStream redelivers them once intake resumes.
-                Stats::add(&shared.stats.dropped_stale, msgs.len() as u64);
+                msgs.iter().for_each(|m| shared.drop_unacked_msg(m));
                 continue;
             }
             let batch = FetchedBatch {

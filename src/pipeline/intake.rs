@@ -8,10 +8,21 @@
 //! message is due for redelivery before any newer one is fetched: JetStream serves
 //! redeliveries first, in stream order.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+
+/// Deliveries this process caused itself by dropping messages unacked after a storage
+/// failure. They do not count against `max_deliver`: a full disk must stop intake, not
+/// push valid messages into quarantine. Bounded: the oldest entries are forgotten first
+/// (which only makes the count stricter again).
+#[derive(Debug, Default)]
+struct Forgiven {
+    counts: HashMap<(String, u64), u64>,
+    order: VecDeque<(String, u64)>,
+}
 
 #[derive(Debug)]
 pub struct Intake {
@@ -21,12 +32,19 @@ pub struct Intake {
     committed_through: AtomicU64,
     stop: Mutex<Option<(Instant, String)>>,
     resume_after: Duration,
+    forgiven: Mutex<Forgiven>,
+    forgiven_len: AtomicUsize,
+    forgiven_cap: usize,
 }
 
 impl Intake {
     /// `resume_after`: the least time between a stop and the resumption (the ack wait).
-    pub fn new(resume_after: Duration) -> Intake {
+    /// `forgiven_cap`: most messages whose self-caused redeliveries are remembered.
+    pub fn new(resume_after: Duration, forgiven_cap: usize) -> Intake {
         Intake {
+            forgiven: Mutex::new(Forgiven::default()),
+            forgiven_len: AtomicUsize::new(0),
+            forgiven_cap: forgiven_cap.max(1),
             epoch: AtomicU64::new(1),
             stopped: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
@@ -80,6 +98,50 @@ impl Intake {
         self.shutdown.load(Ordering::SeqCst)
     }
 
+    /// Records that the message at (stream, seq) was dropped unacked by this process.
+    pub fn forgive(&self, stream: &str, seq: u64) {
+        let mut f = self.forgiven.lock();
+        let key = (stream.to_string(), seq);
+        match f.counts.get_mut(&key) {
+            Some(n) => *n += 1,
+            None => {
+                if f.order.len() >= self.forgiven_cap {
+                    if let Some(old) = f.order.pop_front() {
+                        f.counts.remove(&old);
+                    }
+                }
+                f.counts.insert(key.clone(), 1);
+                f.order.push_back(key);
+            }
+        }
+        self.forgiven_len.store(f.counts.len(), Ordering::Relaxed);
+    }
+
+    /// Deliveries of (stream, seq) that this process caused itself.
+    pub fn forgiven(&self, stream: &str, seq: u64) -> u64 {
+        if self.forgiven_len.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        let f = self.forgiven.lock();
+        f.counts
+            .get(&(stream.to_string(), seq))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The message's delivery ended (acked or terminated): forget it.
+    pub fn settle(&self, stream: &str, seq: u64) {
+        if self.forgiven_len.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut f = self.forgiven.lock();
+        let key = (stream.to_string(), seq);
+        if f.counts.remove(&key).is_some() {
+            f.order.retain(|k| *k != key);
+        }
+        self.forgiven_len.store(f.counts.len(), Ordering::Relaxed);
+    }
+
     /// The newest executor batch number whose transitions are durable.
     pub fn committed_through(&self) -> u64 {
         self.committed_through.load(Ordering::SeqCst)
@@ -96,7 +158,7 @@ mod tests {
 
     #[test]
     fn stop_changes_epoch_and_resume_waits_for_the_ack_wait() {
-        let intake = Intake::new(Duration::from_millis(50));
+        let intake = Intake::new(Duration::from_millis(50), 8);
         let before = intake.epoch();
         intake.stop("disk".into());
         assert!(intake.is_stopped());
@@ -112,9 +174,29 @@ mod tests {
 
     #[test]
     fn committed_watermark_only_grows() {
-        let intake = Intake::new(Duration::ZERO);
+        let intake = Intake::new(Duration::ZERO, 8);
         intake.mark_committed(5);
         intake.mark_committed(3);
         assert_eq!(intake.committed_through(), 5);
+    }
+
+    #[test]
+    fn self_caused_redeliveries_are_counted_settled_and_bounded() {
+        let intake = Intake::new(Duration::ZERO, 2);
+        intake.forgive("S", 1);
+        intake.forgive("S", 1);
+        intake.forgive("S", 2);
+        assert_eq!(intake.forgiven("S", 1), 2);
+        assert_eq!(intake.forgiven("T", 1), 0);
+        intake.settle("S", 1);
+        assert_eq!(intake.forgiven("S", 1), 0);
+        intake.forgive("S", 3);
+        intake.forgive("S", 4);
+        assert_eq!(
+            intake.forgiven("S", 2),
+            0,
+            "the oldest entry is forgotten at the cap"
+        );
+        assert_eq!(intake.forgiven("S", 4), 1);
     }
 }

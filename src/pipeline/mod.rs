@@ -70,6 +70,23 @@ pub struct Shared {
     pub stats: Stats,
 }
 
+impl Shared {
+    /// Drops a message without acking it (intake stopped or its epoch is over):
+    /// JetStream redelivers it, and that redelivery is not held against `max_deliver`.
+    pub fn drop_unacked(&self, stream: &str, seq: u64) {
+        Stats::add(&self.stats.dropped_stale, 1);
+        self.intake.forgive(stream, seq);
+    }
+
+    /// [`Shared::drop_unacked`] for a raw message, reading its position from its reply subject.
+    pub fn drop_unacked_msg(&self, msg: &nats::Message) {
+        match nats_io::Delivery::of(msg) {
+            Some(d) => self.drop_unacked(&d.stream, d.stream_seq),
+            None => Stats::add(&self.stats.dropped_stale, 1),
+        }
+    }
+}
+
 /// A running saga pipeline.
 pub struct Pipeline {
     shared: Arc<Shared>,
@@ -94,7 +111,11 @@ impl Pipeline {
         }
         let shared = Arc::new(Shared {
             decode: DecodeConfig::from_settings(&settings),
-            intake: Intake::new(settings.ack_wait() + std::time::Duration::from_millis(200)),
+            intake: Intake::new(
+                settings.ack_wait() + std::time::Duration::from_millis(200),
+                // Every message that can be in flight, a few times over.
+                4 * consumers.len() * settings.consumer.max_ack_pending.max(1) as usize,
+            ),
             stats: Stats::default(),
             settings,
             store,

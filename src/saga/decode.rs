@@ -168,7 +168,7 @@ fn decode_inner(
             }
         }
     }
-    if info.delivered > cfg.max_deliver {
+    if info.delivered.saturating_sub(info.forgiven) > cfg.max_deliver {
         return Err(reject(
             QuarantineKind::MaxDeliver,
             format!(

@@ -45,6 +45,15 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The outcome of a message that decoding already rejected.
+    pub fn quarantined(record: QuarantineRecord) -> Outcome {
+        Outcome {
+            quarantine: Some(record),
+            disposition: Disposition::Term,
+            ..Outcome::new()
+        }
+    }
+
     fn new() -> Outcome {
         Outcome {
             transitions: Vec::new(),
@@ -104,6 +113,10 @@ impl Executor {
         batch: u64,
     ) -> Result<Outcome, StoreError> {
         let mut out = Outcome::new();
+        if ev.routes.is_empty() {
+            // No saga wants it: acked and counted.
+            out.ignored = 1;
+        }
         let mut faults: Vec<(String, String)> = Vec::new();
         for route in &ev.routes {
             let saga = &route.saga;

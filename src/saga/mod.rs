@@ -27,6 +27,9 @@ pub struct MessageInfo {
     pub stream: String,
     pub seq: u64,
     pub delivered: u64,
+    /// Deliveries this process caused itself by dropping the message after a storage
+    /// failure; they do not count against `max_deliver`.
+    pub forgiven: u64,
     pub subject: String,
 }
 

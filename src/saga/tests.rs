@@ -27,6 +27,7 @@ fn info(stream: &str, subject: &str, seq: u64) -> MessageInfo {
         stream: stream.into(),
         seq,
         delivered: 1,
+        forgiven: 0,
         subject: subject.into(),
     }
 }
