@@ -525,3 +525,31 @@ fn program_fault_quarantines_marks_the_instance_faulted_and_compensates() {
     assert!(out.transitions[0].outbox.is_empty());
     assert_eq!(out.disposition, Disposition::Term);
 }
+
+/// Byte-for-byte output pinned as a literal: the same input must give the same bytes on
+/// every machine and every run (a re-run transition after a crash must re-create the
+/// same command ids and envelopes).
+#[test]
+fn example_transition_bytes_are_pinned() {
+    let env = env();
+    let out = run(
+        &env,
+        &mut Executor::new("workflow.cmd"),
+        &placed("o-1", "e-1"),
+        &agg_info(1),
+        1,
+    );
+    let t = &out.transitions[0];
+    let bytes = serde_json::to_string(&json!({
+        "state": t.record.state,
+        "outbox": t.outbox[0].envelope,
+        "due": t.schedules[0].due_at_ms,
+    }))
+    .unwrap();
+    assert_eq!(bytes, GOLDEN);
+}
+
+/// Checked independently: the command id is UUIDv5(COMMAND_NAMESPACE,
+/// "acme␟order_fulfilment␟o-1␟e-1␟0"), the span id the first 16 hex digits of
+/// UUIDv5(COMMAND_NAMESPACE, command id), due = 2026-11-27T10:15:00Z in ms.
+const GOLDEN: &str = r#"{"due":1795774500000,"outbox":{"command_id":"635498cb-83db-53df-a3ea-d76c40d2b7f8","effect_name":"charge_card","issued_at":"2026-11-27T10:00:00Z","metadata":{"causation_id":"e-1","correlation_id":"o-1","parent_correlation_id":"req-1","saga_name":"order_fulfilment","traceparent":"00-0af7651916cd43dd8448eb211c80319c-ccbb07dfdd3c553d-01"},"payload":{"amount":4200,"currency":"EUR","customer_id":"c-7","order_id":"o-1"},"tenant_id":"acme"},"state":{"currency":"EUR","customer_id":"c-7","order_id":"o-1","placed_at":"2026-11-27T10:00:00Z","step":"charging","total":4200}}"#;
