@@ -100,9 +100,11 @@ pub fn run(nats_url: Option<&str>) -> Result<(), String> {
     wait_for(&pipeline, 7)?;
     for q in store
         .quarantined(
-            &"acme"
-                .parse()
-                .map_err(|e: crate::types::IdError| e.to_string())?,
+            Some(
+                &"acme"
+                    .parse()
+                    .map_err(|e: crate::types::IdError| e.to_string())?,
+            ),
             10,
         )
         .map_err(|e| e.to_string())?

@@ -4,6 +4,7 @@
 //! | kind | meaning | what happens to the message |
 //! |---|---|---|
 //! | storage | the store cannot be read or written (I/O, `MAP_FULL`) | not acked; intake stops until the store is writable |
+//! | storage, deterministic | the data cannot be stored or read back (key too long, record from an incompatible version) | quarantined, terminated |
 //! | stream | NATS / JetStream trouble | not acked; redelivered |
 //! | decode | not a valid envelope | quarantined, terminated |
 //! | program | a saga program or correlate expression faulted | quarantined, terminated; instance faulted |
@@ -55,6 +56,7 @@ impl Error {
             Error::Program(_) | Error::ProgramText(_) => Some(QuarantineKind::Program),
             Error::TenantAccess(_) => Some(QuarantineKind::TenantAccess),
             Error::Policy(_) => Some(QuarantineKind::MaxDeliver),
+            Error::Storage(e) if e.is_deterministic() => Some(QuarantineKind::Store),
             _ => None,
         }
     }
@@ -66,7 +68,7 @@ impl Error {
 
     /// Intake must stop until an operator or time fixes it.
     pub fn stops_intake(&self) -> bool {
-        matches!(self, Error::Storage(_))
+        matches!(self, Error::Storage(e) if !e.is_deterministic())
     }
 }
 
@@ -98,5 +100,11 @@ mod tests {
         let full = Error::from(StoreError::MapFull);
         assert!(full.stops_intake() && !full.is_poison());
         assert!(!Error::Other("x".into()).is_poison());
+        let corrupt = Error::from(StoreError::Corrupt {
+            key: "saga:a:b:c".into(),
+            message: "bad".into(),
+        });
+        assert_eq!(corrupt.quarantine_kind(), Some(QuarantineKind::Store));
+        assert!(!corrupt.stops_intake());
     }
 }

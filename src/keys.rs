@@ -157,21 +157,26 @@ pub fn effect_dedupe(tenant: &TenantId, command: &WorkId) -> String {
     )
 }
 
-/// A quarantined message, by the stream position it came from. The tenant is the one
-/// claimed by the message when it could be read, else the single tenant's `_`.
-pub fn quarantine(tenant: &TenantId, stream: &str, stream_seq: u64) -> String {
+/// A quarantined message, by the stream position it came from, filed under its tenant
+/// (`None`: the unattributed namespace `~`, for messages whose tenant cannot be trusted,
+/// so one tenant's body never lands among another tenant's records).
+pub fn quarantine(tenant: Option<&TenantId>, stream: &str, stream_seq: u64) -> String {
     format!(
-        "{}:{}:{}:{:020}",
-        space::QUARANTINE,
-        tenant.token(),
+        "{}{}:{:020}",
+        quarantine_prefix(tenant),
         escape(stream),
         stream_seq
     )
 }
 
-pub fn quarantine_prefix(tenant: &TenantId) -> String {
-    format!("{}:{}:", space::QUARANTINE, tenant.token())
+/// `None`: the unattributed namespace (`~` is never a tenant token).
+pub fn quarantine_prefix(tenant: Option<&TenantId>) -> String {
+    let token = tenant.map_or(UNATTRIBUTED, TenantId::token);
+    format!("{}:{}:", space::QUARANTINE, token)
 }
+
+/// The tenant segment of records that belong to no trustworthy tenant.
+pub const UNATTRIBUTED: &str = "~";
 
 pub fn dead_letter(tenant: &TenantId, kind: OutboxKind, work: &WorkId) -> String {
     format!(
@@ -253,8 +258,12 @@ mod tests {
             "dedupe:acme:effect:cmd-1"
         );
         assert_eq!(
-            quarantine(&acme, "AGGREGATE_EVENTS", 42),
+            quarantine(Some(&acme), "AGGREGATE_EVENTS", 42),
             "quarantine:acme:AGGREGATE_EVENTS:00000000000000000042"
+        );
+        assert_eq!(
+            quarantine(None, "AGGREGATE_EVENTS", 42),
+            "quarantine:~:AGGREGATE_EVENTS:00000000000000000042"
         );
         assert_eq!(
             dead_letter(&acme, OutboxKind::Aggregate, &"cmd-3".parse().unwrap()),

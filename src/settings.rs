@@ -85,10 +85,10 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsSettings {
+    /// The server; the blocking client connects once at start-up (a refused connection
+    /// fails start-up at once) and then reconnects forever. It has no connect or API
+    /// timeout of its own to configure: JetStream API requests time out after 5 s.
     pub url: String,
-    pub connect_timeout_ms: u64,
-    /// Timeout of JetStream API requests (stream and consumer management).
-    pub request_timeout_ms: u64,
     /// Create `WORKFLOW_COMMANDS` / `WORKFLOW_EVENTS` when missing.
     pub create_streams: bool,
     /// Also create `AGGREGATE_EVENTS` when missing: for development and tests only, as
@@ -206,8 +206,6 @@ impl Default for NatsSettings {
     fn default() -> Self {
         NatsSettings {
             url: "nats://127.0.0.1:4222".into(),
-            connect_timeout_ms: 5_000,
-            request_timeout_ms: 5_000,
             create_streams: true,
             create_aggregate_stream: false,
         }
@@ -323,14 +321,31 @@ impl Settings {
             .filter(|(k, _)| k.starts_with("RUNNER_"))
             .collect();
         env.sort();
+        // Which variable set which setting, to name it when the value does not fit.
+        let mut from_env: Vec<(String, String)> = Vec::new();
         for (var, raw) in env {
-            apply_env(&mut tree, &var, &raw)?;
+            if let Some(path) = apply_env(&mut tree, &var, &raw)? {
+                from_env.push((path, var));
+            }
         }
-        let settings: Settings =
-            serde_json::from_value(tree).map_err(|e| SettingsError::Parse {
-                path: file.map(Path::to_path_buf).unwrap_or_default(),
-                message: e.to_string(),
-            })?;
+        let settings: Settings = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let field = e.path().to_string();
+            let message = e.into_inner().to_string();
+            match (from_env.iter().find(|(path, _)| *path == field), file) {
+                (Some((_, var)), _) => SettingsError::Env {
+                    var: var.clone(),
+                    message: format!("setting {field}: {message}"),
+                },
+                (None, Some(path)) => SettingsError::Parse {
+                    path: path.to_path_buf(),
+                    message: format!("setting {field}: {message}"),
+                },
+                (None, None) => SettingsError::Invalid {
+                    field,
+                    problem: message,
+                },
+            }
+        })?;
         settings.validate()?;
         Ok(settings)
     }
@@ -358,12 +373,6 @@ impl Settings {
                 ),
             );
         }
-        if self.nats.connect_timeout_ms == 0 {
-            return bad("nats.connect_timeout_ms", "must be greater than 0".into());
-        }
-        if self.nats.request_timeout_ms == 0 {
-            return bad("nats.request_timeout_ms", "must be greater than 0".into());
-        }
         if self.storage.path.as_os_str().is_empty() {
             return bad("storage.path", "must not be empty".into());
         }
@@ -390,13 +399,16 @@ impl Settings {
             ("streams.workflow_events", &self.streams.workflow_events),
         ] {
             if name.is_empty()
+                || name.len() > 64
                 || !name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             {
                 return bad(
                     field,
-                    format!("must be a stream name of letters, digits, '_' or '-' (got {name:?})"),
+                    format!(
+                        "must be a stream name of 1-64 letters, digits, '_' or '-' (got {name:?})"
+                    ),
                 );
             }
         }
@@ -481,6 +493,15 @@ impl Settings {
                 ),
             );
         }
+        if self.consumer.fetch_wait_ms >= self.consumer.ack_wait_ms {
+            return bad(
+                "consumer.fetch_wait_ms",
+                format!(
+                    "must be shorter than consumer.ack_wait_ms ({})",
+                    self.consumer.ack_wait_ms
+                ),
+            );
+        }
         if !(1..=4096).contains(&self.pipeline.channel_capacity) {
             return bad(
                 "pipeline.channel_capacity",
@@ -523,12 +544,21 @@ impl Settings {
                 ),
             );
         }
-        if self.programs.max_state_bytes < 64
-            || self.programs.max_output_bytes < self.programs.max_state_bytes
-        {
+        if self.programs.max_state_bytes < 64 {
             return bad(
                 "programs.max_state_bytes",
-                "must be at least 64 and at most programs.max_output_bytes".into(),
+                format!(
+                    "must be at least 64 (got {})",
+                    self.programs.max_state_bytes
+                ),
+            );
+        }
+        if self.programs.max_output_bytes < self.programs.max_state_bytes
+            || self.programs.max_output_bytes > 16 << 20
+        {
+            return bad(
+                "programs.max_output_bytes",
+                "must be at least programs.max_state_bytes and at most 16 MiB".into(),
             );
         }
         if self.mode.runs_sagas() && self.manifests.sagas.is_empty() {
@@ -587,9 +617,10 @@ fn merge(base: &mut Value, overlay: Value) {
 }
 
 /// Sets the setting named by `var` from its raw text, typed by the default's JSON type.
-fn apply_env(tree: &mut Value, var: &str, raw: &str) -> Result<(), SettingsError> {
+/// Returns the dotted path of the setting it set (`None` for reserved variables).
+fn apply_env(tree: &mut Value, var: &str, raw: &str) -> Result<Option<String>, SettingsError> {
     if RESERVED_ENV.contains(&var) || RESERVED_ENV_PREFIXES.iter().any(|p| var.starts_with(p)) {
-        return Ok(());
+        return Ok(None);
     }
     let env_err = |message: String| SettingsError::Env {
         var: var.to_string(),
@@ -600,8 +631,8 @@ fn apply_env(tree: &mut Value, var: &str, raw: &str) -> Result<(), SettingsError
         return Err(env_err("settings tree is not an object".into()));
     };
     // Top-level field, or `<section>_<field>` where the section is an object.
-    let slot = if root.get(&name).is_some_and(|v| !v.is_object()) {
-        root.get_mut(&name)
+    let (path, slot) = if root.get(&name).is_some_and(|v| !v.is_object()) {
+        (name.clone(), root.get_mut(&name))
     } else {
         let section = root
             .iter()
@@ -611,16 +642,17 @@ fn apply_env(tree: &mut Value, var: &str, raw: &str) -> Result<(), SettingsError
         match section {
             Some(section) => {
                 let field = name[section.len() + 1..].to_string();
-                root.get_mut(&section).and_then(|s| s.get_mut(&field))
+                let slot = root.get_mut(&section).and_then(|s| s.get_mut(&field));
+                (format!("{section}.{field}"), slot)
             }
-            None => None,
+            None => (name.clone(), None),
         }
     };
     let Some(slot) = slot else {
         return Err(env_err("names no setting".into()));
     };
     *slot = typed_like(slot, raw).map_err(env_err)?;
-    Ok(())
+    Ok(Some(path))
 }
 
 fn typed_like(current: &Value, raw: &str) -> Result<Value, String> {
@@ -740,7 +772,11 @@ mod tests {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "[storage]\nmapsize = 5\n").unwrap();
         let err = Settings::load(Some(&path), Vec::new()).unwrap_err();
-        assert!(err.to_string().contains("mapsize"), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("setting storage") && text.contains("mapsize"),
+            "{text}"
+        );
 
         let err = Settings::load(None, env(&[("RUNNER_STORAGE_MAPSIZE", "5")])).unwrap_err();
         assert!(
@@ -751,7 +787,22 @@ mod tests {
             Settings::load(None, env(&[("RUNNER_CONSUMER_MAX_DELIVER", "many")])).unwrap_err();
         assert!(err.to_string().contains("expected an integer"), "{err}");
         let err = Settings::load(None, env(&[("RUNNER_MODE", "turbo")])).unwrap_err();
-        assert!(err.to_string().contains("turbo"), "{err}");
+        assert!(
+            matches!(&err, SettingsError::Env { var, message } if var == "RUNNER_MODE" && message.contains("setting mode") && message.contains("turbo")),
+            "{err}"
+        );
+        let err = Settings::load(None, env(&[("RUNNER_STORAGE_MAP_SIZE_MIB", "-5")])).unwrap_err();
+        assert!(
+            matches!(&err, SettingsError::Env { var, message } if var == "RUNNER_STORAGE_MAP_SIZE_MIB" && message.contains("storage.map_size_mib")),
+            "{err}"
+        );
+        let typed = dir.path().join("typed.toml");
+        std::fs::write(&typed, "[consumer]\nmax_deliver = \"x\"\n").unwrap();
+        let err = Settings::load(Some(&typed), Vec::new()).unwrap_err();
+        assert!(
+            err.to_string().contains("setting consumer.max_deliver"),
+            "{err}"
+        );
 
         let path = dir.path().join("runner.yaml");
         std::fs::write(&path, "mode: saga\n").unwrap();
@@ -765,16 +816,6 @@ mod tests {
     fn validation_rejects_each_bad_field() {
         let cases: &[(&str, &str, &str)] = &[
             ("RUNNER_NATS_URL", "http://x", "nats.url"),
-            (
-                "RUNNER_NATS_CONNECT_TIMEOUT_MS",
-                "0",
-                "nats.connect_timeout_ms",
-            ),
-            (
-                "RUNNER_NATS_REQUEST_TIMEOUT_MS",
-                "0",
-                "nats.request_timeout_ms",
-            ),
             ("RUNNER_STORAGE_PATH", "", "storage.path"),
             ("RUNNER_STORAGE_MAP_SIZE_MIB", "0", "storage.map_size_mib"),
             (
@@ -848,12 +889,46 @@ mod tests {
                 "1",
                 "programs.max_state_bytes",
             ),
+            (
+                "RUNNER_PROGRAMS_MAX_OUTPUT_BYTES",
+                "100",
+                "programs.max_output_bytes",
+            ),
+            (
+                "RUNNER_STREAMS_WORKFLOW_COMMANDS",
+                "a b",
+                "streams.workflow_commands",
+            ),
+            (
+                "RUNNER_STREAMS_WORKFLOW_EVENTS",
+                &"W".repeat(65),
+                "streams.workflow_events",
+            ),
+            (
+                "RUNNER_STREAMS_COMMAND_PREFIX",
+                "workflow.>",
+                "streams.command_prefix",
+            ),
+            (
+                "RUNNER_CONSUMER_FETCH_WAIT_MS",
+                "40000",
+                "consumer.fetch_wait_ms",
+            ),
             ("RUNNER_MANIFESTS_SAGAS", "", "manifests.sagas"),
         ];
         for (var, value, field) in cases {
             let err = Settings::load(None, env(&[(var, value)])).unwrap_err();
             assert_eq!(&invalid_field(err), field, "{var}={value}");
         }
+        let err = Settings::load(
+            None,
+            env(&[
+                ("RUNNER_NATS_CREATE_AGGREGATE_STREAM", "true"),
+                ("RUNNER_STREAMS_AGGREGATE_SUBJECTS", ""),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(invalid_field(err), "streams.aggregate_subjects");
         let err = Settings::load(
             None,
             env(&[

@@ -149,8 +149,16 @@ token_name!(
     "effect name"
 );
 
+/// Bytes `value` takes as an escaped storage key segment (`keys::escape` writes `:` and
+/// `%` as three bytes each).
+pub fn key_segment_len(value: &str) -> usize {
+    value.len() + 2 * value.bytes().filter(|b| matches!(b, b':' | b'%')).count()
+}
+
 /// Declares a free-text id type: any non-empty UTF-8 without control characters, bounded
-/// in length so every storage key stays under LMDB's 511-byte key limit.
+/// in its *escaped* length so every storage key stays under LMDB's 511-byte key limit
+/// (the longest, a timer key, is at most 9 + 64 + 1 + 64 + 1 + 128 + 1 + 16 + 1 + 128 =
+/// 413 bytes).
 macro_rules! text_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $max:expr) => {
         $(#[$doc])*
@@ -173,8 +181,8 @@ macro_rules! text_id {
                 if s.is_empty() {
                     return Err(id_error($kind, s, "must not be empty"));
                 }
-                if s.len() > Self::MAX_LEN {
-                    return Err(id_error($kind, s, "is too long"));
+                if key_segment_len(s) > Self::MAX_LEN {
+                    return Err(id_error($kind, s, "is too long (at most 128 bytes, ':' and '%' count 3)"));
                 }
                 if s.chars().any(char::is_control) {
                     return Err(id_error($kind, s, "must not contain control characters"));
@@ -302,6 +310,10 @@ mod tests {
         assert!(CorrelationId::new("o-1001:with:colons").is_ok());
         assert!(CorrelationId::new("line\nbreak").is_err());
         assert!(CorrelationId::new(&"x".repeat(129)).is_err());
+        assert!(CorrelationId::new(&"x".repeat(128)).is_ok());
+        // Escaping makes ':' three bytes in a key: 43 colons are 129 key bytes.
+        assert!(EventId::new(&":".repeat(43)).is_err());
+        assert!(EventId::new(&":".repeat(42)).is_ok());
         assert!(WorkId::new("").is_err());
     }
 }

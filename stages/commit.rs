@@ -1,15 +1,21 @@
 //! Commit: group commit. Takes as many executed batches as are waiting (up to
-//! `commit_batch_max` transitions), writes them in one LMDB transaction, and only then
-//! acks (or terminates, for quarantined messages) every message in them. A failed
-//! commit acks nothing and stops intake (see `pipeline::Intake`).
+//! `commit_batch_max` messages plus transitions), writes them in one LMDB transaction,
+//! and only then acks (or terminates, for quarantined messages) every message in them.
+//!
+//! A failed commit acks nothing. When the store itself is the problem (I/O, map full)
+//! intake stops (see `pipeline::Intake`). When the *data* is the problem (a record LMDB
+//! cannot hold), the group is committed message by message and the offending message is
+//! quarantined instead, so one bad message never holds the others hostage.
 
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::pipeline::{ExecutedBatch, Shared, Stats};
+use crate::pipeline::{ExecutedBatch, ExecutedMsg, Shared, Stats};
 use crate::saga::Disposition;
-use crate::store::{CommitBatch, CommitOutcome};
+use crate::store::{
+    excerpt, CommitBatch, CommitOutcome, QuarantineKind, QuarantineRecord, StoreError,
+};
 
 pub fn run(shared: &Shared, input: &Receiver<ExecutedBatch>) {
     let max = shared.settings.pipeline.commit_batch_max;
@@ -23,60 +29,143 @@ pub fn run(shared: &Shared, input: &Receiver<ExecutedBatch>) {
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        let mut weight = weight_of(&first);
         let mut group = vec![first];
-        let mut transitions: usize = group[0]
-            .items
-            .iter()
-            .map(|i| i.outcome.transitions.len())
-            .sum();
-        while transitions < max {
+        while weight < max {
             match input.try_recv() {
                 Ok(b) => {
-                    transitions += b
-                        .items
-                        .iter()
-                        .map(|i| i.outcome.transitions.len())
-                        .sum::<usize>();
+                    weight += weight_of(&b);
                     group.push(b);
                 }
                 Err(_) => break,
             }
         }
         let epoch = shared.intake.epoch();
-        group.retain(|b| {
-            let current = b.epoch == epoch;
-            if !current {
-                drop_group(shared, std::slice::from_ref(b));
-            }
-            current
-        });
-        if !group.is_empty() {
-            commit_group(shared, group);
+        let stopped = shared.intake.is_stopped();
+        let newest = group.iter().map(|b| b.batch_no).max().unwrap_or(0);
+        let (current, stale): (Vec<_>, Vec<_>) = group
+            .into_iter()
+            .flat_map(|b| {
+                let fresh = b.epoch == epoch && !stopped;
+                b.items.into_iter().map(move |item| (fresh, item))
+            })
+            .partition(|(fresh, _)| *fresh);
+        drop_unacked(shared, stale.iter().map(|(_, item)| item));
+        let items: Vec<ExecutedMsg> = current.into_iter().map(|(_, item)| item).collect();
+        if !items.is_empty() && commit_group(shared, items) {
+            shared.intake.mark_committed(newest);
         }
     }
 }
 
-fn commit_group(shared: &Shared, mut group: Vec<ExecutedBatch>) {
-    // Moved, not cloned: after the commit only the messages and counts are needed.
-    let mut batch = CommitBatch::default();
-    for b in &mut group {
-        for item in &mut b.items {
-            batch.transitions.append(&mut item.outcome.transitions);
-            batch
-                .quarantine
-                .extend(item.outcome.quarantine.iter().cloned());
+/// A message costs one, each of its transitions one more.
+fn weight_of(b: &ExecutedBatch) -> usize {
+    b.items
+        .iter()
+        .map(|i| 1 + i.outcome.transitions.len())
+        .sum()
+}
+
+/// Commits the items and finishes their deliveries; false if any was left unacked.
+fn commit_group(shared: &Shared, mut items: Vec<ExecutedMsg>) -> bool {
+    let (batch, counts) = take_batch(&mut items);
+    match shared.store.commit(&batch) {
+        Ok(outcomes) => {
+            count_outcomes(shared, &outcomes);
+            items.into_iter().for_each(|item| finish(shared, item));
+            true
+        }
+        Err(e) if e.is_deterministic() => {
+            log::warn!(error = e.to_string(), messages = items.len() as u64; "a record of the group cannot be stored; committing message by message");
+            give_back(&mut items, batch, &counts);
+            commit_one_by_one(shared, items)
+        }
+        Err(e) => {
+            fail(shared, &items, &e);
+            false
         }
     }
-    let outcomes = match shared.store.commit(&batch) {
-        Ok(o) => o,
-        Err(e) => {
-            Stats::add(&shared.stats.commit_failures, 1);
-            log::error!(error = e.to_string(), transitions = batch.transitions.len() as u64; "commit failed; nothing acked, intake stops");
-            shared.intake.stop(e.to_string());
-            drop_group(shared, &group);
-            return;
+}
+
+/// Isolates the message whose data the store refuses: it is quarantined, the rest commit.
+fn commit_one_by_one(shared: &Shared, items: Vec<ExecutedMsg>) -> bool {
+    let mut items = items.into_iter();
+    while let Some(mut item) = items.next() {
+        let (batch, _) = take_batch(std::slice::from_mut(&mut item));
+        let committed = match shared.store.commit(&batch) {
+            Err(e) if e.is_deterministic() => {
+                quarantine_unstorable(&mut item, &e);
+                let (batch, _) = take_batch(std::slice::from_mut(&mut item));
+                shared.store.commit(&batch)
+            }
+            other => other,
+        };
+        match committed {
+            Ok(outcomes) => {
+                count_outcomes(shared, &outcomes);
+                finish(shared, item);
+            }
+            Err(e) => {
+                let rest: Vec<ExecutedMsg> = std::iter::once(item).chain(items).collect();
+                fail(shared, &rest, &e);
+                return false;
+            }
         }
-    };
+    }
+    true
+}
+
+/// Replaces the message's work by a quarantine record naming the store's refusal.
+fn quarantine_unstorable(item: &mut ExecutedMsg, e: &StoreError) {
+    let tenant = item
+        .outcome
+        .transitions
+        .first()
+        .map(|t| t.tenant.clone())
+        .or_else(|| item.log.tenant_id.parse().ok())
+        .unwrap_or_default();
+    item.outcome.transitions.clear();
+    item.outcome.quarantine = Some(QuarantineRecord {
+        kind: QuarantineKind::Store,
+        reason: format!("its transition cannot be stored: {e}"),
+        stream: item.info.stream.clone(),
+        seq: item.info.seq,
+        subject: item.info.subject.clone(),
+        delivered: item.info.delivered,
+        tenant,
+        event_id: None,
+        correlation_id: Some(item.log.correlation_id.clone()).filter(|c| !c.is_empty()),
+        saga: None,
+        body_excerpt: excerpt(&item.msg.data),
+    });
+    item.outcome.disposition = Disposition::Term;
+    item.outcome.faults += 1;
+}
+
+/// Moves the transitions out of the items (after the commit only messages and counts
+/// are needed); `counts` says how many came from each item.
+fn take_batch(items: &mut [ExecutedMsg]) -> (CommitBatch, Vec<usize>) {
+    let mut batch = CommitBatch::default();
+    let mut counts = Vec::with_capacity(items.len());
+    for item in items.iter_mut() {
+        counts.push(item.outcome.transitions.len());
+        batch.transitions.append(&mut item.outcome.transitions);
+        batch
+            .quarantine
+            .extend(item.outcome.quarantine.iter().cloned());
+    }
+    (batch, counts)
+}
+
+/// Undoes [`take_batch`].
+fn give_back(items: &mut [ExecutedMsg], batch: CommitBatch, counts: &[usize]) {
+    let mut transitions = batch.transitions.into_iter();
+    for (item, n) in items.iter_mut().zip(counts) {
+        item.outcome.transitions = transitions.by_ref().take(*n).collect();
+    }
+}
+
+fn count_outcomes(shared: &Shared, outcomes: &[CommitOutcome]) {
     Stats::add(&shared.stats.commits, 1);
     let applied = outcomes
         .iter()
@@ -84,44 +173,50 @@ fn commit_group(shared: &Shared, mut group: Vec<ExecutedBatch>) {
         .count() as u64;
     Stats::add(&shared.stats.transitions, applied);
     Stats::add(&shared.stats.duplicates, outcomes.len() as u64 - applied);
-    let mut newest = 0;
-    for b in group {
-        newest = newest.max(b.batch_no);
-        for item in b.items {
-            let o = &item.outcome;
-            shared.intake.settle(&item.info.stream, item.info.seq);
-            Stats::add(&shared.stats.ignored, o.ignored.into());
-            Stats::add(&shared.stats.duplicates, o.duplicates.into());
-            Stats::add(&shared.stats.faults, o.faults.into());
-            let sent = match o.disposition {
-                Disposition::Ack => {
-                    Stats::add(&shared.stats.acked, 1);
-                    item.msg.ack()
-                }
-                Disposition::Term => {
-                    Stats::add(&shared.stats.quarantined, 1);
-                    if let Some(q) = &o.quarantine {
-                        log::warn!(tenant_id = item.log.tenant_id.as_str(), correlation_id = item.log.correlation_id.as_str(),
-                            trace_id = item.log.trace_id.as_str(), stream = item.info.stream.as_str(), seq = item.info.seq,
-                            kind = format!("{:?}", q.kind), reason = q.reason.as_str(); "message quarantined");
-                    }
-                    item.msg.ack_kind(nats::jetstream::AckKind::Term)
-                }
-            };
-            if let Err(e) = sent {
-                // The commit is durable; a lost ack only means a redelivery, which
-                // dedupe turns into a no-op.
-                log::warn!(tenant_id = item.log.tenant_id.as_str(), correlation_id = item.log.correlation_id.as_str(),
-                    trace_id = item.log.trace_id.as_str(), error = e.to_string(); "ack failed after commit");
-            }
-        }
-    }
-    shared.intake.mark_committed(newest);
 }
 
-/// The group's messages stay unacked and will be redelivered.
-fn drop_group(shared: &Shared, group: &[ExecutedBatch]) {
-    for item in group.iter().flat_map(|b| &b.items) {
+/// The commit holding this message's outcome is durable: end its delivery.
+fn finish(shared: &Shared, item: ExecutedMsg) {
+    let o = &item.outcome;
+    shared.intake.settle(&item.info.stream, item.info.seq);
+    Stats::add(&shared.stats.ignored, o.ignored.into());
+    Stats::add(&shared.stats.duplicates, o.duplicates.into());
+    Stats::add(&shared.stats.faults, o.faults.into());
+    let log = &item.log;
+    let sent = match o.disposition {
+        Disposition::Ack => {
+            Stats::add(&shared.stats.acked, 1);
+            item.msg.ack()
+        }
+        Disposition::Term => {
+            Stats::add(&shared.stats.quarantined, 1);
+            if let Some(q) = &o.quarantine {
+                log::warn!(tenant_id = log.tenant_id.as_str(), correlation_id = log.correlation_id.as_str(),
+                    trace_id = log.trace_id.as_str(), stream = item.info.stream.as_str(), seq = item.info.seq,
+                    kind = format!("{:?}", q.kind), reason = q.reason.as_str(); "message quarantined");
+            }
+            item.msg.ack_kind(nats::jetstream::AckKind::Term)
+        }
+    };
+    if let Err(e) = sent {
+        // The commit is durable; a lost ack only means a redelivery, which dedupe turns
+        // into a no-op.
+        log::warn!(tenant_id = log.tenant_id.as_str(), correlation_id = log.correlation_id.as_str(),
+            trace_id = log.trace_id.as_str(), error = e.to_string(); "ack failed after commit");
+    }
+}
+
+/// The store failed: nothing of these is acked, and intake stops.
+fn fail(shared: &Shared, items: &[ExecutedMsg], e: &StoreError) {
+    Stats::add(&shared.stats.commit_failures, 1);
+    log::error!(error = e.to_string(), messages = items.len() as u64; "commit failed; nothing acked, intake stops");
+    shared.intake.stop(e.to_string());
+    drop_unacked(shared, items.iter());
+}
+
+/// These messages stay unacked and will be redelivered.
+fn drop_unacked<'a>(shared: &Shared, items: impl Iterator<Item = &'a ExecutedMsg>) {
+    for item in items {
         shared.drop_unacked(&item.info.stream, item.info.seq);
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use nats::jetstream::{BatchOptions, JetStream, PullSubscribeOptions, PullSubscription};
 
-use crate::nats_io::{is_status, ConsumerSpec, StreamError};
+use crate::nats_io::{ensure_consumer, header, is_status, ConsumerSpec, StreamError};
 use crate::pipeline::{FetchedBatch, Shared, Stats};
 
 /// Binds to the durable consumer `spec` (which must exist).
@@ -34,16 +34,30 @@ pub fn subscribe(js: &JetStream, spec: &ConsumerSpec) -> Result<PullSubscription
 
 /// Longest a single wait blocks, so shutdown is noticed promptly.
 const POLL: Duration = Duration::from_millis(100);
+/// Pause after a pull that ended abnormally (409, 503…), so a broken consumer is not
+/// hammered with requests.
+const BACKOFF: Duration = Duration::from_secs(1);
+
+/// How one pull request ended.
+enum PullEnd {
+    /// Filled or expired: ask again.
+    Done,
+    /// The next stage is gone: the pipeline is shutting down.
+    Closed,
+    /// The server ended it with a status other than "request timeout".
+    Status { code: String, description: String },
+    /// The subscription itself is gone.
+    Unsubscribed,
+}
 
 pub fn run(
     shared: &Shared,
+    js: &JetStream,
     spec: &ConsumerSpec,
-    sub: &PullSubscription,
+    mut sub: PullSubscription,
     nc: &nats::Connection,
     out: &Sender<FetchedBatch>,
 ) {
-    let batch = shared.settings.consumer.fetch_batch;
-    let wait = Duration::from_millis(shared.settings.consumer.fetch_wait_ms);
     let intake = &shared.intake;
     log::info!(stream = spec.stream.as_str(), consumer = spec.durable.as_str(); "fetch stage started");
     while !intake.is_shutting_down() {
@@ -56,56 +70,134 @@ pub fn run(
             std::thread::sleep(POLL);
             continue;
         }
-        let request = BatchOptions {
-            batch,
-            expires: Some(wait.as_nanos() as usize),
-            no_wait: false,
-        };
-        if let Err(e) = sub.request_batch(request) {
-            log::warn!(stream = spec.stream.as_str(), error = e.to_string(); "pull request failed; retrying");
-            std::thread::sleep(POLL);
-            continue;
-        }
-        // The client would otherwise hold the request for up to 5 ms.
-        let _ = nc.flush_timeout(wait);
-        let deadline = Instant::now() + wait + Duration::from_millis(50);
-        let mut remaining = batch;
-        while remaining > 0 && Instant::now() < deadline && !intake.is_shutting_down() {
-            let first = match sub
-                .next_timeout(POLL.min(deadline.saturating_duration_since(Instant::now())))
-            {
-                Ok(msg) => msg,
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
-                // The request expired (408) or the subscription ended.
-                Err(_) => break,
-            };
-            if is_status(&first) {
-                break;
-            }
-            let mut msgs = Vec::with_capacity(remaining.min(64));
-            msgs.push(first);
-            while msgs.len() < remaining {
-                match sub.try_next() {
-                    Some(m) if is_status(&m) => break,
-                    Some(m) => msgs.push(m),
+        match pull(shared, &sub, nc, out) {
+            PullEnd::Done => {}
+            PullEnd::Closed => return,
+            PullEnd::Status { code, description } => {
+                log::warn!(stream = spec.stream.as_str(), consumer = spec.durable.as_str(), status = code.as_str(),
+                    description = description.as_str(); "pull request ended abnormally");
+                if !description
+                    .to_ascii_lowercase()
+                    .contains("consumer deleted")
+                {
+                    std::thread::sleep(BACKOFF);
+                    continue;
+                }
+                drop(sub);
+                match resubscribe(shared, js, spec) {
+                    Some(again) => sub = again,
                     None => break,
                 }
             }
-            remaining -= msgs.len();
-            Stats::add(&shared.stats.fetched, msgs.len() as u64);
-            if intake.is_stopped() {
-                // Not acked: JetStream redelivers them once intake resumes.
-                msgs.iter().for_each(|m| shared.drop_unacked_msg(m));
-                continue;
-            }
-            let batch = FetchedBatch {
-                epoch: intake.epoch(),
-                msgs,
-            };
-            if out.send(batch).is_err() {
-                return;
+            PullEnd::Unsubscribed => {
+                drop(sub);
+                match resubscribe(shared, js, spec) {
+                    Some(again) => sub = again,
+                    None => break,
+                }
             }
         }
     }
     log::info!(stream = spec.stream.as_str(); "fetch stage stopped");
+}
+
+/// One pull request: forwards messages as they arrive until the batch is full or the
+/// request expires.
+fn pull(
+    shared: &Shared,
+    sub: &PullSubscription,
+    nc: &nats::Connection,
+    out: &Sender<FetchedBatch>,
+) -> PullEnd {
+    let intake = &shared.intake;
+    let batch = shared.settings.consumer.fetch_batch;
+    let wait = Duration::from_millis(shared.settings.consumer.fetch_wait_ms);
+    let request = BatchOptions {
+        batch,
+        expires: Some(wait.as_nanos() as usize),
+        no_wait: false,
+    };
+    if let Err(e) = sub.request_batch(request) {
+        log::warn!(error = e.to_string(); "pull request failed; retrying");
+        std::thread::sleep(POLL);
+        return PullEnd::Done;
+    }
+    // The client would otherwise hold the request for up to 5 ms.
+    let _ = nc.flush_timeout(wait);
+    let deadline = Instant::now() + wait + Duration::from_millis(50);
+    let mut remaining = batch;
+    while remaining > 0 && Instant::now() < deadline && !intake.is_shutting_down() {
+        let first =
+            match sub.next_timeout(POLL.min(deadline.saturating_duration_since(Instant::now()))) {
+                Ok(msg) => msg,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                Err(e) if e.to_string().contains("unsubscribed") => return PullEnd::Unsubscribed,
+                // The request expired (408).
+                Err(_) => return PullEnd::Done,
+            };
+        if let Some(end) = status_end(&first) {
+            return end;
+        }
+        let mut msgs = Vec::with_capacity(remaining.min(64));
+        msgs.push(first);
+        let mut ended = None;
+        while msgs.len() < remaining {
+            match sub.try_next() {
+                Some(m) if is_status(&m) => {
+                    ended = status_end(&m);
+                    break;
+                }
+                Some(m) => msgs.push(m),
+                None => break,
+            }
+        }
+        remaining -= msgs.len();
+        Stats::add(&shared.stats.fetched, msgs.len() as u64);
+        // Epoch first: a stop between the two reads is then seen as stopped, or the
+        // batch carries the old epoch and is dropped downstream.
+        let epoch = intake.epoch();
+        if intake.is_stopped() {
+            // Not acked: JetStream redelivers them once intake resumes.
+            msgs.iter().for_each(|m| shared.drop_unacked_msg(m));
+        } else if out.send(FetchedBatch { epoch, msgs }).is_err() {
+            return PullEnd::Closed;
+        }
+        if let Some(end) = ended {
+            return end;
+        }
+    }
+    PullEnd::Done
+}
+
+/// For a status message: how the pull ended. 404 (nothing left) and 408 (expired) are
+/// ordinary; anything else is reported.
+fn status_end(msg: &nats::Message) -> Option<PullEnd> {
+    if !is_status(msg) {
+        return None;
+    }
+    let code = header(msg, "Status").unwrap_or_default().to_string();
+    if code == "404" || code == "408" {
+        return Some(PullEnd::Done);
+    }
+    let description = header(msg, "Description").unwrap_or_default().to_string();
+    Some(PullEnd::Status { code, description })
+}
+
+/// Recreates the consumer if it was deleted and binds again, retrying with a pause until
+/// it works; `None` once the pipeline is shutting down.
+fn resubscribe(shared: &Shared, js: &JetStream, spec: &ConsumerSpec) -> Option<PullSubscription> {
+    while !shared.intake.is_shutting_down() {
+        match ensure_consumer(js, spec, &shared.settings).and_then(|_| subscribe(js, spec)) {
+            Ok(sub) => {
+                log::warn!(stream = spec.stream.as_str(), consumer = spec.durable.as_str(); "consumer bound again");
+                return Some(sub);
+            }
+            Err(e) => {
+                log::error!(stream = spec.stream.as_str(), consumer = spec.durable.as_str(), error = e.to_string();
+                    "cannot bind the consumer; retrying");
+                std::thread::sleep(BACKOFF);
+            }
+        }
+    }
+    None
 }

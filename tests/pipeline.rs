@@ -225,7 +225,7 @@ fn poison_message_is_quarantined_and_terminated() {
         pipeline.stats()
     );
     assert_eq!(pipeline.stats().quarantined, 2);
-    let records = rig.store.quarantined(&acme(), 10).unwrap();
+    let records = rig.store.quarantined(Some(&acme()), 10).unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].kind, QuarantineKind::Decode);
     assert!(
@@ -236,7 +236,7 @@ fn poison_message_is_quarantined_and_terminated() {
     assert_eq!(records[0].body_excerpt, "not json at all");
     assert_eq!(
         rig.store
-            .quarantined(&TenantId::single(), 10)
+            .quarantined(Some(&TenantId::single()), 10)
             .unwrap()
             .len(),
         1
@@ -286,7 +286,7 @@ fn exceeding_max_deliver_is_quarantined() {
         "{:?}",
         pipeline.stats()
     );
-    let records = rig.store.quarantined(&acme(), 10).unwrap();
+    let records = rig.store.quarantined(Some(&acme()), 10).unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].kind, QuarantineKind::MaxDeliver);
     assert_eq!(records[0].delivered, 3);
@@ -357,7 +357,7 @@ fn program_fault_faults_the_instance_and_terminates_the_message() {
         "{:?}",
         rec.fault
     );
-    let q = rig.store.quarantined(&acme(), 10).unwrap();
+    let q = rig.store.quarantined(Some(&acme()), 10).unwrap();
     assert_eq!(q.len(), 1);
     assert_eq!(q[0].kind, QuarantineKind::Program);
     let stats = pipeline.stats();
@@ -366,4 +366,100 @@ fn program_fault_faults_the_instance_and_terminates_the_message() {
         (1, 1, 1),
         "the faulted instance ignores e-2"
     );
+}
+
+/// One message whose transition the store refuses (deterministically) is quarantined;
+/// the others of its group commit, and intake never stops.
+#[test]
+fn an_unstorable_transition_is_quarantined_and_its_group_still_commits() {
+    let rig = Rig::new(recorder_saga());
+    let nc = rig.connect();
+    let subject = rig.aggregate_subject("acme", "OrderPlaced");
+    let events: Vec<(String, serde_json::Value)> = ["o-1", "o-bad", "o-2"]
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            (
+                subject.clone(),
+                event(&format!("e-{i}"), "acme", o, "OrderPlaced", json!({"n": i})),
+            )
+        })
+        .collect();
+    runner::dev::publish_all(&nc, &events).unwrap();
+    rig.store.inject_unstorable(Some("o-bad"));
+    let pipeline = rig.start();
+    assert!(
+        wait_until(WAIT, || pipeline.stats().finished() == 3),
+        "{:?}",
+        pipeline.stats()
+    );
+    let stats = pipeline.stats();
+    assert_eq!(
+        (stats.acked, stats.quarantined, stats.commit_failures),
+        (2, 1, 0)
+    );
+    assert!(!pipeline.intake().is_stopped());
+    assert_eq!(log_of(&rig, "o-1").as_deref(), Some("0,"));
+    assert_eq!(log_of(&rig, "o-2").as_deref(), Some("2,"));
+    assert_eq!(log_of(&rig, "o-bad"), None);
+    let q = rig.store.quarantined(Some(&acme()), 10).unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].kind, QuarantineKind::Store);
+    assert!(q[0].reason.contains("cannot be stored"), "{}", q[0].reason);
+}
+
+/// Order survives a storage failure in the middle of a live stream: the dropped messages
+/// come back before anything newer is applied, and nothing is applied twice.
+#[test]
+fn order_holds_across_a_commit_failure_while_events_keep_arriving() {
+    let rig = Rig::new(recorder_saga());
+    let nc = rig.connect();
+    let mut settings = rig.settings.clone();
+    settings.consumer.fetch_batch = 5;
+    settings.pipeline.channel_capacity = 2;
+    settings.pipeline.commit_batch_max = 8;
+    let pipeline = rig.start_with(settings);
+    let subject = rig.aggregate_subject("acme", "Step");
+    let orders = ["o-a", "o-b", "o-c"];
+    let per_order = 30;
+    let all: Vec<(String, serde_json::Value)> = (0..per_order)
+        .flat_map(|n| orders.iter().map(move |o| (*o, n)))
+        .map(|(o, n)| {
+            (
+                subject.clone(),
+                event(&format!("{o}-{n}"), "acme", o, "Step", json!({"n": n})),
+            )
+        })
+        .collect();
+    let (first, rest) = all.split_at(all.len() / 3);
+    runner::dev::publish_all(&nc, first).unwrap();
+    assert!(
+        wait_until(WAIT, || pipeline.stats().acked >= 6),
+        "{:?}",
+        pipeline.stats()
+    );
+    rig.store.inject_commit_failures(2);
+    for chunk in rest.chunks(7) {
+        runner::dev::publish_all(&nc, chunk).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let total = all.len() as u64;
+    assert!(
+        wait_until(WAIT, || pipeline.stats().acked == total),
+        "{:?}",
+        pipeline.stats()
+    );
+    assert!(
+        pipeline.stats().commit_failures >= 1,
+        "{:?}",
+        pipeline.stats()
+    );
+    let expected: String = (0..per_order).map(|n| format!("{n},")).collect();
+    for o in orders {
+        assert_eq!(
+            log_of(&rig, o).as_deref(),
+            Some(expected.as_str()),
+            "instance {o}"
+        );
+    }
 }

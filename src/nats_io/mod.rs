@@ -20,6 +20,15 @@ pub enum StreamError {
     },
     #[error("stream {0} does not exist (and the Runner is not configured to create it)")]
     MissingStream(String),
+    #[error(
+        "{consumer} exists but differs from the settings: {differences}; change the \
+         settings or delete the consumer (it is recreated from the start of the stream; \
+         dedupe makes the replay harmless)"
+    )]
+    ConsumerMismatch {
+        consumer: String,
+        differences: String,
+    },
 }
 
 /// Connects with the Runner's client options: a name that identifies the process,

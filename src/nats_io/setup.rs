@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use nats::jetstream::{
-    AckPolicy, ConsumerConfig, DeliverPolicy, JetStream, ReplayPolicy, StorageType, StreamConfig,
+    AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, JetStream, ReplayPolicy, StorageType,
+    StreamConfig,
 };
 
 use super::StreamError;
@@ -131,18 +132,11 @@ pub fn saga_consumers(settings: &Settings) -> Vec<ConsumerSpec> {
     ]
 }
 
-/// Creates the durable consumer if missing. JetStream's own `max_deliver` is left
-/// unlimited: the Runner counts deliveries itself so that a message past the limit is
-/// quarantined with a record instead of silently dropped by the server.
-pub fn ensure_consumer(
-    js: &JetStream,
-    spec: &ConsumerSpec,
-    settings: &Settings,
-) -> Result<(), StreamError> {
-    if consumer_exists(js, &spec.stream, &spec.durable)? {
-        return Ok(());
-    }
-    let config = ConsumerConfig {
+/// The consumer the settings ask for. JetStream's own `max_deliver` is unlimited: the
+/// Runner counts deliveries itself so that a message past the limit becomes a
+/// quarantine record instead of being silently dropped by the server.
+fn desired_config(spec: &ConsumerSpec, settings: &Settings) -> ConsumerConfig {
+    ConsumerConfig {
         durable_name: Some(spec.durable.clone()),
         deliver_policy: DeliverPolicy::All,
         ack_policy: AckPolicy::Explicit,
@@ -153,16 +147,84 @@ pub fn ensure_consumer(
         max_ack_pending: settings.consumer.max_ack_pending,
         max_waiting: 512,
         ..Default::default()
-    };
-    match js.add_consumer(&spec.stream, config) {
-        Ok(_) => {
-            log::info!(stream = spec.stream.as_str(), consumer = spec.durable.as_str(); "created durable consumer");
-            Ok(())
+    }
+}
+
+/// Fields of an existing consumer that differ from what the Runner needs.
+fn differences(have: &ConsumerConfig, want: &ConsumerConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if have.ack_policy != want.ack_policy {
+        out.push(format!("ack_policy is {:?}, not Explicit", have.ack_policy));
+    }
+    if have.ack_wait != want.ack_wait {
+        out.push(format!(
+            "ack_wait is {:?}, settings say {:?}",
+            have.ack_wait, want.ack_wait
+        ));
+    }
+    // 0 and -1 both mean unlimited to the server.
+    if have.max_deliver > 0 {
+        out.push(format!(
+            "max_deliver is {} (the server would drop messages silently); it must be unlimited",
+            have.max_deliver
+        ));
+    }
+    if have.filter_subject != want.filter_subject {
+        out.push(format!(
+            "filter_subject is {:?}, settings say {:?}",
+            have.filter_subject, want.filter_subject
+        ));
+    }
+    if have.max_ack_pending != want.max_ack_pending {
+        out.push(format!(
+            "max_ack_pending is {}, settings say {}",
+            have.max_ack_pending, want.max_ack_pending
+        ));
+    }
+    out
+}
+
+/// Creates the durable consumer, or checks an existing one against the settings and
+/// updates it when it differs. Fails naming the fields the server would not change (the
+/// ack policy, for one). Returns the consumer as it now is.
+pub fn ensure_consumer(
+    js: &JetStream,
+    spec: &ConsumerSpec,
+    settings: &Settings,
+) -> Result<ConsumerInfo, StreamError> {
+    let want = desired_config(spec, settings);
+    let what = format!("consumer {} on {}", spec.durable, spec.stream);
+    if consumer_exists(js, &spec.stream, &spec.durable)? {
+        let have = js
+            .consumer_info(&spec.stream, &spec.durable)
+            .map_err(js_err(format!("info of {what}")))?;
+        if differences(&have.config, &want).is_empty() {
+            return Ok(have);
         }
-        Err(_) if consumer_exists(js, &spec.stream, &spec.durable)? => Ok(()),
-        Err(e) => Err(js_err(format!(
-            "create consumer {} on {}",
-            spec.durable, spec.stream
-        ))(e)),
+        // Creating with the same durable name updates the fields the server can change.
+        let _ = js.add_consumer(&spec.stream, want.clone());
+        let now = js
+            .consumer_info(&spec.stream, &spec.durable)
+            .map_err(js_err(format!("info of {what}")))?;
+        let left = differences(&now.config, &want);
+        if left.is_empty() {
+            log::info!(stream = spec.stream.as_str(), consumer = spec.durable.as_str(); "updated durable consumer to match the settings");
+            return Ok(now);
+        }
+        return Err(StreamError::ConsumerMismatch {
+            consumer: what,
+            differences: left.join("; "),
+        });
+    }
+    match js.add_consumer(&spec.stream, want) {
+        Ok(info) => {
+            log::info!(stream = spec.stream.as_str(), consumer = spec.durable.as_str(); "created durable consumer");
+            Ok(info)
+        }
+        // Another replica created it in the meantime.
+        Err(_) if consumer_exists(js, &spec.stream, &spec.durable)? => js
+            .consumer_info(&spec.stream, &spec.durable)
+            .map_err(js_err(format!("info of {what}"))),
+        Err(e) => Err(js_err(format!("create {what}"))(e)),
     }
 }

@@ -31,6 +31,8 @@ pub struct Intake {
     shutdown: AtomicBool,
     committed_through: AtomicU64,
     stop: Mutex<Option<(Instant, String)>>,
+    /// When a message was last dropped unacked: its redelivery is due one ack wait later.
+    last_drop: Mutex<Option<Instant>>,
     resume_after: Duration,
     forgiven: Mutex<Forgiven>,
     forgiven_len: AtomicUsize,
@@ -50,6 +52,7 @@ impl Intake {
             shutdown: AtomicBool::new(false),
             committed_through: AtomicU64::new(0),
             stop: Mutex::new(None),
+            last_drop: Mutex::new(None),
             resume_after,
         }
     }
@@ -77,12 +80,13 @@ impl Intake {
         self.stop.lock().as_ref().map(|(_, r)| r.clone())
     }
 
-    /// Whether enough time has passed since the stop for dropped messages to be due.
+    /// Whether enough time has passed since the stop, and since the last message was
+    /// dropped (a pull request open at the stop may deliver a little longer), for every
+    /// dropped message to be due for redelivery.
     pub fn may_resume(&self) -> bool {
-        self.stop
-            .lock()
-            .as_ref()
-            .is_none_or(|(at, _)| at.elapsed() >= self.resume_after)
+        let quiet = |at: &Instant| at.elapsed() >= self.resume_after;
+        self.stop.lock().as_ref().is_none_or(|(at, _)| quiet(at))
+            && self.last_drop.lock().as_ref().is_none_or(quiet)
     }
 
     pub fn resume(&self) {
@@ -100,14 +104,18 @@ impl Intake {
 
     /// Records that the message at (stream, seq) was dropped unacked by this process.
     pub fn forgive(&self, stream: &str, seq: u64) {
+        *self.last_drop.lock() = Some(Instant::now());
         let mut f = self.forgiven.lock();
         let key = (stream.to_string(), seq);
         match f.counts.get_mut(&key) {
             Some(n) => *n += 1,
             None => {
-                if f.order.len() >= self.forgiven_cap {
-                    if let Some(old) = f.order.pop_front() {
-                        f.counts.remove(&old);
+                while f.order.len() >= self.forgiven_cap {
+                    match f.order.pop_front() {
+                        Some(old) => {
+                            f.counts.remove(&old);
+                        }
+                        None => break,
                     }
                 }
                 f.counts.insert(key.clone(), 1);
@@ -135,10 +143,9 @@ impl Intake {
             return;
         }
         let mut f = self.forgiven.lock();
-        let key = (stream.to_string(), seq);
-        if f.counts.remove(&key).is_some() {
-            f.order.retain(|k| *k != key);
-        }
+        // Its place in `order` stays until it reaches the front: O(1) here, and `order`
+        // never exceeds the cap because only `forgive` pushes.
+        f.counts.remove(&(stream.to_string(), seq));
         self.forgiven_len.store(f.counts.len(), Ordering::Relaxed);
     }
 
@@ -165,7 +172,15 @@ mod tests {
         assert_eq!(intake.epoch(), before + 1);
         assert_eq!(intake.stop_reason().as_deref(), Some("disk"));
         assert!(!intake.may_resume());
-        std::thread::sleep(Duration::from_millis(60));
+        std::thread::sleep(Duration::from_millis(40));
+        // A late drop (an open pull request still delivering) pushes resumption back.
+        intake.forgive("S", 9);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            !intake.may_resume(),
+            "50 ms after the stop but 20 ms after the drop"
+        );
+        std::thread::sleep(Duration::from_millis(40));
         assert!(intake.may_resume());
         intake.resume();
         assert!(!intake.is_stopped());

@@ -105,14 +105,17 @@ impl Pipeline {
         nats_io::ensure_streams(&js, &settings)?;
         let consumers: Vec<ConsumerSpec> = nats_io::saga_consumers(&settings);
         let mut subs = Vec::new();
+        // Resumption after a storage stop waits for the consumers' real ack wait.
+        let mut ack_wait = settings.ack_wait();
         for spec in &consumers {
-            nats_io::ensure_consumer(&js, spec, &settings)?;
+            let info = nats_io::ensure_consumer(&js, spec, &settings)?;
+            ack_wait = ack_wait.max(info.config.ack_wait);
             subs.push((spec.clone(), stages::fetch::subscribe(&js, spec)?));
         }
         let shared = Arc::new(Shared {
             decode: DecodeConfig::from_settings(&settings),
             intake: Intake::new(
-                settings.ack_wait() + std::time::Duration::from_millis(200),
+                ack_wait + std::time::Duration::from_millis(200),
                 // Every message that can be in flight, a few times over.
                 4 * consumers.len() * settings.consumer.max_ack_pending.max(1) as usize,
             ),
@@ -132,9 +135,9 @@ impl Pipeline {
             threads: Vec::new(),
         };
         for (spec, sub) in subs {
-            let (shared, tx, nc) = (shared.clone(), fetch_tx.clone(), nc.clone());
+            let (shared, tx, nc, js) = (shared.clone(), fetch_tx.clone(), nc.clone(), js.clone());
             pipeline.spawn(&format!("fetch-{}", spec.stream), move || {
-                stages::fetch::run(&shared, &spec, &sub, &nc, &tx)
+                stages::fetch::run(&shared, &js, &spec, sub, &nc, &tx)
             })?;
         }
         drop(fetch_tx);

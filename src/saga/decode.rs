@@ -6,14 +6,14 @@ use std::collections::HashSet;
 
 use serde_json::{json, Value};
 
-use super::{kind_name, Decoded, LogCtx, MessageInfo, Route, RoutedEvent};
+use super::{kind_name, Decoded, LogCtx, MessageInfo, Route, RouteFault, RoutedEvent};
 use crate::envelope::{trace_id, EnvelopeKind, EnvelopeView};
 use crate::error::Error;
-use crate::manifest::SagaCatalog;
+use crate::manifest::{SagaCatalog, SagaDef, Trigger};
 use crate::settings::Settings;
 use crate::store::{excerpt, QuarantineKind, QuarantineRecord};
 use crate::timefmt::parse_rfc3339_ms;
-use crate::types::{CorrelationId, EventId, SagaName, TenantId};
+use crate::types::{CorrelationId, EventId, TenantId};
 
 /// What decoding needs from the settings, resolved once.
 #[derive(Debug, Clone)]
@@ -49,29 +49,9 @@ impl DecodeConfig {
     }
 }
 
-/// A reason to quarantine, before it is turned into a record.
-struct Reject {
-    error: Error,
-    saga: Option<String>,
-}
-
-fn reject(kind: QuarantineKind, reason: impl Into<String>) -> Reject {
-    let reason = reason.into();
-    let error = match kind {
-        QuarantineKind::Decode => Error::Decode(reason),
-        QuarantineKind::TenantAccess => Error::TenantAccess(reason),
-        QuarantineKind::Program => Error::ProgramText(reason),
-        QuarantineKind::MaxDeliver => Error::Policy(reason),
-    };
-    Reject { error, saga: None }
-}
-
-/// The same, raised while routing to one saga.
-fn reject_for(saga: &SagaName, kind: QuarantineKind, reason: String) -> Reject {
-    Reject {
-        saga: Some(saga.to_string()),
-        ..reject(kind, reason)
-    }
+/// Builds the error a message is quarantined with (see `crate::error`).
+fn reject(kind: fn(String) -> Error, reason: impl Into<String>) -> Error {
+    kind(reason.into())
 }
 
 /// Decodes and routes one message. `header_tenant` is the `x-tenant-id` header.
@@ -100,8 +80,8 @@ pub fn decode(
         Err(r) => {
             let tenant = TenantId::new(&log.tenant_id).unwrap_or_default();
             let record = QuarantineRecord {
-                kind: r.error.quarantine_kind().unwrap_or(QuarantineKind::Decode),
-                reason: r.error.to_string(),
+                kind: r.quarantine_kind().unwrap_or(QuarantineKind::Decode),
+                reason: r.to_string(),
                 stream: info.stream.clone(),
                 seq: info.seq,
                 subject: info.subject.clone(),
@@ -110,7 +90,7 @@ pub fn decode(
                 event_id,
                 correlation_id: (!log.correlation_id.is_empty())
                     .then(|| log.correlation_id.clone()),
-                saga: r.saga,
+                saga: None,
                 body_excerpt: excerpt(body),
             };
             Decoded::Quarantine(Box::new(record), log)
@@ -126,10 +106,10 @@ fn decode_inner(
     body: &[u8],
     log: &mut LogCtx,
     event_id_out: &mut Option<String>,
-) -> Result<RoutedEvent, Reject> {
+) -> Result<RoutedEvent, Error> {
     if body.len() > cfg.max_message_bytes {
         return Err(reject(
-            QuarantineKind::Decode,
+            Error::Decode,
             format!(
                 "message of {} bytes exceeds the limit of {} bytes",
                 body.len(),
@@ -170,20 +150,20 @@ fn decode_inner(
     }
     if info.delivered.saturating_sub(info.forgiven) > cfg.max_deliver {
         return Err(reject(
-            QuarantineKind::MaxDeliver,
+            Error::Policy,
             format!(
                 "delivered {} times; the limit is {}",
                 info.delivered, cfg.max_deliver
             ),
         ));
     }
-    let value = parsed.map_err(|e| reject(QuarantineKind::Decode, e))?;
+    let value = parsed.map_err(|e| reject(Error::Decode, e))?;
     if !value.is_object() {
-        return Err(reject(QuarantineKind::Decode, "body is not a JSON object"));
+        return Err(reject(Error::Decode, "body is not a JSON object"));
     }
     let kind = envelope_kind(cfg, info).ok_or_else(|| {
         reject(
-            QuarantineKind::Decode,
+            Error::Decode,
             format!(
                 "subject {} is neither a result ({}…) nor a timer ({}…) subject",
                 info.subject, cfg.result_prefix, cfg.timer_prefix
@@ -192,7 +172,7 @@ fn decode_inner(
     })?;
     let incoming = EnvelopeView::of(kind, &value).map_err(|e| {
         reject(
-            QuarantineKind::Decode,
+            Error::Decode,
             format!("not a valid {} envelope: {e}", kind_name(kind)),
         )
     })?;
@@ -202,15 +182,11 @@ fn decode_inner(
     if let Some(c) = incoming.correlation_id() {
         log.correlation_id = c.chars().take(128).collect();
     }
-    let event_id = EventId::new(incoming.event_id)
-        .map_err(|e| reject(QuarantineKind::Decode, e.to_string()))?;
+    let event_id =
+        EventId::new(incoming.event_id).map_err(|e| reject(Error::Decode, e.to_string()))?;
     let event_time = incoming.event_time.to_string();
-    let event_time_ms = parse_rfc3339_ms(&event_time).map_err(|e| {
-        reject(
-            QuarantineKind::Decode,
-            format!("event time is not RFC 3339: {e}"),
-        )
-    })?;
+    let event_time_ms = parse_rfc3339_ms(&event_time)
+        .map_err(|e| reject(Error::Decode, format!("event time is not RFC 3339: {e}")))?;
     let traceparent = incoming.traceparent().map(str::to_string);
 
     let ctx = json!({
@@ -221,40 +197,21 @@ fn decode_inner(
         "seq": info.seq,
     });
     let mut routes = Vec::new();
+    let mut route_faults = Vec::new();
     for (saga, trigger) in catalog.route(&info.subject) {
-        let corr = trigger
-            .correlate
-            .eval(&[&value, &ctx], saga.gas)
-            .map_err(|fault| {
-                let reason = format!("correlate expression of saga {}: {fault}", saga.name);
-                reject_for(&saga.name, QuarantineKind::Program, reason)
-            })?;
-        let text = match corr {
-            // No instance for this saga: the event does not concern it.
-            Value::Null => continue,
-            Value::String(s) if s.is_empty() => continue,
-            Value::String(s) => s,
-            Value::Number(n) => n.to_string(),
-            other => {
-                let reason = format!(
-                    "correlate expression of saga {} gave {other}, not a string",
-                    saga.name
-                );
-                return Err(reject_for(&saga.name, QuarantineKind::Program, reason));
-            }
-        };
-        let correlation = CorrelationId::new(&text).map_err(|e| {
-            reject_for(
-                &saga.name,
-                QuarantineKind::Decode,
-                format!("saga {}: {e}", saga.name),
-            )
-        })?;
-        routes.push(Route {
-            saga: saga.clone(),
-            correlation,
-            start: trigger.start,
-        });
+        match correlate(saga, trigger, &value, &ctx) {
+            Ok(None) => {}
+            Ok(Some(correlation)) => routes.push(Route {
+                saga: saga.clone(),
+                correlation,
+                start: trigger.start,
+            }),
+            Err((kind, reason)) => route_faults.push(RouteFault {
+                saga: saga.name.to_string(),
+                kind,
+                reason,
+            }),
+        }
     }
     Ok(RoutedEvent {
         tenant,
@@ -266,7 +223,40 @@ fn decode_inner(
         traceparent,
         log: log.clone(),
         routes,
+        route_faults,
     })
+}
+
+/// The instance of `saga` this event concerns: `None` when the correlate expression
+/// gives null or "" (the event is not for this saga).
+fn correlate(
+    saga: &SagaDef,
+    trigger: &Trigger,
+    event: &Value,
+    ctx: &Value,
+) -> Result<Option<CorrelationId>, (QuarantineKind, String)> {
+    let value = trigger
+        .correlate
+        .eval(&[event, ctx], saga.gas)
+        .map_err(|fault| {
+            (
+                QuarantineKind::Program,
+                format!("correlate expression: {fault}"),
+            )
+        })?;
+    let text = match value {
+        Value::Null => return Ok(None),
+        Value::String(s) if s.is_empty() => return Ok(None),
+        Value::String(s) => s,
+        Value::Number(n) => n.to_string(),
+        other => {
+            let reason = format!("correlate expression gave {other}, not a string");
+            return Err((QuarantineKind::Program, reason));
+        }
+    };
+    CorrelationId::new(&text)
+        .map(Some)
+        .map_err(|e| (QuarantineKind::Decode, e.to_string()))
 }
 
 fn envelope_kind(cfg: &DecodeConfig, info: &MessageInfo) -> Option<EnvelopeKind> {
@@ -283,15 +273,11 @@ fn envelope_kind(cfg: &DecodeConfig, info: &MessageInfo) -> Option<EnvelopeKind>
 
 /// Body and header must agree; a missing tenant falls back to the default; the result
 /// must be one this process serves.
-fn resolve_tenant(
-    cfg: &DecodeConfig,
-    body: &str,
-    header: Option<&str>,
-) -> Result<TenantId, Reject> {
+fn resolve_tenant(cfg: &DecodeConfig, body: &str, header: Option<&str>) -> Result<TenantId, Error> {
     let header = header.unwrap_or_default();
     if !body.is_empty() && !header.is_empty() && body != header {
         return Err(reject(
-            QuarantineKind::TenantAccess,
+            Error::TenantAccess,
             format!("body tenant {body:?} and header tenant {header:?} disagree"),
         ));
     }
@@ -299,11 +285,11 @@ fn resolve_tenant(
     let tenant = if claimed.is_empty() {
         cfg.default_tenant.clone()
     } else {
-        TenantId::new(claimed).map_err(|e| reject(QuarantineKind::TenantAccess, e.to_string()))?
+        TenantId::new(claimed).map_err(|e| reject(Error::TenantAccess, e.to_string()))?
     };
     if !cfg.multi_tenant && tenant != cfg.default_tenant {
         return Err(reject(
-            QuarantineKind::TenantAccess,
+            Error::TenantAccess,
             format!(
                 "tenant {tenant:?} is not served: multi-tenancy is off and the tenant is {:?}",
                 cfg.default_tenant.as_str()
@@ -312,7 +298,7 @@ fn resolve_tenant(
     }
     if !cfg.allowed_tenants.is_empty() && !cfg.allowed_tenants.contains(&tenant) {
         return Err(reject(
-            QuarantineKind::TenantAccess,
+            Error::TenantAccess,
             format!(
                 "tenant {:?} is not among the tenants this process serves",
                 tenant.as_str()

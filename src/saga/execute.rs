@@ -41,6 +41,7 @@ pub struct Outcome {
     pub ignored: u32,
     /// Routes whose event the instance had already applied.
     pub duplicates: u32,
+    /// Routes that could not run: program or correlate faults, unreadable records.
     pub faults: u32,
 }
 
@@ -117,7 +118,12 @@ impl Executor {
             // No saga wants it: acked and counted.
             out.ignored = 1;
         }
-        let mut faults: Vec<(String, String)> = Vec::new();
+        // (saga, kind, reason) of every route that could not run.
+        let mut faults: Vec<(String, QuarantineKind, String)> = ev
+            .route_faults
+            .iter()
+            .map(|f| (f.saga.clone(), f.kind, f.reason.clone()))
+            .collect();
         for route in &ev.routes {
             let saga = &route.saga;
             let dedupe_key = keys::saga_dedupe(&ev.tenant, &saga.name, &ev.event_id);
@@ -130,7 +136,15 @@ impl Executor {
             let saga_key = keys::saga(&ev.tenant, &saga.name, &route.correlation);
             let existing = match self.overlay.get(&saga_key) {
                 Some((record, _)) => Some(record.clone()),
-                None => reader.saga(&ev.tenant, &saga.name, &route.correlation)?,
+                None => match reader.saga(&ev.tenant, &saga.name, &route.correlation) {
+                    Ok(record) => record,
+                    // An unreadable record stays unreadable: quarantine, do not stop.
+                    Err(e) if e.is_deterministic() => {
+                        faults.push((saga.name.to_string(), QuarantineKind::Store, e.to_string()));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
             };
             let existing = match existing {
                 Some(r) if r.status.is_done() => {
@@ -160,22 +174,22 @@ impl Executor {
             });
             let (transition, fault) = run_saga(saga, &target, existing, &ctx, info);
             if let Some(fault) = fault {
-                out.faults += 1;
-                faults.push((saga.name.to_string(), fault));
+                faults.push((saga.name.to_string(), QuarantineKind::Program, fault));
             }
             self.overlay
                 .insert(saga_key, (transition.record.clone(), batch));
             self.applied.insert(dedupe_key, batch);
             out.transitions.push(transition);
         }
-        if !faults.is_empty() {
+        out.faults = faults.len() as u32;
+        if let Some((first_saga, kind, _)) = faults.first() {
             let reason = faults
                 .iter()
-                .map(|(saga, f)| format!("saga {saga}: {f}"))
+                .map(|(saga, _, f)| format!("saga {saga}: {f}"))
                 .collect::<Vec<_>>()
                 .join("; ");
             out.quarantine = Some(QuarantineRecord {
-                kind: QuarantineKind::Program,
+                kind: *kind,
                 reason,
                 stream: info.stream.clone(),
                 seq: info.seq,
@@ -184,7 +198,7 @@ impl Executor {
                 tenant: ev.tenant.clone(),
                 event_id: Some(ev.event_id.to_string()),
                 correlation_id: Some(ev.log.correlation_id.clone()).filter(|c| !c.is_empty()),
-                saga: faults.first().map(|(s, _)| s.clone()),
+                saga: Some(first_saga.clone()),
                 body_excerpt: crate::store::excerpt(ev.value.to_string().as_bytes()),
             });
             out.disposition = Disposition::Term;
@@ -305,17 +319,24 @@ fn apply_output(
     output: ProgramOutput,
     first_index: usize,
 ) -> Result<Status, String> {
+    // Everything is built first, so a bad item leaves the transition untouched.
+    let outbox = output
+        .commands
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| outbox_item(target, spec, first_index + i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let schedules = output
+        .schedules
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| schedule_item(target, spec, i))
+        .collect::<Result<Vec<_>, _>>()?;
     if let Some(state) = output.state {
         transition.record.state = state;
     }
-    for (i, spec) in output.commands.iter().enumerate() {
-        transition
-            .outbox
-            .push(outbox_item(target, spec, first_index + i)?);
-    }
-    for (i, spec) in output.schedules.iter().enumerate() {
-        transition.schedules.push(schedule_item(target, spec, i)?);
-    }
+    transition.outbox.extend(outbox);
+    transition.schedules.extend(schedules);
     transition.cancel.extend(output.cancel);
     Ok(output.status)
 }

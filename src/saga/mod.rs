@@ -18,7 +18,7 @@ pub use ids::{derive_command_id, derive_span_id};
 
 use crate::envelope::{EnvelopeKind, Metadata};
 use crate::manifest::SagaDef;
-use crate::store::QuarantineRecord;
+use crate::store::{QuarantineKind, QuarantineRecord};
 use crate::types::{CorrelationId, EventId, TenantId};
 
 /// Where a message came from and how often it was delivered.
@@ -63,6 +63,17 @@ pub struct RoutedEvent {
     pub log: LogCtx,
     /// One entry per saga the event reaches (empty: acked and counted as ignored).
     pub routes: Vec<Route>,
+    /// Sagas whose trigger matched but whose `correlate` expression failed: the message
+    /// is quarantined for them while the other sagas still run.
+    pub route_faults: Vec<RouteFault>,
+}
+
+/// A saga an event could not be routed to, and why.
+#[derive(Debug, Clone)]
+pub struct RouteFault {
+    pub saga: String,
+    pub kind: QuarantineKind,
+    pub reason: String,
 }
 
 impl RoutedEvent {

@@ -9,7 +9,7 @@ use crate::envelope::{meta, trace_id, AggregateCommand, EffectCommand, Metadata}
 use crate::keys::OutboxKind;
 use crate::program::{CommandSpec, ScheduleSpec, ScheduleWhen};
 use crate::store::{OutboxItem, ScheduleItem};
-use crate::types::{CorrelationId, EffectName, SagaName, WorkId};
+use crate::types::{key_segment_len, CorrelationId, EffectName, SagaName, WorkId};
 
 /// The instance a transition belongs to, and where commands go.
 pub struct Target<'a> {
@@ -119,6 +119,9 @@ pub fn outbox_item(t: &Target<'_>, spec: &CommandSpec, index: usize) -> Result<O
     })
 }
 
+/// 9999-12-31T23:59:59.999Z: timer keys hold due times as 16 fixed digits.
+const MAX_DUE_MS: i64 = 253_402_300_799_999;
+
 /// Builds a timer; `after_ms` counts from the event's own time, never the wall clock.
 pub fn schedule_item(
     t: &Target<'_>,
@@ -129,10 +132,12 @@ pub fn schedule_item(
         ScheduleWhen::AfterMs(ms) => t.event.event_time_ms.checked_add(ms),
         ScheduleWhen::AtMs(ms) => Some(ms),
     }
-    .ok_or_else(|| format!("schedules.{index}: due time overflows"))?;
-    if spec.name.is_empty() || spec.name.len() > 128 || spec.name.chars().any(char::is_control) {
+    .filter(|ms| (0..=MAX_DUE_MS).contains(ms))
+    .ok_or_else(|| format!("schedules.{index}: due time must fall between 1970 and 9999"))?;
+    let name = &spec.name;
+    if name.is_empty() || key_segment_len(name) > 128 || name.chars().any(char::is_control) {
         return Err(format!(
-            "schedules.{index}: timer name must be 1-128 printable characters"
+            "schedules.{index}: timer name must be 1-128 bytes of printable characters (':' and '%' count 3)"
         ));
     }
     let seed = format!("{}\u{1f}{}\u{1f}{}", t.correlation, spec.name, due_at_ms);

@@ -553,3 +553,66 @@ fn example_transition_bytes_are_pinned() {
 /// "acme␟order_fulfilment␟o-1␟e-1␟0"), the span id the first 16 hex digits of
 /// UUIDv5(COMMAND_NAMESPACE, command id), due = 2026-11-27T10:15:00Z in ms.
 const GOLDEN: &str = r#"{"due":1795774500000,"outbox":{"command_id":"635498cb-83db-53df-a3ea-d76c40d2b7f8","effect_name":"charge_card","issued_at":"2026-11-27T10:00:00Z","metadata":{"causation_id":"e-1","correlation_id":"o-1","parent_correlation_id":"req-1","saga_name":"order_fulfilment","traceparent":"00-0af7651916cd43dd8448eb211c80319c-ccbb07dfdd3c553d-01"},"payload":{"amount":4200,"currency":"EUR","customer_id":"c-7","order_id":"o-1"},"tenant_id":"acme"},"state":{"currency":"EUR","customer_id":"c-7","order_id":"o-1","placed_at":"2026-11-27T10:00:00Z","step":"charging","total":4200}}"#;
+
+#[test]
+fn an_unreadable_instance_record_quarantines_the_message_without_failing_the_batch() {
+    let env = env();
+    let key = crate::keys::saga(
+        &"acme".parse().unwrap(),
+        &"order_fulfilment".parse().unwrap(),
+        &"o-1".parse().unwrap(),
+    );
+    env.store
+        .put_raw(&key, b"{\"written\": \"by an older version\"}")
+        .unwrap();
+    let mut exec = Executor::new("workflow.cmd");
+    let out = run(
+        &env,
+        &mut exec,
+        &charge_result("o-1", "r-1", "succeeded"),
+        &result_info(1),
+        1,
+    );
+    assert_eq!(out.disposition, Disposition::Term);
+    assert!(out.transitions.is_empty());
+    let q = out.quarantine.unwrap();
+    assert_eq!(q.kind, QuarantineKind::Store);
+    assert!(q.reason.contains("corrupt record"), "{}", q.reason);
+    // Another instance in the same batch is unaffected.
+    let ok = run(&env, &mut exec, &placed("o-2", "e-2"), &agg_info(2), 1);
+    assert_eq!(
+        (ok.transitions.len(), ok.disposition),
+        (1, Disposition::Ack)
+    );
+}
+
+#[test]
+fn a_correlate_fault_in_one_saga_does_not_stop_the_others() {
+    let dir = TempDir::new("saga").unwrap();
+    let path = dir.path().join("two.json");
+    let saga = |name: &str, correlate: Value| {
+        json!({"name": name, "triggers": [{"subject": "aggregate.*.order.*", "start": true, "correlate": correlate}],
+               "on_event": {"output": {"state": {"seen": true}}}})
+    };
+    let manifest = json!({"sagas": [
+        saga("good", json!({"$get": "event.aggregate_id"})),
+        saga("bad", json!({"$add": [1, {"$get": "event.aggregate_id"}]})),
+    ]});
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    let catalog = SagaCatalog::load(&[path], 1000, &Limits::default()).unwrap();
+    let ev = decode_event(&catalog, &placed("o-1", "e-1"), &agg_info(1));
+    assert_eq!(ev.routes.len(), 1);
+    assert_eq!(ev.route_faults.len(), 1);
+    assert_eq!(ev.route_faults[0].saga, "bad");
+    let store = Store::open(&dir.path().join("store"), 64 << 20).unwrap();
+    let out = Executor::new("workflow.cmd")
+        .execute(&store.reader().unwrap(), &ev, &agg_info(1), 1)
+        .unwrap();
+    assert_eq!(out.transitions.len(), 1, "the good saga still runs");
+    assert_eq!(out.disposition, Disposition::Term);
+    let q = out.quarantine.unwrap();
+    assert_eq!(
+        (q.kind, q.saga.as_deref()),
+        (QuarantineKind::Program, Some("bad"))
+    );
+}

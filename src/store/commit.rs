@@ -67,6 +67,12 @@ impl Store {
                 outcomes.push(CommitOutcome::Duplicate);
                 continue;
             }
+            if self.is_injected_unstorable(t.correlation.as_str()) {
+                return Err(StoreError::Encode {
+                    key: keys::saga(&t.tenant, &t.saga, &t.correlation),
+                    message: "refused on purpose (test fault injection)".into(),
+                });
+            }
             apply(&mut txn, self.db, t)?;
             let marker = DedupeMarker {
                 stream: t.position.stream.clone(),
@@ -92,7 +98,7 @@ impl Store {
             put(
                 &mut txn,
                 self.db,
-                &keys::quarantine(&q.tenant, &q.stream, q.seq),
+                &keys::quarantine(q.filing_tenant(), &q.stream, q.seq),
                 q,
             )?;
         }

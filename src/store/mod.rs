@@ -51,6 +51,15 @@ pub enum StoreError {
     Injected,
 }
 
+impl StoreError {
+    /// The data is the problem (a key LMDB cannot hold, a record that no longer
+    /// decodes): retrying the same write or read cannot help, so the message involved is
+    /// quarantined instead of stopping intake.
+    pub fn is_deterministic(&self) -> bool {
+        matches!(self, StoreError::Encode { .. } | StoreError::Corrupt { .. })
+    }
+}
+
 impl From<lmdb::Error> for StoreError {
     fn from(e: lmdb::Error) -> Self {
         match e {
@@ -66,6 +75,9 @@ pub struct Store {
     path: PathBuf,
     /// Commits still to fail on purpose (tests of the no-ack-on-failure path).
     injected_commit_failures: AtomicU32,
+    /// A correlation id whose transitions are refused as unstorable (tests of the
+    /// isolate-and-quarantine path).
+    injected_unstorable: parking_lot::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -99,6 +111,7 @@ impl Store {
             db,
             path: path.to_path_buf(),
             injected_commit_failures: AtomicU32::new(0),
+            injected_unstorable: parking_lot::Mutex::new(None),
         })
     }
 
@@ -110,6 +123,26 @@ impl Store {
     /// the on-disk effect is that of a transaction that never happened.
     pub fn inject_commit_failures(&self, n: u32) {
         self.injected_commit_failures.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes every transition of this correlation id fail to store as if LMDB refused
+    /// its record (a deterministic error), until called with `None`.
+    pub fn inject_unstorable(&self, correlation: Option<&str>) {
+        *self.injected_unstorable.lock() = correlation.map(str::to_string);
+    }
+
+    fn is_injected_unstorable(&self, correlation: &str) -> bool {
+        self.injected_unstorable.lock().as_deref() == Some(correlation)
+    }
+
+    /// Writes raw bytes under a key: for tests that need a record no current code
+    /// would write (one from an incompatible version, say).
+    #[cfg(test)]
+    pub(crate) fn put_raw(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let mut txn = self.env.begin_rw_txn()?;
+        txn.put(self.db, &key, &value, WriteFlags::empty())?;
+        txn.commit()?;
+        Ok(())
     }
 
     fn take_injected_failure(&self) -> bool {
@@ -191,10 +224,11 @@ impl Store {
             .collect())
     }
 
-    /// Up to `limit` quarantine records of one tenant.
+    /// Up to `limit` quarantine records of one tenant (`None`: the unattributed ones,
+    /// whose tenant was in doubt).
     pub fn quarantined(
         &self,
-        tenant: &TenantId,
+        tenant: Option<&TenantId>,
         limit: usize,
     ) -> Result<Vec<QuarantineRecord>, StoreError> {
         Ok(self

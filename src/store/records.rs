@@ -105,6 +105,9 @@ pub enum QuarantineKind {
     Program,
     /// Delivered more often than `max_deliver` allows.
     MaxDeliver,
+    /// Its transition cannot be stored, or its instance's record cannot be read (a record
+    /// written by an incompatible version, say): retrying cannot help.
+    Store,
 }
 
 /// `quarantine:{tenant}:{stream}:{seq}`: a message that will not be processed, and why.
@@ -125,6 +128,14 @@ pub struct QuarantineRecord {
     pub saga: Option<String>,
     /// The start of the body (bounded), for whoever investigates.
     pub body_excerpt: String,
+}
+
+impl QuarantineRecord {
+    /// The tenant whose namespace the record is filed under: none when the tenant is
+    /// exactly what is in doubt (tenant-access errors).
+    pub fn filing_tenant(&self) -> Option<&TenantId> {
+        (self.kind != QuarantineKind::TenantAccess).then_some(&self.tenant)
+    }
 }
 
 /// Bytes of a body kept in a quarantine record.

@@ -354,6 +354,28 @@ fn quarantine_records_are_tenant_scoped() {
             quarantine: vec![q.clone()],
         })
         .unwrap();
-    assert_eq!(store.quarantined(&t("acme"), 10).unwrap(), vec![q]);
-    assert!(store.quarantined(&t("globex"), 10).unwrap().is_empty());
+    assert_eq!(
+        store.quarantined(Some(&t("acme")), 10).unwrap(),
+        vec![q.clone()]
+    );
+    assert!(store
+        .quarantined(Some(&t("globex")), 10)
+        .unwrap()
+        .is_empty());
+
+    // A tenant-access record is filed under no tenant: its body belongs to a tenant
+    // that may not be the one it claims.
+    let access = QuarantineRecord {
+        kind: QuarantineKind::TenantAccess,
+        seq: 4,
+        ..q
+    };
+    store
+        .commit(&CommitBatch {
+            transitions: vec![],
+            quarantine: vec![access.clone()],
+        })
+        .unwrap();
+    assert_eq!(store.quarantined(Some(&t("acme")), 10).unwrap().len(), 1);
+    assert_eq!(store.quarantined(None, 10).unwrap(), vec![access]);
 }
