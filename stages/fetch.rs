@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use nats::jetstream::{BatchOptions, JetStream, PullSubscribeOptions, PullSubscription};
 
-use crate::nats_io::{ensure_consumer, header, is_status, ConsumerSpec, StreamError};
+use crate::nats_io::{ensure_consumer, header, is_status, ConsumerSpec, Flusher, StreamError};
 use crate::pipeline::{FetchedBatch, Shared, Stats};
 
 /// Binds to the durable consumer `spec` (which must exist).
@@ -55,7 +55,7 @@ pub fn run(
     js: &JetStream,
     spec: &ConsumerSpec,
     mut sub: PullSubscription,
-    nc: &nats::Connection,
+    flusher: &Flusher,
     out: &Sender<FetchedBatch>,
 ) {
     let intake = &shared.intake;
@@ -70,7 +70,7 @@ pub fn run(
             std::thread::sleep(POLL);
             continue;
         }
-        match pull(shared, &sub, nc, out) {
+        match pull(shared, &sub, flusher, out) {
             PullEnd::Done => {}
             PullEnd::Closed => return,
             PullEnd::Status { code, description } => {
@@ -106,7 +106,7 @@ pub fn run(
 fn pull(
     shared: &Shared,
     sub: &PullSubscription,
-    nc: &nats::Connection,
+    flusher: &Flusher,
     out: &Sender<FetchedBatch>,
 ) -> PullEnd {
     let intake = &shared.intake;
@@ -123,7 +123,7 @@ fn pull(
         return PullEnd::Done;
     }
     // The client would otherwise hold the request for up to 5 ms.
-    let _ = nc.flush_timeout(wait);
+    flusher.kick();
     let deadline = Instant::now() + wait + Duration::from_millis(50);
     let mut remaining = batch;
     while remaining > 0 && Instant::now() < deadline && !intake.is_shutting_down() {

@@ -128,8 +128,18 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
     let mode = settings.mode;
     let pipeline = Pipeline::start(settings, store, catalog, nc)?;
     log::info!(mode = format!("{mode:?}"); "runner started");
+    let mut last_progress = std::time::Instant::now();
     loop {
-        std::thread::sleep(Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(500));
+        if !pipeline.all_running() {
+            return Err(Error::Other(
+                "a pipeline stage stopped unexpectedly; exiting so that the process is restarted (unacked work is redelivered)".into(),
+            ));
+        }
+        if last_progress.elapsed() < Duration::from_secs(10) {
+            continue;
+        }
+        last_progress = std::time::Instant::now();
         let s = pipeline.stats();
         log::info!(fetched = s.fetched, transitions = s.transitions, acked = s.acked, quarantined = s.quarantined,
             ignored = s.ignored, duplicates = s.duplicates, commit_failures = s.commit_failures,

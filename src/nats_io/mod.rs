@@ -1,11 +1,13 @@
 //! Everything that speaks to NATS: connecting, stream and consumer set-up, reading
 //! JetStream delivery metadata, and pipelined publishing with acks.
 
+mod flusher;
 mod publisher;
 mod setup;
 
 use std::time::Duration;
 
+pub use flusher::Flusher;
 pub use publisher::{Completion, PublishError, Publisher};
 pub use setup::{ensure_consumer, ensure_streams, saga_consumers, ConsumerSpec};
 

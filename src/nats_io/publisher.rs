@@ -5,9 +5,11 @@
 //!
 //! Every message carries a `Nats-Msg-Id`; a publish whose ack does not arrive in time
 //! has an unknown outcome and is re-sent with the same id, so JetStream's duplicate
-//! window turns the retry into a no-op if the first attempt was stored.
+//! window turns the retry into a no-op if the first attempt was stored. A 503 (no
+//! responders, or JetStream temporarily unavailable) is retried too, after a pause;
+//! other errors are final. Every publish ends after at most `max_attempts` sends.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use nats::header::HeaderMap;
@@ -53,8 +55,13 @@ struct AckReply {
 #[derive(Deserialize)]
 struct AckError {
     #[serde(default)]
+    code: u16,
+    #[serde(default)]
     description: String,
 }
+
+/// Pause before re-sending after a 503.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 struct Pending {
     tag: u64,
@@ -63,26 +70,30 @@ struct Pending {
     body: Vec<u8>,
     deadline: Instant,
     attempts: u32,
+    /// False while it waits to be re-sent after a 503.
+    in_flight: bool,
 }
 
 pub struct Publisher {
     nc: nats::Connection,
+    flusher: super::Flusher,
     inbox: String,
     sub: nats::Subscription,
     window: usize,
     ack_timeout: Duration,
     max_attempts: u32,
     next_token: u64,
+    /// Outstanding publishes by the token of their current attempt's reply subject.
     pending: HashMap<u64, Pending>,
-    /// (deadline, token) in send order; stale entries are skipped.
-    deadlines: VecDeque<(Instant, u64)>,
+    /// (deadline, token) of every pending entry: at most `window` entries.
+    deadlines: BTreeSet<(Instant, u64)>,
     done: Vec<Completion>,
     unflushed: bool,
 }
 
 impl Publisher {
     /// `window` bounds outstanding publishes; `ack_timeout` is how long one attempt
-    /// waits; after `max_attempts` a publish completes with `PublishError::Timeout`.
+    /// waits; after `max_attempts` a publish completes with its last error.
     pub fn new(
         nc: &nats::Connection,
         window: usize,
@@ -96,6 +107,7 @@ impl Publisher {
         sub.set_message_limits(window * 2 + 16);
         Ok(Publisher {
             nc: nc.clone(),
+            flusher: super::Flusher::start(nc)?,
             inbox,
             sub,
             window,
@@ -103,7 +115,7 @@ impl Publisher {
             max_attempts: max_attempts.max(1),
             next_token: 0,
             pending: HashMap::new(),
-            deadlines: VecDeque::new(),
+            deadlines: BTreeSet::new(),
             done: Vec::new(),
             unflushed: false,
         })
@@ -134,6 +146,7 @@ impl Publisher {
             body,
             deadline: Instant::now(),
             attempts: 0,
+            in_flight: false,
         };
         self.send(pending);
     }
@@ -154,11 +167,18 @@ impl Publisher {
         std::mem::take(&mut self.done)
     }
 
-    fn send(&mut self, mut p: Pending) {
+    fn track(&mut self, p: Pending) {
         let token = self.next_token;
         self.next_token += 1;
+        self.deadlines.insert((p.deadline, token));
+        self.pending.insert(token, p);
+    }
+
+    fn send(&mut self, mut p: Pending) {
+        let token = self.next_token;
         let reply = format!("{}.{token}", self.inbox);
         p.attempts += 1;
+        p.in_flight = true;
         p.deadline = Instant::now() + self.ack_timeout;
         let sent = self.nc.publish_with_reply_or_headers(
             &p.subject,
@@ -169,8 +189,7 @@ impl Publisher {
         match sent {
             Ok(()) => {
                 self.unflushed = true;
-                self.deadlines.push_back((p.deadline, token));
-                self.pending.insert(token, p);
+                self.track(p);
             }
             Err(e) => self.done.push(Completion {
                 tag: p.tag,
@@ -183,11 +202,11 @@ impl Publisher {
     fn collect(&mut self, wait: Duration) {
         if self.unflushed {
             // Without this the client holds the publishes for up to 5 ms.
-            let _ = self.nc.flush_timeout(self.ack_timeout);
+            self.flusher.kick();
             self.unflushed = false;
         }
         let until = Instant::now() + wait;
-        let first_deadline = self.deadlines.front().map(|(d, _)| *d).unwrap_or(until);
+        let first_deadline = self.deadlines.first().map(|(d, _)| *d).unwrap_or(until);
         let wait = until
             .min(first_deadline)
             .saturating_duration_since(Instant::now());
@@ -210,42 +229,56 @@ impl Publisher {
             return;
         };
         // A late ack of an attempt that was already re-sent: the retry will answer too.
-        let Some(p) = self.pending.remove(&token) else {
+        let Some(mut p) = self.pending.remove(&token) else {
             return;
         };
-        let result = if super::is_status(&msg) && msg.data.is_empty() {
-            Err(PublishError::NoStream(p.subject.clone()))
+        self.deadlines.remove(&(p.deadline, token));
+        let (result, retryable) = if super::is_status(&msg) && msg.data.is_empty() {
+            (Err(PublishError::NoStream(p.subject.clone())), true)
         } else {
             match serde_json::from_slice::<AckReply>(&msg.data) {
                 Ok(AckReply {
                     error: Some(err), ..
-                }) => Err(PublishError::Rejected(err.description)),
-                Ok(AckReply { ack: Some(ack), .. }) => Ok(ack),
-                _ => Err(PublishError::Rejected(format!(
-                    "unreadable ack: {}",
-                    String::from_utf8_lossy(&msg.data)
-                ))),
+                }) => (
+                    Err(PublishError::Rejected(err.description)),
+                    err.code == 503,
+                ),
+                Ok(AckReply { ack: Some(ack), .. }) => (Ok(ack), false),
+                _ => {
+                    let text = String::from_utf8_lossy(&msg.data);
+                    (
+                        Err(PublishError::Rejected(format!("unreadable ack: {text}"))),
+                        false,
+                    )
+                }
             }
         };
-        self.done.push(Completion { tag: p.tag, result });
+        match result {
+            Err(_) if retryable && p.attempts < self.max_attempts => {
+                // Re-sent by `expire` after a pause.
+                p.in_flight = false;
+                p.deadline = Instant::now() + RETRY_PAUSE;
+                self.track(p);
+            }
+            result => self.done.push(Completion { tag: p.tag, result }),
+        }
     }
 
     fn expire(&mut self) {
         let now = Instant::now();
-        while let Some(&(deadline, token)) = self.deadlines.front() {
+        while let Some(&(deadline, token)) = self.deadlines.first() {
             if deadline > now {
                 break;
             }
-            self.deadlines.pop_front();
+            self.deadlines.pop_first();
             let Some(p) = self.pending.remove(&token) else {
                 continue;
             };
-            if p.attempts >= self.max_attempts {
+            if p.in_flight && p.attempts >= self.max_attempts {
+                let attempts = p.attempts;
                 self.done.push(Completion {
                     tag: p.tag,
-                    result: Err(PublishError::Timeout {
-                        attempts: p.attempts,
-                    }),
+                    result: Err(PublishError::Timeout { attempts }),
                 });
             } else {
                 self.send(p);
@@ -253,3 +286,6 @@ impl Publisher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -134,10 +134,17 @@ impl Pipeline {
             shared: shared.clone(),
             threads: Vec::new(),
         };
+        let flusher = nats_io::Flusher::start(&nc)
+            .map_err(|e| Error::Other(format!("cannot start the flush thread: {e}")))?;
         for (spec, sub) in subs {
-            let (shared, tx, nc, js) = (shared.clone(), fetch_tx.clone(), nc.clone(), js.clone());
+            let (shared, tx, flusher, js) = (
+                shared.clone(),
+                fetch_tx.clone(),
+                flusher.clone(),
+                js.clone(),
+            );
             pipeline.spawn(&format!("fetch-{}", spec.stream), move || {
-                stages::fetch::run(&shared, &js, &spec, sub, &nc, &tx)
+                stages::fetch::run(&shared, &js, &spec, sub, &flusher, &tx)
             })?;
         }
         drop(fetch_tx);
@@ -160,6 +167,13 @@ impl Pipeline {
             .map_err(|e| Error::Other(format!("cannot start thread {name}: {e}")))?;
         self.threads.push(handle);
         Ok(())
+    }
+
+    /// Whether every stage thread still runs. Outside shutdown, a stage that ended has
+    /// failed (a panic, say): the process should exit and be restarted, which loses
+    /// nothing because nothing unacked was committed.
+    pub fn all_running(&self) -> bool {
+        self.threads.iter().all(|t| !t.is_finished())
     }
 
     pub fn stats(&self) -> StatsSnapshot {
