@@ -32,9 +32,28 @@ fn metadata_str<'a>(metadata: &'a Metadata, key: &str) -> Option<&'a str> {
 
 /// The trace id (32 hex digits) of a W3C `traceparent`, when it is well formed.
 pub fn trace_id(traceparent: &str) -> Option<&str> {
+    parse_traceparent(traceparent).map(|(trace, _)| trace)
+}
+
+/// The trace id and flags of a well-formed W3C `traceparent`
+/// (`version-traceid-parentid-flags`, lowercase hex, ids not all zero).
+pub fn parse_traceparent(traceparent: &str) -> Option<(&str, &str)> {
+    let hex = |s: &str, len: usize| {
+        s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
     let mut parts = traceparent.split('-');
-    let (_version, trace) = (parts.next()?, parts.next()?);
-    (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit())).then_some(trace)
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let well_formed = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && parent.bytes().any(|b| b != b'0')
+        && hex(flags, 2)
+        // Version 00 has exactly four fields; later versions may add more.
+        && (version != "00" || parts.next().is_none());
+    well_formed.then_some((trace, flags))
 }
 
 /// A domain event consumed from `AGGREGATE_EVENTS`.
@@ -325,5 +344,19 @@ mod tests {
     fn malformed_traceparent_has_no_trace_id() {
         assert_eq!(trace_id("garbage"), None);
         assert_eq!(trace_id("00-xyz-abc-01"), None);
+        let zero_trace = format!("00-{}-b7ad6b7169203331-01", "0".repeat(32));
+        assert_eq!(trace_id(&zero_trace), None);
+        assert_eq!(
+            trace_id("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-zz"),
+            None
+        );
+        assert_eq!(
+            trace_id("00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01"),
+            None
+        );
+        assert_eq!(
+            parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"),
+            Some(("0af7651916cd43dd8448eb211c80319c", "00"))
+        );
     }
 }

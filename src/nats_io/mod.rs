@@ -81,10 +81,47 @@ pub fn is_status(msg: &nats::Message) -> bool {
             .is_some_and(|h| h.get("Status").is_some())
 }
 
-/// One header value of a message.
+/// One header value of a message. Header names are case-insensitive (as in HTTP), but
+/// the client's map is not, so an exact match is tried first and then any spelling.
 pub fn header<'m>(msg: &'m nats::Message, name: &str) -> Option<&'m str> {
-    msg.headers
-        .as_ref()
-        .and_then(|h| h.get(name))
-        .map(String::as_str)
+    let headers = msg.headers.as_ref()?;
+    let values = match headers.get(name) {
+        Some(v) => return Some(v.as_str()),
+        None => headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)?,
+    };
+    // Several values for one name: take the smallest, so the choice is stable.
+    values.iter().min().map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_headers(pairs: &[(&str, &str)]) -> nats::Message {
+        let mut h = nats::header::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, *v);
+        }
+        nats::Message::new("s", None, b"", Some(h))
+    }
+
+    #[test]
+    fn headers_are_found_whatever_their_case() {
+        let msg = with_headers(&[("X-Tenant-Id", "acme")]);
+        assert_eq!(header(&msg, "x-tenant-id"), Some("acme"));
+        assert_eq!(header(&msg, "x-correlation-id"), None);
+        assert_eq!(header(&nats::Message::new("s", None, b"", None), "x"), None);
+    }
+
+    #[test]
+    fn status_messages_are_told_apart_from_stream_messages() {
+        assert!(is_status(&with_headers(&[("Status", "408")])));
+        let mut stream_msg = with_headers(&[("Status", "408")]);
+        stream_msg.reply = Some("$JS.ACK.S.C.1.1.1.0.0".into());
+        assert!(!is_status(&stream_msg));
+        assert!(!is_status(&nats::Message::new("s", None, b"x", None)));
+    }
 }

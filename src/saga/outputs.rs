@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use super::ids::{derive_command_id, derive_span_id};
 use super::RoutedEvent;
-use crate::envelope::{meta, trace_id, AggregateCommand, EffectCommand, Metadata};
+use crate::envelope::{meta, parse_traceparent, AggregateCommand, EffectCommand, Metadata};
 use crate::keys::OutboxKind;
 use crate::program::{CommandSpec, ScheduleSpec, ScheduleWhen};
 use crate::store::{OutboxItem, ScheduleItem};
@@ -35,12 +35,10 @@ pub fn work_metadata(t: &Target<'_>, span_seed: &str) -> Metadata {
     m.insert(meta::CORRELATION_ID.into(), t.correlation.as_str().into());
     m.insert(meta::CAUSATION_ID.into(), t.event.event_id.as_str().into());
     if let Some(tp) = &t.event.traceparent {
-        if let Some(trace) = trace_id(tp) {
-            let flags = tp
-                .rsplit('-')
-                .next()
-                .filter(|f| f.len() == 2)
-                .unwrap_or("01");
+        // A malformed traceparent is dropped rather than passed on: a new one cannot
+        // continue a trace it cannot read.
+        m.remove(meta::TRACEPARENT);
+        if let Some((trace, flags)) = parse_traceparent(tp) {
             m.insert(
                 meta::TRACEPARENT.into(),
                 format!("00-{trace}-{}-{flags}", derive_span_id(span_seed)).into(),

@@ -141,7 +141,8 @@ impl QuarantineRecord {
 /// Bytes of a body kept in a quarantine record.
 pub const QUARANTINE_EXCERPT_BYTES: usize = 2048;
 
-/// The first bytes of a body as text, cut on a character boundary.
+/// The first bytes of a body as text; invalid UTF-8 (or a character cut at the end)
+/// shows as U+FFFD.
 pub fn excerpt(body: &[u8]) -> String {
     let cut = &body[..body.len().min(QUARANTINE_EXCERPT_BYTES)];
     String::from_utf8_lossy(cut).into_owned()
