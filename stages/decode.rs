@@ -1,11 +1,13 @@
 //! Decode: envelope validation, tenant checks, routing to sagas and correlation.
-//! Pure CPU work on each message; see `saga::decode` for the rules.
+//! Pure CPU work on each message; see `saga::decode` for the rules. Messages that
+//! arrive ahead of an earlier one this process dropped and is still owed are held back
+//! here (dropped unacked), which keeps per-instance order across storage failures.
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::envelope::header;
 use crate::nats_io::{self, Delivery};
-use crate::pipeline::{DecodedBatch, DecodedMsg, FetchedBatch, Shared, Stats};
+use crate::pipeline::{Admission, DecodedBatch, DecodedMsg, FetchedBatch, Shared, Stats};
 use crate::saga::{self, Decoded, MessageInfo};
 
 pub fn run(shared: &Shared, input: &Receiver<FetchedBatch>, out: &Sender<DecodedBatch>) {
@@ -17,7 +19,7 @@ pub fn run(shared: &Shared, input: &Receiver<FetchedBatch>, out: &Sender<Decoded
         let items: Vec<DecodedMsg> = batch
             .msgs
             .into_iter()
-            .map(|msg| decode_one(shared, msg))
+            .filter_map(|msg| decode_one(shared, msg))
             .collect();
         let events = items
             .iter()
@@ -36,12 +38,16 @@ pub fn run(shared: &Shared, input: &Receiver<FetchedBatch>, out: &Sender<Decoded
     }
 }
 
-fn decode_one(shared: &Shared, msg: nats::Message) -> DecodedMsg {
+fn decode_one(shared: &Shared, msg: nats::Message) -> Option<DecodedMsg> {
     let delivery = Delivery::of(&msg).unwrap_or(Delivery {
         stream: String::new(),
         stream_seq: 0,
         delivered: 1,
     });
+    if shared.intake.admit(&delivery.stream, delivery.stream_seq) == Admission::HoldBack {
+        shared.drop_unacked(&delivery.stream, delivery.stream_seq);
+        return None;
+    }
     let info = MessageInfo {
         forgiven: shared
             .intake
@@ -53,5 +59,5 @@ fn decode_one(shared: &Shared, msg: nats::Message) -> DecodedMsg {
     };
     let tenant = nats_io::header(&msg, header::TENANT);
     let decoded = saga::decode(&shared.decode, &shared.catalog, &info, tenant, &msg.data);
-    DecodedMsg { msg, info, decoded }
+    Some(DecodedMsg { msg, info, decoded })
 }

@@ -4,25 +4,16 @@
 //! per-instance order, intake then stops and the *epoch* changes: every stage drops the
 //! work it holds from the old epoch (unacked, so JetStream redelivers it) and the
 //! executor forgets its uncommitted overlay. Intake resumes only when a write probe
-//! succeeds and at least one ack wait has passed since the stop, so that every dropped
-//! message is due for redelivery before any newer one is fetched: JetStream serves
-//! redeliveries first, in stream order.
+//! succeeds and one ack wait has passed since the stop and since the last drop, so the
+//! dropped messages are due for redelivery; [`Drops`] then holds back anything that
+//! arrives ahead of a message still owed.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-/// Deliveries this process caused itself by dropping messages unacked after a storage
-/// failure. They do not count against `max_deliver`: a full disk must stop intake, not
-/// push valid messages into quarantine. Bounded: the oldest entries are forgotten first
-/// (which only makes the count stricter again).
-#[derive(Debug, Default)]
-struct Forgiven {
-    counts: HashMap<(String, u64), u64>,
-    order: VecDeque<(String, u64)>,
-}
+use super::drops::{Admission, Drops};
 
 #[derive(Debug)]
 pub struct Intake {
@@ -31,28 +22,22 @@ pub struct Intake {
     shutdown: AtomicBool,
     committed_through: AtomicU64,
     stop: Mutex<Option<(Instant, String)>>,
-    /// When a message was last dropped unacked: its redelivery is due one ack wait later.
-    last_drop: Mutex<Option<Instant>>,
     resume_after: Duration,
-    forgiven: Mutex<Forgiven>,
-    forgiven_len: AtomicUsize,
-    forgiven_cap: usize,
+    drops: Drops,
 }
 
 impl Intake {
-    /// `resume_after`: the least time between a stop and the resumption (the ack wait).
-    /// `forgiven_cap`: most messages whose self-caused redeliveries are remembered.
-    pub fn new(resume_after: Duration, forgiven_cap: usize) -> Intake {
+    /// `resume_after`: the least time between a stop (or a drop) and the resumption
+    /// (the ack wait). `drops_cap`: most dropped messages remembered.
+    pub fn new(resume_after: Duration, drops_cap: usize) -> Intake {
         Intake {
-            forgiven: Mutex::new(Forgiven::default()),
-            forgiven_len: AtomicUsize::new(0),
-            forgiven_cap: forgiven_cap.max(1),
+            // An owed message gets a few ack waits to come back.
+            drops: Drops::new(drops_cap, resume_after * 4),
             epoch: AtomicU64::new(1),
             stopped: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             committed_through: AtomicU64::new(0),
             stop: Mutex::new(None),
-            last_drop: Mutex::new(None),
             resume_after,
         }
     }
@@ -86,7 +71,7 @@ impl Intake {
     pub fn may_resume(&self) -> bool {
         let quiet = |at: &Instant| at.elapsed() >= self.resume_after;
         self.stop.lock().as_ref().is_none_or(|(at, _)| quiet(at))
-            && self.last_drop.lock().as_ref().is_none_or(quiet)
+            && self.drops.last_drop().as_ref().is_none_or(quiet)
     }
 
     pub fn resume(&self) {
@@ -104,49 +89,22 @@ impl Intake {
 
     /// Records that the message at (stream, seq) was dropped unacked by this process.
     pub fn forgive(&self, stream: &str, seq: u64) {
-        *self.last_drop.lock() = Some(Instant::now());
-        let mut f = self.forgiven.lock();
-        let key = (stream.to_string(), seq);
-        match f.counts.get_mut(&key) {
-            Some(n) => *n += 1,
-            None => {
-                while f.order.len() >= self.forgiven_cap {
-                    match f.order.pop_front() {
-                        Some(old) => {
-                            f.counts.remove(&old);
-                        }
-                        None => break,
-                    }
-                }
-                f.counts.insert(key.clone(), 1);
-                f.order.push_back(key);
-            }
-        }
-        self.forgiven_len.store(f.counts.len(), Ordering::Relaxed);
+        self.drops.record(stream, seq);
     }
 
     /// Deliveries of (stream, seq) that this process caused itself.
     pub fn forgiven(&self, stream: &str, seq: u64) -> u64 {
-        if self.forgiven_len.load(Ordering::Relaxed) == 0 {
-            return 0;
-        }
-        let f = self.forgiven.lock();
-        f.counts
-            .get(&(stream.to_string(), seq))
-            .copied()
-            .unwrap_or(0)
+        self.drops.forgiven(stream, seq)
     }
 
-    /// The message's delivery ended (acked or terminated): forget it.
+    /// Whether a message that just arrived may be processed now (see [`Drops`]).
+    pub fn admit(&self, stream: &str, seq: u64) -> Admission {
+        self.drops.admit(stream, seq)
+    }
+
+    /// The message's delivery ended (acked or terminated).
     pub fn settle(&self, stream: &str, seq: u64) {
-        if self.forgiven_len.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        let mut f = self.forgiven.lock();
-        // Its place in `order` stays until it reaches the front: O(1) here, and `order`
-        // never exceeds the cap because only `forgive` pushes.
-        f.counts.remove(&(stream.to_string(), seq));
-        self.forgiven_len.store(f.counts.len(), Ordering::Relaxed);
+        self.drops.settle(stream, seq);
     }
 
     /// The newest executor batch number whose transitions are durable.
@@ -193,25 +151,5 @@ mod tests {
         intake.mark_committed(5);
         intake.mark_committed(3);
         assert_eq!(intake.committed_through(), 5);
-    }
-
-    #[test]
-    fn self_caused_redeliveries_are_counted_settled_and_bounded() {
-        let intake = Intake::new(Duration::ZERO, 2);
-        intake.forgive("S", 1);
-        intake.forgive("S", 1);
-        intake.forgive("S", 2);
-        assert_eq!(intake.forgiven("S", 1), 2);
-        assert_eq!(intake.forgiven("T", 1), 0);
-        intake.settle("S", 1);
-        assert_eq!(intake.forgiven("S", 1), 0);
-        intake.forgive("S", 3);
-        intake.forgive("S", 4);
-        assert_eq!(
-            intake.forgiven("S", 2),
-            0,
-            "the oldest entry is forgotten at the cap"
-        );
-        assert_eq!(intake.forgiven("S", 4), 1);
     }
 }

@@ -8,6 +8,7 @@
 //! fetch(workflow) ──┘
 //! ```
 
+mod drops;
 mod intake;
 mod stats;
 
@@ -16,6 +17,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::bounded;
 
+pub use drops::{Admission, Drops};
 pub use intake::Intake;
 pub use stats::{Stats, StatsSnapshot};
 
