@@ -155,15 +155,17 @@ fn raw_pull_ack(
     let started = Instant::now();
     let mut acked = 0usize;
     while acked < raw.len() {
+        // Never ask for more than is left: a request for more would wait out its expiry.
+        let want = fetch_batch.min(raw.len() - acked);
         sub.request_batch(BatchOptions {
-            batch: fetch_batch,
+            batch: want,
             expires: Some(Duration::from_millis(500).as_nanos() as usize),
             no_wait: false,
         })
         .map_err(err)?;
         nc.flush().map_err(err)?;
         let mut got = 0;
-        while got < fetch_batch {
+        while got < want {
             match sub.next_timeout(Duration::from_millis(500)) {
                 Ok(m) if crate::nats_io::is_status(&m) => break,
                 Ok(m) => {

@@ -193,6 +193,20 @@ impl<'p, 'i> Eval<'p, 'i> {
     /// `$get`: follows the path; missing keys, out-of-range indexes and nulls give null;
     /// stepping into a string/number/boolean, or into a list with a non-index, faults.
     pub(crate) fn get(&mut self, node: &Node, p: &PathRef) -> Result<Val, Box<Fault>> {
+        if let Some(raw) = self.unconverted_root(p) {
+            // Walk the input as it came and convert only what the path reaches: a saga
+            // that reads three fields of a large event does not copy the whole event.
+            return match step_raw_path(raw, &p.segs) {
+                RawStep::Found(v) => Val::from_json(v)
+                    .map_err(|_| fault(node, FaultKind::Limit, "input value is nested too deeply")),
+                RawStep::Missing => Ok(Val::Null),
+                RawStep::Blocked(at, seg) => Err(fault(
+                    node,
+                    FaultKind::Path,
+                    format!("cannot read `{}` of {}", seg.key, describe_raw(at)),
+                )),
+            };
+        }
         let mut cur = self.base(node, p.root)?;
         for seg in &p.segs {
             cur = match step(&cur, seg) {
@@ -218,6 +232,16 @@ impl<'p, 'i> Eval<'p, 'i> {
         if p.segs.is_empty() {
             return Ok(Val::Bool(true));
         }
+        if let Some(raw) = self.unconverted_root(p) {
+            let mut cur = raw;
+            for seg in &p.segs {
+                cur = match raw_child(cur, seg) {
+                    Some(v) => v,
+                    None => return Ok(Val::Bool(false)),
+                };
+            }
+            return Ok(Val::Bool(true));
+        }
         let mut cur = self.base(node, p.root)?;
         for seg in &p.segs {
             cur = match step(&cur, seg) {
@@ -226,6 +250,62 @@ impl<'p, 'i> Eval<'p, 'i> {
             };
         }
         Ok(Val::Bool(true))
+    }
+
+    /// The input value of a path's root when it has not been converted yet and the path
+    /// goes below it (a bare root is converted whole and kept).
+    fn unconverted_root(&self, p: &PathRef) -> Option<&'i Value> {
+        match (p.root, p.segs.is_empty()) {
+            (Ref::Root(i), false) => match self.roots.get(i) {
+                Some(RootSlot::Raw(raw)) => Some(raw),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+enum RawStep<'v, 's> {
+    Found(&'v Value),
+    Missing,
+    /// Stepping into a scalar (or into a list with a non-index): which value, which step.
+    Blocked(&'v Value, &'s Seg),
+}
+
+/// `$get` semantics over an unconverted input value (see [`step`]).
+fn step_raw_path<'v, 's>(root: &'v Value, segs: &'s [Seg]) -> RawStep<'v, 's> {
+    let mut cur = root;
+    for seg in segs {
+        match cur {
+            Value::Null => return RawStep::Missing,
+            Value::Object(_) | Value::Array(_) => match raw_child(cur, seg) {
+                Some(Value::Null) => return RawStep::Missing,
+                Some(v) => cur = v,
+                None if matches!(cur, Value::Array(_)) && seg.index.is_none() => {
+                    return RawStep::Blocked(cur, seg)
+                }
+                None => return RawStep::Missing,
+            },
+            _ => return RawStep::Blocked(cur, seg),
+        }
+    }
+    RawStep::Found(cur)
+}
+
+/// One step into an object or list; `None` when absent (or not steppable).
+fn raw_child<'v>(cur: &'v Value, seg: &Seg) -> Option<&'v Value> {
+    match cur {
+        Value::Object(map) => map.get(&*seg.key),
+        Value::Array(items) => seg.index.and_then(|i| items.get(i)),
+        _ => None,
+    }
+}
+
+/// How a fault message shows an unconverted value (as [`describe`] does a converted one).
+fn describe_raw(v: &Value) -> String {
+    match Val::from_json(v) {
+        Ok(val) => describe(&val),
+        Err(_) => "a deeply nested value".into(),
     }
 }
 
