@@ -188,18 +188,10 @@ fn raw_pull_ack(
 
 /// User + system CPU time of this process.
 fn cpu_time() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return Duration::ZERO;
-    };
-    // Fields after the parenthesised command name; utime and stime are 14 and 15.
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
-        .sum();
-    // USER_HZ is 100 on Linux.
-    Duration::from_millis(ticks * 10)
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| parse_stat(&stat))
+        .map_or(Duration::ZERO, |(_, cpu)| cpu)
 }
 
 /// CPU time per thread name (threads of the same name summed).
@@ -209,27 +201,29 @@ fn thread_cpu() -> Vec<(String, Duration)> {
         return out;
     };
     for task in tasks.flatten() {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let Some((name, cpu)) = parse_stat(&stat) else {
             continue;
         };
-        let name = stat
-            .split_once('(')
-            .and_then(|(_, r)| r.rsplit_once(')'))
-            .map(|(n, _)| n.to_string())
-            .unwrap_or_default();
-        let after = stat.rsplit(')').next().unwrap_or_default();
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks: u64 = [11, 12]
-            .iter()
-            .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
-            .sum();
-        let cpu = Duration::from_millis(ticks * 10);
         match out.iter_mut().find(|(n, _)| *n == name) {
             Some((_, d)) => *d += cpu,
             None => out.push((name, cpu)),
         }
     }
     out
+}
+
+/// The command name and user + system CPU time of a `/proc/…/stat` line.
+fn parse_stat(stat: &str) -> Option<(String, Duration)> {
+    let (name, after) = stat.split_once('(')?.1.rsplit_once(')')?;
+    // Fields after the parenthesised name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum();
+    // USER_HZ is 100 on Linux.
+    Some((name.to_string(), Duration::from_millis(ticks * 10)))
 }
 
 fn peak_rss_mib() -> Option<u64> {
