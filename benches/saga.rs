@@ -28,7 +28,7 @@ fn placed(i: u64) -> Value {
     json!({
         "event_id": format!("e-{i}"), "tenant_id": "acme", "aggregate_type": "order",
         "aggregate_id": format!("o-{i}"), "event_type": "OrderPlaced", "version": 1,
-        "occurred_at": "2026-11-27T10:00:00Z",
+        "occurred_at": event_time(i),
         "payload": {"total": 4200, "currency": "EUR", "customer_id": "c-7"},
         "metadata": {"correlation_id": format!("req-{i}"),
                      "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
@@ -112,3 +112,9 @@ fn bench_group_commit(c: &mut Criterion) {
 
 criterion_group!(benches, bench_decode, bench_program, bench_group_commit);
 criterion_main!(benches);
+
+/// Events a millisecond apart, as a live stream would have them.
+fn event_time(i: u64) -> String {
+    let base = 1_795_773_600_000; // 2026-11-27T10:00:00Z
+    runner::timefmt::format_rfc3339_ms(base + i as i64).unwrap_or_default()
+}

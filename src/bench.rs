@@ -102,7 +102,7 @@ fn order_placed(i: u64) -> (String, Value) {
         json!({
             "event_id": format!("bench-{i}"), "tenant_id": tenant, "aggregate_type": "order",
             "aggregate_id": format!("o-{i}"), "event_type": "OrderPlaced", "version": 1,
-            "occurred_at": "2026-11-27T10:00:00Z",
+            "occurred_at": event_time(i),
             "payload": {"total": 1000 + i % 5000, "currency": "EUR", "customer_id": format!("c-{}", i % 977)},
             "metadata": {"correlation_id": format!("req-{i}"),
                          "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
@@ -231,4 +231,10 @@ fn peak_rss_mib() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024)
+}
+
+/// Events a millisecond apart, as a live stream would have them.
+fn event_time(i: u64) -> String {
+    let base = 1_795_773_600_000; // 2026-11-27T10:00:00Z
+    crate::timefmt::format_rfc3339_ms(base + i as i64).unwrap_or_default()
 }

@@ -62,6 +62,7 @@ pub fn outbox_item(t: &Target<'_>, spec: &CommandSpec, index: usize) -> Result<O
             t.saga,
             t.correlation,
             &t.event.event_id,
+            t.event.event_time_ms,
             index,
         ),
     };

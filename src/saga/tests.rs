@@ -294,7 +294,14 @@ fn order_placed_asks_for_a_charge_and_sets_the_timeout() {
     assert_eq!(cmd.command_id, item.work_id.as_str());
     assert_eq!(
         cmd.command_id,
-        derive_command_id(&t.tenant, &t.saga, &t.correlation, &t.event_id, 0)
+        derive_command_id(
+            &t.tenant,
+            &t.saga,
+            &t.correlation,
+            &t.event_id,
+            1_795_773_600_000,
+            0
+        )
     );
     assert_eq!(cmd.payload["amount"], 4200);
     assert_eq!(cmd.issued_at, "2026-11-27T10:00:00Z");
@@ -549,10 +556,11 @@ fn example_transition_bytes_are_pinned() {
     assert_eq!(bytes, GOLDEN);
 }
 
-/// Checked independently: the command id is UUIDv5(COMMAND_NAMESPACE,
-/// "acme␟order_fulfilment␟o-1␟e-1␟0"), the span id the first 16 hex digits of
-/// UUIDv5(COMMAND_NAMESPACE, command id), due = 2026-11-27T10:15:00Z in ms.
-const GOLDEN: &str = r#"{"due":1795774500000,"outbox":{"command_id":"635498cb-83db-53df-a3ea-d76c40d2b7f8","effect_name":"charge_card","issued_at":"2026-11-27T10:00:00Z","metadata":{"causation_id":"e-1","correlation_id":"o-1","parent_correlation_id":"req-1","saga_name":"order_fulfilment","traceparent":"00-0af7651916cd43dd8448eb211c80319c-ccbb07dfdd3c553d-01"},"payload":{"amount":4200,"currency":"EUR","customer_id":"c-7","order_id":"o-1"},"tenant_id":"acme"},"state":{"currency":"EUR","customer_id":"c-7","order_id":"o-1","placed_at":"2026-11-27T10:00:00Z","step":"charging","total":4200}}"#;
+/// Checked independently (Python's uuid module): the command id is
+/// UUIDv5(COMMAND_NAMESPACE, "acme␟order_fulfilment␟o-1␟e-1␟0") with its first 48 bits
+/// replaced by the event time in ms and version 8 set; the span id is the first 16 hex
+/// digits of UUIDv5(COMMAND_NAMESPACE, command id); due = 2026-11-27T10:15:00Z in ms.
+const GOLDEN: &str = r#"{"due":1795774500000,"outbox":{"command_id":"01a21c72-9100-83df-a3ea-d76c40d2b7f8","effect_name":"charge_card","issued_at":"2026-11-27T10:00:00Z","metadata":{"causation_id":"e-1","correlation_id":"o-1","parent_correlation_id":"req-1","saga_name":"order_fulfilment","traceparent":"00-0af7651916cd43dd8448eb211c80319c-55fa7189f52056e7-01"},"payload":{"amount":4200,"currency":"EUR","customer_id":"c-7","order_id":"o-1"},"tenant_id":"acme"},"state":{"currency":"EUR","customer_id":"c-7","order_id":"o-1","placed_at":"2026-11-27T10:00:00Z","step":"charging","total":4200}}"#;
 
 #[test]
 fn an_unreadable_instance_record_quarantines_the_message_without_failing_the_batch() {
