@@ -9,7 +9,7 @@ use crate::dev::{publish_all, wait_until, Sandbox};
 use crate::keys::OutboxKind;
 use crate::pipeline::Pipeline;
 use crate::store::{OutboxItem, Store};
-use crate::types::{CorrelationId, SagaName, TenantId};
+use crate::types::{CorrelationId, IdError, SagaName, TenantId};
 
 const ORDERS: [(&str, &str, u64); 3] = [
     ("acme", "o-1001", 4200),
@@ -99,14 +99,7 @@ pub fn run(nats_url: Option<&str>) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     wait_for(&pipeline, 7)?;
     for q in store
-        .quarantined(
-            Some(
-                &"acme"
-                    .parse()
-                    .map_err(|e: crate::types::IdError| e.to_string())?,
-            ),
-            10,
-        )
+        .quarantined(Some(&id::<TenantId>("acme")?), 10)
         .map_err(|e| e.to_string())?
     {
         println!("     {}#{} {:?}: {}", q.stream, q.seq, q.kind, q.reason);
@@ -183,9 +176,7 @@ fn find_command(
     order: &str,
     effect: &str,
 ) -> Result<OutboxItem, String> {
-    let tenant: TenantId = tenant
-        .parse()
-        .map_err(|e: crate::types::IdError| e.to_string())?;
+    let tenant: TenantId = id(tenant)?;
     store
         .outbox(&tenant, 1000)
         .map_err(|e| e.to_string())?
@@ -193,6 +184,11 @@ fn find_command(
         .map(|(_, item)| item)
         .find(|i| i.correlation.as_str() == order && i.envelope["effect_name"] == effect)
         .ok_or_else(|| format!("no {effect} command for {order} in the outbox"))
+}
+
+/// Parses an id, with the reason as text.
+fn id<T: std::str::FromStr<Err = IdError>>(raw: &str) -> Result<T, String> {
+    raw.parse().map_err(|e: IdError| e.to_string())
 }
 
 fn tenants() -> Vec<TenantId> {
@@ -223,9 +219,7 @@ fn report_outbox(store: &Store) -> Result<(), String> {
 }
 
 fn report_instances(store: &Store) -> Result<(), String> {
-    let saga: SagaName = "order_fulfilment"
-        .parse()
-        .map_err(|e: crate::types::IdError| e.to_string())?;
+    let saga: SagaName = id("order_fulfilment")?;
     println!(
         "     {:<8} {:<8} {:<10} {:<16} {:>11} {:>7}",
         "tenant", "order", "status", "step", "transitions", "timers"
@@ -236,9 +230,7 @@ fn report_instances(store: &Store) -> Result<(), String> {
             .map_err(|e| e.to_string())?
         {
             let order = rec.state["order_id"].as_str().unwrap_or("?").to_string();
-            let corr: CorrelationId = order
-                .parse()
-                .map_err(|e: crate::types::IdError| e.to_string())?;
+            let corr: CorrelationId = id(&order)?;
             let timers = store
                 .instance_schedules(&tenant, &saga, &corr)
                 .map_err(|e| e.to_string())?

@@ -192,13 +192,6 @@ pub fn meta(name: &str) -> String {
     format!("{}:{}", space::META, name)
 }
 
-/// The last key with this prefix, for the end of an inclusive range scan.
-pub fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    end.push(0xff);
-    end
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

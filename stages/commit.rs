@@ -178,7 +178,10 @@ fn count_outcomes(shared: &Shared, outcomes: &[CommitOutcome]) {
 /// The commit holding this message's outcome is durable: end its delivery.
 fn finish(shared: &Shared, item: ExecutedMsg) {
     let o = &item.outcome;
-    shared.intake.settle(&item.info.stream, item.info.seq);
+    shared
+        .intake
+        .drops()
+        .settle(&item.info.stream, item.info.seq);
     Stats::add(&shared.stats.ignored, o.ignored.into());
     Stats::add(&shared.stats.duplicates, o.duplicates.into());
     Stats::add(&shared.stats.faults, o.faults.into());

@@ -44,14 +44,13 @@ fn decode_one(shared: &Shared, msg: nats::Message) -> Option<DecodedMsg> {
         stream_seq: 0,
         delivered: 1,
     });
-    if shared.intake.admit(&delivery.stream, delivery.stream_seq) == Admission::HoldBack {
+    let drops = shared.intake.drops();
+    if drops.admit(&delivery.stream, delivery.stream_seq) == Admission::HoldBack {
         shared.drop_unacked(&delivery.stream, delivery.stream_seq);
         return None;
     }
     let info = MessageInfo {
-        forgiven: shared
-            .intake
-            .forgiven(&delivery.stream, delivery.stream_seq),
+        forgiven: drops.forgiven(&delivery.stream, delivery.stream_seq),
         stream: delivery.stream,
         seq: delivery.stream_seq,
         delivered: delivery.delivered,

@@ -70,31 +70,27 @@ pub fn run(
             std::thread::sleep(POLL);
             continue;
         }
-        match pull(shared, &sub, flusher, out) {
-            PullEnd::Done => {}
+        let rebind = match pull(shared, &sub, flusher, out) {
+            PullEnd::Done => false,
             PullEnd::Closed => return,
+            PullEnd::Unsubscribed => true,
             PullEnd::Status { code, description } => {
                 log::warn!(stream = spec.stream.as_str(), consumer = spec.durable.as_str(), status = code.as_str(),
                     description = description.as_str(); "pull request ended abnormally");
-                if !description
+                let deleted = description
                     .to_ascii_lowercase()
-                    .contains("consumer deleted")
-                {
+                    .contains("consumer deleted");
+                if !deleted {
                     std::thread::sleep(BACKOFF);
-                    continue;
                 }
-                drop(sub);
-                match resubscribe(shared, js, spec) {
-                    Some(again) => sub = again,
-                    None => break,
-                }
+                deleted
             }
-            PullEnd::Unsubscribed => {
-                drop(sub);
-                match resubscribe(shared, js, spec) {
-                    Some(again) => sub = again,
-                    None => break,
-                }
+        };
+        if rebind {
+            drop(sub);
+            match resubscribe(shared, js, spec) {
+                Some(again) => sub = again,
+                None => break,
             }
         }
     }

@@ -2,9 +2,8 @@
 
 mod common;
 
-use common::{event, recorder_saga, wait_until, Rig, WAIT};
+use common::{await_stats, recorder_saga, Rig};
 use runner::nats_io::{ensure_consumer, saga_consumers, StreamError};
-use serde_json::json;
 
 #[test]
 fn an_existing_consumer_is_updated_or_refused_naming_the_field() {
@@ -51,28 +50,15 @@ fn a_deleted_consumer_is_recreated_and_nothing_is_applied_twice() {
     let rig = Rig::new(recorder_saga());
     let nc = rig.connect();
     let pipeline = rig.start();
-    let subject = rig.aggregate_subject("acme", "OrderPlaced");
-    rig.publish(
-        &nc,
-        &subject,
-        &event("e-1", "acme", "o-1", "OrderPlaced", json!({"n": 1})),
-    );
-    assert!(wait_until(WAIT, || pipeline.stats().acked == 1));
+    rig.send(&nc, "e-1", "o-1", 1);
+    await_stats(&pipeline, |s| s.acked == 1);
 
     let js = nats::jetstream::new(nc.clone());
     let spec = &saga_consumers(&rig.settings)[0];
     js.delete_consumer(&spec.stream, &spec.durable).unwrap();
-    rig.publish(
-        &nc,
-        &subject,
-        &event("e-2", "acme", "o-1", "OrderPlaced", json!({"n": 2})),
-    );
+    rig.send(&nc, "e-2", "o-1", 2);
     // The recreated consumer starts from the beginning: e-1 again (a duplicate), then e-2.
-    assert!(
-        wait_until(WAIT, || pipeline.stats().acked == 3),
-        "{:?}",
-        pipeline.stats()
-    );
+    await_stats(&pipeline, |s| s.acked == 3);
     let stats = pipeline.stats();
     assert_eq!((stats.transitions, stats.duplicates), (2, 1));
     let rec = rig

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{event, recorder_saga, wait_until, Rig, WAIT};
+use common::{await_stats, event, recorder_saga, wait_until, Rig, WAIT};
 use runner::store::{InstanceStatus, QuarantineKind};
 use runner::types::{CorrelationId, SagaName, TenantId};
 use serde_json::json;
@@ -33,17 +33,8 @@ fn events_become_committed_transitions_and_are_acked() {
     let rig = Rig::new(recorder_saga());
     let pipeline = rig.start();
     let nc = rig.connect();
-    let subject = rig.aggregate_subject("acme", "OrderPlaced");
-    rig.publish(
-        &nc,
-        &subject,
-        &event("e-1", "acme", "o-1", "OrderPlaced", json!({"n": 1})),
-    );
-    assert!(
-        wait_until(WAIT, || pipeline.stats().acked == 1),
-        "{:?}",
-        pipeline.stats()
-    );
+    rig.send(&nc, "e-1", "o-1", 1);
+    await_stats(&pipeline, |s| s.acked == 1);
     assert_eq!(log_of(&rig, "o-1").as_deref(), Some("1,"));
     let cp = rig.store.checkpoint(&acme(), &recorder()).unwrap();
     assert_eq!(cp.streams[&rig.settings.streams.aggregate_events], 1);
@@ -59,14 +50,9 @@ fn events_become_committed_transitions_and_are_acked() {
 fn redelivery_of_a_committed_event_changes_nothing() {
     let rig = Rig::new(recorder_saga());
     let nc = rig.connect();
-    let subject = rig.aggregate_subject("acme", "OrderPlaced");
-    rig.publish(
-        &nc,
-        &subject,
-        &event("e-1", "acme", "o-1", "OrderPlaced", json!({"n": 1})),
-    );
+    rig.send(&nc, "e-1", "o-1", 1);
     let first = rig.start();
-    assert!(wait_until(WAIT, || first.stats().acked == 1));
+    await_stats(&first, |s| s.acked == 1);
     first.shutdown();
     let before = rig
         .store
@@ -80,22 +66,10 @@ fn redelivery_of_a_committed_event_changes_nothing() {
     let mut again = rig.settings.clone();
     again.consumer.durable = format!("{}-again", again.consumer.durable);
     let second = rig.start_with(again);
-    assert!(
-        wait_until(WAIT, || second.stats().acked == 1),
-        "{:?}",
-        second.stats()
-    );
+    await_stats(&second, |s| s.acked == 1);
     // And the same event_id published a second time, as a producer retry would.
-    rig.publish(
-        &nc,
-        &subject,
-        &event("e-1", "acme", "o-1", "OrderPlaced", json!({"n": 1})),
-    );
-    assert!(
-        wait_until(WAIT, || second.stats().acked == 2),
-        "{:?}",
-        second.stats()
-    );
+    rig.send(&nc, "e-1", "o-1", 1);
+    await_stats(&second, |s| s.acked == 2);
     let stats = second.stats();
     assert_eq!((stats.transitions, stats.duplicates), (0, 2));
     assert_eq!(
@@ -114,23 +88,15 @@ fn a_failing_commit_is_not_acked_and_the_message_is_redelivered() {
     let nc = rig.connect();
     rig.store.inject_commit_failures(1);
     let pipeline = rig.start();
-    rig.publish(
-        &nc,
-        &rig.aggregate_subject("acme", "OrderPlaced"),
-        &event("e-1", "acme", "o-1", "OrderPlaced", json!({"n": 1})),
-    );
-    assert!(wait_until(WAIT, || pipeline.stats().commit_failures == 1));
+    rig.send(&nc, "e-1", "o-1", 1);
+    await_stats(&pipeline, |s| s.commit_failures == 1);
     // Nothing was written and nothing acked: the consumer still holds the message.
     assert_eq!(log_of(&rig, "o-1"), None);
     let info = rig.consumer_info(&nc, "aggregate");
     assert_eq!(info.ack_floor.stream_seq, 0);
     assert_eq!(pipeline.stats().acked, 0);
     // After the ack wait JetStream redelivers it; this time the commit succeeds.
-    assert!(
-        wait_until(WAIT, || pipeline.stats().acked == 1),
-        "{:?}",
-        pipeline.stats()
-    );
+    await_stats(&pipeline, |s| s.acked == 1);
     assert_eq!(
         log_of(&rig, "o-1").as_deref(),
         Some("1,"),
@@ -171,11 +137,7 @@ fn events_of_one_instance_apply_in_order_while_instances_interleave() {
     runner::dev::publish_all(&nc, &events).unwrap();
     let pipeline = rig.start_with(settings);
     let total = (orders.len() * per_order) as u64;
-    assert!(
-        wait_until(WAIT, || pipeline.stats().acked == total),
-        "{:?}",
-        pipeline.stats()
-    );
+    await_stats(&pipeline, |s| s.acked == total);
     let expected: String = (0..per_order).map(|n| format!("{n},")).collect();
     for o in orders {
         assert_eq!(
@@ -214,16 +176,8 @@ fn poison_message_is_quarantined_and_terminated() {
     .unwrap();
     nc.publish_with_reply_or_headers(&subject, None, Some(&headers), b"not json at all")
         .unwrap();
-    rig.publish(
-        &nc,
-        &subject,
-        &event("e-ok", "acme", "o-1", "OrderPlaced", json!({"n": 1})),
-    );
-    assert!(
-        wait_until(WAIT, || pipeline.stats().finished() == 3),
-        "{:?}",
-        pipeline.stats()
-    );
+    rig.send(&nc, "e-ok", "o-1", 1);
+    await_stats(&pipeline, |s| s.finished() == 3);
     assert_eq!(pipeline.stats().quarantined, 2);
     let records = rig.store.quarantined(Some(&acme()), 10).unwrap();
     assert_eq!(records.len(), 1);
@@ -264,11 +218,7 @@ fn exceeding_max_deliver_is_quarantined() {
     let js = nats::jetstream::new(nc.clone());
     let spec = &runner::nats_io::saga_consumers(&settings)[0];
     runner::nats_io::ensure_consumer(&js, spec, &settings).unwrap();
-    rig.publish(
-        &nc,
-        &rig.aggregate_subject("acme", "OrderPlaced"),
-        &event("e-1", "acme", "o-1", "OrderPlaced", json!({"n": 1})),
-    );
+    rig.send(&nc, "e-1", "o-1", 1);
     let crashed = runner::stages::fetch::subscribe(&js, spec).unwrap();
     for attempt in 1..=2 {
         crashed.request_batch(1).unwrap();
@@ -281,11 +231,7 @@ fn exceeding_max_deliver_is_quarantined() {
     }
     drop(crashed);
     let pipeline = rig.start_with(settings);
-    assert!(
-        wait_until(WAIT, || pipeline.stats().quarantined == 1),
-        "{:?}",
-        pipeline.stats()
-    );
+    await_stats(&pipeline, |s| s.quarantined == 1);
     let records = rig.store.quarantined(Some(&acme()), 10).unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].kind, QuarantineKind::MaxDeliver);
@@ -304,16 +250,8 @@ fn storage_failures_do_not_exhaust_max_deliver() {
     settings.consumer.max_deliver = 1;
     rig.store.inject_commit_failures(2);
     let pipeline = rig.start_with(settings);
-    rig.publish(
-        &nc,
-        &rig.aggregate_subject("acme", "OrderPlaced"),
-        &event("e-1", "acme", "o-1", "OrderPlaced", json!({"n": 1})),
-    );
-    assert!(
-        wait_until(WAIT, || pipeline.stats().acked == 1),
-        "{:?}",
-        pipeline.stats()
-    );
+    rig.send(&nc, "e-1", "o-1", 1);
+    await_stats(&pipeline, |s| s.acked == 1);
     let stats = pipeline.stats();
     assert_eq!((stats.commit_failures, stats.quarantined), (2, 0));
     assert!(stats.fetched >= 3, "delivered three times: {stats:?}");
@@ -336,16 +274,8 @@ fn program_fault_faults_the_instance_and_terminates_the_message() {
         &subject,
         &event("e-1", "acme", "o-1", "OrderPlaced", json!({"n": "one"})),
     );
-    rig.publish(
-        &nc,
-        &subject,
-        &event("e-2", "acme", "o-1", "OrderPlaced", json!({"n": 2})),
-    );
-    assert!(
-        wait_until(WAIT, || pipeline.stats().finished() == 2),
-        "{:?}",
-        pipeline.stats()
-    );
+    rig.send(&nc, "e-2", "o-1", 2);
+    await_stats(&pipeline, |s| s.finished() == 2);
     let rec = rig
         .store
         .saga(&acme(), &recorder(), &corr("o-1"))
@@ -388,11 +318,7 @@ fn an_unstorable_transition_is_quarantined_and_its_group_still_commits() {
     runner::dev::publish_all(&nc, &events).unwrap();
     rig.store.inject_unstorable(Some("o-bad"));
     let pipeline = rig.start();
-    assert!(
-        wait_until(WAIT, || pipeline.stats().finished() == 3),
-        "{:?}",
-        pipeline.stats()
-    );
+    await_stats(&pipeline, |s| s.finished() == 3);
     let stats = pipeline.stats();
     assert_eq!(
         (stats.acked, stats.quarantined, stats.commit_failures),
@@ -433,22 +359,14 @@ fn order_holds_across_a_commit_failure_while_events_keep_arriving() {
         .collect();
     let (first, rest) = all.split_at(all.len() / 3);
     runner::dev::publish_all(&nc, first).unwrap();
-    assert!(
-        wait_until(WAIT, || pipeline.stats().acked >= 6),
-        "{:?}",
-        pipeline.stats()
-    );
+    await_stats(&pipeline, |s| s.acked >= 6);
     rig.store.inject_commit_failures(2);
     for chunk in rest.chunks(7) {
         runner::dev::publish_all(&nc, chunk).unwrap();
         std::thread::sleep(Duration::from_millis(20));
     }
     let total = all.len() as u64;
-    assert!(
-        wait_until(WAIT, || pipeline.stats().acked == total),
-        "{:?}",
-        pipeline.stats()
-    );
+    await_stats(&pipeline, |s| s.acked == total);
     assert!(
         pipeline.stats().commit_failures >= 1,
         "{:?}",

@@ -121,6 +121,9 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
     if !settings.mode.runs_sagas() {
         return Err("mode effect has no stages yet: the effect worker pool is not built (issue #4); use saga or combined".to_string().into());
     }
+    if settings.mode.runs_effects() {
+        log::warn!(mode = format!("{:?}", settings.mode); "the effect stages are not built yet (issue #4): running the saga stages only");
+    }
     let catalog = Arc::new(load_catalog(&settings)?);
     let map_size = (settings.storage.map_size_mib as usize).saturating_mul(1024 * 1024);
     let store = Arc::new(Store::open(&settings.storage.path, map_size)?);

@@ -63,16 +63,8 @@ impl NatsServer {
         &self.binary
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
     }
 
     /// Kills the server (SIGKILL): what a crashed broker looks like to clients.

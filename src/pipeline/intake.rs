@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::drops::{Admission, Drops};
+use super::drops::Drops;
 
 #[derive(Debug)]
 pub struct Intake {
@@ -87,24 +87,9 @@ impl Intake {
         self.shutdown.load(Ordering::SeqCst)
     }
 
-    /// Records that the message at (stream, seq) was dropped unacked by this process.
-    pub fn forgive(&self, stream: &str, seq: u64) {
-        self.drops.record(stream, seq);
-    }
-
-    /// Deliveries of (stream, seq) that this process caused itself.
-    pub fn forgiven(&self, stream: &str, seq: u64) -> u64 {
-        self.drops.forgiven(stream, seq)
-    }
-
-    /// Whether a message that just arrived may be processed now (see [`Drops`]).
-    pub fn admit(&self, stream: &str, seq: u64) -> Admission {
-        self.drops.admit(stream, seq)
-    }
-
-    /// The message's delivery ended (acked or terminated).
-    pub fn settle(&self, stream: &str, seq: u64) {
-        self.drops.settle(stream, seq);
+    /// The messages this process dropped unacked (see [`Drops`]).
+    pub fn drops(&self) -> &Drops {
+        &self.drops
     }
 
     /// The newest executor batch number whose transitions are durable.
@@ -132,7 +117,7 @@ mod tests {
         assert!(!intake.may_resume());
         std::thread::sleep(Duration::from_millis(40));
         // A late drop (an open pull request still delivering) pushes resumption back.
-        intake.forgive("S", 9);
+        intake.drops().record("S", 9);
         std::thread::sleep(Duration::from_millis(20));
         assert!(
             !intake.may_resume(),

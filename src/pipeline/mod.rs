@@ -77,7 +77,7 @@ impl Shared {
     /// JetStream redelivers it, and that redelivery is not held against `max_deliver`.
     pub fn drop_unacked(&self, stream: &str, seq: u64) {
         Stats::add(&self.stats.dropped_stale, 1);
-        self.intake.forgive(stream, seq);
+        self.intake.drops().record(stream, seq);
     }
 
     /// [`Shared::drop_unacked`] for a raw message, reading its position from its reply subject.
@@ -186,17 +186,9 @@ impl Pipeline {
         &self.shared.intake
     }
 
-    pub fn store(&self) -> &Arc<Store> {
-        &self.shared.store
-    }
-
-    /// Stops fetching, lets in-flight work commit and ack, and joins every thread.
-    pub fn shutdown(mut self) {
-        self.shared.intake.request_shutdown();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
+    /// Stops fetching, lets in-flight work commit and ack, and joins every thread
+    /// (what dropping the pipeline does; this names it at call sites).
+    pub fn shutdown(self) {}
 }
 
 impl Drop for Pipeline {

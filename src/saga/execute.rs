@@ -16,7 +16,7 @@ use super::outputs::{outbox_item, schedule_item, Target};
 use super::{kind_name, MessageInfo, RoutedEvent};
 use crate::keys;
 use crate::manifest::SagaDef;
-use crate::program::{Fault, ProgramInput, ProgramOutput, Status};
+use crate::program::{ProgramInput, ProgramOutput, Status};
 use crate::store::{
     InstanceStatus, QuarantineKind, QuarantineRecord, Reader, SagaRecord, StoreError,
     StreamPosition, Transition,
@@ -253,7 +253,7 @@ fn run_saga(
     let applied = saga
         .on_event
         .eval(&input, saga.gas)
-        .map_err(|f| fault_text(&f))
+        .map_err(|f| f.to_string())
         .and_then(|output| apply_output(&mut transition, target, output, 0));
     let status = match applied {
         Ok(status) => status,
@@ -308,7 +308,7 @@ fn compensate(
         event: &target.event.value,
         ctx,
     };
-    let output = program.eval(&input, saga.gas).map_err(|f| fault_text(&f))?;
+    let output = program.eval(&input, saga.gas).map_err(|f| f.to_string())?;
     apply_output(transition, target, output, first_index).map(|_| ())
 }
 
@@ -339,8 +339,4 @@ fn apply_output(
     transition.schedules.extend(schedules);
     transition.cancel.extend(output.cancel);
     Ok(output.status)
-}
-
-fn fault_text(f: &Fault) -> String {
-    f.to_string()
 }

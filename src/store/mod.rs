@@ -115,10 +115,6 @@ impl Store {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Makes the next `n` commits fail after all their writes, before the LMDB commit:
     /// the on-disk effect is that of a transaction that never happened.
     pub fn inject_commit_failures(&self, n: u32) {

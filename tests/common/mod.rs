@@ -18,6 +18,7 @@ use runner::store::Store;
 use serde_json::{json, Value};
 
 pub use runner::dev::wait_until;
+use runner::pipeline::StatsSnapshot;
 
 pub struct Rig {
     pub server: Option<NatsServer>,
@@ -110,6 +111,14 @@ impl Rig {
         self.publish_raw(nc, subject, event.to_string().as_bytes());
     }
 
+    /// Publishes an `OrderPlaced` of tenant acme carrying `{"n": n}` (what
+    /// [`recorder_saga`] appends to its log).
+    pub fn send(&self, nc: &nats::Connection, event_id: &str, order: &str, n: i64) {
+        let subject = self.aggregate_subject("acme", "OrderPlaced");
+        let body = event(event_id, "acme", order, "OrderPlaced", json!({ "n": n }));
+        self.publish(nc, &subject, &body);
+    }
+
     pub fn consumer_info(
         &self,
         nc: &nats::Connection,
@@ -160,3 +169,10 @@ pub fn recorder_saga() -> Value {
 }
 
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Asserts that `done` comes to hold for the pipeline's counters within [`WAIT`],
+/// showing the counters when it does not.
+pub fn await_stats(pipeline: &Pipeline, done: impl Fn(&StatsSnapshot) -> bool) {
+    let ok = wait_until(WAIT, || done(&pipeline.stats()));
+    assert!(ok, "condition not reached: {:?}", pipeline.stats());
+}
