@@ -74,6 +74,37 @@ fn bench_program(c: &mut Criterion) {
     });
 }
 
+/// The whole execute step of one event: dedupe check and instance read (LMDB), the
+/// program, command ids, envelopes, metadata and the timer.
+fn bench_execute(c: &mut Criterion) {
+    let catalog = catalog();
+    let cfg = DecodeConfig::from_settings(&Settings::default());
+    let dir = TempDir::new("bench").expect("temp dir");
+    let store = Store::open(&dir.path().join("store"), 1 << 30).expect("store");
+    let events: Vec<_> = (0..1024u64)
+        .map(|i| {
+            let body = placed(i).to_string().into_bytes();
+            match decode(&cfg, &catalog, &info(i), None, &body) {
+                Decoded::Event(ev) => ev,
+                Decoded::Quarantine(..) => panic!("bench event must decode"),
+            }
+        })
+        .collect();
+    let mut exec = Executor::new("workflow.cmd");
+    let mut n = 0usize;
+    c.bench_function("execute_order_placed", |b| {
+        let reader = store.reader().expect("reader");
+        b.iter(|| {
+            n += 1;
+            // A new epoch forgets the overlay, so each event starts its instance anew.
+            exec.begin_batch(n as u64, 0);
+            let i = n % events.len();
+            exec.execute(&reader, &events[i], &info(i as u64), 1)
+                .expect("execute")
+        })
+    });
+}
+
 fn bench_group_commit(c: &mut Criterion) {
     let catalog = catalog();
     let cfg = DecodeConfig::from_settings(&Settings::default());
@@ -110,7 +141,13 @@ fn bench_group_commit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_decode, bench_program, bench_group_commit);
+criterion_group!(
+    benches,
+    bench_decode,
+    bench_program,
+    bench_execute,
+    bench_group_commit
+);
 criterion_main!(benches);
 
 /// Events a millisecond apart, as a live stream would have them.

@@ -25,13 +25,21 @@ pub fn run(events: u64, nats_url: Option<&str>) -> Result<(), String> {
         sandbox.url
     );
 
+    let server_pid = sandbox.server.as_ref().and_then(|s| s.pid());
+    let server_cpu = || server_pid.map(|pid| proc_cpu(&format!("/proc/{pid}/stat")));
+    let server_before = server_cpu();
     let raw = raw_pull_ack(&nc, &batch, sandbox.settings.consumer.fetch_batch)?;
+    // Includes publishing the raw stream: an upper bound on the server's share.
+    let server_raw = server_cpu()
+        .zip(server_before)
+        .map(|(a, b)| a.saturating_sub(b));
 
     // The saga pipeline drains the same backlog: publish first, then start and time it.
     publish_all(&nc, &batch)?;
     let store = sandbox.open_store()?;
     let cpu_before = cpu_time();
     let threads_before = thread_cpu();
+    let server_before = server_cpu();
     let started = Instant::now();
     let pipeline = sandbox.start_pipeline(store)?;
     let done = wait_until(Duration::from_secs(600), || {
@@ -40,6 +48,9 @@ pub fn run(events: u64, nats_url: Option<&str>) -> Result<(), String> {
     let elapsed = started.elapsed();
     let cpu = cpu_time().saturating_sub(cpu_before);
     let threads_after = thread_cpu();
+    let server_pipeline = server_cpu()
+        .zip(server_before)
+        .map(|(a, b)| a.saturating_sub(b));
     let stats = pipeline.stats();
     pipeline.shutdown();
     if !done {
@@ -62,7 +73,8 @@ pub fn run(events: u64, nats_url: Option<&str>) -> Result<(), String> {
     );
     println!();
     println!(
-        "transitions {}, commits {} (avg {:.0} transitions per LMDB transaction), quarantined {}",
+        "fetched batches of {:.0} messages on average; transitions {}, commits {} (avg {:.0} transitions per LMDB transaction), quarantined {}",
+        stats.fetched as f64 / stats.fetched_batches.max(1) as f64,
         stats.transitions,
         stats.commits,
         stats.transitions as f64 / stats.commits.max(1) as f64,
@@ -86,6 +98,14 @@ pub fn run(events: u64, nats_url: Option<&str>) -> Result<(), String> {
         .map(|(name, d)| format!("{name} {:.1}", d.as_secs_f64() * 1e6 / events as f64))
         .collect();
     println!("  µs per event by thread: {}", per_thread.join(", "));
+    let per_event = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e6 / events as f64);
+    if let (Some(raw_cpu), Some(pipeline_cpu)) = (server_raw, server_pipeline) {
+        println!(
+            "nats-server CPU µs per event: raw phase {} (incl. its publishes), pipeline phase {}",
+            per_event(raw_cpu),
+            per_event(pipeline_cpu)
+        );
+    }
     if stats.transitions != events {
         return Err(format!(
             "expected {events} transitions, committed {}",
@@ -188,7 +208,12 @@ fn raw_pull_ack(
 
 /// User + system CPU time of this process.
 fn cpu_time() -> Duration {
-    std::fs::read_to_string("/proc/self/stat")
+    proc_cpu("/proc/self/stat")
+}
+
+/// User + system CPU time of the process whose `stat` file is at `path`.
+fn proc_cpu(path: &str) -> Duration {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|stat| parse_stat(&stat))
         .map_or(Duration::ZERO, |(_, cpu)| cpu)

@@ -165,7 +165,7 @@ fn charge_result(
             "event_id": format!("result-{command_id}"), "tenant_id": tenant, "command_id": command_id,
             "effect_name": "charge_card", "result_type": result_type,
             "payload": {"payment_id": format!("pay-{order}")}, "error": error, "attempts": 1,
-            "timestamp": "2026-11-27T10:00:03Z", "metadata": item.envelope["metadata"].clone()
+            "timestamp": "2026-11-27T10:00:03Z", "metadata": item.envelope.to_value()["metadata"].clone()
         }),
     ))
 }
@@ -182,7 +182,7 @@ fn find_command(
         .map_err(|e| e.to_string())?
         .into_iter()
         .map(|(_, item)| item)
-        .find(|i| i.correlation.as_str() == order && i.envelope["effect_name"] == effect)
+        .find(|i| i.correlation.as_str() == order && i.envelope.to_value()["effect_name"] == effect)
         .ok_or_else(|| format!("no {effect} command for {order} in the outbox"))
 }
 
@@ -205,11 +205,13 @@ fn report_outbox(store: &Store) -> Result<(), String> {
             let what = match item.kind {
                 OutboxKind::Effect => format!(
                     "effect {} amount {}",
-                    item.envelope["effect_name"], item.envelope["payload"]["amount"]
+                    item.envelope.to_value()["effect_name"],
+                    item.envelope.to_value()["payload"]["amount"]
                 ),
                 OutboxKind::Aggregate => format!(
                     "{} {}",
-                    item.envelope["command_type"], item.envelope["aggregate_id"]
+                    item.envelope.to_value()["command_type"],
+                    item.envelope.to_value()["aggregate_id"]
                 ),
             };
             println!("     {key:<64} {what}");

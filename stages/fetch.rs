@@ -149,6 +149,7 @@ fn pull(
         }
         remaining -= msgs.len();
         Stats::add(&shared.stats.fetched, msgs.len() as u64);
+        Stats::add(&shared.stats.fetched_batches, 1);
         // Epoch first: a stop between the two reads is then seen as stopped, or the
         // batch carries the old epoch and is dropped downstream.
         let epoch = intake.epoch();

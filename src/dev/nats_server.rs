@@ -63,6 +63,11 @@ impl NatsServer {
         &self.binary
     }
 
+    /// The running server's process id (benchmarks read its CPU time from `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }

@@ -22,6 +22,7 @@ macro_rules! counters {
 
 counters! {
     fetched: "Messages received from JetStream.",
+    fetched_batches: "Batches the fetch stages forwarded (fetched / this = mean batch size).",
     dropped_stale: "Messages dropped unacked because intake stopped (they are redelivered).",
     events: "Messages decoded into valid events.",
     ignored: "Saga routes that changed nothing (no instance and not a start trigger, or instance done), plus events that reached no saga.",

@@ -8,7 +8,7 @@ use super::RoutedEvent;
 use crate::envelope::{meta, parse_traceparent, AggregateCommand, EffectCommand, Metadata};
 use crate::keys::OutboxKind;
 use crate::program::{CommandSpec, ScheduleSpec, ScheduleWhen};
-use crate::store::{OutboxItem, ScheduleItem};
+use crate::store::{OutboxItem, RawJson, ScheduleItem};
 use crate::types::{key_segment_len, CorrelationId, EffectName, SagaName, WorkId};
 
 /// The instance a transition belongs to, and where commands go.
@@ -83,7 +83,7 @@ pub fn outbox_item(t: &Target<'_>, spec: &CommandSpec, index: usize) -> Result<O
                 metadata,
                 issued_at: t.event.event_time.clone(),
             };
-            (OutboxKind::Effect, subject, serde_json::to_value(envelope))
+            (OutboxKind::Effect, subject, RawJson::of(&envelope))
         }
         CommandSpec::Aggregate {
             aggregate_type,
@@ -103,7 +103,7 @@ pub fn outbox_item(t: &Target<'_>, spec: &CommandSpec, index: usize) -> Result<O
             (
                 OutboxKind::Aggregate,
                 aggregate_type.clone(),
-                serde_json::to_value(envelope),
+                RawJson::of(&envelope),
             )
         }
     };

@@ -290,7 +290,7 @@ fn order_placed_asks_for_a_charge_and_sets_the_timeout() {
     let item = &t.outbox[0];
     assert_eq!(item.kind, OutboxKind::Effect);
     assert_eq!(item.destination, "workflow.cmd.acme.charge_card");
-    let cmd: EffectCommand = serde_json::from_value(item.envelope.clone()).unwrap();
+    let cmd: EffectCommand = serde_json::from_str(item.envelope.as_str()).unwrap();
     assert_eq!(cmd.command_id, item.work_id.as_str());
     assert_eq!(
         cmd.command_id,
@@ -346,8 +346,8 @@ fn later_event_in_the_same_batch_sees_the_earlier_state() {
     assert_eq!(t.cancel, vec!["payment_timeout".to_string()]);
     assert_eq!(t.outbox.len(), 1);
     assert_eq!(t.outbox[0].kind, OutboxKind::Aggregate);
-    assert_eq!(t.outbox[0].envelope["command_type"], "MarkPaid");
-    assert_eq!(t.outbox[0].envelope["aggregate_id"], "o-1");
+    assert_eq!(t.outbox[0].envelope.to_value()["command_type"], "MarkPaid");
+    assert_eq!(t.outbox[0].envelope.to_value()["aggregate_id"], "o-1");
 }
 
 #[test]
@@ -368,13 +368,16 @@ fn failed_payment_runs_compensation() {
     let t = &out.transitions[0];
     assert_eq!(t.record.status, InstanceStatus::Failed);
     assert_eq!(t.record.state["reason"], "card_declined");
-    let kinds: Vec<&Value> = t
+    let kinds: Vec<Value> = t
         .outbox
         .iter()
-        .map(|o| &o.envelope["command_type"])
+        .map(|o| o.envelope.to_value()["command_type"].clone())
         .collect();
     assert_eq!(kinds, vec!["CancelOrder"]);
-    assert_eq!(t.outbox[0].envelope["payload"]["reason"], "card_declined");
+    assert_eq!(
+        t.outbox[0].envelope.to_value()["payload"]["reason"],
+        "card_declined"
+    );
 }
 
 #[test]
@@ -522,7 +525,10 @@ fn program_fault_quarantines_marks_the_instance_faulted_and_compensates() {
         "the faulting output is discarded"
     );
     assert_eq!(t.outbox.len(), 1, "compensation's command is kept");
-    assert_eq!(t.outbox[0].envelope["command_type"], "CancelOrder");
+    assert_eq!(
+        t.outbox[0].envelope.to_value()["command_type"],
+        "CancelOrder"
+    );
 
     let catalog = faulty_catalog(&dir, false);
     let ev = decode_event(&catalog, &placed("o-2", "e-2"), &info);
@@ -549,7 +555,7 @@ fn example_transition_bytes_are_pinned() {
     let t = &out.transitions[0];
     let bytes = serde_json::to_string(&json!({
         "state": t.record.state,
-        "outbox": t.outbox[0].envelope,
+        "outbox": t.outbox[0].envelope.to_value(),
         "due": t.schedules[0].due_at_ms,
     }))
     .unwrap();

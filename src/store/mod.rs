@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 pub use commit::{CommitBatch, CommitOutcome, Transition};
 pub use records::{
     excerpt, Checkpoint, DedupeMarker, InstanceStatus, OutboxItem, QuarantineKind,
-    QuarantineRecord, SagaRecord, ScheduleItem, StreamPosition, QUARANTINE_EXCERPT_BYTES,
+    QuarantineRecord, RawJson, SagaRecord, ScheduleItem, StreamPosition, QUARANTINE_EXCERPT_BYTES,
 };
 
 use crate::keys;

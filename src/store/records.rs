@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::keys::OutboxKind;
@@ -56,8 +57,41 @@ pub struct OutboxItem {
     pub correlation: CorrelationId,
     /// Where it goes: the subject for effects, the aggregate type for aggregate commands.
     pub destination: String,
-    /// The body to send: an `EffectCommand` or an `AggregateCommand` envelope.
-    pub envelope: Value,
+    /// The body to send: an `EffectCommand` or an `AggregateCommand` envelope, already
+    /// serialised (the relay sends these bytes as they are).
+    pub envelope: RawJson,
+}
+
+/// A JSON document kept as its text: stored and sent without being parsed or rebuilt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(Box<RawValue>);
+
+impl RawJson {
+    /// Serialises `value`.
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<RawJson, serde_json::Error> {
+        serde_json::value::to_raw_value(value).map(RawJson)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.get().as_bytes()
+    }
+
+    /// The document parsed: for readers that inspect it (tests, the demo).
+    pub fn to_value(&self) -> Value {
+        // It was valid JSON when it was made, so parsing cannot fail.
+        serde_json::from_str(self.as_str()).unwrap_or(Value::Null)
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &RawJson) -> bool {
+        self.as_str() == other.as_str()
+    }
 }
 
 /// `schedule:{tenant}:{saga}:{correlation}:{due_at}:{name}`: one pending timer.

@@ -44,7 +44,7 @@ fn outbox_item(tenant: &TenantId, work: &str) -> OutboxItem {
         saga: "order".parse().unwrap(),
         correlation: "o-1".parse().unwrap(),
         destination: "workflow.cmd.acme.charge_card".into(),
-        envelope: json!({"command_id": work}),
+        envelope: RawJson::of(&json!({"command_id": work})).unwrap(),
     }
 }
 
@@ -239,7 +239,7 @@ fn map_full_is_an_error_and_writes_nothing() {
     huge.outbox = (0..40)
         .map(|i| {
             let mut item = outbox_item(&acme, &format!("big-{i}"));
-            item.envelope = json!({"blob": "y".repeat(64 * 1024)});
+            item.envelope = RawJson::of(&json!({"blob": "y".repeat(64 * 1024)})).unwrap();
             item
         })
         .collect();
