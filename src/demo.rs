@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::dev::{publish_all, wait_until, Sandbox};
+use crate::dev::{publish_all, read_stream, wait_until, FakeGateway, Sandbox};
+use crate::envelope::header;
 use crate::keys::OutboxKind;
 use crate::pipeline::Pipeline;
-use crate::store::{OutboxItem, Store};
+use crate::store::Store;
 use crate::types::{CorrelationId, IdError, SagaName, TenantId};
 
 const ORDERS: [(&str, &str, u64); 3] = [
@@ -34,6 +35,10 @@ pub fn run(nats_url: Option<&str>) -> Result<(), String> {
         None => println!("  nats-server  {}", sandbox.url),
     }
     println!("  store        {}", sandbox.settings.storage.path.display());
+    let gateway =
+        FakeGateway::accepting().map_err(|e| format!("cannot start the demo gateway: {e}"))?;
+    sandbox.settings.relay.gateway_url = gateway.url().to_string();
+    println!("  gateway      stand-in, {} (answers 202)", gateway.url());
     let catalog = sandbox.load_catalog()?;
     for saga in &catalog.sagas {
         println!(
@@ -59,7 +64,26 @@ pub fn run(nats_url: Option<&str>) -> Result<(), String> {
     }
     publish_all(&nc, &placed)?;
     wait_for(&pipeline, 3)?;
-    report_outbox(&store)?;
+    wait_relayed(&pipeline, 3)?;
+    println!(
+        "   The relay published each charge_card command to WORKFLOW_COMMANDS, then deleted it"
+    );
+    println!("   from the outbox once JetStream acked it:");
+    let commands = read_stream(
+        &nc,
+        &sandbox.settings.streams.workflow_commands,
+        &format!("{}.>", sandbox.settings.streams.command_prefix),
+        3,
+        WAIT,
+    )?;
+    for msg in &commands {
+        println!(
+            "     {:<32} Nats-Msg-Id {}  x-tenant-id {}",
+            msg.subject,
+            crate::nats_io::header(msg, header::MSG_ID).unwrap_or("?"),
+            crate::nats_io::header(msg, header::TENANT).unwrap_or("?"),
+        );
+    }
 
     println!("\n2. An OrderPlaced is delivered again (same event_id): dedupe makes it a no-op.");
     // Published without a Nats-Msg-Id, so JetStream stores it again and the saga's own
@@ -73,10 +97,12 @@ pub fn run(nats_url: Option<&str>) -> Result<(), String> {
     println!(
         "\n3. The payment provider answers (charge_card results on WORKFLOW_EVENTS; until the"
     );
-    println!("   effect worker pool lands, the demo publishes them as the worker would):");
+    println!(
+        "   effect worker pool lands, the demo answers the commands it read, as the worker would):"
+    );
     let results = vec![
-        charge_result(&store, "acme", "o-1001", "succeeded")?,
-        charge_result(&store, "acme", "o-1002", "failed")?,
+        charge_result(&commands, "o-1001", "succeeded")?,
+        charge_result(&commands, "o-1002", "failed")?,
     ];
     for (subject, r) in &results {
         println!(
@@ -86,6 +112,20 @@ pub fn run(nats_url: Option<&str>) -> Result<(), String> {
     }
     publish_all(&nc, &results)?;
     wait_for(&pipeline, 6)?;
+    wait_relayed(&pipeline, 5)?;
+    println!(
+        "   The sagas reacted with aggregate commands, which the relay POSTed to the Gateway:"
+    );
+    for cmd in gateway.received() {
+        println!(
+            "     POST {}  {} {}  idempotency-key {}  x-tenant-id {}",
+            cmd.path,
+            cmd.body["command_type"].as_str().unwrap_or("?"),
+            cmd.body["aggregate_id"].as_str().unwrap_or("?"),
+            cmd.header("idempotency-key").unwrap_or("?"),
+            cmd.header(header::TENANT).unwrap_or("?"),
+        );
+    }
 
     println!("\n4. A poison message (not JSON) is quarantined and terminated, never retried:");
     let mut headers = nats::header::HeaderMap::new();
@@ -117,7 +157,8 @@ pub fn run(nats_url: Option<&str>) -> Result<(), String> {
         "Every message was acked only after the LMDB transaction holding its effect committed."
     );
     println!(
-        "Outbox items wait for the relay (issue #3), which will publish and then delete them."
+        "Relay: {} outbox items confirmed by their destination, then deleted; {} retries, {} dead letters.",
+        s.relayed, s.relay_retries, s.dead_letters
     );
     pipeline.shutdown();
     Ok(())
@@ -148,15 +189,36 @@ fn order_placed(run_id: &str, tenant: &str, order: &str, total: u64) -> (String,
     )
 }
 
+fn wait_relayed(pipeline: &Pipeline, relayed: u64) -> Result<(), String> {
+    if wait_until(WAIT, || pipeline.stats().relayed >= relayed) {
+        Ok(())
+    } else {
+        Err(format!(
+            "timed out waiting for {relayed} outbox items to be relayed; stats: {:?}",
+            pipeline.stats()
+        ))
+    }
+}
+
 /// The result the effect worker would publish for the order's charge_card command.
 fn charge_result(
-    store: &Store,
-    tenant: &str,
+    commands: &[nats::Message],
     order: &str,
     result_type: &str,
 ) -> Result<(String, Value), String> {
-    let item = find_command(store, tenant, order, "charge_card")?;
-    let command_id = item.work_id.to_string();
+    let command: Value = commands
+        .iter()
+        .filter_map(|m| serde_json::from_slice::<Value>(&m.data).ok())
+        .find(|c| c["metadata"]["correlation_id"] == order)
+        .ok_or_else(|| format!("no charge_card command for {order} on WORKFLOW_COMMANDS"))?;
+    let command_id = command["command_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let tenant = command["tenant_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let error = (result_type != "succeeded")
         .then(|| json!({"kind": "card_declined", "message": "insufficient funds"}));
     Ok((
@@ -165,25 +227,9 @@ fn charge_result(
             "event_id": format!("result-{command_id}"), "tenant_id": tenant, "command_id": command_id,
             "effect_name": "charge_card", "result_type": result_type,
             "payload": {"payment_id": format!("pay-{order}")}, "error": error, "attempts": 1,
-            "timestamp": "2026-11-27T10:00:03Z", "metadata": item.envelope.to_value()["metadata"].clone()
+            "timestamp": "2026-11-27T10:00:03Z", "metadata": command["metadata"].clone()
         }),
     ))
-}
-
-fn find_command(
-    store: &Store,
-    tenant: &str,
-    order: &str,
-    effect: &str,
-) -> Result<OutboxItem, String> {
-    let tenant: TenantId = id(tenant)?;
-    store
-        .outbox(&tenant, 1000)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|(_, item)| item)
-        .find(|i| i.correlation.as_str() == order && i.envelope.to_value()["effect_name"] == effect)
-        .ok_or_else(|| format!("no {effect} command for {order} in the outbox"))
 }
 
 /// Parses an id, with the reason as text.
@@ -199,23 +245,21 @@ fn tenants() -> Vec<TenantId> {
 }
 
 fn report_outbox(store: &Store) -> Result<(), String> {
-    println!("   Outbox (committed with the transitions, waiting for the relay):");
+    let mut left = 0;
     for tenant in tenants() {
         for (key, item) in store.outbox(&tenant, 100).map_err(|e| e.to_string())? {
+            left += 1;
             let what = match item.kind {
-                OutboxKind::Effect => format!(
-                    "effect {} amount {}",
-                    item.envelope.to_value()["effect_name"],
-                    item.envelope.to_value()["payload"]["amount"]
-                ),
-                OutboxKind::Aggregate => format!(
-                    "{} {}",
-                    item.envelope.to_value()["command_type"],
-                    item.envelope.to_value()["aggregate_id"]
-                ),
+                OutboxKind::Effect => format!("effect {}", item.envelope.to_value()["effect_name"]),
+                OutboxKind::Aggregate => {
+                    format!("command {}", item.envelope.to_value()["command_type"])
+                }
             };
-            println!("     {key:<64} {what}");
+            println!("     still in the outbox: {key:<64} {what}");
         }
+    }
+    if left == 0 {
+        println!("   Outbox: empty (every item was confirmed by its destination, then deleted)");
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod nats_io;
 pub mod pipeline;
 pub mod program;
+pub mod relay;
 pub mod saga;
 pub mod settings;
 #[path = "../stages/mod.rs"]

@@ -72,6 +72,7 @@ fn commit_group(shared: &Shared, mut items: Vec<ExecutedMsg>) -> bool {
     match shared.store.commit(&batch) {
         Ok(outcomes) => {
             count_outcomes(shared, &outcomes);
+            announce(shared, batch, &outcomes);
             items.into_iter().for_each(|item| finish(shared, item));
             true
         }
@@ -95,14 +96,15 @@ fn commit_one_by_one(shared: &Shared, items: Vec<ExecutedMsg>) -> bool {
         let committed = match shared.store.commit(&batch) {
             Err(e) if e.is_deterministic() => {
                 quarantine_unstorable(&mut item, &e);
-                let (batch, _) = take_batch(std::slice::from_mut(&mut item));
-                shared.store.commit(&batch)
+                let (quarantine, _) = take_batch(std::slice::from_mut(&mut item));
+                shared.store.commit(&quarantine).map(|o| (o, quarantine))
             }
-            other => other,
+            other => other.map(|o| (o, batch)),
         };
         match committed {
-            Ok(outcomes) => {
+            Ok((outcomes, batch)) => {
                 count_outcomes(shared, &outcomes);
+                announce(shared, batch, &outcomes);
                 finish(shared, item);
             }
             Err(e) => {
@@ -173,6 +175,19 @@ fn count_outcomes(shared: &Shared, outcomes: &[CommitOutcome]) {
         .count() as u64;
     Stats::add(&shared.stats.transitions, applied);
     Stats::add(&shared.stats.duplicates, outcomes.len() as u64 - applied);
+}
+
+/// Tells the relay about the outbox items the commit wrote (not those of duplicates,
+/// which wrote nothing).
+fn announce(shared: &Shared, batch: CommitBatch, outcomes: &[CommitOutcome]) {
+    let items: Vec<_> = batch
+        .transitions
+        .into_iter()
+        .zip(outcomes)
+        .filter(|(_, o)| **o == CommitOutcome::Applied)
+        .flat_map(|(t, _)| t.outbox)
+        .collect();
+    shared.notices.offer(items);
 }
 
 /// The commit holding this message's outcome is durable: end its delivery.

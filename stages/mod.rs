@@ -6,3 +6,4 @@ pub mod commit;
 pub mod decode;
 pub mod execute;
 pub mod fetch;
+pub mod relay;

@@ -178,7 +178,11 @@ fn demo_runs_the_example_saga_end_to_end() {
         "globex   o-2001   active     charging",
         "duplicates so far: 1",
         "Decode: body is not valid JSON",
-        "\"CancelOrder\" \"o-1002\"",
+        "workflow.cmd.globex.charge_card",
+        "CancelOrder o-1002  idempotency-key",
+        "MarkPaid o-1001  idempotency-key",
+        "Outbox: empty",
+        "0 dead letters",
     ] {
         assert!(
             stdout.contains(expected),

@@ -1,10 +1,14 @@
 //! Helpers for development, the demo, benchmarks and tests: throwaway directories and a
-//! throwaway `nats-server`. Nothing here is used by `runner run`.
+//! throwaway `nats-server` and a stand-in Gateway. Nothing here is used by `runner run`.
 
+mod gateway;
 mod nats_server;
 mod sandbox;
+mod stream_reader;
 mod temp_dir;
 
+pub use gateway::{FakeGateway, ReceivedCommand, Reply};
 pub use nats_server::{NatsServer, NatsServerError};
 pub use sandbox::{example_manifest, publish_all, wait_until, Sandbox};
+pub use stream_reader::read_stream;
 pub use temp_dir::TempDir;

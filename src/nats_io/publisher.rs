@@ -125,6 +125,42 @@ impl Publisher {
         self.pending.len()
     }
 
+    /// Whether [`Publisher::publish`] would send without waiting.
+    pub fn has_room(&self) -> bool {
+        self.pending.len() < self.window
+    }
+
+    /// Where acks arrive: a caller that waits on several channels selects on this and
+    /// hands each message to [`Publisher::on_message`].
+    pub fn acks(&self) -> &crossbeam_channel::Receiver<nats::Message> {
+        self.sub.receiver()
+    }
+
+    /// Takes in one message from [`Publisher::acks`].
+    pub fn on_message(&mut self, msg: nats::Message) {
+        self.on_ack(msg);
+    }
+
+    /// Flushes what was sent and retries or fails publishes past their deadline; call it
+    /// after publishing and when [`Publisher::next_deadline`] has passed.
+    pub fn tick(&mut self) {
+        if self.unflushed {
+            self.flusher.kick();
+            self.unflushed = false;
+        }
+        self.expire();
+    }
+
+    /// When the earliest outstanding publish times out (or is due for re-sending).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(d, _)| *d)
+    }
+
+    /// Completions gathered so far, without waiting.
+    pub fn take_completions(&mut self) -> Vec<Completion> {
+        std::mem::take(&mut self.done)
+    }
+
     /// Sends one message, first waiting for acks while the window is full.
     /// `headers` should not contain `Nats-Msg-Id`; `msg_id` is set here.
     pub fn publish(

@@ -1,11 +1,13 @@
-//! Wiring of the saga pipeline: threads for fetch (one per consumer), decode, execute
-//! and commit, connected by bounded channels. A full channel blocks its sender, so a
+//! Wiring of the saga pipeline: threads for fetch (one per consumer), decode, execute,
+//! commit and relay, connected by bounded channels. A full channel blocks its sender, so a
 //! slow stage slows fetching instead of growing memory.
 //!
 //! ```text
 //! fetch(aggregate) ─┐
 //!                   ├─▶ decode ─▶ execute ─▶ commit ─▶ ack / term
-//! fetch(workflow) ──┘
+//! fetch(workflow) ──┘                          │ notices (and scans of the store)
+//!                                              ▼
+//!                                            relay ─▶ WORKFLOW_COMMANDS / Gateway
 //! ```
 
 mod drops;
@@ -24,6 +26,7 @@ pub use stats::{Stats, StatsSnapshot};
 use crate::error::Error;
 use crate::manifest::SagaCatalog;
 use crate::nats_io::{self, ConsumerSpec};
+use crate::relay::Notices;
 use crate::saga::{DecodeConfig, Decoded, LogCtx, MessageInfo, Outcome};
 use crate::settings::Settings;
 use crate::stages;
@@ -70,6 +73,8 @@ pub struct Shared {
     pub decode: DecodeConfig,
     pub intake: Intake,
     pub stats: Stats,
+    /// New outbox items, from the commit stage to the relay.
+    pub notices: Notices,
 }
 
 impl Shared {
@@ -114,7 +119,9 @@ impl Pipeline {
             ack_wait = ack_wait.max(info.config.ack_wait);
             subs.push((spec.clone(), stages::fetch::subscribe(&js, spec)?));
         }
+        let (notices, notice_inbox) = crate::relay::notices(settings.pipeline.channel_capacity * 4);
         let shared = Arc::new(Shared {
+            notices,
             decode: DecodeConfig::from_settings(&settings),
             intake: Intake::new(
                 ack_wait + std::time::Duration::from_millis(200),
@@ -158,7 +165,11 @@ impl Pipeline {
         pipeline.spawn("execute", move || {
             stages::execute::run(&s, &decode_rx, &exec_tx)
         })?;
-        pipeline.spawn("commit", move || stages::commit::run(&shared, &exec_rx))?;
+        let s = shared.clone();
+        pipeline.spawn("commit", move || stages::commit::run(&s, &exec_rx))?;
+        pipeline.spawn("relay", move || {
+            stages::relay::run(&shared, &nc, notice_inbox)
+        })?;
         Ok(pipeline)
     }
 

@@ -33,6 +33,12 @@ counters! {
     acked: "Messages acked after their commit.",
     commits: "LMDB write transactions committed by the commit stage.",
     commit_failures: "Commits that failed (intake stopped, nothing acked).",
+    relayed: "Outbox items confirmed by their destination and deleted.",
+    relay_retries: "Dispatches that failed and wait for another attempt.",
+    dead_letters: "Outbox items given up on: dead-lettered, their saga told.",
+    relay_scans: "Passes of the relay over the outbox keyspace.",
+    relay_latency_us_sum: "Sum over relayed items of commit-to-confirmation time in µs (items announced by the commit stage only).",
+    relay_latency_count: "Items in relay_latency_us_sum.",
 }
 
 impl Stats {

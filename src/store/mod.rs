@@ -17,8 +17,9 @@ use serde::de::DeserializeOwned;
 
 pub use commit::{CommitBatch, CommitOutcome, Transition};
 pub use records::{
-    excerpt, Checkpoint, DedupeMarker, InstanceStatus, OutboxItem, QuarantineKind,
-    QuarantineRecord, RawJson, SagaRecord, ScheduleItem, StreamPosition, QUARANTINE_EXCERPT_BYTES,
+    excerpt, Checkpoint, DeadLetterRecord, DedupeMarker, InstanceStatus, OutboxItem,
+    QuarantineKind, QuarantineRecord, RawJson, SagaRecord, ScheduleItem, StreamPosition,
+    QUARANTINE_EXCERPT_BYTES,
 };
 
 use crate::keys;
@@ -260,6 +261,68 @@ impl Store {
         Ok(out)
     }
 
+    /// Up to `limit` outbox items of every tenant whose key is at or after `from`, in key
+    /// order: the relay's recovery scan walks the keyspace page by page with this.
+    pub fn outbox_page(
+        &self,
+        from: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, OutboxItem)>, StoreError> {
+        let prefix = format!("{}:", keys::space::OUTBOX);
+        let from = if from < prefix.as_str() {
+            &prefix
+        } else {
+            from
+        };
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.reader()?.for_each_from(from, &prefix, |key, value| {
+            out.push((key.to_string(), value));
+            out.len() < limit
+        })?;
+        Ok(out)
+    }
+
+    /// Which of `keys` still exist (one read transaction).
+    pub fn existing(&self, keys: &[String]) -> Result<Vec<bool>, StoreError> {
+        let r = self.reader()?;
+        keys.iter().map(|k| exists(&r.txn, r.db, k)).collect()
+    }
+
+    /// Files the item as a dead letter and deletes it from the outbox, in one transaction.
+    pub fn dead_letter(
+        &self,
+        outbox_key: &str,
+        record: &DeadLetterRecord,
+    ) -> Result<(), StoreError> {
+        let key = keys::dead_letter(&record.item.tenant, record.item.kind, &record.item.work_id);
+        let bytes = encode(&key, record)?;
+        let mut txn = self.env.begin_rw_txn()?;
+        txn.put(self.db, &key, &bytes, WriteFlags::empty())?;
+        match txn.del(self.db, &outbox_key, None) {
+            Ok(()) | Err(lmdb::Error::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Up to `limit` dead letters of one tenant.
+    pub fn dead_letters(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+    ) -> Result<Vec<DeadLetterRecord>, StoreError> {
+        let prefix = format!("{}:{}:", keys::space::DEAD_LETTER, tenant.token());
+        Ok(self
+            .scan(&prefix, limit)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
     /// Deletes dispatched outbox items in one transaction. Returns how many existed.
     pub fn delete_outbox(&self, keys: &[String]) -> Result<usize, StoreError> {
         let mut txn = self.env.begin_rw_txn()?;
@@ -332,10 +395,21 @@ impl Reader<'_> {
     fn for_each_prefixed<T: DeserializeOwned>(
         &self,
         prefix: &str,
+        f: impl FnMut(&str, T) -> bool,
+    ) -> Result<(), StoreError> {
+        self.for_each_from(prefix, prefix, f)
+    }
+
+    /// Calls `f` for each record under `prefix`, starting at key `from`, until it
+    /// returns false.
+    fn for_each_from<T: DeserializeOwned>(
+        &self,
+        from: &str,
+        prefix: &str,
         mut f: impl FnMut(&str, T) -> bool,
     ) -> Result<(), StoreError> {
         let mut cursor = self.txn.open_ro_cursor(self.db)?;
-        for entry in cursor.iter_from(prefix.as_bytes()) {
+        for entry in cursor.iter_from(from.as_bytes()) {
             let (key, value) = entry?;
             if !key.starts_with(prefix.as_bytes()) {
                 break;

@@ -107,6 +107,20 @@ pub struct ScheduleItem {
     pub metadata: serde_json::Map<String, Value>,
 }
 
+/// `deadletter:{tenant}:{kind}:{work_id}`: an outbox item the relay gave up on, whole, so
+/// an operator can inspect and redrive it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetterRecord {
+    pub item: OutboxItem,
+    pub reason: String,
+    /// The destination's answer, when it gave one (an HTTP status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub attempts: u32,
+    /// When the relay gave up (RFC 3339, wall clock).
+    pub dead_at: String,
+}
+
 /// `checkpoint:{tenant}:{saga}`: the highest stream sequence applied, per stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {

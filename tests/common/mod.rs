@@ -137,6 +137,19 @@ impl Rig {
         .unwrap()
     }
 
+    /// The effect commands on this rig's command stream (at most `max`; waits up to a
+    /// second for them).
+    pub fn published_commands(&self, nc: &nats::Connection, max: usize) -> Vec<nats::Message> {
+        runner::dev::read_stream(
+            nc,
+            &self.settings.streams.workflow_commands,
+            &format!("{}.>", self.settings.streams.command_prefix),
+            max,
+            Duration::from_secs(1),
+        )
+        .unwrap()
+    }
+
     pub fn manifest_path(&self) -> PathBuf {
         self.settings.manifests.sagas[0].clone()
     }

@@ -1,0 +1,207 @@
+//! Aggregate commands to the Gateway (CONTRACTS.md §2): one HTTP POST per command, and
+//! what its answer means for the outbox item.
+
+use std::time::{Duration, SystemTime};
+
+use crate::envelope::header;
+use crate::store::OutboxItem;
+
+/// What to do with an item after one Gateway call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayOutcome {
+    /// 2xx, or 409 (already accepted): durable at the Gateway; delete the item.
+    Accepted { status: u16 },
+    /// 429, 5xx, a timeout or a connection error: try again, not before `after` when the
+    /// Gateway said so (`Retry-After`).
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// Any other 4xx: the command will never be accepted.
+    Rejected { status: u16, body: String },
+}
+
+/// Bytes of a rejection's body kept for the dead letter and the rejected event.
+const BODY_EXCERPT: usize = 1024;
+
+/// A Gateway client: one connection pool, shared by the relay's HTTP workers.
+#[derive(Clone)]
+pub struct Gateway {
+    agent: ureq::Agent,
+    url: String,
+}
+
+impl Gateway {
+    pub fn new(url: String, timeout: Duration) -> Gateway {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(timeout)
+            .max_idle_connections_per_host(64)
+            .build();
+        Gateway { agent, url }
+    }
+
+    pub fn send(&self, item: &OutboxItem, headers: &CommandHeaders) -> GatewayOutcome {
+        let mut req = self
+            .agent
+            .post(&self.url)
+            .set("content-type", "application/json")
+            .set(header::TENANT, item.tenant.as_str())
+            .set("idempotency-key", item.work_id.as_str());
+        if let Some(c) = &headers.correlation_id {
+            req = req.set(header::CORRELATION, c);
+        }
+        if let Some(tp) = &headers.traceparent {
+            req = req.set(header::TRACEPARENT, tp);
+        }
+        match req.send_bytes(item.envelope.as_bytes()) {
+            Ok(resp) => classify(resp.status(), None, ""),
+            Err(ureq::Error::Status(status, resp)) => {
+                let retry_after = resp.header("retry-after").map(str::to_string);
+                let body = read_excerpt(resp);
+                classify(status, retry_after.as_deref(), &body)
+            }
+            Err(ureq::Error::Transport(t)) => GatewayOutcome::Retry {
+                reason: format!("gateway unreachable: {t}"),
+                after: None,
+            },
+        }
+    }
+}
+
+/// The correlation and trace headers of a command, read from its envelope's metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandHeaders {
+    pub correlation_id: Option<String>,
+    pub traceparent: Option<String>,
+}
+
+impl CommandHeaders {
+    pub fn of(item: &OutboxItem) -> CommandHeaders {
+        #[derive(serde::Deserialize, Default)]
+        struct Meta {
+            correlation_id: Option<String>,
+            traceparent: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            #[serde(default)]
+            metadata: Option<Meta>,
+        }
+        let meta = serde_json::from_str::<Envelope>(item.envelope.as_str())
+            .ok()
+            .and_then(|e| e.metadata)
+            .unwrap_or_default();
+        CommandHeaders {
+            correlation_id: meta.correlation_id.filter(|c| !c.is_empty()),
+            traceparent: meta.traceparent.filter(|t| !t.is_empty()),
+        }
+    }
+}
+
+fn read_excerpt(resp: ureq::Response) -> String {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let _ = resp
+        .into_reader()
+        .take(BODY_EXCERPT as u64)
+        .read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The contract's reading of a Gateway answer.
+pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> GatewayOutcome {
+    match status {
+        200..=299 | 409 => GatewayOutcome::Accepted { status },
+        408 | 429 | 500..=599 => GatewayOutcome::Retry {
+            reason: format!("gateway answered {status}"),
+            after: retry_after.and_then(|v| parse_retry_after(v, SystemTime::now())),
+        },
+        _ => GatewayOutcome::Rejected {
+            status,
+            body: body.chars().take(BODY_EXCERPT).collect(),
+        },
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3); `None` when it is
+/// neither. A date in the past means "now".
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = parse_http_date(value)?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT` (the form HTTP requires senders
+/// to use).
+fn parse_http_date(value: &str) -> Option<SystemTime> {
+    let rest = value.split_once(", ")?.1;
+    let parts: Vec<&str> = rest.split(' ').collect();
+    let [day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| m == month)? + 1;
+    let text = format!("{year}-{month:02}-{day:0>2}T{time}Z");
+    let ms = crate::timefmt::parse_rfc3339_ms(&text).ok()?;
+    let ms = u64::try_from(ms).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_the_contract() {
+        for status in [200, 201, 202, 204, 409] {
+            assert_eq!(
+                classify(status, None, ""),
+                GatewayOutcome::Accepted { status }
+            );
+        }
+        for status in [408, 429, 500, 502, 503, 504] {
+            assert!(
+                matches!(classify(status, None, ""), GatewayOutcome::Retry { .. }),
+                "{status}"
+            );
+        }
+        for status in [400, 401, 403, 404, 422] {
+            assert_eq!(
+                classify(status, None, "bad"),
+                GatewayOutcome::Rejected {
+                    status,
+                    body: "bad".into()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // 1994-11-06 08:49:37
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO),
+            "a past date means now"
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+        match classify(429, Some("7"), "") {
+            GatewayOutcome::Retry { after, .. } => assert_eq!(after, Some(Duration::from_secs(7))),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The outbox relay's parts: which items it holds and in what order it sends them
+//! ([`tracker`]), the Gateway client ([`gateway`]), retry delays ([`backoff`]) and what
+//! happens when it gives up ([`verdict`]). The thread that drives them is
+//! `stages/relay.rs`.
+
+pub mod backoff;
+pub mod gateway;
+pub mod tracker;
+pub mod verdict;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+
+use crate::store::OutboxItem;
+
+/// The commit stage's side of the link to the relay: new outbox items, announced right
+/// after their commit so the relay sends them without waiting for a scan. A notice that
+/// does not fit is not waited for (saga intake must not stall on a slow destination):
+/// the relay is told to scan the store instead, where the items are anyway.
+#[derive(Debug, Clone)]
+pub struct Notices {
+    tx: Sender<Vec<OutboxItem>>,
+    missed: Arc<AtomicBool>,
+}
+
+/// The relay's side of the link.
+#[derive(Debug)]
+pub struct NoticeInbox {
+    pub rx: Receiver<Vec<OutboxItem>>,
+    missed: Arc<AtomicBool>,
+}
+
+/// A link holding at most `capacity` batches of notices.
+pub fn notices(capacity: usize) -> (Notices, NoticeInbox) {
+    let (tx, rx) = bounded(capacity);
+    let missed = Arc::new(AtomicBool::new(false));
+    (
+        Notices {
+            tx,
+            missed: missed.clone(),
+        },
+        NoticeInbox { rx, missed },
+    )
+}
+
+impl Notices {
+    pub fn offer(&self, items: Vec<OutboxItem>) {
+        if items.is_empty() {
+            return;
+        }
+        match self.tx.try_send(items) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.missed.store(true, Ordering::Release)
+            }
+        }
+    }
+}
+
+impl NoticeInbox {
+    /// Whether notices were lost since the last call (a scan must find their items).
+    pub fn take_missed(&self) -> bool {
+        self.missed.swap(false, Ordering::AcqRel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notice_that_does_not_fit_asks_for_a_scan() {
+        let (tx, inbox) = notices(1);
+        tx.offer(Vec::new());
+        assert!(inbox.rx.try_recv().is_err(), "empty batches are not sent");
+        let item = || {
+            let tenant: crate::types::TenantId = "acme".parse().unwrap();
+            OutboxItem {
+                kind: crate::keys::OutboxKind::Effect,
+                tenant,
+                work_id: "w".parse().unwrap(),
+                saga: "s".parse().unwrap(),
+                correlation: "c".parse().unwrap(),
+                destination: "d".into(),
+                envelope: crate::store::RawJson::of(&serde_json::json!({})).unwrap(),
+            }
+        };
+        tx.offer(vec![item()]);
+        assert!(!inbox.take_missed());
+        tx.offer(vec![item()]);
+        assert!(inbox.take_missed(), "the second batch did not fit");
+        assert!(!inbox.take_missed());
+        assert_eq!(inbox.rx.try_recv().unwrap().len(), 1);
+    }
+}

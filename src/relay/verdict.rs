@@ -1,0 +1,161 @@
+//! Giving up on an outbox item: the dead-letter record that keeps it for redrive, and
+//! the result event that tells its saga (CONTRACTS.md §2: a Gateway rejection is a
+//! `rejected` result on `workflow.result.{tenant}.gateway`).
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::envelope::{EffectResult, ResultError, ResultType};
+use crate::keys::OutboxKind;
+use crate::store::{DeadLetterRecord, OutboxItem};
+
+/// The `effect_name` of results about aggregate commands.
+pub const GATEWAY_EFFECT: &str = "gateway";
+
+/// Namespace of result event ids. Never change it: a re-published result must keep its
+/// id to be deduplicated.
+const RESULT_NAMESPACE: Uuid = Uuid::from_u128(0x1d5c_07a4_8b39_4f0e_a2d6_93e1_7c48_b0f5);
+
+/// The event id of the result of `command_id`: derived from the command id alone, so
+/// every re-publish of one result carries the same id.
+pub fn result_event_id(command_id: &str) -> String {
+    Uuid::new_v5(&RESULT_NAMESPACE, command_id.as_bytes()).to_string()
+}
+
+/// Why the relay gave up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GiveUp {
+    /// The destination refused the command for good (a Gateway 4xx).
+    Rejected { status: u16, body: String },
+    /// Every attempt failed.
+    Exhausted { last_error: String },
+}
+
+pub fn dead_letter(item: &OutboxItem, why: &GiveUp, attempts: u32, now: &str) -> DeadLetterRecord {
+    let (reason, status) = match why {
+        GiveUp::Rejected { status, body } => {
+            (format!("rejected with {status}: {body}"), Some(*status))
+        }
+        GiveUp::Exhausted { last_error } => (
+            format!("gave up after {attempts} attempts: {last_error}"),
+            None,
+        ),
+    };
+    DeadLetterRecord {
+        item: item.clone(),
+        reason,
+        status,
+        attempts,
+        dead_at: now.to_string(),
+    }
+}
+
+/// The result event of a dead-lettered item, and its subject.
+pub fn result_event(
+    record: &DeadLetterRecord,
+    result_prefix: &str,
+    now: &str,
+) -> (String, EffectResult) {
+    let item = &record.item;
+    let envelope = item.envelope.to_value();
+    let text = |field: &str| {
+        envelope
+            .get(field)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (effect_name, payload) = match item.kind {
+        OutboxKind::Aggregate => (
+            GATEWAY_EFFECT.to_string(),
+            json!({
+                "aggregate_type": text("aggregate_type"),
+                "aggregate_id": text("aggregate_id"),
+                "command_type": text("command_type"),
+                "status": record.status,
+            }),
+        ),
+        OutboxKind::Effect => (text("effect_name"), json!({})),
+    };
+    let (result_type, kind) = match record.status {
+        Some(_) => (ResultType::Rejected, "rejected"),
+        None => (ResultType::Failed, "relay_gave_up"),
+    };
+    let subject = format!("{result_prefix}.{}.{effect_name}", item.tenant.token());
+    let metadata = match envelope.get("metadata") {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Default::default(),
+    };
+    let event = EffectResult {
+        event_id: result_event_id(item.work_id.as_str()),
+        tenant_id: item.tenant.to_string(),
+        command_id: item.work_id.to_string(),
+        effect_name,
+        result_type,
+        payload,
+        error: Some(ResultError {
+            kind: kind.into(),
+            message: record.reason.clone(),
+        }),
+        attempts: record.attempts,
+        timestamp: now.to_string(),
+        metadata,
+    };
+    (subject, event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::RawJson;
+
+    fn command() -> OutboxItem {
+        OutboxItem {
+            kind: OutboxKind::Aggregate,
+            tenant: "acme".parse().unwrap(),
+            work_id: "cmd-1".parse().unwrap(),
+            saga: "order".parse().unwrap(),
+            correlation: "o-1".parse().unwrap(),
+            destination: "order".into(),
+            envelope: RawJson::of(&json!({
+                "command_id": "cmd-1", "aggregate_type": "order", "aggregate_id": "o-1",
+                "command_type": "MarkPaid", "payload": {},
+                "metadata": {"correlation_id": "o-1", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "extra": 1}
+            }))
+            .unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_rejection_becomes_a_rejected_gateway_result_with_the_commands_metadata() {
+        let why = GiveUp::Rejected {
+            status: 422,
+            body: "no such order".into(),
+        };
+        let record = dead_letter(&command(), &why, 1, "2026-11-27T10:00:00.000Z");
+        assert_eq!(record.status, Some(422));
+        assert!(record.reason.contains("no such order"));
+        let (subject, event) = result_event(&record, "workflow.result", "2026-11-27T10:00:00.000Z");
+        assert_eq!(subject, "workflow.result.acme.gateway");
+        assert_eq!(event.result_type, ResultType::Rejected);
+        assert_eq!(event.command_id, "cmd-1");
+        assert_eq!(event.event_id, result_event_id("cmd-1"));
+        assert_eq!(event.payload["command_type"], "MarkPaid");
+        assert_eq!(event.payload["status"], 422);
+        assert_eq!(event.metadata["extra"], 1, "metadata travels whole");
+        assert_eq!(event.metadata["correlation_id"], "o-1");
+    }
+
+    #[test]
+    fn exhausted_retries_fail_and_ids_are_stable() {
+        let why = GiveUp::Exhausted {
+            last_error: "gateway answered 503".into(),
+        };
+        let record = dead_letter(&command(), &why, 12, "t");
+        let (_, event) = result_event(&record, "workflow.result", "t");
+        assert_eq!(event.result_type, ResultType::Failed);
+        assert_eq!(event.attempts, 12);
+        assert_eq!(result_event_id("cmd-1"), result_event_id("cmd-1"));
+        assert_ne!(result_event_id("cmd-1"), result_event_id("cmd-2"));
+    }
+}

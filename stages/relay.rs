@@ -1,0 +1,488 @@
+//! Relay: sends committed outbox items to their destinations and deletes each only after
+//! its destination confirmed it (invariant 2). Effect commands are published to
+//! `WORKFLOW_COMMANDS` with pipelined acks; aggregate commands are POSTed to the Gateway
+//! by a small pool of HTTP worker threads. The thread learns of new items from the commit
+//! stage's notices and finds the rest (left by a crash, or announced while it was full)
+//! by scanning the outbox keyspace page by page, at start-up and periodically.
+//!
+//! ```text
+//! commit ─notices─▶ relay ─▶ publisher ─▶ WORKFLOW_COMMANDS ─acks─▶ relay ─▶ delete
+//!    store ─scan──▶   │ ──jobs─▶ gateway workers ─HTTP─▶ Gateway ─outcomes─▶ relay
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, select, Receiver, Sender};
+use nats::header::HeaderMap;
+
+use crate::envelope::header;
+use crate::keys::{self, OutboxKind};
+use crate::nats_io::{Completion, PublishError, Publisher};
+use crate::pipeline::{Shared, Stats};
+use crate::relay::backoff::{self, Jitter};
+use crate::relay::gateway::{CommandHeaders, Gateway, GatewayOutcome};
+use crate::relay::tracker::{Admit, Limits, Tracker};
+use crate::relay::verdict::{self, GiveUp};
+use crate::relay::NoticeInbox;
+use crate::settings::RelaySettings;
+use crate::store::{OutboxItem, Store};
+
+/// Longest single wait, so shutdown and lost notices are noticed promptly.
+const TICK: Duration = Duration::from_millis(100);
+/// Pause of an item whose publish failed because NATS itself was unavailable.
+const OUTAGE_PAUSE: Duration = Duration::from_secs(1);
+/// After a scan that had to leave items in the store, the next one starts this soon.
+const RESCAN_AFTER_OVERFLOW: Duration = Duration::from_millis(50);
+/// How long shutdown waits for dispatches in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What a publish or Gateway call was for.
+#[derive(Debug)]
+enum Purpose {
+    /// Sending the item to its destination.
+    Send,
+    /// Publishing the result event of an item given up on.
+    Verdict,
+}
+
+struct Job {
+    tag: u64,
+    item: OutboxItem,
+}
+
+pub fn run(shared: &Shared, nc: &nats::Connection, inbox: NoticeInbox) {
+    let cfg = shared.settings.relay.clone();
+    let publisher = match Publisher::new(
+        nc,
+        cfg.publish_window,
+        Duration::from_millis(cfg.publish_timeout_ms),
+        3,
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!(error = e.to_string(); "relay cannot subscribe to its ack inbox; relay stage ends");
+            return;
+        }
+    };
+    let (jobs, results) = start_gateway_workers(&cfg);
+    let mut relay = Relay {
+        shared,
+        store: shared.store.clone(),
+        tracker: Tracker::new(Limits {
+            per_tenant_in_flight: cfg.max_in_flight_per_tenant,
+            per_tenant_held: cfg.queue_per_tenant,
+            tenants: cfg.max_tenants,
+        }),
+        publisher,
+        jobs,
+        gateway_in_flight: 0,
+        purposes: HashMap::new(),
+        announced: HashMap::new(),
+        next_tag: 0,
+        to_delete: Vec::new(),
+        scan_from: Some(String::new()),
+        next_scan: Instant::now(),
+        jitter: Jitter::seeded(),
+        cfg,
+    };
+    log::info!("relay stage started");
+    relay.run(&inbox, &results);
+}
+
+/// HTTP workers: each takes a job, makes the call, reports the outcome. They end when the
+/// job channel closes; they are not joined, as a call may take up to its timeout.
+fn start_gateway_workers(cfg: &RelaySettings) -> (Sender<Job>, Receiver<(u64, GatewayOutcome)>) {
+    let (jobs, job_rx) = bounded::<Job>(cfg.gateway_workers);
+    let (result_tx, results) = bounded(cfg.gateway_workers);
+    let gateway = Gateway::new(
+        cfg.commands_url(),
+        Duration::from_millis(cfg.gateway_timeout_ms),
+    );
+    for n in 0..cfg.gateway_workers {
+        let (job_rx, result_tx, gateway) = (job_rx.clone(), result_tx.clone(), gateway.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("gateway-{n}"))
+            .spawn(move || {
+                for job in job_rx {
+                    let outcome = gateway.send(&job.item, &CommandHeaders::of(&job.item));
+                    if result_tx.send((job.tag, outcome)).is_err() {
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!(error = e.to_string(); "cannot start a gateway worker");
+        }
+    }
+    (jobs, results)
+}
+
+struct Relay<'a> {
+    shared: &'a Shared,
+    store: Arc<Store>,
+    cfg: RelaySettings,
+    tracker: Tracker,
+    publisher: Publisher,
+    jobs: Sender<Job>,
+    gateway_in_flight: usize,
+    purposes: HashMap<u64, (String, Purpose)>,
+    /// When the commit stage announced an item still held (for the latency figure).
+    announced: HashMap<String, Instant>,
+    next_tag: u64,
+    /// Confirmed items whose delete has not committed yet.
+    to_delete: Vec<String>,
+    /// Where the scan in progress continues; `None` between scans.
+    scan_from: Option<String>,
+    next_scan: Instant,
+    jitter: Jitter,
+}
+
+enum Event {
+    Notice(Vec<OutboxItem>),
+    Ack(nats::Message),
+    Gateway(u64, GatewayOutcome),
+    Idle,
+}
+
+impl Relay<'_> {
+    fn run(&mut self, inbox: &NoticeInbox, results: &Receiver<(u64, GatewayOutcome)>) {
+        let mut stopping_since: Option<Instant> = None;
+        loop {
+            let shutting_down = self.shared.intake.is_shutting_down();
+            if shutting_down {
+                let since = *stopping_since.get_or_insert_with(Instant::now);
+                if self.tracker.in_flight() == 0 || since.elapsed() > SHUTDOWN_GRACE {
+                    self.flush_deletes();
+                    log::info!(held = self.tracker.len() as u64; "relay stage stopped");
+                    return;
+                }
+            } else {
+                if inbox.take_missed() || self.tracker.take_overflow() {
+                    self.next_scan = self.next_scan.min(Instant::now() + RESCAN_AFTER_OVERFLOW);
+                }
+                self.scan_step();
+                self.tracker.wake(Instant::now());
+                self.dispatch();
+            }
+            self.publisher.tick();
+            let event = self.wait(inbox, results);
+            self.handle(event);
+            // Whatever else is ready, without waiting.
+            while let Ok(msg) = self.publisher.acks().try_recv() {
+                self.publisher.on_message(msg);
+            }
+            while let Ok((tag, outcome)) = results.try_recv() {
+                self.on_gateway(tag, outcome);
+            }
+            if !shutting_down {
+                while let Ok(items) = inbox.rx.try_recv() {
+                    self.on_notice(items);
+                }
+            }
+            for completion in self.publisher.take_completions() {
+                self.on_publish(completion);
+            }
+            self.flush_deletes();
+        }
+    }
+
+    fn wait(&self, inbox: &NoticeInbox, results: &Receiver<(u64, GatewayOutcome)>) -> Event {
+        let now = Instant::now();
+        let mut until = now + TICK;
+        for t in [self.tracker.next_wake(), self.publisher.next_deadline()]
+            .into_iter()
+            .flatten()
+        {
+            until = until.min(t);
+        }
+        if self.scan_from.is_some() || !self.to_delete.is_empty() {
+            until = now;
+        } else {
+            until = until.min(self.next_scan);
+        }
+        let timeout = until.saturating_duration_since(now);
+        select! {
+            recv(inbox.rx) -> items => items.map_or(Event::Idle, Event::Notice),
+            recv(self.publisher.acks()) -> msg => msg.map_or(Event::Idle, Event::Ack),
+            recv(results) -> r => r.map_or(Event::Idle, |(tag, o)| Event::Gateway(tag, o)),
+            default(timeout) => Event::Idle,
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Notice(items) => self.on_notice(items),
+            Event::Ack(msg) => self.publisher.on_message(msg),
+            Event::Gateway(tag, outcome) => self.on_gateway(tag, outcome),
+            Event::Idle => {}
+        }
+    }
+
+    /// Items the commit stage just wrote. One may have been sent and deleted already (a
+    /// scan found it first), so only those still in the store are taken.
+    fn on_notice(&mut self, items: Vec<OutboxItem>) {
+        let keys: Vec<String> = items
+            .iter()
+            .map(|i| keys::outbox(&i.tenant, i.kind, &i.work_id))
+            .collect();
+        let existing = match self.store.existing(&keys) {
+            Ok(e) => e,
+            Err(e) => {
+                log::warn!(error = e.to_string(); "relay cannot read the outbox; a scan will pick the items up");
+                self.next_scan = Instant::now() + OUTAGE_PAUSE;
+                return;
+            }
+        };
+        let now = Instant::now();
+        for ((key, item), exists) in keys.into_iter().zip(items).zip(existing) {
+            if exists && self.tracker.admit(key.clone(), item) == Admit::Added {
+                self.announced.insert(key, now);
+            }
+        }
+    }
+
+    /// One page of the scan in progress, if any.
+    fn scan_step(&mut self) {
+        if self.scan_from.is_none() && Instant::now() >= self.next_scan {
+            self.scan_from = Some(String::new());
+            Stats::add(&self.shared.stats.relay_scans, 1);
+        }
+        let Some(from) = self.scan_from.take() else {
+            return;
+        };
+        let page = match self.store.outbox_page(&from, self.cfg.scan_batch) {
+            Ok(page) => page,
+            Err(e) => {
+                log::warn!(error = e.to_string(); "relay cannot scan the outbox; retrying later");
+                self.next_scan = Instant::now() + OUTAGE_PAUSE;
+                return;
+            }
+        };
+        let complete = page.len() < self.cfg.scan_batch;
+        let mut next_from = None;
+        for (key, item) in page {
+            if !self.tracker.contains(&key) && !self.tracker.has_room_for(&item.tenant) {
+                // This tenant is full: skip the rest of its items. ';' sorts right
+                // after ':', so this is the first key past the tenant's prefix.
+                let prefix = keys::outbox_prefix(&item.tenant);
+                self.tracker.admit(key, item);
+                next_from = Some(format!("{};", &prefix[..prefix.len() - 1]));
+                break;
+            }
+            next_from = Some(format!("{key}\u{0}"));
+            self.tracker.admit(key, item);
+        }
+        match next_from {
+            Some(from) if !complete || from.ends_with(';') => self.scan_from = Some(from),
+            _ => {
+                let overflowed = self.tracker.take_overflow();
+                let pause = if overflowed {
+                    RESCAN_AFTER_OVERFLOW
+                } else {
+                    Duration::from_millis(self.cfg.scan_interval_ms)
+                };
+                self.next_scan = Instant::now() + pause;
+            }
+        }
+    }
+
+    /// Sends ready items while their lanes have room.
+    fn dispatch(&mut self) {
+        let workers = self.cfg.gateway_workers;
+        // One tenant never holds every Gateway worker.
+        let per_tenant_gateway = (workers / 2).max(1);
+        loop {
+            let effect_room = self.publisher.has_room();
+            let gateway_free = workers - self.gateway_in_flight;
+            let next = self.tracker.next(|kind, mine| match kind {
+                OutboxKind::Effect => effect_room,
+                OutboxKind::Aggregate => gateway_free > 0 && mine < per_tenant_gateway,
+            });
+            let Some((key, entry)) = next else {
+                return;
+            };
+            let tag = self.next_tag;
+            self.next_tag += 1;
+            let item = entry.item.clone();
+            if let Some(record) = entry.verdict.clone() {
+                self.purposes.insert(tag, (key, Purpose::Verdict));
+                let now = now_rfc3339();
+                let (subject, event) = verdict::result_event(
+                    &record,
+                    &self.shared.settings.streams.result_prefix,
+                    &now,
+                );
+                let body = serde_json::to_vec(&event).unwrap_or_default();
+                let headers = headers_of(&item, &CommandHeaders::of(&item));
+                self.publisher
+                    .publish(tag, &subject, &event.event_id, headers, body);
+                continue;
+            }
+            self.purposes.insert(tag, (key, Purpose::Send));
+            match item.kind {
+                OutboxKind::Effect => {
+                    let headers = headers_of(&item, &CommandHeaders::of(&item));
+                    let body = item.envelope.as_bytes().to_vec();
+                    self.publisher.publish(
+                        tag,
+                        &item.destination,
+                        item.work_id.as_str(),
+                        headers,
+                        body,
+                    );
+                }
+                OutboxKind::Aggregate => {
+                    self.gateway_in_flight += 1;
+                    // Never blocks: the channel holds one job per worker and at most
+                    // that many are in flight.
+                    if self.jobs.send(Job { tag, item }).is_err() {
+                        self.gateway_in_flight -= 1;
+                        self.on_gateway(
+                            tag,
+                            GatewayOutcome::Retry {
+                                reason: "gateway workers are gone".into(),
+                                after: Some(OUTAGE_PAUSE),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_publish(&mut self, c: Completion) {
+        let Some((key, purpose)) = self.purposes.remove(&c.tag) else {
+            return;
+        };
+        match (c.result, purpose) {
+            (Ok(_), Purpose::Send) => self.to_delete.push(key),
+            (Ok(_), Purpose::Verdict) => self.file_dead_letter(&key),
+            // NATS itself is unavailable: not the item's fault, so no attempt is used.
+            (Err(e @ (PublishError::Timeout { .. } | PublishError::Io(_))), _) => {
+                log::warn!(outbox_key = key.as_str(), error = e.to_string(); "publish failed; NATS unavailable, retrying");
+                self.tracker
+                    .retry_at(&key, Instant::now() + OUTAGE_PAUSE, false);
+            }
+            (Err(e), _) => self.failed(&key, e.to_string(), None),
+        }
+    }
+
+    fn on_gateway(&mut self, tag: u64, outcome: GatewayOutcome) {
+        self.gateway_in_flight = self.gateway_in_flight.saturating_sub(1);
+        let Some((key, _)) = self.purposes.remove(&tag) else {
+            return;
+        };
+        match outcome {
+            GatewayOutcome::Accepted { .. } => self.to_delete.push(key),
+            GatewayOutcome::Retry { reason, after } => self.failed(&key, reason, after),
+            GatewayOutcome::Rejected { status, body } => {
+                self.give_up(&key, GiveUp::Rejected { status, body });
+            }
+        }
+    }
+
+    /// A counted failure: retry after a backoff (at least what the destination asked
+    /// for), or give up once the attempts are spent.
+    fn failed(&mut self, key: &str, reason: String, after: Option<Duration>) {
+        let Some(entry) = self.tracker.get(key) else {
+            return;
+        };
+        let attempts = entry.attempts;
+        if entry.verdict.is_none() && attempts >= self.cfg.max_attempts {
+            self.give_up(key, GiveUp::Exhausted { last_error: reason });
+            return;
+        }
+        let max = Duration::from_millis(self.cfg.backoff_max_ms);
+        let delay = backoff::delay(
+            attempts,
+            Duration::from_millis(self.cfg.backoff_initial_ms),
+            max,
+            self.jitter.next(),
+        )
+        .max(after.unwrap_or_default().min(max));
+        log::warn!(outbox_key = key, attempts = attempts, retry_in_ms = delay.as_millis() as u64,
+            reason = reason.as_str(); "dispatch failed; will retry");
+        Stats::add(&self.shared.stats.relay_retries, 1);
+        self.tracker.retry_at(key, Instant::now() + delay, true);
+    }
+
+    /// Publishes the item's result event next; the dead letter is filed once it is acked.
+    fn give_up(&mut self, key: &str, why: GiveUp) {
+        let Some(entry) = self.tracker.get(key) else {
+            return;
+        };
+        let record = verdict::dead_letter(&entry.item, &why, entry.attempts, &now_rfc3339());
+        log::warn!(outbox_key = key, tenant_id = entry.item.tenant.as_str(),
+            correlation_id = entry.item.correlation.as_str(), reason = record.reason.as_str();
+            "giving up on an outbox item: dead letter and result event");
+        self.tracker.condemn(key, record);
+        self.tracker.retry_at(key, Instant::now(), true);
+    }
+
+    fn file_dead_letter(&mut self, key: &str) {
+        let Some(record) = self.tracker.get(key).and_then(|e| e.verdict.clone()) else {
+            return;
+        };
+        match self.store.dead_letter(key, &record) {
+            Ok(()) => {
+                Stats::add(&self.shared.stats.dead_letters, 1);
+                self.announced.remove(key);
+                self.tracker.done(key);
+            }
+            Err(e) => {
+                log::error!(outbox_key = key, error = e.to_string(); "cannot file a dead letter; retrying");
+                self.tracker
+                    .retry_at(key, Instant::now() + OUTAGE_PAUSE, false);
+            }
+        }
+    }
+
+    /// Deletes confirmed items in one transaction; they leave memory only once it commits.
+    fn flush_deletes(&mut self) {
+        if self.to_delete.is_empty() {
+            return;
+        }
+        match self.store.delete_outbox(&self.to_delete) {
+            Ok(_) => {
+                let now = Instant::now();
+                for key in std::mem::take(&mut self.to_delete) {
+                    if let Some(at) = self.announced.remove(&key) {
+                        let us = now.duration_since(at).as_micros() as u64;
+                        Stats::add(&self.shared.stats.relay_latency_us_sum, us);
+                        Stats::add(&self.shared.stats.relay_latency_count, 1);
+                    }
+                    self.tracker.done(&key);
+                    Stats::add(&self.shared.stats.relayed, 1);
+                }
+            }
+            Err(e) => {
+                // The items were confirmed; deleting later is safe, sending again is not
+                // needed. They stay in flight until the delete commits.
+                log::error!(error = e.to_string(), items = self.to_delete.len() as u64; "cannot delete relayed outbox items; retrying");
+                std::thread::sleep(TICK);
+            }
+        }
+    }
+}
+
+/// The headers of CONTRACTS.md §1 (the caller adds `Nats-Msg-Id`).
+fn headers_of(item: &OutboxItem, h: &CommandHeaders) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::TENANT, item.tenant.as_str());
+    if let Some(c) = &h.correlation_id {
+        headers.insert(header::CORRELATION, c.as_str());
+    }
+    if let Some(tp) = &h.traceparent {
+        headers.insert(header::TRACEPARENT, tp.as_str());
+    }
+    headers
+}
+
+fn now_rfc3339() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    crate::timefmt::format_rfc3339_ms(ms).unwrap_or_default()
+}
