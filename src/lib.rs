@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod crash;
 pub mod demo;
 pub mod dev;
 pub mod envelope;

@@ -843,6 +843,20 @@ mod tests {
         }
     }
 
+    /// The README lists every setting with its default; this keeps it true.
+    #[test]
+    fn the_readme_lists_every_setting_with_its_default() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("```toml\nmode =")
+            .expect("settings block in README")
+            + 8;
+        let len = readme[start..].find("```").unwrap();
+        let listed: Value = toml::from_str(&readme[start..start + len]).unwrap();
+        let defaults = serde_json::to_value(Settings::default()).unwrap();
+        assert_eq!(listed, defaults);
+    }
+
     #[test]
     fn defaults_are_valid() {
         let s = Settings::load(None, Vec::new()).unwrap();

@@ -71,6 +71,7 @@ fn commit_group(shared: &Shared, mut items: Vec<ExecutedMsg>) -> bool {
     let (batch, counts) = take_batch(&mut items);
     match shared.store.commit(&batch) {
         Ok(outcomes) => {
+            crate::crash::point(crate::crash::AFTER_COMMIT);
             count_outcomes(shared, &outcomes);
             announce(shared, batch, &outcomes);
             items.into_iter().for_each(|item| finish(shared, item));
@@ -103,6 +104,7 @@ fn commit_one_by_one(shared: &Shared, items: Vec<ExecutedMsg>) -> bool {
         };
         match committed {
             Ok((outcomes, batch)) => {
+                crate::crash::point(crate::crash::AFTER_COMMIT);
                 count_outcomes(shared, &outcomes);
                 announce(shared, batch, &outcomes);
                 finish(shared, item);

@@ -25,7 +25,7 @@ use crate::relay::backoff::{self, Jitter};
 use crate::relay::gateway::{CommandHeaders, Gateway, GatewayOutcome};
 use crate::relay::tracker::{Admit, Limits, Tracker};
 use crate::relay::verdict::{self, GiveUp};
-use crate::relay::NoticeInbox;
+use crate::relay::{Notice, NoticeInbox};
 use crate::settings::RelaySettings;
 use crate::store::{OutboxItem, Store};
 
@@ -35,6 +35,11 @@ const TICK: Duration = Duration::from_millis(100);
 const OUTAGE_PAUSE: Duration = Duration::from_secs(1);
 /// After a scan that had to leave items in the store, the next one starts this soon.
 const RESCAN_AFTER_OVERFLOW: Duration = Duration::from_millis(50);
+/// Confirmed items are deleted in one transaction once this many wait…
+const DELETE_BATCH: usize = 512;
+/// …or the oldest has waited this long (a delete is an fsync; one per item would cap
+/// the relay at the disk's sync rate).
+const DELETE_DELAY: Duration = Duration::from_millis(5);
 /// How long shutdown waits for dispatches in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -82,8 +87,10 @@ pub fn run(shared: &Shared, nc: &nats::Connection, inbox: NoticeInbox) {
         announced: HashMap::new(),
         next_tag: 0,
         to_delete: Vec::new(),
+        delete_due: None,
         scan_from: Some(String::new()),
         next_scan: Instant::now(),
+        rescan_soon: false,
         jitter: Jitter::seeded(),
         cfg,
     };
@@ -128,19 +135,23 @@ struct Relay<'a> {
     jobs: Sender<Job>,
     gateway_in_flight: usize,
     purposes: HashMap<u64, (String, Purpose)>,
-    /// When the commit stage announced an item still held (for the latency figure).
+    /// When the commit of an announced item committed, until its destination confirms
+    /// it (the relay latency figure: commit to publish ack or Gateway answer).
     announced: HashMap<String, Instant>,
     next_tag: u64,
-    /// Confirmed items whose delete has not committed yet.
+    /// Confirmed items whose delete has not committed yet, and when they are due.
     to_delete: Vec<String>,
+    delete_due: Option<Instant>,
     /// Where the scan in progress continues; `None` between scans.
     scan_from: Option<String>,
     next_scan: Instant,
+    /// Items were turned away since the current pass began: start the next one soon.
+    rescan_soon: bool,
     jitter: Jitter,
 }
 
 enum Event {
-    Notice(Vec<OutboxItem>),
+    Notice(Notice),
     Ack(nats::Message),
     Gateway(u64, GatewayOutcome),
     Idle,
@@ -155,12 +166,20 @@ impl Relay<'_> {
                 let since = *stopping_since.get_or_insert_with(Instant::now);
                 if self.tracker.in_flight() == 0 || since.elapsed() > SHUTDOWN_GRACE {
                     self.flush_deletes();
+                    if !self.to_delete.is_empty() {
+                        log::warn!(items = self.to_delete.len() as u64; "relay stops with confirmed items not deleted; they are sent again (idempotently) after restart");
+                    }
                     log::info!(held = self.tracker.len() as u64; "relay stage stopped");
                     return;
                 }
             } else {
                 if inbox.take_missed() || self.tracker.take_overflow() {
-                    self.next_scan = self.next_scan.min(Instant::now() + RESCAN_AFTER_OVERFLOW);
+                    // Items were left in the store: the next pass comes soon, also
+                    // when one is under way (it may be past their keys).
+                    self.rescan_soon = true;
+                    if self.scan_from.is_none() {
+                        self.next_scan = self.next_scan.min(Instant::now() + RESCAN_AFTER_OVERFLOW);
+                    }
                 }
                 self.scan_step();
                 self.tracker.wake(Instant::now());
@@ -177,14 +196,17 @@ impl Relay<'_> {
                 self.on_gateway(tag, outcome);
             }
             if !shutting_down {
-                while let Ok(items) = inbox.rx.try_recv() {
-                    self.on_notice(items);
+                while let Ok(notice) = inbox.rx.try_recv() {
+                    self.on_notice(notice);
                 }
             }
             for completion in self.publisher.take_completions() {
                 self.on_publish(completion);
             }
-            self.flush_deletes();
+            let due = self.delete_due.is_some_and(|at| at <= Instant::now());
+            if self.to_delete.len() >= DELETE_BATCH || due || shutting_down {
+                self.flush_deletes();
+            }
         }
     }
 
@@ -197,7 +219,10 @@ impl Relay<'_> {
         {
             until = until.min(t);
         }
-        if self.scan_from.is_some() || !self.to_delete.is_empty() {
+        if let Some(due) = self.delete_due {
+            until = until.min(due);
+        }
+        if self.scan_from.is_some() {
             until = now;
         } else {
             until = until.min(self.next_scan);
@@ -222,7 +247,11 @@ impl Relay<'_> {
 
     /// Items the commit stage just wrote. One may have been sent and deleted already (a
     /// scan found it first), so only those still in the store are taken.
-    fn on_notice(&mut self, items: Vec<OutboxItem>) {
+    fn on_notice(&mut self, notice: Notice) {
+        let Notice {
+            committed_at,
+            items,
+        } = notice;
         let keys: Vec<String> = items
             .iter()
             .map(|i| keys::outbox(&i.tenant, i.kind, &i.work_id))
@@ -235,10 +264,9 @@ impl Relay<'_> {
                 return;
             }
         };
-        let now = Instant::now();
         for ((key, item), exists) in keys.into_iter().zip(items).zip(existing) {
             if exists && self.tracker.admit(key.clone(), item) == Admit::Added {
-                self.announced.insert(key, now);
+                self.announced.insert(key, committed_at);
             }
         }
     }
@@ -247,6 +275,7 @@ impl Relay<'_> {
     fn scan_step(&mut self) {
         if self.scan_from.is_none() && Instant::now() >= self.next_scan {
             self.scan_from = Some(String::new());
+            self.rescan_soon = false;
             Stats::add(&self.shared.stats.relay_scans, 1);
         }
         let Some(from) = self.scan_from.take() else {
@@ -261,6 +290,7 @@ impl Relay<'_> {
             }
         };
         let complete = page.len() < self.cfg.scan_batch;
+        log::debug!(from = from.as_str(), page = page.len() as u64, held = self.tracker.len() as u64; "scan step");
         let mut next_from = None;
         for (key, item) in page {
             if !self.tracker.contains(&key) && !self.tracker.has_room_for(&item.tenant) {
@@ -277,7 +307,7 @@ impl Relay<'_> {
         match next_from {
             Some(from) if !complete || from.ends_with(';') => self.scan_from = Some(from),
             _ => {
-                let overflowed = self.tracker.take_overflow();
+                let overflowed = self.tracker.take_overflow() || self.rescan_soon;
                 let pause = if overflowed {
                     RESCAN_AFTER_OVERFLOW
                 } else {
@@ -291,8 +321,10 @@ impl Relay<'_> {
     /// Sends ready items while their lanes have room.
     fn dispatch(&mut self) {
         let workers = self.cfg.gateway_workers;
-        // One tenant never holds every Gateway worker.
-        let per_tenant_gateway = (workers / 2).max(1);
+        // One tenant never holds every Gateway worker: another tenant's command gets the
+        // spare one at once, even while the first tenant's calls hang until their timeout.
+        // A lone tenant still uses all but one.
+        let per_tenant_gateway = workers.saturating_sub(1).max(1);
         loop {
             let effect_room = self.publisher.has_room();
             let gateway_free = workers - self.gateway_in_flight;
@@ -357,7 +389,7 @@ impl Relay<'_> {
             return;
         };
         match (c.result, purpose) {
-            (Ok(_), Purpose::Send) => self.to_delete.push(key),
+            (Ok(_), Purpose::Send) => self.confirmed(key),
             (Ok(_), Purpose::Verdict) => self.file_dead_letter(&key),
             // NATS itself is unavailable: not the item's fault, so no attempt is used.
             (Err(e @ (PublishError::Timeout { .. } | PublishError::Io(_))), _) => {
@@ -375,12 +407,23 @@ impl Relay<'_> {
             return;
         };
         match outcome {
-            GatewayOutcome::Accepted { .. } => self.to_delete.push(key),
+            GatewayOutcome::Accepted { .. } => self.confirmed(key),
             GatewayOutcome::Retry { reason, after } => self.failed(&key, reason, after),
             GatewayOutcome::Rejected { status, body } => {
                 self.give_up(&key, GiveUp::Rejected { status, body });
             }
         }
+    }
+
+    /// The destination has the item: it is deleted with the next batch of deletes.
+    fn confirmed(&mut self, key: String) {
+        if let Some(at) = self.announced.remove(&key) {
+            self.shared.relay_latency.record(at.elapsed());
+        }
+        self.tracker.confirm(&key);
+        self.delete_due
+            .get_or_insert_with(|| Instant::now() + DELETE_DELAY);
+        self.to_delete.push(key);
     }
 
     /// A counted failure: retry after a backoff (at least what the destination asked
@@ -399,7 +442,7 @@ impl Relay<'_> {
             attempts,
             Duration::from_millis(self.cfg.backoff_initial_ms),
             max,
-            self.jitter.next(),
+            self.jitter.draw(),
         )
         .max(after.unwrap_or_default().min(max));
         log::warn!(outbox_key = key, attempts = attempts, retry_in_ms = delay.as_millis() as u64,
@@ -444,24 +487,21 @@ impl Relay<'_> {
         if self.to_delete.is_empty() {
             return;
         }
+        crate::crash::point(crate::crash::AFTER_CONFIRM);
+        log::debug!(items = self.to_delete.len() as u64, held = self.tracker.len() as u64, in_flight = self.tracker.in_flight() as u64; "deleting confirmed items");
         match self.store.delete_outbox(&self.to_delete) {
             Ok(_) => {
-                let now = Instant::now();
+                self.delete_due = None;
                 for key in std::mem::take(&mut self.to_delete) {
-                    if let Some(at) = self.announced.remove(&key) {
-                        let us = now.duration_since(at).as_micros() as u64;
-                        Stats::add(&self.shared.stats.relay_latency_us_sum, us);
-                        Stats::add(&self.shared.stats.relay_latency_count, 1);
-                    }
                     self.tracker.done(&key);
                     Stats::add(&self.shared.stats.relayed, 1);
                 }
             }
             Err(e) => {
                 // The items were confirmed; deleting later is safe, sending again is not
-                // needed. They stay in flight until the delete commits.
+                // needed. They stay held until the delete commits.
                 log::error!(error = e.to_string(), items = self.to_delete.len() as u64; "cannot delete relayed outbox items; retrying");
-                std::thread::sleep(TICK);
+                self.delete_due = Some(Instant::now() + OUTAGE_PAUSE);
             }
         }
     }

@@ -118,6 +118,7 @@ fn check(config: Option<&Path>) -> Result<(), Error> {
 fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
     crate::logging::init();
     let settings = load_settings(config, mode)?;
+    crate::crash::validate().map_err(Error::Other)?;
     if !settings.mode.runs_sagas() {
         return Err("mode effect has no stages yet: the effect worker pool is not built (issue #4); use saga or combined".to_string().into());
     }

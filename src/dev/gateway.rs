@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -15,6 +15,8 @@ pub struct ReceivedCommand {
     /// Header names in lower case.
     pub headers: Vec<(String, String)>,
     pub body: Value,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 impl ReceivedCommand {
@@ -134,6 +136,7 @@ fn serve(server: &tiny_http::Server, received: &Mutex<Vec<ReceivedCommand>>, scr
                 })
                 .collect(),
             body: serde_json::from_str(&body).unwrap_or(Value::Null),
+            at: Instant::now(),
         };
         let n = {
             let mut all = received.lock();

@@ -11,6 +11,7 @@
 //! ```
 
 mod drops;
+mod histogram;
 mod intake;
 mod stats;
 
@@ -20,6 +21,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::bounded;
 
 pub use drops::{Admission, Drops};
+pub use histogram::Histogram;
 pub use intake::Intake;
 pub use stats::{Stats, StatsSnapshot};
 
@@ -75,6 +77,9 @@ pub struct Shared {
     pub stats: Stats,
     /// New outbox items, from the commit stage to the relay.
     pub notices: Notices,
+    /// Time from commit to destination confirmation (publish ack, Gateway 2xx) of items
+    /// the commit stage announced.
+    pub relay_latency: Histogram,
 }
 
 impl Shared {
@@ -122,6 +127,7 @@ impl Pipeline {
         let (notices, notice_inbox) = crate::relay::notices(settings.pipeline.channel_capacity * 4);
         let shared = Arc::new(Shared {
             notices,
+            relay_latency: Histogram::default(),
             decode: DecodeConfig::from_settings(&settings),
             intake: Intake::new(
                 ack_wait + std::time::Duration::from_millis(200),
@@ -191,6 +197,11 @@ impl Pipeline {
 
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.stats.snapshot()
+    }
+
+    /// Commit-to-confirmation latency of relayed items.
+    pub fn relay_latency(&self) -> &Histogram {
+        &self.shared.relay_latency
     }
 
     pub fn intake(&self) -> &Intake {

@@ -37,8 +37,6 @@ counters! {
     relay_retries: "Dispatches that failed and wait for another attempt.",
     dead_letters: "Outbox items given up on: dead-lettered, their saga told.",
     relay_scans: "Passes of the relay over the outbox keyspace.",
-    relay_latency_us_sum: "Sum over relayed items of commit-to-confirmation time in µs (items announced by the commit stage only).",
-    relay_latency_count: "Items in relay_latency_us_sum.",
 }
 
 impl Stats {

@@ -29,7 +29,7 @@ impl Jitter {
         Jitter(nanos | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn draw(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -70,7 +70,7 @@ mod tests {
     fn jitter_spreads() {
         let mut j = Jitter::seeded();
         let delays: std::collections::HashSet<Duration> = (0..50)
-            .map(|_| delay(3, 100 * MS, 10_000 * MS, j.next()))
+            .map(|_| delay(3, 100 * MS, 10_000 * MS, j.draw()))
             .collect();
         assert!(delays.len() > 10, "{delays:?}");
     }

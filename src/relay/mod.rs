@@ -10,6 +10,7 @@ pub mod verdict;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
@@ -21,15 +22,22 @@ use crate::store::OutboxItem;
 /// the relay is told to scan the store instead, where the items are anyway.
 #[derive(Debug, Clone)]
 pub struct Notices {
-    tx: Sender<Vec<OutboxItem>>,
+    tx: Sender<Notice>,
     missed: Arc<AtomicBool>,
 }
 
 /// The relay's side of the link.
 #[derive(Debug)]
 pub struct NoticeInbox {
-    pub rx: Receiver<Vec<OutboxItem>>,
+    pub rx: Receiver<Notice>,
     missed: Arc<AtomicBool>,
+}
+
+/// Outbox items of one commit, and when it committed.
+#[derive(Debug)]
+pub struct Notice {
+    pub committed_at: Instant,
+    pub items: Vec<OutboxItem>,
 }
 
 /// A link holding at most `capacity` batches of notices.
@@ -50,7 +58,11 @@ impl Notices {
         if items.is_empty() {
             return;
         }
-        match self.tx.try_send(items) {
+        let notice = Notice {
+            committed_at: Instant::now(),
+            items,
+        };
+        match self.tx.try_send(notice) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.missed.store(true, Ordering::Release)
@@ -92,6 +104,6 @@ mod tests {
         tx.offer(vec![item()]);
         assert!(inbox.take_missed(), "the second batch did not fit");
         assert!(!inbox.take_missed());
-        assert_eq!(inbox.rx.try_recv().unwrap().len(), 1);
+        assert_eq!(inbox.rx.try_recv().unwrap().items.len(), 1);
     }
 }

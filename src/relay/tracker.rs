@@ -29,6 +29,9 @@ enum State {
     Ready,
     InFlight,
     Waiting(Instant),
+    /// The destination has it; only its delete is outstanding. It no longer takes an
+    /// in-flight slot, but stays held so that a scan does not send it again.
+    Confirmed,
 }
 
 #[derive(Debug)]
@@ -202,6 +205,21 @@ impl Tracker {
         }
     }
 
+    /// The destination confirmed the item: its in-flight slot is free; it stays held until
+    /// [`Tracker::done`] (after its delete committed).
+    pub fn confirm(&mut self, key: &str) {
+        let Some(entry) = self.entries.get(key) else {
+            return;
+        };
+        if entry.state == State::InFlight {
+            let lane = (entry.item.tenant.clone(), entry.item.kind);
+            self.release(&lane);
+        }
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.state = State::Confirmed;
+        }
+    }
+
     /// A dispatch failed: try again at `at`. With `counted` false (the broker itself was
     /// unavailable) the attempt is given back.
     pub fn retry_at(&mut self, key: &str, at: Instant, counted: bool) {
@@ -266,6 +284,7 @@ impl Tracker {
             State::Waiting(at) => {
                 self.waiting.remove(&(at, key.to_string()));
             }
+            State::Confirmed => {}
             State::Ready => {
                 if let Some(queue) = self.ready.get_mut(&lane) {
                     queue.retain(|k| k != key);

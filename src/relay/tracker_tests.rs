@@ -130,3 +130,24 @@ fn done_forgets_items_in_any_state() {
     assert!(t.next_wake().is_none());
     assert!(t.next(any_room).is_none());
 }
+
+#[test]
+fn a_confirmed_item_frees_its_slot_but_stays_held_until_done() {
+    let mut t = Tracker::new(limits(1, 10, 10));
+    let (k0, i0) = item("a", OutboxKind::Effect, 0);
+    let (k1, i1) = item("a", OutboxKind::Effect, 1);
+    t.admit(k0.clone(), i0.clone());
+    t.admit(k1.clone(), i1);
+    assert_eq!(t.next(any_room).map(|(k, _)| k), Some(k0.clone()));
+    assert!(t.next(any_room).is_none(), "the tenant's one slot is taken");
+    t.confirm(&k0);
+    assert_eq!(t.in_flight(), 0);
+    assert_eq!(
+        t.admit(k0.clone(), i0),
+        Admit::Known,
+        "not sent again while its delete is pending"
+    );
+    assert_eq!(t.next(any_room).map(|(k, _)| k), Some(k1));
+    t.done(&k0);
+    assert_eq!((t.len(), t.in_flight()), (1, 1));
+}

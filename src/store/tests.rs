@@ -270,6 +270,80 @@ fn outbox_delete_happens_once() {
 }
 
 #[test]
+fn outbox_pages_walk_every_tenant_in_key_order() {
+    let dir = TempDir::new("store").unwrap();
+    let store = open(&dir, 16);
+    let (acme, globex) = (t("acme"), t("globex"));
+    let mut transitions = Vec::new();
+    for (tenant, n) in [(&acme, 3), (&globex, 2)] {
+        for i in 0..n {
+            transitions.push(transition(
+                tenant,
+                &format!("o-{i}"),
+                &format!("e-{i}"),
+                i + 1,
+                json!(1),
+            ));
+        }
+    }
+    store.commit(&batch(transitions)).unwrap();
+    // The transitions also wrote `saga:` keys, which sort right after the outbox
+    // keyspace: none may leak into a page.
+    let mut seen = Vec::new();
+    let mut from = String::new();
+    loop {
+        let page = store.outbox_page(&from, 2).unwrap();
+        seen.extend(page.iter().map(|(k, _)| k.clone()));
+        match page.last() {
+            Some((last, _)) if page.len() == 2 => from = format!("{last}\u{0}"),
+            _ => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "outbox:acme:effect:cmd-e-0",
+            "outbox:acme:effect:cmd-e-1",
+            "outbox:acme:effect:cmd-e-2",
+            "outbox:globex:effect:cmd-e-0",
+            "outbox:globex:effect:cmd-e-1"
+        ]
+    );
+    // Starting past a tenant's prefix skips the rest of that tenant.
+    let page = store.outbox_page("outbox:acme;", 10).unwrap();
+    assert_eq!(page.len(), 2);
+    assert!(page.iter().all(|(_, item)| item.tenant == globex));
+    assert_eq!(
+        store
+            .existing(&[seen[0].clone(), "outbox:acme:effect:nope".into()])
+            .unwrap(),
+        vec![true, false]
+    );
+}
+
+#[test]
+fn a_dead_letter_is_filed_and_its_outbox_item_deleted_together() {
+    let dir = TempDir::new("store").unwrap();
+    let store = open(&dir, 16);
+    let acme = t("acme");
+    store
+        .commit(&batch(vec![transition(&acme, "o-1", "e-1", 1, json!(1))]))
+        .unwrap();
+    let (key, item) = store.outbox(&acme, 10).unwrap().remove(0);
+    let record = DeadLetterRecord {
+        item: item.clone(),
+        reason: "rejected with 400".into(),
+        status: Some(400),
+        attempts: 1,
+        dead_at: "2026-11-27T10:00:00.000Z".into(),
+    };
+    store.dead_letter(&key, &record).unwrap();
+    assert!(store.outbox(&acme, 10).unwrap().is_empty());
+    assert_eq!(store.dead_letters(&acme, 10).unwrap(), vec![record]);
+    assert!(store.dead_letters(&t("globex"), 10).unwrap().is_empty());
+}
+
+#[test]
 fn due_scan_returns_only_due_items_of_the_tenant() {
     let dir = TempDir::new("store").unwrap();
     let store = open(&dir, 16);

@@ -1,0 +1,63 @@
+//! Named crash points for the fault-injection tests: `RUNNER_CRASH_AT=<point>` makes the
+//! process abort (no destructors, no flushing: as abrupt as `SIGKILL`) the
+//! `RUNNER_CRASH_AFTER`-th time (default 1) execution reaches that point. Unset, a point
+//! costs one load of a cached `None`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// After an LMDB commit of saga transitions, before their messages are acked and the
+/// relay is told of their outbox items.
+pub const AFTER_COMMIT: &str = "commit.after_commit_before_ack";
+/// After destinations confirmed outbox items, before their delete is committed.
+pub const AFTER_CONFIRM: &str = "relay.after_confirm_before_delete";
+
+/// Every point, so a typo in `RUNNER_CRASH_AT` is refused instead of silently ignored.
+pub const POINTS: &[&str] = &[AFTER_COMMIT, AFTER_CONFIRM];
+
+struct Armed {
+    point: String,
+    after: u64,
+    hits: AtomicU64,
+}
+
+fn armed() -> Option<&'static Armed> {
+    static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+    ARMED
+        .get_or_init(|| {
+            let point = std::env::var("RUNNER_CRASH_AT").ok()?;
+            let after = std::env::var("RUNNER_CRASH_AFTER")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            Some(Armed {
+                point,
+                after,
+                hits: AtomicU64::new(0),
+            })
+        })
+        .as_ref()
+}
+
+/// Checks `RUNNER_CRASH_AT` at start-up: an unknown point is an error.
+pub fn validate() -> Result<(), String> {
+    match armed() {
+        Some(a) if !POINTS.contains(&a.point.as_str()) => Err(format!(
+            "RUNNER_CRASH_AT names no crash point: {:?} (known: {})",
+            a.point,
+            POINTS.join(", ")
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Aborts the process here if this is the armed point and its hit count is reached.
+pub fn point(name: &str) {
+    let Some(a) = armed() else {
+        return;
+    };
+    if a.point == name && a.hits.fetch_add(1, Ordering::SeqCst) + 1 >= a.after {
+        eprintln!("crash point {name} reached: aborting (RUNNER_CRASH_AT)");
+        std::process::abort();
+    }
+}

@@ -1,0 +1,125 @@
+//! A fixed-size latency histogram: 4 buckets per power of two of microseconds (each
+//! bucket at most 19% wide), lock-free to record, up to about 70 minutes. Quantiles
+//! come back as the upper bound of their bucket.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+const SUB: u32 = 4;
+const BUCKETS: usize = 32 * SUB as usize;
+
+#[derive(Debug)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS],
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// The bucket of `us`: values below 4 get their own buckets; above, the power of two
+/// and the top two bits below the leading one pick the bucket.
+fn bucket(us: u64) -> usize {
+    if us < SUB as u64 {
+        return us as usize;
+    }
+    let power = 63 - us.leading_zeros();
+    let sub = (us >> (power - 2)) & 0b11;
+    (((power - 1) * SUB) as usize + sub as usize).min(BUCKETS - 1)
+}
+
+/// The largest value of bucket `b`.
+fn upper(b: usize) -> u64 {
+    if b < SUB as usize {
+        return b as u64;
+    }
+    let power = b as u32 / SUB + 1;
+    let sub = b as u64 % SUB as u64;
+    ((4 + sub + 1) << (power - 2)) - 1
+}
+
+impl Histogram {
+    pub fn record(&self, d: Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        self.counts[bucket(us)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The `q`-quantile (0.0–1.0), `None` when nothing was recorded.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let counts: Vec<u64> = self
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (b, n) in counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(Duration::from_micros(upper(b)));
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_contiguous_and_tight() {
+        let mut last = None;
+        for us in 0..100_000u64 {
+            let b = bucket(us);
+            assert!(us <= upper(b), "{us} above its bucket's bound {}", upper(b));
+            if b > 0 {
+                assert!(us > upper(b - 1), "{us} belongs to an earlier bucket");
+            }
+            if let Some(l) = last {
+                assert!(b == l || b == l + 1, "buckets skip at {us}");
+            }
+            last = Some(b);
+            if us >= 8 {
+                assert!(
+                    upper(b) as f64 <= us as f64 * 1.25,
+                    "bucket of {us} too wide"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn quantiles_come_from_the_recorded_values() {
+        let h = Histogram::default();
+        assert_eq!(h.quantile(0.5), None);
+        for ms in 1..=100u64 {
+            h.record(Duration::from_millis(ms));
+        }
+        assert_eq!(h.count(), 100);
+        let p50 = h.quantile(0.5).unwrap();
+        assert!(
+            p50 >= Duration::from_millis(50) && p50 <= Duration::from_millis(62),
+            "{p50:?}"
+        );
+        let p99 = h.quantile(0.99).unwrap();
+        assert!(
+            p99 >= Duration::from_millis(99) && p99 <= Duration::from_millis(124),
+            "{p99:?}"
+        );
+        h.record(Duration::from_secs(10_000_000));
+        assert_eq!(h.count(), 101, "huge values land in the last bucket");
+    }
+}
