@@ -134,8 +134,9 @@ fn relay(sandbox: &Sandbox, nc: &nats::Connection, n: usize) -> Result<(), Strin
     }
     let seeded = (per_tenant * TENANTS.len()) as u64;
     let sample = store
-        .outbox_page("", 1)
+        .outbox_page("", 1, |_| false)
         .map_err(|e| e.to_string())?
+        .items
         .pop()
         .ok_or("nothing seeded")?
         .1;

@@ -321,7 +321,7 @@ impl Default for RelaySettings {
             gateway_workers: 8,
             publish_window: 512,
             publish_timeout_ms: 5_000,
-            max_in_flight_per_tenant: 128,
+            max_in_flight_per_tenant: 256,
             queue_per_tenant: 1_024,
             max_tenants: 1_024,
             max_attempts: 12,

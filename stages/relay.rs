@@ -91,6 +91,7 @@ pub fn run(shared: &Shared, nc: &nats::Connection, inbox: NoticeInbox) {
         scan_from: Some(String::new()),
         next_scan: Instant::now(),
         rescan_soon: false,
+        scan_when_below: None,
         jitter: Jitter::seeded(),
         cfg,
     };
@@ -147,6 +148,9 @@ struct Relay<'a> {
     next_scan: Instant,
     /// Items were turned away since the current pass began: start the next one soon.
     rescan_soon: bool,
+    /// After a pass that left items in the store: start the next one as soon as the
+    /// relay holds no more than this many.
+    scan_when_below: Option<usize>,
     jitter: Jitter,
 }
 
@@ -273,7 +277,11 @@ impl Relay<'_> {
 
     /// One page of the scan in progress, if any.
     fn scan_step(&mut self) {
-        if self.scan_from.is_none() && Instant::now() >= self.next_scan {
+        let drained = self
+            .scan_when_below
+            .is_some_and(|n| self.tracker.len() <= n);
+        if self.scan_from.is_none() && (Instant::now() >= self.next_scan || drained) {
+            self.scan_when_below = None;
             self.scan_from = Some(String::new());
             self.rescan_soon = false;
             Stats::add(&self.shared.stats.relay_scans, 1);
@@ -281,7 +289,11 @@ impl Relay<'_> {
         let Some(from) = self.scan_from.take() else {
             return;
         };
-        let page = match self.store.outbox_page(&from, self.cfg.scan_batch) {
+        let tracker = &self.tracker;
+        let page = match self
+            .store
+            .outbox_page(&from, self.cfg.scan_batch, |key| tracker.contains(key))
+        {
             Ok(page) => page,
             Err(e) => {
                 log::warn!(error = e.to_string(); "relay cannot scan the outbox; retrying later");
@@ -289,26 +301,27 @@ impl Relay<'_> {
                 return;
             }
         };
-        let complete = page.len() < self.cfg.scan_batch;
-        log::debug!(from = from.as_str(), page = page.len() as u64, held = self.tracker.len() as u64; "scan step");
-        let mut next_from = None;
-        for (key, item) in page {
-            if !self.tracker.contains(&key) && !self.tracker.has_room_for(&item.tenant) {
-                // This tenant is full: skip the rest of its items. ';' sorts right
-                // after ':', so this is the first key past the tenant's prefix.
+        let mut next = page.next;
+        for (key, item) in page.items {
+            if !self.tracker.has_room_for(&item.tenant) {
+                // This tenant is full: skip the rest of its items (admitting this one
+                // records that items were left behind). ';' sorts right after ':', so
+                // this is the first key past the tenant's prefix.
                 let prefix = keys::outbox_prefix(&item.tenant);
                 self.tracker.admit(key, item);
-                next_from = Some(format!("{};", &prefix[..prefix.len() - 1]));
+                next = Some(format!("{};", &prefix[..prefix.len() - 1]));
                 break;
             }
-            next_from = Some(format!("{key}\u{0}"));
             self.tracker.admit(key, item);
         }
-        match next_from {
-            Some(from) if !complete || from.ends_with(';') => self.scan_from = Some(from),
-            _ => {
+        match next {
+            Some(from) => self.scan_from = Some(from),
+            None => {
                 let overflowed = self.tracker.take_overflow() || self.rescan_soon;
                 let pause = if overflowed {
+                    // Items wait in the store: scan again once half of what is held
+                    // went out, or after a short pause at the latest.
+                    self.scan_when_below = Some(self.tracker.len() / 2);
                     RESCAN_AFTER_OVERFLOW
                 } else {
                     Duration::from_millis(self.cfg.scan_interval_ms)

@@ -261,28 +261,37 @@ impl Store {
         Ok(out)
     }
 
-    /// Up to `limit` outbox items of every tenant whose key is at or after `from`, in key
-    /// order: the relay's recovery scan walks the keyspace page by page with this.
+    /// The relay's recovery scan: visits up to `limit` outbox keys of every tenant, in
+    /// key order, from key `from`, and returns the items whose key `skip` does not
+    /// reject (skipped ones are not decoded). The page says where the next one starts.
     pub fn outbox_page(
         &self,
         from: &str,
         limit: usize,
-    ) -> Result<Vec<(String, OutboxItem)>, StoreError> {
+        skip: impl Fn(&str) -> bool,
+    ) -> Result<OutboxPage, StoreError> {
         let prefix = format!("{}:", keys::space::OUTBOX);
         let from = if from < prefix.as_str() {
             &prefix
         } else {
             from
         };
-        let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
+        let mut page = OutboxPage::default();
+        let mut visited = 0;
+        let mut last = None;
+        self.reader()?
+            .for_each_raw_from(from, &prefix, |key, bytes| {
+                visited += 1;
+                last = Some(key.to_string());
+                if !skip(key) {
+                    page.items.push((key.to_string(), decode(key, bytes)?));
+                }
+                Ok(visited < limit)
+            })?;
+        if visited >= limit.max(1) {
+            page.next = last.map(|k| format!("{k}\u{0}"));
         }
-        self.reader()?.for_each_from(from, &prefix, |key, value| {
-            out.push((key.to_string(), value));
-            out.len() < limit
-        })?;
-        Ok(out)
+        Ok(page)
     }
 
     /// Which of `keys` still exist (one read transaction).
@@ -362,6 +371,14 @@ impl Store {
     }
 }
 
+/// One step of the relay's scan.
+#[derive(Debug, Default)]
+pub struct OutboxPage {
+    pub items: Vec<(String, OutboxItem)>,
+    /// Where the next page starts; `None` when the keyspace ended.
+    pub next: Option<String>,
+}
+
 /// A read transaction. Dropped at the end of the batch it serves.
 pub struct Reader<'env> {
     txn: lmdb::RoTransaction<'env>,
@@ -391,22 +408,13 @@ impl Reader<'_> {
         get_json(&self.txn, self.db, key)
     }
 
-    /// Calls `f` for each record under `prefix` until it returns false.
-    fn for_each_prefixed<T: DeserializeOwned>(
-        &self,
-        prefix: &str,
-        f: impl FnMut(&str, T) -> bool,
-    ) -> Result<(), StoreError> {
-        self.for_each_from(prefix, prefix, f)
-    }
-
-    /// Calls `f` for each record under `prefix`, starting at key `from`, until it
-    /// returns false.
-    fn for_each_from<T: DeserializeOwned>(
+    /// Calls `f` with each key and undecoded value under `prefix`, starting at key
+    /// `from`, until it returns false or an error.
+    fn for_each_raw_from(
         &self,
         from: &str,
         prefix: &str,
-        mut f: impl FnMut(&str, T) -> bool,
+        mut f: impl FnMut(&str, &[u8]) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
         let mut cursor = self.txn.open_ro_cursor(self.db)?;
         for entry in cursor.iter_from(from.as_bytes()) {
@@ -414,13 +422,20 @@ impl Reader<'_> {
             if !key.starts_with(prefix.as_bytes()) {
                 break;
             }
-            let key = String::from_utf8_lossy(key);
-            let value = decode(&key, value)?;
-            if !f(&key, value) {
+            if !f(&String::from_utf8_lossy(key), value)? {
                 break;
             }
         }
         Ok(())
+    }
+
+    /// Calls `f` for each record under `prefix` until it returns false.
+    fn for_each_prefixed<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        mut f: impl FnMut(&str, T) -> bool,
+    ) -> Result<(), StoreError> {
+        self.for_each_raw_from(prefix, prefix, |key, bytes| Ok(f(key, decode(key, bytes)?)))
     }
 }
 
