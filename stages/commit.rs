@@ -189,6 +189,7 @@ fn announce(shared: &Shared, batch: CommitBatch, outcomes: &[CommitOutcome]) {
         .filter(|(_, o)| **o == CommitOutcome::Applied)
         .flat_map(|(t, _)| t.outbox)
         .collect();
+    Stats::add(&shared.stats.outbox_depth, items.len() as u64);
     shared.notices.offer(items);
 }
 

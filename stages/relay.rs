@@ -207,6 +207,7 @@ impl Relay<'_> {
             for completion in self.publisher.take_completions() {
                 self.on_publish(completion);
             }
+            Stats::set(&self.shared.stats.relay_held, self.tracker.len() as u64);
             let due = self.delete_due.is_some_and(|at| at <= Instant::now());
             if self.to_delete.len() >= DELETE_BATCH || due || shutting_down {
                 self.flush_deletes();
@@ -484,6 +485,7 @@ impl Relay<'_> {
         match self.store.dead_letter(key, &record) {
             Ok(()) => {
                 Stats::add(&self.shared.stats.dead_letters, 1);
+                Stats::sub(&self.shared.stats.outbox_depth, 1);
                 self.announced.remove(key);
                 self.tracker.done(key);
             }
@@ -503,7 +505,8 @@ impl Relay<'_> {
         crate::crash::point(crate::crash::AFTER_CONFIRM);
         log::debug!(items = self.to_delete.len() as u64, held = self.tracker.len() as u64, in_flight = self.tracker.in_flight() as u64; "deleting confirmed items");
         match self.store.delete_outbox(&self.to_delete) {
-            Ok(_) => {
+            Ok(deleted) => {
+                Stats::sub(&self.shared.stats.outbox_depth, deleted as u64);
                 self.delete_due = None;
                 for key in std::mem::take(&mut self.to_delete) {
                     self.tracker.done(&key);

@@ -165,6 +165,7 @@ fn a_gateway_400_is_dead_lettered_and_the_saga_gets_a_rejected_event() {
     await_stats(&pipeline, |s| s.dead_letters == 1);
     assert_eq!(gateway.received().len(), 1, "a 4xx is not retried");
     assert!(rig.store.outbox(&acme(), 10).unwrap().is_empty());
+    assert_eq!(pipeline.stats().outbox_depth, 0);
     let dead = rig.store.dead_letters(&acme(), 10).unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].status, Some(400));
@@ -208,7 +209,9 @@ fn a_gateway_that_never_answers_times_out_and_the_item_waits_in_the_outbox() {
         1,
         "a failed dispatch leaves the item in place"
     );
+    assert_eq!(pipeline.stats().outbox_depth, 1);
     await_stats(&pipeline, |s| s.relayed == 1);
+    await_stats(&pipeline, |s| s.outbox_depth == 0);
     assert!(rig.store.outbox(&acme(), 10).unwrap().is_empty());
     let got = gateway.received();
     assert!(got.len() >= 3, "{got:?}");
@@ -276,6 +279,8 @@ fn items_left_in_the_store_are_found_and_sent_at_start_up() {
     expected.sort();
     assert_eq!(posted, expected);
     assert!(rig.store.outbox(&acme(), 10).unwrap().is_empty());
+    // Counted at start-up (320), brought down by the deletes.
+    await_stats(&pipeline, |s| s.outbox_depth == 0 && s.relay_held == 0);
 }
 
 /// Stated bound: with another tenant's 10,000 commands queued behind a Gateway that

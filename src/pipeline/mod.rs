@@ -125,6 +125,9 @@ impl Pipeline {
             subs.push((spec.clone(), stages::fetch::subscribe(&js, spec)?));
         }
         let (notices, notice_inbox) = crate::relay::notices(settings.pipeline.channel_capacity * 4);
+        let stats = Stats::default();
+        // The relay and the commit stage keep this up to date from here on.
+        Stats::set(&stats.outbox_depth, store.outbox_len()?);
         let shared = Arc::new(Shared {
             notices,
             relay_latency: Histogram::default(),
@@ -134,7 +137,7 @@ impl Pipeline {
                 // Every message that can be in flight, a few times over.
                 4 * consumers.len() * settings.consumer.max_ack_pending.max(1) as usize,
             ),
-            stats: Stats::default(),
+            stats,
             settings,
             store,
             catalog,

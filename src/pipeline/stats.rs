@@ -37,9 +37,22 @@ counters! {
     relay_retries: "Dispatches that failed and wait for another attempt.",
     dead_letters: "Outbox items given up on: dead-lettered, their saga told.",
     relay_scans: "Passes of the relay over the outbox keyspace.",
+    relay_held: "Gauge: outbox items the relay holds in memory (ready, in flight, waiting to retry, awaiting delete).",
+    outbox_depth: "Gauge: outbox items in the store (counted at start-up, then kept by the commit stage and the relay).",
 }
 
 impl Stats {
+    pub fn set(gauge: &AtomicU64, value: u64) {
+        gauge.store(value, Ordering::Relaxed);
+    }
+
+    /// Lowers a gauge, never below zero.
+    pub fn sub(gauge: &AtomicU64, n: u64) {
+        let _ = gauge.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_sub(n))
+        });
+    }
+
     pub fn add(counter: &AtomicU64, n: u64) {
         if n > 0 {
             counter.fetch_add(n, Ordering::Relaxed);
