@@ -88,6 +88,18 @@ pub struct EffectCommand {
     pub issued_at: String,
 }
 
+/// An [`EffectCommand`] that borrows its parts, for writing one without copying them.
+/// Serialises to the same bytes: keep the fields in the same order.
+#[derive(Debug, Serialize)]
+pub struct EffectCommandRef<'a, M: Serialize> {
+    pub tenant_id: &'a str,
+    pub command_id: &'a str,
+    pub effect_name: &'a str,
+    pub payload: &'a Value,
+    pub metadata: M,
+    pub issued_at: &'a str,
+}
+
 /// How an effect ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -151,6 +163,18 @@ pub struct AggregateCommand {
     pub payload: Value,
     #[serde(default)]
     pub metadata: Metadata,
+}
+
+/// An [`AggregateCommand`] that borrows its parts, for writing one without copying
+/// them. Serialises to the same bytes: keep the fields in the same order.
+#[derive(Debug, Serialize)]
+pub struct AggregateCommandRef<'a, M: Serialize> {
+    pub command_id: &'a str,
+    pub aggregate_type: &'a str,
+    pub aggregate_id: &'a str,
+    pub command_type: &'a str,
+    pub payload: &'a Value,
+    pub metadata: M,
 }
 
 /// Which envelope a consumed message carries; decided by stream and subject.
@@ -298,6 +322,53 @@ mod tests {
         assert_eq!(
             incoming.traceparent().and_then(trace_id),
             Some("0af7651916cd43dd8448eb211c80319c")
+        );
+    }
+
+    /// The borrowed forms write the outbox: their bytes must be the owned forms' bytes.
+    #[test]
+    fn borrowed_commands_serialise_like_owned_ones() {
+        let metadata = order_placed()["metadata"].as_object().unwrap().clone();
+        let payload = json!({"amount": 42, "note": "a\"b"});
+        let owned = EffectCommand {
+            tenant_id: "acme".into(),
+            command_id: "c-1".into(),
+            effect_name: "charge_card".into(),
+            payload: payload.clone(),
+            metadata: metadata.clone(),
+            issued_at: "2026-11-27T10:00:00Z".into(),
+        };
+        let borrowed = EffectCommandRef {
+            tenant_id: "acme",
+            command_id: "c-1",
+            effect_name: "charge_card",
+            payload: &payload,
+            metadata: &metadata,
+            issued_at: "2026-11-27T10:00:00Z",
+        };
+        assert_eq!(
+            serde_json::to_string(&owned).unwrap(),
+            serde_json::to_string(&borrowed).unwrap()
+        );
+        let owned = AggregateCommand {
+            command_id: "c-2".into(),
+            aggregate_type: "order".into(),
+            aggregate_id: "o-1".into(),
+            command_type: "MarkPaid".into(),
+            payload: payload.clone(),
+            metadata: metadata.clone(),
+        };
+        let borrowed = AggregateCommandRef {
+            command_id: "c-2",
+            aggregate_type: "order",
+            aggregate_id: "o-1",
+            command_type: "MarkPaid",
+            payload: &payload,
+            metadata: &metadata,
+        };
+        assert_eq!(
+            serde_json::to_string(&owned).unwrap(),
+            serde_json::to_string(&borrowed).unwrap()
         );
     }
 

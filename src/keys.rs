@@ -7,6 +7,8 @@
 //! merely starts the same way. Times are fixed-width zero-padded milliseconds so that
 //! byte order is time order.
 
+use std::fmt::Write as _;
+
 use crate::types::{CorrelationId, EventId, SagaName, TenantId, WorkId};
 
 /// The keyspace prefixes, in one list so that nothing else spells them.
@@ -46,6 +48,16 @@ impl OutboxKind {
 /// Escapes a free-text segment so it never contains the separator.
 pub fn escape(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
+    escape_into(&mut out, segment);
+    out
+}
+
+/// Appends [`escape`]`(segment)` to `out`.
+fn escape_into(out: &mut String, segment: &str) {
+    if !segment.contains([':', '%']) {
+        out.push_str(segment);
+        return;
+    }
     for c in segment.chars() {
         match c {
             '%' => out.push_str("%25"),
@@ -53,7 +65,37 @@ pub fn escape(segment: &str) -> String {
             c => out.push(c),
         }
     }
-    out
+}
+
+/// One segment of a key: written as it is, escaped (free text), or a time in ms.
+enum Part<'a> {
+    Raw(&'a str),
+    Free(&'a str),
+    /// As [`time_segment`] writes it.
+    Time(i64),
+}
+
+/// Joins a keyspace and its segments with `:` into one buffer (keys are built for every
+/// lookup and write, so without the intermediate strings `format!` would make).
+fn join(space: &str, parts: &[Part<'_>]) -> String {
+    let len = parts.iter().fold(space.len(), |n, p| match p {
+        Part::Raw(s) | Part::Free(s) => n + 1 + s.len(),
+        Part::Time(_) => n + 17,
+    });
+    let mut key = String::with_capacity(len);
+    key.push_str(space);
+    for part in parts {
+        key.push(':');
+        match part {
+            Part::Raw(s) => key.push_str(s),
+            Part::Free(s) => escape_into(&mut key, s),
+            // Writing into a String cannot fail.
+            Part::Time(ms) => {
+                let _ = write!(key, "{:016}", (*ms).max(0));
+            }
+        }
+    }
+    key
 }
 
 /// Reverses [`escape`]. Unknown escapes are kept as they are.
@@ -67,12 +109,13 @@ pub fn time_segment(ms: i64) -> String {
 }
 
 pub fn saga(tenant: &TenantId, saga: &SagaName, corr: &CorrelationId) -> String {
-    format!(
-        "{}:{}:{}:{}",
+    join(
         space::SAGA,
-        tenant.token(),
-        saga,
-        escape(corr.as_str())
+        &[
+            Part::Raw(tenant.token()),
+            Part::Raw(saga.as_str()),
+            Part::Free(corr.as_str()),
+        ],
     )
 }
 
@@ -86,12 +129,13 @@ pub fn checkpoint(tenant: &TenantId, saga: &SagaName) -> String {
 }
 
 pub fn outbox(tenant: &TenantId, kind: OutboxKind, work: &WorkId) -> String {
-    format!(
-        "{}:{}:{}:{}",
+    join(
         space::OUTBOX,
-        tenant.token(),
-        kind.as_str(),
-        escape(work.as_str())
+        &[
+            Part::Raw(tenant.token()),
+            Part::Raw(kind.as_str()),
+            Part::Free(work.as_str()),
+        ],
     )
 }
 
@@ -109,11 +153,15 @@ pub fn schedule(
     due_at_ms: i64,
     name: &str,
 ) -> String {
-    format!(
-        "{}{}:{}",
-        schedule_instance_prefix(tenant, saga, corr),
-        time_segment(due_at_ms),
-        escape(name)
+    join(
+        space::SCHEDULE,
+        &[
+            Part::Raw(tenant.token()),
+            Part::Raw(saga.as_str()),
+            Part::Free(corr.as_str()),
+            Part::Time(due_at_ms),
+            Part::Free(name),
+        ],
     )
 }
 
@@ -138,12 +186,13 @@ pub fn schedule_prefix(tenant: &TenantId) -> String {
 }
 
 pub fn saga_dedupe(tenant: &TenantId, saga: &SagaName, event: &EventId) -> String {
-    format!(
-        "{}:{}:{}:{}",
+    join(
         space::DEDUPE,
-        tenant.token(),
-        saga,
-        escape(event.as_str())
+        &[
+            Part::Raw(tenant.token()),
+            Part::Raw(saga.as_str()),
+            Part::Free(event.as_str()),
+        ],
     )
 }
 
@@ -272,6 +321,38 @@ mod tests {
         let long_key = schedule(&acme, &saga_name, &c("a:0000000000000001"), 5, "x");
         assert!(!long_key.starts_with(&short), "{long_key} vs {short}");
         assert_eq!(unescape(&escape("a:%3A:b%")), "a:%3A:b%");
+    }
+
+    /// The joined keys are byte-for-byte the `format!` layout they replaced, escapes and
+    /// out-of-range times included.
+    #[test]
+    fn joined_keys_match_the_formatted_layout() {
+        let (acme, single, saga_name) = (t("acme"), TenantId::single(), s("order"));
+        for corr in ["o-1", "a:b%c", "%3A::"] {
+            for tenant in [&acme, &single] {
+                let corr_id = c(corr);
+                let esc = escape(corr);
+                let tok = tenant.token();
+                assert_eq!(
+                    saga(tenant, &saga_name, &corr_id),
+                    format!("saga:{tok}:order:{esc}")
+                );
+                assert_eq!(
+                    saga_dedupe(tenant, &saga_name, &corr.parse().unwrap()),
+                    format!("dedupe:{tok}:order:{esc}")
+                );
+                assert_eq!(
+                    outbox(tenant, OutboxKind::Aggregate, &corr.parse().unwrap()),
+                    format!("outbox:{tok}:aggregate:{esc}")
+                );
+                for ms in [-5, 0, 1_795_774_500_000, 253_402_300_799_999, i64::MAX] {
+                    assert_eq!(
+                        schedule(tenant, &saga_name, &corr_id, ms, corr),
+                        format!("schedule:{tok}:order:{esc}:{:016}:{esc}", ms.max(0))
+                    );
+                }
+            }
+        }
     }
 
     #[test]

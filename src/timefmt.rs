@@ -103,7 +103,7 @@ impl Cursor<'_> {
         let chunk = self
             .bytes
             .get(self.pos..end)
-            .ok_or(invalid(self.text, what))?;
+            .ok_or_else(|| invalid(self.text, what))?;
         let mut v = 0i64;
         for b in chunk {
             if !b.is_ascii_digit() {

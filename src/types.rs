@@ -1,9 +1,13 @@
 //! Core identifiers. Each is a validated string wrapper so that a value which reaches a
 //! storage key or a NATS subject has already been checked for the characters those
 //! places cannot carry.
+//!
+//! Ids hold shared strings (`Arc<str>`): every transition, outbox item and timer carries
+//! copies of its ids, and a shared string is copied without an allocation.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -53,7 +57,7 @@ fn check_token(kind: &'static str, value: &str, max: usize) -> Result<(), IdErro
 
 /// A tenant id. The empty id is the single tenant; it is written `_` in subjects and keys.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TenantId(String);
+pub struct TenantId(Arc<str>);
 
 impl TenantId {
     pub const MAX_LEN: usize = 64;
@@ -62,7 +66,7 @@ impl TenantId {
 
     /// The single-tenant id.
     pub fn single() -> Self {
-        TenantId(String::new())
+        TenantId(Arc::from(""))
     }
 
     pub fn new(value: &str) -> Result<Self, IdError> {
@@ -95,7 +99,7 @@ impl FromStr for TenantId {
             return Ok(TenantId::single());
         }
         check_token("tenant id", s, Self::MAX_LEN)?;
-        Ok(TenantId(s.to_string()))
+        Ok(TenantId(Arc::from(s)))
     }
 }
 
@@ -110,7 +114,7 @@ macro_rules! token_name {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             pub const MAX_LEN: usize = 64;
@@ -126,7 +130,7 @@ macro_rules! token_name {
             type Err = IdError;
             fn from_str(s: &str) -> Result<Self, IdError> {
                 check_token($kind, s, Self::MAX_LEN)?;
-                Ok($name(s.to_string()))
+                Ok($name(Arc::from(s)))
             }
         }
 
@@ -163,7 +167,7 @@ macro_rules! text_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $max:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             pub const MAX_LEN: usize = $max;
@@ -187,7 +191,7 @@ macro_rules! text_id {
                 if s.chars().any(char::is_control) {
                     return Err(id_error($kind, s, "must not contain control characters"));
                 }
-                Ok($name(s.to_string()))
+                Ok($name(Arc::from(s)))
             }
         }
 

@@ -99,11 +99,13 @@ impl<'p, 'i> Eval<'p, 'i> {
             }
             NodeKind::Obj(fields) => {
                 self.charge(node, 1)?;
-                let mut out = BTreeMap::new();
+                // The fields are sorted by key, so the map is built in one pass
+                // (`from_iter` of sorted entries) instead of a search per insert.
+                let mut out = Vec::with_capacity(fields.len());
                 for (k, it) in fields {
-                    out.insert(k.clone(), self.eval(it)?);
+                    out.push((k.clone(), self.eval(it)?));
                 }
-                Ok(Val::obj(out))
+                Ok(Val::obj(BTreeMap::from_iter(out)))
             }
             NodeKind::Op(op) => {
                 self.charge(node, 1)?;

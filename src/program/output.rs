@@ -1,5 +1,7 @@
 //! Checking and decoding a program's output value into a [`ProgramOutput`].
 
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value};
 
 use super::error::{Fault, FaultKind};
@@ -14,12 +16,9 @@ fn bad(node: impl Into<String>, message: impl Into<String>) -> Fault {
     Fault::new(node, "output", FaultKind::Output, message)
 }
 
-/// A short rendering of an (already size-bounded) JSON value for messages.
-fn show(v: &Value) -> String {
-    match Val::from_json(v) {
-        Ok(val) => describe(&val),
-        Err(_) => "a deeply nested value".to_string(),
-    }
+/// A short rendering of an (already size-bounded) value for messages.
+fn show(v: &Val) -> String {
+    describe(v)
 }
 
 fn size_fault(node: &str, e: WalkError, what: &str, limit_name: &str, limit: usize) -> Fault {
@@ -93,37 +92,36 @@ pub(crate) fn decode(out: &Val, limits: &Limits) -> Result<ProgramOutput, Fault>
         budget = budget.saturating_sub(4);
     }
 
-    let mut fields: Map<String, Value> = Map::new();
+    // Every field is size-checked (in key order) before any is decoded, so a size fault
+    // wins over a shape fault. Only what the output keeps (payloads, names) is converted.
     for (k, v) in map.iter().filter(|(k, _)| k.as_str() != "state") {
-        let node = format!("output.{k}");
-        let json = v.to_json(&mut budget).map_err(|e| {
+        v.check_size(&mut budget).map_err(|e| {
             size_fault(
-                &node,
+                &format!("output.{k}"),
                 e,
                 "output",
                 "max_output_bytes",
                 limits.max_output_bytes,
             )
         })?;
-        fields.insert(k.clone(), json);
     }
 
     Ok(ProgramOutput {
         state,
-        status: status(fields.get("status"))?,
-        commands: list(fields.get("commands"), "output.commands", command)?,
-        schedules: list(fields.get("schedules"), "output.schedules", schedule)?,
-        cancel: list(fields.get("cancel"), "output.cancel", cancel)?,
+        status: status(map.get("status"))?,
+        commands: list(map.get("commands"), "output.commands", command)?,
+        schedules: list(map.get("schedules"), "output.schedules", schedule)?,
+        cancel: list(map.get("cancel"), "output.cancel", cancel)?,
         gas_used: 0,
     })
 }
 
-fn status(v: Option<&Value>) -> Result<Status, Fault> {
+fn status(v: Option<&Val>) -> Result<Status, Fault> {
     match v {
-        None | Some(Value::Null) => Ok(Status::Active),
-        Some(Value::String(s)) if s == "active" => Ok(Status::Active),
-        Some(Value::String(s)) if s == "completed" => Ok(Status::Completed),
-        Some(Value::String(s)) if s == "failed" => Ok(Status::Failed),
+        None | Some(Val::Null) => Ok(Status::Active),
+        Some(Val::Str(s)) if &**s == "active" => Ok(Status::Active),
+        Some(Val::Str(s)) if &**s == "completed" => Ok(Status::Completed),
+        Some(Val::Str(s)) if &**s == "failed" => Ok(Status::Failed),
         Some(other) => Err(bad(
             "output.status",
             format!(
@@ -136,13 +134,13 @@ fn status(v: Option<&Value>) -> Result<Status, Fault> {
 
 /// A list field: null/absent → empty; null entries dropped; each other entry decoded.
 fn list<T>(
-    v: Option<&Value>,
+    v: Option<&Val>,
     node: &str,
-    item: fn(&Value, &str) -> Result<T, Fault>,
+    item: fn(&Val, &str) -> Result<T, Fault>,
 ) -> Result<Vec<T>, Fault> {
     match v {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => {
+        None | Some(Val::Null) => Ok(Vec::new()),
+        Some(Val::List(items)) => {
             let mut out = Vec::with_capacity(items.len());
             for (i, it) in items.iter().enumerate() {
                 if !it.is_null() {
@@ -155,9 +153,9 @@ fn list<T>(
     }
 }
 
-fn cancel(v: &Value, node: &str) -> Result<String, Fault> {
+fn cancel(v: &Val, node: &str) -> Result<String, Fault> {
     match v {
-        Value::String(s) if !s.is_empty() => Ok(s.clone()),
+        Val::Str(s) if !s.is_empty() => Ok(s.to_string()),
         other => Err(bad(
             node,
             format!(
@@ -168,21 +166,20 @@ fn cancel(v: &Value, node: &str) -> Result<String, Fault> {
     }
 }
 
-fn object<'v>(v: &'v Value, node: &str, what: &str) -> Result<&'v Map<String, Value>, Fault> {
-    v.as_object().ok_or_else(|| {
-        bad(
+/// The fields of an output object.
+type Fields = BTreeMap<String, Val>;
+
+fn object<'v>(v: &'v Val, node: &str, what: &str) -> Result<&'v Fields, Fault> {
+    match v {
+        Val::Obj(map) => Ok(map),
+        _ => Err(bad(
             node,
             format!("{what} must be an object (or null), got {}", show(v)),
-        )
-    })
+        )),
+    }
 }
 
-fn check_keys(
-    m: &Map<String, Value>,
-    node: &str,
-    allowed: &[&str],
-    what: &str,
-) -> Result<(), Fault> {
+fn check_keys(m: &Fields, node: &str, allowed: &[&str], what: &str) -> Result<(), Fault> {
     match m.keys().find(|k| !allowed.contains(&k.as_str())) {
         Some(k) => Err(bad(
             format!("{node}.{k}"),
@@ -196,36 +193,52 @@ fn check_keys(
 }
 
 /// A present (non-null) field; null counts as absent.
-fn field<'v>(m: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
+fn field<'v>(m: &'v Fields, key: &str) -> Option<&'v Val> {
     m.get(key).filter(|v| !v.is_null())
 }
 
-fn req_str(m: &Map<String, Value>, key: &str, node: &str) -> Result<String, Fault> {
-    let at = format!("{node}.{key}");
+fn req_str(m: &Fields, key: &str, node: &str) -> Result<String, Fault> {
+    req_text(m, key, node).map(str::to_string)
+}
+
+/// A required non-empty string field, borrowed.
+fn req_text<'v>(m: &'v Fields, key: &str, node: &str) -> Result<&'v str, Fault> {
     match field(m, key) {
-        None => Err(bad(at, format!("missing required field `{key}`"))),
-        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        None => Err(bad(
+            format!("{node}.{key}"),
+            format!("missing required field `{key}`"),
+        )),
+        Some(Val::Str(s)) if !s.is_empty() => Ok(s),
         Some(other) => Err(bad(
-            at,
+            format!("{node}.{key}"),
             format!("`{key}` must be a non-empty string, got {}", show(other)),
         )),
     }
 }
 
-fn opt_str(m: &Map<String, Value>, key: &str, node: &str) -> Result<Option<String>, Fault> {
+fn opt_str(m: &Fields, key: &str, node: &str) -> Result<Option<String>, Fault> {
     match field(m, key) {
         None => Ok(None),
         Some(_) => req_str(m, key, node).map(Some),
     }
 }
 
-fn payload(m: &Map<String, Value>) -> Value {
-    field(m, "payload")
-        .cloned()
-        .unwrap_or_else(|| Value::Object(Map::new()))
+/// A command's or timer's payload as JSON (`{}` when absent). The whole output was
+/// size-checked already, so the conversion cannot exceed a budget; a failure would be a
+/// bug, reported as a fault rather than a panic.
+fn payload(m: &Fields, node: &str) -> Result<Value, Fault> {
+    match field(m, "payload") {
+        None => Ok(Value::Object(Map::new())),
+        Some(v) => v.to_json_checked().map_err(|e| {
+            bad(
+                format!("{node}.payload"),
+                format!("internal: payload conversion failed after the size check ({e:?})"),
+            )
+        }),
+    }
 }
 
-fn command(v: &Value, node: &str) -> Result<CommandSpec, Fault> {
+fn command(v: &Val, node: &str) -> Result<CommandSpec, Fault> {
     const AGGREGATE: [&str; 6] = [
         "to",
         "aggregate_type",
@@ -236,15 +249,14 @@ fn command(v: &Value, node: &str) -> Result<CommandSpec, Fault> {
     ];
     const EFFECT: [&str; 4] = ["to", "effect", "payload", "command_id"];
     let m = object(v, node, "a command")?;
-    let to = req_str(m, "to", node)?;
-    match to.as_str() {
+    match req_text(m, "to", node)? {
         "aggregate" => {
             check_keys(m, node, &AGGREGATE, "an aggregate command")?;
             Ok(CommandSpec::Aggregate {
                 aggregate_type: req_str(m, "aggregate_type", node)?,
                 aggregate_id: req_str(m, "aggregate_id", node)?,
                 command_type: req_str(m, "command_type", node)?,
-                payload: payload(m),
+                payload: payload(m, node)?,
                 command_id: opt_str(m, "command_id", node)?,
             })
         }
@@ -252,7 +264,7 @@ fn command(v: &Value, node: &str) -> Result<CommandSpec, Fault> {
             check_keys(m, node, &EFFECT, "an effect command")?;
             Ok(CommandSpec::Effect {
                 effect: req_str(m, "effect", node)?,
-                payload: payload(m),
+                payload: payload(m, node)?,
                 command_id: opt_str(m, "command_id", node)?,
             })
         }
@@ -263,7 +275,7 @@ fn command(v: &Value, node: &str) -> Result<CommandSpec, Fault> {
     }
 }
 
-fn schedule(v: &Value, node: &str) -> Result<ScheduleSpec, Fault> {
+fn schedule(v: &Val, node: &str) -> Result<ScheduleSpec, Fault> {
     let m = object(v, node, "a schedule")?;
     check_keys(
         m,
@@ -274,23 +286,29 @@ fn schedule(v: &Value, node: &str) -> Result<ScheduleSpec, Fault> {
     let name = req_str(m, "name", node)?;
     let when = match (field(m, "after_ms"), field(m, "at")) {
         (Some(after), None) => {
-            let ms = after
-                .as_u64()
-                .and_then(|u| i64::try_from(u).ok())
-                .ok_or_else(|| {
-                    bad(
-                        format!("{node}.after_ms"),
-                        format!(
-                            "`after_ms` must be a non-negative integer (milliseconds), got {}",
-                            show(after)
-                        ),
-                    )
-                })?;
+            let ms = match after {
+                Val::Num(n) => n.as_u64(),
+                _ => None,
+            }
+            .and_then(|u| i64::try_from(u).ok())
+            .ok_or_else(|| {
+                bad(
+                    format!("{node}.after_ms"),
+                    format!(
+                        "`after_ms` must be a non-negative integer (milliseconds), got {}",
+                        show(after)
+                    ),
+                )
+            })?;
             ScheduleWhen::AfterMs(ms)
         }
         (None, Some(at)) => {
             let at_node = format!("{node}.at");
-            let text = at.as_str().ok_or_else(|| {
+            let text = match at {
+                Val::Str(s) => Some(&**s),
+                _ => None,
+            }
+            .ok_or_else(|| {
                 bad(
                     &*at_node,
                     format!("`at` must be an RFC 3339 string, got {}", show(at)),
@@ -314,6 +332,6 @@ fn schedule(v: &Value, node: &str) -> Result<ScheduleSpec, Fault> {
     Ok(ScheduleSpec {
         name,
         when,
-        payload: payload(m),
+        payload: payload(m, node)?,
     })
 }

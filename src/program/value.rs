@@ -7,6 +7,7 @@
 //! or by a byte budget instead.
 
 use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
 use serde_json::{Map, Number, Value};
@@ -84,6 +85,20 @@ impl Val {
     pub(crate) fn to_json(&self, budget: &mut usize) -> Result<Value, WalkError> {
         to_json_at(self, budget, 0)
     }
+
+    /// Converts a value whose size was already checked (by [`Val::check_size`] or as
+    /// part of a larger value): the same result as [`Val::to_json`] with a budget that
+    /// cannot run out, without counting bytes again.
+    pub(crate) fn to_json_checked(&self) -> Result<Value, WalkError> {
+        convert_at(self, 0)
+    }
+
+    /// Spends `budget` exactly as [`Val::to_json`] would, failing where it would fail,
+    /// without building the `serde_json` value: for outputs that are checked whole but
+    /// converted only in part.
+    pub(crate) fn check_size(&self, budget: &mut usize) -> Result<(), WalkError> {
+        check_size_at(self, budget, 0)
+    }
 }
 
 fn from_json_at(v: &Value, depth: usize) -> Result<Val, WalkError> {
@@ -117,29 +132,110 @@ fn spend(budget: &mut usize, n: usize) -> Result<(), WalkError> {
     Ok(())
 }
 
-fn to_json_at(v: &Val, budget: &mut usize, depth: usize) -> Result<Value, WalkError> {
+/// Bytes a node writes itself in compact JSON, not counting its children (nor, for an
+/// object, its keys and colons, which are spent entry by entry).
+fn own_bytes(v: &Val) -> usize {
+    match v {
+        Val::Null => 4,
+        Val::Bool(b) => {
+            if *b {
+                4
+            } else {
+                5
+            }
+        }
+        Val::Num(n) => number_len(n),
+        Val::Str(s) => json_str_len(s),
+        Val::List(items) => 2 + items.len().saturating_sub(1),
+        Val::Obj(map) => 2 + map.len().saturating_sub(1),
+    }
+}
+
+/// Length of a number as `serde_json` writes it, without building the string.
+fn number_len(n: &Number) -> usize {
+    // Integers (the usual case) are plain decimal digits, with a sign when negative.
+    if let Some(u) = n.as_u64() {
+        return decimal_digits(u);
+    }
+    if let Some(i) = n.as_i64() {
+        return 1 + decimal_digits(i.unsigned_abs());
+    }
+    struct Count(usize);
+    impl fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing into a counter cannot fail.
+    let _ = write!(count, "{n}");
+    count.0
+}
+
+fn decimal_digits(u: u64) -> usize {
+    u.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+/// Walks like [`to_json_at`], spending the same bytes in the same order (so it fails
+/// exactly where the conversion would), but builds nothing.
+fn check_size_at(v: &Val, budget: &mut usize, depth: usize) -> Result<(), WalkError> {
+    if depth > MAX_VALUE_DEPTH {
+        return Err(WalkError::TooDeep);
+    }
+    spend(budget, own_bytes(v))?;
+    match v {
+        Val::List(items) => {
+            for it in items.iter() {
+                check_size_at(it, budget, depth + 1)?;
+            }
+        }
+        Val::Obj(map) => {
+            for (k, it) in map.iter() {
+                spend(budget, json_str_len(k) + 1)?;
+                check_size_at(it, budget, depth + 1)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// [`to_json_at`] without the byte budget (the depth is still bounded).
+fn convert_at(v: &Val, depth: usize) -> Result<Value, WalkError> {
     if depth > MAX_VALUE_DEPTH {
         return Err(WalkError::TooDeep);
     }
     Ok(match v {
-        Val::Null => {
-            spend(budget, 4)?;
-            Value::Null
-        }
-        Val::Bool(b) => {
-            spend(budget, if *b { 4 } else { 5 })?;
-            Value::Bool(*b)
-        }
-        Val::Num(n) => {
-            spend(budget, n.to_string().len())?;
-            Value::Number(n.clone())
-        }
-        Val::Str(s) => {
-            spend(budget, json_str_len(s))?;
-            Value::String(s.to_string())
-        }
+        Val::Null => Value::Null,
+        Val::Bool(b) => Value::Bool(*b),
+        Val::Num(n) => Value::Number(n.clone()),
+        Val::Str(s) => Value::String(s.to_string()),
+        Val::List(items) => Value::Array(
+            items
+                .iter()
+                .map(|it| convert_at(it, depth + 1))
+                .collect::<Result<_, _>>()?,
+        ),
+        Val::Obj(map) => Value::Object(
+            map.iter()
+                .map(|(k, it)| Ok((k.clone(), convert_at(it, depth + 1)?)))
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+fn to_json_at(v: &Val, budget: &mut usize, depth: usize) -> Result<Value, WalkError> {
+    if depth > MAX_VALUE_DEPTH {
+        return Err(WalkError::TooDeep);
+    }
+    spend(budget, own_bytes(v))?;
+    Ok(match v {
+        Val::Null => Value::Null,
+        Val::Bool(b) => Value::Bool(*b),
+        Val::Num(n) => Value::Number(n.clone()),
+        Val::Str(s) => Value::String(s.to_string()),
         Val::List(items) => {
-            spend(budget, 2 + items.len().saturating_sub(1))?;
             let mut out = Vec::with_capacity(items.len().min(*budget));
             for it in items.iter() {
                 out.push(to_json_at(it, budget, depth + 1)?);
@@ -147,13 +243,13 @@ fn to_json_at(v: &Val, budget: &mut usize, depth: usize) -> Result<Value, WalkEr
             Value::Array(out)
         }
         Val::Obj(map) => {
-            spend(budget, 2 + map.len().saturating_sub(1))?;
-            let mut out = Map::new();
+            // Entries come in key order: collected first, the map is built in one pass.
+            let mut out = Vec::with_capacity(map.len());
             for (k, it) in map.iter() {
                 spend(budget, json_str_len(k) + 1)?;
-                out.insert(k.clone(), to_json_at(it, budget, depth + 1)?);
+                out.push((k.clone(), to_json_at(it, budget, depth + 1)?));
             }
-            Value::Object(out)
+            Value::Object(Map::from_iter(out))
         }
     })
 }
@@ -176,6 +272,10 @@ pub(crate) fn json_escape(ch: char) -> Option<&'static str> {
 /// Length of a string serialised as a JSON string literal (with quotes), exactly as
 /// `serde_json` writes it.
 pub(crate) fn json_str_len(s: &str) -> usize {
+    // Most strings need no escape: one cheap scan says so.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        return s.len() + 2;
+    }
     let extra: usize = s
         .bytes()
         .map(|b| match b {

@@ -10,9 +10,9 @@
 
 use std::collections::HashMap;
 
-use serde_json::{json, Value};
+use serde_json::{Map, Value};
 
-use super::outputs::{outbox_item, schedule_item, Target};
+use super::outputs::{outbox_item, schedule_item, work_metadata, Target};
 use super::{kind_name, MessageInfo, RoutedEvent};
 use crate::keys;
 use crate::manifest::SagaDef;
@@ -21,6 +21,7 @@ use crate::store::{
     InstanceStatus, QuarantineKind, QuarantineRecord, Reader, SagaRecord, StoreError,
     StreamPosition, Transition,
 };
+use crate::types::{CorrelationId, SagaName};
 
 /// How a message's delivery ends once its outcome is committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +74,68 @@ pub struct Executor {
     overlay: HashMap<String, (SagaRecord, u64)>,
     applied: HashMap<String, u64>,
     epoch: u64,
+    ctx: Ctx,
+}
+
+/// The `ctx` object programs see. One object is rewritten in place for every route, so
+/// its keys and strings are allocated once rather than per event.
+#[derive(Debug)]
+struct Ctx(Value);
+
+/// The keys of `ctx`, in the order the map keeps them (sorted), which is the order
+/// [`Ctx::fill`] writes its values in.
+const CTX_KEYS: [&str; 7] = [
+    "correlation_id",
+    "kind",
+    "saga",
+    "seq",
+    "stream",
+    "subject",
+    "tenant_id",
+];
+
+impl Ctx {
+    fn new() -> Ctx {
+        let map: Map<String, Value> = CTX_KEYS
+            .iter()
+            .map(|k| (k.to_string(), Value::String(String::new())))
+            .collect();
+        debug_assert!(map.keys().eq(CTX_KEYS.iter().copied()));
+        Ctx(Value::Object(map))
+    }
+
+    /// `{tenant_id, saga, correlation_id, stream, subject, kind, seq}` of this route,
+    /// written by position (see [`CTX_KEYS`]) so no key is looked up.
+    fn fill(
+        &mut self,
+        ev: &RoutedEvent,
+        saga: &SagaName,
+        correlation: &CorrelationId,
+        info: &MessageInfo,
+    ) -> &Value {
+        let texts = [
+            Some(correlation.as_str()),
+            Some(kind_name(ev.kind)),
+            Some(saga.as_str()),
+            None, // seq
+            Some(info.stream.as_str()),
+            Some(info.subject.as_str()),
+            Some(ev.tenant.as_str()),
+        ];
+        if let Value::Object(map) = &mut self.0 {
+            for (slot, text) in map.values_mut().zip(texts) {
+                match (slot, text) {
+                    (Value::String(s), Some(text)) => {
+                        s.clear();
+                        s.push_str(text);
+                    }
+                    (slot, Some(text)) => *slot = text.into(),
+                    (slot, None) => *slot = info.seq.into(),
+                }
+            }
+        }
+        &self.0
+    }
 }
 
 impl Executor {
@@ -82,6 +145,7 @@ impl Executor {
             overlay: HashMap::new(),
             applied: HashMap::new(),
             epoch: 0,
+            ctx: Ctx::new(),
         }
     }
 
@@ -163,16 +227,8 @@ impl Executor {
                 correlation: &route.correlation,
                 command_prefix: &self.command_prefix,
             };
-            let ctx = json!({
-                "tenant_id": ev.tenant.as_str(),
-                "saga": saga.name.as_str(),
-                "correlation_id": route.correlation.as_str(),
-                "stream": info.stream,
-                "subject": info.subject,
-                "kind": kind_name(ev.kind),
-                "seq": info.seq,
-            });
-            let (transition, fault) = run_saga(saga, &target, existing, &ctx, info);
+            let ctx = self.ctx.fill(ev, &saga.name, &route.correlation, info);
+            let (transition, fault) = run_saga(saga, &target, existing, ctx, info);
             if let Some(fault) = fault {
                 faults.push((saga.name.to_string(), QuarantineKind::Program, fault));
             }
@@ -320,18 +376,24 @@ fn apply_output(
     first_index: usize,
 ) -> Result<Status, String> {
     // Everything is built first, so a bad item leaves the transition untouched.
-    let outbox = output
-        .commands
-        .iter()
-        .enumerate()
-        .map(|(i, spec)| outbox_item(target, spec, first_index + i))
-        .collect::<Result<Vec<_>, _>>()?;
-    let schedules = output
-        .schedules
-        .iter()
-        .enumerate()
-        .map(|(i, spec)| schedule_item(target, spec, i))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (outbox, schedules) = if output.commands.is_empty() && output.schedules.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        let meta = work_metadata(target);
+        let outbox = output
+            .commands
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| outbox_item(target, &meta, spec, first_index + i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let schedules = output
+            .schedules
+            .into_iter()
+            .enumerate()
+            .map(|(i, spec)| schedule_item(target, &meta, spec, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        (outbox, schedules)
+    };
     if let Some(state) = output.state {
         transition.record.state = state;
     }
@@ -339,4 +401,55 @@ fn apply_output(
     transition.schedules.extend(schedules);
     transition.cancel.extend(output.cancel);
     Ok(output.status)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::envelope::EnvelopeKind;
+    use crate::saga::LogCtx;
+
+    /// The reused `ctx` is, route after route, exactly the object programs are promised.
+    #[test]
+    fn ctx_is_rewritten_whole_for_every_route() {
+        let mut ctx = Ctx::new();
+        for (tenant, kind, seq) in [
+            ("acme", EnvelopeKind::Aggregate, 7),
+            ("b", EnvelopeKind::Reminder, 0),
+        ] {
+            let ev = RoutedEvent {
+                tenant: tenant.parse().unwrap(),
+                event_id: "e-1".parse().unwrap(),
+                kind,
+                value: Value::Null,
+                event_time: String::new(),
+                event_time_ms: 0,
+                traceparent: None,
+                log: LogCtx::default(),
+                routes: Vec::new(),
+                route_faults: Vec::new(),
+            };
+            let info = MessageInfo {
+                stream: format!("S-{seq}"),
+                seq,
+                delivered: 1,
+                forgiven: 0,
+                subject: format!("subject.{tenant}"),
+            };
+            let saga: SagaName = format!("saga_{tenant}").parse().unwrap();
+            let corr: CorrelationId = format!("o:{seq}").parse().unwrap();
+            let want = json!({
+                "tenant_id": tenant,
+                "saga": saga.as_str(),
+                "correlation_id": corr.as_str(),
+                "stream": info.stream,
+                "subject": info.subject,
+                "kind": kind_name(kind),
+                "seq": seq,
+            });
+            assert_eq!(ctx.fill(&ev, &saga, &corr, &info), &want);
+        }
+    }
 }

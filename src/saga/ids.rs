@@ -1,6 +1,8 @@
 //! Deterministic ids: re-running a transition after a crash yields the same command ids
 //! (CONTRACTS.md §3), which is what makes relay retries and effect dedupe safe.
 
+use std::fmt::Write as _;
+
 use uuid::Uuid;
 
 use crate::types::{CorrelationId, EventId, SagaName, TenantId};
@@ -29,34 +31,50 @@ pub fn derive_command_id(
 ) -> String {
     // The unit separator cannot appear in tenants or saga names and is rejected in ids,
     // so distinct tuples never join to the same name.
-    let name = format!(
-        "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
+    let (tenant, saga, corr, event) = (
         tenant.as_str(),
-        saga,
-        corr,
-        event,
-        index
+        saga.as_str(),
+        corr.as_str(),
+        event.as_str(),
     );
+    let mut name = String::with_capacity(tenant.len() + saga.len() + corr.len() + event.len() + 24);
+    for part in [tenant, saga, corr, event] {
+        name.push_str(part);
+        name.push('\u{1f}');
+    }
+    let _ = write!(name, "{index}");
     let mut bytes = *Uuid::new_v5(&COMMAND_NAMESPACE, name.as_bytes()).as_bytes();
     let time = (event_time_ms.clamp(0, (1 << 48) - 1) as u64).to_be_bytes();
     bytes[..6].copy_from_slice(&time[2..]);
     // Version 8 (custom) and the RFC variant.
     bytes[6] = (bytes[6] & 0x0f) | 0x80;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    Uuid::from_bytes(bytes).to_string()
+    let mut buf = Uuid::encode_buffer();
+    Uuid::from_bytes(bytes)
+        .hyphenated()
+        .encode_lower(&mut buf)
+        .to_string()
 }
 
 /// A W3C span id (16 hex digits) for work derived from `seed` (a command id), so the
 /// `traceparent` sent with a command is the same on every re-send.
 pub fn derive_span_id(seed: &str) -> String {
+    let mut span = String::with_capacity(16);
+    write_span_id(&mut span, seed);
+    span
+}
+
+/// Appends [`derive_span_id`]`(seed)` to `out` (a `traceparent` being written).
+pub fn write_span_id(out: &mut String, seed: &str) {
     let uuid = Uuid::new_v5(&COMMAND_NAMESPACE, seed.as_bytes());
-    let simple = uuid.simple().to_string();
+    let mut buf = Uuid::encode_buffer();
+    let simple = uuid.simple().encode_lower(&mut buf);
     let span = &simple[..16];
     // An all-zero span id is invalid in W3C trace context.
     if span.bytes().all(|b| b == b'0') {
-        "0000000000000001".to_string()
+        out.push_str("0000000000000001");
     } else {
-        span.to_string()
+        out.push_str(span);
     }
 }
 

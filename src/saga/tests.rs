@@ -630,6 +630,3 @@ fn a_correlate_fault_in_one_saga_does_not_stop_the_others() {
         (QuarantineKind::Program, Some("bad"))
     );
 }
-
-#[path = "snapshot_tmp.rs"]
-mod snapshot_tmp;

@@ -54,10 +54,21 @@ pub(super) fn switch(
     default: Option<&Node>,
 ) -> Result<Val, Box<Fault>> {
     let v = ev.eval(on)?;
-    let key = match &v {
-        Val::Str(s) => s.to_string(),
-        Val::Num(n) => n.to_string(),
-        Val::Bool(b) => b.to_string(),
+    // A string (the usual case) is looked up as it is, without a copy.
+    let text;
+    let key: &str = match &v {
+        Val::Str(s) => s,
+        Val::Num(n) => {
+            text = n.to_string();
+            &text
+        }
+        Val::Bool(b) => {
+            if *b {
+                "true"
+            } else {
+                "false"
+            }
+        }
         other => {
             return Err(type_fault(
                 node,
@@ -66,7 +77,7 @@ pub(super) fn switch(
             ))
         }
     };
-    match cases.get(&key).or(default) {
+    match cases.get(key).or(default) {
         Some(branch) => ev.eval(branch),
         None => Ok(Val::Null),
     }
