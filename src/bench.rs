@@ -140,6 +140,10 @@ fn relay(sandbox: &Sandbox, nc: &nats::Connection, n: usize) -> Result<(), Strin
         .pop()
         .ok_or("nothing seeded")?
         .1;
+    let server_pid = sandbox.server.as_ref().and_then(|s| s.pid());
+    let server_cpu =
+        || server_pid.map_or(Duration::ZERO, |pid| proc_cpu(&format!("/proc/{pid}/stat")));
+    let cpu_before = (cpu_time(), server_cpu());
     let raw = raw_publish(
         nc,
         seeded as usize,
@@ -147,6 +151,11 @@ fn relay(sandbox: &Sandbox, nc: &nats::Connection, n: usize) -> Result<(), Strin
         sandbox.settings.relay.publish_window,
     )?;
 
+    let raw_cpu = (
+        cpu_time().saturating_sub(cpu_before.0),
+        server_cpu().saturating_sub(cpu_before.1),
+    );
+    let cpu_before = (cpu_time(), server_cpu());
     let started = Instant::now();
     let pipeline = sandbox.start_pipeline(store)?;
     if !wait_until(Duration::from_secs(600), || {
@@ -158,6 +167,10 @@ fn relay(sandbox: &Sandbox, nc: &nats::Connection, n: usize) -> Result<(), Strin
         ));
     }
     let drain = seeded as f64 / started.elapsed().as_secs_f64();
+    let drain_cpu = (
+        cpu_time().saturating_sub(cpu_before.0),
+        server_cpu().saturating_sub(cpu_before.1),
+    );
 
     // Low load: orders at LOW_RATE per second, each committing one charge_card command.
     const LOW_RATE: u64 = 500;
@@ -212,6 +225,14 @@ fn relay(sandbox: &Sandbox, nc: &nats::Connection, n: usize) -> Result<(), Strin
         format!("relay drain of {seeded} outbox items"),
         drain,
         drain / raw
+    );
+    let per_item = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e6 / seeded as f64);
+    println!(
+        "  CPU µs per item (this process / nats-server): raw publish {} / {}, relay drain {} / {}",
+        per_item(raw_cpu.0),
+        per_item(raw_cpu.1),
+        per_item(drain_cpu.0),
+        per_item(drain_cpu.1)
     );
     println!(
         "relay latency, commit to publish ack, {LOW_EVENTS} orders at {LOW_RATE}/s: p50 {} ms, p99 {} ms (bucket upper bounds)",

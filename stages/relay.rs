@@ -351,35 +351,31 @@ impl Relay<'_> {
             };
             let tag = self.next_tag;
             self.next_tag += 1;
-            let item = entry.item.clone();
-            if let Some(record) = entry.verdict.clone() {
-                self.purposes.insert(tag, (key, Purpose::Verdict));
+            if let Some(record) = &entry.verdict {
                 let now = now_rfc3339();
-                let (subject, event) = verdict::result_event(
-                    &record,
-                    &self.shared.settings.streams.result_prefix,
-                    &now,
-                );
+                let prefix = &self.shared.settings.streams.result_prefix;
+                let (subject, event) = verdict::result_event(record, prefix, &now);
                 let body = serde_json::to_vec(&event).unwrap_or_default();
-                let headers = headers_of(&item, &CommandHeaders::of(&item));
+                let headers = headers_of(&entry.item);
+                self.purposes.insert(tag, (key, Purpose::Verdict));
                 self.publisher
                     .publish(tag, &subject, &event.event_id, headers, body);
                 continue;
             }
             self.purposes.insert(tag, (key, Purpose::Send));
-            match item.kind {
+            match entry.item.kind {
                 OutboxKind::Effect => {
-                    let headers = headers_of(&item, &CommandHeaders::of(&item));
-                    let body = item.envelope.as_bytes().to_vec();
+                    let item = &entry.item;
                     self.publisher.publish(
                         tag,
                         &item.destination,
                         item.work_id.as_str(),
-                        headers,
-                        body,
+                        headers_of(item),
+                        item.envelope.as_bytes().to_vec(),
                     );
                 }
                 OutboxKind::Aggregate => {
+                    let item = entry.item.clone();
                     self.gateway_in_flight += 1;
                     // Never blocks: the channel holds one job per worker and at most
                     // that many are in flight.
@@ -524,14 +520,12 @@ impl Relay<'_> {
 }
 
 /// The headers of CONTRACTS.md §1 (the caller adds `Nats-Msg-Id`).
-fn headers_of(item: &OutboxItem, h: &CommandHeaders) -> HeaderMap {
+fn headers_of(item: &OutboxItem) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(header::TENANT, item.tenant.as_str());
-    if let Some(c) = &h.correlation_id {
-        headers.insert(header::CORRELATION, c.as_str());
-    }
-    if let Some(tp) = &h.traceparent {
-        headers.insert(header::TRACEPARENT, tp.as_str());
+    headers.insert(header::CORRELATION, item.correlation.as_str());
+    if let Some(tp) = item.traceparent.as_deref().filter(|t| !t.is_empty()) {
+        headers.insert(header::TRACEPARENT, tp);
     }
     headers
 }

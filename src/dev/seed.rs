@@ -68,6 +68,9 @@ pub fn seed_outbox(
                     correlation: id(&corr)?,
                     destination,
                     envelope: RawJson::of(&envelope).map_err(|e| e.to_string())?,
+                    traceparent: envelope["metadata"]["traceparent"]
+                        .as_str()
+                        .map(str::to_string),
                 }],
                 schedules: Vec::new(),
                 cancel: Vec::new(),

@@ -76,24 +76,12 @@ pub struct CommandHeaders {
 }
 
 impl CommandHeaders {
+    /// The instance correlation (which the envelope's `metadata.correlation_id` carries)
+    /// and the trace context stored with the item: no parsing of the envelope.
     pub fn of(item: &OutboxItem) -> CommandHeaders {
-        #[derive(serde::Deserialize, Default)]
-        struct Meta {
-            correlation_id: Option<String>,
-            traceparent: Option<String>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Envelope {
-            #[serde(default)]
-            metadata: Option<Meta>,
-        }
-        let meta = serde_json::from_str::<Envelope>(item.envelope.as_str())
-            .ok()
-            .and_then(|e| e.metadata)
-            .unwrap_or_default();
         CommandHeaders {
-            correlation_id: meta.correlation_id.filter(|c| !c.is_empty()),
-            traceparent: meta.traceparent.filter(|t| !t.is_empty()),
+            correlation_id: Some(item.correlation.to_string()),
+            traceparent: item.traceparent.clone().filter(|t| !t.is_empty()),
         }
     }
 }

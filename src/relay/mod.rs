@@ -97,6 +97,7 @@ mod tests {
                 correlation: "c".parse().unwrap(),
                 destination: "d".into(),
                 envelope: crate::store::RawJson::of(&serde_json::json!({})).unwrap(),
+                traceparent: None,
             }
         };
         tx.offer(vec![item()]);

@@ -14,6 +14,7 @@ fn item(tenant: &str, kind: OutboxKind, n: usize) -> (String, OutboxItem) {
         correlation: "o-1".parse().unwrap(),
         destination: "d".into(),
         envelope: RawJson::of(&serde_json::json!({})).unwrap(),
+        traceparent: None,
     };
     (crate::keys::outbox(&tenant, kind, &item.work_id), item)
 }

@@ -123,6 +123,7 @@ mod tests {
                 "metadata": {"correlation_id": "o-1", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "extra": 1}
             }))
             .unwrap(),
+            traceparent: None,
         }
     }
 

@@ -193,6 +193,7 @@ pub fn outbox_item(
     };
     let work_id = WorkId::new(&command_id).map_err(|e| format!("commands.{index}: {e}"))?;
     let metadata = meta.view(&command_id);
+    let traceparent = metadata.traceparent.clone();
     let tenant = &t.event.tenant;
     let (kind, destination, envelope) = match spec {
         CommandSpec::Effect {
@@ -243,6 +244,7 @@ pub fn outbox_item(
         correlation: t.correlation.clone(),
         destination,
         envelope: envelope.map_err(|e| format!("commands.{index}: {e}"))?,
+        traceparent,
     })
 }
 

@@ -291,6 +291,12 @@ fn order_placed_asks_for_a_charge_and_sets_the_timeout() {
     assert_eq!(item.kind, OutboxKind::Effect);
     assert_eq!(item.destination, "workflow.cmd.acme.charge_card");
     let cmd: EffectCommand = serde_json::from_str(item.envelope.as_str()).unwrap();
+    // Kept beside the envelope for the relay's headers: the same value.
+    assert_eq!(
+        item.traceparent.as_deref(),
+        cmd.metadata.get("traceparent").and_then(|v| v.as_str())
+    );
+    assert!(item.traceparent.is_some());
     assert_eq!(cmd.command_id, item.work_id.as_str());
     assert_eq!(
         cmd.command_id,

@@ -60,6 +60,10 @@ pub struct OutboxItem {
     /// The body to send: an `EffectCommand` or an `AggregateCommand` envelope, already
     /// serialised (the relay sends these bytes as they are).
     pub envelope: RawJson,
+    /// The envelope's `metadata.traceparent`, kept beside it so the relay can set the
+    /// header without parsing the envelope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// A JSON document kept as its text: stored and sent without being parsed or rebuilt.

@@ -45,6 +45,7 @@ fn outbox_item(tenant: &TenantId, work: &str) -> OutboxItem {
         correlation: "o-1".parse().unwrap(),
         destination: "workflow.cmd.acme.charge_card".into(),
         envelope: RawJson::of(&json!({"command_id": work})).unwrap(),
+        traceparent: None,
     }
 }
 
