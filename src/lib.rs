@@ -7,6 +7,7 @@ pub mod cli;
 pub mod crash;
 pub mod demo;
 pub mod dev;
+pub mod effects;
 pub mod envelope;
 pub mod error;
 pub mod keys;

@@ -221,8 +221,11 @@ pub struct ProgramSettings {
 pub struct ManifestSettings {
     /// Saga manifest files (YAML or JSON).
     pub sagas: Vec<PathBuf>,
-    /// Effect manifest files (used from the effect issue on).
+    /// Effect manifest files (YAML or JSON).
     pub effects: Vec<PathBuf>,
+    /// Where `secret:NAME` references in effect manifests are read from (Docker and
+    /// Swarm mount secrets here).
+    pub secrets_dir: PathBuf,
 }
 
 impl Default for Settings {
@@ -424,7 +427,8 @@ impl Default for ManifestSettings {
     fn default() -> Self {
         ManifestSettings {
             sagas: vec![PathBuf::from("manifests/example/sagas.yaml")],
-            effects: Vec::new(),
+            effects: vec![PathBuf::from("manifests/example/effects.yaml")],
+            secrets_dir: PathBuf::from("/run/secrets"),
         }
     }
 }

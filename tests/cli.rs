@@ -190,3 +190,43 @@ fn demo_runs_the_example_saga_end_to_end() {
         );
     }
 }
+
+/// Effect manifests: `check` loads them with their secrets, names a broken one, and never
+/// prints a secret's value.
+#[test]
+fn check_loads_effects_and_their_secrets_without_showing_them() {
+    let dir = TempDir::new("cli-effects").unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    std::fs::write(secrets.join("pay_token"), "Bearer very-secret-value\n").unwrap();
+    let manifest = dir.path().join("effects.yaml");
+    std::fs::write(
+        &manifest,
+        "effects:\n  - name: charge_card\n    provider: http\n    http:\n      url: \"http://payments:8080/v1/charges\"\n      headers: { authorization: \"secret:pay_token\" }\n",
+    )
+    .unwrap();
+    let effects = manifest.to_str().unwrap();
+    let secrets_dir = secrets.to_str().unwrap();
+    let env = [
+        ("RUNNER_MANIFESTS_EFFECTS", effects),
+        ("RUNNER_MANIFESTS_SECRETS_DIR", secrets_dir),
+        ("RUNNER_LOG", "debug"),
+    ];
+    let out = runner(&["check"], &env);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("effect charge_card: ok (provider http"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("very-secret") && !stderr.contains("very-secret"));
+
+    std::fs::remove_file(secrets.join("pay_token")).unwrap();
+    let out = runner(&["check"], &env);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("effects.yaml: effect charge_card: http.headers.authorization: secret pay_token: cannot read"),
+        "{stderr}"
+    );
+}

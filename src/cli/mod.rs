@@ -74,6 +74,16 @@ pub fn load_catalog(settings: &Settings) -> Result<SagaCatalog, Error> {
     )?)
 }
 
+/// Loads the effect manifests, resolving their secrets.
+pub fn load_effects(settings: &Settings) -> Result<crate::effects::EffectCatalog, Error> {
+    crate::effects::EffectCatalog::load(
+        &settings.manifests.effects,
+        &settings.manifests.secrets_dir,
+        &limits(settings),
+    )
+    .map_err(Error::Other)
+}
+
 fn load_settings(config: Option<&Path>, mode: Option<&str>) -> Result<Settings, Error> {
     let mut settings = Settings::from_process(config)?;
     if let Some(mode) = mode {
@@ -108,6 +118,19 @@ fn check(config: Option<&Path>) -> Result<(), Error> {
                     "no"
                 },
                 saga.source.display()
+            );
+        }
+    }
+    if !settings.manifests.effects.is_empty() {
+        let effects = load_effects(&settings)?;
+        for def in effects.effects.values() {
+            println!(
+                "effect {}: ok (provider {}, timeout {} ms, {} attempts, concurrency {})",
+                def.name,
+                def.provider_name,
+                def.timeout.as_millis(),
+                def.retry.max_attempts,
+                def.concurrency
             );
         }
     }

@@ -1,0 +1,12 @@
+//! Effects: the manifest that defines them, the providers that call the outside world,
+//! the circuit breaker and retry policy around each call, and secrets by reference. The
+//! worker pool that consumes `WORKFLOW_COMMANDS` builds on these (issue 4).
+
+pub mod attempts;
+pub mod breaker;
+pub mod manifest;
+pub mod provider;
+pub mod providers;
+pub mod secrets;
+
+pub use manifest::{EffectCatalog, EffectDef};

@@ -1,0 +1,313 @@
+//! `http`: one HTTP request per call.
+//!
+//! ```yaml
+//! provider: http
+//! http:
+//!   method: POST                                    # default POST
+//!   url: "http://payments:8080/v1/charges/{command.payload.order_id}"
+//!   headers: { authorization: "secret:payments_token" }
+//!   body: { amount: { $get: command.payload.total } }   # expression; default: the payload
+//!   success: [200, 201]                             # default: any 2xx
+//!   retry_statuses: [429, 503]                      # default: 408, 429 and 5xx
+//! ```
+//!
+//! Every request carries `idempotency-key: <command_id>` (so an upstream that honours it
+//! turns a repeated call into a no-op), `x-tenant-id`, and `x-correlation-id` and
+//! `traceparent` when the command has them. URL placeholders are `{dotted.path}` into
+//! the command, percent-encoded; the body is a program expression over `command`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::effects::manifest::LoadContext;
+use crate::effects::provider::{Call, Failure, Outcome, Provider};
+use crate::effects::secrets::Text;
+use crate::envelope::header;
+use crate::program::Expr;
+
+/// Bytes of a response body kept in a result or an error.
+const BODY_LIMIT: u64 = 64 * 1024;
+/// Gas for evaluating the body expression.
+const BODY_GAS: u64 = 100_000;
+
+pub struct Http {
+    agent: ureq::Agent,
+    method: String,
+    url: Vec<UrlPart>,
+    headers: Vec<(String, Text)>,
+    body: Option<Expr>,
+    success: Vec<u16>,
+    retry_statuses: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum UrlPart {
+    Literal(String),
+    /// A dotted path into the command, e.g. `payload.order_id` for `{command.payload.order_id}`.
+    Field(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    #[serde(default = "post")]
+    method: String,
+    url: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    body: Option<Value>,
+    #[serde(default)]
+    success: Vec<u16>,
+    #[serde(default)]
+    retry_statuses: Vec<u16>,
+}
+
+fn post() -> String {
+    "POST".into()
+}
+
+impl Http {
+    pub fn from_settings(settings: &Value, ctx: &LoadContext<'_>) -> Result<Http, String> {
+        let s: Settings =
+            serde_json::from_value(settings.clone()).map_err(|e| format!("http settings: {e}"))?;
+        let method = s.method.to_ascii_uppercase();
+        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
+            return Err(format!(
+                "http.method {:?} is not one of GET, POST, PUT, PATCH, DELETE",
+                s.method
+            ));
+        }
+        if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
+            return Err(format!(
+                "http.url must start with http:// or https:// (got {:?})",
+                s.url
+            ));
+        }
+        let url = parse_url_template(&s.url)?;
+        let headers = s
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                Text::resolve(value, ctx.secrets_dir)
+                    .map(|text| (name.to_ascii_lowercase(), text))
+                    .map_err(|e| format!("http.headers.{name}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let body = s
+            .body
+            .as_ref()
+            .map(|b| {
+                Expr::compile(
+                    b,
+                    &format!("{} http.body", ctx.origin),
+                    &["command"],
+                    ctx.limits,
+                )
+            })
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        for status in s.success.iter().chain(&s.retry_statuses) {
+            if !(100..=599).contains(status) {
+                return Err(format!("http: {status} is not an HTTP status"));
+            }
+        }
+        Ok(Http {
+            agent: ureq::AgentBuilder::new().timeout(ctx.timeout).build(),
+            method,
+            url,
+            headers,
+            body,
+            success: s.success,
+            retry_statuses: s.retry_statuses,
+        })
+    }
+
+    fn url_for(&self, command: &Value) -> Result<String, Failure> {
+        let mut url = String::new();
+        for part in &self.url {
+            match part {
+                UrlPart::Literal(text) => url.push_str(text),
+                UrlPart::Field(path) => {
+                    let value = path.iter().try_fold(command, |v, key| v.get(key));
+                    let text =
+                        match value {
+                            Some(Value::String(s)) => s.clone(),
+                            Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+                            _ => return Err(Failure::permanent(
+                                "bad_request",
+                                format!(
+                                    "url placeholder {{command.{}}} has no string or number value",
+                                    path.join(".")
+                                ),
+                            )),
+                        };
+                    url.push_str(&percent_encode(&text));
+                }
+            }
+        }
+        Ok(url)
+    }
+
+    fn classify(&self, status: u16) -> Option<bool> {
+        let success = if self.success.is_empty() {
+            (200..300).contains(&status)
+        } else {
+            self.success.contains(&status)
+        };
+        if success {
+            return None;
+        }
+        Some(if self.retry_statuses.is_empty() {
+            status == 408 || status == 429 || status >= 500
+        } else {
+            self.retry_statuses.contains(&status)
+        })
+    }
+}
+
+impl Provider for Http {
+    fn call(&self, call: &Call<'_>) -> Outcome {
+        let url = match self.url_for(call.json) {
+            Ok(url) => url,
+            Err(f) => return Outcome::Failed(f),
+        };
+        let body = match &self.body {
+            Some(expr) => match expr.eval(&[call.json], BODY_GAS) {
+                Ok(v) => v,
+                Err(fault) => {
+                    return Outcome::Failed(Failure::permanent(
+                        "bad_request",
+                        format!("http.body: {fault}"),
+                    ))
+                }
+            },
+            None => call.command.payload.clone(),
+        };
+        let c = call.command;
+        let mut req = self
+            .agent
+            .request(&self.method, &url)
+            .set("content-type", "application/json")
+            .set("idempotency-key", &c.command_id)
+            .set(header::TENANT, &c.tenant_id);
+        for (key, name) in [
+            ("correlation_id", header::CORRELATION),
+            ("traceparent", header::TRACEPARENT),
+        ] {
+            if let Some(v) = c
+                .metadata
+                .get(key)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+            {
+                req = req.set(name, v);
+            }
+        }
+        for (name, value) in &self.headers {
+            req = req.set(name, value.expose());
+        }
+        let sent = if self.method == "GET" || self.method == "DELETE" {
+            req.call()
+        } else {
+            req.send_bytes(body.to_string().as_bytes())
+        };
+        let (status, resp) = match sent {
+            Ok(resp) => (resp.status(), resp),
+            Err(ureq::Error::Status(status, resp)) => (status, resp),
+            Err(ureq::Error::Transport(t)) => return Outcome::Failed(transport_failure(&t)),
+        };
+        let text = read_limited(resp);
+        match self.classify(status) {
+            None => {
+                let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
+                Outcome::Succeeded(serde_json::json!({ "status": status, "body": body }))
+            }
+            Some(retryable) => Outcome::Failed(Failure {
+                retryable,
+                kind: format!("http_{status}"),
+                message: format!("{} answered {status}: {}", self.method, excerpt(&text)),
+            }),
+        }
+    }
+}
+
+fn transport_failure(t: &ureq::Transport) -> Failure {
+    use std::error::Error as _;
+    let timed_out = t
+        .source()
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            )
+        })
+        || t.to_string().contains("timed out");
+    if timed_out {
+        Failure::retryable("timeout", format!("no answer in time: {t}"))
+    } else {
+        Failure::retryable("connection", t.to_string())
+    }
+}
+
+fn read_limited(resp: ureq::Response) -> String {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let _ = resp.into_reader().take(BODY_LIMIT).read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn excerpt(text: &str) -> String {
+    text.chars().take(256).collect()
+}
+
+/// Splits `http://x/{command.payload.id}/y` into literals and command fields.
+fn parse_url_template(raw: &str) -> Result<Vec<UrlPart>, String> {
+    let mut parts = Vec::new();
+    let mut rest = raw;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(UrlPart::Literal(rest[..open].to_string()));
+        }
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| format!("http.url: unclosed '{{' in {raw:?}"))?;
+        let field = &rest[open + 1..open + close];
+        let path = field
+            .strip_prefix("command.")
+            .ok_or_else(|| format!("http.url: placeholder {{{field}}} must start with command."))?;
+        if path.is_empty() || path.split('.').any(str::is_empty) {
+            return Err(format!(
+                "http.url: placeholder {{{field}}} is not a dotted path"
+            ));
+        }
+        parts.push(UrlPart::Field(
+            path.split('.').map(str::to_string).collect(),
+        ));
+        rest = &rest[open + close + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(UrlPart::Literal(rest.to_string()));
+    }
+    Ok(parts)
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "http_tests.rs"]
+mod tests;

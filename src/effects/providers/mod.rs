@@ -1,0 +1,4 @@
+//! The providers, one file each.
+
+pub mod http;
+pub mod noop;

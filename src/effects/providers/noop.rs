@@ -1,0 +1,61 @@
+//! `noop` and `log`: succeed at once with a fixed payload (`result`, default `{}`), for
+//! demos, tests and benchmarks. `log` also writes one line per call naming the command
+//! (ids only: payloads may hold personal data).
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::effects::provider::{Call, Outcome, Provider};
+
+#[derive(Debug)]
+pub struct Noop {
+    effect: String,
+    result: Value,
+    log: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    #[serde(default)]
+    result: Option<Value>,
+}
+
+impl Noop {
+    pub fn from_settings(effect: &str, settings: &Value, log: bool) -> Result<Noop, String> {
+        let s: Settings = if settings.is_null() {
+            Settings::default()
+        } else {
+            serde_json::from_value(settings.clone()).map_err(|e| format!("settings: {e}"))?
+        };
+        Ok(Noop {
+            effect: effect.to_string(),
+            result: s
+                .result
+                .unwrap_or_else(|| Value::Object(Default::default())),
+            log,
+        })
+    }
+}
+
+impl Provider for Noop {
+    fn call(&self, call: &Call<'_>) -> Outcome {
+        if self.log {
+            let c = call.command;
+            let meta = |k: &str| {
+                c.metadata
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let trace_id = crate::envelope::trace_id(&meta("traceparent"))
+                .unwrap_or("")
+                .to_string();
+            log::info!(tenant_id = c.tenant_id.as_str(), correlation_id = meta("correlation_id").as_str(),
+                trace_id = trace_id.as_str(), effect = self.effect.as_str(), command_id = c.command_id.as_str();
+                "effect called (log provider)");
+        }
+        Outcome::Succeeded(self.result.clone())
+    }
+}

@@ -1,0 +1,122 @@
+//! Secrets by reference: a manifest value `secret:NAME` is read at start-up from the file
+//! NAME in the secrets directory (Docker and Swarm mount secrets at `/run/secrets`). The
+//! value is kept in a type whose `Debug` and `Display` show only the name, so it cannot
+//! reach a log by accident.
+
+use std::fmt;
+use std::path::Path;
+
+/// Marks a manifest string as a reference to a secret.
+pub const PREFIX: &str = "secret:";
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    name: String,
+    value: String,
+}
+
+impl Secret {
+    /// The value, for the one place that sends it (a request header, say).
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "secret:{} (redacted)", self.name)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A manifest string: literal text, or a secret resolved from the secrets directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Text {
+    Plain(String),
+    Secret(Secret),
+}
+
+impl Text {
+    /// Resolves `raw` (`secret:NAME` reads `dir/NAME`, without a trailing newline).
+    pub fn resolve(raw: &str, dir: &Path) -> Result<Text, String> {
+        let Some(name) = raw.strip_prefix(PREFIX) else {
+            return Ok(Text::Plain(raw.to_string()));
+        };
+        let valid = !name.is_empty()
+            && name.len() <= 128
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            && !name.starts_with('.');
+        if !valid {
+            return Err(format!(
+                "secret name {name:?} must be 1-128 letters, digits, '_', '-' or '.', not starting with '.'"
+            ));
+        }
+        let path = dir.join(name);
+        let value = std::fs::read_to_string(&path)
+            .map_err(|e| format!("secret {name}: cannot read {}: {e}", path.display()))?;
+        let value = value.strip_suffix('\n').unwrap_or(&value);
+        let value = value.strip_suffix('\r').unwrap_or(value).to_string();
+        Ok(Text::Secret(Secret {
+            name: name.to_string(),
+            value,
+        }))
+    }
+
+    pub fn expose(&self) -> &str {
+        match self {
+            Text::Plain(s) => s,
+            Text::Secret(s) => s.expose(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev::TempDir;
+
+    #[test]
+    fn a_reference_reads_the_file_and_never_shows_the_value() {
+        let dir = TempDir::new("secrets").unwrap();
+        std::fs::write(dir.path().join("payments_token"), "s3cr3t-value\n").unwrap();
+        let text = Text::resolve("secret:payments_token", dir.path()).unwrap();
+        assert_eq!(text.expose(), "s3cr3t-value");
+        for shown in [format!("{text:?}"), format!("{:?}", vec![text.clone()])] {
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+            assert!(shown.contains("payments_token"), "{shown}");
+        }
+        assert_eq!(
+            Text::resolve("Bearer x", dir.path()).unwrap(),
+            Text::Plain("Bearer x".into())
+        );
+    }
+
+    #[test]
+    fn a_missing_or_badly_named_secret_is_a_clear_error() {
+        let dir = TempDir::new("secrets").unwrap();
+        let err = Text::resolve("secret:absent", dir.path()).unwrap_err();
+        assert!(
+            err.contains("secret absent") && err.contains("cannot read"),
+            "{err}"
+        );
+        for bad in [
+            "secret:",
+            "secret:../etc/passwd",
+            "secret:.hidden",
+            "secret:a b",
+        ] {
+            assert!(Text::resolve(bad, dir.path()).is_err(), "{bad}");
+        }
+    }
+}
