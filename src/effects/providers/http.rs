@@ -132,18 +132,19 @@ impl Http {
                 UrlPart::Literal(text) => url.push_str(text),
                 UrlPart::Field(path) => {
                     let value = path.iter().try_fold(command, |v, key| v.get(key));
-                    let text =
-                        match value {
-                            Some(Value::String(s)) => s.clone(),
-                            Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
-                            _ => return Err(Failure::permanent(
+                    let text = match value {
+                        Some(Value::String(s)) => s.clone(),
+                        Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+                        _ => {
+                            return Err(Failure::permanent(
                                 "bad_request",
                                 format!(
                                     "url placeholder {{command.{}}} has no string or number value",
                                     path.join(".")
                                 ),
-                            )),
-                        };
+                            ))
+                        }
+                    };
                     url.push_str(&percent_encode(&text));
                 }
             }
