@@ -7,6 +7,7 @@ pub mod breaker;
 pub mod manifest;
 pub mod provider;
 pub mod providers;
+pub mod result;
 pub mod secrets;
 
 pub use manifest::{EffectCatalog, EffectDef};

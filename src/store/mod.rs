@@ -17,13 +17,13 @@ use serde::de::DeserializeOwned;
 
 pub use commit::{CommitBatch, CommitOutcome, Transition};
 pub use records::{
-    excerpt, Checkpoint, DeadLetterRecord, DedupeMarker, InstanceStatus, OutboxItem,
-    QuarantineKind, QuarantineRecord, RawJson, SagaRecord, ScheduleItem, StreamPosition,
-    QUARANTINE_EXCERPT_BYTES,
+    excerpt, Checkpoint, DeadLetterRecord, DedupeMarker, EffectCompletion, InstanceStatus,
+    OutboxItem, QuarantineKind, QuarantineRecord, RawJson, SagaRecord, ScheduleItem,
+    StreamPosition, QUARANTINE_EXCERPT_BYTES,
 };
 
 use crate::keys;
-use crate::types::{CorrelationId, EventId, SagaName, TenantId};
+use crate::types::{CorrelationId, EventId, SagaName, TenantId, WorkId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -326,6 +326,31 @@ impl Store {
             Ok(()) | Err(lmdb::Error::NotFound) => {}
             Err(e) => return Err(e.into()),
         }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The completion record of an effect command, if it was executed.
+    pub fn effect_completion(
+        &self,
+        tenant: &TenantId,
+        command: &WorkId,
+    ) -> Result<Option<EffectCompletion>, StoreError> {
+        self.reader()?.get(&keys::effect_dedupe(tenant, command))
+    }
+
+    /// Records that an effect command was executed and its result published (call only
+    /// after the result's publish was acked: the record is what stops a second call).
+    pub fn record_effect_completion(
+        &self,
+        tenant: &TenantId,
+        command: &WorkId,
+        completion: &EffectCompletion,
+    ) -> Result<(), StoreError> {
+        let key = keys::effect_dedupe(tenant, command);
+        let bytes = encode(&key, completion)?;
+        let mut txn = self.env.begin_rw_txn()?;
+        txn.put(self.db, &key, &bytes, WriteFlags::empty())?;
         txn.commit()?;
         Ok(())
     }

@@ -125,6 +125,17 @@ pub struct DeadLetterRecord {
     pub dead_at: String,
 }
 
+/// `dedupe:{tenant}:effect:{command_id}`: the command was executed; its result event, as
+/// published, so that a redelivered command re-publishes it instead of calling again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EffectCompletion {
+    /// The result event's subject and body.
+    pub subject: String,
+    pub result: RawJson,
+    /// When the result publish was acked (RFC 3339, wall clock).
+    pub completed_at: String,
+}
+
 /// `checkpoint:{tenant}:{saga}`: the highest stream sequence applied, per stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {

@@ -333,6 +333,27 @@ fn outbox_pages_walk_every_tenant_in_key_order() {
 }
 
 #[test]
+fn an_effect_completion_is_recorded_per_tenant_and_command() {
+    let dir = TempDir::new("store").unwrap();
+    let store = open(&dir, 16);
+    let (acme, globex) = (t("acme"), t("globex"));
+    let cmd: WorkId = "cmd-1".parse().unwrap();
+    assert_eq!(store.effect_completion(&acme, &cmd).unwrap(), None);
+    let done = EffectCompletion {
+        subject: "workflow.result.acme.charge_card".into(),
+        result: RawJson::of(&json!({"event_id": "r-1", "result_type": "succeeded"})).unwrap(),
+        completed_at: "2026-11-27T10:00:00.000Z".into(),
+    };
+    store.record_effect_completion(&acme, &cmd, &done).unwrap();
+    assert_eq!(store.effect_completion(&acme, &cmd).unwrap(), Some(done));
+    assert_eq!(
+        store.effect_completion(&globex, &cmd).unwrap(),
+        None,
+        "another tenant's command of the same id is not done"
+    );
+}
+
+#[test]
 fn a_dead_letter_is_filed_and_its_outbox_item_deleted_together() {
     let dir = TempDir::new("store").unwrap();
     let store = open(&dir, 16);
