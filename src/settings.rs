@@ -79,6 +79,7 @@ pub struct Settings {
     pub consumer: ConsumerSettings,
     pub pipeline: PipelineSettings,
     pub relay: RelaySettings,
+    pub effects: EffectSettings,
     pub programs: ProgramSettings,
     pub manifests: ManifestSettings,
 }
@@ -206,6 +207,21 @@ pub struct RelaySettings {
     pub scan_batch: usize,
 }
 
+/// The effect worker pool (`effect` and `combined` modes). Each effect's own policy
+/// (timeout, retries, breaker, concurrency) is in its manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EffectSettings {
+    /// Worker threads: effect calls in flight at once, over all effects.
+    pub workers: usize,
+}
+
+impl Default for EffectSettings {
+    fn default() -> Self {
+        EffectSettings { workers: 16 }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProgramSettings {
@@ -239,6 +255,7 @@ impl Default for Settings {
             consumer: ConsumerSettings::default(),
             pipeline: PipelineSettings::default(),
             relay: RelaySettings::default(),
+            effects: EffectSettings::default(),
             programs: ProgramSettings::default(),
             manifests: ManifestSettings::default(),
         }
@@ -703,6 +720,12 @@ impl Settings {
             );
         }
         self.relay.validate()?;
+        if !(1..=1024).contains(&self.effects.workers) {
+            return bad(
+                "effects.workers",
+                format!("must be between 1 and 1024 (got {})", self.effects.workers),
+            );
+        }
         if self.mode.runs_sagas() && self.manifests.sagas.is_empty() {
             return bad(
                 "manifests.sagas",
@@ -1086,6 +1109,7 @@ mod tests {
                 "5",
                 "relay.scan_interval_ms",
             ),
+            ("RUNNER_EFFECTS_WORKERS", "0", "effects.workers"),
         ];
         for (var, value, field) in cases {
             let err = Settings::load(None, env(&[(var, value)])).unwrap_err();

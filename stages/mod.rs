@@ -4,6 +4,7 @@
 
 pub mod commit;
 pub mod decode;
+pub mod effect;
 pub mod execute;
 pub mod fetch;
 pub mod relay;

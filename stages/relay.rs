@@ -28,6 +28,7 @@ use crate::relay::verdict::{self, GiveUp};
 use crate::relay::{Notice, NoticeInbox};
 use crate::settings::RelaySettings;
 use crate::store::{OutboxItem, Store};
+use crate::timefmt::now_rfc3339;
 
 /// Longest single wait, so shutdown and lost notices are noticed promptly.
 const TICK: Duration = Duration::from_millis(100);
@@ -528,11 +529,4 @@ fn headers_of(item: &OutboxItem) -> HeaderMap {
         headers.insert(header::TRACEPARENT, tp);
     }
     headers
-}
-
-fn now_rfc3339() -> String {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    crate::timefmt::format_rfc3339_ms(ms).unwrap_or_default()
 }

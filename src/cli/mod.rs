@@ -74,6 +74,29 @@ pub fn load_catalog(settings: &Settings) -> Result<SagaCatalog, Error> {
     )?)
 }
 
+/// The sagas and effects the mode runs (an empty catalog for the side it does not).
+pub fn catalogs_for_mode(
+    settings: &Settings,
+) -> Result<
+    (
+        Arc<crate::manifest::SagaCatalog>,
+        Arc<crate::effects::EffectCatalog>,
+    ),
+    Error,
+> {
+    let sagas = if settings.mode.runs_sagas() {
+        load_catalog(settings)?
+    } else {
+        Default::default()
+    };
+    let effects = if settings.mode.runs_effects() {
+        load_effects(settings)?
+    } else {
+        Default::default()
+    };
+    Ok((Arc::new(sagas), Arc::new(effects)))
+}
+
 /// Loads the effect manifests, resolving their secrets.
 pub fn load_effects(settings: &Settings) -> Result<crate::effects::EffectCatalog, Error> {
     crate::effects::EffectCatalog::load(
@@ -142,18 +165,12 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
     crate::logging::init();
     let settings = load_settings(config, mode)?;
     crate::crash::validate().map_err(Error::Other)?;
-    if !settings.mode.runs_sagas() {
-        return Err("mode effect has no stages yet: the effect worker pool is not built (issue #4); use saga or combined".to_string().into());
-    }
-    if settings.mode.runs_effects() {
-        log::warn!(mode = format!("{:?}", settings.mode); "the effect stages are not built yet (issue #4): running the saga stages only");
-    }
-    let catalog = Arc::new(load_catalog(&settings)?);
+    let (catalog, effects) = catalogs_for_mode(&settings)?;
     let map_size = (settings.storage.map_size_mib as usize).saturating_mul(1024 * 1024);
     let store = Arc::new(Store::open(&settings.storage.path, map_size)?);
     let nc = nats_io::connect(&settings.nats.url, "runner")?;
     let mode = settings.mode;
-    let pipeline = Pipeline::start(settings, store, catalog, nc)?;
+    let pipeline = Pipeline::start(settings, store, catalog, effects, nc)?;
     log::info!(mode = format!("{mode:?}"); "runner started");
     let mut last_progress = std::time::Instant::now();
     loop {

@@ -77,8 +77,9 @@ impl Sandbox {
     pub fn start_pipeline(&self, store: Arc<Store>) -> Result<Pipeline, String> {
         self.settings.validate().map_err(|e| e.to_string())?;
         let nc = self.connect()?;
-        Pipeline::start(self.settings.clone(), store, self.load_catalog()?, nc)
-            .map_err(|e| e.to_string())
+        let (sagas, effects) =
+            crate::cli::catalogs_for_mode(&self.settings).map_err(|e| e.to_string())?;
+        Pipeline::start(self.settings.clone(), store, sagas, effects, nc).map_err(|e| e.to_string())
     }
 }
 

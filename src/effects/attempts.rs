@@ -130,6 +130,7 @@ mod tests {
                 open_for: Duration::from_secs(60),
                 half_open_probes: 1,
             }),
+            limit: crate::effects::limit::Limit::new(1),
         }
     }
 

@@ -55,6 +55,8 @@ pub struct EffectDef {
     pub retry: RetryPolicy,
     /// One breaker per effect: an effect is one upstream.
     pub breaker: Breaker,
+    /// Holds calls beyond `concurrency` back.
+    pub limit: super::limit::Limit,
 }
 
 impl std::fmt::Debug for EffectDef {
@@ -272,6 +274,7 @@ fn compile(
             open_for: Duration::from_millis(raw.breaker.open_ms),
             half_open_probes: raw.breaker.half_open_probes,
         }),
+        limit: super::limit::Limit::new(raw.concurrency),
     })
 }
 

@@ -132,6 +132,15 @@ pub fn saga_consumers(settings: &Settings) -> Vec<ConsumerSpec> {
     ]
 }
 
+/// The effect pool's consumer: every command on the commands stream.
+pub fn effect_consumer(settings: &Settings) -> ConsumerSpec {
+    ConsumerSpec {
+        stream: settings.streams.workflow_commands.clone(),
+        durable: format!("{}-effects", settings.consumer.durable),
+        filter: String::new(),
+    }
+}
+
 /// The consumer the settings ask for. JetStream's own `max_deliver` is unlimited: the
 /// Runner counts deliveries itself so that a message past the limit becomes a
 /// quarantine record instead of being silently dropped by the server.

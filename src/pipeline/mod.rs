@@ -18,17 +18,18 @@ mod stats;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::bounded;
+use crossbeam_channel::{bounded, Receiver};
 
 pub use drops::{Admission, Drops};
 pub use histogram::Histogram;
 pub use intake::Intake;
 pub use stats::{Stats, StatsSnapshot};
 
+use crate::effects::EffectCatalog;
 use crate::error::Error;
 use crate::manifest::SagaCatalog;
 use crate::nats_io::{self, ConsumerSpec};
-use crate::relay::Notices;
+use crate::relay::{NoticeInbox, Notices};
 use crate::saga::{DecodeConfig, Decoded, LogCtx, MessageInfo, Outcome};
 use crate::settings::Settings;
 use crate::stages;
@@ -111,11 +112,19 @@ impl Pipeline {
         settings: Settings,
         store: Arc<Store>,
         catalog: Arc<SagaCatalog>,
+        effects: Arc<EffectCatalog>,
         nc: nats::Connection,
     ) -> Result<Pipeline, Error> {
         let js = nats::jetstream::new(nc.clone());
         nats_io::ensure_streams(&js, &settings)?;
-        let consumers: Vec<ConsumerSpec> = nats_io::saga_consumers(&settings);
+        let mode = settings.mode;
+        let mut consumers: Vec<ConsumerSpec> = Vec::new();
+        if mode.runs_sagas() {
+            consumers.extend(nats_io::saga_consumers(&settings));
+        }
+        if mode.runs_effects() {
+            consumers.push(nats_io::effect_consumer(&settings));
+        }
         let mut subs = Vec::new();
         // Resumption after a storage stop waits for the consumers' real ack wait.
         let mut ack_wait = settings.ack_wait();
@@ -144,8 +153,7 @@ impl Pipeline {
         });
         let cap = shared.settings.pipeline.channel_capacity;
         let (fetch_tx, fetch_rx) = bounded(cap);
-        let (decode_tx, decode_rx) = bounded(cap);
-        let (exec_tx, exec_rx) = bounded(cap);
+        let (effect_fetch_tx, effect_fetch_rx) = bounded(cap);
 
         // If a spawn fails, dropping `pipeline` stops and joins the threads already started.
         let mut pipeline = Pipeline {
@@ -154,32 +162,74 @@ impl Pipeline {
         };
         let flusher = nats_io::Flusher::start(&nc)
             .map_err(|e| Error::Other(format!("cannot start the flush thread: {e}")))?;
+        let effect_stream = shared.settings.streams.workflow_commands.clone();
         for (spec, sub) in subs {
-            let (shared, tx, flusher, js) = (
-                shared.clone(),
-                fetch_tx.clone(),
-                flusher.clone(),
-                js.clone(),
-            );
+            let tx = if spec.stream == effect_stream && mode.runs_effects() {
+                effect_fetch_tx.clone()
+            } else {
+                fetch_tx.clone()
+            };
+            let (shared, flusher, js) = (shared.clone(), flusher.clone(), js.clone());
             pipeline.spawn(&format!("fetch-{}", spec.stream), move || {
                 stages::fetch::run(&shared, &js, &spec, sub, &flusher, &tx)
             })?;
         }
-        drop(fetch_tx);
+        drop((fetch_tx, effect_fetch_tx));
+        if mode.runs_sagas() {
+            pipeline.start_saga_stages(&shared, fetch_rx, &nc, notice_inbox)?;
+        }
+        if mode.runs_effects() {
+            pipeline.start_effect_stages(&shared, effect_fetch_rx, effects, &nc)?;
+        }
+        Ok(pipeline)
+    }
+
+    /// decode → execute → commit, and the relay.
+    fn start_saga_stages(
+        &mut self,
+        shared: &Arc<Shared>,
+        fetched: Receiver<FetchedBatch>,
+        nc: &nats::Connection,
+        notice_inbox: NoticeInbox,
+    ) -> Result<(), Error> {
+        let cap = shared.settings.pipeline.channel_capacity;
+        let (decode_tx, decode_rx) = bounded(cap);
+        let (exec_tx, exec_rx) = bounded(cap);
         let s = shared.clone();
-        pipeline.spawn("decode", move || {
-            stages::decode::run(&s, &fetch_rx, &decode_tx)
+        self.spawn("decode", move || {
+            stages::decode::run(&s, &fetched, &decode_tx)
         })?;
         let s = shared.clone();
-        pipeline.spawn("execute", move || {
+        self.spawn("execute", move || {
             stages::execute::run(&s, &decode_rx, &exec_tx)
         })?;
         let s = shared.clone();
-        pipeline.spawn("commit", move || stages::commit::run(&s, &exec_rx))?;
-        pipeline.spawn("relay", move || {
-            stages::relay::run(&shared, &nc, notice_inbox)
+        self.spawn("commit", move || stages::commit::run(&s, &exec_rx))?;
+        let (s, nc) = (shared.clone(), nc.clone());
+        self.spawn("relay", move || stages::relay::run(&s, &nc, notice_inbox))
+    }
+
+    /// The split of fetched commands, and the effect workers.
+    fn start_effect_stages(
+        &mut self,
+        shared: &Arc<Shared>,
+        fetched: Receiver<FetchedBatch>,
+        effects: Arc<EffectCatalog>,
+        nc: &nats::Connection,
+    ) -> Result<(), Error> {
+        let workers = shared.settings.effects.workers;
+        let (tx, rx) = bounded(workers);
+        let s = shared.clone();
+        self.spawn("effect-split", move || {
+            stages::effect::split(&s, &fetched, &tx)
         })?;
-        Ok(pipeline)
+        for n in 0..workers {
+            let (s, rx, effects, nc) = (shared.clone(), rx.clone(), effects.clone(), nc.clone());
+            self.spawn(&format!("effect-{n}"), move || {
+                stages::effect::work(&s, &effects, &nc, &rx)
+            })?;
+        }
+        Ok(())
     }
 
     fn spawn(&mut self, name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), Error> {

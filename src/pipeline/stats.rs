@@ -37,6 +37,11 @@ counters! {
     relay_retries: "Dispatches that failed and wait for another attempt.",
     dead_letters: "Outbox items given up on: dead-lettered, their saga told.",
     relay_scans: "Passes of the relay over the outbox keyspace.",
+    effects_called: "Effect commands executed (provider called, retries included as one).",
+    effect_results_replayed: "Effect commands redelivered after their call: the recorded result was published again, the upstream not called.",
+    effect_results_published: "Effect result events whose publish was acked.",
+    effects_failed: "Effect commands that ended failed or timed out.",
+    effect_commands_acked: "Effect commands acked (their result recorded and published).",
     relay_held: "Gauge: outbox items the relay holds in memory (ready, in flight, waiting to retry, awaiting delete).",
     outbox_depth: "Gauge: outbox items in the store (counted at start-up, then kept by the commit stage and the relay).",
 }

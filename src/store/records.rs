@@ -125,15 +125,21 @@ pub struct DeadLetterRecord {
     pub dead_at: String,
 }
 
-/// `dedupe:{tenant}:effect:{command_id}`: the command was executed; its result event, as
-/// published, so that a redelivered command re-publishes it instead of calling again.
+/// `dedupe:{tenant}:effect:{command_id}`: the command was executed. Holds its result
+/// event, so that a redelivered command publishes that instead of calling again. Written
+/// twice: when the call ended (`published_at` empty), then once the result's publish was
+/// acked; only then is the command message acked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EffectCompletion {
-    /// The result event's subject and body.
-    pub subject: String,
+    /// The result event's `event_id` (its `Nats-Msg-Id`).
+    pub event_id: String,
+    /// The result event as it is published.
     pub result: RawJson,
-    /// When the result publish was acked (RFC 3339, wall clock).
-    pub completed_at: String,
+    /// When the call ended (RFC 3339, wall clock).
+    pub recorded_at: String,
+    /// When the result's publish was acked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_at: Option<String>,
 }
 
 /// `checkpoint:{tenant}:{saga}`: the highest stream sequence applied, per stream.

@@ -340,9 +340,10 @@ fn an_effect_completion_is_recorded_per_tenant_and_command() {
     let cmd: WorkId = "cmd-1".parse().unwrap();
     assert_eq!(store.effect_completion(&acme, &cmd).unwrap(), None);
     let done = EffectCompletion {
-        subject: "workflow.result.acme.charge_card".into(),
+        event_id: "r-1".into(),
         result: RawJson::of(&json!({"event_id": "r-1", "result_type": "succeeded"})).unwrap(),
-        completed_at: "2026-11-27T10:00:00.000Z".into(),
+        recorded_at: "2026-11-27T10:00:00.000Z".into(),
+        published_at: None,
     };
     store.record_effect_completion(&acme, &cmd, &done).unwrap();
     assert_eq!(store.effect_completion(&acme, &cmd).unwrap(), Some(done));

@@ -92,8 +92,8 @@ impl Rig {
 
     pub fn start_with(&self, settings: Settings) -> Pipeline {
         settings.validate().unwrap();
-        let catalog = Arc::new(runner::cli::load_catalog(&settings).unwrap());
-        Pipeline::start(settings, self.store.clone(), catalog, self.connect()).unwrap()
+        let (sagas, effects) = runner::cli::catalogs_for_mode(&settings).unwrap();
+        Pipeline::start(settings, self.store.clone(), sagas, effects, self.connect()).unwrap()
     }
 
     pub fn aggregate_subject(&self, tenant: &str, event_type: &str) -> String {

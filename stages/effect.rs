@@ -1,0 +1,361 @@
+//! Effects: executes effect commands from `WORKFLOW_COMMANDS` and publishes their results
+//! to `WORKFLOW_EVENTS`, at most one upstream call per `(tenant, command_id)` once the
+//! call's end is recorded.
+//!
+//! ```text
+//! fetch(commands) ─▶ split ─▶ worker × effects.workers ─▶ provider (retries, breaker)
+//!                                  │ record ─▶ publish result ─▶ mark published ─▶ ack
+//! ```
+//!
+//! Per command a worker checks the completion record `dedupe:{tenant}:effect:{id}`. If
+//! there is one, the call already happened: its recorded result is published again (the
+//! saga may not have seen it) and the message acked, without calling. Otherwise it calls
+//! (with the effect's retries, timeout and breaker), records the result, publishes it
+//! with `Nats-Msg-Id` = the result's event id, marks the record published, and only then
+//! acks. The window that remains is between the end of the call and its record: a crash
+//! there calls again after redelivery, with the same `idempotency-key`, which an upstream
+//! that honours it answers without acting twice.
+
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use nats::jetstream::AckKind;
+use serde_json::Value;
+
+use crate::effects::attempts::{self, Final};
+use crate::effects::result::{result_event, result_subject};
+use crate::effects::EffectCatalog;
+use crate::envelope::{header, EffectCommand, ResultError, ResultType};
+use crate::nats_io::{self, Delivery, Publisher};
+use crate::pipeline::{FetchedBatch, Shared, Stats};
+use crate::relay::backoff::Jitter;
+use crate::store::{
+    excerpt, CommitBatch, EffectCompletion, QuarantineKind, QuarantineRecord, RawJson, StoreError,
+};
+use crate::timefmt::now_rfc3339;
+use crate::types::{TenantId, WorkId};
+
+/// Hands fetched commands to the workers one by one (a full channel blocks fetching).
+pub fn split(shared: &Shared, input: &Receiver<FetchedBatch>, out: &Sender<nats::Message>) {
+    for batch in input {
+        if batch.epoch != shared.intake.epoch() {
+            batch.msgs.iter().for_each(|m| shared.drop_unacked_msg(m));
+            continue;
+        }
+        for msg in batch.msgs {
+            if out.send(msg).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// One worker thread: commands in, results out.
+pub fn work(
+    shared: &Shared,
+    effects: &EffectCatalog,
+    nc: &nats::Connection,
+    input: &Receiver<nats::Message>,
+) {
+    let timeout = Duration::from_millis(shared.settings.relay.publish_timeout_ms);
+    let publisher = match Publisher::new(nc, 1, timeout, 3) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!(error = e.to_string(); "effect worker cannot subscribe to its ack inbox; worker ends");
+            return;
+        }
+    };
+    let mut worker = Worker {
+        shared,
+        effects,
+        publisher,
+        jitter: Jitter::seeded(),
+    };
+    for msg in input {
+        worker.handle(msg);
+    }
+}
+
+struct Worker<'a> {
+    shared: &'a Shared,
+    effects: &'a EffectCatalog,
+    publisher: Publisher,
+    jitter: Jitter,
+}
+
+/// Why a command could not be taken as one.
+struct Poison {
+    kind: QuarantineKind,
+    reason: String,
+    tenant: TenantId,
+}
+
+impl Worker<'_> {
+    fn handle(&mut self, msg: nats::Message) {
+        let delivery = Delivery::of(&msg).unwrap_or(Delivery {
+            stream: String::new(),
+            stream_seq: 0,
+            delivered: 1,
+        });
+        let command = match self.decode(&msg, &delivery) {
+            Ok(c) => c,
+            Err(p) => return self.quarantine(&msg, &delivery, p),
+        };
+        let (cmd, json, tenant, work_id) = command;
+        let log_ctx = LogCtx::of(&cmd);
+        let done = match self.shared.store.effect_completion(&tenant, &work_id) {
+            Ok(done) => done,
+            Err(e) => return self.store_failed(&delivery, &log_ctx, &e),
+        };
+        let record = match done {
+            Some(record) => {
+                Stats::add(&self.shared.stats.effect_results_replayed, 1);
+                log::info!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
+                    trace_id = log_ctx.trace.as_str(), command_id = cmd.command_id.as_str();
+                    "effect command seen before: publishing its recorded result, not calling again");
+                record
+            }
+            None => {
+                let end = self.call(&msg, &cmd, &json);
+                let event = result_event(&cmd, &end, &now_rfc3339());
+                let Ok(result) = RawJson::of(&event) else {
+                    return;
+                };
+                let record = EffectCompletion {
+                    event_id: event.event_id.clone(),
+                    result,
+                    recorded_at: now_rfc3339(),
+                    published_at: None,
+                };
+                if let Err(e) = self
+                    .shared
+                    .store
+                    .record_effect_completion(&tenant, &work_id, &record)
+                {
+                    return self.store_failed(&delivery, &log_ctx, &e);
+                }
+                record
+            }
+        };
+        // Published again also when it was before: the first delivery's ack may be what
+        // was lost, and the saga may not have the result yet. The event id makes it a
+        // duplicate JetStream drops.
+        let subject = result_subject(&self.shared.settings.streams.result_prefix, &cmd);
+        if let Err(reason) = self.publish(&subject, &record, &cmd) {
+            // Not acked: redelivery publishes the recorded result, without a call.
+            log::warn!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
+                trace_id = log_ctx.trace.as_str(), error = reason.as_str(); "effect result publish failed; the command will be redelivered");
+            self.shared
+                .drop_unacked(&delivery.stream, delivery.stream_seq);
+            return;
+        }
+        Stats::add(&self.shared.stats.effect_results_published, 1);
+        if record.published_at.is_none() {
+            let published = EffectCompletion {
+                published_at: Some(now_rfc3339()),
+                ..record
+            };
+            if let Err(e) = self
+                .shared
+                .store
+                .record_effect_completion(&tenant, &work_id, &published)
+            {
+                return self.store_failed(&delivery, &log_ctx, &e);
+            }
+        }
+        self.shared
+            .intake
+            .drops()
+            .settle(&delivery.stream, delivery.stream_seq);
+        Stats::add(&self.shared.stats.effect_commands_acked, 1);
+        if let Err(e) = msg.ack() {
+            log::warn!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
+                trace_id = log_ctx.trace.as_str(), error = e.to_string(); "ack failed after the result was recorded and published");
+        }
+    }
+
+    fn decode(
+        &self,
+        msg: &nats::Message,
+        delivery: &Delivery,
+    ) -> Result<(EffectCommand, Value, TenantId, WorkId), Poison> {
+        let header_tenant = nats_io::header(msg, header::TENANT).unwrap_or_default();
+        let poison = |kind, reason: String| Poison {
+            kind,
+            reason,
+            tenant: TenantId::new(header_tenant).unwrap_or_default(),
+        };
+        let max = self.shared.settings.consumer.max_deliver.max(1) as u64;
+        if delivery.delivered > max {
+            return Err(poison(
+                QuarantineKind::MaxDeliver,
+                format!("delivered {} times (max_deliver {max})", delivery.delivered),
+            ));
+        }
+        let json: Value = serde_json::from_slice(&msg.data).map_err(|e| {
+            poison(
+                QuarantineKind::Decode,
+                format!("body is not valid JSON: {e}"),
+            )
+        })?;
+        let cmd: EffectCommand = serde_json::from_value(json.clone()).map_err(|e| {
+            poison(
+                QuarantineKind::Decode,
+                format!("not a valid effect command: {e}"),
+            )
+        })?;
+        if !header_tenant.is_empty() && header_tenant != cmd.tenant_id {
+            return Err(poison(
+                QuarantineKind::TenantAccess,
+                format!(
+                    "body tenant {:?} differs from header tenant {header_tenant:?}",
+                    cmd.tenant_id
+                ),
+            ));
+        }
+        let tenant = TenantId::new(&cmd.tenant_id)
+            .map_err(|e| poison(QuarantineKind::Decode, e.to_string()))?;
+        let work_id = WorkId::new(&cmd.command_id).map_err(|e| Poison {
+            kind: QuarantineKind::Decode,
+            reason: e.to_string(),
+            tenant: tenant.clone(),
+        })?;
+        Ok((cmd, json, tenant, work_id))
+    }
+
+    /// Runs the command's effect to its end. An effect this process does not define ends
+    /// failed at once, so the saga can react instead of waiting.
+    fn call(&mut self, msg: &nats::Message, cmd: &EffectCommand, json: &Value) -> Final {
+        let Some(def) = self.effects.get(&cmd.effect_name) else {
+            Stats::add(&self.shared.stats.effects_failed, 1);
+            return Final {
+                result_type: ResultType::Failed,
+                payload: Value::Null,
+                error: Some(ResultError {
+                    kind: "unknown_effect".into(),
+                    message: format!("no effect named {:?} is defined here", cmd.effect_name),
+                }),
+                attempts: 0,
+            };
+        };
+        let _slot = def.limit.acquire();
+        Stats::add(&self.shared.stats.effects_called, 1);
+        // Keeps the message from being redelivered to another worker while retries wait.
+        let progress = || {
+            let _ = msg.ack_kind(AckKind::Progress);
+        };
+        progress();
+        let end = attempts::run(def, cmd, json, &mut self.jitter, &mut |wait| {
+            progress();
+            std::thread::sleep(wait);
+            progress();
+        });
+        if end.result_type != ResultType::Succeeded {
+            Stats::add(&self.shared.stats.effects_failed, 1);
+        }
+        end
+    }
+
+    fn publish(
+        &mut self,
+        subject: &str,
+        record: &EffectCompletion,
+        cmd: &EffectCommand,
+    ) -> Result<(), String> {
+        let mut headers = nats::header::HeaderMap::new();
+        headers.insert(header::TENANT, cmd.tenant_id.as_str());
+        for (key, name) in [
+            ("correlation_id", header::CORRELATION),
+            ("traceparent", header::TRACEPARENT),
+        ] {
+            if let Some(v) = cmd
+                .metadata
+                .get(key)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+            {
+                headers.insert(name, v);
+            }
+        }
+        let body = record.result.as_bytes().to_vec();
+        self.publisher
+            .publish(0, subject, &record.event_id, headers, body);
+        match self.publisher.finish().pop() {
+            Some(c) => c.result.map(|_| ()).map_err(|e| e.to_string()),
+            None => Err("no publish outcome".into()),
+        }
+    }
+
+    fn quarantine(&self, msg: &nats::Message, delivery: &Delivery, p: Poison) {
+        let record = QuarantineRecord {
+            kind: p.kind,
+            reason: p.reason,
+            stream: delivery.stream.clone(),
+            seq: delivery.stream_seq,
+            subject: msg.subject.clone(),
+            delivered: delivery.delivered,
+            tenant: p.tenant,
+            event_id: None,
+            correlation_id: None,
+            saga: None,
+            body_excerpt: excerpt(&msg.data),
+        };
+        let batch = CommitBatch {
+            transitions: Vec::new(),
+            quarantine: vec![record.clone()],
+        };
+        match self.shared.store.commit(&batch) {
+            Ok(_) => {
+                Stats::add(&self.shared.stats.quarantined, 1);
+                log::warn!(tenant_id = record.tenant.as_str(), stream = record.stream.as_str(), seq = record.seq,
+                    kind = format!("{:?}", record.kind), reason = record.reason.as_str(); "effect command quarantined");
+                self.shared
+                    .intake
+                    .drops()
+                    .settle(&delivery.stream, delivery.stream_seq);
+                let _ = msg.ack_kind(AckKind::Term);
+            }
+            Err(e) => {
+                log::error!(error = e.to_string(); "cannot store a quarantine record; the command stays unacked");
+                self.shared
+                    .drop_unacked(&delivery.stream, delivery.stream_seq);
+            }
+        }
+    }
+
+    fn store_failed(&self, delivery: &Delivery, log_ctx: &LogCtx, e: &StoreError) {
+        log::error!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
+            trace_id = log_ctx.trace.as_str(), error = e.to_string(); "effect store access failed; the command stays unacked");
+        if !e.is_deterministic() {
+            self.shared.intake.stop(e.to_string());
+        }
+        self.shared
+            .drop_unacked(&delivery.stream, delivery.stream_seq);
+    }
+}
+
+/// What every log line about a command names.
+struct LogCtx {
+    tenant: String,
+    correlation: String,
+    trace: String,
+}
+
+impl LogCtx {
+    fn of(cmd: &EffectCommand) -> LogCtx {
+        let meta = |k: &str| {
+            cmd.metadata
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        LogCtx {
+            tenant: cmd.tenant_id.clone(),
+            correlation: meta("correlation_id"),
+            trace: crate::envelope::trace_id(&meta("traceparent"))
+                .unwrap_or("")
+                .to_string(),
+        }
+    }
+}

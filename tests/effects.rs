@@ -1,0 +1,208 @@
+//! The effect pool against a real nats-server, a real LMDB store and a real HTTP server
+//! playing the upstream.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{await_stats, recorder_saga, Rig};
+use runner::dev::{read_stream, FakeGateway, Reply};
+use runner::settings::Mode;
+use runner::types::{TenantId, WorkId};
+use serde_json::{json, Value};
+
+/// A rig in effect mode whose `charge` effect POSTs to `upstream`.
+fn effect_rig(upstream: &FakeGateway, max_attempts: u32) -> Rig {
+    let mut rig = Rig::new(recorder_saga());
+    let manifest = rig.dir.path().join("effects.json");
+    let effects = json!({"effects": [{
+        "name": "charge", "provider": "http", "timeout_ms": 500,
+        "retry": {"max_attempts": max_attempts, "backoff_initial_ms": 20, "backoff_max_ms": 100},
+        "http": {"url": format!("{}/v1/charges", upstream.url()),
+                 "body": {"order": {"$get": "command.payload.order"}}}
+    }]});
+    std::fs::write(&manifest, effects.to_string()).unwrap();
+    rig.settings.mode = Mode::Effect;
+    rig.settings.manifests.effects = vec![manifest];
+    rig.settings.effects.workers = 4;
+    rig
+}
+
+fn command(rig: &Rig, id: &str) -> (String, Value) {
+    (
+        format!("{}.acme.charge", rig.settings.streams.command_prefix),
+        json!({"tenant_id": "acme", "command_id": id, "effect_name": "charge",
+               "payload": {"order": "o-1"},
+               "metadata": {"correlation_id": "o-1", "saga_name": "order", "causation_id": "e-1",
+                            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+               "issued_at": "2026-11-27T10:00:00Z"}),
+    )
+}
+
+fn results(rig: &Rig, nc: &nats::Connection) -> Vec<(nats::Message, Value)> {
+    read_stream(
+        nc,
+        &rig.settings.streams.workflow_events,
+        &format!("{}.>", rig.settings.streams.result_prefix),
+        10,
+        Duration::from_secs(1),
+    )
+    .unwrap()
+    .into_iter()
+    .map(|m| {
+        let body = serde_json::from_slice(&m.data).unwrap();
+        (m, body)
+    })
+    .collect()
+}
+
+fn completion(rig: &Rig, id: &str) -> Option<runner::store::EffectCompletion> {
+    let tenant: TenantId = "acme".parse().unwrap();
+    let id: WorkId = id.parse().unwrap();
+    rig.store.effect_completion(&tenant, &id).unwrap()
+}
+
+#[test]
+fn a_command_is_called_and_its_result_published_with_the_commands_context() {
+    let upstream = FakeGateway::start(|_, _| Reply {
+        body: r#"{"charge_id": "ch-1"}"#.into(),
+        ..Reply::status(201)
+    })
+    .unwrap();
+    let rig = effect_rig(&upstream, 3);
+    let pipeline = rig.start();
+    let nc = rig.connect();
+    let (subject, cmd) = command(&rig, "cmd-1");
+    rig.publish(&nc, &subject, &cmd);
+    await_stats(&pipeline, |s| {
+        s.effect_results_published == 1 && s.effect_commands_acked == 1
+    });
+    let calls = upstream.received();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].header("idempotency-key"), Some("cmd-1"));
+    assert_eq!(calls[0].body, json!({"order": "o-1"}));
+    let results = results(&rig, &nc);
+    assert_eq!(results.len(), 1);
+    let (msg, r) = &results[0];
+    assert_eq!(
+        msg.subject,
+        format!("{}.acme.charge", rig.settings.streams.result_prefix)
+    );
+    assert_eq!(
+        runner::nats_io::header(msg, "Nats-Msg-Id"),
+        r["event_id"].as_str()
+    );
+    assert_eq!(
+        runner::nats_io::header(msg, "x-correlation-id"),
+        Some("o-1")
+    );
+    assert_eq!(r["result_type"], "succeeded");
+    assert_eq!(r["command_id"], "cmd-1");
+    assert_eq!(r["payload"]["body"]["charge_id"], "ch-1");
+    assert_eq!(
+        r["metadata"]["causation_id"], "e-1",
+        "metadata travels whole"
+    );
+    let done = completion(&rig, "cmd-1").expect("completion recorded");
+    assert!(done.published_at.is_some());
+}
+
+#[test]
+fn the_idempotency_gate_stops_a_second_call_for_the_same_command() {
+    let upstream = FakeGateway::start(|_, _| Reply::status(200)).unwrap();
+    let rig = effect_rig(&upstream, 3);
+    let pipeline = rig.start();
+    let nc = rig.connect();
+    let (subject, cmd) = command(&rig, "cmd-1");
+    rig.publish(&nc, &subject, &cmd);
+    await_stats(&pipeline, |s| s.effect_results_published == 1);
+    // The same command again (published without a Nats-Msg-Id, so the stream keeps it).
+    rig.publish(&nc, &subject, &cmd);
+    await_stats(&pipeline, |s| {
+        s.effect_results_replayed == 1 && s.effect_results_published == 2
+    });
+    assert_eq!(upstream.received().len(), 1, "one call for one command id");
+    assert_eq!(
+        results(&rig, &nc).len(),
+        1,
+        "the re-published result was deduplicated"
+    );
+    assert_eq!(pipeline.stats().effects_called, 1);
+}
+
+#[test]
+fn a_failed_result_publish_leaves_the_command_open_and_redelivery_does_not_call_again() {
+    let upstream = FakeGateway::start(|_, _| Reply::status(200)).unwrap();
+    let rig = effect_rig(&upstream, 3);
+    // First run: results go to a subject no stream captures, so their publish fails.
+    let mut broken = rig.settings.clone();
+    broken.streams.result_prefix = format!("{}.nowhere", rig.ns);
+    let first = rig.start_with(broken);
+    let nc = rig.connect();
+    let (subject, cmd) = command(&rig, "cmd-1");
+    rig.publish(&nc, &subject, &cmd);
+    await_stats(&first, |s| s.effects_called == 1 && s.dropped_stale >= 1);
+    let open = completion(&rig, "cmd-1").expect("the call's end is recorded");
+    assert!(open.published_at.is_none(), "not marked published");
+    assert_eq!(first.stats().effect_results_published, 0);
+    first.shutdown();
+
+    let second = rig.start();
+    await_stats(&second, |s| s.effect_results_published == 1);
+    assert_eq!(second.stats().effects_called, 0);
+    assert_eq!(
+        upstream.received().len(),
+        1,
+        "the upstream was called once in all"
+    );
+    assert!(completion(&rig, "cmd-1").unwrap().published_at.is_some());
+    let results = results(&rig, &nc);
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].1["result_type"], "succeeded");
+}
+
+#[test]
+fn retries_then_a_failed_result_and_an_unknown_effect_fails_at_once() {
+    let upstream = FakeGateway::start(|_, n| Reply::status(if n < 1 { 503 } else { 422 })).unwrap();
+    let rig = effect_rig(&upstream, 3);
+    let pipeline = rig.start();
+    let nc = rig.connect();
+    let (subject, cmd) = command(&rig, "cmd-1");
+    rig.publish(&nc, &subject, &cmd);
+    let (_, mut unknown) = command(&rig, "cmd-2");
+    unknown["effect_name"] = json!("teleport");
+    rig.publish(
+        &nc,
+        &format!("{}.acme.teleport", rig.settings.streams.command_prefix),
+        &unknown,
+    );
+    await_stats(&pipeline, |s| {
+        s.effect_results_published == 2 && s.effects_failed == 2
+    });
+    assert_eq!(upstream.received().len(), 2, "503 retried, 422 not");
+    let by_command: std::collections::HashMap<String, Value> = results(&rig, &nc)
+        .into_iter()
+        .map(|(_, r)| (r["command_id"].as_str().unwrap().to_string(), r))
+        .collect();
+    let charged = &by_command["cmd-1"];
+    assert_eq!(charged["result_type"], "failed");
+    assert_eq!(charged["attempts"], 2);
+    assert_eq!(charged["error"]["kind"], "http_422");
+    assert_eq!(by_command["cmd-2"]["error"]["kind"], "unknown_effect");
+}
+
+#[test]
+fn a_command_that_is_not_an_effect_command_is_quarantined() {
+    let upstream = FakeGateway::accepting().unwrap();
+    let rig = effect_rig(&upstream, 3);
+    let pipeline = rig.start();
+    let nc = rig.connect();
+    let subject = format!("{}.acme.charge", rig.settings.streams.command_prefix);
+    rig.publish_raw(&nc, &subject, b"{ not json");
+    await_stats(&pipeline, |s| s.quarantined == 1);
+    let tenant: TenantId = "".parse().unwrap();
+    let q = rig.store.quarantined(Some(&tenant), 10).unwrap();
+    assert_eq!(q.len(), 1);
+    assert!(q[0].reason.contains("not valid JSON"), "{}", q[0].reason);
+    assert!(upstream.received().is_empty());
+}
