@@ -12,8 +12,14 @@ pub const AFTER_COMMIT: &str = "commit.after_commit_before_ack";
 /// After destinations confirmed outbox items, before their delete is committed.
 pub const AFTER_CONFIRM: &str = "relay.after_confirm_before_delete";
 
+/// After an effect's call ended, before its result is recorded: the window in which a
+/// crash leads to a second call (with the same `idempotency-key`).
+pub const AFTER_CALL: &str = "effect.after_call_before_record";
+/// After an effect's result is recorded, before it is published.
+pub const AFTER_RECORD: &str = "effect.after_record_before_publish";
+
 /// Every point, so a typo in `RUNNER_CRASH_AT` is refused instead of silently ignored.
-pub const POINTS: &[&str] = &[AFTER_COMMIT, AFTER_CONFIRM];
+pub const POINTS: &[&str] = &[AFTER_COMMIT, AFTER_CONFIRM, AFTER_CALL, AFTER_RECORD];
 
 struct Armed {
     point: String,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::dev::{publish_all, read_stream, wait_until, FakeGateway, Sandbox};
+use crate::dev::{publish_all, read_stream, wait_until, FakeGateway, Reply, Sandbox};
 use crate::envelope::header;
 use crate::keys::OutboxKind;
 use crate::pipeline::Pipeline;
@@ -26,6 +26,7 @@ pub fn run(nats_url: Option<&str>) -> Result<(), String> {
     println!("Runner demo: the example order saga, end to end\n");
     let mut sandbox = Sandbox::new(nats_url)?;
     sandbox.settings.consumer.ack_wait_ms = 5_000;
+    sandbox.settings.mode = crate::settings::Mode::Combined;
     match &sandbox.server {
         Some(server) => println!(
             "  nats-server  throwaway, {} ({})",
@@ -39,6 +40,28 @@ pub fn run(nats_url: Option<&str>) -> Result<(), String> {
         FakeGateway::accepting().map_err(|e| format!("cannot start the demo gateway: {e}"))?;
     sandbox.settings.relay.gateway_url = gateway.url().to_string();
     println!("  gateway      stand-in, {} (answers 202)", gateway.url());
+    let payments = FakeGateway::start(|req, _| {
+        if req.body["order_id"] == DECLINED {
+            Reply {
+                body: r#"{"error": "card declined"}"#.into(),
+                ..Reply::status(402)
+            }
+        } else {
+            Reply {
+                body: format!(
+                    r#"{{"payment_id": "pay-{}"}}"#,
+                    req.body["order_id"].as_str().unwrap_or("?")
+                ),
+                ..Reply::status(201)
+            }
+        }
+    })
+    .map_err(|e| format!("cannot start the demo payment provider: {e}"))?;
+    println!(
+        "  payments     stand-in, {} (declines {DECLINED} with 402)",
+        payments.url()
+    );
+    sandbox.settings.manifests.effects = vec![write_effects(&sandbox, payments.url())?];
     let catalog = sandbox.load_catalog()?;
     for saga in &catalog.sagas {
         println!(
@@ -48,6 +71,10 @@ pub fn run(nats_url: Option<&str>) -> Result<(), String> {
             saga.source.display()
         );
     }
+    println!(
+        "  effect       charge_card: http POST {}/v1/charges",
+        payments.url()
+    );
     let store = sandbox.open_store()?;
     let pipeline = sandbox.start_pipeline(store.clone())?;
     let nc = sandbox.connect()?;
@@ -63,16 +90,18 @@ pub fn run(nats_url: Option<&str>) -> Result<(), String> {
         println!("     {subject}");
     }
     publish_all(&nc, &placed)?;
-    wait_for(&pipeline, 3)?;
-    wait_relayed(&pipeline, 3)?;
-    println!(
-        "   The relay published each charge_card command to WORKFLOW_COMMANDS, then deleted it"
-    );
-    println!("   from the outbox once JetStream acked it:");
+    // Three OrderPlaced and three charge results reach the sagas; the relay sends three
+    // charges and three aggregate commands.
+    wait_for(&pipeline, 6)?;
+    wait_relayed(&pipeline, 6)?;
+
+    println!("\n2. Each saga asked for a charge_card effect. The relay published the commands to");
+    println!("   WORKFLOW_COMMANDS, deleting each from the outbox once JetStream acked it:");
+    let streams = &sandbox.settings.streams;
     let commands = read_stream(
         &nc,
-        &sandbox.settings.streams.workflow_commands,
-        &format!("{}.>", sandbox.settings.streams.command_prefix),
+        &streams.workflow_commands,
+        &format!("{}.>", streams.command_prefix),
         3,
         WAIT,
     )?;
@@ -84,35 +113,32 @@ pub fn run(nats_url: Option<&str>) -> Result<(), String> {
             crate::nats_io::header(msg, header::TENANT).unwrap_or("?"),
         );
     }
-
-    println!("\n2. An OrderPlaced is delivered again (same event_id): dedupe makes it a no-op.");
-    // Published without a Nats-Msg-Id, so JetStream stores it again and the saga's own
-    // dedupe (tenant, saga, event_id) has to act.
-    let (subject, again) = &placed[0];
-    let body = serde_json::to_vec(again).map_err(|e| e.to_string())?;
-    nc.publish(subject, body).map_err(|e| e.to_string())?;
-    wait_for(&pipeline, 4)?;
-    println!("     duplicates so far: {}", pipeline.stats().duplicates);
-
-    println!(
-        "\n3. The payment provider answers (charge_card results on WORKFLOW_EVENTS; until the"
-    );
-    println!(
-        "   effect worker pool lands, the demo answers the commands it read, as the worker would):"
-    );
-    let results = vec![
-        charge_result(&commands, "o-1001", "succeeded")?,
-        charge_result(&commands, "o-1002", "failed")?,
-    ];
-    for (subject, r) in &results {
+    println!("   The effect pool called the payment provider once per command:");
+    for call in payments.received() {
         println!(
-            "     {subject}  {}",
-            r["result_type"].as_str().unwrap_or_default()
+            "     POST {}  order {}  amount {}  idempotency-key {}",
+            call.path,
+            call.body["order_id"].as_str().unwrap_or("?"),
+            call.body["amount"],
+            call.header("idempotency-key").unwrap_or("?"),
         );
     }
-    publish_all(&nc, &results)?;
-    wait_for(&pipeline, 6)?;
-    wait_relayed(&pipeline, 5)?;
+    println!("   and published each result to WORKFLOW_EVENTS:");
+    for msg in read_stream(
+        &nc,
+        &streams.workflow_events,
+        &format!("{}.>", streams.result_prefix),
+        3,
+        WAIT,
+    )? {
+        let r: Value = serde_json::from_slice(&msg.data).map_err(|e| e.to_string())?;
+        println!(
+            "     {:<34} {} {}",
+            msg.subject,
+            r["result_type"].as_str().unwrap_or("?"),
+            r["error"]["kind"].as_str().unwrap_or("")
+        );
+    }
     println!(
         "   The sagas reacted with aggregate commands, which the relay POSTed to the Gateway:"
     );
@@ -127,6 +153,15 @@ pub fn run(nats_url: Option<&str>) -> Result<(), String> {
         );
     }
 
+    println!("\n3. An OrderPlaced is delivered again (same event_id): dedupe makes it a no-op.");
+    // Published without a Nats-Msg-Id, so JetStream stores it again and the saga's own
+    // dedupe (tenant, saga, event_id) has to act.
+    let (subject, again) = &placed[0];
+    let body = serde_json::to_vec(again).map_err(|e| e.to_string())?;
+    nc.publish(subject, body).map_err(|e| e.to_string())?;
+    wait_for(&pipeline, 7)?;
+    println!("     duplicates so far: {}", pipeline.stats().duplicates);
+
     println!("\n4. A poison message (not JSON) is quarantined and terminated, never retried:");
     let mut headers = nats::header::HeaderMap::new();
     headers.insert(crate::envelope::header::TENANT, "acme");
@@ -137,7 +172,7 @@ pub fn run(nats_url: Option<&str>) -> Result<(), String> {
         b"{ this is not json",
     )
     .map_err(|e| e.to_string())?;
-    wait_for(&pipeline, 7)?;
+    wait_for(&pipeline, 8)?;
     for q in store
         .quarantined(Some(&id::<TenantId>("acme")?), 10)
         .map_err(|e| e.to_string())?
@@ -150,7 +185,7 @@ pub fn run(nats_url: Option<&str>) -> Result<(), String> {
     report_outbox(&store)?;
     let s = pipeline.stats();
     println!(
-        "\nPipeline: fetched {}, transitions {}, acked {}, quarantined {}, duplicates {}, ignored {}, commits {}",
+        "\nSagas: fetched {}, transitions {}, acked {}, quarantined {}, duplicates {}, ignored {}, commits {}",
         s.fetched, s.transitions, s.acked, s.quarantined, s.duplicates, s.ignored, s.commits
     );
     println!(
@@ -160,8 +195,28 @@ pub fn run(nats_url: Option<&str>) -> Result<(), String> {
         "Relay: {} outbox items confirmed by their destination, then deleted; {} retries, {} dead letters.",
         s.relayed, s.relay_retries, s.dead_letters
     );
+    println!(
+        "Effects: {} called, {} results published, {} failed; each command acked after its result was recorded and published.",
+        s.effects_called, s.effect_results_published, s.effects_failed
+    );
     pipeline.shutdown();
     Ok(())
+}
+
+/// The order the stand-in payment provider declines.
+const DECLINED: &str = "o-1002";
+
+/// The demo's effect manifest: `charge_card` over HTTP to the stand-in payment provider.
+fn write_effects(sandbox: &Sandbox, payments_url: &str) -> Result<std::path::PathBuf, String> {
+    let path = sandbox.dir.path().join("effects.json");
+    let manifest = json!({"effects": [{
+        "name": "charge_card", "provider": "http", "timeout_ms": 2000,
+        "retry": {"max_attempts": 3, "backoff_initial_ms": 100, "backoff_max_ms": 1000},
+        "http": {"url": format!("{payments_url}/v1/charges")}
+    }]});
+    std::fs::write(&path, manifest.to_string())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
 }
 
 fn wait_for(pipeline: &Pipeline, finished: u64) -> Result<(), String> {
@@ -198,38 +253,6 @@ fn wait_relayed(pipeline: &Pipeline, relayed: u64) -> Result<(), String> {
             pipeline.stats()
         ))
     }
-}
-
-/// The result the effect worker would publish for the order's charge_card command.
-fn charge_result(
-    commands: &[nats::Message],
-    order: &str,
-    result_type: &str,
-) -> Result<(String, Value), String> {
-    let command: Value = commands
-        .iter()
-        .filter_map(|m| serde_json::from_slice::<Value>(&m.data).ok())
-        .find(|c| c["metadata"]["correlation_id"] == order)
-        .ok_or_else(|| format!("no charge_card command for {order} on WORKFLOW_COMMANDS"))?;
-    let command_id = command["command_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let tenant = command["tenant_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let error = (result_type != "succeeded")
-        .then(|| json!({"kind": "card_declined", "message": "insufficient funds"}));
-    Ok((
-        format!("workflow.result.{tenant}.charge_card"),
-        json!({
-            "event_id": format!("result-{command_id}"), "tenant_id": tenant, "command_id": command_id,
-            "effect_name": "charge_card", "result_type": result_type,
-            "payload": {"payment_id": format!("pay-{order}")}, "error": error, "attempts": 1,
-            "timestamp": "2026-11-27T10:00:03Z", "metadata": command["metadata"].clone()
-        }),
-    ))
 }
 
 /// Parses an id, with the reason as text.

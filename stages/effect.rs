@@ -117,6 +117,7 @@ impl Worker<'_> {
             }
             None => {
                 let end = self.call(&msg, &cmd, &json);
+                crate::crash::point(crate::crash::AFTER_CALL);
                 let event = result_event(&cmd, &end, &now_rfc3339());
                 let Ok(result) = RawJson::of(&event) else {
                     return;
@@ -134,6 +135,7 @@ impl Worker<'_> {
                 {
                     return self.store_failed(&delivery, &log_ctx, &e);
                 }
+                crate::crash::point(crate::crash::AFTER_RECORD);
                 record
             }
         };

@@ -175,12 +175,16 @@ fn demo_runs_the_example_saga_end_to_end() {
     for expected in [
         "acme     o-1001   completed  paid",
         "acme     o-1002   failed     payment_failed",
-        "globex   o-2001   active     charging",
+        "globex   o-2001   completed  paid",
+        "order o-1002  amount 990  idempotency-key",
+        "workflow.result.acme.charge_card   failed http_402",
         "duplicates so far: 1",
         "Decode: body is not valid JSON",
         "workflow.cmd.globex.charge_card",
         "CancelOrder o-1002  idempotency-key",
         "MarkPaid o-1001  idempotency-key",
+        "MarkPaid o-2001  idempotency-key",
+        "Effects: 3 called, 3 results published, 1 failed",
         "Outbox: empty",
         "0 dead letters",
     ] {

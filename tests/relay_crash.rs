@@ -6,10 +6,9 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{event, wait_until, Rig};
+use common::{config_file, event, wait_until, Rig, RunnerProcess};
 use runner::dev::{read_stream, FakeGateway};
 use runner::types::TenantId;
 use serde_json::json;
@@ -33,52 +32,6 @@ fn both_saga() -> serde_json::Value {
     }])
 }
 
-/// A running `runner run`, killed (SIGKILL) on drop.
-struct Runner(Child);
-
-impl Runner {
-    fn start(config: &std::path::Path, crash: Option<(&str, u32)>) -> Runner {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
-        cmd.args(["run", "--config"])
-            .arg(config)
-            .env("RUNNER_LOG", "warn")
-            .env_remove("RUNNER_CRASH_AT")
-            .env_remove("RUNNER_CRASH_AFTER")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        if let Some((point, after)) = crash {
-            cmd.env("RUNNER_CRASH_AT", point)
-                .env("RUNNER_CRASH_AFTER", after.to_string());
-        }
-        Runner(cmd.spawn().expect("start runner"))
-    }
-
-    /// Waits for the process to end by itself.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.0.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn config_file(rig: &Rig) -> std::path::PathBuf {
-    let path = rig.dir.path().join("runner.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&rig.settings).unwrap()).unwrap();
-    path
-}
-
 /// Publishes the orders, runs the binary until it crashes at `point`, runs it again, and
 /// checks what the outside saw.
 fn crash_and_recover(point: &str, after: u32) {
@@ -97,14 +50,14 @@ fn crash_and_recover(point: &str, after: u32) {
         );
     }
 
-    let mut crashing = Runner::start(&config, Some((point, after)));
+    let mut crashing = RunnerProcess::start(&config, Some((point, after)));
     let status = crashing
         .wait_exit(Duration::from_secs(30))
         .expect("the runner reaches the crash point");
     assert!(!status.success(), "it crashed: {status:?}");
     drop(crashing);
 
-    let _recovered = Runner::start(&config, None);
+    let _recovered = RunnerProcess::start(&config, None);
     let commands_stream = &rig.settings.streams.workflow_commands;
     let filter = format!("{}.>", rig.settings.streams.command_prefix);
     let distinct_posts = || {
@@ -185,7 +138,7 @@ fn a_crash_after_dispatch_before_delete_takes_effect_once() {
 fn an_unknown_crash_point_is_refused_at_start_up() {
     let rig = Rig::new(both_saga());
     let config = config_file(&rig);
-    let mut r = Runner::start(&config, Some(("no.such.point", 1)));
+    let mut r = RunnerProcess::start(&config, Some(("no.such.point", 1)));
     let status = r.wait_exit(Duration::from_secs(20)).expect("exits");
     assert_eq!(status.code(), Some(1));
 }

@@ -8,8 +8,9 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use runner::dev::{NatsServer, TempDir};
 use runner::pipeline::Pipeline;
@@ -188,4 +189,50 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub fn await_stats(pipeline: &Pipeline, done: impl Fn(&StatsSnapshot) -> bool) {
     let ok = wait_until(WAIT, || done(&pipeline.stats()));
     assert!(ok, "condition not reached: {:?}", pipeline.stats());
+}
+
+/// A running `runner run`, killed (SIGKILL) on drop.
+pub struct RunnerProcess(Child);
+
+impl RunnerProcess {
+    pub fn start(config: &std::path::Path, crash: Option<(&str, u32)>) -> RunnerProcess {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
+        cmd.args(["run", "--config"])
+            .arg(config)
+            .env("RUNNER_LOG", "warn")
+            .env_remove("RUNNER_CRASH_AT")
+            .env_remove("RUNNER_CRASH_AFTER")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some((point, after)) = crash {
+            cmd.env("RUNNER_CRASH_AT", point)
+                .env("RUNNER_CRASH_AFTER", after.to_string());
+        }
+        RunnerProcess(cmd.spawn().expect("start runner"))
+    }
+
+    /// Waits for the process to end by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for RunnerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn config_file(rig: &Rig) -> std::path::PathBuf {
+    let path = rig.dir.path().join("runner.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&rig.settings).unwrap()).unwrap();
+    path
 }
