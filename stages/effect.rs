@@ -242,16 +242,27 @@ impl Worker<'_> {
         };
         let _slot = def.limit.acquire();
         Stats::add(&self.shared.stats.effects_called, 1);
-        // Keeps the message from being redelivered to another worker while retries wait.
+        // Keeps the message from being redelivered to another worker mid-effect: before
+        // each attempt and around each backoff wait, and, for an effect whose single
+        // attempt may outlast a third of the ack wait, from a ticker while it runs.
         let progress = || {
             let _ = msg.ack_kind(AckKind::Progress);
         };
         progress();
-        let end = attempts::run(def, cmd, json, &mut self.jitter, &mut |wait| {
-            progress();
-            std::thread::sleep(wait);
-            progress();
-        });
+        let ack_wait = self.shared.settings.ack_wait();
+        let jitter = &mut self.jitter;
+        let mut run = || {
+            attempts::run(def, cmd, json, jitter, &mut |wait| {
+                progress();
+                std::thread::sleep(wait);
+                progress();
+            })
+        };
+        let end = if def.timeout * 3 > ack_wait {
+            keep_alive(msg, ack_wait / 3, run)
+        } else {
+            run()
+        };
         if end.result_type != ResultType::Succeeded {
             Stats::add(&self.shared.stats.effects_failed, 1);
         }
@@ -334,6 +345,23 @@ impl Worker<'_> {
         self.shared
             .drop_unacked(&delivery.stream, delivery.stream_seq);
     }
+}
+
+/// Runs `f` while a ticker thread sends in-progress acks for `msg` every `every`.
+fn keep_alive<T>(msg: &nats::Message, every: Duration, f: impl FnOnce() -> T) -> T {
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(every)
+            {
+                let _ = msg.ack_kind(AckKind::Progress);
+            }
+        });
+        let out = f();
+        drop(stop);
+        out
+    })
 }
 
 /// What every log line about a command names.

@@ -206,3 +206,29 @@ fn a_command_that_is_not_an_effect_command_is_quarantined() {
     assert!(q[0].reason.contains("not valid JSON"), "{}", q[0].reason);
     assert!(upstream.received().is_empty());
 }
+
+/// A call longer than the ack wait (1 s here) is kept alive with in-progress acks, so
+/// JetStream does not hand the command to another worker mid-call.
+#[test]
+fn a_call_longer_than_the_ack_wait_is_not_redelivered_mid_call() {
+    let upstream = FakeGateway::start(|_, _| Reply {
+        delay: Duration::from_millis(2_500),
+        ..Reply::status(200)
+    })
+    .unwrap();
+    let mut rig = effect_rig(&upstream, 1);
+    let manifest = rig.dir.path().join("slow.json");
+    let effects = json!({"effects": [{"name": "charge", "provider": "http", "timeout_ms": 5000,
+        "http": {"url": format!("{}/v1/charges", upstream.url())}}]});
+    std::fs::write(&manifest, effects.to_string()).unwrap();
+    rig.settings.manifests.effects = vec![manifest];
+    let pipeline = rig.start();
+    let nc = rig.connect();
+    let (subject, cmd) = command(&rig, "cmd-slow");
+    rig.publish(&nc, &subject, &cmd);
+    await_stats(&pipeline, |s| s.effect_commands_acked == 1);
+    // Longer than another ack wait: a redelivery would have shown up by now.
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(upstream.received().len(), 1);
+    assert_eq!(pipeline.stats().effects_called, 1);
+}
