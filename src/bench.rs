@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use std::sync::Arc;
 
-use crate::dev::{publish_all, seed_outbox, wait_until, Sandbox};
+use crate::dev::{publish_all, seed_outbox, wait_until, FakeGateway, Reply, Sandbox};
 use crate::keys::OutboxKind;
 use crate::nats_io::Publisher;
 use crate::store::Store;
@@ -122,7 +122,89 @@ pub fn run(events: u64, nats_url: Option<&str>) -> Result<(), String> {
             stats.transitions
         ));
     }
-    relay(&sandbox, &nc, events as usize)
+    relay(&sandbox, &nc, events as usize)?;
+    effects(&sandbox, &nc, events as usize, raw)
+}
+
+/// The effect pool: commands from `WORKFLOW_COMMANDS` to published results, with the
+/// `noop` provider (the pool's own cost) and with `http` against a local HTTP server.
+fn effects(
+    sandbox: &Sandbox,
+    nc: &nats::Connection,
+    n: usize,
+    raw_pull_ack: f64,
+) -> Result<(), String> {
+    let upstream = FakeGateway::start(|_, _| Reply::status(200)).map_err(|e| e.to_string())?;
+    let manifest = sandbox.dir.path().join("bench-effects.json");
+    let doc = json!({"effects": [
+        {"name": "note", "provider": "noop", "concurrency": 64},
+        {"name": "post", "provider": "http", "concurrency": 64,
+         "http": {"url": format!("{}/v1/effects", upstream.url())}}
+    ]});
+    std::fs::write(&manifest, doc.to_string()).map_err(|e| e.to_string())?;
+    let mut settings = sandbox.settings.clone();
+    settings.mode = crate::settings::Mode::Effect;
+    settings.manifests.effects = vec![manifest];
+    // Earlier phases left the relay's commands in the stream: start from an empty one.
+    let js = nats::jetstream::new(nc.clone());
+    js.purge_stream(&settings.streams.workflow_commands)
+        .map_err(|e| format!("purge {}: {e}", settings.streams.workflow_commands))?;
+    let store = Store::open(&sandbox.dir.path().join("effects-store"), 4 << 30)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())?;
+    let pipeline = sandbox.start_pipeline_with(settings.clone(), store)?;
+    let http_n = (n / 10).max(100);
+    let mut rows = Vec::new();
+    for (effect, count) in [("note", n), ("post", http_n)] {
+        let commands: Vec<(String, Value)> = (0..count)
+            .map(|i| {
+                let tenant = TENANTS[i % TENANTS.len()];
+                let id = format!("bench-{effect}-{i}");
+                (
+                    format!("{}.{tenant}.{effect}", settings.streams.command_prefix),
+                    json!({"event_id": id, "tenant_id": tenant, "command_id": id, "effect_name": effect,
+                           "payload": {"order_id": format!("o-{i}"), "amount": 4200},
+                           "metadata": {"correlation_id": format!("o-{i}")}, "issued_at": event_time(i as u64)}),
+                )
+            })
+            .collect();
+        let before = pipeline.stats().effect_commands_acked;
+        let started = Instant::now();
+        publish_all(nc, &commands)?;
+        let target = before + count as u64;
+        if !wait_until(Duration::from_secs(600), || {
+            pipeline.stats().effect_commands_acked >= target
+        }) {
+            return Err(format!("effects did not finish: {:?}", pipeline.stats()));
+        }
+        rows.push((
+            effect,
+            count,
+            count as f64 / started.elapsed().as_secs_f64(),
+        ));
+    }
+    let workers = settings.effects.workers;
+    pipeline.shutdown();
+    println!();
+    println!(
+        "{:<44} {:>12} {:>8}",
+        format!("effects ({workers} workers)"),
+        "cmds/s",
+        "ratio"
+    );
+    println!(
+        "{:<44} {:>12.0} {:>8.2}",
+        "raw JetStream pull+ack (first table)", raw_pull_ack, 1.0
+    );
+    for (effect, count, rate) in rows {
+        let label = match effect {
+            "note" => format!("noop provider, {count} commands → results"),
+            _ => format!("http provider (local server), {count} commands"),
+        };
+        println!("{label:<44} {rate:>12.0} {:>8.2}", rate / raw_pull_ack);
+    }
+    println!("  (timed from the first publish: includes publishing the commands)");
+    Ok(())
 }
 
 /// The relay: draining a backlog of effect commands from the outbox next to raw

@@ -218,7 +218,7 @@ pub struct EffectSettings {
 
 impl Default for EffectSettings {
     fn default() -> Self {
-        EffectSettings { workers: 16 }
+        EffectSettings { workers: 64 }
     }
 }
 

@@ -5,6 +5,7 @@
 //! ```text
 //! fetch(commands) ─▶ split ─▶ worker × effects.workers ─▶ provider (retries, breaker)
 //!                                  │ record ─▶ publish result ─▶ mark published ─▶ ack
+//!                                  └─ records group-committed by one effect-commit thread
 //! ```
 //!
 //! Per command a worker checks the completion record `dedupe:{tenant}:effect:{id}`. If
@@ -23,6 +24,7 @@ use nats::jetstream::AckKind;
 use serde_json::Value;
 
 use crate::effects::attempts::{self, Final};
+use crate::effects::recorder::Recorder;
 use crate::effects::result::{result_event, result_subject};
 use crate::effects::EffectCatalog;
 use crate::envelope::{header, EffectCommand, ResultError, ResultType};
@@ -54,6 +56,7 @@ pub fn split(shared: &Shared, input: &Receiver<FetchedBatch>, out: &Sender<nats:
 pub fn work(
     shared: &Shared,
     effects: &EffectCatalog,
+    recorder: Recorder,
     nc: &nats::Connection,
     input: &Receiver<nats::Message>,
 ) {
@@ -68,6 +71,7 @@ pub fn work(
     let mut worker = Worker {
         shared,
         effects,
+        recorder,
         publisher,
         jitter: Jitter::seeded(),
     };
@@ -79,6 +83,8 @@ pub fn work(
 struct Worker<'a> {
     shared: &'a Shared,
     effects: &'a EffectCatalog,
+    /// Completion records go through the group-committing thread.
+    recorder: Recorder,
     publisher: Publisher,
     jitter: Jitter,
 }
@@ -128,11 +134,7 @@ impl Worker<'_> {
                     recorded_at: now_rfc3339(),
                     published_at: None,
                 };
-                if let Err(e) = self
-                    .shared
-                    .store
-                    .record_effect_completion(&tenant, &work_id, &record)
-                {
+                if let Err(e) = self.recorder.record(&tenant, &work_id, &record) {
                     return self.store_failed(&delivery, &log_ctx, &e);
                 }
                 crate::crash::point(crate::crash::AFTER_RECORD);
@@ -157,11 +159,7 @@ impl Worker<'_> {
                 published_at: Some(now_rfc3339()),
                 ..record
             };
-            if let Err(e) = self
-                .shared
-                .store
-                .record_effect_completion(&tenant, &work_id, &published)
-            {
+            if let Err(e) = self.recorder.record(&tenant, &work_id, &published) {
                 return self.store_failed(&delivery, &log_ctx, &e);
             }
         }

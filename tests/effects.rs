@@ -148,7 +148,8 @@ fn a_failed_result_publish_leaves_the_command_open_and_redelivery_does_not_call_
     first.shutdown();
 
     let second = rig.start();
-    await_stats(&second, |s| s.effect_results_published == 1);
+    // Acked only after the published mark is durable.
+    await_stats(&second, |s| s.effect_commands_acked == 1);
     assert_eq!(second.stats().effects_called, 0);
     assert_eq!(
         upstream.received().len(),

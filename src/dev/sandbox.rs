@@ -73,13 +73,22 @@ impl Sandbox {
             .map_err(|e| e.to_string())
     }
 
-    /// Starts the saga pipeline on this sandbox's settings and store.
+    /// Starts the pipeline of this sandbox's settings (stages of their mode) on `store`.
     pub fn start_pipeline(&self, store: Arc<Store>) -> Result<Pipeline, String> {
-        self.settings.validate().map_err(|e| e.to_string())?;
+        self.start_pipeline_with(self.settings.clone(), store)
+    }
+
+    /// Starts a pipeline with other settings (another mode, say) on this sandbox's server.
+    pub fn start_pipeline_with(
+        &self,
+        settings: Settings,
+        store: Arc<Store>,
+    ) -> Result<Pipeline, String> {
+        settings.validate().map_err(|e| e.to_string())?;
         let nc = self.connect()?;
         let (sagas, effects) =
-            crate::cli::catalogs_for_mode(&self.settings).map_err(|e| e.to_string())?;
-        Pipeline::start(self.settings.clone(), store, sagas, effects, nc).map_err(|e| e.to_string())
+            crate::cli::catalogs_for_mode(&settings).map_err(|e| e.to_string())?;
+        Pipeline::start(settings, store, sagas, effects, nc).map_err(|e| e.to_string())
     }
 }
 

@@ -8,6 +8,7 @@ pub mod limit;
 pub mod manifest;
 pub mod provider;
 pub mod providers;
+pub mod recorder;
 pub mod result;
 pub mod secrets;
 

@@ -209,7 +209,7 @@ impl Pipeline {
         self.spawn("relay", move || stages::relay::run(&s, &nc, notice_inbox))
     }
 
-    /// The split of fetched commands, and the effect workers.
+    /// The split of fetched commands, the effect workers and their commit thread.
     fn start_effect_stages(
         &mut self,
         shared: &Arc<Shared>,
@@ -223,10 +223,15 @@ impl Pipeline {
         self.spawn("effect-split", move || {
             stages::effect::split(&s, &fetched, &tx)
         })?;
+        let (recorder, committer) =
+            crate::effects::recorder::recorder(shared.store.clone(), workers);
+        // Ends once every worker (every recorder) is gone.
+        self.spawn("effect-commit", move || committer.run())?;
         for n in 0..workers {
             let (s, rx, effects, nc) = (shared.clone(), rx.clone(), effects.clone(), nc.clone());
+            let recorder = recorder.clone();
             self.spawn(&format!("effect-{n}"), move || {
-                stages::effect::work(&s, &effects, &nc, &rx)
+                stages::effect::work(&s, &effects, recorder, &nc, &rx)
             })?;
         }
         Ok(())

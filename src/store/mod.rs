@@ -347,10 +347,20 @@ impl Store {
         command: &WorkId,
         completion: &EffectCompletion,
     ) -> Result<(), StoreError> {
-        let key = keys::effect_dedupe(tenant, command);
-        let bytes = encode(&key, completion)?;
+        self.record_effect_completions(&[(tenant, command, completion)])
+    }
+
+    /// [`Store::record_effect_completion`] for many commands in one transaction.
+    pub fn record_effect_completions(
+        &self,
+        records: &[(&TenantId, &WorkId, &EffectCompletion)],
+    ) -> Result<(), StoreError> {
         let mut txn = self.env.begin_rw_txn()?;
-        txn.put(self.db, &key, &bytes, WriteFlags::empty())?;
+        for (tenant, command, completion) in records {
+            let key = keys::effect_dedupe(tenant, command);
+            let bytes = encode(&key, completion)?;
+            txn.put(self.db, &key, &bytes, WriteFlags::empty())?;
+        }
         txn.commit()?;
         Ok(())
     }
