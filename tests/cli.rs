@@ -234,3 +234,29 @@ fn check_loads_effects_and_their_secrets_without_showing_them() {
         "{stderr}"
     );
 }
+
+/// `runner run` in effect mode refuses to start when a secret is missing, naming it.
+#[test]
+fn run_refuses_to_start_without_a_secret() {
+    let dir = TempDir::new("cli-run-secret").unwrap();
+    let manifest = dir.path().join("effects.yaml");
+    std::fs::write(
+        &manifest,
+        "effects:\n  - name: charge_card\n    provider: http\n    http:\n      url: \"http://payments:8080/v1/charges\"\n      headers: { authorization: \"secret:pay_token\" }\n",
+    )
+    .unwrap();
+    let out = runner(
+        &["run", "--mode", "effect"],
+        &[
+            ("RUNNER_MANIFESTS_EFFECTS", manifest.to_str().unwrap()),
+            ("RUNNER_MANIFESTS_SECRETS_DIR", dir.path().to_str().unwrap()),
+            (
+                "RUNNER_STORAGE_PATH",
+                dir.path().join("store").to_str().unwrap(),
+            ),
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("secret pay_token: cannot read"), "{stderr}");
+}
