@@ -522,7 +522,14 @@ fn peak_rss_mib() -> Option<u64> {
 }
 
 /// Events a millisecond apart, as a live stream would have them.
+/// Starting now, so the example saga's 15-minute payment timeouts lie in the future and
+/// the scheduler stays out of the measurement.
 fn event_time(i: u64) -> String {
-    let base = 1_795_773_600_000; // 2026-11-27T10:00:00Z
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    });
     crate::timefmt::format_rfc3339_ms(base + i as i64).unwrap_or_default()
 }

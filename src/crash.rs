@@ -18,8 +18,17 @@ pub const AFTER_CALL: &str = "effect.after_call_before_record";
 /// After an effect's result is recorded, before it is published.
 pub const AFTER_RECORD: &str = "effect.after_record_before_publish";
 
+/// After reminders were published, before their timers are deleted.
+pub const AFTER_REMINDER: &str = "scheduler.after_publish_before_delete";
+
 /// Every point, so a typo in `RUNNER_CRASH_AT` is refused instead of silently ignored.
-pub const POINTS: &[&str] = &[AFTER_COMMIT, AFTER_CONFIRM, AFTER_CALL, AFTER_RECORD];
+pub const POINTS: &[&str] = &[
+    AFTER_COMMIT,
+    AFTER_CONFIRM,
+    AFTER_CALL,
+    AFTER_RECORD,
+    AFTER_REMINDER,
+];
 
 struct Armed {
     point: String,

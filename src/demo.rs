@@ -237,7 +237,8 @@ fn order_placed(run_id: &str, tenant: &str, order: &str, total: u64) -> (String,
         json!({
             "event_id": format!("evt-{order}-placed-{run_id}"),
             "tenant_id": tenant, "aggregate_type": "order", "aggregate_id": order,
-            "event_type": "OrderPlaced", "version": 1, "occurred_at": "2026-11-27T10:00:00Z",
+            // Now: the saga's 15-minute payment timeout then lies in the future.
+            "event_type": "OrderPlaced", "version": 1, "occurred_at": crate::timefmt::now_rfc3339(),
             "payload": {"total": total, "currency": "EUR", "customer_id": format!("cust-{order}")},
             "metadata": {"correlation_id": format!("req-{order}"), "traceparent": TRACEPARENT}
         }),

@@ -17,6 +17,8 @@ pub mod space {
     pub const CHECKPOINT: &str = "checkpoint";
     pub const OUTBOX: &str = "outbox";
     pub const SCHEDULE: &str = "schedule";
+    /// Timers by due time, across tenants: `due:{due_at}:{tenant}:{saga}:{corr}:{name}`.
+    pub const DUE: &str = "due";
     pub const DEDUPE: &str = "dedupe";
     pub const QUARANTINE: &str = "quarantine";
     pub const DEAD_LETTER: &str = "deadletter";
@@ -163,6 +165,46 @@ pub fn schedule(
             Part::Free(name),
         ],
     )
+}
+
+/// The due-time index entry of a timer: its `schedule:` key with the due time moved to
+/// the front, so that "what is due now" is an ordered scan from `due:`. `None` for a key
+/// that is not a timer's.
+pub fn due_index(schedule_key: &str) -> Option<String> {
+    let rest = schedule_key
+        .strip_prefix(space::SCHEDULE)?
+        .strip_prefix(':')?;
+    let [tenant, saga, corr, due, name] = split5(rest)?;
+    is_time_segment(due).then(|| format!("{}:{due}:{tenant}:{saga}:{corr}:{name}", space::DUE))
+}
+
+/// The `schedule:` key a due-index entry points at (the inverse of [`due_index`]).
+pub fn schedule_of_due(index_key: &str) -> Option<String> {
+    let rest = index_key.strip_prefix(space::DUE)?.strip_prefix(':')?;
+    let [due, tenant, saga, corr, name] = split5(rest)?;
+    is_time_segment(due).then(|| format!("{}:{tenant}:{saga}:{corr}:{due}:{name}", space::SCHEDULE))
+}
+
+/// The due time (ms) a due-index entry starts with.
+pub fn due_of_index(index_key: &str) -> Option<i64> {
+    let rest = index_key.strip_prefix(space::DUE)?.strip_prefix(':')?;
+    rest.get(..16)?.parse().ok()
+}
+
+/// Where due-index keys of timers due after `ms` begin: `due:{ms+1:016}`.
+pub fn due_after(ms: i64) -> String {
+    format!("{}:{}", space::DUE, time_segment(ms.saturating_add(1)))
+}
+
+/// Exactly five `:`-separated segments (free text is escaped, so none holds a `:`).
+fn split5(s: &str) -> Option<[&str; 5]> {
+    let mut it = s.split(':');
+    let parts = [it.next()?, it.next()?, it.next()?, it.next()?, it.next()?];
+    it.next().is_none().then_some(parts)
+}
+
+fn is_time_segment(s: &str) -> bool {
+    s.len() == 16 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Every timer of one saga instance.
@@ -325,6 +367,37 @@ mod tests {
 
     /// The joined keys are byte-for-byte the `format!` layout they replaced, escapes and
     /// out-of-range times included.
+    #[test]
+    fn the_due_index_mirrors_timer_keys_and_sorts_by_time() {
+        let (acme, saga_name) = (t("acme"), s("order"));
+        let key = schedule(
+            &acme,
+            &saga_name,
+            &c("a:b"),
+            1_700_000_000_000,
+            "pay:timeout",
+        );
+        let index = due_index(&key).unwrap();
+        assert_eq!(index, "due:0001700000000000:acme:order:a%3Ab:pay%3Atimeout");
+        assert_eq!(schedule_of_due(&index).as_deref(), Some(key.as_str()));
+        assert_eq!(due_of_index(&index), Some(1_700_000_000_000));
+        let later = due_index(&schedule(
+            &acme,
+            &saga_name,
+            &c("a"),
+            1_700_000_000_001,
+            "x",
+        ))
+        .unwrap();
+        assert!(
+            index < later
+                && due_after(1_700_000_000_000) <= later
+                && due_after(1_700_000_000_000) > index
+        );
+        assert_eq!(due_index("outbox:acme:effect:x"), None);
+        assert_eq!(due_index("schedule:acme:order:c:notatime:n"), None);
+    }
+
     #[test]
     fn joined_keys_match_the_formatted_layout() {
         let (acme, single, saga_name) = (t("acme"), TenantId::single(), s("order"));

@@ -23,4 +23,5 @@ pub mod settings;
 pub mod stages;
 pub mod store;
 pub mod timefmt;
+pub mod timers;
 pub mod types;

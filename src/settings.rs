@@ -80,6 +80,7 @@ pub struct Settings {
     pub pipeline: PipelineSettings,
     pub relay: RelaySettings,
     pub effects: EffectSettings,
+    pub scheduler: SchedulerSettings,
     pub programs: ProgramSettings,
     pub manifests: ManifestSettings,
 }
@@ -222,6 +223,26 @@ impl Default for EffectSettings {
     }
 }
 
+/// The scheduler that fires timers (saga and combined modes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerSettings {
+    /// Timers fired per scan: the most reminders published at once.
+    pub batch: usize,
+    /// Longest sleep when nothing is due soon; also how late a timer set during that
+    /// sleep can fire at worst.
+    pub idle_poll_ms: u64,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        SchedulerSettings {
+            batch: 256,
+            idle_poll_ms: 200,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProgramSettings {
@@ -256,6 +277,7 @@ impl Default for Settings {
             pipeline: PipelineSettings::default(),
             relay: RelaySettings::default(),
             effects: EffectSettings::default(),
+            scheduler: SchedulerSettings::default(),
             programs: ProgramSettings::default(),
             manifests: ManifestSettings::default(),
         }
@@ -720,6 +742,21 @@ impl Settings {
             );
         }
         self.relay.validate()?;
+        if !(1..=10_000).contains(&self.scheduler.batch) {
+            return bad(
+                "scheduler.batch",
+                format!("must be between 1 and 10000 (got {})", self.scheduler.batch),
+            );
+        }
+        if !(1..=60_000).contains(&self.scheduler.idle_poll_ms) {
+            return bad(
+                "scheduler.idle_poll_ms",
+                format!(
+                    "must be between 1 and 60000 (got {})",
+                    self.scheduler.idle_poll_ms
+                ),
+            );
+        }
         if !(1..=1024).contains(&self.effects.workers) {
             return bad(
                 "effects.workers",
@@ -1110,6 +1147,7 @@ mod tests {
                 "relay.scan_interval_ms",
             ),
             ("RUNNER_EFFECTS_WORKERS", "0", "effects.workers"),
+            ("RUNNER_SCHEDULER_BATCH", "0", "scheduler.batch"),
         ];
         for (var, value, field) in cases {
             let err = Settings::load(None, env(&[(var, value)])).unwrap_err();

@@ -8,3 +8,4 @@ pub mod effect;
 pub mod execute;
 pub mod fetch;
 pub mod relay;
+pub mod scheduler;

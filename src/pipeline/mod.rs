@@ -81,6 +81,10 @@ pub struct Shared {
     /// Time from commit to destination confirmation (publish ack, Gateway 2xx) of items
     /// the commit stage announced.
     pub relay_latency: Histogram,
+    /// How late reminders are published: wall clock at the ack minus due time.
+    pub timer_lag: Histogram,
+    /// How long one scheduler scan for due timers takes.
+    pub timer_scan: Histogram,
 }
 
 impl Shared {
@@ -140,6 +144,8 @@ impl Pipeline {
         let shared = Arc::new(Shared {
             notices,
             relay_latency: Histogram::default(),
+            timer_lag: Histogram::default(),
+            timer_scan: Histogram::default(),
             decode: DecodeConfig::from_settings(&settings),
             intake: Intake::new(
                 ack_wait + std::time::Duration::from_millis(200),
@@ -184,7 +190,7 @@ impl Pipeline {
         Ok(pipeline)
     }
 
-    /// decode → execute → commit, and the relay.
+    /// decode → execute → commit, the relay and the scheduler.
     fn start_saga_stages(
         &mut self,
         shared: &Arc<Shared>,
@@ -205,8 +211,12 @@ impl Pipeline {
         })?;
         let s = shared.clone();
         self.spawn("commit", move || stages::commit::run(&s, &exec_rx))?;
+        let (s, relay_nc) = (shared.clone(), nc.clone());
+        self.spawn("relay", move || {
+            stages::relay::run(&s, &relay_nc, notice_inbox)
+        })?;
         let (s, nc) = (shared.clone(), nc.clone());
-        self.spawn("relay", move || stages::relay::run(&s, &nc, notice_inbox))
+        self.spawn("scheduler", move || stages::scheduler::run(&s, &nc))
     }
 
     /// The split of fetched commands, the effect workers and their commit thread.
@@ -255,6 +265,11 @@ impl Pipeline {
 
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.stats.snapshot()
+    }
+
+    /// Reminder lag (publish ack minus due time) and scheduler scan durations.
+    pub fn timer_histograms(&self) -> (&Histogram, &Histogram) {
+        (&self.shared.timer_lag, &self.shared.timer_scan)
     }
 
     /// Commit-to-confirmation latency of relayed items.

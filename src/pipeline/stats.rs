@@ -42,6 +42,8 @@ counters! {
     effect_results_published: "Effect result events whose publish was acked.",
     effects_failed: "Effect commands that ended failed or timed out.",
     effect_commands_acked: "Effect commands acked (their result recorded and published).",
+    timers_fired: "Timers whose reminder was published and acked, then deleted.",
+    timers_due: "Gauge: timers found due by the scheduler's latest scan (at most scheduler.batch).",
     relay_held: "Gauge: outbox items the relay holds in memory (ready, in flight, waiting to retry, awaiting delete).",
     outbox_depth: "Gauge: outbox items in the store (counted at start-up, then kept by the commit stage and the relay).",
 }

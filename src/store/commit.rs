@@ -165,6 +165,13 @@ fn apply(
     }
     for key in doomed {
         txn.del(db, &key, None)?;
+        // Its due-index entry goes with it.
+        if let Some(index) = keys::due_index(&String::from_utf8_lossy(&key)) {
+            match txn.del(db, &index, None) {
+                Ok(()) | Err(lmdb::Error::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
     if !drop_all {
         // Later entries with the same name win.
@@ -173,6 +180,9 @@ fn apply(
             if set_names.insert(s.name.as_str()) {
                 let key = keys::schedule(&t.tenant, &t.saga, &t.correlation, s.due_at_ms, &s.name);
                 put(txn, db, &key, s)?;
+                if let Some(index) = keys::due_index(&key) {
+                    txn.put(db, &index, &b"", WriteFlags::empty())?;
+                }
             }
         }
     }

@@ -206,6 +206,81 @@ impl Store {
         Ok(due)
     }
 
+    /// Up to `limit` timers of every tenant due at `now_ms`, in due order, with their
+    /// `schedule:` keys (read through the due-time index: only due entries are visited).
+    pub fn due_timers(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, ScheduleItem)>, StoreError> {
+        let prefix = format!("{}:", keys::space::DUE);
+        let end = keys::due_after(now_ms);
+        let r = self.reader()?;
+        let mut keys_due = Vec::new();
+        r.for_each_raw_from(&prefix, &prefix, |key, _| {
+            if key >= end.as_str() || keys_due.len() >= limit {
+                return Ok(false);
+            }
+            keys_due.extend(keys::schedule_of_due(key));
+            Ok(true)
+        })?;
+        let mut due = Vec::with_capacity(keys_due.len());
+        for key in keys_due {
+            // An index entry without its timer would be a bug; skip it rather than stop.
+            if let Some(item) = r.get::<ScheduleItem>(&key)? {
+                due.push((key, item));
+            }
+        }
+        Ok(due)
+    }
+
+    /// When the earliest pending timer of any tenant is due.
+    pub fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
+        let prefix = format!("{}:", keys::space::DUE);
+        let mut next = None;
+        self.reader()?
+            .for_each_raw_from(&prefix, &prefix, |key, _| {
+                next = keys::due_of_index(key);
+                Ok(false)
+            })?;
+        Ok(next)
+    }
+
+    /// Timers of every tenant (keys only are read).
+    pub fn timers_len(&self) -> Result<u64, StoreError> {
+        let prefix = format!("{}:", keys::space::DUE);
+        let mut n = 0;
+        self.reader()?.for_each_raw_from(&prefix, &prefix, |_, _| {
+            n += 1;
+            Ok(true)
+        })?;
+        Ok(n)
+    }
+
+    /// Deletes fired timers (by their `schedule:` keys) and their index entries in one
+    /// transaction. Returns how many existed.
+    pub fn delete_timers(&self, schedule_keys: &[String]) -> Result<usize, StoreError> {
+        let mut txn = self.env.begin_rw_txn()?;
+        let mut deleted = 0;
+        for key in schedule_keys {
+            let Some(index) = keys::due_index(key) else {
+                return Err(StoreError::Encode {
+                    key: key.clone(),
+                    message: "not a timer key".into(),
+                });
+            };
+            for k in [key.as_str(), index.as_str()] {
+                match txn.del(self.db, &k, None) {
+                    Ok(()) => deleted += usize::from(k == key.as_str()),
+                    Err(lmdb::Error::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(deleted)
+    }
+
     /// Every timer of one instance, in due order.
     pub fn instance_schedules(
         &self,

@@ -377,6 +377,79 @@ fn a_dead_letter_is_filed_and_its_outbox_item_deleted_together() {
 }
 
 #[test]
+fn the_due_index_follows_every_timer_change_and_fires_in_due_order_across_tenants() {
+    let dir = TempDir::new("store").unwrap();
+    let store = open(&dir, 16);
+    let (acme, globex) = (t("acme"), t("globex"));
+    let mut a = transition(&acme, "o-1", "e-1", 1, json!(1));
+    a.schedules = vec![
+        timer(&acme, "o-1", "soon", 300),
+        timer(&acme, "o-1", "later", 10_000),
+    ];
+    let mut g = transition(&globex, "o-1", "e-1", 1, json!(1));
+    g.schedules = vec![timer(&globex, "o-1", "soon", 100)];
+    store.commit(&batch(vec![a, g])).unwrap();
+    assert_eq!(store.timers_len().unwrap(), 3);
+    assert_eq!(store.next_due_ms().unwrap(), Some(100));
+    let due: Vec<(String, i64)> = store
+        .due_timers(500, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(_, item)| (item.tenant.to_string(), item.due_at_ms))
+        .collect();
+    assert_eq!(
+        due,
+        vec![("globex".into(), 100), ("acme".into(), 300)],
+        "due order, across tenants"
+    );
+    assert_eq!(store.due_timers(500, 1).unwrap().len(), 1, "bounded");
+
+    // Re-scheduling "soon" replaces it (index too); cancelling "later" drops it.
+    let mut again = transition(&acme, "o-1", "e-2", 2, json!(2));
+    again.schedules = vec![timer(&acme, "o-1", "soon", 20_000)];
+    again.cancel = vec!["later".into()];
+    store.commit(&batch(vec![again])).unwrap();
+    assert_eq!(store.timers_len().unwrap(), 2);
+    let acme_due: Vec<i64> = store
+        .due_timers(i64::MAX - 1, 10)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, i)| i.tenant == acme)
+        .map(|(_, i)| i.due_at_ms)
+        .collect();
+    assert_eq!(acme_due, vec![20_000]);
+
+    // Firing deletes exactly the given timers, with their index entries.
+    let fired: Vec<String> = store
+        .due_timers(500, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(store.delete_timers(&fired).unwrap(), 1);
+    assert_eq!(store.delete_timers(&fired).unwrap(), 0);
+    assert_eq!(store.timers_len().unwrap(), 1);
+    assert_eq!(
+        store
+            .instance_schedules(&acme, &"order".parse().unwrap(), &"o-1".parse().unwrap())
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(store
+        .delete_timers(&["outbox:acme:effect:x".to_string()])
+        .is_err());
+
+    // A finished instance keeps no timers, and no index entries.
+    let mut done = transition(&acme, "o-1", "e-3", 3, json!(3));
+    done.record.status = InstanceStatus::Completed;
+    store.commit(&batch(vec![done])).unwrap();
+    assert_eq!(store.timers_len().unwrap(), 0);
+    assert_eq!(store.next_due_ms().unwrap(), None);
+}
+
+#[test]
 fn due_scan_returns_only_due_items_of_the_tenant() {
     let dir = TempDir::new("store").unwrap();
     let store = open(&dir, 16);

@@ -1,0 +1,121 @@
+//! Scheduler: fires durable timers. It reads what is due now from the store's due-time
+//! index (in due order, at most `scheduler.batch` at a time), publishes each as a
+//! reminder event to `WORKFLOW_EVENTS` with `Nats-Msg-Id` = the reminder's id, and
+//! deletes a timer only after its publish was acked. Sagas take reminders through their
+//! ordinary triggers, so after a crash between publish and delete the reminder is simply
+//! published again: JetStream and the saga's dedupe both see the same event id.
+//!
+//! Due times come from event time (programs compute them); the scheduler compares them
+//! with the wall clock. A clock that jumps back only delays timers; after downtime the
+//! overdue ones fire at once, oldest first, one batch at a time.
+
+use std::time::{Duration, Instant};
+
+use nats::header::HeaderMap;
+
+use crate::envelope::header;
+use crate::nats_io::Publisher;
+use crate::pipeline::{Shared, Stats};
+use crate::timers::{reminder, reminder_subject};
+
+/// Pause after a failed store read or publish, so an outage is not hammered.
+const PAUSE: Duration = Duration::from_secs(1);
+/// Longest single sleep, so shutdown is noticed promptly.
+const TICK: Duration = Duration::from_millis(100);
+
+pub fn run(shared: &Shared, nc: &nats::Connection) {
+    let cfg = shared.settings.scheduler.clone();
+    let timeout = Duration::from_millis(shared.settings.relay.publish_timeout_ms);
+    let mut publisher = match Publisher::new(nc, cfg.batch, timeout, 3) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!(error = e.to_string(); "scheduler cannot subscribe to its ack inbox; scheduler stage ends");
+            return;
+        }
+    };
+    let prefix = shared.settings.streams.timer_prefix.clone();
+    log::info!("scheduler stage started");
+    while !shared.intake.is_shutting_down() {
+        let now = wall_ms();
+        let scan = Instant::now();
+        let due = match shared.store.due_timers(now, cfg.batch) {
+            Ok(due) => due,
+            Err(e) => {
+                log::error!(error = e.to_string(); "scheduler cannot read due timers; retrying");
+                sleep(shared, PAUSE);
+                continue;
+            }
+        };
+        shared.timer_scan.record(scan.elapsed());
+        Stats::set(&shared.stats.timers_due, due.len() as u64);
+        if due.is_empty() {
+            let next = shared.store.next_due_ms().ok().flatten();
+            let wait = next.map_or(u64::MAX, |d| d.saturating_sub(now).max(1) as u64);
+            sleep(shared, Duration::from_millis(wait.min(cfg.idle_poll_ms)));
+            continue;
+        }
+        for (tag, (_, item)) in due.iter().enumerate() {
+            let event = reminder(item);
+            let Ok(body) = serde_json::to_vec(&event) else {
+                continue;
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert(header::TENANT, item.tenant.as_str());
+            headers.insert(header::CORRELATION, item.correlation.as_str());
+            if let Some(tp) = item.metadata.get("traceparent").and_then(|v| v.as_str()) {
+                headers.insert(header::TRACEPARENT, tp);
+            }
+            let subject = reminder_subject(&prefix, item);
+            publisher.publish(tag as u64, &subject, &event.event_id, headers, body);
+        }
+        let mut fired = Vec::with_capacity(due.len());
+        let mut failed = 0;
+        for c in publisher.finish() {
+            let Some((key, item)) = due.get(c.tag as usize) else {
+                continue;
+            };
+            match c.result {
+                Ok(_) => {
+                    let lag = wall_ms().saturating_sub(item.due_at_ms).max(0) as u64;
+                    shared.timer_lag.record(Duration::from_millis(lag));
+                    fired.push(key.clone());
+                }
+                Err(e) => {
+                    failed += 1;
+                    log::warn!(tenant_id = item.tenant.as_str(), correlation_id = item.correlation.as_str(),
+                        timer = item.name.as_str(), error = e.to_string(); "reminder publish failed; the timer stays and fires again");
+                }
+            }
+        }
+        crate::crash::point(crate::crash::AFTER_REMINDER);
+        match shared.store.delete_timers(&fired) {
+            Ok(n) => Stats::add(&shared.stats.timers_fired, n as u64),
+            // Published but not deleted: fired again later, deduplicated by its id.
+            Err(e) => {
+                log::error!(error = e.to_string(); "cannot delete fired timers; they fire again (deduplicated)")
+            }
+        }
+        if failed > 0 {
+            sleep(shared, PAUSE);
+        }
+    }
+    log::info!("scheduler stage stopped");
+}
+
+/// Sleeps up to `d`, waking early on shutdown.
+fn sleep(shared: &Shared, d: Duration) {
+    let until = Instant::now() + d;
+    while !shared.intake.is_shutting_down() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(TICK));
+    }
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
