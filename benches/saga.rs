@@ -141,12 +141,31 @@ fn bench_group_commit(c: &mut Criterion) {
     group.finish();
 }
 
+/// The scheduler's scan with 100,000 timers pending, 1,000 of them due: one batch of
+/// 256 due timers, and the next due time (what the scheduler sleeps on).
+fn bench_timers(c: &mut Criterion) {
+    let dir = TempDir::new("bench").expect("temp dir");
+    let store = Store::open(&dir.path().join("store"), 4 << 30).expect("store");
+    // 1,000 due (from t = 0 ms), then 99,000 in the future.
+    runner::dev::seed_timers(&store, "acme", 100_000, 0, 1_000_000).expect("seed");
+    let now = 999_000;
+    let mut group = c.benchmark_group("timers_100k_pending");
+    group.bench_function("due_batch_of_256", |b| {
+        b.iter(|| store.due_timers(now, 256).expect("scan"))
+    });
+    group.bench_function("next_due", |b| {
+        b.iter(|| store.next_due_ms().expect("next"))
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_decode,
     bench_program,
     bench_execute,
-    bench_group_commit
+    bench_group_commit,
+    bench_timers
 );
 criterion_main!(benches);
 

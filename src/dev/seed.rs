@@ -85,3 +85,53 @@ pub fn seed_outbox(
 fn id<T: std::str::FromStr<Err = crate::types::IdError>>(s: &str) -> Result<T, String> {
     s.parse().map_err(|e: crate::types::IdError| e.to_string())
 }
+
+/// Commits `n` instances of a `seeded` saga for `tenant`, each with one timer `t` due at
+/// `first_due_ms + i * spacing_us / 1000`, in commits of at most 1,000.
+pub fn seed_timers(
+    store: &Store,
+    tenant: &str,
+    n: usize,
+    first_due_ms: i64,
+    spacing_us: i64,
+) -> Result<(), String> {
+    let tenant: TenantId = tenant.parse().map_err(|e| format!("{e}"))?;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
+        let mut batch = CommitBatch::default();
+        for &i in chunk {
+            let corr = format!("t-{i:08}");
+            batch.transitions.push(Transition {
+                tenant: tenant.clone(),
+                saga: id("seeded")?,
+                correlation: id(&corr)?,
+                event_id: id(&format!("seed-timer-{i}"))?,
+                position: StreamPosition {
+                    stream: "SEED".into(),
+                    seq: i as u64 + 1,
+                },
+                record: SagaRecord {
+                    status: InstanceStatus::Active,
+                    state: json!({}),
+                    version: 1,
+                    transitions: 1,
+                    last_event_id: format!("seed-timer-{i}"),
+                    updated_at: "2026-11-27T10:00:00Z".into(),
+                    fault: None,
+                },
+                outbox: Vec::new(),
+                schedules: vec![crate::store::ScheduleItem {
+                    tenant: tenant.clone(),
+                    saga: id("seeded")?,
+                    correlation: id(&corr)?,
+                    name: "t".into(),
+                    due_at_ms: first_due_ms + (i as i64 * spacing_us) / 1_000,
+                    payload: json!({}),
+                    metadata: Default::default(),
+                }],
+                cancel: Vec::new(),
+            });
+        }
+        store.commit(&batch).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
