@@ -135,9 +135,7 @@ fn scheduler(sandbox: &Sandbox) -> Result<(), String> {
     let store = Store::open(&sandbox.dir.path().join("timers-store"), 4 << 30)
         .map(Arc::new)
         .map_err(|e| e.to_string())?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = crate::timefmt::now_ms();
     // Due from a second from now, so seeding and start-up are over by then.
     let first_due = now + 1_000;
     seed_timers(&store, "acme", TIMERS, first_due, 1_000_000 / RATE)?;
@@ -147,9 +145,7 @@ fn scheduler(sandbox: &Sandbox) -> Result<(), String> {
     }) {
         return Err(format!("timers did not all fire: {:?}", pipeline.stats()));
     }
-    let done = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let done = crate::timefmt::now_ms();
     let (lag, scan) = pipeline.timer_histograms();
     let ms = |h: &crate::pipeline::Histogram, q: f64| {
         h.quantile(q)
@@ -568,10 +564,6 @@ fn peak_rss_mib() -> Option<u64> {
 /// the scheduler stays out of the measurement.
 fn event_time(i: u64) -> String {
     static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    let base = *BASE.get_or_init(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
-    });
+    let base = *BASE.get_or_init(crate::timefmt::now_ms);
     crate::timefmt::format_rfc3339_ms(base + i as i64).unwrap_or_default()
 }

@@ -213,12 +213,16 @@ fn supported_range() -> (i64, i64) {
     )
 }
 
+/// The wall clock in milliseconds since the Unix epoch (0 for a clock before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// The wall clock as RFC 3339 with milliseconds (for records and result timestamps).
 pub fn now_rfc3339() -> String {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    format_rfc3339_ms(ms).unwrap_or_default()
+    format_rfc3339_ms(now_ms()).unwrap_or_default()
 }
 
 /// Formats milliseconds since the Unix epoch as an RFC 3339 UTC timestamp.

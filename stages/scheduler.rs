@@ -16,6 +16,7 @@ use nats::header::HeaderMap;
 use crate::envelope::header;
 use crate::nats_io::Publisher;
 use crate::pipeline::{Shared, Stats};
+use crate::timefmt::now_ms;
 use crate::timers::{reminder, reminder_subject};
 
 /// Pause after a failed store read or publish, so an outage is not hammered.
@@ -36,7 +37,7 @@ pub fn run(shared: &Shared, nc: &nats::Connection) {
     let prefix = shared.settings.streams.timer_prefix.clone();
     log::info!("scheduler stage started");
     while !shared.intake.is_shutting_down() {
-        let now = wall_ms();
+        let now = now_ms();
         let scan = Instant::now();
         let due = match shared.store.due_timers(now, cfg.batch) {
             Ok(due) => due,
@@ -76,7 +77,7 @@ pub fn run(shared: &Shared, nc: &nats::Connection) {
             };
             match c.result {
                 Ok(_) => {
-                    let lag = wall_ms().saturating_sub(item.due_at_ms).max(0) as u64;
+                    let lag = now_ms().saturating_sub(item.due_at_ms).max(0) as u64;
                     shared.timer_lag.record(Duration::from_millis(lag));
                     fired.push(key.clone());
                 }
@@ -112,10 +113,4 @@ fn sleep(shared: &Shared, d: Duration) {
         }
         std::thread::sleep(left.min(TICK));
     }
-}
-
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
