@@ -100,6 +100,21 @@ pub struct EffectCommandRef<'a, M: Serialize> {
     pub issued_at: &'a str,
 }
 
+impl EffectCommand {
+    /// A text field of the metadata (`correlation_id`, `traceparent`…), if set and not empty.
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The trace id of the command's `traceparent`, if it has a readable one.
+    pub fn trace_id(&self) -> Option<&str> {
+        self.meta(meta::TRACEPARENT).and_then(trace_id)
+    }
+}
+
 /// How an effect ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

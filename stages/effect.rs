@@ -27,7 +27,7 @@ use crate::effects::attempts::{self, Final};
 use crate::effects::recorder::Recorder;
 use crate::effects::result::{result_event, result_subject};
 use crate::effects::EffectCatalog;
-use crate::envelope::{header, EffectCommand, ResultError, ResultType};
+use crate::envelope::{header, meta, EffectCommand, ResultError, ResultType};
 use crate::nats_io::{self, Delivery, Publisher};
 use crate::pipeline::{FetchedBatch, Shared, Stats};
 use crate::relay::backoff::Jitter;
@@ -276,15 +276,10 @@ impl Worker<'_> {
         let mut headers = nats::header::HeaderMap::new();
         headers.insert(header::TENANT, cmd.tenant_id.as_str());
         for (key, name) in [
-            ("correlation_id", header::CORRELATION),
-            ("traceparent", header::TRACEPARENT),
+            (meta::CORRELATION_ID, header::CORRELATION),
+            (meta::TRACEPARENT, header::TRACEPARENT),
         ] {
-            if let Some(v) = cmd
-                .metadata
-                .get(key)
-                .and_then(Value::as_str)
-                .filter(|v| !v.is_empty())
-            {
+            if let Some(v) = cmd.meta(key) {
                 headers.insert(name, v);
             }
         }
@@ -371,19 +366,10 @@ struct LogCtx {
 
 impl LogCtx {
     fn of(cmd: &EffectCommand) -> LogCtx {
-        let meta = |k: &str| {
-            cmd.metadata
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
         LogCtx {
             tenant: cmd.tenant_id.clone(),
-            correlation: meta("correlation_id"),
-            trace: crate::envelope::trace_id(&meta("traceparent"))
-                .unwrap_or("")
-                .to_string(),
+            correlation: cmd.meta(meta::CORRELATION_ID).unwrap_or("").to_string(),
+            trace: cmd.trace_id().unwrap_or("").to_string(),
         }
     }
 }

@@ -42,39 +42,20 @@ pub fn seed_outbox(
                            "command_type": "Ship", "payload": {}, "metadata": metadata}),
                 ),
             };
-            batch.transitions.push(Transition {
+            let mut t = seeded_transition(&tenant, &corr, &format!("seed-{i}"), i)?;
+            t.outbox.push(OutboxItem {
+                kind,
                 tenant: tenant.clone(),
+                work_id: id(&work)?,
                 saga: id("seeded")?,
                 correlation: id(&corr)?,
-                event_id: id(&format!("seed-{i}"))?,
-                position: StreamPosition {
-                    stream: "SEED".into(),
-                    seq: i as u64 + 1,
-                },
-                record: SagaRecord {
-                    status: InstanceStatus::Active,
-                    state: json!({}),
-                    version: 1,
-                    transitions: 1,
-                    last_event_id: format!("seed-{i}"),
-                    updated_at: "2026-11-27T10:00:00Z".into(),
-                    fault: None,
-                },
-                outbox: vec![OutboxItem {
-                    kind,
-                    tenant: tenant.clone(),
-                    work_id: id(&work)?,
-                    saga: id("seeded")?,
-                    correlation: id(&corr)?,
-                    destination,
-                    envelope: RawJson::of(&envelope).map_err(|e| e.to_string())?,
-                    traceparent: envelope["metadata"]["traceparent"]
-                        .as_str()
-                        .map(str::to_string),
-                }],
-                schedules: Vec::new(),
-                cancel: Vec::new(),
+                destination,
+                envelope: RawJson::of(&envelope).map_err(|e| e.to_string())?,
+                traceparent: envelope["metadata"]["traceparent"]
+                    .as_str()
+                    .map(str::to_string),
             });
+            batch.transitions.push(t);
             ids.push(work);
         }
         store.commit(&batch).map_err(|e| e.to_string())?;
@@ -100,38 +81,50 @@ pub fn seed_timers(
         let mut batch = CommitBatch::default();
         for &i in chunk {
             let corr = format!("t-{i:08}");
-            batch.transitions.push(Transition {
+            let mut t = seeded_transition(&tenant, &corr, &format!("seed-timer-{i}"), i)?;
+            t.schedules.push(crate::store::ScheduleItem {
                 tenant: tenant.clone(),
                 saga: id("seeded")?,
                 correlation: id(&corr)?,
-                event_id: id(&format!("seed-timer-{i}"))?,
-                position: StreamPosition {
-                    stream: "SEED".into(),
-                    seq: i as u64 + 1,
-                },
-                record: SagaRecord {
-                    status: InstanceStatus::Active,
-                    state: json!({}),
-                    version: 1,
-                    transitions: 1,
-                    last_event_id: format!("seed-timer-{i}"),
-                    updated_at: "2026-11-27T10:00:00Z".into(),
-                    fault: None,
-                },
-                outbox: Vec::new(),
-                schedules: vec![crate::store::ScheduleItem {
-                    tenant: tenant.clone(),
-                    saga: id("seeded")?,
-                    correlation: id(&corr)?,
-                    name: "t".into(),
-                    due_at_ms: first_due_ms + (i as i64 * spacing_us) / 1_000,
-                    payload: json!({}),
-                    metadata: Default::default(),
-                }],
-                cancel: Vec::new(),
+                name: "t".into(),
+                due_at_ms: first_due_ms + (i as i64 * spacing_us) / 1_000,
+                payload: json!({}),
+                metadata: Default::default(),
             });
+            batch.transitions.push(t);
         }
         store.commit(&batch).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// The first transition of instance `corr` of the `seeded` saga, with nothing in it yet.
+fn seeded_transition(
+    tenant: &TenantId,
+    corr: &str,
+    event: &str,
+    i: usize,
+) -> Result<Transition, String> {
+    Ok(Transition {
+        tenant: tenant.clone(),
+        saga: id("seeded")?,
+        correlation: id(corr)?,
+        event_id: id(event)?,
+        position: StreamPosition {
+            stream: "SEED".into(),
+            seq: i as u64 + 1,
+        },
+        record: SagaRecord {
+            status: InstanceStatus::Active,
+            state: json!({}),
+            version: 1,
+            transitions: 1,
+            last_event_id: event.to_string(),
+            updated_at: "2026-11-27T10:00:00Z".into(),
+            fault: None,
+        },
+        outbox: Vec::new(),
+        schedules: Vec::new(),
+        cancel: Vec::new(),
+    })
 }

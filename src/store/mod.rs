@@ -248,13 +248,7 @@ impl Store {
 
     /// Timers of every tenant (keys only are read).
     pub fn timers_len(&self) -> Result<u64, StoreError> {
-        let prefix = format!("{}:", keys::space::DUE);
-        let mut n = 0;
-        self.reader()?.for_each_raw_from(&prefix, &prefix, |_, _| {
-            n += 1;
-            Ok(true)
-        })?;
-        Ok(n)
+        self.count_keys(keys::space::DUE)
     }
 
     /// Deletes fired timers (by their `schedule:` keys) and their index entries in one
@@ -372,7 +366,12 @@ impl Store {
     /// Outbox items of every tenant (keys only are read: about a millisecond per
     /// 10,000 items).
     pub fn outbox_len(&self) -> Result<u64, StoreError> {
-        let prefix = format!("{}:", keys::space::OUTBOX);
+        self.count_keys(keys::space::OUTBOX)
+    }
+
+    /// Records in a keyspace (keys only are read).
+    fn count_keys(&self, space: &str) -> Result<u64, StoreError> {
+        let prefix = format!("{space}:");
         let mut n = 0;
         self.reader()?.for_each_raw_from(&prefix, &prefix, |_, _| {
             n += 1;

@@ -24,7 +24,7 @@ use serde_json::Value;
 use crate::effects::manifest::LoadContext;
 use crate::effects::provider::{Call, Failure, Outcome, Provider};
 use crate::effects::secrets::Text;
-use crate::envelope::header;
+use crate::envelope::{header, meta};
 use crate::program::Expr;
 
 /// Bytes of a response body kept in a result or an error.
@@ -195,15 +195,10 @@ impl Provider for Http {
             .set("idempotency-key", &c.command_id)
             .set(header::TENANT, &c.tenant_id);
         for (key, name) in [
-            ("correlation_id", header::CORRELATION),
-            ("traceparent", header::TRACEPARENT),
+            (meta::CORRELATION_ID, header::CORRELATION),
+            (meta::TRACEPARENT, header::TRACEPARENT),
         ] {
-            if let Some(v) = c
-                .metadata
-                .get(key)
-                .and_then(Value::as_str)
-                .filter(|v| !v.is_empty())
-            {
+            if let Some(v) = c.meta(key) {
                 req = req.set(name, v);
             }
         }

@@ -42,18 +42,10 @@ impl Provider for Noop {
     fn call(&self, call: &Call<'_>) -> Outcome {
         if self.log {
             let c = call.command;
-            let meta = |k: &str| {
-                c.metadata
-                    .get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string()
-            };
-            let trace_id = crate::envelope::trace_id(&meta("traceparent"))
-                .unwrap_or("")
-                .to_string();
-            log::info!(tenant_id = c.tenant_id.as_str(), correlation_id = meta("correlation_id").as_str(),
-                trace_id = trace_id.as_str(), effect = self.effect.as_str(), command_id = c.command_id.as_str();
+            let correlation = c.meta(crate::envelope::meta::CORRELATION_ID).unwrap_or("");
+            let trace_id = c.trace_id().unwrap_or("");
+            log::info!(tenant_id = c.tenant_id.as_str(), correlation_id = correlation,
+                trace_id = trace_id, effect = self.effect.as_str(), command_id = c.command_id.as_str();
                 "effect called (log provider)");
         }
         Outcome::Succeeded(self.result.clone())
