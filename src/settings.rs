@@ -81,6 +81,7 @@ pub struct Settings {
     pub relay: RelaySettings,
     pub effects: EffectSettings,
     pub scheduler: SchedulerSettings,
+    pub ops: OpsSettings,
     pub programs: ProgramSettings,
     pub manifests: ManifestSettings,
 }
@@ -223,6 +224,30 @@ impl Default for EffectSettings {
     }
 }
 
+/// The ops port (CONTRACTS.md §6) and shutdown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpsSettings {
+    /// Address of the ops HTTP port; "" turns it off.
+    pub listen: String,
+    /// File holding the bearer token of `/admin/*` (a Swarm secret, say); "" leaves
+    /// the admin endpoints closed (403).
+    pub admin_token_file: PathBuf,
+    /// After SIGTERM/SIGINT or `/admin/drain`, how long in-flight work may take to
+    /// finish before the process exits without acking it (it is redelivered).
+    pub drain_deadline_ms: u64,
+}
+
+impl Default for OpsSettings {
+    fn default() -> Self {
+        OpsSettings {
+            listen: "0.0.0.0:9090".into(),
+            admin_token_file: PathBuf::new(),
+            drain_deadline_ms: 30_000,
+        }
+    }
+}
+
 /// The scheduler that fires timers (saga and combined modes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -278,6 +303,7 @@ impl Default for Settings {
             relay: RelaySettings::default(),
             effects: EffectSettings::default(),
             scheduler: SchedulerSettings::default(),
+            ops: OpsSettings::default(),
             programs: ProgramSettings::default(),
             manifests: ManifestSettings::default(),
         }
@@ -742,6 +768,24 @@ impl Settings {
             );
         }
         self.relay.validate()?;
+        if !self.ops.listen.is_empty() && self.ops.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(
+                "ops.listen",
+                format!(
+                    "must be an address like 0.0.0.0:9090, or empty (got {:?})",
+                    self.ops.listen
+                ),
+            );
+        }
+        if !(100..=3_600_000).contains(&self.ops.drain_deadline_ms) {
+            return bad(
+                "ops.drain_deadline_ms",
+                format!(
+                    "must be between 100 and 3600000 (got {})",
+                    self.ops.drain_deadline_ms
+                ),
+            );
+        }
         if !(1..=10_000).contains(&self.scheduler.batch) {
             return bad(
                 "scheduler.batch",
@@ -1148,6 +1192,7 @@ mod tests {
             ),
             ("RUNNER_EFFECTS_WORKERS", "0", "effects.workers"),
             ("RUNNER_SCHEDULER_BATCH", "0", "scheduler.batch"),
+            ("RUNNER_OPS_LISTEN", "localhost", "ops.listen"),
         ];
         for (var, value, field) in cases {
             let err = Settings::load(None, env(&[(var, value)])).unwrap_err();

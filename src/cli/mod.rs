@@ -166,15 +166,51 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
     let settings = load_settings(config, mode)?;
     crate::crash::validate().map_err(Error::Other)?;
     let (catalog, effects) = catalogs_for_mode(&settings)?;
+    let admin_token = crate::ops::read_admin_token(&settings.ops.admin_token_file)
+        .map_err(|e| Error::Other(e.to_string()))?;
+    // SIGTERM (Swarm stopping a task) and SIGINT drain instead of killing.
+    let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, signalled.clone())
+            .map_err(|e| Error::Other(format!("cannot handle signal {signal}: {e}")))?;
+    }
     let map_size = (settings.storage.map_size_mib as usize).saturating_mul(1024 * 1024);
     let store = Arc::new(Store::open(&settings.storage.path, map_size)?);
     let nc = nats_io::connect(&settings.nats.url, "runner")?;
-    let mode = settings.mode;
+    let info = crate::ops::info(&settings, &catalog, &effects);
+    let (mode, listen, deadline) = (
+        settings.mode,
+        settings.ops.listen.clone(),
+        Duration::from_millis(settings.ops.drain_deadline_ms),
+    );
+    let probe = crate::ops::NatsProbe::start(nc.clone())
+        .map_err(|e| Error::Other(format!("cannot start the NATS probe: {e}")))?;
     let pipeline = Pipeline::start(settings, store, catalog, effects, nc)?;
+    let _ops = if listen.is_empty() {
+        None
+    } else {
+        let state = crate::ops::OpsState {
+            shared: pipeline.shared().clone(),
+            probe,
+            info,
+            admin_token,
+        };
+        Some(
+            crate::ops::OpsServer::start(&listen, state)
+                .map_err(|e| Error::Other(e.to_string()))?,
+        )
+    };
     log::info!(mode = format!("{mode:?}"); "runner started");
     let mut last_progress = std::time::Instant::now();
     loop {
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(200));
+        if signalled.load(std::sync::atomic::Ordering::Relaxed) && !pipeline.is_draining() {
+            log::warn!("signal received: draining");
+            pipeline.begin_drain();
+        }
+        if pipeline.is_draining() {
+            return drain(pipeline, deadline);
+        }
         if !pipeline.all_running() {
             return Err(Error::Other(
                 "a pipeline stage stopped unexpectedly; exiting so that the process is restarted (unacked work is redelivered)".into(),
@@ -188,5 +224,23 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
         log::info!(fetched = s.fetched, transitions = s.transitions, acked = s.acked, quarantined = s.quarantined,
             ignored = s.ignored, duplicates = s.duplicates, commit_failures = s.commit_failures,
             intake_stopped = pipeline.intake().is_stopped(); "progress");
+    }
+}
+
+/// Waits for the stages to finish what they hold, up to `deadline`; then exits. Work
+/// still unfinished at the deadline stays unacked and is redelivered, never lost.
+fn drain(pipeline: Pipeline, deadline: Duration) -> Result<(), Error> {
+    let started = std::time::Instant::now();
+    while !pipeline.all_stopped() && started.elapsed() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if pipeline.all_stopped() {
+        log::info!(took_ms = started.elapsed().as_millis() as u64; "drained: every stage finished its work");
+        pipeline.shutdown();
+        Ok(())
+    } else {
+        log::warn!(deadline_ms = deadline.as_millis() as u64; "drain deadline passed; exiting with work unacked (it is redelivered)");
+        // Not joining the stages: they may be blocked on what made the drain slow.
+        std::process::exit(0);
     }
 }

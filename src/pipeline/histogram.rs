@@ -11,12 +11,14 @@ const BUCKETS: usize = 32 * SUB as usize;
 #[derive(Debug)]
 pub struct Histogram {
     counts: [AtomicU64; BUCKETS],
+    sum_us: AtomicU64,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
         Histogram {
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
         }
     }
 }
@@ -46,6 +48,33 @@ impl Histogram {
     pub fn record(&self, d: Duration) {
         let us = d.as_micros().min(u64::MAX as u128) as u64;
         self.counts[bucket(us)].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Sum of everything recorded.
+    pub fn sum(&self) -> Duration {
+        Duration::from_micros(self.sum_us.load(Ordering::Relaxed))
+    }
+
+    /// Cumulative counts at each of `limits` (ascending): how many recorded values lie in
+    /// buckets wholly at or below the limit (Prometheus `le` buckets, within a bucket's
+    /// width of exact).
+    pub fn cumulative(&self, limits: &[Duration]) -> Vec<u64> {
+        let counts: Vec<u64> = self
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        limits
+            .iter()
+            .map(|limit| {
+                let us = limit.as_micros().min(u64::MAX as u128) as u64;
+                (0..BUCKETS)
+                    .filter(|b| upper(*b) <= us)
+                    .map(|b| counts[b])
+                    .sum()
+            })
+            .collect()
     }
 
     pub fn count(&self) -> u64 {

@@ -267,6 +267,26 @@ impl Pipeline {
         self.shared.stats.snapshot()
     }
 
+    /// What the stages share (settings, store, counters, histograms): for the ops port.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops taking work: fetching ends, and every stage finishes what it holds and
+    /// stops (the relay flushes what is in flight). Threads are not joined here.
+    pub fn begin_drain(&self) {
+        self.shared.intake.request_shutdown();
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.shared.intake.is_shutting_down()
+    }
+
+    /// Whether every stage thread has ended (after a drain: all work finished).
+    pub fn all_stopped(&self) -> bool {
+        self.threads.iter().all(|t| t.is_finished())
+    }
+
     /// Reminder lag (publish ack minus due time) and scheduler scan durations.
     pub fn timer_histograms(&self) -> (&Histogram, &Histogram) {
         (&self.shared.timer_lag, &self.shared.timer_scan)

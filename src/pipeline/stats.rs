@@ -1,4 +1,5 @@
-//! Pipeline counters. Cheap atomics now; the ops-port issue exports them as metrics.
+//! Pipeline counters and gauges: cheap atomics the stages bump, exported by the ops
+//! port's `/metrics` (a field whose description starts with "Gauge:" is a gauge).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,6 +16,13 @@ macro_rules! counters {
         impl Stats {
             pub fn snapshot(&self) -> StatsSnapshot {
                 StatsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl StatsSnapshot {
+            /// Every counter and gauge: (name, description, value), for the metrics page.
+            pub fn named(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$((stringify!($name), $doc, self.$name),)*]
             }
         }
     };

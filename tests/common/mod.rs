@@ -69,6 +69,8 @@ impl Rig {
         s.consumer.fetch_wait_ms = 200;
         s.pipeline.storage_retry_ms = 50;
         s.manifests.sagas = vec![manifest];
+        // Many tests run at once: never the fixed default port.
+        s.ops.listen = "127.0.0.1:0".into();
         let store = Arc::new(Store::open(&s.storage.path, 256 << 20).unwrap());
         // Streams exist before anything is published, as they do in production.
         let nc = runner::nats_io::connect(&url, "runner-test-setup").unwrap();
@@ -209,6 +211,10 @@ impl RunnerProcess {
                 .env("RUNNER_CRASH_AFTER", after.to_string());
         }
         RunnerProcess(cmd.spawn().expect("start runner"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
     }
 
     /// Waits for the process to end by itself.

@@ -1,0 +1,204 @@
+//! The ops port: health, readiness, metrics, info and the admin drain, against a real
+//! pipeline (real nats-server, real LMDB store); and SIGTERM on the real binary.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{await_stats, config_file, recorder_saga, wait_until, Rig, RunnerProcess, WAIT};
+use runner::ops::{NatsProbe, OpsServer, OpsState};
+use runner::pipeline::Pipeline;
+use serde_json::Value;
+
+const TOKEN: &str = "t0ken-for-tests";
+
+fn ops_for(rig: &Rig, pipeline: &Pipeline, token: Option<&str>) -> OpsServer {
+    let (sagas, effects) = runner::cli::catalogs_for_mode(&rig.settings).unwrap();
+    let state = OpsState {
+        shared: pipeline.shared().clone(),
+        probe: NatsProbe::start(rig.connect()).unwrap(),
+        info: runner::ops::info(&rig.settings, &sagas, &effects),
+        admin_token: token.map(str::to_string),
+    };
+    OpsServer::start("127.0.0.1:0", state).unwrap()
+}
+
+/// (status, body) of a request; any status is an answer here.
+fn call(method: &str, url: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = ureq::request(method, url).timeout(Duration::from_secs(5));
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    match req.call() {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("{method} {url}: {e}"),
+    }
+}
+
+fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn health_readiness_metrics_info_and_drain() {
+    let rig = Rig::new(recorder_saga());
+    let pipeline = rig.start();
+    let ops = ops_for(&rig, &pipeline, Some(TOKEN));
+    let base = format!("http://{}", ops.addr());
+    assert!(wait_until(WAIT, || call(
+        "GET",
+        &format!("{base}/ready"),
+        None
+    )
+    .0 == 200));
+    let (status, health) = call("GET", &format!("{base}/health"), None);
+    assert_eq!(status, 200, "{health}");
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(
+        (health["storage"].as_str(), health["nats"].as_str()),
+        (Some("ok"), Some("ok"))
+    );
+
+    let (_, info) = call("GET", &format!("{base}/info"), None);
+    let info: Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["mode"], "saga");
+    assert_eq!(info["sagas"][0]["name"], "recorder");
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+
+    let (status, before) = call("GET", &format!("{base}/metrics"), None);
+    assert_eq!(status, 200);
+    for name in [
+        "runner_transitions_total",
+        "runner_acked_total",
+        "runner_quarantined_total",
+        "runner_relayed_total",
+        "runner_dead_letters_total",
+        "runner_effects_called_total",
+        "runner_timers_fired_total",
+        "runner_outbox_depth",
+        "runner_draining",
+        "runner_relay_latency_seconds_count",
+        "runner_timer_lag_seconds_count",
+    ] {
+        assert!(
+            metric(&before, name).is_some(),
+            "{name} missing from /metrics"
+        );
+    }
+    assert!(before.contains("# TYPE runner_outbox_depth gauge"));
+    assert!(before.contains("# TYPE runner_relay_latency_seconds histogram"));
+    let nc = rig.connect();
+    rig.send(&nc, "e-1", "o-1", 1);
+    await_stats(&pipeline, |s| s.acked == 1 && s.relayed == 1);
+    let (_, after) = call("GET", &format!("{base}/metrics"), None);
+    assert_eq!(metric(&after, "runner_transitions_total"), Some(1.0));
+    assert_eq!(metric(&after, "runner_relayed_total"), Some(1.0));
+    assert_eq!(
+        metric(&after, "runner_relay_latency_seconds_count"),
+        Some(1.0)
+    );
+
+    // Admin: wrong and missing tokens are refused; the right one drains.
+    assert_eq!(call("POST", &format!("{base}/admin/drain"), None).0, 401);
+    assert_eq!(
+        call("POST", &format!("{base}/admin/drain"), Some("nope")).0,
+        401
+    );
+    assert_eq!(
+        call("GET", &format!("{base}/ready"), None).0,
+        200,
+        "not draining yet"
+    );
+    assert_eq!(
+        call("POST", &format!("{base}/admin/drain"), Some(TOKEN)).0,
+        202
+    );
+    let (status, ready) = call("GET", &format!("{base}/ready"), None);
+    assert_eq!(status, 503, "{ready}");
+    assert!(ready.contains("\"draining\":true"));
+    let (_, drained) = call("GET", &format!("{base}/metrics"), None);
+    assert_eq!(metric(&drained, "runner_draining"), Some(1.0));
+    assert!(
+        wait_until(WAIT, || pipeline.all_stopped()),
+        "every stage finished"
+    );
+}
+
+#[test]
+fn admin_is_closed_without_a_token_and_health_sees_nats_go() {
+    let mut rig = Rig::new(recorder_saga());
+    let pipeline = rig.start();
+    let ops = ops_for(&rig, &pipeline, None);
+    let base = format!("http://{}", ops.addr());
+    assert_eq!(
+        call("POST", &format!("{base}/admin/drain"), Some(TOKEN)).0,
+        403
+    );
+    assert!(wait_until(WAIT, || call(
+        "GET",
+        &format!("{base}/health"),
+        None
+    )
+    .0 == 200));
+    let Some(server) = rig.server.as_mut() else {
+        return; // An external server (RUNNER_TEST_NATS_URL) is not ours to stop.
+    };
+    server.kill();
+    assert!(
+        wait_until(Duration::from_secs(10), || call(
+            "GET",
+            &format!("{base}/health"),
+            None
+        )
+        .0 == 503),
+        "health noticed NATS is gone"
+    );
+    let (_, health) = call("GET", &format!("{base}/health"), None);
+    assert!(health.contains("\"nats\":\"unreachable\""), "{health}");
+    assert_eq!(call("GET", &format!("{base}/ready"), None).0, 503);
+}
+
+/// SIGTERM drains the real binary: it stops taking work, finishes what it holds and
+/// exits 0; everything it took was committed and acked.
+#[test]
+fn sigterm_drains_and_exits_cleanly() {
+    let mut rig = Rig::new(recorder_saga());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    rig.settings.ops.listen = format!("127.0.0.1:{port}");
+    let config = config_file(&rig);
+    let nc = rig.connect();
+    for i in 0..50 {
+        rig.send(&nc, &format!("e-{i}"), &format!("o-{i}"), i);
+    }
+    let mut runner = RunnerProcess::start(&config, None);
+    let ready = format!("http://127.0.0.1:{port}/ready");
+    assert!(
+        wait_until(WAIT, || ureq::get(&ready).call().is_ok()),
+        "the runner became ready"
+    );
+    assert!(wait_until(WAIT, || rig
+        .consumer_info(&nc, "aggregate")
+        .ack_floor
+        .stream_seq
+        == 50));
+    let pid = runner.pid().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = runner
+        .wait_exit(Duration::from_secs(30))
+        .expect("exits after draining");
+    assert_eq!(status.code(), Some(0), "a drain is a clean exit");
+    let info = rig.consumer_info(&nc, "aggregate");
+    assert_eq!(info.num_ack_pending, 0, "nothing left in flight");
+}
