@@ -202,3 +202,62 @@ fn sigterm_drains_and_exits_cleanly() {
     let info = rig.consumer_info(&nc, "aggregate");
     assert_eq!(info.num_ack_pending, 0, "nothing left in flight");
 }
+
+#[test]
+fn admin_views_show_quarantine_and_an_instance() {
+    let rig = Rig::new(recorder_saga());
+    let pipeline = rig.start();
+    let ops = ops_for(&rig, &pipeline, Some(TOKEN));
+    let base = format!("http://{}", ops.addr());
+    let nc = rig.connect();
+    rig.send(&nc, "e-1", "o:1", 7);
+    rig.publish_raw(
+        &nc,
+        &rig.aggregate_subject("acme", "OrderPlaced"),
+        b"{ not json",
+    );
+    await_stats(&pipeline, |s| s.acked == 1 && s.quarantined == 1);
+
+    // No tenant header and no readable body: filed under the default (single) tenant.
+    let url = format!("{base}/admin/quarantine?tenant=");
+    assert_eq!(call("GET", &url, None).0, 401, "reads need the token too");
+    let (status, body) = call("GET", &url, Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["records"].as_array().map(Vec::len), Some(1));
+    assert_eq!(body["records"][0]["kind"], "decode");
+    assert_eq!(
+        call("GET", &format!("{base}/admin/quarantine"), Some(TOKEN)).0,
+        400,
+        "tenant required"
+    );
+
+    let (status, body) = call(
+        "GET",
+        &format!("{base}/admin/instances/acme/recorder/o%3A1"),
+        Some(TOKEN),
+    );
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["state"]["log"], "7,");
+    assert_eq!(body["status"], "active");
+    assert_eq!(body["correlation"], "o:1");
+    assert_eq!(
+        call(
+            "GET",
+            &format!("{base}/admin/instances/acme/recorder/nope"),
+            Some(TOKEN)
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        call(
+            "GET",
+            &format!("{base}/admin/deadletters?tenant=acme"),
+            Some(TOKEN)
+        )
+        .0,
+        200
+    );
+}

@@ -2,6 +2,7 @@
 //! `POST /admin/drain`, served by a couple of threads of their own (tiny_http), so a
 //! slow scraper never touches the pipeline.
 
+mod inspect;
 mod metrics;
 mod probe;
 
@@ -163,10 +164,13 @@ fn json_reply(status: u16, body: Value) -> Reply {
 }
 
 fn respond(state: &OpsState, request: tiny_http::Request) {
-    let path = request.url().split('?').next().unwrap_or("").to_string();
+    let (path, query) = match request.url().split_once('?') {
+        Some((p, q)) => (p.to_string(), q.to_string()),
+        None => (request.url().to_string(), String::new()),
+    };
     let method = request.method().clone();
     let reply = if path.starts_with("/admin/") {
-        admin(state, &request, &method, &path)
+        admin(state, &request, &method, &path, &query)
     } else {
         match (&method, path.as_str()) {
             (tiny_http::Method::Get, "/health") => {
@@ -221,6 +225,7 @@ fn admin(
     request: &tiny_http::Request,
     method: &tiny_http::Method,
     path: &str,
+    query: &str,
 ) -> Reply {
     let Some(token) = &state.admin_token else {
         return json_reply(
@@ -244,8 +249,31 @@ fn admin(
             state.shared.intake.request_shutdown();
             json_reply(202, json!({"draining": true}))
         }
+        (tiny_http::Method::Get, _) => admin_read(state, path, query)
+            .unwrap_or_else(|| json_reply(404, json!({"error": format!("no {method} {path}")}))),
         _ => json_reply(404, json!({"error": format!("no {method} {path}")})),
     }
+}
+
+/// The read-only admin views: quarantine and dead-letter records of a tenant, and one
+/// saga instance with its pending timers and outbox items. `None`: no such view.
+fn admin_read(state: &OpsState, path: &str, query: &str) -> Option<Reply> {
+    let params = inspect::Params::parse(query);
+    let store = &state.shared.store;
+    let result = match path {
+        "/admin/quarantine" => inspect::quarantine(store, &params),
+        "/admin/deadletters" => inspect::dead_letters(store, &params),
+        _ => match path.strip_prefix("/admin/instances/") {
+            Some(rest) => inspect::instance(store, rest),
+            None => return None,
+        },
+    };
+    Some(match result {
+        Ok(body) => json_reply(200, body),
+        Err(inspect::Refusal::BadRequest(m)) => json_reply(400, json!({"error": m})),
+        Err(inspect::Refusal::NotFound(m)) => json_reply(404, json!({"error": m})),
+        Err(inspect::Refusal::Store(m)) => json_reply(503, json!({"error": m})),
+    })
 }
 
 /// Compares without stopping at the first difference, so timing does not reveal how
