@@ -261,3 +261,29 @@ fn admin_views_show_quarantine_and_an_instance() {
         200
     );
 }
+
+/// A store whose writes fail is unhealthy and not ready (the failure is injected: the
+/// store's test hook fails its next write probes, as a full or read-only disk would).
+#[test]
+fn health_fails_when_the_store_cannot_write() {
+    let rig = Rig::new(recorder_saga());
+    let pipeline = rig.start();
+    let ops = ops_for(&rig, &pipeline, None);
+    let base = format!("http://{}", ops.addr());
+    assert!(wait_until(WAIT, || call(
+        "GET",
+        &format!("{base}/health"),
+        None
+    )
+    .0 == 200));
+    rig.store.inject_probe_failures(2);
+    let (status, health) = call("GET", &format!("{base}/health"), None);
+    assert_eq!(status, 503, "{health}");
+    assert!(health.contains("injected"), "{health}");
+    assert_eq!(call("GET", &format!("{base}/ready"), None).0, 503);
+    assert_eq!(
+        call("GET", &format!("{base}/health"), None).0,
+        200,
+        "healthy again once writes work"
+    );
+}

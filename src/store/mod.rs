@@ -76,6 +76,8 @@ pub struct Store {
     path: PathBuf,
     /// Commits still to fail on purpose (tests of the no-ack-on-failure path).
     injected_commit_failures: AtomicU32,
+    /// Write probes still to fail on purpose (tests of the health check).
+    injected_probe_failures: AtomicU32,
     /// A correlation id whose transitions are refused as unstorable (tests of the
     /// isolate-and-quarantine path).
     injected_unstorable: parking_lot::Mutex<Option<String>>,
@@ -112,6 +114,7 @@ impl Store {
             db,
             path: path.to_path_buf(),
             injected_commit_failures: AtomicU32::new(0),
+            injected_probe_failures: AtomicU32::new(0),
             injected_unstorable: parking_lot::Mutex::new(None),
         })
     }
@@ -120,6 +123,12 @@ impl Store {
     /// the on-disk effect is that of a transaction that never happened.
     pub fn inject_commit_failures(&self, n: u32) {
         self.injected_commit_failures.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes the next `n` write probes ([`Store::probe_write`]) fail, as on a full or
+    /// read-only disk (test fault injection for health checks).
+    pub fn inject_probe_failures(&self, n: u32) {
+        self.injected_probe_failures.store(n, Ordering::SeqCst);
     }
 
     /// Makes every transition of this correlation id fail to store as if LMDB refused
@@ -476,6 +485,12 @@ impl Store {
 
     /// Proves the store is writable: one durable write of a probe record.
     pub fn probe_write(&self) -> Result<(), StoreError> {
+        let injected =
+            self.injected_probe_failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if injected.is_ok() {
+            return Err(StoreError::Injected);
+        }
         let mut txn = self.env.begin_rw_txn()?;
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
