@@ -52,9 +52,11 @@ pub fn run(shared: &Shared, input: &Receiver<ExecutedBatch>) {
             .partition(|(fresh, _)| *fresh);
         drop_unacked(shared, stale.iter().map(|(_, item)| item));
         let items: Vec<ExecutedMsg> = current.into_iter().map(|(_, item)| item).collect();
+        let started = std::time::Instant::now();
         if !items.is_empty() && commit_group(shared, items) {
             shared.intake.mark_committed(newest);
         }
+        shared.stage_latency.commit.record(started.elapsed());
     }
 }
 

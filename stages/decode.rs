@@ -16,11 +16,13 @@ pub fn run(shared: &Shared, input: &Receiver<FetchedBatch>, out: &Sender<Decoded
             batch.msgs.iter().for_each(|m| shared.drop_unacked_msg(m));
             continue;
         }
+        let started = std::time::Instant::now();
         let items: Vec<DecodedMsg> = batch
             .msgs
             .into_iter()
             .filter_map(|msg| decode_one(shared, msg))
             .collect();
+        shared.stage_latency.decode.record(started.elapsed());
         let events = items
             .iter()
             .filter(|i| matches!(i.decoded, Decoded::Event(_)))

@@ -256,11 +256,13 @@ impl Worker<'_> {
                 progress();
             })
         };
+        let started = std::time::Instant::now();
         let end = if def.timeout * 3 > ack_wait {
             keep_alive(msg, ack_wait / 3, run)
         } else {
             run()
         };
+        self.shared.stage_latency.effect.record(started.elapsed());
         if end.result_type != ResultType::Succeeded {
             Stats::add(&self.shared.stats.effects_failed, 1);
         }

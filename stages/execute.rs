@@ -20,10 +20,12 @@ pub fn run(shared: &Shared, input: &Receiver<DecodedBatch>, out: &Sender<Execute
         }
         batch_no += 1;
         executor.begin_batch(epoch, shared.intake.committed_through());
+        let started = std::time::Instant::now();
         let executed = shared
             .store
             .reader()
             .and_then(|reader| execute_batch(&mut executor, &reader, &batch.items, batch_no));
+        shared.stage_latency.execute.record(started.elapsed());
         let outcomes = match executed {
             Ok(outcomes) => outcomes,
             Err(e) => {

@@ -16,7 +16,7 @@ fn ops_for(rig: &Rig, pipeline: &Pipeline, token: Option<&str>) -> OpsServer {
     let (sagas, effects) = runner::cli::catalogs_for_mode(&rig.settings).unwrap();
     let state = OpsState {
         shared: pipeline.shared().clone(),
-        probe: NatsProbe::start(rig.connect()).unwrap(),
+        probe: NatsProbe::start(rig.connect(), runner::ops::consumers_of(&rig.settings)).unwrap(),
         info: runner::ops::info(&rig.settings, &sagas, &effects),
         admin_token: token.map(str::to_string),
     };
@@ -100,6 +100,28 @@ fn health_readiness_metrics_info_and_drain() {
     assert_eq!(
         metric(&after, "runner_relay_latency_seconds_count"),
         Some(1.0)
+    );
+    for stage in [
+        "runner_decode_batch_seconds_count",
+        "runner_execute_batch_seconds_count",
+        "runner_commit_group_seconds_count",
+    ] {
+        assert!(
+            metric(&after, stage).is_some_and(|n| n >= 1.0),
+            "{stage} did not move"
+        );
+    }
+    // Consumer lag is read by the probe every few seconds.
+    let aggregate = format!(
+        "runner_consumer_ack_pending{{consumer=\"{}-aggregate\"}}",
+        rig.settings.consumer.durable
+    );
+    assert!(
+        wait_until(WAIT, || metric(
+            &call("GET", &format!("{base}/metrics"), None).1,
+            &aggregate
+        ) == Some(0.0)),
+        "{aggregate} not reported"
     );
 
     // Admin: wrong and missing tokens are refused; the right one drains.

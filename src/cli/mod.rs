@@ -183,7 +183,7 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
         settings.ops.listen.clone(),
         Duration::from_millis(settings.ops.drain_deadline_ms),
     );
-    let probe = crate::ops::NatsProbe::start(nc.clone())
+    let probe = crate::ops::NatsProbe::start(nc.clone(), crate::ops::consumers_of(&settings))
         .map_err(|e| Error::Other(format!("cannot start the NATS probe: {e}")))?;
     let pipeline = Pipeline::start(settings, store, catalog, effects, nc)?;
     let _ops = if listen.is_empty() {

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::ConsumerLag;
 use crate::pipeline::{Histogram, Shared};
 
 /// `le` bounds of every histogram, in seconds.
@@ -12,7 +13,7 @@ const BOUNDS_MS: [u64; 14] = [
     1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 60_000,
 ];
 
-pub fn render(shared: &Shared, draining: bool) -> String {
+pub fn render(shared: &Shared, draining: bool, consumers: &[ConsumerLag]) -> String {
     let mut out = String::with_capacity(8 * 1024);
     for (name, doc, value) in shared.stats.snapshot().named() {
         let (metric, kind, help) = match doc.strip_prefix("Gauge: ") {
@@ -29,6 +30,29 @@ pub fn render(shared: &Shared, draining: bool) -> String {
     );
     let _ = writeln!(out, "# TYPE runner_draining gauge");
     let _ = writeln!(out, "runner_draining {}", u8::from(draining));
+    for (name, help, value) in [
+        (
+            "runner_consumer_pending",
+            "Messages in the stream not yet delivered to the consumer (its lag).",
+            (|c: &ConsumerLag| c.pending) as fn(&ConsumerLag) -> u64,
+        ),
+        (
+            "runner_consumer_ack_pending",
+            "Messages delivered to the consumer and not yet acked.",
+            |c| c.ack_pending,
+        ),
+        (
+            "runner_consumer_redelivered",
+            "Messages delivered more than once and not yet acked.",
+            |c| c.redelivered,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for c in consumers {
+            let _ = writeln!(out, "{name}{{consumer=\"{}\"}} {}", c.durable, value(c));
+        }
+    }
     for (name, help, h) in [
         (
             "runner_relay_latency_seconds",
@@ -44,6 +68,26 @@ pub fn render(shared: &Shared, draining: bool) -> String {
             "runner_timer_scan_seconds",
             "One scheduler scan for due timers.",
             &shared.timer_scan,
+        ),
+        (
+            "runner_decode_batch_seconds",
+            "Decoding and routing one fetched batch.",
+            &shared.stage_latency.decode,
+        ),
+        (
+            "runner_execute_batch_seconds",
+            "Executing one decoded batch: store reads and programs.",
+            &shared.stage_latency.execute,
+        ),
+        (
+            "runner_commit_group_seconds",
+            "One group commit of the saga side, acks included.",
+            &shared.stage_latency.commit,
+        ),
+        (
+            "runner_effect_seconds",
+            "One effect command, every attempt and backoff wait included.",
+            &shared.stage_latency.effect,
         ),
     ] {
         histogram(&mut out, name, help, h);
@@ -92,9 +136,17 @@ mod tests {
             "runner_relay_latency_seconds",
             "runner_timer_lag_seconds",
             "runner_timer_scan_seconds",
+            "runner_consumer_pending",
+            "runner_consumer_ack_pending",
+            "runner_consumer_redelivered",
+            "runner_decode_batch_seconds",
+            "runner_execute_batch_seconds",
+            "runner_commit_group_seconds",
+            "runner_effect_seconds",
         ] {
+            // Labelled metrics are listed with their labels: `name{label}`.
             assert!(
-                readme.contains(&format!("`{name}`")),
+                readme.contains(&format!("`{name}`")) || readme.contains(&format!("`{name}{{")),
                 "{name} is not in the README"
             );
         }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-pub use probe::NatsProbe;
+pub use probe::{ConsumerLag, NatsProbe};
 
 use crate::pipeline::Shared;
 
@@ -110,17 +110,10 @@ pub fn info(
     sagas: &crate::manifest::SagaCatalog,
     effects: &crate::effects::EffectCatalog,
 ) -> Value {
-    let mut consumers: Vec<String> = Vec::new();
-    if settings.mode.runs_sagas() {
-        consumers.extend(
-            crate::nats_io::saga_consumers(settings)
-                .into_iter()
-                .map(|c| c.durable),
-        );
-    }
-    if settings.mode.runs_effects() {
-        consumers.push(crate::nats_io::effect_consumer(settings).durable);
-    }
+    let consumers: Vec<String> = consumers_of(settings)
+        .into_iter()
+        .map(|c| c.durable)
+        .collect();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "git_sha": option_env!("RUNNER_GIT_SHA").unwrap_or("unknown"),
@@ -134,6 +127,18 @@ pub fn info(
         "sagas": sagas.sagas.iter().map(|s| json!({"name": s.name.as_str(), "version": s.version})).collect::<Vec<_>>(),
         "effects": effects.effects.values().map(|e| json!({"name": e.name.as_str(), "provider": e.provider_name})).collect::<Vec<_>>(),
     })
+}
+
+/// The consumers the mode reads from.
+pub fn consumers_of(settings: &crate::settings::Settings) -> Vec<crate::nats_io::ConsumerSpec> {
+    let mut consumers = Vec::new();
+    if settings.mode.runs_sagas() {
+        consumers.extend(crate::nats_io::saga_consumers(settings));
+    }
+    if settings.mode.runs_effects() {
+        consumers.push(crate::nats_io::effect_consumer(settings));
+    }
+    consumers
 }
 
 /// Reads the admin token: `None` when no file is configured.
@@ -189,7 +194,11 @@ fn respond(state: &OpsState, request: tiny_http::Request) {
             (tiny_http::Method::Get, "/metrics") => Reply {
                 status: 200,
                 content_type: "text/plain; version=0.0.4",
-                body: metrics::render(&state.shared, state.shared.intake.is_shutting_down()),
+                body: metrics::render(
+                    &state.shared,
+                    state.shared.intake.is_shutting_down(),
+                    &state.probe.consumers(),
+                ),
             },
             (tiny_http::Method::Get, "/info") => json_reply(200, state.info.clone()),
             _ => json_reply(404, json!({"error": format!("no {method} {path}")})),

@@ -85,6 +85,21 @@ pub struct Shared {
     pub timer_lag: Histogram,
     /// How long one scheduler scan for due timers takes.
     pub timer_scan: Histogram,
+    /// Time each stage spends on its unit of work.
+    pub stage_latency: StageLatency,
+}
+
+/// Processing time per stage, each on its own unit of work.
+#[derive(Debug, Default)]
+pub struct StageLatency {
+    /// Decoding and routing one fetched batch.
+    pub decode: Histogram,
+    /// Executing one decoded batch (store reads and programs).
+    pub execute: Histogram,
+    /// One group commit, acks included.
+    pub commit: Histogram,
+    /// One effect command, all attempts and backoff waits included.
+    pub effect: Histogram,
 }
 
 impl Shared {
@@ -146,6 +161,7 @@ impl Pipeline {
             relay_latency: Histogram::default(),
             timer_lag: Histogram::default(),
             timer_scan: Histogram::default(),
+            stage_latency: StageLatency::default(),
             decode: DecodeConfig::from_settings(&settings),
             intake: Intake::new(
                 ack_wait + std::time::Duration::from_millis(200),
