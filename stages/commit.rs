@@ -29,6 +29,7 @@ pub fn run(shared: &Shared, input: &Receiver<ExecutedBatch>) {
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        Stats::set(&shared.stats.queue_commit, input.len() as u64);
         let mut weight = weight_of(&first);
         let mut group = vec![first];
         while weight < max {

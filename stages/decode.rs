@@ -12,6 +12,8 @@ use crate::saga::{self, Decoded, MessageInfo};
 
 pub fn run(shared: &Shared, input: &Receiver<FetchedBatch>, out: &Sender<DecodedBatch>) {
     for batch in input {
+        // Occupancy of the channel in front of this stage: backpressure shows here.
+        Stats::set(&shared.stats.queue_decode, input.len() as u64);
         if batch.epoch != shared.intake.epoch() {
             batch.msgs.iter().for_each(|m| shared.drop_unacked_msg(m));
             continue;

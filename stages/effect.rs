@@ -76,6 +76,7 @@ pub fn work(
         jitter: Jitter::seeded(),
     };
     for msg in input {
+        Stats::set(&shared.stats.queue_effects, input.len() as u64);
         worker.handle(msg);
     }
 }

@@ -5,7 +5,7 @@
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::pipeline::{DecodedBatch, DecodedMsg, ExecutedBatch, ExecutedMsg, Shared};
+use crate::pipeline::{DecodedBatch, DecodedMsg, ExecutedBatch, ExecutedMsg, Shared, Stats};
 use crate::saga::{Decoded, Executor, Outcome};
 use crate::store::{Reader, StoreError};
 
@@ -13,6 +13,7 @@ pub fn run(shared: &Shared, input: &Receiver<DecodedBatch>, out: &Sender<Execute
     let mut executor = Executor::new(&shared.settings.streams.command_prefix);
     let mut batch_no = 0u64;
     for batch in input {
+        Stats::set(&shared.stats.queue_execute, input.len() as u64);
         let epoch = shared.intake.epoch();
         if batch.epoch != epoch {
             drop_batch(shared, &batch.items);

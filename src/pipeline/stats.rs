@@ -52,6 +52,10 @@ counters! {
     effect_commands_acked: "Effect commands acked (their result recorded and published).",
     timers_fired: "Timers whose reminder was published and acked, then deleted.",
     timers_due: "Gauge: timers found due by the scheduler's latest scan (at most scheduler.batch).",
+    queue_decode: "Gauge: batches waiting for the decode stage (fetch → decode channel), as decode last saw it.",
+    queue_execute: "Gauge: batches waiting for the execute stage, as it last saw them.",
+    queue_commit: "Gauge: batches waiting for the commit stage, as it last saw them.",
+    queue_effects: "Gauge: effect commands waiting for a worker, as the workers last saw them.",
     relay_held: "Gauge: outbox items the relay holds in memory (ready, in flight, waiting to retry, awaiting delete).",
     outbox_depth: "Gauge: outbox items in the store (counted at start-up, then kept by the commit stage and the relay).",
 }
