@@ -276,16 +276,11 @@ impl Worker<'_> {
         record: &EffectCompletion,
         cmd: &EffectCommand,
     ) -> Result<(), String> {
-        let mut headers = nats::header::HeaderMap::new();
-        headers.insert(header::TENANT, cmd.tenant_id.as_str());
-        for (key, name) in [
-            (meta::CORRELATION_ID, header::CORRELATION),
-            (meta::TRACEPARENT, header::TRACEPARENT),
-        ] {
-            if let Some(v) = cmd.meta(key) {
-                headers.insert(name, v);
-            }
-        }
+        let headers = nats_io::context_headers(
+            &cmd.tenant_id,
+            cmd.meta(meta::CORRELATION_ID),
+            cmd.meta(meta::TRACEPARENT),
+        );
         let body = record.result.as_bytes().to_vec();
         self.publisher
             .publish(0, subject, &record.event_id, headers, body);

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use nats::header::HeaderMap;
 
-use crate::envelope::header;
 use crate::keys::{self, OutboxKind};
 use crate::nats_io::{Completion, PublishError, Publisher};
 use crate::pipeline::{Shared, Stats};
@@ -522,11 +521,9 @@ impl Relay<'_> {
 
 /// The headers of CONTRACTS.md §1 (the caller adds `Nats-Msg-Id`).
 fn headers_of(item: &OutboxItem) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert(header::TENANT, item.tenant.as_str());
-    headers.insert(header::CORRELATION, item.correlation.as_str());
-    if let Some(tp) = item.traceparent.as_deref().filter(|t| !t.is_empty()) {
-        headers.insert(header::TRACEPARENT, tp);
-    }
-    headers
+    crate::nats_io::context_headers(
+        item.tenant.as_str(),
+        Some(item.correlation.as_str()),
+        item.traceparent.as_deref(),
+    )
 }

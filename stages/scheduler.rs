@@ -11,10 +11,8 @@
 
 use std::time::{Duration, Instant};
 
-use nats::header::HeaderMap;
-
-use crate::envelope::header;
-use crate::nats_io::Publisher;
+use crate::envelope::meta;
+use crate::nats_io::{context_headers, Publisher};
 use crate::pipeline::{Shared, Stats};
 use crate::timefmt::now_ms;
 use crate::timers::{reminder, reminder_subject};
@@ -60,12 +58,13 @@ pub fn run(shared: &Shared, nc: &nats::Connection) {
             let Ok(body) = serde_json::to_vec(&event) else {
                 continue;
             };
-            let mut headers = HeaderMap::new();
-            headers.insert(header::TENANT, item.tenant.as_str());
-            headers.insert(header::CORRELATION, item.correlation.as_str());
-            if let Some(tp) = item.metadata.get("traceparent").and_then(|v| v.as_str()) {
-                headers.insert(header::TRACEPARENT, tp);
-            }
+            let headers = context_headers(
+                item.tenant.as_str(),
+                Some(item.correlation.as_str()),
+                item.metadata
+                    .get(meta::TRACEPARENT)
+                    .and_then(|v| v.as_str()),
+            );
             let subject = reminder_subject(&prefix, item);
             publisher.publish(tag as u64, &subject, &event.event_id, headers, body);
         }

@@ -83,6 +83,27 @@ pub fn is_status(msg: &nats::Message) -> bool {
 
 /// One header value of a message. Header names are case-insensitive (as in HTTP), but
 /// the client's map is not, so an exact match is tried first and then any spelling.
+/// The context headers of CONTRACTS.md §1 every publish carries: `x-tenant-id`, and
+/// `x-correlation-id` and `traceparent` when known (empty counts as unknown). The
+/// publisher adds `Nats-Msg-Id`.
+pub fn context_headers(
+    tenant: &str,
+    correlation: Option<&str>,
+    traceparent: Option<&str>,
+) -> nats::header::HeaderMap {
+    let mut headers = nats::header::HeaderMap::new();
+    headers.insert(crate::envelope::header::TENANT, tenant);
+    for (name, value) in [
+        (crate::envelope::header::CORRELATION, correlation),
+        (crate::envelope::header::TRACEPARENT, traceparent),
+    ] {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            headers.insert(name, v);
+        }
+    }
+    headers
+}
+
 pub fn header<'m>(msg: &'m nats::Message, name: &str) -> Option<&'m str> {
     let headers = msg.headers.as_ref()?;
     let values = match headers.get(name) {

@@ -120,7 +120,7 @@ impl Tracker {
             return Admit::Full;
         }
         *self.held.entry(item.tenant.clone()).or_default() += 1;
-        self.push_ready(&key, &item);
+        self.push_ready(&key, (item.tenant.clone(), item.kind));
         self.entries.insert(
             key,
             Entry {
@@ -133,8 +133,7 @@ impl Tracker {
         Admit::Added
     }
 
-    fn push_ready(&mut self, key: &str, item: &OutboxItem) {
-        let lane = (item.tenant.clone(), item.kind);
+    fn push_ready(&mut self, key: &str, lane: Lane) {
         let queue = self.ready.entry(lane.clone()).or_default();
         if queue.is_empty() {
             self.rotation.push_back(lane);
@@ -262,8 +261,8 @@ impl Tracker {
                 continue;
             };
             entry.state = State::Ready;
-            let item = entry.item.clone();
-            self.push_ready(&key, &item);
+            let lane = (entry.item.tenant.clone(), entry.item.kind);
+            self.push_ready(&key, lane);
         }
     }
 
