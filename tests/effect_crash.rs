@@ -38,14 +38,7 @@ fn crash_and_recover(point: &str, after: u32) -> (usize, usize) {
         rig.publish(&nc, &subject, &cmd);
     }
 
-    let mut crashing = RunnerProcess::start(&config, Some((point, after)));
-    let status = crashing
-        .wait_exit(Duration::from_secs(30))
-        .expect("the runner reaches the crash point");
-    assert!(!status.success(), "it crashed: {status:?}");
-    drop(crashing);
-
-    let _recovered = RunnerProcess::start(&config, None);
+    let _recovered = RunnerProcess::crash_then_restart(&config, point, after);
     let results_filter = format!("{}.>", rig.settings.streams.result_prefix);
     let events = &rig.settings.streams.workflow_events;
     assert!(

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{await_stats, recorder_saga, Rig};
-use runner::dev::{read_stream, FakeGateway, Reply};
+use runner::dev::{FakeGateway, Reply};
 use runner::settings::Mode;
 use runner::types::{TenantId, WorkId};
 use serde_json::{json, Value};
@@ -40,20 +40,13 @@ fn command(rig: &Rig, id: &str) -> (String, Value) {
 }
 
 fn results(rig: &Rig, nc: &nats::Connection) -> Vec<(nats::Message, Value)> {
-    read_stream(
-        nc,
-        &rig.settings.streams.workflow_events,
-        &format!("{}.>", rig.settings.streams.result_prefix),
-        10,
-        Duration::from_secs(1),
-    )
-    .unwrap()
-    .into_iter()
-    .map(|m| {
-        let body = serde_json::from_slice(&m.data).unwrap();
-        (m, body)
-    })
-    .collect()
+    rig.result_messages(nc, 10)
+        .into_iter()
+        .map(|m| {
+            let body = serde_json::from_slice(&m.data).unwrap();
+            (m, body)
+        })
+        .collect()
 }
 
 fn completion(rig: &Rig, id: &str) -> Option<runner::store::EffectCompletion> {

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{await_stats, event, recorder_saga, wait_until, Rig, WAIT};
-use runner::dev::{read_stream, FakeGateway, Reply};
+use runner::dev::{FakeGateway, Reply};
 use runner::keys::OutboxKind;
 use runner::pipeline::Pipeline;
 use runner::types::TenantId;
@@ -59,17 +59,10 @@ fn header<'a>(msg: &'a nats::Message, name: &str) -> Option<&'a str> {
 }
 
 fn result_events(rig: &Rig, nc: &nats::Connection, max: usize) -> Vec<Value> {
-    read_stream(
-        nc,
-        &rig.settings.streams.workflow_events,
-        &format!("{}.>", rig.settings.streams.result_prefix),
-        max,
-        Duration::from_secs(1),
-    )
-    .unwrap()
-    .iter()
-    .map(|m| serde_json::from_slice(&m.data).unwrap())
-    .collect()
+    rig.result_messages(nc, max)
+        .iter()
+        .map(|m| serde_json::from_slice(&m.data).unwrap())
+        .collect()
 }
 
 #[test]

@@ -50,14 +50,7 @@ fn crash_and_recover(point: &str, after: u32) {
         );
     }
 
-    let mut crashing = RunnerProcess::start(&config, Some((point, after)));
-    let status = crashing
-        .wait_exit(Duration::from_secs(30))
-        .expect("the runner reaches the crash point");
-    assert!(!status.success(), "it crashed: {status:?}");
-    drop(crashing);
-
-    let _recovered = RunnerProcess::start(&config, None);
+    let _recovered = RunnerProcess::crash_then_restart(&config, point, after);
     let commands_stream = &rig.settings.streams.workflow_commands;
     let filter = format!("{}.>", rig.settings.streams.command_prefix);
     let distinct_posts = || {

@@ -6,7 +6,6 @@ mod common;
 use std::time::Duration;
 
 use common::{await_stats, config_file, event, wait_until, Rig, RunnerProcess};
-use runner::dev::read_stream;
 use runner::types::{CorrelationId, SagaName, TenantId};
 use serde_json::{json, Value};
 
@@ -74,14 +73,7 @@ fn pending(rig: &Rig, tenant: &str, order: &str) -> Vec<String> {
 }
 
 fn reminders(rig: &Rig, nc: &nats::Connection, max: usize) -> Vec<nats::Message> {
-    read_stream(
-        nc,
-        &rig.settings.streams.workflow_events,
-        &format!("{}.>", rig.settings.streams.timer_prefix),
-        max,
-        Duration::from_secs(1),
-    )
-    .unwrap()
+    rig.reminder_messages(nc, max)
 }
 
 #[test]
@@ -140,13 +132,7 @@ fn a_crash_between_publish_and_delete_still_applies_each_reminder_once() {
     for order in &orders {
         place(&rig, &nc, "acme", order);
     }
-    let mut crashing = RunnerProcess::start(&config, Some((runner::crash::AFTER_REMINDER, 1)));
-    let status = crashing
-        .wait_exit(Duration::from_secs(30))
-        .expect("the runner reaches the crash point");
-    assert!(!status.success());
-    drop(crashing);
-    let _recovered = RunnerProcess::start(&config, None);
+    let _recovered = RunnerProcess::crash_then_restart(&config, runner::crash::AFTER_REMINDER, 1);
     assert!(
         wait_until(Duration::from_secs(30), || orders.iter().all(|o| fired(
             &rig, "acme", o

@@ -140,17 +140,40 @@ impl Rig {
         .unwrap()
     }
 
-    /// The effect commands on this rig's command stream (at most `max`; waits up to a
-    /// second for them).
-    pub fn published_commands(&self, nc: &nats::Connection, max: usize) -> Vec<nats::Message> {
+    /// Messages of `stream` under `prefix.>` (at most `max`; waits up to a second).
+    pub fn stream_messages(
+        &self,
+        nc: &nats::Connection,
+        stream: &str,
+        prefix: &str,
+        max: usize,
+    ) -> Vec<nats::Message> {
         runner::dev::read_stream(
             nc,
-            &self.settings.streams.workflow_commands,
-            &format!("{}.>", self.settings.streams.command_prefix),
+            stream,
+            &format!("{prefix}.>"),
             max,
             Duration::from_secs(1),
         )
         .unwrap()
+    }
+
+    /// The effect commands on this rig's command stream.
+    pub fn published_commands(&self, nc: &nats::Connection, max: usize) -> Vec<nats::Message> {
+        let s = &self.settings.streams;
+        self.stream_messages(nc, &s.workflow_commands, &s.command_prefix, max)
+    }
+
+    /// The result events on this rig's workflow events stream.
+    pub fn result_messages(&self, nc: &nats::Connection, max: usize) -> Vec<nats::Message> {
+        let s = &self.settings.streams;
+        self.stream_messages(nc, &s.workflow_events, &s.result_prefix, max)
+    }
+
+    /// The reminder events on this rig's workflow events stream.
+    pub fn reminder_messages(&self, nc: &nats::Connection, max: usize) -> Vec<nats::Message> {
+        let s = &self.settings.streams;
+        self.stream_messages(nc, &s.workflow_events, &s.timer_prefix, max)
     }
 
     pub fn manifest_path(&self) -> PathBuf {
@@ -211,6 +234,18 @@ impl RunnerProcess {
                 .env("RUNNER_CRASH_AFTER", after.to_string());
         }
         RunnerProcess(cmd.spawn().expect("start runner"))
+    }
+
+    /// Runs `runner run` until it aborts at crash point `point` (its `after`-th hit),
+    /// then starts it again without one and returns the new process.
+    pub fn crash_then_restart(config: &std::path::Path, point: &str, after: u32) -> RunnerProcess {
+        let mut crashing = RunnerProcess::start(config, Some((point, after)));
+        let status = crashing
+            .wait_exit(Duration::from_secs(30))
+            .expect("the runner reaches the crash point");
+        assert!(!status.success(), "it crashed: {status:?}");
+        drop(crashing);
+        RunnerProcess::start(config, None)
     }
 
     pub fn pid(&self) -> u32 {
