@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use nats::jetstream::AckKind;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::effects::attempts::{self, Final};
@@ -126,8 +127,16 @@ impl Worker<'_> {
                 let end = self.call(&msg, &cmd, &json);
                 crate::crash::point(crate::crash::AFTER_CALL);
                 let event = result_event(&cmd, &end, &now_rfc3339());
-                let Ok(result) = RawJson::of(&event) else {
-                    return;
+                let result = match RawJson::of(&event) {
+                    Ok(result) => result,
+                    // A result is ids, text and JSON values: writing it cannot fail.
+                    Err(e) => {
+                        log::error!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
+                            trace_id = log_ctx.trace.as_str(), error = e.to_string(); "cannot serialise an effect result");
+                        return self
+                            .shared
+                            .drop_unacked(&delivery.stream, delivery.stream_seq);
+                    }
                 };
                 let record = EffectCompletion {
                     event_id: event.event_id.clone(),
@@ -199,7 +208,7 @@ impl Worker<'_> {
                 format!("body is not valid JSON: {e}"),
             )
         })?;
-        let cmd: EffectCommand = serde_json::from_value(json.clone()).map_err(|e| {
+        let cmd = EffectCommand::deserialize(&json).map_err(|e| {
             poison(
                 QuarantineKind::Decode,
                 format!("not a valid effect command: {e}"),
