@@ -27,6 +27,9 @@ COMMANDS:
     bench   Measure end-to-end saga throughput next to raw JetStream pull+ack
               --events N      events to push through (default 20000)
               --nats-url URL  use this server instead of starting one
+    healthcheck  Ask the ops port's GET /health; exit 0 on 200, 1 otherwise (the image's HEALTHCHECK)
+              --url URL       ask this URL instead (default: from ops.listen in the settings)
+              --config FILE   settings file; also $RUNNER_CONFIG
     help    Print this text
 
 Settings come from the file, then RUNNER_* environment variables (see README.md).
@@ -56,6 +59,10 @@ pub enum Command {
         events: u64,
         nats_url: Option<String>,
     },
+    Healthcheck {
+        url: Option<String>,
+        config: Option<PathBuf>,
+    },
     Help,
 }
 
@@ -70,6 +77,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         "eval" => &["program", "event", "state", "ctx", "gas"],
         "demo" => &["nats-url"],
         "bench" => &["events", "nats-url"],
+        "healthcheck" => &["url", "config"],
         "help" | "--help" | "-h" => return Ok(Command::Help),
         other => return Err(format!("unknown command {other:?}")),
     };
@@ -96,6 +104,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         },
         "demo" => Command::Demo {
             nats_url: take("nats-url"),
+        },
+        "healthcheck" => Command::Healthcheck {
+            url: take("url"),
+            config: take("config").map(PathBuf::from),
         },
         _ => Command::Bench {
             events: number(take("events"), "events", 20_000)?,
@@ -175,6 +187,23 @@ mod tests {
                 nats_url: None
             }
         );
+        assert_eq!(
+            parse(&args("healthcheck")).unwrap(),
+            Command::Healthcheck {
+                url: None,
+                config: None
+            }
+        );
+        assert_eq!(
+            parse(&args(
+                "healthcheck --url http://127.0.0.1:9090/health --config r.toml"
+            ))
+            .unwrap(),
+            Command::Healthcheck {
+                url: Some("http://127.0.0.1:9090/health".into()),
+                config: Some("r.toml".into())
+            }
+        );
     }
 
     #[test]
@@ -192,6 +221,12 @@ mod tests {
             .unwrap_err()
             .contains("positive integer"));
         assert!(parse(&args("run --config"))
+            .unwrap_err()
+            .contains("needs a value"));
+        assert!(parse(&args("healthcheck --mode saga"))
+            .unwrap_err()
+            .contains("--mode"));
+        assert!(parse(&args("healthcheck --url"))
             .unwrap_err()
             .contains("needs a value"));
         assert!(parse(&args("check --config a --config b"))

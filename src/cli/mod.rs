@@ -2,6 +2,7 @@
 
 mod args;
 mod eval;
+mod healthcheck;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -42,6 +43,9 @@ pub fn main_with(args: &[String]) -> i32 {
         } => eval::eval(&program, &event, state.as_deref(), ctx.as_deref(), gas)
             .map_err(Error::Other),
         Command::Demo { nats_url } => crate::demo::run(nats_url.as_deref()).map_err(Error::Other),
+        Command::Healthcheck { url, config } => {
+            healthcheck::healthcheck(url.as_deref(), config.as_deref())
+        }
         Command::Bench { events, nats_url } => {
             crate::bench::run(events, nats_url.as_deref()).map_err(Error::Other)
         }
