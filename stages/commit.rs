@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::pipeline::{ExecutedBatch, ExecutedMsg, Shared, Stats};
+use crate::pipeline::{ExecutedBatch, ExecutedMsg, RetryOutcome, RetryTicket, Shared, Stats};
 use crate::saga::Disposition;
 use crate::store::{
     excerpt, CommitBatch, CommitOutcome, QuarantineKind, QuarantineRecord, StoreError,
@@ -77,7 +77,12 @@ fn commit_group(shared: &Shared, mut items: Vec<ExecutedMsg>) -> bool {
             crate::crash::point(crate::crash::AFTER_COMMIT);
             count_outcomes(shared, &outcomes);
             announce(shared, batch, &outcomes);
-            items.into_iter().for_each(|item| finish(shared, item));
+            let mut rest = outcomes.as_slice();
+            for (item, n) in items.into_iter().zip(&counts) {
+                let (mine, others) = rest.split_at(*n);
+                rest = others;
+                finish(shared, item, mine);
+            }
             true
         }
         Err(e) if e.is_deterministic() => {
@@ -110,7 +115,7 @@ fn commit_one_by_one(shared: &Shared, items: Vec<ExecutedMsg>) -> bool {
                 crate::crash::point(crate::crash::AFTER_COMMIT);
                 count_outcomes(shared, &outcomes);
                 announce(shared, batch, &outcomes);
-                finish(shared, item);
+                finish(shared, item, &outcomes);
             }
             Err(e) => {
                 let rest: Vec<ExecutedMsg> = std::iter::once(item).chain(items).collect();
@@ -155,7 +160,16 @@ fn take_batch(items: &mut [ExecutedMsg]) -> (CommitBatch, Vec<usize>) {
     let mut batch = CommitBatch::default();
     let mut counts = Vec::with_capacity(items.len());
     for item in items.iter_mut() {
+        if let Some(ticket) = &item.retry {
+            // A retried message settles its quarantine record unless it changed
+            // nothing at all (the operator then decides what to do with it).
+            let o = &item.outcome;
+            if !o.transitions.is_empty() || o.quarantine.is_some() || o.duplicates > 0 {
+                batch.released.push(ticket.key.clone());
+            }
+        }
         counts.push(item.outcome.transitions.len());
+        batch.seen.extend(item.outcome.seen.iter().cloned());
         batch.transitions.append(&mut item.outcome.transitions);
         batch
             .quarantine
@@ -196,16 +210,18 @@ fn announce(shared: &Shared, batch: CommitBatch, outcomes: &[CommitOutcome]) {
     shared.notices.offer(items);
 }
 
-/// The commit holding this message's outcome is durable: end its delivery.
-fn finish(shared: &Shared, item: ExecutedMsg) {
+/// The commit holding this message's outcome is durable: end its delivery (or, for a
+/// retried message, answer the operator). `committed`: what became of its transitions.
+fn finish(shared: &Shared, mut item: ExecutedMsg, committed: &[CommitOutcome]) {
+    if let Some(ticket) = item.retry.take() {
+        return answer_retry(shared, item, ticket, committed);
+    }
     let o = &item.outcome;
     shared
         .intake
         .drops()
         .settle(&item.info.stream, item.info.seq);
-    Stats::add(&shared.stats.ignored, o.ignored.into());
-    Stats::add(&shared.stats.duplicates, o.duplicates.into());
-    Stats::add(&shared.stats.faults, o.faults.into());
+    count_message(shared, o);
     let log = &item.log;
     let sent = match o.disposition {
         Disposition::Ack => {
@@ -230,6 +246,45 @@ fn finish(shared: &Shared, item: ExecutedMsg) {
     }
 }
 
+fn count_message(shared: &Shared, o: &crate::saga::Outcome) {
+    Stats::add(&shared.stats.ignored, o.ignored.into());
+    Stats::add(&shared.stats.duplicates, o.duplicates.into());
+    Stats::add(&shared.stats.faults, o.faults.into());
+    Stats::add(&shared.stats.program_gas, o.gas);
+}
+
+fn answer_retry(
+    shared: &Shared,
+    item: ExecutedMsg,
+    ticket: RetryTicket,
+    committed: &[CommitOutcome],
+) {
+    let o = &item.outcome;
+    let applied = committed
+        .iter()
+        .filter(|c| **c == CommitOutcome::Applied)
+        .count();
+    count_message(shared, o);
+    let outcome = if let Some(q) = &o.quarantine {
+        RetryOutcome::Quarantined {
+            reason: q.reason.clone(),
+        }
+    } else if applied > 0 {
+        RetryOutcome::Applied {
+            transitions: applied,
+        }
+    } else if o.duplicates > 0 || !committed.is_empty() {
+        RetryOutcome::Duplicate
+    } else {
+        RetryOutcome::Ignored
+    };
+    let log = &item.log;
+    log::info!(tenant_id = log.tenant_id.as_str(), correlation_id = log.correlation_id.as_str(),
+        trace_id = log.trace_id.as_str(), stream = item.info.stream.as_str(), seq = item.info.seq,
+        outcome = format!("{outcome:?}"); "quarantined message retried");
+    ticket.answer(outcome);
+}
+
 /// The store failed: nothing of these is acked, and intake stops.
 fn fail(shared: &Shared, items: &[ExecutedMsg], e: &StoreError) {
     Stats::add(&shared.stats.commit_failures, 1);
@@ -238,9 +293,10 @@ fn fail(shared: &Shared, items: &[ExecutedMsg], e: &StoreError) {
     drop_unacked(shared, items.iter());
 }
 
-/// These messages stay unacked and will be redelivered.
+/// These messages stay unacked and will be redelivered (a retried message's ticket is
+/// dropped with it, which tells the operator).
 fn drop_unacked<'a>(shared: &Shared, items: impl Iterator<Item = &'a ExecutedMsg>) {
-    for item in items {
+    for item in items.filter(|i| i.retry.is_none()) {
         shared.drop_unacked(&item.info.stream, item.info.seq);
     }
 }

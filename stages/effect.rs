@@ -27,7 +27,6 @@ use serde_json::Value;
 use crate::effects::attempts::{self, Final};
 use crate::effects::recorder::Recorder;
 use crate::effects::result::{result_event, result_subject};
-use crate::effects::EffectCatalog;
 use crate::envelope::{header, meta, EffectCommand, ResultError, ResultType};
 use crate::nats_io::{self, Delivery, Publisher};
 use crate::pipeline::{FetchedBatch, Shared, Stats};
@@ -56,7 +55,6 @@ pub fn split(shared: &Shared, input: &Receiver<FetchedBatch>, out: &Sender<nats:
 /// One worker thread: commands in, results out.
 pub fn work(
     shared: &Shared,
-    effects: &EffectCatalog,
     recorder: Recorder,
     nc: &nats::Connection,
     input: &Receiver<nats::Message>,
@@ -71,7 +69,6 @@ pub fn work(
     };
     let mut worker = Worker {
         shared,
-        effects,
         recorder,
         publisher,
         jitter: Jitter::seeded(),
@@ -84,7 +81,6 @@ pub fn work(
 
 struct Worker<'a> {
     shared: &'a Shared,
-    effects: &'a EffectCatalog,
     /// Completion records go through the group-committing thread.
     recorder: Recorder,
     publisher: Publisher,
@@ -236,7 +232,9 @@ impl Worker<'_> {
     /// Runs the command's effect to its end. An effect this process does not define ends
     /// failed at once, so the saga can react instead of waiting.
     fn call(&mut self, msg: &nats::Message, cmd: &EffectCommand, json: &Value) -> Final {
-        let Some(def) = self.effects.get(&cmd.effect_name) else {
+        // The catalog in force when the call starts; a reload does not touch this call.
+        let catalog = self.shared.catalogs.effects();
+        let Some(def) = catalog.get(&cmd.effect_name) else {
             Stats::add(&self.shared.stats.effects_failed, 1);
             return Final {
                 result_type: ResultType::Failed,
@@ -316,6 +314,7 @@ impl Worker<'_> {
         let batch = CommitBatch {
             transitions: Vec::new(),
             quarantine: vec![record.clone()],
+            ..Default::default()
         };
         match self.shared.store.commit(&batch) {
             Ok(_) => {

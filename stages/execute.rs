@@ -45,6 +45,7 @@ pub fn run(shared: &Shared, input: &Receiver<DecodedBatch>, out: &Sender<Execute
                 info: item.info,
                 log,
                 outcome,
+                retry: item.retry,
             })
             .collect();
         if out
@@ -82,8 +83,10 @@ fn execute_batch(
         .collect()
 }
 
+/// Leaves the batch's deliveries unacked. A retried message has no delivery: dropping
+/// its ticket tells the operator it was not finished.
 fn drop_batch(shared: &Shared, items: &[DecodedMsg]) {
-    for item in items {
+    for item in items.iter().filter(|i| i.retry.is_none()) {
         shared.drop_unacked(&item.info.stream, item.info.seq);
     }
 }

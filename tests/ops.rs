@@ -5,43 +5,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::ops::{call, metric, ops_for, TOKEN};
 use common::{await_stats, config_file, recorder_saga, wait_until, Rig, RunnerProcess, WAIT};
-use runner::ops::{NatsProbe, OpsServer, OpsState};
-use runner::pipeline::Pipeline;
 use serde_json::Value;
-
-const TOKEN: &str = "t0ken-for-tests";
-
-fn ops_for(rig: &Rig, pipeline: &Pipeline, token: Option<&str>) -> OpsServer {
-    let (sagas, effects) = runner::cli::catalogs_for_mode(&rig.settings).unwrap();
-    let state = OpsState {
-        shared: pipeline.shared().clone(),
-        probe: NatsProbe::start(rig.connect(), runner::ops::consumers_of(&rig.settings)).unwrap(),
-        info: runner::ops::info(&rig.settings, &sagas, &effects),
-        admin_token: token.map(str::to_string),
-    };
-    OpsServer::start("127.0.0.1:0", state).unwrap()
-}
-
-/// (status, body) of a request; any status is an answer here.
-fn call(method: &str, url: &str, token: Option<&str>) -> (u16, String) {
-    let mut req = ureq::request(method, url).timeout(Duration::from_secs(5));
-    if let Some(t) = token {
-        req = req.set("Authorization", &format!("Bearer {t}"));
-    }
-    match req.call() {
-        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
-        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
-        Err(e) => panic!("{method} {url}: {e}"),
-    }
-}
-
-fn metric(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find(|l| l.split(' ').next() == Some(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
 
 #[test]
 fn health_readiness_metrics_info_and_drain() {
@@ -247,7 +213,7 @@ fn admin_views_show_quarantine_and_an_instance() {
     assert_eq!(status, 200, "{body}");
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["records"].as_array().map(Vec::len), Some(1));
-    assert_eq!(body["records"][0]["kind"], "decode");
+    assert_eq!(body["records"][0]["record"]["kind"], "decode");
     assert_eq!(
         call("GET", &format!("{base}/admin/quarantine"), Some(TOKEN)).0,
         400,

@@ -3,6 +3,7 @@
 mod args;
 mod eval;
 mod healthcheck;
+mod supervise;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -181,22 +182,28 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
     let map_size = (settings.storage.map_size_mib as usize).saturating_mul(1024 * 1024);
     let store = Arc::new(Store::open(&settings.storage.path, map_size)?);
     let nc = nats_io::connect(&settings.nats.url, "runner")?;
-    let info = crate::ops::info(&settings, &catalog, &effects);
     let (mode, listen, deadline) = (
         settings.mode,
         settings.ops.listen.clone(),
         Duration::from_millis(settings.ops.drain_deadline_ms),
     );
+    let catalogs = crate::pipeline::Catalogs::new(catalog, effects);
+    let pipeline = Pipeline::start_with(
+        settings.clone(),
+        store.clone(),
+        catalogs.clone(),
+        nc.clone(),
+    )?;
+    // After the pipeline made sure the consumers exist, so its first look finds them.
     let probe = crate::ops::NatsProbe::start(nc.clone(), crate::ops::consumers_of(&settings))
         .map_err(|e| Error::Other(format!("cannot start the NATS probe: {e}")))?;
-    let pipeline = Pipeline::start(settings, store, catalog, effects, nc)?;
+    let control = crate::ops::Control::new(pipeline.shared().clone(), nc.clone());
     let _ops = if listen.is_empty() {
         None
     } else {
         let state = crate::ops::OpsState {
-            shared: pipeline.shared().clone(),
+            control: control.clone(),
             probe,
-            info,
             admin_token,
         };
         Some(
@@ -205,46 +212,14 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
         )
     };
     log::info!(mode = format!("{mode:?}"); "runner started");
-    let mut last_progress = std::time::Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(200));
-        if signalled.load(std::sync::atomic::Ordering::Relaxed) && !pipeline.is_draining() {
-            log::warn!("signal received: draining");
-            pipeline.begin_drain();
-        }
-        if pipeline.is_draining() {
-            return drain(pipeline, deadline);
-        }
-        if !pipeline.all_running() {
-            return Err(Error::Other(
-                "a pipeline stage stopped unexpectedly; exiting so that the process is restarted (unacked work is redelivered)".into(),
-            ));
-        }
-        if last_progress.elapsed() < Duration::from_secs(10) {
-            continue;
-        }
-        last_progress = std::time::Instant::now();
-        let s = pipeline.stats();
-        log::info!(fetched = s.fetched, transitions = s.transitions, acked = s.acked, quarantined = s.quarantined,
-            ignored = s.ignored, duplicates = s.duplicates, commit_failures = s.commit_failures,
-            intake_stopped = pipeline.intake().is_stopped(); "progress");
+    supervise::Supervisor {
+        settings,
+        store,
+        catalogs,
+        nc,
+        control,
+        signalled,
+        drain_deadline: deadline,
     }
-}
-
-/// Waits for the stages to finish what they hold, up to `deadline`; then exits. Work
-/// still unfinished at the deadline stays unacked and is redelivered, never lost.
-fn drain(pipeline: Pipeline, deadline: Duration) -> Result<(), Error> {
-    let started = std::time::Instant::now();
-    while !pipeline.all_stopped() && started.elapsed() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if pipeline.all_stopped() {
-        log::info!(took_ms = started.elapsed().as_millis() as u64; "drained: every stage finished its work");
-        pipeline.shutdown();
-        Ok(())
-    } else {
-        log::warn!(deadline_ms = deadline.as_millis() as u64; "drain deadline passed; exiting with work unacked (it is redelivered)");
-        // Not joining the stages: they may be blocked on what made the drain slow.
-        std::process::exit(0);
-    }
+    .run(pipeline)
 }

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 pub use flusher::Flusher;
 pub use publisher::{Completion, PublishError, Publisher};
-pub use setup::{effect_consumer, ensure_consumer, ensure_streams, saga_consumers, ConsumerSpec};
+pub use setup::{
+    effect_consumer, ensure_consumer, ensure_streams, reposition_consumer, saga_consumers,
+    ConsumerSpec,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {

@@ -237,3 +237,30 @@ pub fn ensure_consumer(
         Err(e) => Err(js_err(format!("create {what}"))(e)),
     }
 }
+
+/// Moves a durable consumer back (or forward) so that its next delivery is stream
+/// sequence `from_seq`: JetStream cannot move an existing consumer, so it is deleted and
+/// created again with the same name and settings. Only while nothing fetches from it
+/// (the admin API checks that the pipeline is drained).
+pub fn reposition_consumer(
+    js: &JetStream,
+    spec: &ConsumerSpec,
+    settings: &Settings,
+    from_seq: u64,
+) -> Result<ConsumerInfo, StreamError> {
+    let what = format!("consumer {} on {}", spec.durable, spec.stream);
+    if consumer_exists(js, &spec.stream, &spec.durable)? {
+        js.delete_consumer(&spec.stream, &spec.durable)
+            .map_err(js_err(format!("delete {what}")))?;
+    }
+    let config = ConsumerConfig {
+        deliver_policy: DeliverPolicy::ByStartSeq,
+        opt_start_seq: Some(from_seq.max(1)),
+        ..desired_config(spec, settings)
+    };
+    let info = js
+        .add_consumer(&spec.stream, config)
+        .map_err(js_err(format!("create {what} from sequence {from_seq}")))?;
+    log::warn!(stream = spec.stream.as_str(), consumer = spec.durable.as_str(), from_seq = from_seq; "durable consumer repositioned for a replay");
+    Ok(info)
+}

@@ -1,18 +1,15 @@
-//! Read-only admin views for operators: what was quarantined or dead-lettered for a
-//! tenant, and what one saga instance looks like (state, status, pending timers and
-//! outbox items).
+//! Read-only admin view of one saga instance (state, status, pending timers and outbox
+//! items), and the query-string parsing the admin API shares.
 
 use serde_json::{json, Value};
 
 use crate::store::Store;
 use crate::types::{CorrelationId, SagaName, TenantId};
 
-/// Records per answer unless `limit` says fewer; never more than [`MAX_LIMIT`].
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1_000;
-
 pub enum Refusal {
     BadRequest(String),
+    /// The process is not in a state that allows it (not drained, say).
+    Conflict(String),
     NotFound(String),
     Store(String),
 }
@@ -34,69 +31,16 @@ impl Params {
         )
     }
 
-    fn get(&self, key: &str) -> Option<&str> {
+    pub fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
-
-    fn limit(&self) -> Result<usize, Refusal> {
-        match self.get("limit") {
-            None => Ok(DEFAULT_LIMIT),
-            Some(raw) => raw
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=MAX_LIMIT).contains(n))
-                .ok_or_else(|| {
-                    Refusal::BadRequest(format!("limit must be 1-{MAX_LIMIT} (got {raw:?})"))
-                }),
-        }
-    }
-
-    /// `tenant` is required (an empty value is the single tenant).
-    fn tenant(&self) -> Result<TenantId, Refusal> {
-        let raw = self.get("tenant").ok_or_else(|| {
-            Refusal::BadRequest(
-                "the tenant parameter is required (tenant= for the single tenant)".into(),
-            )
-        })?;
-        TenantId::new(raw).map_err(|e| Refusal::BadRequest(e.to_string()))
-    }
 }
 
 fn store_err(e: crate::store::StoreError) -> Refusal {
     Refusal::Store(e.to_string())
-}
-
-/// `?tenant=T[&unattributed=true]&limit=N`: quarantine records of a tenant, or those
-/// whose tenant was in doubt.
-pub fn quarantine(store: &Store, params: &Params) -> Result<Value, Refusal> {
-    let limit = params.limit()?;
-    let records = if params.get("unattributed") == Some("true") {
-        store.quarantined(None, limit)
-    } else {
-        store.quarantined(Some(&params.tenant()?), limit)
-    }
-    .map_err(store_err)?;
-    Ok(json!({ "records": records }))
-}
-
-/// `?tenant=T&limit=N`: dead letters of a tenant, each with its whole outbox item.
-pub fn dead_letters(store: &Store, params: &Params) -> Result<Value, Refusal> {
-    let records = store
-        .dead_letters(&params.tenant()?, params.limit()?)
-        .map_err(store_err)?;
-    let records: Vec<Value> = records
-        .into_iter()
-        .map(|r| {
-            json!({"reason": r.reason, "status": r.status, "attempts": r.attempts, "dead_at": r.dead_at,
-                   "kind": r.item.kind, "command_id": r.item.work_id.as_str(), "saga": r.item.saga.as_str(),
-                   "correlation": r.item.correlation.as_str(), "destination": r.item.destination,
-                   "envelope": r.item.envelope.to_value()})
-        })
-        .collect();
-    Ok(json!({ "records": records }))
 }
 
 /// `{tenant}/{saga}/{correlation}` (percent-encoded; `_` is the single tenant).
@@ -179,16 +123,8 @@ mod tests {
         assert_eq!(p.get("tenant"), Some("ac:me"));
         assert_eq!(p.get("x"), Some("a b"));
         assert_eq!(p.get("flag"), Some(""));
-        assert!(matches!(p.limit(), Ok(5)));
-        assert!(matches!(
-            Params::parse("limit=0").limit(),
-            Err(Refusal::BadRequest(_))
-        ));
-        assert!(matches!(Params::parse("").limit(), Ok(DEFAULT_LIMIT)));
-        assert!(matches!(
-            Params::parse("").tenant(),
-            Err(Refusal::BadRequest(_))
-        ));
+        assert_eq!(p.get("limit"), Some("5"));
+        assert_eq!(p.get("missing"), None);
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
     }

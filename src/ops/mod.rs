@@ -1,10 +1,14 @@
-//! The ops port (CONTRACTS.md §6): `/health`, `/ready`, `/metrics`, `/info` and
-//! `POST /admin/drain`, served by a couple of threads of their own (tiny_http), so a
-//! slow scraper never touches the pipeline.
+//! The ops port (CONTRACTS.md §6): `/health`, `/ready`, `/metrics`, `/info` and the
+//! admin API (drain, resume, reload, replay, quarantine and dead letters), served by a
+//! couple of threads of their own (tiny_http), so a slow scraper never touches the
+//! pipeline.
 
+mod admin;
+mod control;
 mod inspect;
 mod metrics;
 mod probe;
+mod records;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,9 +18,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-pub use probe::{ConsumerLag, NatsProbe};
-
 use crate::pipeline::Shared;
+
+pub use control::Control;
+pub use probe::{ConsumerLag, NatsProbe};
 
 /// Threads answering requests: bounded, and enough that a slow `/health` (it writes
 /// to the store) does not queue up `/metrics`.
@@ -35,15 +40,16 @@ pub enum OpsError {
     },
 }
 
-/// What the endpoints read.
+/// What the endpoints read and steer.
 pub struct OpsState {
-    pub shared: Arc<Shared>,
+    pub control: Arc<Control>,
     pub probe: NatsProbe,
-    /// The body of `/info`, built at start-up.
-    pub info: Value,
     /// Bearer token of `/admin/*`; `None` keeps them closed (403).
     pub admin_token: Option<String>,
 }
+
+/// Bytes of a request body read at most (admin calls carry small JSON documents).
+const MAX_BODY: u64 = 64 * 1024;
 
 pub struct OpsServer {
     addr: SocketAddr,
@@ -168,39 +174,56 @@ fn json_reply(status: u16, body: Value) -> Reply {
     }
 }
 
-fn respond(state: &OpsState, request: tiny_http::Request) {
+fn respond(state: &OpsState, mut request: tiny_http::Request) {
     let (path, query) = match request.url().split_once('?') {
         Some((p, q)) => (p.to_string(), q.to_string()),
         None => (request.url().to_string(), String::new()),
     };
     let method = request.method().clone();
+    let shared = state.control.shared();
     let reply = if path.starts_with("/admin/") {
-        admin(state, &request, &method, &path, &query)
+        let mut body = String::new();
+        let read = std::io::Read::read_to_string(
+            &mut std::io::Read::take(request.as_reader(), MAX_BODY),
+            &mut body,
+        );
+        match read {
+            Ok(_) => admin(state, &request, &method, &path, &query, &body),
+            Err(e) => json_reply(400, json!({"error": format!("unreadable body: {e}")})),
+        }
     } else {
         match (&method, path.as_str()) {
             (tiny_http::Method::Get, "/health") => {
-                let (ok, checks) = health(state);
+                let (ok, checks) = health(state, &shared);
                 json_reply(if ok { 200 } else { 503 }, checks)
             }
             (tiny_http::Method::Get, "/ready") => {
-                let (healthy, checks) = health(state);
-                let draining = state.shared.intake.is_shutting_down();
+                let (healthy, checks) = health(state, &shared);
+                let draining = shared.intake.is_shutting_down();
                 let ready = healthy && !draining;
+                let drained = state.control.is_drained();
                 json_reply(
                     if ready { 200 } else { 503 },
-                    json!({"ready": ready, "draining": draining, "health": checks}),
+                    json!({"ready": ready, "draining": draining, "drained": drained, "health": checks}),
                 )
             }
             (tiny_http::Method::Get, "/metrics") => Reply {
                 status: 200,
                 content_type: "text/plain; version=0.0.4",
                 body: metrics::render(
-                    &state.shared,
-                    state.shared.intake.is_shutting_down(),
+                    &shared,
+                    shared.intake.is_shutting_down(),
                     &state.probe.consumers(),
                 ),
             },
-            (tiny_http::Method::Get, "/info") => json_reply(200, state.info.clone()),
+            (tiny_http::Method::Get, "/info") => json_reply(
+                200,
+                info(
+                    &shared.settings,
+                    &shared.catalogs.sagas(),
+                    &shared.catalogs.effects(),
+                ),
+            ),
             _ => json_reply(404, json!({"error": format!("no {method} {path}")})),
         }
     };
@@ -215,8 +238,8 @@ fn respond(state: &OpsState, request: tiny_http::Request) {
 }
 
 /// Storage writable (a real write) and NATS reachable.
-fn health(state: &OpsState) -> (bool, Value) {
-    let storage = state.shared.store.probe_write().map_err(|e| e.to_string());
+fn health(state: &OpsState, shared: &Shared) -> (bool, Value) {
+    let storage = shared.store.probe_write().map_err(|e| e.to_string());
     let nats = state.probe.is_connected(NATS_FRESH);
     let ok = storage.is_ok() && nats;
     (
@@ -235,6 +258,7 @@ fn admin(
     method: &tiny_http::Method,
     path: &str,
     query: &str,
+    body: &str,
 ) -> Reply {
     let Some(token) = &state.admin_token else {
         return json_reply(
@@ -252,37 +276,25 @@ fn admin(
         log::warn!(path = path; "admin call refused: missing or wrong bearer token");
         return json_reply(401, json!({"error": "missing or wrong bearer token"}));
     }
-    match (method, path) {
-        (tiny_http::Method::Post, "/admin/drain") => {
-            log::warn!(path = path; "admin: drain requested; intake stops, in-flight work finishes");
-            state.shared.intake.request_shutdown();
-            json_reply(202, json!({"draining": true}))
-        }
-        (tiny_http::Method::Get, _) => admin_read(state, path, query)
-            .unwrap_or_else(|| json_reply(404, json!({"error": format!("no {method} {path}")}))),
-        _ => json_reply(404, json!({"error": format!("no {method} {path}")})),
+    if *method != tiny_http::Method::Get {
+        // Every change an operator makes is on the record (the token never is).
+        log::warn!(method = method.to_string(), path = path, body = body.chars().take(512).collect::<String>(); "admin call");
+    }
+    match admin::route(&state.control, method, path, query, body) {
+        Some(Ok((status, body))) => json_reply(status, body),
+        Some(Err(refusal)) => refused(refusal),
+        None => json_reply(404, json!({"error": format!("no {method} {path}")})),
     }
 }
 
-/// The read-only admin views: quarantine and dead-letter records of a tenant, and one
-/// saga instance with its pending timers and outbox items. `None`: no such view.
-fn admin_read(state: &OpsState, path: &str, query: &str) -> Option<Reply> {
-    let params = inspect::Params::parse(query);
-    let store = &state.shared.store;
-    let result = match path {
-        "/admin/quarantine" => inspect::quarantine(store, &params),
-        "/admin/deadletters" => inspect::dead_letters(store, &params),
-        _ => match path.strip_prefix("/admin/instances/") {
-            Some(rest) => inspect::instance(store, rest),
-            None => return None,
-        },
-    };
-    Some(match result {
-        Ok(body) => json_reply(200, body),
-        Err(inspect::Refusal::BadRequest(m)) => json_reply(400, json!({"error": m})),
-        Err(inspect::Refusal::NotFound(m)) => json_reply(404, json!({"error": m})),
-        Err(inspect::Refusal::Store(m)) => json_reply(503, json!({"error": m})),
-    })
+fn refused(refusal: inspect::Refusal) -> Reply {
+    use inspect::Refusal;
+    match refusal {
+        Refusal::BadRequest(m) => json_reply(400, json!({"error": m})),
+        Refusal::Conflict(m) => json_reply(409, json!({"error": m})),
+        Refusal::NotFound(m) => json_reply(404, json!({"error": m})),
+        Refusal::Store(m) => json_reply(503, json!({"error": m})),
+    }
 }
 
 /// Compares without stopping at the first difference, so timing does not reveal how

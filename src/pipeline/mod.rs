@@ -10,19 +10,23 @@
 //!                                            relay ─▶ WORKFLOW_COMMANDS / Gateway
 //! ```
 
+mod catalogs;
 mod drops;
 mod histogram;
 mod intake;
+mod retry;
 mod stats;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{bounded, Receiver};
+use crossbeam_channel::{bounded, Receiver, Sender};
 
+pub use catalogs::Catalogs;
 pub use drops::{Admission, Drops};
 pub use histogram::Histogram;
 pub use intake::Intake;
+pub use retry::{Retry, RetryOutcome, RetryTicket};
 pub use stats::{Stats, StatsSnapshot};
 
 use crate::effects::EffectCatalog;
@@ -35,6 +39,9 @@ use crate::settings::Settings;
 use crate::stages;
 use crate::store::Store;
 
+/// Retried quarantine records waiting for the decode stage.
+const RETRY_QUEUE: usize = 64;
+
 /// Messages from one pull, tagged with the intake epoch they were fetched in.
 pub struct FetchedBatch {
     pub epoch: u64,
@@ -46,6 +53,8 @@ pub struct DecodedMsg {
     pub msg: nats::Message,
     pub info: MessageInfo,
     pub decoded: Decoded,
+    /// Set when an operator retries a quarantined message (it has no delivery to ack).
+    pub retry: Option<RetryTicket>,
 }
 
 pub struct DecodedBatch {
@@ -59,6 +68,7 @@ pub struct ExecutedMsg {
     pub info: MessageInfo,
     pub log: LogCtx,
     pub outcome: Outcome,
+    pub retry: Option<RetryTicket>,
 }
 
 pub struct ExecutedBatch {
@@ -72,7 +82,8 @@ pub struct ExecutedBatch {
 pub struct Shared {
     pub settings: Settings,
     pub store: Arc<Store>,
-    pub catalog: Arc<SagaCatalog>,
+    /// Saga and effect manifests in force (swapped by a reload).
+    pub catalogs: Arc<Catalogs>,
     pub decode: DecodeConfig,
     pub intake: Intake,
     pub stats: Stats,
@@ -87,6 +98,9 @@ pub struct Shared {
     pub timer_scan: Histogram,
     /// Time each stage spends on its unit of work.
     pub stage_latency: StageLatency,
+    /// Quarantined messages an operator retries, to the decode stage (disconnected
+    /// when this process runs no sagas).
+    pub retries: Sender<Retry>,
 }
 
 /// Processing time per stage, each on its own unit of work.
@@ -134,6 +148,17 @@ impl Pipeline {
         effects: Arc<EffectCatalog>,
         nc: nats::Connection,
     ) -> Result<Pipeline, Error> {
+        Pipeline::start_with(settings, store, Catalogs::new(catalog, effects), nc)
+    }
+
+    /// [`Pipeline::start`] with catalogs that outlive it: a reload swaps them, and a
+    /// pipeline started again after a drain runs what was last loaded.
+    pub fn start_with(
+        settings: Settings,
+        store: Arc<Store>,
+        catalogs: Arc<Catalogs>,
+        nc: nats::Connection,
+    ) -> Result<Pipeline, Error> {
         let js = nats::jetstream::new(nc.clone());
         nats_io::ensure_streams(&js, &settings)?;
         let mode = settings.mode;
@@ -156,7 +181,9 @@ impl Pipeline {
         let stats = Stats::default();
         // The relay and the commit stage keep this up to date from here on.
         Stats::set(&stats.outbox_depth, store.outbox_len()?);
+        let (retries, retry_inbox) = bounded(RETRY_QUEUE);
         let shared = Arc::new(Shared {
+            retries,
             notices,
             relay_latency: Histogram::default(),
             timer_lag: Histogram::default(),
@@ -171,7 +198,7 @@ impl Pipeline {
             stats,
             settings,
             store,
-            catalog,
+            catalogs,
         });
         let cap = shared.settings.pipeline.channel_capacity;
         let (fetch_tx, fetch_rx) = bounded(cap);
@@ -198,10 +225,10 @@ impl Pipeline {
         }
         drop((fetch_tx, effect_fetch_tx));
         if mode.runs_sagas() {
-            pipeline.start_saga_stages(&shared, fetch_rx, &nc, notice_inbox)?;
+            pipeline.start_saga_stages(&shared, fetch_rx, retry_inbox, &nc, notice_inbox)?;
         }
         if mode.runs_effects() {
-            pipeline.start_effect_stages(&shared, effect_fetch_rx, effects, &nc)?;
+            pipeline.start_effect_stages(&shared, effect_fetch_rx, &nc)?;
         }
         Ok(pipeline)
     }
@@ -211,6 +238,7 @@ impl Pipeline {
         &mut self,
         shared: &Arc<Shared>,
         fetched: Receiver<FetchedBatch>,
+        retries: Receiver<Retry>,
         nc: &nats::Connection,
         notice_inbox: NoticeInbox,
     ) -> Result<(), Error> {
@@ -219,7 +247,7 @@ impl Pipeline {
         let (exec_tx, exec_rx) = bounded(cap);
         let s = shared.clone();
         self.spawn("decode", move || {
-            stages::decode::run(&s, &fetched, &decode_tx)
+            stages::decode::run(&s, &fetched, &retries, &decode_tx)
         })?;
         let s = shared.clone();
         self.spawn("execute", move || {
@@ -240,7 +268,6 @@ impl Pipeline {
         &mut self,
         shared: &Arc<Shared>,
         fetched: Receiver<FetchedBatch>,
-        effects: Arc<EffectCatalog>,
         nc: &nats::Connection,
     ) -> Result<(), Error> {
         let workers = shared.settings.effects.workers;
@@ -254,10 +281,10 @@ impl Pipeline {
         // Ends once every worker (every recorder) is gone.
         self.spawn("effect-commit", move || committer.run())?;
         for n in 0..workers {
-            let (s, rx, effects, nc) = (shared.clone(), rx.clone(), effects.clone(), nc.clone());
+            let (s, rx, nc) = (shared.clone(), rx.clone(), nc.clone());
             let recorder = recorder.clone();
             self.spawn(&format!("effect-{n}"), move || {
-                stages::effect::work(&s, &effects, recorder, &nc, &rx)
+                stages::effect::work(&s, recorder, &nc, &rx)
             })?;
         }
         Ok(())

@@ -18,7 +18,7 @@ use crate::keys;
 use crate::manifest::SagaDef;
 use crate::program::{ProgramInput, ProgramOutput, Status};
 use crate::store::{
-    InstanceStatus, QuarantineKind, QuarantineRecord, Reader, SagaRecord, StoreError,
+    InstanceStatus, QuarantineKind, QuarantineRecord, Reader, SagaRecord, Seen, StoreError,
     StreamPosition, Transition,
 };
 use crate::types::{CorrelationId, SagaName};
@@ -44,6 +44,10 @@ pub struct Outcome {
     pub duplicates: u32,
     /// Routes that could not run: program or correlate faults, unreadable records.
     pub faults: u32,
+    /// Gas its programs used (those that finished).
+    pub gas: u64,
+    /// Sagas that had applied it already (their checkpoints still move).
+    pub seen: Vec<Seen>,
 }
 
 impl Outcome {
@@ -64,6 +68,8 @@ impl Outcome {
             ignored: 0,
             duplicates: 0,
             faults: 0,
+            gas: 0,
+            seen: Vec::new(),
         }
     }
 }
@@ -195,6 +201,14 @@ impl Executor {
                 || reader.is_duplicate(&ev.tenant, &saga.name, &ev.event_id)?
             {
                 out.duplicates += 1;
+                out.seen.push(Seen {
+                    tenant: ev.tenant.clone(),
+                    saga: saga.name.clone(),
+                    position: StreamPosition {
+                        stream: info.stream.clone(),
+                        seq: info.seq,
+                    },
+                });
                 continue;
             }
             let saga_key = keys::saga(&ev.tenant, &saga.name, &route.correlation);
@@ -228,7 +242,7 @@ impl Executor {
                 command_prefix: &self.command_prefix,
             };
             let ctx = self.ctx.fill(ev, &saga.name, &route.correlation, info);
-            let (transition, fault) = run_saga(saga, &target, existing, ctx, info);
+            let (transition, fault) = run_saga(saga, &target, existing, ctx, info, &mut out.gas);
             if let Some(fault) = fault {
                 faults.push((saga.name.to_string(), QuarantineKind::Program, fault));
             }
@@ -271,6 +285,7 @@ fn run_saga(
     existing: Option<SagaRecord>,
     ctx: &Value,
     info: &MessageInfo,
+    gas: &mut u64,
 ) -> (Transition, Option<String>) {
     let ev = target.event;
     let prior_state = existing
@@ -310,7 +325,10 @@ fn run_saga(
         .on_event
         .eval(&input, saga.gas)
         .map_err(|f| f.to_string())
-        .and_then(|output| apply_output(&mut transition, target, output, 0));
+        .and_then(|output| {
+            *gas += output.gas_used;
+            apply_output(&mut transition, target, output, 0)
+        });
     let status = match applied {
         Ok(status) => status,
         Err(fault) => {
@@ -321,7 +339,7 @@ fn run_saga(
             transition.cancel.clear();
             transition.record.state = prior_state.clone();
             let mut text = fault;
-            if let Err(comp) = compensate(saga, &mut transition, target, ctx, 0) {
+            if let Err(comp) = compensate(saga, &mut transition, target, ctx, 0, gas) {
                 text.push_str(&format!("; compensation also failed: {comp}"));
             }
             transition.record.status = InstanceStatus::Faulted;
@@ -336,7 +354,7 @@ fn run_saga(
     };
     if status == Status::Failed {
         let index = transition.outbox.len();
-        if let Err(fault) = compensate(saga, &mut transition, target, ctx, index) {
+        if let Err(fault) = compensate(saga, &mut transition, target, ctx, index, gas) {
             transition.record.status = InstanceStatus::Faulted;
             let text = format!("compensation failed: {fault}");
             transition.record.fault = Some(text.clone());
@@ -354,6 +372,7 @@ fn compensate(
     target: &Target<'_>,
     ctx: &Value,
     first_index: usize,
+    gas: &mut u64,
 ) -> Result<(), String> {
     let Some(program) = &saga.compensation else {
         return Ok(());
@@ -365,6 +384,7 @@ fn compensate(
         ctx,
     };
     let output = program.eval(&input, saga.gas).map_err(|f| f.to_string())?;
+    *gas += output.gas_used;
     apply_output(transition, target, output, first_index).map(|_| ())
 }
 

@@ -272,6 +272,7 @@ fn commit(env: &Env, outcome: &Outcome) {
         .commit(&CommitBatch {
             transitions: outcome.transitions.clone(),
             quarantine: outcome.quarantine.iter().cloned().collect(),
+            ..Default::default()
         })
         .unwrap();
 }

@@ -33,16 +33,33 @@ pub struct Transition {
     pub cancel: Vec<String>,
 }
 
+/// An event at a stream position, already applied by a saga.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    pub tenant: TenantId,
+    pub saga: SagaName,
+    pub position: StreamPosition,
+}
+
 /// What one group commit writes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CommitBatch {
     pub transitions: Vec<Transition>,
     pub quarantine: Vec<QuarantineRecord>,
+    /// Events every saga instance they reach had applied already: they write nothing
+    /// but move their checkpoints (a replay ends where it began).
+    pub seen: Vec<Seen>,
+    /// Quarantine records that retried messages settle (deleted before `quarantine` is
+    /// written, so a message quarantined again keeps a record).
+    pub released: Vec<String>,
 }
 
 impl CommitBatch {
     pub fn is_empty(&self) -> bool {
-        self.transitions.is_empty() && self.quarantine.is_empty()
+        self.transitions.is_empty()
+            && self.quarantine.is_empty()
+            && self.released.is_empty()
+            && self.seen.is_empty()
     }
 }
 
@@ -61,7 +78,29 @@ impl Store {
         let mut outcomes = Vec::with_capacity(batch.transitions.len());
         let mut checkpoints: BTreeMap<String, Checkpoint> = BTreeMap::new();
         let mut seen_in_batch: HashSet<String> = HashSet::new();
+        // Applied or not, an event's position is accounted for: checkpoints move past
+        // it (never back).
+        let mut advance = |txn: &lmdb::RwTransaction<'_>,
+                           tenant: &TenantId,
+                           saga: &SagaName,
+                           position: &StreamPosition|
+         -> Result<(), StoreError> {
+            let cp_key = keys::checkpoint(tenant, saga);
+            if !checkpoints.contains_key(&cp_key) {
+                let stored = get_json(txn, self.db, &cp_key)?.unwrap_or_default();
+                checkpoints.insert(cp_key.clone(), stored);
+            }
+            if let Some(cp) = checkpoints.get_mut(&cp_key) {
+                let seq = cp.streams.entry(position.stream.clone()).or_insert(0);
+                *seq = (*seq).max(position.seq);
+            }
+            Ok(())
+        };
+        for s in &batch.seen {
+            advance(&txn, &s.tenant, &s.saga, &s.position)?;
+        }
         for t in &batch.transitions {
+            advance(&txn, &t.tenant, &t.saga, &t.position)?;
             let dedupe_key = keys::saga_dedupe(&t.tenant, &t.saga, &t.event_id);
             if seen_in_batch.contains(&dedupe_key) || exists(&txn, self.db, &dedupe_key)? {
                 outcomes.push(CommitOutcome::Duplicate);
@@ -80,19 +119,19 @@ impl Store {
             };
             put(&mut txn, self.db, &dedupe_key, &marker)?;
             seen_in_batch.insert(dedupe_key);
-            let cp_key = keys::checkpoint(&t.tenant, &t.saga);
-            if !checkpoints.contains_key(&cp_key) {
-                let stored = get_json(&txn, self.db, &cp_key)?.unwrap_or_default();
-                checkpoints.insert(cp_key.clone(), stored);
-            }
-            if let Some(cp) = checkpoints.get_mut(&cp_key) {
-                let seq = cp.streams.entry(t.position.stream.clone()).or_insert(0);
-                *seq = (*seq).max(t.position.seq);
-            }
             outcomes.push(CommitOutcome::Applied);
         }
         for (key, cp) in &checkpoints {
             put(&mut txn, self.db, key, cp)?;
+        }
+        for key in &batch.released {
+            if !key.starts_with(keys::space::QUARANTINE) {
+                continue;
+            }
+            match txn.del(self.db, key, None) {
+                Ok(()) | Err(lmdb::Error::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         for q in &batch.quarantine {
             put(

@@ -6,6 +6,7 @@
 //! transaction), and [`Store::delete_outbox`] removes dispatched work. Reads are
 //! tenant-scoped and use short read transactions that are never held across calls.
 
+mod admin;
 mod commit;
 mod records;
 
@@ -15,7 +16,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use lmdb::{Cursor, Database, Environment, EnvironmentFlags, Transaction, WriteFlags};
 use serde::de::DeserializeOwned;
 
-pub use commit::{CommitBatch, CommitOutcome, Transition};
+pub use admin::{Found, MAX_SCAN};
+pub use commit::{CommitBatch, CommitOutcome, Seen, Transition};
 pub use records::{
     excerpt, Checkpoint, DeadLetterRecord, DedupeMarker, EffectCompletion, InstanceStatus,
     OutboxItem, QuarantineKind, QuarantineRecord, RawJson, SagaRecord, ScheduleItem,

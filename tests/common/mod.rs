@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod ops;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;

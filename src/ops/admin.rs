@@ -1,0 +1,153 @@
+//! The admin API's routes. Reads: quarantine, dead letters, one saga instance. Changes:
+//! drain and resume, manifest reload, replay, and retry/discard of quarantine and
+//! dead-letter records. Authentication happens before any of this (see `super::admin`).
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tiny_http::Method;
+
+use super::control::Control;
+use super::inspect::{self, Params, Refusal};
+use super::records::{self, Selection};
+use crate::types::{SagaName, TenantId};
+
+/// An answer: status and body.
+type Answer = Result<(u16, Value), Refusal>;
+
+/// `None`: no such route.
+pub fn route(
+    control: &Control,
+    method: &Method,
+    path: &str,
+    query: &str,
+    body: &str,
+) -> Option<Answer> {
+    let shared = control.shared();
+    let ok = |v: Result<Value, Refusal>| v.map(|body| (200, body));
+    let answer = match (method, path) {
+        (Method::Post, "/admin/drain") => {
+            shared.intake.request_shutdown();
+            Ok((202, json!({"draining": true})))
+        }
+        (Method::Post, "/admin/resume") => resume(control),
+        (Method::Post, "/admin/reload") => reload(control),
+        (Method::Post, "/admin/replay") => replay(control, body),
+        (Method::Get, "/admin/quarantine") => Selection::from_query(&Params::parse(query))
+            .and_then(|sel| ok(records::list_quarantined(&shared, &sel))),
+        (Method::Post, "/admin/quarantine/retry") => Selection::from_body(body).and_then(|sel| {
+            let js = nats::jetstream::new(control.nats().clone());
+            ok(records::retry_quarantined(&shared, &js, &sel))
+        }),
+        (Method::Post, "/admin/quarantine/discard") => Selection::from_body(body)
+            .and_then(|sel| ok(records::discard_quarantined(&shared, &sel))),
+        (Method::Get, "/admin/deadletters") => Selection::from_query(&Params::parse(query))
+            .and_then(|sel| ok(records::list_dead_letters(&shared, &sel))),
+        (Method::Post, "/admin/deadletters/retry") => Selection::from_body(body)
+            .and_then(|sel| ok(records::redrive_dead_letters(&shared, &sel))),
+        (Method::Post, "/admin/deadletters/discard") => Selection::from_body(body)
+            .and_then(|sel| ok(records::discard_dead_letters(&shared, &sel))),
+        (Method::Get, _) => {
+            let rest = path.strip_prefix("/admin/instances/")?;
+            ok(inspect::instance(&shared.store, rest))
+        }
+        _ => return None,
+    };
+    Some(answer)
+}
+
+fn resume(control: &Control) -> Answer {
+    if control.request_resume() {
+        Ok((202, json!({"resuming": true})))
+    } else {
+        Err(Refusal::Conflict(
+            "not drained: resume restarts a pipeline stopped by POST /admin/drain once /ready reports drained".into(),
+        ))
+    }
+}
+
+/// Loads the manifests again; puts them in force only if every one is valid. Work
+/// already under way finishes on the programs it started with.
+fn reload(control: &Control) -> Answer {
+    let shared = control.shared();
+    let (sagas, effects) = crate::cli::catalogs_for_mode(&shared.settings)
+        .map_err(|e| Refusal::BadRequest(format!("manifests not reloaded: {e}")))?;
+    let body = json!({
+        "reloaded": true,
+        "sagas": sagas.sagas.iter().map(|s| json!({"name": s.name.as_str(), "version": s.version})).collect::<Vec<_>>(),
+        "effects": effects.effects.keys().map(|e| e.as_str()).collect::<Vec<_>>(),
+    });
+    shared.catalogs.replace(sagas, effects);
+    log::warn!(body = body.to_string(); "manifests reloaded");
+    Ok((200, body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    tenant: String,
+    saga: String,
+    /// The first stream sequence to deliver again.
+    from_seq: u64,
+    /// The stream (default: the aggregate events stream).
+    stream: Option<String>,
+    /// Must name the saga: a replay is never started by a stray request.
+    confirm: Option<String>,
+}
+
+/// Moves `checkpoint:{tenant}:{saga}` back to `from_seq - 1` and the saga consumer of
+/// that stream to `from_seq`. Only while drained; the events are processed again on
+/// `POST /admin/resume`, where dedupe markers skip what was applied already.
+fn replay(control: &Control, body: &str) -> Answer {
+    let shared = control.shared();
+    let req: ReplayRequest = serde_json::from_str(body).map_err(|e| {
+        Refusal::BadRequest(format!(
+            "bad body ({e}); expected {{\"tenant\", \"saga\", \"from_seq\", \"confirm\": <saga name>, \"stream\"?}}"
+        ))
+    })?;
+    if req.confirm.as_deref() != Some(req.saga.as_str()) {
+        return Err(Refusal::BadRequest(format!(
+            "a replay must be confirmed: set \"confirm\" to the saga's name ({:?})",
+            req.saga
+        )));
+    }
+    let bad = |e: crate::types::IdError| Refusal::BadRequest(e.to_string());
+    let tenant = TenantId::new(&req.tenant).map_err(bad)?;
+    let saga = SagaName::new(&req.saga).map_err(bad)?;
+    if req.from_seq == 0 {
+        return Err(Refusal::BadRequest(
+            "from_seq counts from 1 (the stream's first message)".into(),
+        ));
+    }
+    if !shared.catalogs.sagas().sagas.iter().any(|s| s.name == saga) {
+        return Err(Refusal::BadRequest(format!(
+            "no saga {saga} is loaded here"
+        )));
+    }
+    if !control.is_drained() {
+        return Err(Refusal::Conflict(
+            "not drained: POST /admin/drain first and wait until /ready reports drained".into(),
+        ));
+    }
+    let stream = req
+        .stream
+        .unwrap_or_else(|| shared.settings.streams.aggregate_events.clone());
+    let spec = crate::nats_io::saga_consumers(&shared.settings)
+        .into_iter()
+        .find(|c| c.stream == stream)
+        .ok_or_else(|| Refusal::BadRequest(format!("no saga consumer reads stream {stream:?}")))?;
+    let js = nats::jetstream::new(control.nats().clone());
+    crate::nats_io::reposition_consumer(&js, &spec, &shared.settings, req.from_seq)
+        .map_err(|e| Refusal::Store(e.to_string()))?;
+    let previous = shared
+        .store
+        .reset_checkpoint(&tenant, &saga, &stream, req.from_seq - 1)
+        .map_err(|e| Refusal::Store(e.to_string()))?;
+    Ok((
+        200,
+        json!({
+            "tenant": tenant.as_str(), "saga": saga.as_str(), "stream": stream,
+            "consumer": spec.durable, "from_seq": req.from_seq, "previous_checkpoint": previous,
+            "next": "POST /admin/resume: every saga on this consumer sees the events from from_seq again; those already applied are skipped by their dedupe markers",
+        }),
+    ))
+}

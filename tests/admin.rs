@@ -1,0 +1,366 @@
+//! The admin API's controls against a real pipeline (real nats-server, real LMDB):
+//! manifest reload, retry and discard of quarantine records and dead letters, and a
+//! replay on the real binary (drain → replay → resume).
+
+mod common;
+
+use std::time::Duration;
+
+use common::ops::{call, call_json, metric, ops_for, TOKEN};
+use common::{await_stats, config_file, recorder_saga, wait_until, Rig, RunnerProcess, WAIT};
+use runner::keys::OutboxKind;
+use runner::store::DeadLetterRecord;
+use runner::types::TenantId;
+use serde_json::{json, Value};
+
+/// Replaces the rig's saga manifest on disk (`{ns}` as in [`Rig::new`]).
+fn write_manifest(rig: &Rig, text: &str) {
+    std::fs::write(rig.manifest_path(), text.replace("{ns}", &rig.ns)).unwrap();
+}
+
+fn manifest_of(sagas: Value) -> String {
+    json!({ "sagas": sagas }).to_string()
+}
+
+/// The recorder, but its correlate expression adds 1 to a string: a program fault.
+fn faulty_recorder() -> Value {
+    let mut sagas = recorder_saga();
+    sagas[0]["triggers"][0]["correlate"] = json!({"$add": [{"$get": "event.aggregate_id"}, 1]});
+    sagas
+}
+
+fn instance_log(base: &str, order: &str) -> Value {
+    let url = format!("{base}/admin/instances/acme/recorder/{order}");
+    let (status, body) = call("GET", &url, Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<Value>(&body).unwrap()["state"]["log"].clone()
+}
+
+#[test]
+fn reload_puts_valid_manifests_in_force_and_refuses_broken_ones() {
+    let rig = Rig::new(recorder_saga());
+    let pipeline = rig.start();
+    let ops = ops_for(&rig, &pipeline, Some(TOKEN));
+    let base = format!("http://{}", ops.addr());
+    let reload = format!("{base}/admin/reload");
+    let nc = rig.connect();
+    rig.send(&nc, "e-1", "o-1", 1);
+    await_stats(&pipeline, |s| s.acked == 1);
+
+    assert_eq!(call("POST", &reload, None).0, 401, "reload needs the token");
+    let mut broken = recorder_saga();
+    broken[0]["on_event"] = json!({"output": {"state": {"$nope": 1}}});
+    write_manifest(&rig, &manifest_of(broken));
+    let (status, body) = call("POST", &reload, Some(TOKEN));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("$nope"),
+        "the reason names the problem: {body}"
+    );
+    rig.send(&nc, "e-2", "o-1", 2);
+    await_stats(&pipeline, |s| s.acked == 2);
+    assert_eq!(
+        instance_log(&base, "o-1"),
+        "1,2,",
+        "the old program still runs"
+    );
+
+    let mut v2 = recorder_saga();
+    v2[0]["version"] = json!(2);
+    v2[0]["on_event"]["output"]["state"]["log"]["$concat"][2] = json!(";");
+    write_manifest(&rig, &manifest_of(v2));
+    let (status, body) = call("POST", &reload, Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    rig.send(&nc, "e-3", "o-1", 3);
+    await_stats(&pipeline, |s| s.acked == 3);
+    assert_eq!(instance_log(&base, "o-1"), "1,2,3;", "the new program runs");
+    let (_, info) = call("GET", &format!("{base}/info"), None);
+    let info: Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["sagas"][0]["version"], 2, "{info}");
+}
+
+#[test]
+fn a_quarantined_event_retried_after_a_fix_applies_once() {
+    let rig = Rig::new(faulty_recorder());
+    let pipeline = rig.start();
+    let ops = ops_for(&rig, &pipeline, Some(TOKEN));
+    let base = format!("http://{}", ops.addr());
+    let nc = rig.connect();
+    rig.send(&nc, "e-1", "o-1", 1);
+    rig.publish_raw(
+        &nc,
+        &rig.aggregate_subject("acme", "OrderPlaced"),
+        b"{ not json",
+    );
+    await_stats(&pipeline, |s| s.quarantined == 2);
+
+    let list = |query: &str| {
+        let (status, body) = call(
+            "GET",
+            &format!("{base}/admin/quarantine?{query}"),
+            Some(TOKEN),
+        );
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()["records"]
+            .as_array()
+            .cloned()
+            .unwrap()
+    };
+    let program = list("tenant=acme&kind=program&saga=recorder");
+    assert_eq!(program.len(), 1, "{program:?}");
+    assert_eq!(list("tenant=acme&kind=decode").len(), 0);
+    assert_eq!(list("tenant=acme&reason=nothing-like-this").len(), 0);
+    let key = program[0]["key"].as_str().unwrap().to_string();
+
+    let retry = format!("{base}/admin/quarantine/retry");
+    let (status, body) = call_json("POST", &retry, Some(TOKEN), &json!({}));
+    assert_eq!(status, 400, "a retry names its tenant: {body}");
+    let (status, body) = call_json(
+        "POST",
+        &retry,
+        Some(TOKEN),
+        &json!({"tenant": "acme", "keys": [key]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["results"][0]["outcome"], "quarantined",
+        "still faulty: {body}"
+    );
+    assert_eq!(list("tenant=acme&kind=program").len(), 1, "record kept");
+
+    write_manifest(&rig, &manifest_of(recorder_saga()));
+    assert_eq!(
+        call("POST", &format!("{base}/admin/reload"), Some(TOKEN)).0,
+        200
+    );
+    let (status, body) = call_json(
+        "POST",
+        &retry,
+        Some(TOKEN),
+        &json!({"tenant": "acme", "saga": "recorder"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["outcome"], "applied", "{body}");
+    assert_eq!(body["results"][0]["transitions"], 1, "{body}");
+    assert_eq!(instance_log(&base, "o-1"), "1,");
+    assert_eq!(
+        list("tenant=acme").len(),
+        0,
+        "the record went with the commit"
+    );
+    let (_, body) = call_json(
+        "POST",
+        &retry,
+        Some(TOKEN),
+        &json!({"tenant": "acme", "keys": [key]}),
+    );
+    assert_eq!(body["results"].as_array().map(Vec::len), Some(0), "{body}");
+    // The transition happened once: one command left through the relay.
+    assert!(wait_until(WAIT, || rig.published_commands(&nc, 10).len() == 1));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rig.published_commands(&nc, 10).len(), 1);
+
+    // The undecodable message, filed under the single tenant, is discarded.
+    let (status, body) = call_json(
+        "POST",
+        &format!("{base}/admin/quarantine/discard"),
+        Some(TOKEN),
+        &json!({"tenant": "", "kind": "decode"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["discarded"], 1, "{body}");
+    assert_eq!(list("tenant=").len(), 0);
+    let (_, metrics) = call("GET", &format!("{base}/metrics"), None);
+    assert_eq!(
+        metric(&metrics, "runner_quarantine_retried_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&metrics, "runner_quarantine_discarded_total"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn dead_letters_are_redriven_or_discarded() {
+    let rig = Rig::new(recorder_saga());
+    let ids = runner::dev::seed_outbox(
+        &rig.store,
+        &rig.settings.streams.command_prefix,
+        "acme",
+        OutboxKind::Effect,
+        2,
+    )
+    .unwrap();
+    // Dead-letter both before any relay runs, as a relay that gave up would have.
+    let tenant: TenantId = "acme".parse().unwrap();
+    for (key, item) in rig.store.outbox(&tenant, 10).unwrap() {
+        let record = DeadLetterRecord {
+            item,
+            reason: "attempts spent".into(),
+            status: None,
+            attempts: 8,
+            dead_at: "2026-11-27T10:00:00Z".into(),
+        };
+        rig.store.dead_letter(&key, &record).unwrap();
+    }
+    let pipeline = rig.start();
+    let ops = ops_for(&rig, &pipeline, Some(TOKEN));
+    let base = format!("http://{}", ops.addr());
+    let nc = rig.connect();
+    let (status, body) = call(
+        "GET",
+        &format!("{base}/admin/deadletters?tenant=acme&kind=effect"),
+        Some(TOKEN),
+    );
+    assert_eq!(status, 200, "{body}");
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed["records"].as_array().map(Vec::len), Some(2));
+
+    let (status, body) = call_json(
+        "POST",
+        &format!("{base}/admin/deadletters/retry"),
+        Some(TOKEN),
+        &json!({"tenant": "acme", "limit": 1}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["redriven"], 1, "{body}");
+    assert_eq!(body["command_ids"][0], ids[0].as_str());
+    assert!(
+        wait_until(WAIT, || rig.published_commands(&nc, 10).len() == 1),
+        "the redriven command is dispatched"
+    );
+    await_stats(&pipeline, |s| s.relayed == 1);
+
+    let (status, body) = call_json(
+        "POST",
+        &format!("{base}/admin/deadletters/discard"),
+        Some(TOKEN),
+        &json!({"tenant": "acme", "reason": "attempts"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["discarded"], 1, "{body}");
+    let (_, body) = call(
+        "GET",
+        &format!("{base}/admin/deadletters?tenant=acme"),
+        Some(TOKEN),
+    );
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed["records"].as_array().map(Vec::len), Some(0));
+    assert_eq!(rig.published_commands(&nc, 10).len(), 1);
+}
+
+/// Replay on the real binary: refused without confirmation and while running; after a
+/// drain it moves the checkpoint and the consumer back, and on resume every event is
+/// delivered again and recognised as applied — no state changes twice, no command is
+/// issued twice.
+#[test]
+fn replay_needs_confirmation_and_a_drain_and_changes_nothing_twice() {
+    let mut rig = Rig::new(recorder_saga());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    rig.settings.ops.listen = format!("127.0.0.1:{port}");
+    let token_file = rig.dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    rig.settings.ops.admin_token_file = token_file;
+    let config = config_file(&rig);
+    let nc = rig.connect();
+    for i in 0..20 {
+        rig.send(&nc, &format!("e-{i}"), &format!("o-{}", i % 4), i);
+    }
+    let _runner = RunnerProcess::start(&config, None);
+    let base = format!("http://127.0.0.1:{port}");
+    let ready = || call("GET", &format!("{base}/ready"), None);
+    assert!(wait_until(WAIT, || ureq::get(&format!("{base}/ready"))
+        .call()
+        .is_ok()));
+    assert!(wait_until(WAIT, || rig
+        .consumer_info(&nc, "aggregate")
+        .ack_floor
+        .stream_seq
+        == 20));
+    let logs_before: Vec<Value> = (0..4)
+        .map(|o| instance_log(&base, &format!("o-{o}")))
+        .collect();
+    assert_eq!(logs_before[1], "1,5,9,13,17,");
+
+    let replay = format!("{base}/admin/replay");
+    let request = json!({"tenant": "acme", "saga": "recorder", "from_seq": 1});
+    let (status, body) = call_json("POST", &replay, Some(TOKEN), &request);
+    assert_eq!(status, 400, "no confirmation: {body}");
+    let mut confirmed = request.clone();
+    confirmed["confirm"] = json!("recorder");
+    let (status, body) = call_json("POST", &replay, Some(TOKEN), &confirmed);
+    assert_eq!(status, 409, "not drained: {body}");
+    let resume = format!("{base}/admin/resume");
+    assert_eq!(
+        call("POST", &resume, Some(TOKEN)).0,
+        409,
+        "nothing to resume"
+    );
+
+    assert_eq!(
+        call("POST", &format!("{base}/admin/drain"), Some(TOKEN)).0,
+        202
+    );
+    assert!(
+        wait_until(WAIT, || {
+            let (status, body) = ready();
+            status == 503 && serde_json::from_str::<Value>(&body).unwrap()["drained"] == true
+        }),
+        "drained, and the process stays up"
+    );
+    let (status, body) = call_json("POST", &replay, Some(TOKEN), &confirmed);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["previous_checkpoint"], 20, "{body}");
+    let checkpoint = rig
+        .store
+        .checkpoint(&"acme".parse().unwrap(), &"recorder".parse().unwrap())
+        .unwrap();
+    assert_eq!(
+        checkpoint
+            .streams
+            .get(&rig.settings.streams.aggregate_events),
+        Some(&0)
+    );
+
+    assert_eq!(call("POST", &resume, Some(TOKEN)).0, 202);
+    assert!(wait_until(WAIT, || ready().0 == 200), "ready again");
+    let duplicates = || {
+        let (_, m) = call("GET", &format!("{base}/metrics"), None);
+        metric(&m, "runner_duplicates_total").unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(WAIT, || duplicates() >= 20.0),
+        "every event came again and was recognised: {}",
+        duplicates()
+    );
+    assert!(wait_until(WAIT, || rig
+        .consumer_info(&nc, "aggregate")
+        .ack_floor
+        .stream_seq
+        == 20));
+    let logs_after: Vec<Value> = (0..4)
+        .map(|o| instance_log(&base, &format!("o-{o}")))
+        .collect();
+    assert_eq!(logs_after, logs_before, "no event applied twice");
+    assert_eq!(
+        rig.published_commands(&nc, 100).len(),
+        20,
+        "one command per event, not two"
+    );
+    let checkpoint = rig
+        .store
+        .checkpoint(&"acme".parse().unwrap(), &"recorder".parse().unwrap())
+        .unwrap();
+    assert_eq!(
+        checkpoint
+            .streams
+            .get(&rig.settings.streams.aggregate_events),
+        Some(&20),
+        "the replayed events are accounted for again"
+    );
+}
