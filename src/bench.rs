@@ -187,42 +187,32 @@ fn effects(
     let js = nats::jetstream::new(nc.clone());
     js.purge_stream(&settings.streams.workflow_commands)
         .map_err(|e| format!("purge {}: {e}", settings.streams.workflow_commands))?;
-    let store = Store::open(&sandbox.dir.path().join("effects-store"), 4 << 30)
-        .map(Arc::new)
-        .map_err(|e| e.to_string())?;
-    let pipeline = sandbox.start_pipeline_with(settings.clone(), store)?;
     let http_n = (n / 10).max(100);
     let mut rows = Vec::new();
-    for (effect, count) in [("note", n), ("post", http_n)] {
-        let commands: Vec<(String, Value)> = (0..count)
-            .map(|i| {
-                let tenant = TENANTS[i % TENANTS.len()];
-                let id = format!("bench-{effect}-{i}");
-                (
-                    format!("{}.{tenant}.{effect}", settings.streams.command_prefix),
-                    json!({"event_id": id, "tenant_id": tenant, "command_id": id, "effect_name": effect,
-                           "payload": {"order_id": format!("o-{i}"), "amount": 4200},
-                           "metadata": {"correlation_id": format!("o-{i}")}, "issued_at": event_time(i as u64)}),
-                )
-            })
-            .collect();
-        let before = pipeline.stats().effect_commands_acked;
-        let started = Instant::now();
-        publish_all(nc, &commands)?;
-        let target = before + count as u64;
-        if !wait_until(Duration::from_secs(600), || {
-            pipeline.stats().effect_commands_acked >= target
-        }) {
-            return Err(format!("effects did not finish: {:?}", pipeline.stats()));
+    // The same pool with the cross-replica claims (the default) and without them (one
+    // replica): the difference is what the claims cost.
+    for (claims, runs) in [
+        (true, vec![("note", n), ("post", http_n)]),
+        (false, vec![("note", n)]),
+    ] {
+        let mut settings = settings.clone();
+        if !claims {
+            settings.effects.claims_bucket.clear();
         }
-        rows.push((
-            effect,
-            count,
-            count as f64 / started.elapsed().as_secs_f64(),
-        ));
+        let store = Store::open(
+            &sandbox.dir.path().join(format!("effects-store-{claims}")),
+            4 << 30,
+        )
+        .map(Arc::new)
+        .map_err(|e| e.to_string())?;
+        let pipeline = sandbox.start_pipeline_with(settings.clone(), store)?;
+        for (effect, count) in runs {
+            let rate = run_effects(&pipeline, nc, &settings, effect, count, claims)?;
+            rows.push((effect, count, claims, rate));
+        }
+        pipeline.shutdown();
     }
     let workers = settings.effects.workers;
-    pipeline.shutdown();
     println!();
     println!(
         "{:<44} {:>12} {:>8}",
@@ -234,15 +224,50 @@ fn effects(
         "{:<44} {:>12.0} {:>8.2}",
         "raw JetStream pull+ack (first table)", raw_pull_ack, 1.0
     );
-    for (effect, count, rate) in rows {
-        let label = match effect {
-            "note" => format!("noop provider, {count} commands → results"),
+    for (effect, count, claims, rate) in rows {
+        let label = match (effect, claims) {
+            ("note", true) => format!("noop provider, {count} commands → results"),
+            ("note", false) => "  the same without claims (one replica)".to_string(),
             _ => format!("http provider (local server), {count} commands"),
         };
         println!("{label:<44} {rate:>12.0} {:>8.2}", rate / raw_pull_ack);
     }
     println!("  (timed from the first publish: includes publishing the commands)");
     Ok(())
+}
+
+/// Publishes `count` commands of `effect` and waits until the pool acked them all;
+/// returns commands/s from the first publish.
+fn run_effects(
+    pipeline: &crate::pipeline::Pipeline,
+    nc: &nats::Connection,
+    settings: &crate::settings::Settings,
+    effect: &str,
+    count: usize,
+    claims: bool,
+) -> Result<f64, String> {
+    let commands: Vec<(String, Value)> = (0..count)
+        .map(|i| {
+            let tenant = TENANTS[i % TENANTS.len()];
+            let id = format!("bench-{effect}-{claims}-{i}");
+            (
+                format!("{}.{tenant}.{effect}", settings.streams.command_prefix),
+                json!({"event_id": id, "tenant_id": tenant, "command_id": id, "effect_name": effect,
+                       "payload": {"order_id": format!("o-{i}"), "amount": 4200},
+                       "metadata": {"correlation_id": format!("o-{i}")}, "issued_at": event_time(i as u64)}),
+            )
+        })
+        .collect();
+    let before = pipeline.stats().effect_commands_acked;
+    let started = Instant::now();
+    publish_all(nc, &commands)?;
+    let target = before + count as u64;
+    if !wait_until(Duration::from_secs(600), || {
+        pipeline.stats().effect_commands_acked >= target
+    }) {
+        return Err(format!("effects did not finish: {:?}", pipeline.stats()));
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
 }
 
 /// The relay: draining a backlog of effect commands from the outbox next to raw

@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod nats_io;
 pub mod ops;
 pub mod pipeline;
+pub mod placement;
 pub mod program;
 pub mod relay;
 pub mod saga;

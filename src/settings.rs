@@ -118,7 +118,16 @@ pub struct TenancySettings {
     pub default_tenant: String,
     /// When non-empty, only these tenants are served; others are tenant-access errors.
     pub allowed_tenants: Vec<String>,
+    /// This process's saga shard (with `placement_bucket`).
+    pub shard: String,
+    /// NATS KV bucket placing tenants on shards (`tenant → {"shard": name}`); the shard
+    /// serves the tenants placed on it and hands moved ones over without a restart.
+    /// "" = the static `allowed_tenants`.
+    pub placement_bucket: String,
 }
+
+/// The placeholder of per-tenant subject filters.
+pub const TENANT_PLACEHOLDER: &str = "{tenant}";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -139,6 +148,9 @@ pub struct StreamSettings {
     pub timer_prefix: String,
     /// Duplicate window of the streams the Runner creates: long enough for relay retries.
     pub duplicate_window_secs: u64,
+    /// Replicas of the streams (and the claims bucket) the Runner creates: 3 on a
+    /// JetStream cluster, 1 on a single server.
+    pub replicas: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,11 +228,26 @@ pub struct RelaySettings {
 pub struct EffectSettings {
     /// Worker threads: effect calls in flight at once, over all effects.
     pub workers: usize,
+    /// NATS KV bucket of execution claims, shared by every effect replica: the gate
+    /// that keeps a command from running twice across hosts. "" = local records only
+    /// (one effect replica).
+    pub claims_bucket: String,
+    /// How long an unfinished claim keeps other replicas from taking the command over
+    /// (its holder may still be calling). Longer than the longest effect run.
+    pub claim_lease_ms: u64,
+    /// How long the claims bucket keeps a finished claim (bucket `max_age`): longer
+    /// than a command can be redelivered.
+    pub claims_ttl_secs: u64,
 }
 
 impl Default for EffectSettings {
     fn default() -> Self {
-        EffectSettings { workers: 64 }
+        EffectSettings {
+            workers: 64,
+            claims_bucket: "RUNNER_EFFECT_CLAIMS".into(),
+            claim_lease_ms: 5 * 60 * 1000,
+            claims_ttl_secs: 7 * 24 * 60 * 60,
+        }
     }
 }
 
@@ -335,6 +362,8 @@ impl Default for TenancySettings {
             multi_tenant: true,
             default_tenant: String::new(),
             allowed_tenants: Vec::new(),
+            shard: String::new(),
+            placement_bucket: String::new(),
         }
     }
 }
@@ -352,6 +381,7 @@ impl Default for StreamSettings {
             result_prefix: "workflow.result".into(),
             timer_prefix: "workflow.timer".into(),
             duplicate_window_secs: 2 * 60 * 60,
+            replicas: 1,
         }
     }
 }
@@ -582,6 +612,7 @@ impl Settings {
         if self.storage.path.as_os_str().is_empty() {
             return bad("storage.path", "must not be empty".into());
         }
+        self.validate_placement()?;
         if !(1..=1024 * 1024).contains(&self.storage.map_size_mib) {
             return bad(
                 "storage.map_size_mib",
@@ -807,6 +838,37 @@ impl Settings {
                 format!("must be between 1 and 1024 (got {})", self.effects.workers),
             );
         }
+        let bucket = &self.effects.claims_bucket;
+        if !bucket
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return bad(
+                "effects.claims_bucket",
+                format!("a bucket name is letters, digits, '_' and '-' (got {bucket:?})"),
+            );
+        }
+        if self.effects.claim_lease_ms < self.consumer.ack_wait_ms {
+            return bad(
+                "effects.claim_lease_ms",
+                format!(
+                    "must be at least consumer.ack_wait_ms ({}), got {}",
+                    self.consumer.ack_wait_ms, self.effects.claim_lease_ms
+                ),
+            );
+        }
+        if self.effects.claims_ttl_secs < 60 {
+            return bad(
+                "effects.claims_ttl_secs",
+                format!("must be at least 60 (got {})", self.effects.claims_ttl_secs),
+            );
+        }
+        if !(1..=5).contains(&self.streams.replicas) {
+            return bad(
+                "streams.replicas",
+                format!("must be between 1 and 5 (got {})", self.streams.replicas),
+            );
+        }
         if self.mode.runs_sagas() && self.manifests.sagas.is_empty() {
             return bad(
                 "manifests.sagas",
@@ -817,6 +879,86 @@ impl Settings {
     }
 
     /// The tenant of messages that name none.
+    /// Per-tenant consumers (`{tenant}` in the saga filters) and dynamic placement.
+    fn validate_placement(&self) -> Result<(), SettingsError> {
+        let bad = |field: &str, problem: String| {
+            Err(SettingsError::Invalid {
+                field: field.into(),
+                problem,
+            })
+        };
+        let t = &self.tenancy;
+        let per_tenant = [
+            ("streams.aggregate_filter", &self.streams.aggregate_filter),
+            ("streams.workflow_filter", &self.streams.workflow_filter),
+        ];
+        let templated = per_tenant
+            .iter()
+            .filter(|(_, f)| f.contains(TENANT_PLACEHOLDER))
+            .count();
+        if templated == 1 {
+            return bad(
+                "streams.workflow_filter",
+                "per-tenant consumers need {tenant} in both streams.aggregate_filter and streams.workflow_filter".into(),
+            );
+        }
+        if templated == 2 && !t.multi_tenant {
+            return bad(
+                "tenancy.multi_tenant",
+                "per-tenant filters ({tenant}) need a multi-tenant runner".into(),
+            );
+        }
+        if t.placement_bucket.is_empty() {
+            if templated == 2 && t.allowed_tenants.is_empty() {
+                return bad(
+                    "tenancy.allowed_tenants",
+                    "per-tenant filters ({tenant}) without a placement bucket need the tenants listed here".into(),
+                );
+            }
+            return Ok(());
+        }
+        if !t
+            .placement_bucket
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return bad(
+                "tenancy.placement_bucket",
+                format!(
+                    "a bucket name is letters, digits, '_' and '-' (got {:?})",
+                    t.placement_bucket
+                ),
+            );
+        }
+        if t.shard.is_empty()
+            || !t
+                .shard
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return bad(
+                "tenancy.shard",
+                format!(
+                    "placement needs this shard's name: letters, digits, '_' and '-' (got {:?})",
+                    t.shard
+                ),
+            );
+        }
+        if templated != 2 {
+            return bad(
+                "streams.aggregate_filter",
+                "placement moves tenants with their consumers: put {tenant} in streams.aggregate_filter and streams.workflow_filter (e.g. \"aggregate.{tenant}.>\" and \"workflow.*.{tenant}.>\")".into(),
+            );
+        }
+        if !t.allowed_tenants.is_empty() {
+            return bad(
+                "tenancy.allowed_tenants",
+                "must be empty with a placement bucket: the bucket says which tenants this shard serves".into(),
+            );
+        }
+        Ok(())
+    }
+
     pub fn default_tenant(&self) -> TenantId {
         TenantId::new(&self.tenancy.default_tenant).unwrap_or_default()
     }
@@ -963,6 +1105,55 @@ mod tests {
         let listed: Value = toml::from_str(&readme[start..start + len]).unwrap();
         let defaults = serde_json::to_value(Settings::default()).unwrap();
         assert_eq!(listed, defaults);
+    }
+
+    #[test]
+    fn placement_needs_a_shard_per_tenant_filters_and_no_static_tenants() {
+        let placed = env(&[
+            ("RUNNER_TENANCY_PLACEMENT_BUCKET", "TENANT_PLACEMENT"),
+            ("RUNNER_TENANCY_SHARD", "a"),
+            ("RUNNER_STREAMS_AGGREGATE_FILTER", "aggregate.{tenant}.>"),
+            ("RUNNER_STREAMS_WORKFLOW_FILTER", "workflow.*.{tenant}.>"),
+        ]);
+        let s = Settings::load(None, placed.clone()).unwrap();
+        assert_eq!(s.tenancy.shard, "a");
+        let with = |extra: (&str, &str)| {
+            let mut e: Vec<_> = placed
+                .iter()
+                .filter(|(k, _)| k != extra.0)
+                .cloned()
+                .collect();
+            e.push((extra.0.to_string(), extra.1.to_string()));
+            invalid_field(Settings::load(None, e).unwrap_err())
+        };
+        assert_eq!(
+            with(("RUNNER_TENANCY_ALLOWED_TENANTS", "acme")),
+            "tenancy.allowed_tenants"
+        );
+        assert_eq!(with(("RUNNER_TENANCY_SHARD", "")), "tenancy.shard");
+        assert_eq!(
+            with(("RUNNER_STREAMS_WORKFLOW_FILTER", "workflow.>")),
+            "streams.workflow_filter"
+        );
+        // Static per-tenant consumers list their tenants.
+        let static_filters = env(&[
+            ("RUNNER_STREAMS_AGGREGATE_FILTER", "aggregate.{tenant}.>"),
+            ("RUNNER_STREAMS_WORKFLOW_FILTER", "workflow.*.{tenant}.>"),
+        ]);
+        assert_eq!(
+            invalid_field(Settings::load(None, static_filters.clone()).unwrap_err()),
+            "tenancy.allowed_tenants"
+        );
+        let mut listed = static_filters;
+        listed.push((
+            "RUNNER_TENANCY_ALLOWED_TENANTS".into(),
+            "acme,globex".into(),
+        ));
+        let s = Settings::load(None, listed).unwrap();
+        let consumers = crate::nats_io::saga_consumers(&s);
+        assert_eq!(consumers.len(), 4);
+        assert_eq!(consumers[0].durable, "runner-saga-acme-aggregate");
+        assert_eq!(consumers[3].filter, "workflow.*.globex.>");
     }
 
     #[test]
@@ -1175,6 +1366,28 @@ mod tests {
                 "consumer.fetch_wait_ms",
             ),
             ("RUNNER_MANIFESTS_SAGAS", "", "manifests.sagas"),
+            (
+                "RUNNER_EFFECTS_CLAIMS_BUCKET",
+                "a.b",
+                "effects.claims_bucket",
+            ),
+            (
+                "RUNNER_EFFECTS_CLAIM_LEASE_MS",
+                "10",
+                "effects.claim_lease_ms",
+            ),
+            (
+                "RUNNER_EFFECTS_CLAIMS_TTL_SECS",
+                "1",
+                "effects.claims_ttl_secs",
+            ),
+            ("RUNNER_STREAMS_REPLICAS", "7", "streams.replicas"),
+            (
+                "RUNNER_STREAMS_AGGREGATE_FILTER",
+                "aggregate.{tenant}.>",
+                "streams.workflow_filter",
+            ),
+            ("RUNNER_TENANCY_PLACEMENT_BUCKET", "PLACE", "tenancy.shard"),
             (
                 "RUNNER_RELAY_GATEWAY_URL",
                 "gateway:8080",

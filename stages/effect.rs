@@ -16,6 +16,13 @@
 //! acks. The window that remains is between the end of the call and its record: a crash
 //! there calls again after redelivery, with the same `idempotency-key`, which an upstream
 //! that honours it answers without acting twice.
+//!
+//! Across replicas (each with its own store) the gate is a claim in the shared KV bucket
+//! (`effects::claims`): a worker calls only when it created the claim, writes the result
+//! into it before recording and publishing, and a replica that finds a finished claim
+//! publishes that result; one that finds a live claim of another puts the command back
+//! with a delay (not held against `max_deliver`). No claim can be had (NATS KV down):
+//! no call.
 
 use std::time::Duration;
 
@@ -25,6 +32,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::effects::attempts::{self, Final};
+use crate::effects::claims::{Claims, Gate};
 use crate::effects::recorder::Recorder;
 use crate::effects::result::{result_event, result_subject};
 use crate::envelope::{header, meta, EffectCommand, ResultError, ResultType};
@@ -55,6 +63,7 @@ pub fn split(shared: &Shared, input: &Receiver<FetchedBatch>, out: &Sender<nats:
 /// One worker thread: commands in, results out.
 pub fn work(
     shared: &Shared,
+    claims: Option<&Claims>,
     recorder: Recorder,
     nc: &nats::Connection,
     input: &Receiver<nats::Message>,
@@ -69,6 +78,7 @@ pub fn work(
     };
     let mut worker = Worker {
         shared,
+        claims,
         recorder,
         publisher,
         jitter: Jitter::seeded(),
@@ -81,6 +91,8 @@ pub fn work(
 
 struct Worker<'a> {
     shared: &'a Shared,
+    /// The cross-replica gate; `None` when `effects.claims_bucket` is "".
+    claims: Option<&'a Claims>,
     /// Completion records go through the group-committing thread.
     recorder: Recorder,
     publisher: Publisher,
@@ -101,7 +113,7 @@ impl Worker<'_> {
             stream_seq: 0,
             delivered: 1,
         });
-        let command = match self.decode(&msg, &delivery) {
+        let command = match self.decode(&msg) {
             Ok(c) => c,
             Err(p) => return self.quarantine(&msg, &delivery, p),
         };
@@ -120,6 +132,27 @@ impl Worker<'_> {
                 record
             }
             None => {
+                // Only a command still to be called counts its deliveries: one whose call
+                // is recorded is published and acked however often it came.
+                if let Some(reason) = self.over_delivered(&delivery) {
+                    let poison = Poison {
+                        kind: QuarantineKind::MaxDeliver,
+                        reason,
+                        tenant,
+                    };
+                    return self.quarantine(&msg, &delivery, poison);
+                }
+                let revision = match self.claim(&tenant, &work_id, &log_ctx) {
+                    Claimed::Mine(revision) => revision,
+                    Claimed::Done(record) => {
+                        if let Err(e) = self.recorder.record(&tenant, &work_id, &record) {
+                            return self.store_failed(&delivery, &log_ctx, &e);
+                        }
+                        return self
+                            .publish_and_ack(&msg, &delivery, &cmd, &tenant, &work_id, record);
+                    }
+                    Claimed::Later(delay) => return self.put_back(&msg, &delivery, delay),
+                };
                 let end = self.call(&msg, &cmd, &json);
                 crate::crash::point(crate::crash::AFTER_CALL);
                 let event = result_event(&cmd, &end, &now_rfc3339());
@@ -140,6 +173,9 @@ impl Worker<'_> {
                     recorded_at: now_rfc3339(),
                     published_at: None,
                 };
+                if let Some(revision) = revision {
+                    self.complete_claim(&tenant, &work_id, revision, &record, &log_ctx);
+                }
                 if let Err(e) = self.recorder.record(&tenant, &work_id, &record) {
                     return self.store_failed(&delivery, &log_ctx, &e);
                 }
@@ -147,11 +183,25 @@ impl Worker<'_> {
                 record
             }
         };
+        self.publish_and_ack(&msg, &delivery, &cmd, &tenant, &work_id, record);
+    }
+
+    /// Publishes the recorded result, marks it published and acks the command.
+    fn publish_and_ack(
+        &mut self,
+        msg: &nats::Message,
+        delivery: &Delivery,
+        cmd: &EffectCommand,
+        tenant: &TenantId,
+        work_id: &WorkId,
+        record: EffectCompletion,
+    ) {
+        let log_ctx = LogCtx::of(cmd);
         // Published again also when it was before: the first delivery's ack may be what
         // was lost, and the saga may not have the result yet. The event id makes it a
         // duplicate JetStream drops.
-        let subject = result_subject(&self.shared.settings.streams.result_prefix, &cmd);
-        if let Err(reason) = self.publish(&subject, &record, &cmd) {
+        let subject = result_subject(&self.shared.settings.streams.result_prefix, cmd);
+        if let Err(reason) = self.publish(&subject, &record, cmd) {
             // Not acked: redelivery publishes the recorded result, without a call.
             log::warn!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
                 trace_id = log_ctx.trace.as_str(), error = reason.as_str(); "effect result publish failed; the command will be redelivered");
@@ -165,8 +215,8 @@ impl Worker<'_> {
                 published_at: Some(now_rfc3339()),
                 ..record
             };
-            if let Err(e) = self.recorder.record(&tenant, &work_id, &published) {
-                return self.store_failed(&delivery, &log_ctx, &e);
+            if let Err(e) = self.recorder.record(tenant, work_id, &published) {
+                return self.store_failed(delivery, &log_ctx, &e);
             }
         }
         self.shared
@@ -183,7 +233,6 @@ impl Worker<'_> {
     fn decode(
         &self,
         msg: &nats::Message,
-        delivery: &Delivery,
     ) -> Result<(EffectCommand, Value, TenantId, WorkId), Poison> {
         let header_tenant = nats_io::header(msg, header::TENANT).unwrap_or_default();
         let poison = |kind, reason: String| Poison {
@@ -191,13 +240,6 @@ impl Worker<'_> {
             reason,
             tenant: TenantId::new(header_tenant).unwrap_or_default(),
         };
-        let max = self.shared.settings.consumer.max_deliver.max(1) as u64;
-        if delivery.delivered > max {
-            return Err(poison(
-                QuarantineKind::MaxDeliver,
-                format!("delivered {} times (max_deliver {max})", delivery.delivered),
-            ));
-        }
         let json: Value = serde_json::from_slice(&msg.data).map_err(|e| {
             poison(
                 QuarantineKind::Decode,
@@ -335,6 +377,85 @@ impl Worker<'_> {
         }
     }
 
+    /// Why the command has been delivered too often to be called, if it has; deliveries
+    /// this process caused itself (put back, store failures) do not count.
+    fn over_delivered(&self, delivery: &Delivery) -> Option<String> {
+        let max = self.shared.settings.consumer.max_deliver.max(1) as u64;
+        let forgiven = self
+            .shared
+            .intake
+            .drops()
+            .forgiven(&delivery.stream, delivery.stream_seq);
+        (delivery.delivered.saturating_sub(forgiven) > max)
+            .then(|| format!("delivered {} times (max_deliver {max})", delivery.delivered))
+    }
+
+    /// Asks the shared claims whether this worker may call.
+    fn claim(&self, tenant: &TenantId, work_id: &WorkId, log_ctx: &LogCtx) -> Claimed {
+        let Some(claims) = self.claims else {
+            return Claimed::Mine(None);
+        };
+        match claims.acquire(tenant, work_id) {
+            Ok(Gate::Mine { revision }) => Claimed::Mine(Some(revision)),
+            Ok(Gate::Done(record)) => {
+                Stats::add(&self.shared.stats.effect_results_replayed, 1);
+                log::info!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
+                    trace_id = log_ctx.trace.as_str(), command_id = work_id.as_str();
+                    "effect command executed by another replica: publishing its result, not calling again");
+                Claimed::Done(record)
+            }
+            Ok(Gate::Busy { retry_after }) => {
+                Stats::add(&self.shared.stats.effect_claims_busy, 1);
+                log::info!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
+                    trace_id = log_ctx.trace.as_str(), command_id = work_id.as_str(), retry_in_ms = retry_after.as_millis() as u64;
+                    "effect command claimed by another replica; put back");
+                Claimed::Later(retry_after)
+            }
+            Err(e) => {
+                Stats::add(&self.shared.stats.effect_claims_busy, 1);
+                log::warn!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
+                    trace_id = log_ctx.trace.as_str(), error = e.to_string();
+                    "no effect claim to be had; not calling, the command is put back");
+                Claimed::Later(CLAIM_RETRY)
+            }
+        }
+    }
+
+    /// Writes the result into the claim (a few tries). Failing that, this replica's
+    /// record still stops a second call here; another replica would call again once the
+    /// lease runs out — logged, because it is the one cross-replica window this leaves.
+    fn complete_claim(
+        &self,
+        tenant: &TenantId,
+        work_id: &WorkId,
+        revision: u64,
+        record: &EffectCompletion,
+        log_ctx: &LogCtx,
+    ) {
+        let Some(claims) = self.claims else { return };
+        let mut last = None;
+        for _ in 0..3 {
+            match claims.complete(tenant, work_id, revision, record) {
+                Ok(()) => return,
+                Err(e) => last = Some(e),
+            }
+        }
+        if let Some(e) = last {
+            log::warn!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
+                trace_id = log_ctx.trace.as_str(), error = e.to_string();
+                "effect result not written to its claim; other replicas may call again after the lease");
+        }
+    }
+
+    /// Leaves the command unacked and asks for redelivery after `delay`; the delivery
+    /// this causes is not held against `max_deliver`.
+    fn put_back(&self, msg: &nats::Message, delivery: &Delivery, delay: Duration) {
+        self.shared
+            .drop_unacked(&delivery.stream, delivery.stream_seq);
+        let nak = format!("-NAK {{\"delay\":{}}}", delay.as_nanos());
+        let _ = msg.respond(nak);
+    }
+
     fn store_failed(&self, delivery: &Delivery, log_ctx: &LogCtx, e: &StoreError) {
         log::error!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
             trace_id = log_ctx.trace.as_str(), error = e.to_string(); "effect store access failed; the command stays unacked");
@@ -345,6 +466,19 @@ impl Worker<'_> {
             .drop_unacked(&delivery.stream, delivery.stream_seq);
     }
 }
+
+/// What the claims say this worker does with a command.
+enum Claimed {
+    /// Call (holding the claim at this revision, when claims are in use).
+    Mine(Option<u64>),
+    /// Publish this result, recorded by another replica.
+    Done(EffectCompletion),
+    /// Put it back for this long.
+    Later(Duration),
+}
+
+/// How soon a command comes back when the claims bucket could not be reached.
+const CLAIM_RETRY: Duration = Duration::from_secs(2);
 
 /// Runs `f` while a ticker thread sends in-progress acks for `msg` every `every`.
 fn keep_alive<T>(msg: &nats::Message, every: Duration, f: impl FnOnce() -> T) -> T {

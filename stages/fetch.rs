@@ -90,11 +90,46 @@ pub fn run(
             drop(sub);
             match resubscribe(shared, js, spec) {
                 Some(again) => sub = again,
-                None => break,
+                // Shutting down, with no subscription left to hand anything back from.
+                None => return,
             }
         }
     }
+    if intake.is_shutting_down() {
+        hand_back(shared, &sub);
+    }
     log::info!(stream = spec.stream.as_str(); "fetch stage stopped");
+}
+
+/// At shutdown: what the last pull request still delivers is negatively acked, so that
+/// JetStream redelivers it at once — ahead of newer messages — to whoever pulls next (this
+/// process restarted, or the shard a tenant moved to). Left alone, it would come back
+/// only after the ack wait, behind newer messages of the same instances.
+fn hand_back(shared: &Shared, sub: &PullSubscription) {
+    let until = Instant::now()
+        + Duration::from_millis(shared.settings.consumer.fetch_wait_ms)
+        + Duration::from_millis(100);
+    // Nacked only once the request is over: a message nacked while it is still open
+    // would be delivered to it again at once, over and over.
+    let mut late = Vec::new();
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match sub.next_timeout(left.min(POLL)) {
+            Ok(msg) if is_status(&msg) => {
+                if status_end(&msg).is_some() {
+                    break;
+                }
+            }
+            Ok(msg) => late.push(msg),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+            Err(_) => break,
+        }
+    }
+    for msg in &late {
+        let _ = msg.ack_kind(nats::jetstream::AckKind::Nak);
+    }
+    if !late.is_empty() {
+        log::info!(handed = late.len() as u64; "messages delivered after the drain began were handed back (nak)");
+    }
 }
 
 /// One pull request: forwards messages as they arrive until the batch is full or the

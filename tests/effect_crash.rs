@@ -28,6 +28,9 @@ fn crash_and_recover(point: &str, after: u32) -> (usize, usize) {
     rig.settings.mode = Mode::Effect;
     rig.settings.manifests.effects = vec![manifest];
     rig.settings.effects.workers = 1;
+    // A claim left by the aborted process blocks the restarted one (a new replica) for
+    // the lease: short here, minutes in production.
+    rig.settings.effects.claim_lease_ms = 2_000;
     let config = config_file(&rig);
     let nc = rig.connect();
     let subject = format!("{}.acme.charge", rig.settings.streams.command_prefix);

@@ -168,7 +168,7 @@ fn check(config: Option<&Path>) -> Result<(), Error> {
 
 fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
     crate::logging::init();
-    let settings = load_settings(config, mode)?;
+    let mut settings = load_settings(config, mode)?;
     crate::crash::validate().map_err(Error::Other)?;
     let (catalog, effects) = catalogs_for_mode(&settings)?;
     let admin_token = crate::ops::read_admin_token(&settings.ops.admin_token_file)
@@ -187,6 +187,19 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
         settings.ops.listen.clone(),
         Duration::from_millis(settings.ops.drain_deadline_ms),
     );
+    let placement = if settings.tenancy.placement_bucket.is_empty() || !mode.runs_sagas() {
+        None
+    } else {
+        let t = &settings.tenancy;
+        let placement = crate::placement::Placement::open(
+            &nc,
+            &t.placement_bucket,
+            &t.shard,
+            settings.streams.replicas,
+        )
+        .map_err(|e| Error::Other(e.to_string()))?;
+        Some(supervise::Shards::start(placement, &store, &mut settings)?)
+    };
     let catalogs = crate::pipeline::Catalogs::new(catalog, effects);
     let pipeline = Pipeline::start_with(
         settings.clone(),
@@ -220,6 +233,7 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
         control,
         signalled,
         drain_deadline: deadline,
+        placement,
     }
     .run(pipeline)
 }

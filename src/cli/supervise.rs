@@ -1,8 +1,11 @@
 //! The main loop of `runner run`: watches the pipeline, turns SIGTERM/SIGINT into a
 //! drain and an exit, and keeps a process drained over the ops port alive (answering
 //! `/ready` 503) until it is told to resume — with a new pipeline on the same store,
-//! NATS connection and catalogs — or signalled.
+//! NATS connection and catalogs — or signalled. With a placement bucket it also reads
+//! the tenants' placement every second and, when this shard's tenants change, drains,
+//! hands tenants over (`crate::placement`) and starts a pipeline for the new set.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,8 +13,10 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::ops::Control;
 use crate::pipeline::{Catalogs, Pipeline};
+use crate::placement::{Placement, Plan};
 use crate::settings::Settings;
 use crate::store::Store;
+use crate::types::TenantId;
 
 /// What a pipeline's life needs to start another.
 pub struct Supervisor {
@@ -22,14 +27,110 @@ pub struct Supervisor {
     pub control: Arc<Control>,
     pub signalled: Arc<AtomicBool>,
     pub drain_deadline: Duration,
+    pub placement: Option<Shards>,
+}
+
+/// This shard's side of tenant placement.
+pub struct Shards {
+    pub placement: Placement,
+    /// Tenants the running pipeline serves.
+    pub serving: BTreeSet<TenantId>,
+    /// The bucket's last sequence when it was last read (unchanged: nothing to do).
+    seen: u64,
+    /// Tenants placed here whose handover has not arrived yet.
+    waiting: bool,
+    last_read: Instant,
+}
+
+impl Shards {
+    /// Reads the placement once and carries out what it says, before any pipeline
+    /// runs; the tenants to serve go into `settings`.
+    pub fn start(
+        placement: Placement,
+        store: &Store,
+        settings: &mut Settings,
+    ) -> Result<Shards, Error> {
+        let mut shards = Shards {
+            placement,
+            serving: BTreeSet::new(),
+            seen: 0,
+            waiting: false,
+            last_read: Instant::now(),
+        };
+        let plan = shards.read().map_err(|e| Error::Other(e.to_string()))?;
+        shards.carry_out(&plan, store, settings)?;
+        Ok(shards)
+    }
+
+    fn read(&mut self) -> Result<Plan, crate::placement::PlacementError> {
+        self.last_read = Instant::now();
+        self.seen = self.placement.version()?;
+        let plan = self.placement.plan()?;
+        self.waiting = !plan.waiting.is_empty();
+        if self.waiting {
+            log::info!(tenants = format!("{:?}", plan.waiting); "tenants placed here wait for their handover");
+        }
+        Ok(plan)
+    }
+
+    /// A plan that changes what this shard serves, if the placement moved.
+    fn poll(&mut self) -> Option<Plan> {
+        if self.last_read.elapsed() < crate::placement::POLL {
+            return None;
+        }
+        self.last_read = Instant::now();
+        let version = match self.placement.version() {
+            Ok(v) => v,
+            Err(e) => {
+                log::warn!(error = e.to_string(); "cannot read the placement bucket");
+                return None;
+            }
+        };
+        if version == self.seen && !self.waiting {
+            return None;
+        }
+        match self.read() {
+            Ok(plan) if plan.changes(&self.serving) => Some(plan),
+            Ok(_) => None,
+            Err(e) => {
+                log::warn!(error = e.to_string(); "cannot read the placement bucket");
+                None
+            }
+        }
+    }
+
+    /// Hands tenants over (the pipeline is not running) and sets the tenants to serve.
+    fn carry_out(
+        &mut self,
+        plan: &Plan,
+        store: &Store,
+        settings: &mut Settings,
+    ) -> Result<(), Error> {
+        let serve = self
+            .placement
+            .apply(plan, store, &settings.storage.path)
+            .map_err(|e| Error::Other(e.to_string()))?;
+        log::warn!(tenants = format!("{serve:?}"); "serving tenants");
+        settings.tenancy.allowed_tenants = serve.iter().map(|t| t.to_string()).collect();
+        self.serving = serve;
+        Ok(())
+    }
 }
 
 const TICK: Duration = Duration::from_millis(200);
 
+/// Why a pipeline was drained.
+enum Drained {
+    /// A signal, or `POST /admin/drain`.
+    Asked,
+    /// This shard's tenants change.
+    Placement(Plan),
+}
+
 impl Supervisor {
-    pub fn run(&self, mut pipeline: Pipeline) -> Result<(), Error> {
+    pub fn run(&mut self, mut pipeline: Pipeline) -> Result<(), Error> {
         loop {
-            self.watch(&pipeline)?;
+            let why = self.watch(&pipeline)?;
             if !drain(&pipeline, self.drain_deadline) {
                 log::warn!(deadline_ms = self.drain_deadline.as_millis() as u64; "drain deadline passed; exiting with work unacked (it is redelivered)");
                 // Not joining the stages: they may be blocked on what made the drain slow.
@@ -39,16 +140,25 @@ impl Supervisor {
             if self.signalled() {
                 return Ok(());
             }
-            // Drained over the ops port: stay up until resumed or signalled.
-            self.control.set_drained();
-            log::warn!("drained; waiting for POST /admin/resume (or a signal to exit)");
-            loop {
-                std::thread::sleep(TICK);
-                if self.signalled() {
-                    return Ok(());
+            match why {
+                Drained::Placement(plan) => {
+                    if let Some(shards) = &mut self.placement {
+                        shards.carry_out(&plan, &self.store, &mut self.settings)?;
+                    }
                 }
-                if self.control.take_resume() {
-                    break;
+                Drained::Asked => {
+                    // Drained over the ops port: stay up until resumed or signalled.
+                    self.control.set_drained();
+                    log::warn!("drained; waiting for POST /admin/resume (or a signal to exit)");
+                    loop {
+                        std::thread::sleep(TICK);
+                        if self.signalled() {
+                            return Ok(());
+                        }
+                        if self.control.take_resume() {
+                            break;
+                        }
+                    }
                 }
             }
             pipeline = Pipeline::start_with(
@@ -58,7 +168,7 @@ impl Supervisor {
                 self.nc.clone(),
             )?;
             self.control.resumed(pipeline.shared().clone());
-            log::warn!("resumed: the pipeline runs again");
+            log::warn!("the pipeline runs again");
         }
     }
 
@@ -66,9 +176,9 @@ impl Supervisor {
         self.signalled.load(Ordering::Relaxed)
     }
 
-    /// Returns once the pipeline drains (a signal, or the ops port asked); fails if a
-    /// stage stopped on its own.
-    fn watch(&self, pipeline: &Pipeline) -> Result<(), Error> {
+    /// Returns once the pipeline drains (a signal, the ops port, or a placement change
+    /// asked); fails if a stage stopped on its own.
+    fn watch(&mut self, pipeline: &Pipeline) -> Result<Drained, Error> {
         let mut last_progress = Instant::now();
         loop {
             std::thread::sleep(TICK);
@@ -77,12 +187,18 @@ impl Supervisor {
                 pipeline.begin_drain();
             }
             if pipeline.is_draining() {
-                return Ok(());
+                return Ok(Drained::Asked);
             }
             if !pipeline.all_running() {
                 return Err(Error::Other(
                     "a pipeline stage stopped unexpectedly; exiting so that the process is restarted (unacked work is redelivered)".into(),
                 ));
+            }
+            if let Some(plan) = self.placement.as_mut().and_then(Shards::poll) {
+                log::warn!(release = format!("{:?}", plan.release), import = format!("{:?}", plan.import),
+                    serve = format!("{:?}", plan.serve); "placement changed: draining to hand tenants over");
+                pipeline.begin_drain();
+                return Ok(Drained::Placement(plan));
             }
             if last_progress.elapsed() >= Duration::from_secs(10) {
                 last_progress = Instant::now();

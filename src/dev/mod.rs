@@ -2,6 +2,7 @@
 //! throwaway `nats-server` and a stand-in Gateway. Nothing here is used by `runner run`.
 
 mod gateway;
+mod nats_cluster;
 mod nats_server;
 mod sandbox;
 mod seed;
@@ -9,6 +10,7 @@ mod stream_reader;
 mod temp_dir;
 
 pub use gateway::{FakeGateway, ReceivedCommand, Reply};
+pub use nats_cluster::{NatsCluster, NatsClusterError};
 pub use nats_server::{NatsServer, NatsServerError};
 pub use sandbox::{example_manifest, publish_all, wait_until, Sandbox};
 pub use seed::{seed_outbox, seed_timers};

@@ -132,7 +132,9 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }
 
-fn find_binary() -> Option<PathBuf> {
+/// Where the `nats-server` binary is: `RUNNER_NATS_SERVER_BIN`, else PATH and the usual
+/// system directories.
+pub(super) fn find_binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("RUNNER_NATS_SERVER_BIN") {
         return Some(PathBuf::from(path));
     }

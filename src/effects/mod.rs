@@ -4,6 +4,7 @@
 
 pub mod attempts;
 pub mod breaker;
+pub mod claims;
 pub mod limit;
 pub mod manifest;
 pub mod provider;

@@ -10,8 +10,8 @@ use std::time::Duration;
 pub use flusher::Flusher;
 pub use publisher::{Completion, PublishError, Publisher};
 pub use setup::{
-    effect_consumer, ensure_consumer, ensure_streams, reposition_consumer, saga_consumers,
-    ConsumerSpec,
+    effect_consumer, ensure_consumer, ensure_streams, key_value, reposition_consumer,
+    saga_consumers, ConsumerSpec,
 };
 
 #[derive(Debug, thiserror::Error)]

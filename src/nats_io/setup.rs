@@ -8,7 +8,7 @@ use nats::jetstream::{
 };
 
 use super::StreamError;
-use crate::settings::Settings;
+use crate::settings::{Settings, TENANT_PLACEHOLDER};
 
 fn js_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StreamError {
     let what = what.into();
@@ -47,9 +47,24 @@ fn ensure_stream(
     name: &str,
     subjects: Vec<String>,
     duplicate_window: Duration,
+    replicas: usize,
     create: bool,
 ) -> Result<(), StreamError> {
+    // An existing stream is left as it is, but one with fewer replicas than the settings
+    // ask for is named in a warning: it does not survive the loss of a node as configured.
+    let check_replicas = || match js.stream_info(name) {
+        // A stream created without a replica count reports 0: one copy.
+        Ok(info) if info.config.num_replicas.max(1) < replicas => log::warn!(
+            stream = name, replicas = info.config.num_replicas.max(1), configured = replicas;
+            "stream has fewer replicas than streams.replicas; left unchanged (change it with the nats CLI)"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            log::warn!(stream = name, error = e.to_string(); "cannot read the stream's replicas")
+        }
+    };
     if stream_exists(js, name)? {
+        check_replicas();
         return Ok(());
     }
     if !create {
@@ -59,22 +74,27 @@ fn ensure_stream(
         name: name.to_string(),
         subjects,
         storage: StorageType::File,
+        num_replicas: replicas,
         // JetStream takes the duplicate window in nanoseconds.
         duplicate_window: duplicate_window.as_nanos().min(i64::MAX as u128) as i64,
         ..Default::default()
     };
     match js.add_stream(config) {
         Ok(_) => {
-            log::info!(stream = name; "created stream");
+            log::info!(stream = name, replicas = replicas; "created stream");
             Ok(())
         }
         // Another replica created it in the meantime.
-        Err(_) if stream_exists(js, name)? => Ok(()),
+        Err(_) if stream_exists(js, name)? => {
+            check_replicas();
+            Ok(())
+        }
         Err(e) => Err(js_err(format!("create stream {name}"))(e)),
     }
 }
 
-/// Makes sure the streams the saga pipeline reads and writes exist.
+/// Makes sure the streams the saga pipeline reads and writes exist, created with
+/// `streams.replicas` replicas (an existing one with fewer is kept, with a warning).
 pub fn ensure_streams(js: &JetStream, settings: &Settings) -> Result<(), StreamError> {
     let s = &settings.streams;
     let window = Duration::from_secs(s.duplicate_window_secs);
@@ -83,6 +103,7 @@ pub fn ensure_streams(js: &JetStream, settings: &Settings) -> Result<(), StreamE
         &s.aggregate_events,
         s.aggregate_subjects.clone(),
         window,
+        s.replicas,
         settings.nats.create_aggregate_stream,
     )?;
     ensure_stream(
@@ -90,6 +111,7 @@ pub fn ensure_streams(js: &JetStream, settings: &Settings) -> Result<(), StreamE
         &s.workflow_commands,
         vec![format!("{}.>", s.command_prefix)],
         window,
+        s.replicas,
         settings.nats.create_streams,
     )?;
     ensure_stream(
@@ -100,6 +122,7 @@ pub fn ensure_streams(js: &JetStream, settings: &Settings) -> Result<(), StreamE
             format!("{}.>", s.timer_prefix),
         ],
         window,
+        s.replicas,
         settings.nats.create_streams,
     )?;
     Ok(())
@@ -114,10 +137,30 @@ pub struct ConsumerSpec {
     pub filter: String,
 }
 
-/// The saga pipeline's consumers: one on the aggregate stream, one on workflow events.
+/// The saga pipeline's consumers: one on the aggregate stream, one on workflow events —
+/// or, when the filters name `{tenant}`, such a pair for each served tenant
+/// (`{durable}-{tenant}-aggregate`, …), which moves with the tenant from shard to shard.
 pub fn saga_consumers(settings: &Settings) -> Vec<ConsumerSpec> {
     let s = &settings.streams;
     let durable = &settings.consumer.durable;
+    if s.aggregate_filter.contains(TENANT_PLACEHOLDER) {
+        return settings
+            .tenancy
+            .allowed_tenants
+            .iter()
+            .flat_map(|tenant| {
+                let per = |stream: &str, filter: &str, what: &str| ConsumerSpec {
+                    stream: stream.to_string(),
+                    durable: format!("{durable}-{tenant}-{what}"),
+                    filter: filter.replace(TENANT_PLACEHOLDER, tenant),
+                };
+                [
+                    per(&s.aggregate_events, &s.aggregate_filter, "aggregate"),
+                    per(&s.workflow_events, &s.workflow_filter, "workflow"),
+                ]
+            })
+            .collect();
+    }
     vec![
         ConsumerSpec {
             stream: s.aggregate_events.clone(),
@@ -263,4 +306,13 @@ pub fn reposition_consumer(
         .map_err(js_err(format!("create {what} from sequence {from_seq}")))?;
     log::warn!(stream = spec.stream.as_str(), consumer = spec.durable.as_str(), from_seq = from_seq; "durable consumer repositioned for a replay");
     Ok(info)
+}
+
+/// Opens a KV bucket, creating it with `config` when it does not exist yet (another
+/// replica may create it at the same moment: then it is opened).
+pub fn key_value(js: &JetStream, config: &nats::kv::Config) -> std::io::Result<nats::kv::Store> {
+    js.key_value(&config.bucket).or_else(|_| {
+        js.create_key_value(config)
+            .or_else(|_| js.key_value(&config.bucket))
+    })
 }

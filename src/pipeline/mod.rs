@@ -19,6 +19,7 @@ mod stats;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
@@ -212,6 +213,7 @@ impl Pipeline {
         let flusher = nats_io::Flusher::start(&nc)
             .map_err(|e| Error::Other(format!("cannot start the flush thread: {e}")))?;
         let effect_stream = shared.settings.streams.workflow_commands.clone();
+        let subs_for_sagas = subs.iter().any(|(spec, _)| spec.stream != effect_stream);
         for (spec, sub) in subs {
             let tx = if spec.stream == effect_stream && mode.runs_effects() {
                 effect_fetch_tx.clone()
@@ -221,6 +223,17 @@ impl Pipeline {
             let (shared, flusher, js) = (shared.clone(), flusher.clone(), js.clone());
             pipeline.spawn(&format!("fetch-{}", spec.stream), move || {
                 stages::fetch::run(&shared, &js, &spec, sub, &flusher, &tx)
+            })?;
+        }
+        if mode.runs_sagas() && !subs_for_sagas {
+            // A shard with no tenants (yet): nothing to fetch, but the saga stages keep
+            // running (the relay and scheduler may have work) until shutdown ends them.
+            let (shared, tx) = (shared.clone(), fetch_tx.clone());
+            pipeline.spawn("fetch-idle", move || {
+                while !shared.intake.is_shutting_down() {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                drop(tx);
             })?;
         }
         drop((fetch_tx, effect_fetch_tx));
@@ -276,15 +289,29 @@ impl Pipeline {
         self.spawn("effect-split", move || {
             stages::effect::split(&s, &fetched, &tx)
         })?;
+        let e = &shared.settings.effects;
+        let claims = if e.claims_bucket.is_empty() {
+            None
+        } else {
+            let claims = crate::effects::claims::Claims::open(
+                nc,
+                &e.claims_bucket,
+                Duration::from_millis(e.claim_lease_ms),
+                Duration::from_secs(e.claims_ttl_secs),
+                shared.settings.streams.replicas,
+            )
+            .map_err(|e| Error::Other(format!("effects cannot run without their claims: {e}")))?;
+            Some(Arc::new(claims))
+        };
         let (recorder, committer) =
             crate::effects::recorder::recorder(shared.store.clone(), workers);
         // Ends once every worker (every recorder) is gone.
         self.spawn("effect-commit", move || committer.run())?;
         for n in 0..workers {
             let (s, rx, nc) = (shared.clone(), rx.clone(), nc.clone());
-            let recorder = recorder.clone();
+            let (recorder, claims) = (recorder.clone(), claims.clone());
             self.spawn(&format!("effect-{n}"), move || {
-                stages::effect::work(&s, recorder, &nc, &rx)
+                stages::effect::work(&s, claims.as_deref(), recorder, &nc, &rx)
             })?;
         }
         Ok(())

@@ -55,6 +55,7 @@ counters! {
     effect_results_published: "Effect result events whose publish was acked.",
     effects_failed: "Effect commands that ended failed or timed out.",
     effect_commands_acked: "Effect commands acked (their result recorded and published).",
+    effect_claims_busy: "Effect commands put back because another replica held their claim, or no claim could be had.",
     timers_fired: "Timers whose reminder was published and acked, then deleted.",
     timers_due: "Gauge: timers found due by the scheduler's latest scan (at most scheduler.batch).",
     queue_decode: "Gauge: batches waiting for the decode stage (fetch → decode channel), as decode last saw it.",

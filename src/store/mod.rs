@@ -9,6 +9,7 @@
 mod admin;
 mod commit;
 mod records;
+mod tenant;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -52,6 +53,9 @@ pub enum StoreError {
     /// A commit failed on purpose (test fault injection).
     #[error("injected commit failure")]
     Injected,
+    /// Moving a tenant's records out or in failed (I/O, or a bad export).
+    #[error("tenant transfer: {0}")]
+    Transfer(String),
 }
 
 impl StoreError {

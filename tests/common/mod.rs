@@ -37,7 +37,6 @@ impl Rig {
     /// A rig whose saga manifest is `sagas` (a JSON value of the manifest's `sagas` list;
     /// subjects in it may use `{ns}`, replaced by the rig's namespace).
     pub fn new(sagas: Value) -> Rig {
-        runner::logging::init_with_default("error");
         let (server, url) = match std::env::var("RUNNER_TEST_NATS_URL") {
             Ok(url) if !url.is_empty() => (None, url),
             _ => {
@@ -46,6 +45,16 @@ impl Rig {
                 (Some(server), url)
             }
         };
+        Rig::build(server, url, sagas, 1)
+    }
+
+    /// A rig on a server (or cluster) someone else runs, with streams of `replicas`.
+    pub fn on(url: &str, sagas: Value, replicas: usize) -> Rig {
+        Rig::build(None, url.to_string(), sagas, replicas)
+    }
+
+    fn build(server: Option<NatsServer>, url: String, sagas: Value, replicas: usize) -> Rig {
+        runner::logging::init_with_default("error");
         let dir = TempDir::new("it").unwrap();
         let token = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
         let ns = format!("t{token}");
@@ -67,6 +76,8 @@ impl Rig {
         s.streams.result_prefix = format!("{ns}.workflow.result");
         s.streams.timer_prefix = format!("{ns}.workflow.timer");
         s.consumer.durable = format!("runner-{token}");
+        s.effects.claims_bucket = format!("CLAIMS_{token}");
+        s.streams.replicas = replicas;
         s.consumer.ack_wait_ms = 1_000;
         s.consumer.fetch_wait_ms = 200;
         s.pipeline.storage_retry_ms = 50;
@@ -207,6 +218,15 @@ pub fn recorder_saga() -> Value {
             "commands": [{"to": "effect", "effect": "note", "payload": {"n": {"$get": "event.payload.n"}}}]
         }}
     }])
+}
+
+/// A TCP port free on loopback right now (for an ops port, say).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub const WAIT: Duration = Duration::from_secs(20);

@@ -1,0 +1,245 @@
+//! Execution claims shared by every effect replica, in a NATS KV bucket: the gate that
+//! keeps one command from running on two hosts. A replica's own store only knows its
+//! own calls; the claim is what the others see.
+//!
+//! Before calling, a worker *creates* the command's key (atomic: only one create
+//! succeeds). The winner calls, then writes the result into the claim (`done`) before
+//! publishing it; anyone else who meets the command finds the claim and, when it is
+//! done, publishes that result instead of calling. A claim still `running` after
+//! `effects.claim_lease_ms` belongs to a replica that died mid-call: it is taken over
+//! (compare-and-set on its revision) and the effect called again under the same
+//! idempotency key — the one window no record can close, as on a single replica.
+//! Lease ages compare the claimer's clock with the reader's; skew between hosts adds
+//! to or takes from the lease, which is minutes against seconds of skew.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{EffectCompletion, RawJson};
+use crate::timefmt::now_ms;
+use crate::types::{TenantId, WorkId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("claims bucket {bucket}: {message}")]
+    Bucket { bucket: String, message: String },
+    #[error("claim {key}: {message}")]
+    Claim { key: String, message: String },
+}
+
+/// What the claim says about a command.
+#[derive(Debug)]
+pub enum Gate {
+    /// This worker holds the claim (at this revision) and may call.
+    Mine { revision: u64 },
+    /// Some replica finished it: its result, to publish instead of calling.
+    Done(EffectCompletion),
+    /// Another replica holds a live claim (it may be calling now): try again after this.
+    Busy { retry_after: Duration },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claim {
+    /// Unique per acquisition: a worker recognises only its own claim.
+    owner: String,
+    /// Wall clock of the claimer when it claimed (ms).
+    at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    done: Option<Done>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Done {
+    event_id: String,
+    result: RawJson,
+    recorded_at: String,
+}
+
+pub struct Claims {
+    kv: nats::kv::Store,
+    bucket: String,
+    /// Names this process in claims (for whoever reads the bucket).
+    replica: String,
+    lease: Duration,
+}
+
+/// Create attempts before giving up on a key whose claim keeps changing under us.
+const ATTEMPTS: usize = 3;
+
+impl Claims {
+    /// Opens the bucket, creating it when missing (file storage, one value per key,
+    /// entries kept `ttl`).
+    pub fn open(
+        nc: &nats::Connection,
+        bucket: &str,
+        lease: Duration,
+        ttl: Duration,
+        replicas: usize,
+    ) -> Result<Claims, ClaimError> {
+        let js = nats::jetstream::new(nc.clone());
+        let err = |e: std::io::Error| ClaimError::Bucket {
+            bucket: bucket.to_string(),
+            message: e.to_string(),
+        };
+        let config = nats::kv::Config {
+            bucket: bucket.to_string(),
+            description: "Runner effect execution claims".into(),
+            history: 1,
+            max_age: ttl,
+            num_replicas: replicas,
+            storage: nats::jetstream::StorageType::File,
+            ..Default::default()
+        };
+        let kv = crate::nats_io::key_value(&js, &config).map_err(err)?;
+        Ok(Claims {
+            kv,
+            bucket: bucket.to_string(),
+            replica: format!(
+                "{}-{}",
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            lease,
+        })
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Claims the command for this worker, or says who has it.
+    pub fn acquire(&self, tenant: &TenantId, command: &WorkId) -> Result<Gate, ClaimError> {
+        let key = claim_key(tenant, command);
+        let owner = format!("{}/{}", self.replica, uuid::Uuid::new_v4().simple());
+        let fresh = encode(&Claim {
+            owner: owner.clone(),
+            at_ms: now_ms(),
+            done: None,
+        });
+        let err = |message: String| ClaimError::Claim {
+            key: key.clone(),
+            message,
+        };
+        for _ in 0..ATTEMPTS {
+            if let Ok(revision) = self.kv.create(&key, &fresh) {
+                return Ok(Gate::Mine { revision });
+            }
+            // Taken — or our create timed out after it landed: read what is there.
+            let Some(entry) = self.kv.entry(&key).map_err(|e| err(e.to_string()))? else {
+                continue;
+            };
+            if entry.operation != nats::kv::Operation::Put {
+                continue;
+            }
+            let claim: Claim = serde_json::from_slice(&entry.value)
+                .map_err(|e| err(format!("unreadable claim: {e}")))?;
+            if claim.owner == owner {
+                return Ok(Gate::Mine {
+                    revision: entry.revision,
+                });
+            }
+            if let Some(done) = claim.done {
+                return Ok(Gate::Done(EffectCompletion {
+                    event_id: done.event_id,
+                    result: done.result,
+                    recorded_at: done.recorded_at,
+                    published_at: None,
+                }));
+            }
+            let age = Duration::from_millis(now_ms().saturating_sub(claim.at_ms).max(0) as u64);
+            if age < self.lease {
+                return Ok(Gate::Busy {
+                    retry_after: (self.lease - age).min(MAX_BUSY_WAIT),
+                });
+            }
+            // Its holder died mid-call: take it over, unless someone else just did.
+            if let Ok(revision) = self.kv.update(&key, &fresh, entry.revision) {
+                log::warn!(command_id = command.as_str(), tenant_id = tenant.as_str(), previous_owner = claim.owner.as_str(),
+                    age_ms = age.as_millis() as u64; "effect claim expired unfinished; taking the command over (called again under the same idempotency key)");
+                return Ok(Gate::Mine { revision });
+            }
+        }
+        Err(err("the claim kept changing; will try again".into()))
+    }
+
+    /// Writes the result into the claim held at `revision`. If the claim moved on (a
+    /// replica took it over after our lease ran out), the other one's word stands.
+    pub fn complete(
+        &self,
+        tenant: &TenantId,
+        command: &WorkId,
+        revision: u64,
+        completion: &EffectCompletion,
+    ) -> Result<(), ClaimError> {
+        let key = claim_key(tenant, command);
+        let value = encode(&Claim {
+            owner: self.replica.clone(),
+            at_ms: now_ms(),
+            done: Some(Done {
+                event_id: completion.event_id.clone(),
+                result: completion.result.clone(),
+                recorded_at: completion.recorded_at.clone(),
+            }),
+        });
+        self.kv
+            .update(&key, value, revision)
+            .map(|_| ())
+            .map_err(|e| ClaimError::Claim {
+                key,
+                message: e.to_string(),
+            })
+    }
+}
+
+/// A busy command comes back at least this often, so a claim finished early is seen.
+const MAX_BUSY_WAIT: Duration = Duration::from_secs(30);
+
+fn encode(claim: &Claim) -> Vec<u8> {
+    // Strings and numbers only: serialising cannot fail.
+    serde_json::to_vec(claim).unwrap_or_default()
+}
+
+/// `{tenant}.{command}`, each escaped to the characters KV keys allow
+/// (`[-/_=a-zA-Z0-9]`; `.` separates the two): any other byte becomes `=XX`.
+pub fn claim_key(tenant: &TenantId, command: &WorkId) -> String {
+    format!(
+        "{}.{}",
+        escape_key(tenant.token()),
+        escape_key(command.as_str())
+    )
+}
+
+fn escape_key(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'/' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("={b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_valid_kv_keys_and_distinct() {
+        let t: TenantId = "acme_1".parse().unwrap();
+        let c: WorkId = "0192-ab=cd:x.y".parse().unwrap();
+        let key = claim_key(&t, &c);
+        assert_eq!(key, "acme_1.0192-ab=3Dcd=3Ax=2Ey");
+        assert!(key
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-/_=.".contains(ch)));
+        // The dot inside a command id is escaped: no other pair makes the same key.
+        let other: TenantId = "acme_1".parse().unwrap();
+        let c2: WorkId = "0192-ab=cd:x".parse().unwrap();
+        assert_ne!(claim_key(&other, &c2), key);
+        let single = TenantId::default();
+        assert_eq!(claim_key(&single, &c), "_.0192-ab=3Dcd=3Ax=2Ey");
+    }
+}

@@ -1,0 +1,369 @@
+//! Tenant placement over saga shards (`tenancy.placement_bucket`). Operators put
+//! `tenant → {"shard": "b"}` into a NATS KV bucket; each shard serves the tenants placed
+//! on it and hands a moved tenant to its new shard without a restart of the process.
+//!
+//! A tenant's saga state lives in one shard's store, so moving it moves the state:
+//!
+//! 1. The bucket also keeps who *owns* each tenant's state (`owner.{tenant}`; no tenant
+//!    id contains a dot). A shard serves a tenant only while it owns it.
+//! 2. The owner sees the tenant placed elsewhere: it drains its pipeline (nothing of the
+//!    tenant in flight), exports the tenant's records into the handover object store
+//!    (`{bucket}_HANDOVER`, object `{tenant}`, marked with the owner's name), deletes
+//!    them from its store, and goes on without the tenant.
+//! 3. The new shard sees the tenant placed on it but owned by another: it waits for
+//!    that owner's handover object, then (drained) imports it, takes ownership
+//!    (compare-and-set on the owner record), deletes the object and serves the tenant
+//!    from its per-tenant consumers, which carry the tenant's stream position with them.
+//!
+//! Every step is repeatable after a crash: an export is redone by an owner that still
+//! owns, an import by a shard that does not own yet. A tenant placed on a shard and owned
+//! by nobody is new: the shard takes ownership and serves it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufReader, Seek};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::Store;
+use crate::types::TenantId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlacementError {
+    #[error("placement bucket {bucket}: {message}")]
+    Bucket { bucket: String, message: String },
+    #[error("handover of tenant {tenant}: {message}")]
+    Handover { tenant: String, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Assignment {
+    shard: String,
+}
+
+/// Handover objects say which owner wrote them.
+#[derive(Debug, Serialize, Deserialize)]
+struct Mark {
+    from: String,
+}
+
+const OWNER_PREFIX: &str = "owner.";
+
+/// What this shard should do, from one reading of the bucket.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Tenants to serve: placed here and owned here (or by nobody: new).
+    pub serve: BTreeSet<TenantId>,
+    /// Owned here, placed elsewhere: export and hand over.
+    pub release: BTreeSet<TenantId>,
+    /// Placed here, owned by another shard whose handover object is ready.
+    pub import: BTreeSet<TenantId>,
+    /// Placed here, owned by another shard that has not handed it over yet.
+    pub waiting: BTreeSet<TenantId>,
+}
+
+impl Plan {
+    /// Whether carrying it out changes what the running pipeline serves.
+    pub fn changes(&self, serving: &BTreeSet<TenantId>) -> bool {
+        !self.release.is_empty() || !self.import.is_empty() || &self.serve != serving
+    }
+}
+
+pub struct Placement {
+    js: nats::jetstream::JetStream,
+    kv: nats::kv::Store,
+    handover: nats::object_store::ObjectStore,
+    shard: String,
+    bucket: String,
+}
+
+impl Placement {
+    /// Opens (or creates) the placement bucket and its handover object store.
+    pub fn open(
+        nc: &nats::Connection,
+        bucket: &str,
+        shard: &str,
+        replicas: usize,
+    ) -> Result<Placement, PlacementError> {
+        let js = nats::jetstream::new(nc.clone());
+        let err = |e: std::io::Error| PlacementError::Bucket {
+            bucket: bucket.to_string(),
+            message: e.to_string(),
+        };
+        let config = nats::kv::Config {
+            bucket: bucket.to_string(),
+            description: "Runner tenant placement: tenant -> {\"shard\": name}".into(),
+            history: 5,
+            num_replicas: replicas,
+            storage: nats::jetstream::StorageType::File,
+            ..Default::default()
+        };
+        let kv = crate::nats_io::key_value(&js, &config).map_err(err)?;
+        let objects = format!("{bucket}_HANDOVER");
+        let handover = match js.object_store(&objects) {
+            Ok(h) => h,
+            Err(_) => js
+                .create_object_store(&nats::object_store::Config {
+                    bucket: objects.clone(),
+                    description: Some("Runner tenant handovers between shards".into()),
+                    num_replicas: replicas,
+                    storage: nats::jetstream::StorageType::File,
+                    ..Default::default()
+                })
+                .or_else(|_| js.object_store(&objects))
+                .map_err(err)?,
+        };
+        Ok(Placement {
+            js,
+            kv,
+            handover,
+            shard: shard.to_string(),
+            bucket: bucket.to_string(),
+        })
+    }
+
+    fn bucket_err(&self, e: impl std::fmt::Display) -> PlacementError {
+        PlacementError::Bucket {
+            bucket: self.bucket.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Reads the bucket: placements and owners, with the owners' revisions.
+    #[allow(clippy::type_complexity)]
+    fn read(
+        &self,
+    ) -> Result<
+        (
+            BTreeMap<TenantId, String>,
+            BTreeMap<TenantId, (String, u64)>,
+        ),
+        PlacementError,
+    > {
+        let mut placed = BTreeMap::new();
+        let mut owners = BTreeMap::new();
+        let keys: Vec<String> = match self.kv.keys() {
+            Ok(keys) => keys.collect(),
+            // An empty bucket answers "no keys" as an error in this client.
+            Err(e) if e.to_string().contains("no keys") => Vec::new(),
+            Err(e) => return Err(self.bucket_err(e)),
+        };
+        for key in keys {
+            let Some(entry) = self.kv.entry(&key).map_err(|e| self.bucket_err(e))? else {
+                continue;
+            };
+            if entry.operation != nats::kv::Operation::Put {
+                continue;
+            }
+            let (tenant, is_owner) = match key.strip_prefix(OWNER_PREFIX) {
+                Some(t) => (t, true),
+                None => (key.as_str(), false),
+            };
+            let Ok(tenant) = TenantId::new(tenant) else {
+                log::warn!(key = key.as_str(); "placement key is not a tenant id; ignored");
+                continue;
+            };
+            let Ok(a) = serde_json::from_slice::<Assignment>(&entry.value) else {
+                log::warn!(key = key.as_str(); "placement value is not {{\"shard\": name}}; ignored");
+                continue;
+            };
+            if is_owner {
+                owners.insert(tenant, (a.shard, entry.revision));
+            } else {
+                placed.insert(tenant, a.shard);
+            }
+        }
+        Ok((placed, owners))
+    }
+
+    /// What this shard should serve, release and import now.
+    pub fn plan(&self) -> Result<Plan, PlacementError> {
+        let (placed, owners) = self.read()?;
+        let mut plan = Plan::default();
+        for (tenant, (owner, _)) in &owners {
+            if *owner == self.shard && placed.get(tenant).is_some_and(|s| *s != self.shard) {
+                plan.release.insert(tenant.clone());
+            }
+        }
+        for (tenant, shard) in &placed {
+            if *shard != self.shard {
+                continue;
+            }
+            match owners.get(tenant) {
+                None => {
+                    plan.serve.insert(tenant.clone());
+                }
+                Some((owner, _)) if *owner == self.shard => {
+                    plan.serve.insert(tenant.clone());
+                }
+                Some((owner, _)) => {
+                    if self.handover_from(tenant)?.as_deref() == Some(owner.as_str()) {
+                        plan.import.insert(tenant.clone());
+                        plan.serve.insert(tenant.clone());
+                    } else {
+                        plan.waiting.insert(tenant.clone());
+                    }
+                }
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Who wrote the tenant's handover object, if there is one.
+    fn handover_from(&self, tenant: &TenantId) -> Result<Option<String>, PlacementError> {
+        match self.handover.info(tenant.as_str()) {
+            Ok(info) if !info.deleted => Ok(info
+                .description
+                .and_then(|d| serde_json::from_str::<Mark>(&d).ok())
+                .map(|m| m.from)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Carries out the plan's hand-offs; the pipeline must be drained. Returns the
+    /// tenants to serve: a new tenant only once its ownership is recorded, an imported
+    /// one only once its import committed. A hand-off that fails is logged and left for
+    /// the next plan (the tenant is not served meanwhile).
+    pub fn apply(
+        &self,
+        plan: &Plan,
+        store: &Store,
+        scratch: &std::path::Path,
+    ) -> Result<BTreeSet<TenantId>, PlacementError> {
+        for tenant in &plan.release {
+            if let Err(e) = self.release(tenant, store, scratch) {
+                log::error!(tenant_id = tenant.as_str(), error = e.to_string(); "tenant handover failed; trying again later");
+            }
+        }
+        let mut serve = BTreeSet::new();
+        let (_, owners) = self.read()?;
+        for tenant in &plan.serve {
+            let owned = match owners.get(tenant) {
+                Some((owner, _)) if *owner == self.shard => true,
+                Some((owner, revision)) if plan.import.contains(tenant) => {
+                    match self.import(tenant, owner, *revision, store) {
+                        Ok(done) => done,
+                        Err(e) => {
+                            log::error!(tenant_id = tenant.as_str(), error = e.to_string(); "tenant import failed; trying again later");
+                            false
+                        }
+                    }
+                }
+                Some(_) => false,
+                None => self.take_new(tenant),
+            };
+            if owned {
+                serve.insert(tenant.clone());
+            }
+        }
+        Ok(serve)
+    }
+
+    fn handover_err(tenant: &TenantId, message: impl std::fmt::Display) -> PlacementError {
+        PlacementError::Handover {
+            tenant: tenant.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    fn release(
+        &self,
+        tenant: &TenantId,
+        store: &Store,
+        scratch: &std::path::Path,
+    ) -> Result<(), PlacementError> {
+        let fail = |m: &dyn std::fmt::Display| Self::handover_err(tenant, m);
+        let path = scratch.join(format!("handover-{tenant}.jsonl"));
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| fail(&e))?;
+        let records = store
+            .export_tenant(tenant, &mut std::io::BufWriter::new(&mut file))
+            .map_err(|e| fail(&e))?;
+        file.rewind().map_err(|e| fail(&e))?;
+        let mark = serde_json::to_string(&Mark {
+            from: self.shard.clone(),
+        })
+        .map_err(|e| fail(&e))?;
+        let meta = nats::object_store::ObjectMeta {
+            name: tenant.to_string(),
+            description: Some(mark),
+            link: None,
+        };
+        self.handover.put(meta, &mut file).map_err(|e| fail(&e))?;
+        let _ = std::fs::remove_file(&path);
+        store.delete_tenant(tenant).map_err(|e| fail(&e))?;
+        log::warn!(tenant_id = tenant.as_str(), records = records, shard = self.shard.as_str();
+            "tenant placed on another shard: its records were handed over and removed here");
+        Ok(())
+    }
+
+    /// Imports the tenant's records and takes ownership; false if the owner changed
+    /// meanwhile (the next plan sorts it out).
+    fn import(
+        &self,
+        tenant: &TenantId,
+        from: &str,
+        owner_revision: u64,
+        store: &Store,
+    ) -> Result<bool, PlacementError> {
+        let fail = |m: &dyn std::fmt::Display| Self::handover_err(tenant, m);
+        if store.has_tenant(tenant).map_err(|e| fail(&e))? {
+            // An earlier import got this far before a crash: the records are the
+            // export's (nothing was served since), so drop and import them again.
+            store.delete_tenant(tenant).map_err(|e| fail(&e))?;
+        }
+        let object = self.handover.get(tenant.as_str()).map_err(|e| fail(&e))?;
+        let records = store
+            .import_tenant(tenant, BufReader::new(object))
+            .map_err(|e| fail(&e))?;
+        let me = owner_value(&self.shard);
+        if self
+            .kv
+            .update(&format!("{OWNER_PREFIX}{tenant}"), me, owner_revision)
+            .is_err()
+        {
+            log::warn!(tenant_id = tenant.as_str(); "tenant ownership changed during its import; trying again later");
+            store.delete_tenant(tenant).map_err(|e| fail(&e))?;
+            return Ok(false);
+        }
+        let _ = self.handover.delete(tenant.as_str());
+        log::warn!(tenant_id = tenant.as_str(), records = records, from = from, shard = self.shard.as_str();
+            "tenant handed over to this shard: its records were imported");
+        Ok(true)
+    }
+
+    /// Records this shard as the owner of a tenant nobody owned.
+    fn take_new(&self, tenant: &TenantId) -> bool {
+        let created = self
+            .kv
+            .create(&format!("{OWNER_PREFIX}{tenant}"), owner_value(&self.shard))
+            .is_ok();
+        if created {
+            log::info!(tenant_id = tenant.as_str(), shard = self.shard.as_str(); "new tenant placed on this shard");
+        }
+        created
+    }
+
+    /// The bucket's last sequence: unchanged means no placement changed.
+    pub fn version(&self) -> Result<u64, PlacementError> {
+        self.js
+            .stream_info(format!("KV_{}", self.bucket))
+            .map(|s| s.state.last_seq)
+            .map_err(|e| self.bucket_err(e))
+    }
+}
+
+fn owner_value(shard: &str) -> Vec<u8> {
+    serde_json::to_vec(&Assignment {
+        shard: shard.to_string(),
+    })
+    .unwrap_or_default()
+}
+
+/// How often a shard reads the bucket.
+pub const POLL: Duration = Duration::from_secs(1);

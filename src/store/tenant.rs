@@ -1,0 +1,183 @@
+//! A tenant's records moved between stores, for handing a tenant from one saga shard
+//! to another: exported as JSON lines (`["key", value]`), imported in one transaction,
+//! deleted in one transaction. The due index is not exported: import rebuilds it.
+
+use std::io::{BufRead, Write};
+
+use lmdb::{Transaction, WriteFlags};
+use serde_json::value::RawValue;
+
+use super::{Store, StoreError};
+use crate::keys::{self, space};
+use crate::types::TenantId;
+
+/// The keyspaces whose keys start `{space}:{tenant}:`.
+const TENANT_SPACES: [&str; 7] = [
+    space::SAGA,
+    space::CHECKPOINT,
+    space::OUTBOX,
+    space::SCHEDULE,
+    space::DEDUPE,
+    space::QUARANTINE,
+    space::DEAD_LETTER,
+];
+
+fn prefixes(tenant: &TenantId) -> Vec<String> {
+    TENANT_SPACES
+        .iter()
+        .map(|s| format!("{s}:{}:", tenant.token()))
+        .collect()
+}
+
+fn transfer(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Transfer(e.to_string())
+}
+
+impl Store {
+    /// Writes every record of `tenant` to `out`, one JSON line each. Returns how many.
+    pub fn export_tenant(
+        &self,
+        tenant: &TenantId,
+        out: &mut impl Write,
+    ) -> Result<u64, StoreError> {
+        let reader = self.reader()?;
+        let mut n = 0u64;
+        for prefix in prefixes(tenant) {
+            reader.for_each_raw_from(&prefix, &prefix, |key, value| {
+                let value = std::str::from_utf8(value).map_err(transfer)?;
+                let key = serde_json::to_string(key).map_err(transfer)?;
+                writeln!(out, "[{key},{value}]").map_err(transfer)?;
+                n += 1;
+                Ok(true)
+            })?;
+        }
+        out.flush().map_err(transfer)?;
+        Ok(n)
+    }
+
+    /// Deletes every record of `tenant` (and its due-index entries) in one transaction.
+    pub fn delete_tenant(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+        let mut doomed = Vec::new();
+        {
+            let reader = self.reader()?;
+            for prefix in prefixes(tenant) {
+                reader.for_each_raw_from(&prefix, &prefix, |key, _| {
+                    doomed.push(key.to_string());
+                    Ok(true)
+                })?;
+            }
+        }
+        let mut txn = self.env.begin_rw_txn()?;
+        for key in &doomed {
+            txn.del(self.db, key, None)?;
+            if let Some(index) = keys::due_index(key) {
+                match txn.del(self.db, &index, None) {
+                    Ok(()) | Err(lmdb::Error::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(doomed.len() as u64)
+    }
+
+    /// Whether the store holds any record of `tenant`.
+    pub fn has_tenant(&self, tenant: &TenantId) -> Result<bool, StoreError> {
+        let reader = self.reader()?;
+        let mut found = false;
+        for prefix in prefixes(tenant) {
+            reader.for_each_raw_from(&prefix, &prefix, |_, _| {
+                found = true;
+                Ok(false)
+            })?;
+        }
+        Ok(found)
+    }
+
+    /// Writes the exported records of `tenant` in one transaction, rebuilding the due
+    /// index. A line for another tenant, or an unreadable one, fails the whole import.
+    pub fn import_tenant(&self, tenant: &TenantId, input: impl BufRead) -> Result<u64, StoreError> {
+        let allowed = prefixes(tenant);
+        let mut txn = self.env.begin_rw_txn()?;
+        let mut n = 0u64;
+        for line in input.lines() {
+            let line = line.map_err(transfer)?;
+            if line.is_empty() {
+                continue;
+            }
+            let (key, value): (String, Box<RawValue>) = serde_json::from_str(&line)
+                .map_err(|e| transfer(format!("line {}: {e}", n + 1)))?;
+            if !allowed.iter().any(|p| key.starts_with(p.as_str())) {
+                return Err(transfer(format!(
+                    "{key:?} is not a record of tenant {:?}",
+                    tenant.as_str()
+                )));
+            }
+            txn.put(self.db, &key, &value.get(), WriteFlags::empty())?;
+            if let Some(index) = keys::due_index(&key) {
+                txn.put(self.db, &index, &b"", WriteFlags::empty())?;
+            }
+            n += 1;
+        }
+        txn.commit()?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev::{seed_outbox, seed_timers, TempDir};
+    use crate::keys::OutboxKind;
+
+    #[test]
+    fn a_tenant_moves_whole_and_alone() {
+        let dir = TempDir::new("tenant-move").unwrap();
+        let from = Store::open(&dir.path().join("a"), 64 << 20).unwrap();
+        let to = Store::open(&dir.path().join("b"), 64 << 20).unwrap();
+        let (acme, globex): (TenantId, TenantId) =
+            ("acme".parse().unwrap(), "globex".parse().unwrap());
+        seed_outbox(&from, "workflow.cmd", "acme", OutboxKind::Effect, 5).unwrap();
+        seed_timers(&from, "acme", 4, 1_000, 1_000).unwrap();
+        seed_timers(&from, "globex", 3, 1_000, 1_000).unwrap();
+        let entries_before = from.entries().unwrap();
+
+        let mut export = Vec::new();
+        let exported = from.export_tenant(&acme, &mut export).unwrap();
+        // 5 + 4 instances, their dedupe markers and checkpoint, 5 items, 4 timers.
+        assert!(exported >= 18, "{exported}");
+        assert_eq!(from.delete_tenant(&acme).unwrap(), exported);
+        assert!(!from.has_tenant(&acme).unwrap());
+        assert!(from.has_tenant(&globex).unwrap());
+        assert_eq!(
+            from.due_timers(i64::MAX, 100).unwrap().len(),
+            3,
+            "globex's stay"
+        );
+        assert_eq!(
+            from.entries().unwrap(),
+            entries_before - exported as usize - 4,
+            "acme's records and its due-index entries are gone, nothing else"
+        );
+
+        assert_eq!(
+            to.import_tenant(&acme, export.as_slice()).unwrap(),
+            exported
+        );
+        assert_eq!(to.outbox(&acme, 100).unwrap().len(), 5);
+        let due = to.due_timers(i64::MAX, 100).unwrap();
+        assert_eq!(due.len(), 4, "the due index is rebuilt");
+        assert!(due.iter().all(|(_, t)| t.tenant == acme));
+
+        // An export of one tenant cannot be imported as another's.
+        let refused = to.import_tenant(&globex, export.as_slice());
+        assert!(
+            matches!(refused, Err(StoreError::Transfer(_))),
+            "{refused:?}"
+        );
+        assert!(
+            !to.has_tenant(&globex).unwrap(),
+            "nothing of it was written"
+        );
+    }
+}
