@@ -70,6 +70,7 @@ impl Plan {
 }
 
 pub struct Placement {
+    nc: nats::Connection,
     js: nats::jetstream::JetStream,
     kv: nats::kv::Store,
     handover: nats::object_store::ObjectStore,
@@ -114,6 +115,7 @@ impl Placement {
                 .map_err(err)?,
         };
         Ok(Placement {
+            nc: nc.clone(),
             js,
             kv,
             handover,
@@ -142,13 +144,7 @@ impl Placement {
     > {
         let mut placed = BTreeMap::new();
         let mut owners = BTreeMap::new();
-        let keys: Vec<String> = match self.kv.keys() {
-            Ok(keys) => keys.collect(),
-            // An empty bucket answers "no keys" as an error in this client.
-            Err(e) if e.to_string().contains("no keys") => Vec::new(),
-            Err(e) => return Err(self.bucket_err(e)),
-        };
-        for key in keys {
+        for key in self.keys()? {
             let Some(entry) = self.kv.entry(&key).map_err(|e| self.bucket_err(e))? else {
                 continue;
             };
@@ -174,6 +170,34 @@ impl Placement {
             }
         }
         Ok((placed, owners))
+    }
+
+    /// The bucket's keys, from its stream's subjects (one bounded request; the client's
+    /// own key listing waits without limit for a consumer that may never answer).
+    fn keys(&self) -> Result<Vec<String>, PlacementError> {
+        let prefix = format!("$KV.{}.", self.bucket);
+        let request = serde_json::json!({ "subjects_filter": format!("{prefix}>") }).to_string();
+        let reply = self
+            .nc
+            .request_timeout(
+                &format!("$JS.API.STREAM.INFO.KV_{}", self.bucket),
+                request,
+                KV_TIMEOUT,
+            )
+            .map_err(|e| self.bucket_err(e))?;
+        let info: serde_json::Value =
+            serde_json::from_slice(&reply.data).map_err(|e| self.bucket_err(e))?;
+        if let Some(error) = info.get("error") {
+            return Err(self.bucket_err(error));
+        }
+        let subjects = info["state"]["subjects"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        Ok(subjects
+            .keys()
+            .filter_map(|s| s.strip_prefix(&prefix).map(str::to_string))
+            .collect())
     }
 
     /// What this shard should serve, release and import now.
@@ -322,11 +346,12 @@ impl Placement {
             .import_tenant(tenant, BufReader::new(object))
             .map_err(|e| fail(&e))?;
         let me = owner_value(&self.shard);
-        if self
-            .kv
-            .update(&format!("{OWNER_PREFIX}{tenant}"), me, owner_revision)
-            .is_err()
-        {
+        let key = format!("{OWNER_PREFIX}{tenant}");
+        let written = crate::nats_io::kv_write(&self.js, &self.bucket, &key, &me, owner_revision, KV_TIMEOUT)
+                .is_ok()
+                // A write whose answer was lost may have landed: read it back.
+                || self.read()?.1.get(tenant).is_some_and(|(o, _)| *o == self.shard);
+        if !written {
             log::warn!(tenant_id = tenant.as_str(); "tenant ownership changed during its import; trying again later");
             store.delete_tenant(tenant).map_err(|e| fail(&e))?;
             return Ok(false);
@@ -339,10 +364,10 @@ impl Placement {
 
     /// Records this shard as the owner of a tenant nobody owned.
     fn take_new(&self, tenant: &TenantId) -> bool {
-        let created = self
-            .kv
-            .create(&format!("{OWNER_PREFIX}{tenant}"), owner_value(&self.shard))
-            .is_ok();
+        let key = format!("{OWNER_PREFIX}{tenant}");
+        let me = owner_value(&self.shard);
+        let created =
+            crate::nats_io::kv_write(&self.js, &self.bucket, &key, &me, 0, KV_TIMEOUT).is_ok();
         if created {
             log::info!(tenant_id = tenant.as_str(), shard = self.shard.as_str(); "new tenant placed on this shard");
         }
@@ -364,6 +389,10 @@ fn owner_value(shard: &str) -> Vec<u8> {
     })
     .unwrap_or_default()
 }
+
+/// How long an owner-record write waits for JetStream (a timed-out one is retried by
+/// the next plan, which reads what landed).
+const KV_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often a shard reads the bucket.
 pub const POLL: Duration = Duration::from_secs(1);

@@ -32,7 +32,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::effects::attempts::{self, Final};
-use crate::effects::claims::{Claims, Gate};
+use crate::effects::claims::{Claims, Gate, Held};
 use crate::effects::recorder::Recorder;
 use crate::effects::result::{result_event, result_subject};
 use crate::envelope::{header, meta, EffectCommand, ResultError, ResultType};
@@ -106,7 +106,7 @@ struct Poison {
     tenant: TenantId,
 }
 
-impl Worker<'_> {
+impl<'a> Worker<'a> {
     fn handle(&mut self, msg: nats::Message) {
         let delivery = Delivery::of(&msg).unwrap_or(Delivery {
             stream: String::new(),
@@ -173,8 +173,8 @@ impl Worker<'_> {
                     recorded_at: now_rfc3339(),
                     published_at: None,
                 };
-                if let Some(revision) = revision {
-                    self.complete_claim(&tenant, &work_id, revision, &record, &log_ctx);
+                if let Some((revision, _held)) = &revision {
+                    self.complete_claim(&tenant, &work_id, *revision, &record, &log_ctx);
                 }
                 if let Err(e) = self.recorder.record(&tenant, &work_id, &record) {
                     return self.store_failed(&delivery, &log_ctx, &e);
@@ -391,12 +391,12 @@ impl Worker<'_> {
     }
 
     /// Asks the shared claims whether this worker may call.
-    fn claim(&self, tenant: &TenantId, work_id: &WorkId, log_ctx: &LogCtx) -> Claimed {
+    fn claim(&self, tenant: &TenantId, work_id: &WorkId, log_ctx: &LogCtx) -> Claimed<'a> {
         let Some(claims) = self.claims else {
             return Claimed::Mine(None);
         };
         match claims.acquire(tenant, work_id) {
-            Ok(Gate::Mine { revision }) => Claimed::Mine(Some(revision)),
+            Ok(Gate::Mine { revision, held }) => Claimed::Mine(Some((revision, held))),
             Ok(Gate::Done(record)) => {
                 Stats::add(&self.shared.stats.effect_results_replayed, 1);
                 log::info!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
@@ -468,9 +468,9 @@ impl Worker<'_> {
 }
 
 /// What the claims say this worker does with a command.
-enum Claimed {
+enum Claimed<'a> {
     /// Call (holding the claim at this revision, when claims are in use).
-    Mine(Option<u64>),
+    Mine(Option<(u64, Held<'a>)>),
     /// Publish this result, recorded by another replica.
     Done(EffectCompletion),
     /// Put it back for this long.

@@ -29,19 +29,31 @@ pub enum ClaimError {
 }
 
 /// What the claim says about a command.
-#[derive(Debug)]
-pub enum Gate {
-    /// This worker holds the claim (at this revision) and may call.
-    Mine { revision: u64 },
+pub enum Gate<'a> {
+    /// This worker holds the claim (at this revision) and may call; no other worker of
+    /// this process takes the command while `held` lives.
+    Mine { revision: u64, held: Held<'a> },
     /// Some replica finished it: its result, to publish instead of calling.
     Done(EffectCompletion),
     /// Another replica holds a live claim (it may be calling now): try again after this.
     Busy { retry_after: Duration },
 }
 
+/// A command one of this process's workers is handling.
+pub struct Held<'a> {
+    claims: &'a Claims,
+    key: String,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.claims.in_flight.lock().remove(&self.key);
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Claim {
-    /// Unique per acquisition: a worker recognises only its own claim.
+    /// The process that claimed (a restarted process is another).
     owner: String,
     /// Wall clock of the claimer when it claimed (ms).
     at_ms: i64,
@@ -57,11 +69,15 @@ struct Done {
 }
 
 pub struct Claims {
+    js: nats::jetstream::JetStream,
     kv: nats::kv::Store,
     bucket: String,
-    /// Names this process in claims (for whoever reads the bucket).
+    /// Names this process in claims: a claim of its own that none of its workers holds
+    /// is one whose create timed out after it landed, and is taken back at once.
     replica: String,
     lease: Duration,
+    /// Claim keys this process's workers are handling (at most one per worker).
+    in_flight: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Create attempts before giving up on a key whose claim keeps changing under us.
@@ -93,6 +109,7 @@ impl Claims {
         };
         let kv = crate::nats_io::key_value(&js, &config).map_err(err)?;
         Ok(Claims {
+            js,
             kv,
             bucket: bucket.to_string(),
             replica: format!(
@@ -101,6 +118,7 @@ impl Claims {
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             ),
             lease,
+            in_flight: Default::default(),
         })
     }
 
@@ -109,11 +127,20 @@ impl Claims {
     }
 
     /// Claims the command for this worker, or says who has it.
-    pub fn acquire(&self, tenant: &TenantId, command: &WorkId) -> Result<Gate, ClaimError> {
+    pub fn acquire(&self, tenant: &TenantId, command: &WorkId) -> Result<Gate<'_>, ClaimError> {
         let key = claim_key(tenant, command);
-        let owner = format!("{}/{}", self.replica, uuid::Uuid::new_v4().simple());
+        if !self.in_flight.lock().insert(key.clone()) {
+            // A redelivery while another worker here still handles it.
+            return Ok(Gate::Busy {
+                retry_after: LOCAL_BUSY,
+            });
+        }
+        let held = Held {
+            claims: self,
+            key: key.clone(),
+        };
         let fresh = encode(&Claim {
-            owner: owner.clone(),
+            owner: self.replica.clone(),
             at_ms: now_ms(),
             done: None,
         });
@@ -122,8 +149,8 @@ impl Claims {
             message,
         };
         for _ in 0..ATTEMPTS {
-            if let Ok(revision) = self.kv.create(&key, &fresh) {
-                return Ok(Gate::Mine { revision });
+            if let Ok(revision) = self.write(&key, &fresh, 0) {
+                return Ok(Gate::Mine { revision, held });
             }
             // Taken — or our create timed out after it landed: read what is there.
             let Some(entry) = self.kv.entry(&key).map_err(|e| err(e.to_string()))? else {
@@ -134,11 +161,6 @@ impl Claims {
             }
             let claim: Claim = serde_json::from_slice(&entry.value)
                 .map_err(|e| err(format!("unreadable claim: {e}")))?;
-            if claim.owner == owner {
-                return Ok(Gate::Mine {
-                    revision: entry.revision,
-                });
-            }
             if let Some(done) = claim.done {
                 return Ok(Gate::Done(EffectCompletion {
                     event_id: done.event_id,
@@ -148,17 +170,22 @@ impl Claims {
                 }));
             }
             let age = Duration::from_millis(now_ms().saturating_sub(claim.at_ms).max(0) as u64);
-            if age < self.lease {
-                return Ok(Gate::Busy {
-                    retry_after: (self.lease - age).min(MAX_BUSY_WAIT),
-                });
+            let ours = claim.owner == self.replica;
+            if ours || age >= self.lease {
+                // Ours with no worker on it (our create timed out after landing), or
+                // its holder died mid-call: take it, unless someone else just did.
+                if let Ok(revision) = self.write(&key, &fresh, entry.revision) {
+                    if !ours {
+                        log::warn!(command_id = command.as_str(), tenant_id = tenant.as_str(), previous_owner = claim.owner.as_str(),
+                            age_ms = age.as_millis() as u64; "effect claim expired unfinished; taking the command over (called again under the same idempotency key)");
+                    }
+                    return Ok(Gate::Mine { revision, held });
+                }
+                continue;
             }
-            // Its holder died mid-call: take it over, unless someone else just did.
-            if let Ok(revision) = self.kv.update(&key, &fresh, entry.revision) {
-                log::warn!(command_id = command.as_str(), tenant_id = tenant.as_str(), previous_owner = claim.owner.as_str(),
-                    age_ms = age.as_millis() as u64; "effect claim expired unfinished; taking the command over (called again under the same idempotency key)");
-                return Ok(Gate::Mine { revision });
-            }
+            return Ok(Gate::Busy {
+                retry_after: (self.lease - age).min(MAX_BUSY_WAIT),
+            });
         }
         Err(err("the claim kept changing; will try again".into()))
     }
@@ -182,8 +209,7 @@ impl Claims {
                 recorded_at: completion.recorded_at.clone(),
             }),
         });
-        self.kv
-            .update(&key, value, revision)
+        self.write(&key, &value, revision)
             .map(|_| ())
             .map_err(|e| ClaimError::Claim {
                 key,
@@ -192,8 +218,20 @@ impl Claims {
     }
 }
 
+impl Claims {
+    /// A compare-and-set write of the claim, bounded in time.
+    fn write(&self, key: &str, value: &[u8], revision: u64) -> std::io::Result<u64> {
+        crate::nats_io::kv_write(&self.js, &self.bucket, key, value, revision, KV_TIMEOUT)
+    }
+}
+
+/// How long a claim write waits for JetStream (then its outcome is read back).
+const KV_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A busy command comes back at least this often, so a claim finished early is seen.
 const MAX_BUSY_WAIT: Duration = Duration::from_secs(30);
+/// When another worker of this process has the command: it will be done soon.
+const LOCAL_BUSY: Duration = Duration::from_secs(1);
 
 fn encode(claim: &Claim) -> Vec<u8> {
     // Strings and numbers only: serialising cannot fail.

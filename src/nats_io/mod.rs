@@ -10,7 +10,7 @@ use std::time::Duration;
 pub use flusher::Flusher;
 pub use publisher::{Completion, PublishError, Publisher};
 pub use setup::{
-    effect_consumer, ensure_consumer, ensure_streams, key_value, reposition_consumer,
+    effect_consumer, ensure_consumer, ensure_streams, key_value, kv_write, reposition_consumer,
     saga_consumers, ConsumerSpec,
 };
 

@@ -316,3 +316,25 @@ pub fn key_value(js: &JetStream, config: &nats::kv::Config) -> std::io::Result<n
             .or_else(|_| js.key_value(&config.bucket))
     })
 }
+
+/// Writes `value` under `key` of KV bucket `bucket` only if the key's last revision is
+/// `revision` (0: the key does not exist), waiting at most `timeout` for JetStream's
+/// answer. The client's own `create`/`update` wait for it without limit, which hangs
+/// the caller forever when the answer is lost (a node dying, say). A timed-out write is
+/// of unknown outcome: read the key to learn it.
+pub fn kv_write(
+    js: &JetStream,
+    bucket: &str,
+    key: &str,
+    value: &[u8],
+    revision: u64,
+    timeout: Duration,
+) -> std::io::Result<u64> {
+    let options = nats::jetstream::PublishOptions {
+        timeout: Some(timeout),
+        expected_last_subject_sequence: Some(revision),
+        ..Default::default()
+    };
+    js.publish_with_options(&format!("$KV.{bucket}.{key}"), value, &options)
+        .map(|ack| ack.sequence)
+}
