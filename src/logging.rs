@@ -1,7 +1,11 @@
 //! Structured logs on `env_logger`. Fields are `log` key-values
 //! (`log::warn!(tenant_id = t, correlation_id = c, trace_id = x; "message quarantined")`);
 //! `RUNNER_LOG_FORMAT=json` prints one JSON object per line, otherwise `key=value` text.
-//! `RUNNER_LOG` sets the filter (env_logger syntax, default `info`).
+//! `RUNNER_LOG` sets the filter (env_logger syntax, default `info`). The NATS client's
+//! own `nats::jetstream` lines are off unless the filter names that module: it logs
+//! every failed API call at error level, expected ones too ("consumer not found" while
+//! checking whether to create it), and every failure it reports reaches the Runner,
+//! which logs it with its context.
 
 use std::io::Write;
 
@@ -16,7 +20,10 @@ pub fn init() {
 /// `default_filter` applies when `RUNNER_LOG` is not set.
 pub fn init_with_default(default_filter: &str) {
     let json = std::env::var("RUNNER_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let filter = std::env::var("RUNNER_LOG").unwrap_or_else(|_| default_filter.into());
+    let mut filter = std::env::var("RUNNER_LOG").unwrap_or_else(|_| default_filter.into());
+    if !filter.contains("nats::jetstream") {
+        filter.push_str(",nats::jetstream=off");
+    }
     let mut builder = env_logger::Builder::new();
     builder.parse_filters(&filter);
     if json {

@@ -195,6 +195,50 @@ fn demo_runs_the_example_saga_end_to_end() {
     }
 }
 
+/// The load command, small: its tables are printed and its counts add up (every event
+/// published was committed and acked once; every workflow completed). Figures are not
+/// asserted — speed is measured, never tested.
+#[test]
+fn bench_smoke_run_prints_its_tables_and_its_counts_add_up() {
+    let out = runner(
+        &[
+            "bench",
+            "--events",
+            "300",
+            "--workflows",
+            "60",
+            "--rate",
+            "200",
+            "--sections",
+            "saga,workflow",
+        ],
+        &[("RUNNER_LOG", "warn")],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    for expected in [
+        "raw JetStream pull+ack (same server, same run)",
+        "saga pipeline: fetch→commit→ack",
+        "counts add up: 300 events published, 300 transitions committed, 300 acked",
+        "workflow: 60 orders at 200/s",
+        "completed 60 at",
+        "latency p50",
+        "peak RSS",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing from:\n{stdout}"
+        );
+    }
+    let bad = runner(&["bench", "--sections", "saga,warp"], &[]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad).1.contains("unknown bench section \"warp\""),
+        "{:?}",
+        text(&bad)
+    );
+}
+
 /// Effect manifests: `check` loads them with their secrets, names a broken one, and never
 /// prints a secret's value.
 #[test]

@@ -24,8 +24,11 @@ COMMANDS:
               --gas N         gas budget (default 20000)
     demo    Run the example order saga end to end against a throwaway nats-server
               --nats-url URL  use this server instead of starting one
-    bench   Measure end-to-end saga throughput next to raw JetStream pull+ack
-              --events N      events to push through (default 20000)
+    bench   Measure throughput and latency next to raw JetStream rates of the same server
+              --events N      events of the saga, relay and effect phases (default 20000)
+              --workflows N   orders of the workflow phase (default 5000)
+              --rate R        their rate per second (default 1000)
+              --sections S    comma list of saga,relay,effects,scheduler,workflow (default all)
               --nats-url URL  use this server instead of starting one
     healthcheck  Ask the ops port's GET /health; exit 0 on 200, 1 otherwise (the image's HEALTHCHECK)
               --url URL       ask this URL instead (default: from ops.listen in the settings)
@@ -55,10 +58,7 @@ pub enum Command {
     Demo {
         nats_url: Option<String>,
     },
-    Bench {
-        events: u64,
-        nats_url: Option<String>,
-    },
+    Bench(crate::bench::Options),
     Healthcheck {
         url: Option<String>,
         config: Option<PathBuf>,
@@ -76,7 +76,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         "check" => &["config"],
         "eval" => &["program", "event", "state", "ctx", "gas"],
         "demo" => &["nats-url"],
-        "bench" => &["events", "nats-url"],
+        "bench" => &["events", "workflows", "rate", "sections", "nats-url"],
         "healthcheck" => &["url", "config"],
         "help" | "--help" | "-h" => return Ok(Command::Help),
         other => return Err(format!("unknown command {other:?}")),
@@ -109,10 +109,15 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             url: take("url"),
             config: take("config").map(PathBuf::from),
         },
-        _ => Command::Bench {
+        _ => Command::Bench(crate::bench::Options {
             events: number(take("events"), "events", 20_000)?,
+            workflows: number(take("workflows"), "workflows", 5_000)?,
+            rate: number(take("rate"), "rate", 1_000)?,
+            sections: take("sections")
+                .map(|s| s.split(',').map(|p| p.trim().to_string()).collect())
+                .unwrap_or_else(|| crate::bench::SECTIONS.map(String::from).to_vec()),
             nats_url: take("nats-url"),
-        },
+        }),
     };
     Ok(command)
 }
@@ -181,11 +186,17 @@ mod tests {
             }
         );
         assert_eq!(
-            parse(&args("bench --events 500")).unwrap(),
-            Command::Bench {
+            parse(&args(
+                "bench --events 500 --sections saga,workflow --rate 200"
+            ))
+            .unwrap(),
+            Command::Bench(crate::bench::Options {
                 events: 500,
+                workflows: 5_000,
+                rate: 200,
+                sections: vec!["saga".into(), "workflow".into()],
                 nats_url: None
-            }
+            })
         );
         assert_eq!(
             parse(&args("healthcheck")).unwrap(),

@@ -47,9 +47,7 @@ pub fn main_with(args: &[String]) -> i32 {
         Command::Healthcheck { url, config } => {
             healthcheck::healthcheck(url.as_deref(), config.as_deref())
         }
-        Command::Bench { events, nats_url } => {
-            crate::bench::run(events, nats_url.as_deref()).map_err(Error::Other)
-        }
+        Command::Bench(options) => crate::bench::run(&options).map_err(Error::Other),
     };
     match result {
         Ok(()) => 0,

@@ -101,6 +101,11 @@ impl FakeGateway {
         &self.url
     }
 
+    /// How many requests arrived so far (without copying them).
+    pub fn count(&self) -> usize {
+        self.received.lock().len()
+    }
+
     /// Every request so far, in arrival order.
     pub fn received(&self) -> Vec<ReceivedCommand> {
         self.received.lock().clone()

@@ -1,7 +1,10 @@
 //! `runner bench`: end-to-end saga throughput, reported next to the raw JetStream
 //! pull+ack rate measured in the same run on the same server, so the figure is a ratio
 //! that means something on any machine; then the relay's throughput next to raw
-//! pipelined publishing, and its latency at low load.
+//! pipelined publishing and its latency at low load, the effect pool, the scheduler,
+//! and the whole order workflow's latency at a steady rate (`workflow.rs`).
+
+mod workflow;
 
 use std::time::{Duration, Instant};
 
@@ -19,9 +22,44 @@ use crate::store::Store;
 
 const TENANTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
 
-pub fn run(events: u64, nats_url: Option<&str>) -> Result<(), String> {
+/// What to measure, and how much.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Events of the saga, relay and effect phases.
+    pub events: u64,
+    /// Orders of the workflow phase, and their rate per second.
+    pub workflows: u64,
+    pub rate: u64,
+    /// Phases to run: saga, relay, effects, scheduler, workflow.
+    pub sections: Vec<String>,
+    pub nats_url: Option<String>,
+}
+
+pub const SECTIONS: [&str; 5] = ["saga", "relay", "effects", "scheduler", "workflow"];
+
+impl Options {
+    fn runs(&self, section: &str) -> bool {
+        self.sections.iter().any(|s| s == section)
+    }
+}
+
+pub fn run(options: &Options) -> Result<(), String> {
     crate::logging::init();
-    let sandbox = Sandbox::new(nats_url)?;
+    if let Some(bad) = options
+        .sections
+        .iter()
+        .find(|s| !SECTIONS.contains(&s.as_str()))
+    {
+        return Err(format!(
+            "unknown bench section {bad:?} (known: {})",
+            SECTIONS.join(", ")
+        ));
+    }
+    if options.events == 0 || options.workflows == 0 || options.rate == 0 {
+        return Err("--events, --workflows and --rate must be at least 1".into());
+    }
+    let sandbox = Sandbox::new(options.nats_url.as_deref())?;
+    let events = options.events;
     let nc = sandbox.connect()?;
     let batch: Vec<(String, Value)> = (0..events).map(order_placed).collect();
     let payload = batch.first().map(|(_, e)| e.to_string().len()).unwrap_or(0);
@@ -31,17 +69,45 @@ pub fn run(events: u64, nats_url: Option<&str>) -> Result<(), String> {
         sandbox.url
     );
 
+    let raw = if options.runs("saga") || options.runs("effects") {
+        saga(&sandbox, &nc, &batch)?
+    } else {
+        0.0
+    };
+    if options.runs("relay") {
+        relay(&sandbox, &nc, events as usize)?;
+    }
+    if options.runs("effects") {
+        effects(&sandbox, &nc, events as usize, raw)?;
+    }
+    if options.runs("scheduler") {
+        scheduler(&sandbox)?;
+    }
+    if options.runs("workflow") {
+        let w = workflow::run(&sandbox, options.workflows, options.rate)?;
+        workflow::print(&w, options.workflows, options.rate);
+    }
+    Ok(())
+}
+
+/// Raw pull+ack, then the saga pipeline draining the same backlog; returns the raw rate.
+fn saga(
+    sandbox: &Sandbox,
+    nc: &nats::Connection,
+    batch: &[(String, Value)],
+) -> Result<f64, String> {
+    let events = batch.len() as u64;
     let server_pid = sandbox.server.as_ref().and_then(|s| s.pid());
     let server_cpu = || server_pid.map(|pid| proc_cpu(&format!("/proc/{pid}/stat")));
     let server_before = server_cpu();
-    let raw = raw_pull_ack(&nc, &batch, sandbox.settings.consumer.fetch_batch)?;
+    let raw = raw_pull_ack(nc, batch, sandbox.settings.consumer.fetch_batch)?;
     // Includes publishing the raw stream: an upper bound on the server's share.
     let server_raw = server_cpu()
         .zip(server_before)
         .map(|(a, b)| a.saturating_sub(b));
 
     // The saga pipeline drains the same backlog: publish first, then start and time it.
-    publish_all(&nc, &batch)?;
+    publish_all(nc, batch)?;
     let store = sandbox.open_store()?;
     let cpu_before = cpu_time();
     let threads_before = thread_cpu();
@@ -116,15 +182,14 @@ pub fn run(events: u64, nats_url: Option<&str>) -> Result<(), String> {
             per_event(pipeline_cpu)
         );
     }
-    if stats.transitions != events {
+    if stats.transitions != events || stats.acked != events {
         return Err(format!(
-            "expected {events} transitions, committed {}",
-            stats.transitions
+            "expected {events} transitions and acks, got {} and {}",
+            stats.transitions, stats.acked
         ));
     }
-    relay(&sandbox, &nc, events as usize)?;
-    effects(&sandbox, &nc, events as usize, raw)?;
-    scheduler(&sandbox)
+    println!("  counts add up: {events} events published, {events} transitions committed, {events} acked");
+    Ok(raw)
 }
 
 /// The scheduler: timers coming due at 10,000 per second for two seconds; firing rate

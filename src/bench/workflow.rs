@@ -1,0 +1,163 @@
+//! The whole order workflow at a steady rate: `OrderPlaced` → `charge_card` effect
+//! (`noop` provider) → its `succeeded` result → the saga completes and its `MarkPaid`
+//! command reaches the Gateway (a local stand-in). Three hops through JetStream, each
+//! behind a group commit to LMDB, in one `combined` process. Latency is per workflow:
+//! from the `OrderPlaced` publish to the Gateway receiving its `MarkPaid`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::{cpu_time, order_placed, peak_rss_mib, thread_cpu};
+use crate::dev::{wait_until, FakeGateway, Sandbox};
+use crate::envelope::header;
+use crate::nats_io::Publisher;
+use crate::store::Store;
+
+/// What the workflow phase measured.
+pub struct Workflows {
+    pub completed: usize,
+    pub rate: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub p999: Duration,
+    pub max: Duration,
+    pub cpu_per_workflow: Duration,
+    /// CPU per workflow of each thread (by name), the busiest first.
+    pub by_thread: Vec<(String, Duration)>,
+}
+
+pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
+    let gateway = FakeGateway::accepting().map_err(|e| format!("stand-in gateway: {e}"))?;
+    let mut settings = sandbox.settings.clone();
+    settings.mode = crate::settings::Mode::Combined;
+    settings.relay.gateway_url = gateway.url().to_string();
+    let manifest = sandbox.dir.path().join("bench-workflow-effects.json");
+    let effects = json!({"effects": [{"name": "charge_card", "provider": "noop", "concurrency": 64,
+        "noop": {"result": {"payment_id": "pay-bench"}}}]});
+    std::fs::write(&manifest, effects.to_string()).map_err(|e| e.to_string())?;
+    settings.manifests.effects = vec![manifest];
+    let store = Store::open(&sandbox.dir.path().join("workflow-store"), 4 << 30)
+        .map(std::sync::Arc::new)
+        .map_err(|e| e.to_string())?;
+    let pipeline = sandbox.start_pipeline_with(settings, store)?;
+
+    let nc = sandbox.connect()?;
+    let mut publisher =
+        Publisher::new(&nc, 256, Duration::from_secs(5), 3).map_err(|e| e.to_string())?;
+    let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(n as usize);
+    let cpu_before = cpu_time();
+    let threads_before = thread_cpu();
+    let started = Instant::now();
+    for i in 0..n {
+        let due = started + Duration::from_micros(i * 1_000_000 / rate.max(1));
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let (subject, mut event) = order_placed(3_000_000_000 + i);
+        let id = format!("bench-wf-{i}");
+        event["event_id"] = json!(id);
+        let order = event["aggregate_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let mut headers = nats::header::HeaderMap::new();
+        headers.insert(
+            header::TENANT,
+            event["tenant_id"].as_str().unwrap_or_default(),
+        );
+        let body = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
+        sent_at.insert(order, Instant::now());
+        publisher.publish(i, &subject, &id, headers, body);
+        publisher.poll(Duration::ZERO);
+    }
+    publisher.finish();
+    let deadline = Duration::from_secs(60);
+    let all_in = wait_until(deadline, || gateway.count() as u64 >= n);
+    let cpu = cpu_time().saturating_sub(cpu_before);
+    let mut by_thread: Vec<(String, Duration)> = thread_cpu()
+        .into_iter()
+        .map(|(name, after)| {
+            let before = threads_before
+                .iter()
+                .find(|(b, _)| *b == name)
+                .map_or(Duration::ZERO, |(_, d)| *d);
+            (name, after.saturating_sub(before) / n.max(1) as u32)
+        })
+        .filter(|(_, d)| !d.is_zero())
+        .collect();
+    by_thread.sort_by(|a, b| b.1.cmp(&a.1));
+    pipeline.shutdown();
+    let first = completed(&gateway.received());
+    if !all_in {
+        return Err(format!(
+            "{} of {n} workflows completed within {deadline:?} after the last publish",
+            first.len()
+        ));
+    }
+    let mut latencies: Vec<Duration> = first
+        .iter()
+        .filter_map(|(order, at)| Some(at.saturating_duration_since(*sent_at.get(order)?)))
+        .collect();
+    if latencies.len() as u64 != n {
+        return Err(format!(
+            "{} MarkPaid commands matched the {n} orders published",
+            latencies.len()
+        ));
+    }
+    latencies.sort();
+    let last = first.values().max().copied().unwrap_or(started);
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Ok(Workflows {
+        completed: latencies.len(),
+        rate: n as f64 / last.saturating_duration_since(started).as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+        p999: at(0.999),
+        max: latencies[latencies.len() - 1],
+        cpu_per_workflow: cpu / n.max(1) as u32,
+        by_thread,
+    })
+}
+
+/// When each order's `MarkPaid` first reached the Gateway (a retried dispatch may
+/// deliver it again, under the same idempotency key).
+fn completed(received: &[crate::dev::ReceivedCommand]) -> HashMap<String, Instant> {
+    let mut first: HashMap<String, Instant> = HashMap::new();
+    for r in received {
+        if let Some(order) = r.body.get("aggregate_id").and_then(Value::as_str) {
+            let at = first.entry(order.to_string()).or_insert(r.at);
+            *at = (*at).min(r.at);
+        }
+    }
+    first
+}
+
+/// Prints the phase's table.
+pub fn print(w: &Workflows, n: u64, rate: u64) {
+    let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
+    println!();
+    println!(
+        "workflow: {n} orders at {rate}/s, OrderPlaced → charge (noop) → result → completed (MarkPaid at the Gateway)"
+    );
+    println!(
+        "  completed {} at {:.0}/s; latency p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms",
+        w.completed,
+        w.rate,
+        ms(w.p50),
+        ms(w.p99),
+        ms(w.p999),
+        ms(w.max)
+    );
+    println!(
+        "  CPU {:.0} µs per workflow (this process: pipeline, publisher, stand-in gateway); peak RSS {} MiB",
+        w.cpu_per_workflow.as_secs_f64() * 1e6,
+        peak_rss_mib().map_or("?".into(), |m| m.to_string())
+    );
+    let threads: Vec<String> = w
+        .by_thread
+        .iter()
+        .take(8)
+        .map(|(name, d)| format!("{name} {:.0}", d.as_secs_f64() * 1e6))
+        .collect();
+    println!("  µs per workflow by thread: {}", threads.join(", "));
+}
