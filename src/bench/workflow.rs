@@ -85,7 +85,7 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
         })
         .filter(|(_, d)| !d.is_zero())
         .collect();
-    by_thread.sort_by(|a, b| b.1.cmp(&a.1));
+    by_thread.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
     pipeline.shutdown();
     let first = completed(&gateway.received());
     if !all_in {
