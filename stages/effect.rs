@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! fetch(commands) ─▶ split ─▶ worker × effects.workers ─▶ provider (retries, breaker)
-//!                                  │ record ─▶ publish result ─▶ mark published ─▶ ack
+//!                                  │ record ─▶ publish result ─▶ ack
 //!                                  └─ records group-committed by one effect-commit thread
 //! ```
 //!
@@ -12,8 +12,7 @@
 //! there is one, the call already happened: its recorded result is published again (the
 //! saga may not have seen it) and the message acked, without calling. Otherwise it calls
 //! (with the effect's retries, timeout and breaker), records the result, publishes it
-//! with `Nats-Msg-Id` = the result's event id, marks the record published, and only then
-//! acks. The window that remains is between the end of the call and its record: a crash
+//! with `Nats-Msg-Id` = the result's event id, and acks once that publish is acked. The window that remains is between the end of the call and its record: a crash
 //! there calls again after redelivery, with the same `idempotency-key`, which an upstream
 //! that honours it answers without acting twice.
 //!
@@ -148,8 +147,7 @@ impl<'a> Worker<'a> {
                         if let Err(e) = self.recorder.record(&tenant, &work_id, &record) {
                             return self.store_failed(&delivery, &log_ctx, &e);
                         }
-                        return self
-                            .publish_and_ack(&msg, &delivery, &cmd, &tenant, &work_id, record);
+                        return self.publish_and_ack(&msg, &delivery, &cmd, record);
                     }
                     Claimed::Later(delay) => return self.put_back(&msg, &delivery, delay),
                 };
@@ -171,7 +169,6 @@ impl<'a> Worker<'a> {
                     event_id: event.event_id.clone(),
                     result,
                     recorded_at: now_rfc3339(),
-                    published_at: None,
                 };
                 if let Some((revision, _held)) = &revision {
                     self.complete_claim(&tenant, &work_id, *revision, &record, &log_ctx);
@@ -183,7 +180,7 @@ impl<'a> Worker<'a> {
                 record
             }
         };
-        self.publish_and_ack(&msg, &delivery, &cmd, &tenant, &work_id, record);
+        self.publish_and_ack(&msg, &delivery, &cmd, record);
     }
 
     /// Publishes the recorded result, marks it published and acks the command.
@@ -192,8 +189,6 @@ impl<'a> Worker<'a> {
         msg: &nats::Message,
         delivery: &Delivery,
         cmd: &EffectCommand,
-        tenant: &TenantId,
-        work_id: &WorkId,
         record: EffectCompletion,
     ) {
         let log_ctx = LogCtx::of(cmd);
@@ -210,15 +205,6 @@ impl<'a> Worker<'a> {
             return;
         }
         Stats::add(&self.shared.stats.effect_results_published, 1);
-        if record.published_at.is_none() {
-            let published = EffectCompletion {
-                published_at: Some(now_rfc3339()),
-                ..record
-            };
-            if let Err(e) = self.recorder.record(tenant, work_id, &published) {
-                return self.store_failed(delivery, &log_ctx, &e);
-            }
-        }
         self.shared
             .intake
             .drops()

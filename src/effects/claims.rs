@@ -166,7 +166,6 @@ impl Claims {
                     event_id: done.event_id,
                     result: done.result,
                     recorded_at: done.recorded_at,
-                    published_at: None,
                 }));
             }
             let age = Duration::from_millis(now_ms().saturating_sub(claim.at_ms).max(0) as u64);

@@ -131,7 +131,6 @@ mod tests {
                             event_id: format!("r-{w}-{i}"),
                             result: RawJson::of(&serde_json::json!({"i": i})).unwrap(),
                             recorded_at: "t".into(),
-                            published_at: None,
                         };
                         recorder.record(&tenant, &id, &c).unwrap();
                     }

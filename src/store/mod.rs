@@ -428,8 +428,8 @@ impl Store {
         self.reader()?.get(&keys::effect_dedupe(tenant, command))
     }
 
-    /// Records that an effect command was executed (and, with `published_at`, that its
-    /// result's publish was acked). The record is what stops a second call.
+    /// Records that an effect command was executed, with its result. The record is what
+    /// stops a second call.
     pub fn record_effect_completion(
         &self,
         tenant: &TenantId,

@@ -127,8 +127,8 @@ pub struct DeadLetterRecord {
 
 /// `dedupe:{tenant}:effect:{command_id}`: the command was executed. Holds its result
 /// event, so that a redelivered command publishes that instead of calling again. Written
-/// twice: when the call ended (`published_at` empty), then once the result's publish was
-/// acked; only then is the command message acked.
+/// once, when the call ended; the command is acked after the result's publish ack.
+/// (Records of earlier versions may carry a `published_at` mark; it is ignored.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EffectCompletion {
     /// The result event's `event_id` (its `Nats-Msg-Id`).
@@ -137,9 +137,6 @@ pub struct EffectCompletion {
     pub result: RawJson,
     /// When the call ended (RFC 3339, wall clock).
     pub recorded_at: String,
-    /// When the result's publish was acked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub published_at: Option<String>,
 }
 
 /// `checkpoint:{tenant}:{saga}`: the highest stream sequence applied, per stream.

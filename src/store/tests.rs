@@ -345,7 +345,6 @@ fn an_effect_completion_is_recorded_per_tenant_and_command() {
         event_id: "r-1".into(),
         result: RawJson::of(&json!({"event_id": "r-1", "result_type": "succeeded"})).unwrap(),
         recorded_at: "2026-11-27T10:00:00.000Z".into(),
-        published_at: None,
     };
     store.record_effect_completion(&acme, &cmd, &done).unwrap();
     assert_eq!(store.effect_completion(&acme, &cmd).unwrap(), Some(done));
