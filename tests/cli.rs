@@ -209,8 +209,10 @@ fn bench_smoke_run_prints_its_tables_and_its_counts_add_up() {
             "60",
             "--rate",
             "200",
+            "--backlog",
+            "300",
             "--sections",
-            "saga,workflow",
+            "saga,workflow,backlog",
         ],
         &[("RUNNER_LOG", "warn")],
     );
@@ -224,6 +226,8 @@ fn bench_smoke_run_prints_its_tables_and_its_counts_add_up() {
         "completed 60 at",
         "latency p50",
         "peak RSS",
+        "backlog: 300 OrderPlaced drained by `runner run --mode saga` in its own process",
+        "anonymous memory at 1/4, 1/2, 3/4 and the end of the backlog",
     ] {
         assert!(
             stdout.contains(expected),

@@ -4,6 +4,7 @@
 //! pipelined publishing and its latency at low load, the effect pool, the scheduler,
 //! and the whole order workflow's latency at a steady rate (`workflow.rs`).
 
+mod backlog;
 mod workflow;
 
 use std::time::{Duration, Instant};
@@ -30,12 +31,21 @@ pub struct Options {
     /// Orders of the workflow phase, and their rate per second.
     pub workflows: u64,
     pub rate: u64,
-    /// Phases to run: saga, relay, effects, scheduler, workflow.
+    /// Events of the backlog phase (drained by `runner run` in a process of its own).
+    pub backlog: u64,
+    /// Phases to run: saga, relay, effects, scheduler, workflow, backlog.
     pub sections: Vec<String>,
     pub nats_url: Option<String>,
 }
 
-pub const SECTIONS: [&str; 5] = ["saga", "relay", "effects", "scheduler", "workflow"];
+pub const SECTIONS: [&str; 6] = [
+    "saga",
+    "relay",
+    "effects",
+    "scheduler",
+    "workflow",
+    "backlog",
+];
 
 impl Options {
     fn runs(&self, section: &str) -> bool {
@@ -55,8 +65,15 @@ pub fn run(options: &Options) -> Result<(), String> {
             SECTIONS.join(", ")
         ));
     }
-    if options.events == 0 || options.workflows == 0 || options.rate == 0 {
-        return Err("--events, --workflows and --rate must be at least 1".into());
+    if [
+        options.events,
+        options.workflows,
+        options.rate,
+        options.backlog,
+    ]
+    .contains(&0)
+    {
+        return Err("--events, --workflows, --rate and --backlog must be at least 1".into());
     }
     let sandbox = Sandbox::new(options.nats_url.as_deref())?;
     let events = options.events;
@@ -86,6 +103,9 @@ pub fn run(options: &Options) -> Result<(), String> {
     if options.runs("workflow") {
         let w = workflow::run(&sandbox, options.workflows, options.rate)?;
         workflow::print(&w, options.workflows, options.rate);
+    }
+    if options.runs("backlog") {
+        backlog::print(&backlog::run(&sandbox, options.backlog)?);
     }
     Ok(())
 }

@@ -28,7 +28,8 @@ COMMANDS:
               --events N      events of the saga, relay and effect phases (default 20000)
               --workflows N   orders of the workflow phase (default 5000)
               --rate R        their rate per second (default 1000)
-              --sections S    comma list of saga,relay,effects,scheduler,workflow (default all)
+              --backlog N     events the backlog phase's own runner process drains (default 100000)
+              --sections S    comma list of saga,relay,effects,scheduler,workflow,backlog (default all)
               --nats-url URL  use this server instead of starting one
     healthcheck  Ask the ops port's GET /health; exit 0 on 200, 1 otherwise (the image's HEALTHCHECK)
               --url URL       ask this URL instead (default: from ops.listen in the settings)
@@ -76,7 +77,14 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         "check" => &["config"],
         "eval" => &["program", "event", "state", "ctx", "gas"],
         "demo" => &["nats-url"],
-        "bench" => &["events", "workflows", "rate", "sections", "nats-url"],
+        "bench" => &[
+            "events",
+            "workflows",
+            "rate",
+            "backlog",
+            "sections",
+            "nats-url",
+        ],
         "healthcheck" => &["url", "config"],
         "help" | "--help" | "-h" => return Ok(Command::Help),
         other => return Err(format!("unknown command {other:?}")),
@@ -113,6 +121,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             events: number(take("events"), "events", 20_000)?,
             workflows: number(take("workflows"), "workflows", 5_000)?,
             rate: number(take("rate"), "rate", 1_000)?,
+            backlog: number(take("backlog"), "backlog", 100_000)?,
             sections: take("sections")
                 .map(|s| s.split(',').map(|p| p.trim().to_string()).collect())
                 .unwrap_or_else(|| crate::bench::SECTIONS.map(String::from).to_vec()),
@@ -194,6 +203,7 @@ mod tests {
                 events: 500,
                 workflows: 5_000,
                 rate: 200,
+                backlog: 100_000,
                 sections: vec!["saga".into(), "workflow".into()],
                 nats_url: None
             })

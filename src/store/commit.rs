@@ -74,6 +74,7 @@ pub enum CommitOutcome {
 impl Store {
     /// Applies the batch atomically and durably (LMDB syncs on commit).
     pub fn commit(&self, batch: &CommitBatch) -> Result<Vec<CommitOutcome>, StoreError> {
+        self.injected_delay();
         let mut txn = self.env.begin_rw_txn()?;
         let mut outcomes = Vec::with_capacity(batch.transitions.len());
         let mut checkpoints: BTreeMap<String, Checkpoint> = BTreeMap::new();

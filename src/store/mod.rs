@@ -87,6 +87,8 @@ pub struct Store {
     /// A correlation id whose transitions are refused as unstorable (tests of the
     /// isolate-and-quarantine path).
     injected_unstorable: parking_lot::Mutex<Option<String>>,
+    /// Extra time every saga commit takes (tests of backpressure).
+    injected_commit_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -122,7 +124,21 @@ impl Store {
             injected_commit_failures: AtomicU32::new(0),
             injected_probe_failures: AtomicU32::new(0),
             injected_unstorable: parking_lot::Mutex::new(None),
+            injected_commit_delay_ms: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Makes every commit take `ms` longer, as a slow disk would (test fault injection
+    /// for backpressure); 0 turns it off.
+    pub fn inject_commit_delay(&self, ms: u64) {
+        self.injected_commit_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    fn injected_delay(&self) {
+        let ms = self.injected_commit_delay_ms.load(Ordering::Relaxed);
+        if ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
     }
 
     /// Makes the next `n` commits fail after all their writes, before the LMDB commit:

@@ -1,0 +1,142 @@
+//! A backlog drained by the real binary in a process of its own (`runner run --mode
+//! saga`), so its memory and CPU are the Runner's alone: N `OrderPlaced` events are
+//! published first (in chunks, so the bench itself stays small), then the Runner starts
+//! and the bench samples its memory every 100 ms until its consumer has acked them all.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{order_placed, proc_cpu};
+use crate::dev::{publish_all, Sandbox};
+
+/// What draining the backlog took.
+pub struct Backlog {
+    pub events: u64,
+    pub rate: f64,
+    /// Peak resident memory, and its anonymous part (heap, stacks: what the Runner
+    /// allocates) and file-backed part (LMDB's map pages the OS keeps resident).
+    pub peak_rss_mib: u64,
+    pub peak_anon_mib: u64,
+    pub peak_file_mib: u64,
+    /// Anonymous memory sampled at a quarter, half, three quarters and the end.
+    pub anon_along: Vec<u64>,
+    pub cpu_per_event: Duration,
+}
+
+/// Chunk of events generated and published at once.
+const CHUNK: u64 = 10_000;
+
+pub fn run(sandbox: &Sandbox, n: u64) -> Result<Backlog, String> {
+    let nc = sandbox.connect()?;
+    for start in (0..n).step_by(CHUNK as usize) {
+        let chunk: Vec<(String, Value)> = (start..(start + CHUNK).min(n))
+            .map(|i| order_placed(5_000_000_000 + i))
+            .collect();
+        publish_all(&nc, &chunk)?;
+    }
+    let mut settings = sandbox.settings.clone();
+    settings.mode = crate::settings::Mode::Saga;
+    settings.storage.path = sandbox.dir.path().join("backlog-store");
+    // About 3 KiB of store per instance (state, timer, outbox, dedupe, B-tree pages).
+    settings.storage.map_size_mib = (n * 3 / 1024).max(1024);
+    settings.consumer.durable = "runner-backlog".into();
+    settings.ops.listen = String::new();
+    let config = sandbox.dir.path().join("backlog-runner.json");
+    let text = serde_json::to_vec_pretty(&settings).map_err(|e| e.to_string())?;
+    std::fs::write(&config, text).map_err(|e| e.to_string())?;
+
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let mut child = std::process::Command::new(exe)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUNNER_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the runner: {e}"))?;
+    let pid = child.id();
+    let js = nats::jetstream::new(nc);
+    let consumer = format!("{}-aggregate", settings.consumer.durable);
+    let stream = settings.streams.aggregate_events.clone();
+    let started = Instant::now();
+    let (mut peak_rss, mut peak_anon, mut peak_file) = (0, 0, 0);
+    let mut anon_along = Vec::new();
+    let mut drained = 0;
+    let result = loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(Some(status)) = child.try_wait() {
+            break Err(format!("the runner exited early: {status}"));
+        }
+        let (rss, anon, file) = memory_mib(pid);
+        peak_rss = peak_rss.max(rss);
+        peak_anon = peak_anon.max(anon);
+        peak_file = peak_file.max(file);
+        // A consumer that does not exist yet has acked nothing.
+        drained = js
+            .consumer_info(&stream, &consumer)
+            .map(|i| i.ack_floor.stream_seq)
+            .unwrap_or(0)
+            .max(drained);
+        let quarter = (anon_along.len() as u64 + 1) * n / 4;
+        if drained >= quarter && anon_along.len() < 4 {
+            anon_along.push(anon);
+        }
+        if drained >= n {
+            break Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            break Err(format!("{drained} of {n} events drained in 30 minutes"));
+        }
+    };
+    let elapsed = started.elapsed();
+    let cpu = proc_cpu(&format!("/proc/{pid}/stat"));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    result?;
+    Ok(Backlog {
+        events: n,
+        rate: n as f64 / elapsed.as_secs_f64(),
+        peak_rss_mib: peak_rss,
+        peak_anon_mib: peak_anon,
+        peak_file_mib: peak_file,
+        anon_along,
+        cpu_per_event: cpu / n.max(1) as u32,
+    })
+}
+
+/// VmRSS, RssAnon and RssFile of a process, in MiB.
+fn memory_mib(pid: u32) -> (u64, u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kib| kib.parse::<u64>().ok())
+            .map_or(0, |kib| kib / 1024)
+    };
+    (field("VmRSS:"), field("RssAnon:"), field("RssFile:"))
+}
+
+pub fn print(b: &Backlog) {
+    println!();
+    println!(
+        "backlog: {} OrderPlaced drained by `runner run --mode saga` in its own process",
+        b.events
+    );
+    println!(
+        "  {:.0} events/s, CPU {:.1} µs per event; peak RSS {} MiB (anonymous {} MiB, LMDB map pages {} MiB)",
+        b.rate,
+        b.cpu_per_event.as_secs_f64() * 1e6,
+        b.peak_rss_mib,
+        b.peak_anon_mib,
+        b.peak_file_mib
+    );
+    let along: Vec<String> = b.anon_along.iter().map(|m| format!("{m}")).collect();
+    println!(
+        "  anonymous memory at 1/4, 1/2, 3/4 and the end of the backlog: {} MiB",
+        along.join(" / ")
+    );
+}
