@@ -1,5 +1,7 @@
-//! Criterion benches of the saga hot path: decode+route, program evaluation of the
-//! example saga, and group commit at batch sizes 1, 16 and 256.
+//! Criterion benches of the saga hot path: routing a subject to its sagas, decode+route,
+//! program evaluation of the example saga, and group commit at batch sizes 1, 16 and
+//! 256. The relay's publishing and the effect pool need a live NATS server: `runner
+//! bench` measures them next to raw JetStream rates of the same run.
 //!
 //! `cargo bench --bench saga`. Figures are per operation on this machine; compare runs
 //! of the same machine only (see docs/performance.md).
@@ -53,6 +55,19 @@ fn bench_decode(c: &mut Criterion) {
     c.bench_function("decode_and_route_order_placed", |b| {
         b.iter(|| decode(&cfg, &catalog, &info, None, &body))
     });
+}
+
+fn bench_routing(c: &mut Criterion) {
+    let catalog = catalog();
+    let mut group = c.benchmark_group("route_subject");
+    for subject in [
+        "aggregate.acme.order.OrderPlaced",
+        "workflow.result.acme.charge_card",
+        "aggregate.acme.invoice.Issued",
+    ] {
+        group.bench_function(subject, |b| b.iter(|| catalog.route(subject).count()));
+    }
+    group.finish();
 }
 
 fn bench_program(c: &mut Criterion) {
@@ -161,6 +176,7 @@ fn bench_timers(c: &mut Criterion) {
 
 criterion_group!(
     benches,
+    bench_routing,
     bench_decode,
     bench_program,
     bench_execute,

@@ -390,7 +390,7 @@ impl Default for ConsumerSettings {
     fn default() -> Self {
         ConsumerSettings {
             durable: "runner-saga".into(),
-            max_ack_pending: 4096,
+            max_ack_pending: 1024,
             ack_wait_ms: 30_000,
             max_deliver: 5,
             fetch_batch: 256,
