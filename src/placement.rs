@@ -41,10 +41,12 @@ struct Assignment {
     shard: String,
 }
 
-/// Handover objects say which owner wrote them.
-#[derive(Debug, Serialize, Deserialize)]
+/// Handover objects say which owner wrote them, at which revision of its ownership:
+/// an object left over from an earlier move of the same tenant never passes for this one.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Mark {
     from: String,
+    owner_revision: u64,
 }
 
 const OWNER_PREFIX: &str = "owner.";
@@ -201,12 +203,18 @@ impl Placement {
     }
 
     /// What this shard should serve, release and import now.
-    pub fn plan(&self) -> Result<Plan, PlacementError> {
+    pub fn plan(&self, store: &Store) -> Result<Plan, PlacementError> {
         let (placed, owners) = self.read()?;
         let mut plan = Plan::default();
-        for (tenant, (owner, _)) in &owners {
+        for (tenant, (owner, revision)) in &owners {
             if *owner == self.shard && placed.get(tenant).is_some_and(|s| *s != self.shard) {
-                plan.release.insert(tenant.clone());
+                // Handed over already (its object is there, from us) and nothing of it
+                // left here: only the new shard has something to do.
+                let handed_over = self.handed_over(tenant, owner, *revision)?;
+                let left_here = store.has_tenant(tenant).map_err(|e| self.bucket_err(e))?;
+                if !handed_over || left_here {
+                    plan.release.insert(tenant.clone());
+                }
             }
         }
         for (tenant, shard) in &placed {
@@ -220,8 +228,8 @@ impl Placement {
                 Some((owner, _)) if *owner == self.shard => {
                     plan.serve.insert(tenant.clone());
                 }
-                Some((owner, _)) => {
-                    if self.handover_from(tenant)?.as_deref() == Some(owner.as_str()) {
+                Some((owner, revision)) => {
+                    if self.handed_over(tenant, owner, *revision)? {
                         plan.import.insert(tenant.clone());
                         plan.serve.insert(tenant.clone());
                     } else {
@@ -233,15 +241,25 @@ impl Placement {
         Ok(plan)
     }
 
-    /// Who wrote the tenant's handover object, if there is one.
-    fn handover_from(&self, tenant: &TenantId) -> Result<Option<String>, PlacementError> {
-        match self.handover.info(tenant.as_str()) {
-            Ok(info) if !info.deleted => Ok(info
+    /// Whether the tenant's handover object is there, written by `owner` while it owned
+    /// the tenant at `owner_revision`.
+    fn handed_over(
+        &self,
+        tenant: &TenantId,
+        owner: &str,
+        owner_revision: u64,
+    ) -> Result<bool, PlacementError> {
+        let want = Mark {
+            from: owner.to_string(),
+            owner_revision,
+        };
+        Ok(match self.handover.info(tenant.as_str()) {
+            Ok(info) if !info.deleted => info
                 .description
                 .and_then(|d| serde_json::from_str::<Mark>(&d).ok())
-                .map(|m| m.from)),
-            _ => Ok(None),
-        }
+                .is_some_and(|m| m == want),
+            _ => false,
+        })
     }
 
     /// Carries out the plan's hand-offs; the pipeline must be drained. Returns the
@@ -254,13 +272,18 @@ impl Placement {
         store: &Store,
         scratch: &std::path::Path,
     ) -> Result<BTreeSet<TenantId>, PlacementError> {
+        let (_, owners) = self.read()?;
         for tenant in &plan.release {
-            if let Err(e) = self.release(tenant, store, scratch) {
+            let Some((owner, revision)) = owners.get(tenant).filter(|(o, _)| *o == self.shard)
+            else {
+                continue;
+            };
+            if let Err(e) = self.release(tenant, owner, *revision, store, scratch) {
                 log::error!(tenant_id = tenant.as_str(), error = e.to_string(); "tenant handover failed; trying again later");
             }
         }
+        // Releasing changes no owner record: the same reading serves below.
         let mut serve = BTreeSet::new();
-        let (_, owners) = self.read()?;
         for tenant in &plan.serve {
             let owned = match owners.get(tenant) {
                 Some((owner, _)) if *owner == self.shard => true,
@@ -293,10 +316,18 @@ impl Placement {
     fn release(
         &self,
         tenant: &TenantId,
+        owner: &str,
+        owner_revision: u64,
         store: &Store,
         scratch: &std::path::Path,
     ) -> Result<(), PlacementError> {
         let fail = |m: &dyn std::fmt::Display| Self::handover_err(tenant, m);
+        if self.handed_over(tenant, owner, owner_revision)? {
+            // The export is already there (a crash came between writing it and deleting
+            // the records here): finish the job, never overwrite it with what is left.
+            store.delete_tenant(tenant).map_err(|e| fail(&e))?;
+            return Ok(());
+        }
         let path = scratch.join(format!("handover-{tenant}.jsonl"));
         let mut file = std::fs::OpenOptions::new()
             .create(true)
@@ -310,7 +341,8 @@ impl Placement {
             .map_err(|e| fail(&e))?;
         file.rewind().map_err(|e| fail(&e))?;
         let mark = serde_json::to_string(&Mark {
-            from: self.shard.clone(),
+            from: owner.to_string(),
+            owner_revision,
         })
         .map_err(|e| fail(&e))?;
         let meta = nats::object_store::ObjectMeta {

@@ -183,7 +183,7 @@ impl<'a> Worker<'a> {
         self.publish_and_ack(&msg, &delivery, &cmd, record);
     }
 
-    /// Publishes the recorded result, marks it published and acks the command.
+    /// Publishes the recorded result and acks the command once the publish is acked.
     fn publish_and_ack(
         &mut self,
         msg: &nats::Message,

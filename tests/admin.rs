@@ -7,7 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::ops::{call, call_json, metric, ops_for, TOKEN};
-use common::{await_stats, config_file, recorder_saga, wait_until, Rig, RunnerProcess, WAIT};
+use common::{
+    await_stats, config_file, free_port, recorder_saga, wait_until, Rig, RunnerProcess, WAIT,
+};
 use runner::keys::OutboxKind;
 use runner::store::DeadLetterRecord;
 use runner::types::TenantId;
@@ -257,11 +259,7 @@ fn dead_letters_are_redriven_or_discarded() {
 #[test]
 fn replay_needs_confirmation_and_a_drain_and_changes_nothing_twice() {
     let mut rig = Rig::new(recorder_saga());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     rig.settings.ops.listen = format!("127.0.0.1:{port}");
     let token_file = rig.dir.path().join("admin-token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();

@@ -6,7 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::ops::{call, metric, ops_for, TOKEN};
-use common::{await_stats, config_file, recorder_saga, wait_until, Rig, RunnerProcess, WAIT};
+use common::{
+    await_stats, config_file, free_port, recorder_saga, wait_until, Rig, RunnerProcess, WAIT,
+};
 use serde_json::Value;
 
 #[test]
@@ -155,11 +157,7 @@ fn admin_is_closed_without_a_token_and_health_sees_nats_go() {
 #[test]
 fn sigterm_drains_and_exits_cleanly() {
     let mut rig = Rig::new(recorder_saga());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     rig.settings.ops.listen = format!("127.0.0.1:{port}");
     let config = config_file(&rig);
     let nc = rig.connect();

@@ -213,3 +213,40 @@ fn a_shard_restarted_with_a_drain_mid_flow_loses_and_repeats_nothing() {
         "one command per event left the outbox"
     );
 }
+
+/// A tenant moved to a shard that is not running yet: the old owner hands it over once
+/// and keeps its hands off while the bucket keeps changing (other tenants placed); the
+/// new shard imports the tenant when it starts, with every event applied once.
+#[test]
+fn a_handover_waits_for_a_new_shard_that_starts_later() {
+    let rig = Rig::new(recorder_saga());
+    let (bucket, kv) = placement_bucket(&rig);
+    place(&kv, "acme", "a");
+    let a = start_shard(&rig, "a", &bucket);
+    publish_in_background(&rig, &["acme"]).join().unwrap();
+    let done = |shard: &Shard| {
+        (0..INSTANCES).all(|i| {
+            log_of(shard, "acme", &format!("o-{i}")).as_deref() == Some(expected_log(i).as_str())
+        })
+    };
+    assert!(wait_until(Duration::from_secs(30), || done(&a)));
+    place(&kv, "acme", "b");
+    assert!(
+        wait_until(Duration::from_secs(10), || log_of(&a, "acme", "o-0")
+            .is_none()),
+        "shard a handed acme over"
+    );
+    // The bucket changes again and again; shard a must not hand acme over a second time
+    // (an empty export would overwrite the real one).
+    for n in 0..5 {
+        place(&kv, &format!("other{n}"), "c");
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let b = start_shard(&rig, "b", &bucket);
+    assert!(
+        wait_until(Duration::from_secs(30), || done(&b)),
+        "shard b imported acme whole; got {:?}",
+        log_of(&b, "acme", "o-0")
+    );
+    assert_eq!(log_of(&a, "acme", "o-0"), None);
+}

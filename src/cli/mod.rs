@@ -196,7 +196,11 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
             settings.streams.replicas,
         )
         .map_err(|e| Error::Other(e.to_string()))?;
-        Some(supervise::Shards::start(placement, &store, &mut settings)?)
+        Some(supervise::Shards::start(
+            placement,
+            store.clone(),
+            &mut settings,
+        )?)
     };
     let catalogs = crate::pipeline::Catalogs::new(catalog, effects);
     let pipeline = Pipeline::start_with(

@@ -33,6 +33,7 @@ pub struct Supervisor {
 /// This shard's side of tenant placement.
 pub struct Shards {
     pub placement: Placement,
+    store: Arc<Store>,
     /// Tenants the running pipeline serves.
     pub serving: BTreeSet<TenantId>,
     /// The bucket's last sequence when it was last read (unchanged: nothing to do).
@@ -47,25 +48,26 @@ impl Shards {
     /// runs; the tenants to serve go into `settings`.
     pub fn start(
         placement: Placement,
-        store: &Store,
+        store: Arc<Store>,
         settings: &mut Settings,
     ) -> Result<Shards, Error> {
         let mut shards = Shards {
             placement,
+            store,
             serving: BTreeSet::new(),
             seen: 0,
             waiting: false,
             last_read: Instant::now(),
         };
         let plan = shards.read().map_err(|e| Error::Other(e.to_string()))?;
-        shards.carry_out(&plan, store, settings)?;
+        shards.carry_out(&plan, settings)?;
         Ok(shards)
     }
 
     fn read(&mut self) -> Result<Plan, crate::placement::PlacementError> {
         self.last_read = Instant::now();
         self.seen = self.placement.version()?;
-        let plan = self.placement.plan()?;
+        let plan = self.placement.plan(&self.store)?;
         self.waiting = !plan.waiting.is_empty();
         if self.waiting {
             log::info!(tenants = format!("{:?}", plan.waiting); "tenants placed here wait for their handover");
@@ -100,15 +102,10 @@ impl Shards {
     }
 
     /// Hands tenants over (the pipeline is not running) and sets the tenants to serve.
-    fn carry_out(
-        &mut self,
-        plan: &Plan,
-        store: &Store,
-        settings: &mut Settings,
-    ) -> Result<(), Error> {
+    fn carry_out(&mut self, plan: &Plan, settings: &mut Settings) -> Result<(), Error> {
         let serve = self
             .placement
-            .apply(plan, store, &settings.storage.path)
+            .apply(plan, &self.store, &settings.storage.path)
             .map_err(|e| Error::Other(e.to_string()))?;
         log::warn!(tenants = format!("{serve:?}"); "serving tenants");
         settings.tenancy.allowed_tenants = serve.iter().map(|t| t.to_string()).collect();
@@ -143,7 +140,7 @@ impl Supervisor {
             match why {
                 Drained::Placement(plan) => {
                     if let Some(shards) = &mut self.placement {
-                        shards.carry_out(&plan, &self.store, &mut self.settings)?;
+                        shards.carry_out(&plan, &mut self.settings)?;
                     }
                 }
                 Drained::Asked => {
