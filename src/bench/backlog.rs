@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::{order_placed, proc_cpu};
 use crate::dev::{publish_all, Sandbox};
+use crate::nats_io::Publisher;
 
 /// What draining the backlog took.
 pub struct Backlog {
@@ -35,25 +36,7 @@ pub fn run(sandbox: &Sandbox, n: u64) -> Result<Backlog, String> {
             .collect();
         publish_all(&nc, &chunk)?;
     }
-    let mut settings = sandbox.settings.clone();
-    settings.mode = crate::settings::Mode::Saga;
-    settings.storage.path = sandbox.dir.path().join("backlog-store");
-    // About 3 KiB of store per instance (state, timer, outbox, dedupe, B-tree pages).
-    settings.storage.map_size_mib = (n * 3 / 1024).max(1024);
-    settings.consumer.durable = "runner-backlog".into();
-    settings.ops.listen = String::new();
-    let config = sandbox.dir.path().join("backlog-runner.json");
-    let text = serde_json::to_vec_pretty(&settings).map_err(|e| e.to_string())?;
-    std::fs::write(&config, text).map_err(|e| e.to_string())?;
-
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    let mut child = std::process::Command::new(exe)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUNNER_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start the runner: {e}"))?;
+    let (mut child, settings) = spawn_runner(sandbox, n)?;
     let pid = child.id();
     let js = nats::jetstream::new(nc);
     let consumer = format!("{}-aggregate", settings.consumer.durable);
@@ -104,6 +87,108 @@ pub fn run(sandbox: &Sandbox, n: u64) -> Result<Backlog, String> {
         anon_along,
         cpu_per_event: cpu / n.max(1) as u32,
     })
+}
+
+/// A steady run: `runner run --mode saga` in its own process takes `rate` events per
+/// second for `secs` seconds; its anonymous memory is sampled every second and
+/// reported every tenth of the run, to show it stays flat over time.
+pub struct Soak {
+    pub secs: u64,
+    pub rate: u64,
+    pub events: u64,
+    /// Anonymous memory (MiB) at each tenth of the run.
+    pub anon_over_time: Vec<u64>,
+    pub peak_anon_mib: u64,
+    pub cpu_per_event: Duration,
+}
+
+pub fn soak(sandbox: &Sandbox, secs: u64, rate: u64) -> Result<Soak, String> {
+    let total = secs * rate;
+    let (mut child, _) = spawn_runner(sandbox, total)?;
+    let pid = child.id();
+    let nc = sandbox.connect()?;
+    let mut publisher =
+        Publisher::new(&nc, 256, Duration::from_secs(5), 3).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let (mut anon_over_time, mut peak_anon, mut next_sample) = (Vec::new(), 0, started);
+    for i in 0..total {
+        let due = started + Duration::from_micros(i * 1_000_000 / rate.max(1));
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let (subject, event) = order_placed(7_000_000_000 + i);
+        let id = event["event_id"].as_str().unwrap_or_default().to_string();
+        let body = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
+        publisher.publish(i, &subject, &id, nats::header::HeaderMap::new(), body);
+        publisher.poll(Duration::ZERO);
+        if Instant::now() >= next_sample {
+            next_sample += Duration::from_secs(1);
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("the runner exited during the run: {status}"));
+            }
+            let (_, anon, _) = memory_mib(pid);
+            peak_anon = peak_anon.max(anon);
+            let tenth = (anon_over_time.len() as u64 + 1) * secs * 1000 / 10;
+            if started.elapsed().as_millis() as u64 >= tenth {
+                anon_over_time.push(anon);
+            }
+        }
+    }
+    publisher.finish();
+    let cpu = proc_cpu(&format!("/proc/{pid}/stat"));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    Ok(Soak {
+        secs,
+        rate,
+        events: total,
+        anon_over_time,
+        peak_anon_mib: peak_anon,
+        cpu_per_event: cpu / total.max(1) as u32,
+    })
+}
+
+pub fn print_soak(s: &Soak) {
+    println!();
+    println!(
+        "soak: `runner run --mode saga` in its own process, {} events/s for {} s ({} events)",
+        s.rate, s.secs, s.events
+    );
+    let along: Vec<String> = s.anon_over_time.iter().map(|m| m.to_string()).collect();
+    println!(
+        "  anonymous memory at each tenth of the run: {} MiB (peak {} MiB); CPU {:.1} µs per event",
+        along.join(" / "),
+        s.peak_anon_mib,
+        s.cpu_per_event.as_secs_f64() * 1e6
+    );
+}
+
+/// Starts `runner run --mode saga` on this sandbox's server with a store of its own,
+/// sized for `events` instances.
+fn spawn_runner(
+    sandbox: &Sandbox,
+    events: u64,
+) -> Result<(std::process::Child, crate::settings::Settings), String> {
+    let mut settings = sandbox.settings.clone();
+    settings.mode = crate::settings::Mode::Saga;
+    settings.storage.path = sandbox.dir.path().join("backlog-store");
+    // About 3 KiB of store per instance (state, timer, outbox, dedupe, B-tree pages).
+    settings.storage.map_size_mib = (events * 3 / 1024).max(1024);
+    settings.consumer.durable = "runner-backlog".into();
+    settings.ops.listen = String::new();
+    let config = sandbox.dir.path().join("backlog-runner.json");
+    let text = serde_json::to_vec_pretty(&settings).map_err(|e| e.to_string())?;
+    std::fs::write(&config, text).map_err(|e| e.to_string())?;
+
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let child = std::process::Command::new(exe)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUNNER_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the runner: {e}"))?;
+    Ok((child, settings))
 }
 
 /// VmRSS, RssAnon and RssFile of a process, in MiB.

@@ -33,12 +33,25 @@ pub struct Options {
     pub rate: u64,
     /// Events of the backlog phase (drained by `runner run` in a process of its own).
     pub backlog: u64,
+    /// Seconds of the soak phase (that process taking `rate` events per second).
+    pub soak_secs: u64,
     /// Phases to run: saga, relay, effects, scheduler, workflow, backlog.
     pub sections: Vec<String>,
     pub nats_url: Option<String>,
 }
 
-pub const SECTIONS: [&str; 6] = [
+pub const SECTIONS: [&str; 7] = [
+    "saga",
+    "relay",
+    "effects",
+    "scheduler",
+    "workflow",
+    "backlog",
+    "soak",
+];
+
+/// Phases run when `--sections` is not given (the soak takes minutes: ask for it).
+pub const DEFAULT_SECTIONS: [&str; 6] = [
     "saga",
     "relay",
     "effects",
@@ -70,10 +83,13 @@ pub fn run(options: &Options) -> Result<(), String> {
         options.workflows,
         options.rate,
         options.backlog,
+        options.soak_secs,
     ]
     .contains(&0)
     {
-        return Err("--events, --workflows, --rate and --backlog must be at least 1".into());
+        return Err(
+            "--events, --workflows, --rate, --backlog and --soak-secs must be at least 1".into(),
+        );
     }
     let sandbox = Sandbox::new(options.nats_url.as_deref())?;
     let events = options.events;
@@ -106,6 +122,9 @@ pub fn run(options: &Options) -> Result<(), String> {
     }
     if options.runs("backlog") {
         backlog::print(&backlog::run(&sandbox, options.backlog)?);
+    }
+    if options.runs("soak") {
+        backlog::print_soak(&backlog::soak(&sandbox, options.soak_secs, options.rate)?);
     }
     Ok(())
 }

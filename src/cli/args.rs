@@ -29,7 +29,9 @@ COMMANDS:
               --workflows N   orders of the workflow phase (default 5000)
               --rate R        their rate per second (default 1000)
               --backlog N     events the backlog phase's own runner process drains (default 100000)
-              --sections S    comma list of saga,relay,effects,scheduler,workflow,backlog (default all)
+              --soak-secs N   seconds of the soak phase, at --rate events/s (default 600)
+              --sections S    comma list of saga,relay,effects,scheduler,workflow,backlog,soak
+                              (default all but soak)
               --nats-url URL  use this server instead of starting one
     healthcheck  Ask the ops port's GET /health; exit 0 on 200, 1 otherwise (the image's HEALTHCHECK)
               --url URL       ask this URL instead (default: from ops.listen in the settings)
@@ -82,6 +84,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "workflows",
             "rate",
             "backlog",
+            "soak-secs",
             "sections",
             "nats-url",
         ],
@@ -122,9 +125,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             workflows: number(take("workflows"), "workflows", 5_000)?,
             rate: number(take("rate"), "rate", 1_000)?,
             backlog: number(take("backlog"), "backlog", 100_000)?,
+            soak_secs: number(take("soak-secs"), "soak-secs", 600)?,
             sections: take("sections")
                 .map(|s| s.split(',').map(|p| p.trim().to_string()).collect())
-                .unwrap_or_else(|| crate::bench::SECTIONS.map(String::from).to_vec()),
+                .unwrap_or_else(|| crate::bench::DEFAULT_SECTIONS.map(String::from).to_vec()),
             nats_url: take("nats-url"),
         }),
     };
@@ -204,6 +208,7 @@ mod tests {
                 workflows: 5_000,
                 rate: 200,
                 backlog: 100_000,
+                soak_secs: 600,
                 sections: vec!["saga".into(), "workflow".into()],
                 nats_url: None
             })
