@@ -50,15 +50,14 @@ pub const SECTIONS: [&str; 7] = [
     "soak",
 ];
 
-/// Phases run when `--sections` is not given (the soak takes minutes: ask for it).
-pub const DEFAULT_SECTIONS: [&str; 6] = [
-    "saga",
-    "relay",
-    "effects",
-    "scheduler",
-    "workflow",
-    "backlog",
-];
+/// Phases run when `--sections` is not given: all but the soak, which takes minutes.
+pub fn default_sections() -> Vec<String> {
+    SECTIONS
+        .iter()
+        .filter(|s| **s != "soak")
+        .map(|s| s.to_string())
+        .collect()
+}
 
 impl Options {
     fn runs(&self, section: &str) -> bool {

@@ -128,7 +128,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             soak_secs: number(take("soak-secs"), "soak-secs", 600)?,
             sections: take("sections")
                 .map(|s| s.split(',').map(|p| p.trim().to_string()).collect())
-                .unwrap_or_else(|| crate::bench::DEFAULT_SECTIONS.map(String::from).to_vec()),
+                .unwrap_or_else(crate::bench::default_sections),
             nats_url: take("nats-url"),
         }),
     };

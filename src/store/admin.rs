@@ -68,25 +68,11 @@ impl Store {
     /// Deletes quarantine and dead-letter records (other keys are refused). Returns
     /// how many existed.
     pub fn discard_records(&self, record_keys: &[String]) -> Result<usize, StoreError> {
-        let allowed = [keys::space::QUARANTINE, keys::space::DEAD_LETTER];
-        let mut txn = self.env.begin_rw_txn()?;
-        let mut deleted = 0;
-        for key in record_keys {
-            let space = key.split(':').next().unwrap_or_default();
-            if !allowed.contains(&space) {
-                return Err(StoreError::Encode {
-                    key: key.clone(),
-                    message: "not a quarantine or dead-letter key".into(),
-                });
-            }
-            match txn.del(self.db, key, None) {
-                Ok(()) => deleted += 1,
-                Err(lmdb::Error::NotFound) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        txn.commit()?;
-        Ok(deleted)
+        self.delete_keys(
+            record_keys,
+            &[keys::space::QUARANTINE, keys::space::DEAD_LETTER],
+            "not a quarantine or dead-letter key",
+        )
     }
 
     /// Puts dead-lettered items back into the outbox and deletes their dead letters, in

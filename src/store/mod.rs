@@ -486,13 +486,25 @@ impl Store {
 
     /// Deletes dispatched outbox items in one transaction. Returns how many existed.
     pub fn delete_outbox(&self, keys: &[String]) -> Result<usize, StoreError> {
+        self.delete_keys(keys, &[crate::keys::space::OUTBOX], "not an outbox key")
+    }
+
+    /// Deletes keys of the `allowed` keyspaces in one transaction (any other key fails
+    /// it, naming `refusal`). Returns how many existed.
+    fn delete_keys(
+        &self,
+        keys: &[String],
+        allowed: &[&str],
+        refusal: &str,
+    ) -> Result<usize, StoreError> {
         let mut txn = self.env.begin_rw_txn()?;
         let mut deleted = 0;
         for key in keys {
-            if !key.starts_with(crate::keys::space::OUTBOX) {
+            let space = key.split(':').next().unwrap_or_default();
+            if !allowed.contains(&space) {
                 return Err(StoreError::Encode {
                     key: key.clone(),
-                    message: "not an outbox key".into(),
+                    message: refusal.into(),
                 });
             }
             match txn.del(self.db, key, None) {
