@@ -56,6 +56,19 @@ pub fn parse_traceparent(traceparent: &str) -> Option<(&str, &str)> {
     well_formed.then_some((trace, flags))
 }
 
+/// Characters of a received value quoted in an error message: enough to recognise it,
+/// while a megabyte-long hostile field cannot make a quarantine reason (or a log line)
+/// that large.
+pub const CLIP_CHARS: usize = 80;
+
+/// The first [`CLIP_CHARS`] characters of `text`, ending in `…` when it was cut.
+pub fn clip(text: &str) -> String {
+    match text.char_indices().nth(CLIP_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
 /// A domain event consumed from `AGGREGATE_EVENTS`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AggregateEvent {
@@ -276,7 +289,8 @@ impl<'a> EnvelopeView<'a> {
                 let rt = string("result_type")?;
                 if serde_json::from_value::<ResultType>(Value::String(rt.to_string())).is_err() {
                     return Err(format!(
-                        "field `result_type` must be succeeded, failed, timed_out or rejected (got {rt:?})"
+                        "field `result_type` must be succeeded, failed, timed_out or rejected (got {:?})",
+                        clip(rt)
                     ));
                 }
             }
@@ -424,6 +438,23 @@ mod tests {
         assert_eq!(incoming.tenant_id, "");
         assert_eq!(incoming.event_time, "2026-11-27T10:15:00Z");
         assert_eq!(incoming.correlation_id(), Some("o-9"));
+    }
+
+    /// Regression: the whole hostile value was quoted (a 1 MB `result_type` gave a 1 MB
+    /// quarantine reason).
+    #[test]
+    fn errors_quote_received_values_briefly() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(1000);
+        assert_eq!(clip(&long), format!("{}…", "é".repeat(CLIP_CHARS)));
+        let mut bad = json!({"event_id": "r-1", "command_id": "c-1", "effect_name": "e",
+            "timestamp": "2026-11-27T10:00:01Z"});
+        bad["result_type"] = json!("x".repeat(100_000));
+        let err = EnvelopeView::of(EnvelopeKind::Result, &bad).unwrap_err();
+        assert!(
+            err.ends_with(&format!("(got \"{}…\")", "x".repeat(CLIP_CHARS))),
+            "{err}"
+        );
     }
 
     #[test]

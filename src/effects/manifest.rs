@@ -208,7 +208,10 @@ fn compile(
     limits: &Limits,
 ) -> Result<EffectDef, String> {
     let name = EffectName::new(&raw.name).map_err(|e| e.to_string())?;
-    let checks: [(&str, u64, u64, u64); 7] = [
+    // Every count and duration is bounded, so a typo is a load error. (`breaker.open_ms`
+    // had no bound: 18446744073709551615 loaded, and the first few failures then opened
+    // the breaker for 584 million years — the effect silently off until a restart.)
+    let checks: [(&str, u64, u64, u64); 8] = [
         ("timeout_ms", raw.timeout_ms, 1, 3_600_000),
         ("concurrency", raw.concurrency as u64, 1, 1_024),
         ("retry.max_attempts", raw.retry.max_attempts.into(), 1, 100),
@@ -230,6 +233,7 @@ fn compile(
             1,
             10_000,
         ),
+        ("breaker.open_ms", raw.breaker.open_ms, 0, 86_400_000),
         (
             "breaker.half_open_probes",
             raw.breaker.half_open_probes.into(),
@@ -320,6 +324,7 @@ mod tests {
             ("effects:\n  - name: x\n    provider: noop\n    timeout_ms: 0\n", "timeout_ms must be between"),
             ("effects:\n  - name: x\n    provider: noop\n    retry: { max_attempts: 0 }\n", "retry.max_attempts"),
             ("effects:\n  - name: x\n    provider: noop\n    retry: { backoff_initial_ms: 500, backoff_max_ms: 100 }\n", "retry.backoff_max_ms"),
+            ("effects:\n  - name: x\n    provider: noop\n    breaker: { open_ms: 18446744073709551615 }\n", "breaker.open_ms must be between 0 and 86400000"),
             ("effects:\n  - name: x\n    provider: noop\n    colour: red\n", "unknown field"),
             ("effects:\n  - name: \"a b\"\n    provider: noop\n", "effect a b:"),
             ("effects:\n  - name: x\n    provider: http\n    http: { url: \"http://h\", headers: { a: \"secret:nope\" } }\n", "secret nope"),

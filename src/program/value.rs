@@ -101,6 +101,46 @@ impl Val {
     }
 }
 
+/// Drops a value without recursion. Programs can build values far deeper than
+/// [`MAX_VALUE_DEPTH`] (a chain of lets, each `$set` nesting the previous one
+/// `max_depth` levels down); they are refused when walked or output, but the derived,
+/// recursive drop of such a value would overflow the stack. So a container this value
+/// is the last owner of hands its container children to a work list instead of
+/// dropping them inside its own drop.
+impl Drop for Val {
+    fn drop(&mut self) {
+        let mut pending = Vec::new();
+        take_children(self, &mut pending);
+        while let Some(mut v) = pending.pop() {
+            take_children(&mut v, &mut pending);
+            // `v` now holds no containers of its own: dropping it does not recurse.
+        }
+    }
+}
+
+/// Moves the container children of `v` into `pending` when `v` is their only owner (a
+/// shared container is only un-referenced, which does not recurse).
+fn take_children(v: &mut Val, pending: &mut Vec<Val>) {
+    let mut take = |child: &mut Val| {
+        if matches!(child, Val::List(_) | Val::Obj(_)) {
+            pending.push(std::mem::replace(child, Val::Null));
+        }
+    };
+    match v {
+        Val::List(items) => {
+            if let Some(items) = Arc::get_mut(items) {
+                items.iter_mut().for_each(&mut take);
+            }
+        }
+        Val::Obj(map) => {
+            if let Some(map) = Arc::get_mut(map) {
+                map.values_mut().for_each(&mut take);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn from_json_at(v: &Value, depth: usize) -> Result<Val, WalkError> {
     if depth > MAX_VALUE_DEPTH {
         return Err(WalkError::TooDeep);

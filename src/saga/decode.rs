@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use serde_json::{json, Value};
 
 use super::{kind_name, Decoded, LogCtx, MessageInfo, Route, RouteFault, RoutedEvent};
-use crate::envelope::{trace_id, EnvelopeKind, EnvelopeView};
+use crate::envelope::{clip, trace_id, EnvelopeKind, EnvelopeView};
 use crate::error::Error;
 use crate::manifest::{SagaCatalog, SagaDef, Trigger};
 use crate::settings::Settings;
@@ -122,10 +122,12 @@ fn decode_inner(
     let parsed: Result<Value, String> =
         serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"));
     if let Ok(Value::Object(obj)) = &parsed {
+        // Capped like the correlation id below: a hostile megabyte-long event id must
+        // not be copied whole into the quarantine record.
         *event_id_out = obj
             .get("event_id")
             .and_then(Value::as_str)
-            .map(str::to_string);
+            .map(|id| id.chars().take(128).collect());
         if let Some(meta) = obj.get("metadata") {
             if let Some(c) = meta.get("correlation_id").and_then(Value::as_str) {
                 log.correlation_id = c.chars().take(128).collect();
@@ -250,7 +252,10 @@ fn correlate(
         Value::String(s) => s,
         Value::Number(n) => n.to_string(),
         other => {
-            let reason = format!("correlate expression gave {other}, not a string");
+            let reason = format!(
+                "correlate expression gave {}, not a string",
+                clip(&other.to_string())
+            );
             return Err((QuarantineKind::Program, reason));
         }
     };
@@ -278,7 +283,11 @@ fn resolve_tenant(cfg: &DecodeConfig, body: &str, header: Option<&str>) -> Resul
     if !body.is_empty() && !header.is_empty() && body != header {
         return Err(reject(
             Error::TenantAccess,
-            format!("body tenant {body:?} and header tenant {header:?} disagree"),
+            format!(
+                "body tenant {:?} and header tenant {:?} disagree",
+                clip(body),
+                clip(header)
+            ),
         ));
     }
     let claimed = if body.is_empty() { header } else { body };

@@ -17,10 +17,10 @@ fn count(n: usize) -> u64 {
 
 /// A list operand; null counts as the empty list.
 fn as_list(node: &Node, v: Val) -> Result<Arc<[Val]>, Box<Fault>> {
-    match v {
-        Val::List(items) => Ok(items),
+    match &v {
+        Val::List(items) => Ok(Arc::clone(items)),
         Val::Null => Ok(Arc::from(Vec::new())),
-        other => Err(type_fault(node, "expected a list (or null)", &other)),
+        other => Err(type_fault(node, "expected a list (or null)", other)),
     }
 }
 
@@ -28,7 +28,7 @@ fn as_list(node: &Node, v: Val) -> Result<Arc<[Val]>, Box<Fault>> {
 pub(super) fn merge(ev: &mut Eval<'_, '_>, node: &Node, items: &[Node]) -> Result<Val, Box<Fault>> {
     let mut out = BTreeMap::new();
     for it in items {
-        match ev.eval(it)? {
+        match &ev.eval(it)? {
             Val::Null => {}
             Val::Obj(map) => {
                 ev.charge(node, count(map.len()))?;
@@ -36,7 +36,7 @@ pub(super) fn merge(ev: &mut Eval<'_, '_>, node: &Node, items: &[Node]) -> Resul
                     out.insert(k.clone(), v.clone());
                 }
             }
-            other => return Err(type_fault(node, "expected objects (or null)", &other)),
+            other => return Err(type_fault(node, "expected objects (or null)", other)),
         }
     }
     Ok(Val::obj(out))
@@ -117,7 +117,7 @@ fn set_in(
 
 /// `$len`: characters of a string, elements of a list, entries of an object; null → 0.
 pub(super) fn len(ev: &mut Eval<'_, '_>, node: &Node, a: &Node) -> Result<Val, Box<Fault>> {
-    let n = match ev.eval(a)? {
+    let n = match &ev.eval(a)? {
         Val::Str(s) => {
             ev.charge(node, text_cost(s.len()))?;
             s.chars().count()
@@ -129,7 +129,7 @@ pub(super) fn len(ev: &mut Eval<'_, '_>, node: &Node, a: &Node) -> Result<Val, B
             return Err(type_fault(
                 node,
                 "expected a string, list, object or null",
-                &other,
+                other,
             ))
         }
     };

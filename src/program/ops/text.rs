@@ -51,15 +51,15 @@ pub(super) fn concat(
 ) -> Result<Val, Box<Fault>> {
     let mut pieces = Vec::with_capacity(items.len());
     for it in items {
-        pieces.push(match ev.eval(it)? {
-            Val::Str(s) => Piece::Shared(s),
+        pieces.push(match &ev.eval(it)? {
+            Val::Str(s) => Piece::Shared(Arc::clone(s)),
             Val::Num(n) => Piece::Owned(n.to_string()),
             Val::Bool(b) => Piece::Owned(b.to_string()),
             other => {
                 return Err(type_fault(
                     node,
                     "expected strings, numbers or booleans",
-                    &other,
+                    other,
                 ))
             }
         });

@@ -226,3 +226,27 @@ fn fault_messages_render_values_briefly() {
         rendered.chars().count()
     );
 }
+
+/// Regression: each let `$set`s the previous one 64 levels down, so 126 lets build a
+/// value 8064 levels deep. Refusing it as output is not enough: it must also be freed
+/// without recursion (the derived drop overflowed the stack and aborted the process).
+#[test]
+fn values_far_deeper_than_the_limit_are_freed_on_a_small_stack() {
+    let path: Vec<String> = (0..64).map(|i| format!("k{i}")).collect();
+    let mut lets = Map::new();
+    lets.insert("l0".into(), json!(1));
+    for i in 1..=126 {
+        lets.insert(
+            format!("l{i}"),
+            json!({ "$set": { "in": null, "path": path.join("."), "value": { "$get": format!("l{}", i - 1) } } }),
+        );
+    }
+    let src = json!({ "let": lets, "output": { "state": { "$get": "l126" } } });
+    let handle = std::thread::Builder::new()
+        .stack_size(1024 * 1024)
+        .spawn(move || run(src))
+        .unwrap();
+    let f = handle.join().unwrap().unwrap_err();
+    assert_fault(&f, "output.state", "output", FaultKind::Output);
+    assert_eq!(f.message, "state is nested deeper than 128 levels");
+}
