@@ -18,12 +18,25 @@ impl Flusher {
     /// Starts the flushing thread; it ends when every `Flusher` clone is dropped. It is
     /// not joined: during an outage it may sit in `flush` until the server is back.
     pub fn start(nc: &nats::Connection) -> std::io::Result<Flusher> {
+        Flusher::start_lagging(nc, std::time::Duration::ZERO)
+    }
+
+    /// A flusher that waits `lag` after a kick before it flushes: for a caller that
+    /// kicks *before* a blocking request (which buffers its message and then waits), so
+    /// the flush comes after the message is in the buffer.
+    pub fn start_lagging(
+        nc: &nats::Connection,
+        lag: std::time::Duration,
+    ) -> std::io::Result<Flusher> {
         let (kick, kicked) = bounded::<()>(1);
         let nc = nc.clone();
         std::thread::Builder::new()
             .name("nats-flush".into())
             .spawn(move || {
                 for () in kicked {
+                    if !lag.is_zero() {
+                        std::thread::sleep(lag);
+                    }
                     let _ = nc.flush();
                 }
             })?;
