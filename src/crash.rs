@@ -6,9 +6,16 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
+/// After a batch was pulled from JetStream, before decode sees it.
+pub const AFTER_FETCH: &str = "fetch.after_fetch_before_decode";
+/// Inside the saga transaction: every record written, the LMDB transaction not committed.
+pub const MID_TRANSACTION: &str = "store.mid_transaction";
 /// After an LMDB commit of saga transitions, before their messages are acked and the
 /// relay is told of their outbox items.
 pub const AFTER_COMMIT: &str = "commit.after_commit_before_ack";
+/// An outbox item about to be sent: its transition is committed and its message acked
+/// or being acked (the commit stage acks right after it hands the items to the relay).
+pub const BEFORE_SEND: &str = "relay.before_send";
 /// After destinations confirmed outbox items, before their delete is committed.
 pub const AFTER_CONFIRM: &str = "relay.after_confirm_before_delete";
 
@@ -17,16 +24,22 @@ pub const AFTER_CONFIRM: &str = "relay.after_confirm_before_delete";
 pub const AFTER_CALL: &str = "effect.after_call_before_record";
 /// After an effect's result is recorded, before it is published.
 pub const AFTER_RECORD: &str = "effect.after_record_before_publish";
+/// After an effect's result publish was acked, before the command is acked.
+pub const AFTER_RESULT: &str = "effect.after_publish_before_ack";
 
 /// After reminders were published, before their timers are deleted.
 pub const AFTER_REMINDER: &str = "scheduler.after_publish_before_delete";
 
 /// Every point, so a typo in `RUNNER_CRASH_AT` is refused instead of silently ignored.
 pub const POINTS: &[&str] = &[
+    AFTER_FETCH,
+    MID_TRANSACTION,
     AFTER_COMMIT,
+    BEFORE_SEND,
     AFTER_CONFIRM,
     AFTER_CALL,
     AFTER_RECORD,
+    AFTER_RESULT,
     AFTER_REMINDER,
 ];
 

@@ -205,6 +205,7 @@ impl<'a> Worker<'a> {
             return;
         }
         Stats::add(&self.shared.stats.effect_results_published, 1);
+        crate::crash::point(crate::crash::AFTER_RESULT);
         self.shared
             .intake
             .drops()

@@ -5,6 +5,7 @@
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::manifest::SagaCatalog;
 use crate::pipeline::{DecodedBatch, DecodedMsg, ExecutedBatch, ExecutedMsg, Shared, Stats};
 use crate::saga::{Decoded, Executor, Outcome};
 use crate::store::{Reader, StoreError};
@@ -22,10 +23,10 @@ pub fn run(shared: &Shared, input: &Receiver<DecodedBatch>, out: &Sender<Execute
         batch_no += 1;
         executor.begin_batch(epoch, shared.intake.committed_through());
         let started = std::time::Instant::now();
-        let executed = shared
-            .store
-            .reader()
-            .and_then(|reader| execute_batch(&mut executor, &reader, &batch.items, batch_no));
+        let catalog = shared.catalogs.sagas();
+        let executed = shared.store.reader().and_then(|reader| {
+            execute_batch(&mut executor, &reader, &catalog, &batch.items, batch_no)
+        });
         shared.stage_latency.execute.record(started.elapsed());
         let outcomes = match executed {
             Ok(outcomes) => outcomes,
@@ -66,6 +67,7 @@ pub fn run(shared: &Shared, input: &Receiver<DecodedBatch>, out: &Sender<Execute
 fn execute_batch(
     executor: &mut Executor,
     reader: &Reader<'_>,
+    catalog: &SagaCatalog,
     items: &[DecodedMsg],
     batch_no: u64,
 ) -> Result<Vec<(crate::saga::LogCtx, Outcome)>, StoreError> {
@@ -73,7 +75,10 @@ fn execute_batch(
         .iter()
         .map(|item| match &item.decoded {
             Decoded::Quarantine(record, log) => {
-                Ok((log.clone(), Outcome::quarantined((**record).clone())))
+                let outcome = executor
+                    .over_delivered_duplicate(reader, catalog, record, &item.info)?
+                    .unwrap_or_else(|| Outcome::quarantined((**record).clone()));
+                Ok((log.clone(), outcome))
             }
             Decoded::Event(event) => {
                 let outcome = executor.execute(reader, event, &item.info, batch_no)?;

@@ -183,6 +183,9 @@ fn pull(
             }
         }
         remaining -= msgs.len();
+        if !msgs.is_empty() {
+            crate::crash::point(crate::crash::AFTER_FETCH);
+        }
         Stats::add(&shared.stats.fetched, msgs.len() as u64);
         Stats::add(&shared.stats.fetched_batches, 1);
         // Epoch first: a stop between the two reads is then seen as stopped, or the

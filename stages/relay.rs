@@ -363,6 +363,7 @@ impl Relay<'_> {
                 continue;
             }
             self.purposes.insert(tag, (key, Purpose::Send));
+            crate::crash::point(crate::crash::BEFORE_SEND);
             match entry.item.kind {
                 OutboxKind::Effect => {
                     let item = &entry.item;

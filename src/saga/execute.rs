@@ -21,7 +21,7 @@ use crate::store::{
     InstanceStatus, QuarantineKind, QuarantineRecord, Reader, SagaRecord, Seen, StoreError,
     StreamPosition, Transition,
 };
-use crate::types::{CorrelationId, SagaName};
+use crate::types::{CorrelationId, EventId, SagaName};
 
 /// How a message's delivery ends once its outcome is committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +172,49 @@ impl Executor {
     /// Entries not yet known to be committed.
     pub fn pending(&self) -> usize {
         self.overlay.len() + self.applied.len()
+    }
+
+    /// A message quarantined for too many deliveries whose event every saga it reaches
+    /// has already applied: acked as a duplicate instead (what made the deliveries
+    /// many — crashes, lost acks — did not stop the first one from committing). `None`:
+    /// it stays quarantined.
+    pub fn over_delivered_duplicate(
+        &self,
+        reader: &Reader<'_>,
+        catalog: &crate::manifest::SagaCatalog,
+        record: &QuarantineRecord,
+        info: &MessageInfo,
+    ) -> Result<Option<Outcome>, StoreError> {
+        if record.kind != QuarantineKind::MaxDeliver {
+            return Ok(None);
+        }
+        let tenant = &record.tenant;
+        let Some(event) = record
+            .event_id
+            .as_deref()
+            .and_then(|e| e.parse::<EventId>().ok())
+        else {
+            return Ok(None);
+        };
+        let mut out = Outcome::new();
+        for (saga, _) in catalog.route(&info.subject) {
+            let marker = keys::saga_dedupe(tenant, &saga.name, &event);
+            if !self.applied.contains_key(&marker)
+                && !reader.is_duplicate(tenant, &saga.name, &event)?
+            {
+                return Ok(None);
+            }
+            out.duplicates += 1;
+            out.seen.push(Seen {
+                tenant: tenant.clone(),
+                saga: saga.name.clone(),
+                position: StreamPosition {
+                    stream: info.stream.clone(),
+                    seq: info.seq,
+                },
+            });
+        }
+        Ok((out.duplicates > 0).then_some(out))
     }
 
     /// Runs every saga the event reaches. Storage errors abort the message (it will be

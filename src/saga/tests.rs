@@ -438,6 +438,37 @@ fn redelivered_events_are_duplicates_before_and_after_commit() {
 }
 
 #[test]
+fn an_over_delivered_event_already_applied_is_a_duplicate_not_poison() {
+    let env = env();
+    let mut exec = Executor::new("workflow.cmd");
+    commit(
+        &env,
+        &run(&env, &mut exec, &placed("o-1", "e-1"), &agg_info(1), 1),
+    );
+    // Delivered once more than allowed (crashes before the ack, say).
+    let mut over = agg_info(1);
+    over.delivered = 6;
+    let quarantined = |event: &str| {
+        let body = placed("o-1", event).to_string();
+        quarantine_of(decode(&cfg(), &env.catalog, &over, None, body.as_bytes()))
+    };
+    let reader = env.store.reader().unwrap();
+    let fresh = Executor::new("workflow.cmd");
+    let applied = fresh
+        .over_delivered_duplicate(&reader, &env.catalog, &quarantined("e-1"), &over)
+        .unwrap()
+        .expect("acked as a duplicate");
+    assert_eq!(applied.duplicates, 1);
+    assert_eq!(applied.disposition, Disposition::Ack);
+    assert!(applied.quarantine.is_none());
+    // One never applied stays quarantined.
+    let unseen = fresh
+        .over_delivered_duplicate(&reader, &env.catalog, &quarantined("e-2"), &over)
+        .unwrap();
+    assert!(unseen.is_none());
+}
+
+#[test]
 fn transitions_are_deterministic() {
     let env = env();
     let a = run(

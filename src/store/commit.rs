@@ -146,6 +146,7 @@ impl Store {
             // Dropping `txn` aborts it: none of the writes above survive.
             return Err(StoreError::Injected);
         }
+        crate::crash::point(crate::crash::MID_TRANSACTION);
         txn.commit()?;
         Ok(outcomes)
     }

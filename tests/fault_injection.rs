@@ -1,0 +1,523 @@
+//! Fault injection: the real `runner` binary, a real `nats-server`, and an abort at every
+//! named crash point (`src/crash.rs`), many times, with the hit count drawn from a seeded
+//! generator. Then an independent checker looks only at what an outsider sees — the
+//! streams, the two HTTP sinks the Runner called (the effect's upstream and the Gateway)
+//! and the saga instances through the admin API — and finds every order's work done
+//! exactly once.
+//!
+//! Each test takes one crash point through several rounds. A round starts the Runner
+//! armed to abort on the point's n-th hit (n from 1 to 4, seeded) and publishes a wave of
+//! orders of two tenants while it runs; when the wave completes without the point being
+//! reached, the Runner is killed with SIGKILL instead, so every round ends in a kill. A
+//! last, unarmed run finishes the work.
+//!
+//! Sizes: CI runs 3 rounds of 12 orders per point (9 points, 27 kills, 324 orders, each
+//! order an event, an effect call, a timer and a Gateway command). A soak:
+//! `RUNNER_TEST_FI_ROUNDS=25 RUNNER_TEST_FI_ORDERS=60 cargo test --release --test
+//! fault_injection`; `RUNNER_TEST_FI_SEED` replays one sequence of hit counts.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use common::ops::{call, TOKEN};
+use common::{config_file, event, free_port, wait_until, Rig, RunnerProcess};
+use runner::dev::{read_stream, FakeGateway, Reply};
+use runner::settings::Mode;
+use runner::types::TenantId;
+use serde_json::{json, Value};
+
+const TENANTS: [&str; 2] = ["acme", "globex"];
+
+/// Every order: `OrderPlaced` → `charge` effect and a `nudge` timer (300 ms) → the
+/// charge's result → a `MarkPaid` Gateway command. Counters in the state show how often
+/// each kind of event was applied; the instance completes when it saw a result and a
+/// reminder.
+fn workload_saga() -> Value {
+    let count = |kind: &str, field: &str| {
+        json!({"$add": [{"$coalesce": [{"$get": format!("state.{field}")}, 0]},
+                        {"$if": [{"$eq": [{"$get": "kind"}, kind]}, 1, 0]}]})
+    };
+    json!([{
+        "name": "fi",
+        "triggers": [
+            {"subject": "{ns}.aggregate.*.order.OrderPlaced", "start": true,
+             "correlate": {"$get": "event.aggregate_id"}},
+            {"subject": "{ns}.workflow.result.*.charge",
+             "correlate": {"$get": "event.metadata.correlation_id"}},
+            {"subject": "{ns}.workflow.timer.*.fi", "correlate": {"$get": "event.correlation_id"}}
+        ],
+        "on_event": {
+            "let": {
+                "kind": {"$get": "ctx.kind"},
+                "placed": count("aggregate", "placed"),
+                "paid": count("result", "paid"),
+                "reminded": count("reminder", "reminded")
+            },
+            "output": {
+                "state": {"order": {"$coalesce": [{"$get": "state.order"}, {"$get": "event.aggregate_id"}]},
+                          "placed": {"$get": "placed"}, "paid": {"$get": "paid"},
+                          "reminded": {"$get": "reminded"}},
+                "status": {"$if": [{"$and": [{"$gte": [{"$get": "paid"}, 1]},
+                                             {"$gte": [{"$get": "reminded"}, 1]}]},
+                                   "completed", "active"]},
+                "commands": [
+                    {"$if": [{"$eq": [{"$get": "kind"}, "aggregate"]},
+                             {"to": "effect", "effect": "charge",
+                              "payload": {"order": {"$get": "event.aggregate_id"}}}, null]},
+                    {"$if": [{"$eq": [{"$get": "kind"}, "result"]},
+                             {"to": "aggregate", "aggregate_type": "order",
+                              "aggregate_id": {"$get": "state.order"},
+                              "command_type": "MarkPaid", "payload": {}}, null]}
+                ],
+                "schedules": [
+                    {"$if": [{"$eq": [{"$get": "kind"}, "aggregate"]},
+                             {"name": "nudge", "after_ms": 300, "payload": {}}, null]}
+                ]
+            }
+        }
+    }])
+}
+
+/// Sizes and seed of a run (environment overrides for a soak).
+struct Plan {
+    rounds: usize,
+    orders: usize,
+    seed: u64,
+}
+
+impl Plan {
+    fn from_env() -> Plan {
+        let num = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        Plan {
+            rounds: num("RUNNER_TEST_FI_ROUNDS", 3) as usize,
+            orders: num("RUNNER_TEST_FI_ORDERS", 12) as usize,
+            seed: num("RUNNER_TEST_FI_SEED", 0x5eed_f00d),
+        }
+    }
+}
+
+/// A small seeded generator (xorshift64*): the same seed, the same hit counts.
+struct Seeded(u64);
+
+impl Seeded {
+    fn new(seed: u64, point: &str) -> Seeded {
+        let mixed = point.bytes().fold(seed ^ 0x9e37_79b9_7f4a_7c15, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
+        Seeded(mixed.max(1))
+    }
+
+    /// A number in `1..=max`.
+    fn hit(&mut self, max: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % max + 1
+    }
+}
+
+/// The Runner's surroundings: its config, the sinks it calls, the orders so far.
+struct World {
+    rig: Rig,
+    config: std::path::PathBuf,
+    upstream: FakeGateway,
+    gateway: FakeGateway,
+    ops: String,
+    /// (tenant, order) of every order published.
+    orders: Vec<(String, String)>,
+    /// Orders whose instance the admin API showed completed.
+    completed: std::sync::Mutex<BTreeSet<String>>,
+}
+
+impl World {
+    fn new(plan: &Plan) -> World {
+        let upstream = FakeGateway::start(|_, _| Reply::status(200)).unwrap();
+        let gateway = FakeGateway::accepting().unwrap();
+        let mut rig = Rig::new(workload_saga());
+        let effects = rig.dir.path().join("effects.json");
+        let manifest = json!({"effects": [{"name": "charge", "provider": "http", "timeout_ms": 2000,
+            "http": {"url": format!("{}/v1/charges", upstream.url())}}]});
+        std::fs::write(&effects, manifest.to_string()).unwrap();
+        let token = rig.dir.path().join("admin-token");
+        std::fs::write(&token, TOKEN).unwrap();
+        let port = free_port();
+        let s = &mut rig.settings;
+        s.mode = Mode::Combined;
+        s.manifests.effects = vec![effects];
+        s.relay.gateway_url = gateway.url().to_string();
+        s.relay.gateway_timeout_ms = 1_000;
+        s.relay.scan_interval_ms = 200;
+        s.relay.backoff_initial_ms = 50;
+        s.relay.backoff_max_ms = 500;
+        // A claim left by an aborted process blocks its successor for the lease.
+        s.effects.claim_lease_ms = 1_000;
+        s.scheduler.idle_poll_ms = 50;
+        // Every kill costs the messages in flight one delivery, and the messages at the
+        // head of a stream are in flight in every round: past `max_deliver` they would
+        // be quarantined as poison (which a crash loop caused by one message is). The
+        // limit must exceed the kills a message can see.
+        s.consumer.max_deliver = plan.rounds as i64 + 5;
+        s.ops.listen = format!("127.0.0.1:{port}");
+        s.ops.admin_token_file = token;
+        let config = config_file(&rig);
+        World {
+            rig,
+            config,
+            upstream,
+            gateway,
+            ops: format!("http://127.0.0.1:{port}"),
+            orders: Vec::new(),
+            completed: Default::default(),
+        }
+    }
+
+    /// Publishes `n` more orders, spread over the tenants and over a quarter second
+    /// (their timers then come due in several scheduler batches).
+    fn publish_wave(&mut self, n: usize) {
+        let nc = self.rig.connect();
+        for _ in 0..n {
+            std::thread::sleep(Duration::from_millis(250 / n.max(1) as u64));
+            let i = self.orders.len();
+            let tenant = TENANTS[i % TENANTS.len()];
+            let order = format!("o-{i}");
+            let mut body = event(&format!("e-{i}"), tenant, &order, "OrderPlaced", json!({}));
+            body["occurred_at"] = json!(runner::timefmt::now_rfc3339());
+            self.rig.publish(
+                &nc,
+                &self.rig.aggregate_subject(tenant, "OrderPlaced"),
+                &body,
+            );
+            self.orders.push((tenant.to_string(), order));
+        }
+    }
+
+    /// True when every order published so far reached the Gateway (its last hop).
+    fn all_paid(&self) -> bool {
+        distinct_keys(&self.gateway) >= self.orders.len()
+    }
+
+    /// How many orders' instances the admin API showed completed (an instance never
+    /// leaves that status, so each is asked about until it is; the asking stops at the
+    /// first one that is not, to keep polling cheap).
+    fn completed(&self) -> usize {
+        let mut done = self.completed.lock().unwrap();
+        for (tenant, order) in &self.orders {
+            if done.contains(order) {
+                continue;
+            }
+            let url = format!("{}/admin/instances/{tenant}/fi/{order}", self.ops);
+            let completed = ureq::get(&url)
+                .set("Authorization", &format!("Bearer {TOKEN}"))
+                .timeout(Duration::from_secs(5))
+                .call()
+                .ok()
+                .and_then(|r| r.into_string().ok())
+                .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+                .is_some_and(|v| v["status"] == "completed");
+            if !completed {
+                break;
+            }
+            done.insert(order.clone());
+        }
+        done.len()
+    }
+
+    /// Every tenant's checkpoint, read from the store (the saga's per-stream positions).
+    fn checkpoints(&self) -> Vec<u64> {
+        TENANTS
+            .iter()
+            .flat_map(|t| {
+                let tenant: TenantId = t.parse().unwrap();
+                let cp = self.rig.store.checkpoint(&tenant, &"fi".parse().unwrap());
+                cp.unwrap().streams.into_values().collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+fn distinct_keys(sink: &FakeGateway) -> usize {
+    sink.received()
+        .iter()
+        .map(|c| c.header("idempotency-key").unwrap_or_default().to_string())
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
+/// One round: the Runner armed at `point` for its `hit`-th pass; the round ends with the
+/// abort, or with SIGKILL once the wave is done. True if the point was reached.
+fn round(world: &mut World, point: &str, hit: u64, orders: usize) -> bool {
+    let mut runner = RunnerProcess::start(&world.config, Some((point, hit as u32)));
+    // Published while it runs (and perhaps after it died: the next run takes them).
+    world.publish_wave(orders);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = runner.wait_exit(Duration::from_millis(50)) {
+            // SIGABRT: `crash::point` aborted; anything else is a failure of its own.
+            assert_eq!(
+                status.signal(),
+                Some(6),
+                "{point}: the runner ended: {status:?}"
+            );
+            return true;
+        }
+        let done = || world.all_paid() && world.completed() == world.orders.len();
+        if std::time::Instant::now() > deadline || done() {
+            // Dropping the process SIGKILLs it.
+            return false;
+        }
+    }
+}
+
+fn run_point(point: &str) {
+    let plan = Plan::from_env();
+    let mut seeded = Seeded::new(plan.seed, point);
+    let mut world = World::new(&plan);
+    let mut checkpoints: Vec<Vec<u64>> = Vec::new();
+    let mut reached = 0;
+    for _ in 0..plan.rounds {
+        let hit = seeded.hit(4);
+        if round(&mut world, point, hit, plan.orders) {
+            reached += 1;
+        }
+        checkpoints.push(world.checkpoints());
+    }
+    let _finisher = RunnerProcess::start(&world.config, None);
+    let total = world.orders.len();
+    let finished = wait_until(Duration::from_secs(60 + total as u64 / 10), || {
+        world.all_paid() && world.completed() == total
+    });
+    if !finished {
+        let done = world.completed.lock().unwrap().clone();
+        let stuck = world.orders.iter().find(|(_, o)| !done.contains(o));
+        let view = stuck.map(|(tenant, order)| {
+            let url = format!("{}/admin/instances/{tenant}/fi/{order}", world.ops);
+            call("GET", &url, Some(TOKEN)).1
+        });
+        let listed = |what: &str| {
+            TENANTS
+                .iter()
+                .map(|t| {
+                    call(
+                        "GET",
+                        &format!("{}/admin/{what}?tenant={t}", world.ops),
+                        Some(TOKEN),
+                    )
+                    .1
+                })
+                .collect::<Vec<_>>()
+        };
+        panic!(
+            "{point}: after the last restart, {} of {total} orders reached the Gateway, {} completed; first not completed: {view:?}; quarantine: {:?}; dead letters: {:?}",
+            distinct_keys(&world.gateway),
+            done.len(),
+            listed("quarantine"),
+            listed("deadletters"),
+        );
+    }
+    checkpoints.push(world.checkpoints());
+    check(&world, point);
+    // Checkpoints only move forward, across every kill.
+    for pair in checkpoints.windows(2) {
+        let (before, after) = (&pair[0], &pair[1]);
+        if before.len() == after.len() {
+            assert!(
+                before.iter().zip(after).all(|(b, a)| a >= b),
+                "{point}: a checkpoint moved back: {before:?} then {after:?}"
+            );
+        }
+    }
+    eprintln!(
+        "{point}: {} rounds, {reached} aborts at the point, {} SIGKILLs; {total} orders; effect calls {} for {total} keys",
+        plan.rounds,
+        plan.rounds - reached,
+        world.upstream.received().len()
+    );
+}
+
+/// The independent checker: streams, sinks and admin API only.
+fn check(world: &World, point: &str) {
+    let rig = &world.rig;
+    let total = world.orders.len();
+    let nc = rig.connect();
+    let streams = &rig.settings.streams;
+    let read = |stream: &str, prefix: &str| {
+        read_stream(
+            &nc,
+            stream,
+            &format!("{prefix}.>"),
+            total * 3,
+            Duration::from_secs(1),
+        )
+        .unwrap()
+    };
+    let ids = |msgs: &[nats::Message]| -> BTreeSet<String> {
+        msgs.iter()
+            .filter_map(|m| runner::nats_io::header(m, "Nats-Msg-Id").map(str::to_string))
+            .collect()
+    };
+    // Streams: one command, one result and one reminder per order; a re-publish after
+    // a crash was dropped by JetStream's duplicate window (same Nats-Msg-Id).
+    let mut command_ids = BTreeSet::new();
+    for (what, stream, prefix) in [
+        (
+            "effect commands",
+            &streams.workflow_commands,
+            &streams.command_prefix,
+        ),
+        ("results", &streams.workflow_events, &streams.result_prefix),
+        ("reminders", &streams.workflow_events, &streams.timer_prefix),
+    ] {
+        let msgs = read(stream, prefix);
+        assert_eq!(
+            (msgs.len(), ids(&msgs).len()),
+            (total, total),
+            "{point}: {what} in the stream (messages, distinct ids)"
+        );
+        if command_ids.is_empty() {
+            command_ids = ids(&msgs);
+        }
+    }
+    // Sinks: every command took effect under one idempotency key, its own id. A second
+    // call with the same key is the documented window of an abort mid-call.
+    let keys = |sink: &FakeGateway| -> BTreeSet<String> {
+        sink.received()
+            .iter()
+            .filter_map(|c| c.header("idempotency-key").map(str::to_string))
+            .collect()
+    };
+    assert_eq!(
+        keys(&world.upstream),
+        command_ids,
+        "{point}: effect upstream keys"
+    );
+    assert_eq!(
+        distinct_keys(&world.gateway),
+        total,
+        "{point}: Gateway keys"
+    );
+    for c in world.gateway.received() {
+        assert_eq!(
+            c.header("idempotency-key"),
+            Some(c.command_id()),
+            "{point}: Gateway"
+        );
+    }
+    // Instances, through the admin API: every event applied exactly once.
+    for (tenant, order) in &world.orders {
+        let url = format!("{}/admin/instances/{tenant}/fi/{order}", world.ops);
+        let (status, body) = call("GET", &url, Some(TOKEN));
+        assert_eq!(status, 200, "{point}: {url}: {body}");
+        let view: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (
+                &view["status"],
+                &view["state"]["placed"],
+                &view["state"]["paid"],
+                &view["state"]["reminded"],
+                &view["transitions"]
+            ),
+            (
+                &json!("completed"),
+                &json!(1),
+                &json!(1),
+                &json!(1),
+                &json!(3)
+            ),
+            "{point}: {tenant}/{order}: {view}"
+        );
+    }
+    // Nothing quarantined: no message of this workload is poison.
+    let filters = TENANTS.iter().map(|t| format!("tenant={t}"));
+    for filter in filters.chain(["unattributed=true".to_string()]) {
+        let url = format!("{}/admin/quarantine?{filter}", world.ops);
+        let (status, body) = call("GET", &url, Some(TOKEN));
+        assert_eq!(status, 200, "{point}: {url}: {body}");
+        let listed: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(listed["records"], json!([]), "{point}: {url}");
+    }
+}
+
+#[test]
+fn abort_after_fetch() {
+    run_point(runner::crash::AFTER_FETCH);
+}
+
+#[test]
+fn abort_mid_transaction() {
+    run_point(runner::crash::MID_TRANSACTION);
+}
+
+#[test]
+fn abort_after_commit_before_ack() {
+    run_point(runner::crash::AFTER_COMMIT);
+}
+
+#[test]
+fn abort_before_relay_send() {
+    run_point(runner::crash::BEFORE_SEND);
+}
+
+#[test]
+fn abort_after_relay_publish_before_delete() {
+    run_point(runner::crash::AFTER_CONFIRM);
+}
+
+#[test]
+fn abort_mid_effect() {
+    run_point(runner::crash::AFTER_CALL);
+}
+
+#[test]
+fn abort_after_result_record() {
+    run_point(runner::crash::AFTER_RECORD);
+}
+
+#[test]
+fn abort_after_result_publish() {
+    run_point(runner::crash::AFTER_RESULT);
+}
+
+#[test]
+fn abort_after_reminder_publish() {
+    run_point(runner::crash::AFTER_REMINDER);
+}
+
+#[test]
+fn every_crash_point_has_a_test() {
+    let source = include_str!("fault_injection.rs");
+    for point in runner::crash::POINTS {
+        let constant = runner_constant(point);
+        assert!(
+            source.contains(&format!("runner::crash::{constant})")),
+            "crash point {point} ({constant}) has no fault-injection test"
+        );
+    }
+}
+
+/// The constant's name in `runner::crash` for a point's string.
+fn runner_constant(point: &str) -> &'static str {
+    const NAMES: &[(&str, &str)] = &[
+        (runner::crash::AFTER_FETCH, "AFTER_FETCH"),
+        (runner::crash::MID_TRANSACTION, "MID_TRANSACTION"),
+        (runner::crash::AFTER_COMMIT, "AFTER_COMMIT"),
+        (runner::crash::BEFORE_SEND, "BEFORE_SEND"),
+        (runner::crash::AFTER_CONFIRM, "AFTER_CONFIRM"),
+        (runner::crash::AFTER_CALL, "AFTER_CALL"),
+        (runner::crash::AFTER_RECORD, "AFTER_RECORD"),
+        (runner::crash::AFTER_RESULT, "AFTER_RESULT"),
+        (runner::crash::AFTER_REMINDER, "AFTER_REMINDER"),
+    ];
+    NAMES
+        .iter()
+        .find(|(p, _)| p == &point)
+        .map(|(_, n)| *n)
+        .unwrap_or("(no constant: add it to runner_constant)")
+}
