@@ -98,6 +98,11 @@ pub struct NatsSettings {
     /// Also create `AGGREGATE_EVENTS` when missing: for development and tests only, as
     /// the Aggregate nodes own that stream in production.
     pub create_aggregate_stream: bool,
+    /// A connection the client believes up that answers no PING for this long is given
+    /// up: the process exits (code 3) so that its orchestrator restarts it on a new
+    /// connection; unacked work is redelivered. 0 = wait for the client's own check,
+    /// which takes 4–6 minutes.
+    pub unresponsive_exit_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,6 +186,11 @@ pub struct PipelineSettings {
     pub max_message_bytes: usize,
     /// How often a stopped intake probes the store for writability again.
     pub storage_retry_ms: u64,
+    /// How long the commit stage waits for more work after the first batch when the
+    /// group is small (0 = commit at once). Each LMDB commit is an fsync whose CPU cost
+    /// does not depend on its size, so at low load a linger trades this much latency per
+    /// hop for fewer, fuller commits.
+    pub commit_linger_us: u64,
 }
 
 /// The outbox relay: effect commands to `WORKFLOW_COMMANDS`, aggregate commands to the
@@ -343,6 +353,7 @@ impl Default for NatsSettings {
             url: "nats://127.0.0.1:4222".into(),
             create_streams: true,
             create_aggregate_stream: false,
+            unresponsive_exit_ms: 5_000,
         }
     }
 }
@@ -406,6 +417,7 @@ impl Default for PipelineSettings {
             commit_batch_max: 1024,
             max_message_bytes: 1024 * 1024,
             storage_retry_ms: 1_000,
+            commit_linger_us: 0,
         }
     }
 }
@@ -768,6 +780,26 @@ impl Settings {
         }
         if self.pipeline.storage_retry_ms == 0 {
             return bad("pipeline.storage_retry_ms", "must be greater than 0".into());
+        }
+        if self.nats.unresponsive_exit_ms != 0
+            && !(1_000..=600_000).contains(&self.nats.unresponsive_exit_ms)
+        {
+            return bad(
+                "nats.unresponsive_exit_ms",
+                format!(
+                    "must be 0 (off) or between 1000 and 600000 (got {})",
+                    self.nats.unresponsive_exit_ms
+                ),
+            );
+        }
+        if self.pipeline.commit_linger_us > 100_000 {
+            return bad(
+                "pipeline.commit_linger_us",
+                format!(
+                    "must be at most 100000 (100 ms; got {})",
+                    self.pipeline.commit_linger_us
+                ),
+            );
         }
         if self.programs.gas == 0 {
             return bad("programs.gas", "must be greater than 0".into());
@@ -1332,6 +1364,16 @@ mod tests {
                 "RUNNER_PIPELINE_STORAGE_RETRY_MS",
                 "0",
                 "pipeline.storage_retry_ms",
+            ),
+            (
+                "RUNNER_NATS_UNRESPONSIVE_EXIT_MS",
+                "999",
+                "nats.unresponsive_exit_ms",
+            ),
+            (
+                "RUNNER_PIPELINE_COMMIT_LINGER_US",
+                "100001",
+                "pipeline.commit_linger_us",
             ),
             ("RUNNER_PROGRAMS_GAS", "0", "programs.gas"),
             ("RUNNER_PROGRAMS_MAX_DEPTH", "1", "programs.max_depth"),

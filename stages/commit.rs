@@ -20,6 +20,7 @@ use crate::store::{
 pub fn run(shared: &Shared, input: &Receiver<ExecutedBatch>) {
     let max = shared.settings.pipeline.commit_batch_max;
     let retry = Duration::from_millis(shared.settings.pipeline.storage_retry_ms);
+    let linger = Duration::from_micros(shared.settings.pipeline.commit_linger_us);
     loop {
         if shared.intake.is_stopped() {
             try_resume(shared);
@@ -30,10 +31,12 @@ pub fn run(shared: &Shared, input: &Receiver<ExecutedBatch>) {
             Err(RecvTimeoutError::Disconnected) => return,
         };
         Stats::set(&shared.stats.queue_commit, input.len() as u64);
+        let linger_until = std::time::Instant::now() + linger;
         let mut weight = weight_of(&first);
         let mut group = vec![first];
         while weight < max {
-            match input.try_recv() {
+            // Without a linger this takes only what is already waiting.
+            match input.recv_deadline(linger_until) {
                 Ok(b) => {
                     weight += weight_of(&b);
                     group.push(b);
@@ -306,6 +309,22 @@ fn drop_unacked<'a>(shared: &Shared, items: impl Iterator<Item = &'a ExecutedMsg
 fn try_resume(shared: &Shared) {
     if !shared.intake.may_resume() {
         return;
+    }
+    // A full map takes a small probe write but not the next group: resume only once a
+    // sixteenth of it is free again (deletes of relayed outbox items free pages; a
+    // restart with a larger `storage.map_size_mib` adds them).
+    if shared.intake.stop_reason() == Some(StoreError::MapFull.to_string()) {
+        match shared.store.free_share() {
+            Ok(free) if free >= 1.0 / 16.0 => {}
+            Ok(free) => {
+                log::warn!(free_share = free; "store still full; intake stays stopped");
+                return;
+            }
+            Err(e) => {
+                log::warn!(error = e.to_string(); "cannot read the store's free space; intake stays stopped");
+                return;
+            }
+        }
     }
     match shared.store.probe_write() {
         Ok(()) => {

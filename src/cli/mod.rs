@@ -5,6 +5,8 @@ mod eval;
 mod healthcheck;
 mod supervise;
 
+pub use supervise::EXIT_SILENT_NATS;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -179,11 +181,13 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
     }
     let map_size = (settings.storage.map_size_mib as usize).saturating_mul(1024 * 1024);
     let store = Arc::new(Store::open(&settings.storage.path, map_size)?);
-    let nc = nats_io::connect(&settings.nats.url, "runner")?;
-    let (mode, listen, deadline) = (
+    let link = Arc::new(nats_io::Link::default());
+    let nc = nats_io::connect_linked(&settings.nats.url, "runner", link.clone())?;
+    let (mode, listen, deadline, unresponsive_ms) = (
         settings.mode,
         settings.ops.listen.clone(),
         Duration::from_millis(settings.ops.drain_deadline_ms),
+        settings.nats.unresponsive_exit_ms,
     );
     let placement = if settings.tenancy.placement_bucket.is_empty() || !mode.runs_sagas() {
         None
@@ -218,7 +222,7 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
     } else {
         let state = crate::ops::OpsState {
             control: control.clone(),
-            probe,
+            probe: probe.clone(),
             admin_token,
         };
         Some(
@@ -236,6 +240,7 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
         signalled,
         drain_deadline: deadline,
         placement,
+        silence: supervise::Silence::new(probe, link, Duration::from_millis(unresponsive_ms)),
     }
     .run(pipeline)
 }

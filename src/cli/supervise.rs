@@ -28,7 +28,55 @@ pub struct Supervisor {
     pub signalled: Arc<AtomicBool>,
     pub drain_deadline: Duration,
     pub placement: Option<Shards>,
+    pub silence: Silence,
 }
+
+/// Watch for a silent NATS connection: up as far as the client knows, answering no PING.
+pub struct Silence {
+    probe: crate::ops::NatsProbe,
+    link: Arc<crate::nats_io::Link>,
+    /// Zero: not watched.
+    limit: Duration,
+    /// Consecutive checks that found the connection silent.
+    strikes: u32,
+}
+
+impl Silence {
+    pub fn new(
+        probe: crate::ops::NatsProbe,
+        link: Arc<crate::nats_io::Link>,
+        limit: Duration,
+    ) -> Silence {
+        Silence {
+            probe,
+            link,
+            limit,
+            strikes: 0,
+        }
+    }
+
+    /// Exits the process (code 3) once the connection has been silent for the limit. No
+    /// drain and no joining the stages: they may be blocked writing to that connection.
+    fn check(&mut self) {
+        let waited = self.probe.unanswered_for();
+        if self.limit.is_zero() || waited < self.limit || !self.link.is_up() {
+            self.strikes = 0;
+            return;
+        }
+        // Twice in a row: a reconnect marks the link up a moment before it answers the
+        // PINGs that waited through the outage.
+        self.strikes += 1;
+        if self.strikes < 2 {
+            return;
+        }
+        log::error!(waited_ms = waited.as_millis() as u64, limit_ms = self.limit.as_millis() as u64;
+            "the NATS connection answers no PING: exiting so that the process restarts on a new connection (unacked work is redelivered)");
+        std::process::exit(EXIT_SILENT_NATS);
+    }
+}
+
+/// Exit code of a process that gave up a silent NATS connection.
+pub const EXIT_SILENT_NATS: i32 = 3;
 
 /// This shard's side of tenant placement.
 pub struct Shards {
@@ -179,6 +227,7 @@ impl Supervisor {
         let mut last_progress = Instant::now();
         loop {
             std::thread::sleep(TICK);
+            self.silence.check();
             if self.signalled() && !pipeline.is_draining() {
                 log::warn!("signal received: draining");
                 pipeline.begin_drain();

@@ -5,6 +5,8 @@ mod flusher;
 mod publisher;
 mod setup;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use flusher::Flusher;
@@ -40,8 +42,35 @@ pub enum StreamError {
 /// reconnecting forever (the fetch and publish paths handle the outage), and a bounded
 /// reconnect buffer so an outage cannot grow memory without limit.
 pub fn connect(url: &str, name: &str) -> Result<nats::Connection, StreamError> {
+    connect_linked(url, name, Arc::new(Link::default()))
+}
+
+/// Whether the client believes its connection is up: set by its disconnect and reconnect
+/// callbacks. A connection the client believes up that answers no PING is silent: the
+/// client's own check (a PING every 2 minutes, given up after two unanswered) takes
+/// minutes to notice, the probe (`ops::NatsProbe`) seconds.
+#[derive(Debug, Default)]
+pub struct Link {
+    down: AtomicBool,
+}
+
+impl Link {
+    pub fn is_up(&self) -> bool {
+        !self.down.load(Ordering::Relaxed)
+    }
+}
+
+/// [`connect`], keeping `link` up to date with the connection's state.
+pub fn connect_linked(
+    url: &str,
+    name: &str,
+    link: Arc<Link>,
+) -> Result<nats::Connection, StreamError> {
+    let (on_down, on_up) = (link.clone(), link);
     nats::Options::new()
         .with_name(name)
+        .disconnect_callback(move || on_down.down.store(true, Ordering::Relaxed))
+        .reconnect_callback(move || on_up.down.store(false, Ordering::Relaxed))
         .max_reconnects(None)
         .reconnect_buffer_size(8 * 1024 * 1024)
         .reconnect_delay_callback(|attempt| {

@@ -200,11 +200,14 @@ fn respond(state: &OpsState, mut request: tiny_http::Request) {
             (tiny_http::Method::Get, "/ready") => {
                 let (healthy, checks) = health(state, &shared);
                 let draining = shared.intake.is_shutting_down();
-                let ready = healthy && !draining;
+                // Stopped intake (a failed commit: store full, I/O error) takes no work.
+                let stopped = shared.intake.stop_reason();
+                let ready = healthy && !draining && stopped.is_none();
                 let drained = state.control.is_drained();
                 json_reply(
                     if ready { 200 } else { 503 },
-                    json!({"ready": ready, "draining": draining, "drained": drained, "health": checks}),
+                    json!({"ready": ready, "draining": draining, "drained": drained,
+                           "intake_stopped": stopped, "health": checks}),
                 )
             }
             (tiny_http::Method::Get, "/metrics") => Reply {

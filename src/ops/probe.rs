@@ -33,6 +33,9 @@ pub struct ConsumerLag {
 #[derive(Debug, Clone)]
 pub struct NatsProbe {
     last_ok_ms: Arc<AtomicI64>,
+    /// When the PING now waiting for its PONG was sent (0: none waiting). The client's
+    /// flush has no timeout of its own: it waits for the PONG or a disconnect.
+    ping_sent_ms: Arc<AtomicI64>,
     consumers: Arc<Mutex<Vec<ConsumerLag>>>,
 }
 
@@ -41,6 +44,7 @@ impl NatsProbe {
     pub fn start(nc: nats::Connection, consumers: Vec<ConsumerSpec>) -> std::io::Result<NatsProbe> {
         let probe = NatsProbe {
             last_ok_ms: Arc::new(AtomicI64::new(0)),
+            ping_sent_ms: Arc::new(AtomicI64::new(0)),
             consumers: Arc::default(),
         };
         let p = probe.clone();
@@ -49,7 +53,10 @@ impl NatsProbe {
             .spawn(move || {
                 let js = nats::jetstream::new(nc.clone());
                 for tick in 0u32.. {
-                    if nc.flush().is_ok() {
+                    p.ping_sent_ms.store(now_ms(), Ordering::Relaxed);
+                    let answered = nc.flush().is_ok();
+                    p.ping_sent_ms.store(0, Ordering::Relaxed);
+                    if answered {
                         p.last_ok_ms.store(now_ms(), Ordering::Relaxed);
                         if tick % CONSUMERS_EVERY == 0 {
                             p.read_consumers(&js, &consumers);
@@ -81,6 +88,14 @@ impl NatsProbe {
     }
 
     /// The consumers as last read (empty until the first read).
+    /// How long the probe's last PING has waited for its PONG (zero when none waits).
+    pub fn unanswered_for(&self) -> Duration {
+        match self.ping_sent_ms.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            sent => Duration::from_millis((now_ms() - sent).max(0) as u64),
+        }
+    }
+
     pub fn consumers(&self) -> Vec<ConsumerLag> {
         self.consumers.lock().clone()
     }

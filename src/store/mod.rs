@@ -535,6 +535,17 @@ impl Store {
         Ok(())
     }
 
+    /// Share of the map (0 to 1) that new writes can still use: pages never used plus
+    /// pages freed by deletes.
+    pub fn free_share(&self) -> Result<f64, StoreError> {
+        let info = self.env.info()?;
+        let page = self.env.stat()?.page_size().max(1) as usize;
+        let pages = (info.map_size() / page).max(1);
+        let unused = pages.saturating_sub(info.last_pgno() + 1);
+        let free = unused + self.env.freelist()?;
+        Ok(free.min(pages) as f64 / pages as f64)
+    }
+
     /// Number of records of every kind (for the demo and diagnostics).
     pub fn entries(&self) -> Result<usize, StoreError> {
         Ok(self.env.stat()?.entries())

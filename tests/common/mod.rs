@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod ops;
+pub mod proxy;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
