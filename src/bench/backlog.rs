@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{order_placed, proc_cpu};
+use super::{order_placed, per_event, proc_cpu, threads_of};
 use crate::dev::{publish_all, Sandbox};
 use crate::nats_io::Publisher;
 
@@ -99,7 +99,10 @@ pub struct Soak {
     /// Anonymous memory (MiB) at each tenth of the run.
     pub anon_over_time: Vec<u64>,
     pub peak_anon_mib: u64,
+    /// CPU per event from the first publish to the last (start-up left out).
     pub cpu_per_event: Duration,
+    /// The same, per thread name, largest first.
+    pub by_thread: Vec<(String, Duration)>,
 }
 
 pub fn soak(sandbox: &Sandbox, secs: u64, rate: u64) -> Result<Soak, String> {
@@ -109,6 +112,10 @@ pub fn soak(sandbox: &Sandbox, secs: u64, rate: u64) -> Result<Soak, String> {
     let nc = sandbox.connect()?;
     let mut publisher =
         Publisher::new(&nc, 256, Duration::from_secs(5), 3).map_err(|e| e.to_string())?;
+    let (cpu_before, threads_before) = (
+        proc_cpu(&format!("/proc/{pid}/stat")),
+        threads_of(&pid.to_string()),
+    );
     let started = Instant::now();
     let (mut anon_over_time, mut peak_anon, mut next_sample) = (Vec::new(), 0, started);
     for i in 0..total {
@@ -133,7 +140,10 @@ pub fn soak(sandbox: &Sandbox, secs: u64, rate: u64) -> Result<Soak, String> {
         }
     }
     publisher.finish();
-    let cpu = proc_cpu(&format!("/proc/{pid}/stat"));
+    // The last events' commits and acks: a moment after the last publish.
+    std::thread::sleep(Duration::from_millis(200));
+    let cpu = proc_cpu(&format!("/proc/{pid}/stat")).saturating_sub(cpu_before);
+    let by_thread = per_event(&threads_before, threads_of(&pid.to_string()), total);
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
@@ -145,6 +155,7 @@ pub fn soak(sandbox: &Sandbox, secs: u64, rate: u64) -> Result<Soak, String> {
         anon_over_time,
         peak_anon_mib: peak_anon,
         cpu_per_event: cpu / total.max(1) as u32,
+        by_thread,
     })
 }
 
@@ -161,6 +172,12 @@ pub fn print_soak(s: &Soak) {
         s.peak_anon_mib,
         s.cpu_per_event.as_secs_f64() * 1e6
     );
+    let threads: Vec<String> = s
+        .by_thread
+        .iter()
+        .map(|(name, d)| format!("{name} {:.1}", d.as_secs_f64() * 1e6))
+        .collect();
+    println!("  CPU µs per event by thread: {}", threads.join(", "));
 }
 
 /// Starts `runner run --mode saga` on this sandbox's server with a store of its own,

@@ -219,6 +219,19 @@ fn saga(
             per_event(raw_cpu),
             per_event(pipeline_cpu)
         );
+        // What the server's own work per event allows on this machine's cores, however
+        // cheap the Runner became: the upper bound of the ratio above.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let server_us = pipeline_cpu.as_secs_f64() * 1e6 / events as f64;
+        if server_us > 0.0 {
+            let ceiling = cores * 1e6 / server_us;
+            let both = cores * 1e6 / (server_us + cpu.as_secs_f64() * 1e6 / events as f64);
+            println!(
+                "  ceiling on {cores} cores: {ceiling:.0} events/s ({:.2} of raw) if the Runner cost nothing; {both:.0} ({:.2}) at the server's and the Runner's CPU per event together",
+                ceiling / raw,
+                both / raw
+            );
+        }
     }
     if stats.transitions != events || stats.acked != events {
         return Err(format!(
@@ -648,10 +661,15 @@ fn proc_cpu(path: &str) -> Duration {
         .map_or(Duration::ZERO, |(_, cpu)| cpu)
 }
 
-/// CPU time per thread name (threads of the same name summed).
+/// CPU time per thread name of this process (threads of the same name summed).
 fn thread_cpu() -> Vec<(String, Duration)> {
+    threads_of("self")
+}
+
+/// CPU time per thread name of process `pid` ("self" for this one).
+fn threads_of(pid: &str) -> Vec<(String, Duration)> {
     let mut out: Vec<(String, Duration)> = Vec::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;
     };
     for task in tasks.flatten() {
@@ -665,6 +683,28 @@ fn thread_cpu() -> Vec<(String, Duration)> {
         }
     }
     out
+}
+
+/// CPU per event of each thread name between two `threads_of` samples, largest first,
+/// threads that did nothing left out.
+fn per_event(
+    before: &[(String, Duration)],
+    after: Vec<(String, Duration)>,
+    events: u64,
+) -> Vec<(String, Duration)> {
+    let mut by_thread: Vec<(String, Duration)> = after
+        .into_iter()
+        .map(|(name, after)| {
+            let before = before
+                .iter()
+                .find(|(b, _)| *b == name)
+                .map_or(Duration::ZERO, |(_, d)| *d);
+            (name, after.saturating_sub(before) / events.max(1) as u32)
+        })
+        .filter(|(_, d)| !d.is_zero())
+        .collect();
+    by_thread.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
+    by_thread
 }
 
 /// The command name and user + system CPU time of a `/proc/…/stat` line.

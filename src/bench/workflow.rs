@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{cpu_time, order_placed, peak_rss_mib, thread_cpu};
+use super::{cpu_time, order_placed, peak_rss_mib, per_event, thread_cpu};
 use crate::dev::{wait_until, FakeGateway, Sandbox};
 use crate::envelope::header;
 use crate::nats_io::Publisher;
@@ -74,18 +74,7 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
     let deadline = Duration::from_secs(60);
     let all_in = wait_until(deadline, || gateway.count() as u64 >= n);
     let cpu = cpu_time().saturating_sub(cpu_before);
-    let mut by_thread: Vec<(String, Duration)> = thread_cpu()
-        .into_iter()
-        .map(|(name, after)| {
-            let before = threads_before
-                .iter()
-                .find(|(b, _)| *b == name)
-                .map_or(Duration::ZERO, |(_, d)| *d);
-            (name, after.saturating_sub(before) / n.max(1) as u32)
-        })
-        .filter(|(_, d)| !d.is_zero())
-        .collect();
-    by_thread.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
+    let by_thread = per_event(&threads_before, thread_cpu(), n);
     pipeline.shutdown();
     let first = completed(&gateway.received());
     if !all_in {
