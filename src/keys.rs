@@ -23,6 +23,9 @@ pub mod space {
     pub const QUARANTINE: &str = "quarantine";
     pub const DEAD_LETTER: &str = "deadletter";
     pub const META: &str = "meta";
+    /// Instances by status and version (derived from `saga:`, written in the same
+    /// transaction): `status:{tenant}:{saga}:{status}:{version}:{corr}`, empty value.
+    pub const STATUS: &str = "status";
 }
 
 /// The segment that marks effect dedupe records; no saga may be called this.
@@ -124,6 +127,67 @@ pub fn saga(tenant: &TenantId, saga: &SagaName, corr: &CorrelationId) -> String 
 /// All instances of one saga of one tenant.
 pub fn saga_prefix(tenant: &TenantId, saga: &SagaName) -> String {
     format!("{}:{}:{}:", space::SAGA, tenant.token(), saga)
+}
+
+/// The status index entry of one instance (`status` as its lowercase name; the
+/// version zero-padded so that byte order is version order).
+pub fn status_index(
+    tenant: &TenantId,
+    saga: &SagaName,
+    status: &str,
+    version: u32,
+    corr: &CorrelationId,
+) -> String {
+    let version = format!("{version:010}");
+    join(
+        space::STATUS,
+        &[
+            Part::Raw(tenant.token()),
+            Part::Raw(saga.as_str()),
+            Part::Raw(status),
+            Part::Raw(&version),
+            Part::Free(corr.as_str()),
+        ],
+    )
+}
+
+/// Status index entries of one saga of one tenant, narrowed to a status and, with it, a
+/// version.
+pub fn status_index_prefix(
+    tenant: &TenantId,
+    saga: &SagaName,
+    status: Option<&str>,
+    version: Option<u32>,
+) -> String {
+    let mut prefix = format!("{}:{}:{}:", space::STATUS, tenant.token(), saga);
+    if let Some(status) = status {
+        let _ = write!(prefix, "{status}:");
+        if let Some(version) = version {
+            let _ = write!(prefix, "{version:010}:");
+        }
+    }
+    prefix
+}
+
+/// The status index entry of the instance stored under `saga_key` (`saga:…`), for
+/// rebuilding the index from records.
+pub fn status_index_of_saga_key(saga_key: &str, status: &str, version: u32) -> Option<String> {
+    let rest = saga_key.strip_prefix(space::SAGA)?.strip_prefix(':')?;
+    let mut parts = rest.splitn(3, ':');
+    let (tenant, saga, corr) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(format!(
+        "{}:{tenant}:{saga}:{status}:{version:010}:{corr}",
+        space::STATUS
+    ))
+}
+
+/// The (escaped) correlation and the version of a status index key.
+pub fn status_index_parts(key: &str) -> Option<(String, u32)> {
+    // status:{tenant}:{saga}:{status}:{version}:{corr}; corr is escaped (no ':').
+    let mut parts = key.splitn(6, ':');
+    let _ = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let version = parts.next()?.parse().ok()?;
+    Some((unescape(parts.next()?), version))
 }
 
 pub fn checkpoint(tenant: &TenantId, saga: &SagaName) -> String {
@@ -354,6 +418,21 @@ mod tests {
             "deadletter:acme:aggregate:cmd-3"
         );
         assert_eq!(meta("probe"), "meta:probe");
+        let (t, g, c): (TenantId, SagaName, CorrelationId) = (
+            "acme".parse().unwrap(),
+            "order".parse().unwrap(),
+            "o:1".parse().unwrap(),
+        );
+        let entry = status_index(&t, &g, "active", 3, &c);
+        assert_eq!(entry, "status:acme:order:active:0000000003:o%3A1");
+        assert_eq!(
+            status_index_of_saga_key(&saga(&t, &g, &c), "active", 3).as_deref(),
+            Some(entry.as_str()),
+            "rebuilt from the record's key, the same entry"
+        );
+        assert_eq!(status_index_parts(&entry), Some(("o:1".to_string(), 3)));
+        assert!(entry.starts_with(&status_index_prefix(&t, &g, Some("active"), Some(3))));
+        assert!(entry.starts_with(&status_index_prefix(&t, &g, None, None)));
     }
 
     #[test]

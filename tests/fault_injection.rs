@@ -434,6 +434,36 @@ fn check(world: &World, point: &str) {
             "{point}: {tenant}/{order}: {view}"
         );
     }
+    // The instance list (status index, written with each transition) agrees: every
+    // order of the tenant completed, none active; read in pages of 5.
+    for tenant in TENANTS {
+        let expected: BTreeSet<String> = world
+            .orders
+            .iter()
+            .filter(|(t, _)| t == tenant)
+            .map(|(_, o)| o.clone())
+            .collect();
+        for (status, want) in [("completed", expected), ("active", BTreeSet::new())] {
+            let (mut listed, mut after) = (BTreeSet::new(), String::new());
+            loop {
+                let url = format!(
+                    "{}/admin/instances?tenant={tenant}&saga=fi&status={status}&limit=5&after={after}",
+                    world.ops
+                );
+                let (code, body) = call("GET", &url, Some(TOKEN));
+                assert_eq!(code, 200, "{point}: {url}: {body}");
+                let page: Value = serde_json::from_str(&body).unwrap();
+                for i in page["instances"].as_array().unwrap() {
+                    listed.insert(i["correlation"].as_str().unwrap().to_string());
+                }
+                match page["next"].as_str() {
+                    Some(next) => after = next.to_string(),
+                    None => break,
+                }
+            }
+            assert_eq!(listed, want, "{point}: {tenant}'s {status} instances");
+        }
+    }
     // Nothing quarantined: no message of this workload is poison.
     let filters = TENANTS.iter().map(|t| format!("tenant={t}"));
     for filter in filters.chain(["unattributed=true".to_string()]) {

@@ -46,6 +46,9 @@ pub fn route(
             .and_then(|sel| ok(records::redrive_dead_letters(&shared, &sel))),
         (Method::Post, "/admin/deadletters/discard") => Selection::from_body(body)
             .and_then(|sel| ok(records::discard_dead_letters(&shared, &sel))),
+        (Method::Get, "/admin/instances") => {
+            ok(inspect::list(&shared.store, &Params::parse(query)))
+        }
         (Method::Get, _) => {
             let rest = path.strip_prefix("/admin/instances/")?;
             ok(inspect::instance(&shared.store, rest))

@@ -169,18 +169,44 @@ fn put<V: serde::Serialize>(
         })
 }
 
+/// Keeps the instance's status index entry in step with the record just written: the
+/// old entry goes when status or version changed, the new one is (re)written.
+fn index_instance(
+    txn: &mut lmdb::RwTransaction<'_>,
+    db: lmdb::Database,
+    t: &Transition,
+    before: Option<&SagaRecord>,
+) -> Result<(), StoreError> {
+    let entry = |r: &SagaRecord| {
+        keys::status_index(
+            &t.tenant,
+            &t.saga,
+            r.status.as_str(),
+            r.version,
+            &t.correlation,
+        )
+    };
+    let after = &t.record;
+    if let Some(b) = before.filter(|b| (b.status, b.version) != (after.status, after.version)) {
+        match txn.del(db, &entry(b), None) {
+            Ok(()) | Err(lmdb::Error::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    txn.put(db, &entry(after), &b"", WriteFlags::empty())?;
+    Ok(())
+}
+
 /// Writes state, timers and outbox of one transition.
 fn apply(
     txn: &mut lmdb::RwTransaction<'_>,
     db: lmdb::Database,
     t: &Transition,
 ) -> Result<(), StoreError> {
-    put(
-        txn,
-        db,
-        &keys::saga(&t.tenant, &t.saga, &t.correlation),
-        &t.record,
-    )?;
+    let saga_key = keys::saga(&t.tenant, &t.saga, &t.correlation);
+    let before: Option<SagaRecord> = get_json(txn, db, &saga_key)?;
+    put(txn, db, &saga_key, &t.record)?;
+    index_instance(txn, db, t, before.as_ref())?;
 
     // A finished instance keeps no timers; otherwise drop cancelled and replaced names.
     let drop_all = t.record.status.is_done();

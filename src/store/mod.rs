@@ -8,6 +8,7 @@
 
 mod admin;
 mod commit;
+mod instances;
 mod records;
 mod tenant;
 
@@ -19,6 +20,7 @@ use serde::de::DeserializeOwned;
 
 pub use admin::{Found, MAX_SCAN};
 pub use commit::{CommitBatch, CommitOutcome, Seen, Transition};
+pub use instances::{FoundInstance, InstancePage, InstanceQuery, MAX_PAGE};
 pub use records::{
     excerpt, Checkpoint, DeadLetterRecord, DedupeMarker, EffectCompletion, InstanceStatus,
     OutboxItem, QuarantineKind, QuarantineRecord, RawJson, SagaRecord, ScheduleItem,
@@ -117,7 +119,7 @@ impl Store {
             .open(path)
             .map_err(open_err)?;
         let db = env.open_db(None).map_err(open_err)?;
-        Ok(Store {
+        let store = Store {
             env,
             db,
             path: path.to_path_buf(),
@@ -125,7 +127,9 @@ impl Store {
             injected_probe_failures: AtomicU32::new(0),
             injected_unstorable: parking_lot::Mutex::new(None),
             injected_commit_delay_ms: std::sync::atomic::AtomicU64::new(0),
-        })
+        };
+        store.ensure_status_index()?;
+        Ok(store)
     }
 
     /// Makes every commit take `ms` longer, as a slow disk would (test fault injection

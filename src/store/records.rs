@@ -24,8 +24,29 @@ pub enum InstanceStatus {
 }
 
 impl InstanceStatus {
+    pub const ALL: [InstanceStatus; 4] = [
+        InstanceStatus::Active,
+        InstanceStatus::Completed,
+        InstanceStatus::Failed,
+        InstanceStatus::Faulted,
+    ];
+
     pub fn is_done(self) -> bool {
         !matches!(self, InstanceStatus::Active)
+    }
+
+    /// The name it is serialised as (and indexed under).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceStatus::Active => "active",
+            InstanceStatus::Completed => "completed",
+            InstanceStatus::Failed => "failed",
+            InstanceStatus::Faulted => "faulted",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<InstanceStatus> {
+        InstanceStatus::ALL.into_iter().find(|s| s.as_str() == name)
     }
 }
 

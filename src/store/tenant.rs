@@ -1,6 +1,7 @@
 //! A tenant's records moved between stores, for handing a tenant from one saga shard
 //! to another: exported as JSON lines (`["key", value]`), imported in one transaction,
-//! deleted in one transaction. The due index is not exported: import rebuilds it.
+//! deleted in one transaction. The due and status indexes are not exported: import
+//! rebuilds them.
 
 use std::io::{BufRead, Write};
 
@@ -55,9 +56,11 @@ impl Store {
         Ok(n)
     }
 
-    /// Deletes every record of `tenant` (and its due-index entries) in one transaction.
+    /// Deletes every record of `tenant` (and its due-index and status-index entries) in
+    /// one transaction. Returns how many records (index entries not counted).
     pub fn delete_tenant(&self, tenant: &TenantId) -> Result<u64, StoreError> {
         let mut doomed = Vec::new();
+        let mut derived = Vec::new();
         {
             let reader = self.reader()?;
             for prefix in prefixes(tenant) {
@@ -66,8 +69,16 @@ impl Store {
                     Ok(true)
                 })?;
             }
+            let index = format!("{}:{}:", space::STATUS, tenant.token());
+            reader.for_each_raw_from(&index, &index, |key, _| {
+                derived.push(key.to_string());
+                Ok(true)
+            })?;
         }
         let mut txn = self.env.begin_rw_txn()?;
+        for key in &derived {
+            txn.del(self.db, key, None)?;
+        }
         for key in &doomed {
             txn.del(self.db, key, None)?;
             if let Some(index) = keys::due_index(key) {
@@ -117,6 +128,9 @@ impl Store {
             if let Some(index) = keys::due_index(&key) {
                 txn.put(self.db, &index, &b"", WriteFlags::empty())?;
             }
+            if let Some(index) = super::instances::status_entry(&key, value.get().as_bytes()) {
+                txn.put(self.db, &index, &b"", WriteFlags::empty())?;
+            }
             n += 1;
         }
         txn.commit()?;
@@ -156,8 +170,9 @@ mod tests {
         );
         assert_eq!(
             from.entries().unwrap(),
-            entries_before - exported as usize - 4,
-            "acme's records and its due-index entries are gone, nothing else"
+            entries_before - exported as usize - 4 - 9,
+            "acme's records, its due-index entries (4 timers) and its status-index entries \
+             (9 instances) are gone, nothing else"
         );
 
         assert_eq!(
@@ -165,6 +180,25 @@ mod tests {
             exported
         );
         assert_eq!(to.outbox(&acme, 100).unwrap().len(), 5);
+        let saga = to
+            .instances(&acme, &"seeded".parse().unwrap(), 100)
+            .unwrap();
+        let indexed = to
+            .query_instances(&crate::store::InstanceQuery {
+                tenant: acme.clone(),
+                saga: "seeded".parse().unwrap(),
+                status: Some(crate::store::InstanceStatus::Active),
+                version: None,
+                timer_before_ms: None,
+                after: None,
+                limit: 100,
+            })
+            .unwrap();
+        assert_eq!(
+            indexed.instances.len(),
+            saga.len(),
+            "the status index is rebuilt"
+        );
         let due = to.due_timers(i64::MAX, 100).unwrap();
         assert_eq!(due.len(), 4, "the due index is rebuilt");
         assert!(due.iter().all(|(_, t)| t.tenant == acme));
