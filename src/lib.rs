@@ -20,6 +20,7 @@ pub mod placement;
 pub mod program;
 pub mod relay;
 pub mod saga;
+pub mod sagatest;
 pub mod settings;
 #[path = "../stages/mod.rs"]
 pub mod stages;

@@ -33,6 +33,9 @@ COMMANDS:
               --sections S    comma list of saga,relay,effects,scheduler,workflow,backlog,soak
                               (default all but soak)
               --nats-url URL  use this server instead of starting one
+    test    Run the saga test files (docs/saga-tests.md) and report each case
+              [PATH]          a test file, or a directory searched for `tests/` directories
+                              (default: manifests)
     healthcheck  Ask the ops port's GET /health; exit 0 on 200, 1 otherwise (the image's HEALTHCHECK)
               --url URL       ask this URL instead (default: from ops.listen in the settings)
               --config FILE   settings file; also $RUNNER_CONFIG
@@ -66,6 +69,9 @@ pub enum Command {
         url: Option<String>,
         config: Option<PathBuf>,
     },
+    Test {
+        path: Option<PathBuf>,
+    },
     Help,
 }
 
@@ -89,6 +95,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "nats-url",
         ],
         "healthcheck" => &["url", "config"],
+        "test" => return test_command(rest),
         "help" | "--help" | "-h" => return Ok(Command::Help),
         other => return Err(format!("unknown command {other:?}")),
     };
@@ -133,6 +140,20 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }),
     };
     Ok(command)
+}
+
+/// `test [PATH]`: the one subcommand with a positional argument.
+fn test_command(rest: &[String]) -> Result<Command, String> {
+    match rest {
+        [] => Ok(Command::Test { path: None }),
+        [flag, ..] if flag.starts_with("--") => Err(format!("unknown option {flag}")),
+        [path] => Ok(Command::Test {
+            path: Some(PathBuf::from(path)),
+        }),
+        [_, extra, ..] => Err(format!(
+            "test takes one path, got another argument {extra:?}"
+        )),
+    }
 }
 
 fn number(raw: Option<String>, name: &str, default: u64) -> Result<u64, String> {
@@ -213,6 +234,13 @@ mod tests {
                 nats_url: None
             })
         );
+        assert_eq!(parse(&args("test")).unwrap(), Command::Test { path: None });
+        assert_eq!(
+            parse(&args("test manifests/example")).unwrap(),
+            Command::Test {
+                path: Some("manifests/example".into())
+            }
+        );
         assert_eq!(
             parse(&args("healthcheck")).unwrap(),
             Command::Healthcheck {
@@ -255,6 +283,10 @@ mod tests {
         assert!(parse(&args("healthcheck --url"))
             .unwrap_err()
             .contains("needs a value"));
+        assert!(parse(&args("test a b")).unwrap_err().contains("one path"));
+        assert!(parse(&args("test --verbose"))
+            .unwrap_err()
+            .contains("--verbose"));
         assert!(parse(&args("check --config a --config b"))
             .unwrap_err()
             .contains("twice"));

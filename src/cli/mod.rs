@@ -50,6 +50,8 @@ pub fn main_with(args: &[String]) -> i32 {
             healthcheck::healthcheck(url.as_deref(), config.as_deref())
         }
         Command::Bench(options) => crate::bench::run(&options).map_err(Error::Other),
+        // Exit codes of its own: 1 for failed cases, 2 for invalid test files.
+        Command::Test { path } => return crate::sagatest::main(path.as_deref()),
     };
     match result {
         Ok(()) => 0,
