@@ -67,18 +67,47 @@ fn reload_puts_valid_manifests_in_force_and_refuses_broken_ones() {
         "the old program still runs"
     );
 
+    // Version 2 alone would drop version 1, which o-1 still runs on: refused.
     let mut v2 = recorder_saga();
     v2[0]["version"] = json!(2);
     v2[0]["on_event"]["output"]["state"]["log"]["$concat"][2] = json!(";");
+    write_manifest(&rig, &manifest_of(v2.clone()));
+    let (status, body) = call("POST", &reload, Some(TOKEN));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("version 1"), "{body}");
+
+    // With version 1 kept: o-1 stays on it, a new instance starts on version 2.
+    v2[0]["previous"] = json!([{"version": 1, "on_event": recorder_saga()[0]["on_event"]}]);
     write_manifest(&rig, &manifest_of(v2));
     let (status, body) = call("POST", &reload, Some(TOKEN));
     assert_eq!(status, 200, "{body}");
     rig.send(&nc, "e-3", "o-1", 3);
-    await_stats(&pipeline, |s| s.acked == 3);
-    assert_eq!(instance_log(&base, "o-1"), "1,2,3;", "the new program runs");
+    rig.send(&nc, "e-4", "o-2", 4);
+    await_stats(&pipeline, |s| s.acked == 4);
+    assert_eq!(instance_log(&base, "o-1"), "1,2,3,", "o-1 keeps version 1");
+    assert_eq!(
+        instance_log(&base, "o-2"),
+        "4;",
+        "a new instance runs version 2"
+    );
     let (_, info) = call("GET", &format!("{base}/info"), None);
     let info: Value = serde_json::from_str(&info).unwrap();
     assert_eq!(info["sagas"][0]["version"], 2, "{info}");
+    assert_eq!(info["sagas"][0]["versions"], json!([2, 1]), "{info}");
+    let counts = info["instances"]["counts"].as_array().unwrap();
+    for version in [1, 2] {
+        assert!(
+            counts.contains(
+                &json!({"saga": "recorder", "version": version, "status": "active", "instances": 1})
+            ),
+            "{info}"
+        );
+    }
+    // Migration needs a drained process (no transition of the instance in flight).
+    let migrate = format!("{base}/admin/instances/migrate");
+    let body = json!({"tenant": "acme", "saga": "recorder", "correlations": ["o-1"]});
+    let (status, answer) = call_json("POST", &migrate, Some(TOKEN), &body);
+    assert_eq!(status, 409, "{answer}");
 }
 
 #[test]

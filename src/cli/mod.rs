@@ -183,6 +183,9 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
     }
     let map_size = (settings.storage.map_size_mib as usize).saturating_mul(1024 * 1024);
     let store = Arc::new(Store::open(&settings.storage.path, map_size)?);
+    if settings.mode.runs_sagas() {
+        crate::saga::versions::check_in_use(&store, &catalog).map_err(Error::Other)?;
+    }
     let link = Arc::new(nats_io::Link::default());
     let nc = nats_io::connect_linked(&settings.nats.url, "runner", link.clone())?;
     let (mode, listen, deadline, unresponsive_ms) = (

@@ -45,17 +45,50 @@ pub struct Trigger {
 #[derive(Debug)]
 pub struct SagaDef {
     pub name: SagaName,
+    /// The newest version: new instances start on it.
     pub version: u32,
     pub triggers: Vec<Trigger>,
     pub on_event: Arc<Program>,
     pub compensation: Option<Arc<Program>>,
+    /// Older versions that instances started on them keep running on.
+    pub previous: Vec<ProgramVersion>,
+    /// State programs that move an instance from a version to the newest, by the
+    /// version they move from (run only when an operator asks).
+    pub migrations: std::collections::BTreeMap<u32, Arc<Program>>,
     /// Gas per transition (the saga's own, else the settings default).
     pub gas: u64,
     /// The manifest file it came from.
     pub source: PathBuf,
 }
 
+/// The programs of one version of a saga.
+#[derive(Debug)]
+pub struct ProgramVersion {
+    pub version: u32,
+    pub on_event: Arc<Program>,
+    pub compensation: Option<Arc<Program>>,
+}
+
 impl SagaDef {
+    /// The programs an instance started on `version` runs: `None` when that version is
+    /// not loaded.
+    pub fn programs(&self, version: u32) -> Option<(&Arc<Program>, Option<&Arc<Program>>)> {
+        if version == self.version {
+            return Some((&self.on_event, self.compensation.as_ref()));
+        }
+        self.previous
+            .iter()
+            .find(|p| p.version == version)
+            .map(|p| (&p.on_event, p.compensation.as_ref()))
+    }
+
+    /// Every loaded version, newest first.
+    pub fn versions(&self) -> Vec<u32> {
+        std::iter::once(self.version)
+            .chain(self.previous.iter().map(|p| p.version))
+            .collect()
+    }
+
     /// The first trigger whose subject filter matches.
     pub fn trigger_for(&self, subject: &str) -> Option<&Trigger> {
         self.triggers.iter().find(|t| t.subject.matches(subject))
@@ -125,6 +158,26 @@ struct RawSaga {
     compensation: Option<Value>,
     #[serde(default)]
     gas: Option<u64>,
+    #[serde(default)]
+    previous: Vec<RawVersion>,
+    #[serde(default)]
+    migrate: Vec<RawMigration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVersion {
+    version: u32,
+    on_event: Value,
+    #[serde(default)]
+    compensation: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMigration {
+    from: u32,
+    program: Value,
 }
 
 fn one() -> u32 {
@@ -218,19 +271,66 @@ fn compile_saga(
         ));
     }
     let on_event = load_program(&raw.on_event, base, "on_event", limits)?;
-    let compensation = match &raw.compensation {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(load_program(v, base, "compensation", limits)?),
-    };
+    let compensation = optional_program(raw.compensation.as_ref(), base, "compensation", limits)?;
+    let mut previous: Vec<ProgramVersion> = Vec::with_capacity(raw.previous.len());
+    for p in &raw.previous {
+        let at = |m: String| format!("previous version {}: {m}", p.version);
+        if p.version == 0 || p.version >= raw.version {
+            return Err(at(format!(
+                "must be at least 1 and older than the saga's version {}",
+                raw.version
+            )));
+        }
+        if previous.iter().any(|q| q.version == p.version) {
+            return Err(at("is listed twice".into()));
+        }
+        previous.push(ProgramVersion {
+            version: p.version,
+            on_event: load_program(&p.on_event, base, "on_event", limits).map_err(at)?,
+            compensation: optional_program(p.compensation.as_ref(), base, "compensation", limits)
+                .map_err(at)?,
+        });
+    }
+    let mut migrations = std::collections::BTreeMap::new();
+    for m in &raw.migrate {
+        let at = |e: String| format!("migrate from {}: {e}", m.from);
+        if m.from == 0 || m.from >= raw.version {
+            return Err(at(format!(
+                "must move from a version older than {}",
+                raw.version
+            )));
+        }
+        if migrations.contains_key(&m.from) {
+            return Err(at("is listed twice".into()));
+        }
+        migrations.insert(
+            m.from,
+            load_program(&m.program, base, "program", limits).map_err(at)?,
+        );
+    }
     Ok(SagaDef {
         name,
         version: raw.version,
         triggers,
         on_event,
         compensation,
+        previous,
+        migrations,
         gas,
         source: source.to_path_buf(),
     })
+}
+
+fn optional_program(
+    spec: Option<&Value>,
+    base: &Path,
+    field: &str,
+    limits: &Limits,
+) -> Result<Option<Arc<Program>>, String> {
+    match spec {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => load_program(v, base, field, limits).map(Some),
+    }
 }
 
 /// A program given as a path (relative to the manifest) or inline as an object.

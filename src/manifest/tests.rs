@@ -104,6 +104,27 @@ fn bad_manifests_name_file_saga_and_problem() {
             "version must be at least 1",
         ),
         (json!([]), "lists no sagas"),
+        (
+            json!([{"name": "s", "version": 2, "triggers": [{"subject": "a", "start": true, "correlate": {"$get": "event.x"}}],
+                    "on_event": {"output": {}}, "previous": [{"version": 2, "on_event": {"output": {}}}]}]),
+            "previous version 2: must be at least 1 and older than the saga's version 2",
+        ),
+        (
+            json!([{"name": "s", "version": 3, "triggers": [{"subject": "a", "start": true, "correlate": {"$get": "event.x"}}],
+                    "on_event": {"output": {}}, "previous": [{"version": 1, "on_event": {"output": {}}},
+                                                             {"version": 1, "on_event": {"output": {}}}]}]),
+            "previous version 1: is listed twice",
+        ),
+        (
+            json!([{"name": "s", "version": 2, "triggers": [{"subject": "a", "start": true, "correlate": {"$get": "event.x"}}],
+                    "on_event": {"output": {}}, "migrate": [{"from": 2, "program": {"output": {}}}]}]),
+            "migrate from 2: must move from a version older than 2",
+        ),
+        (
+            json!([{"name": "s", "version": 2, "triggers": [{"subject": "a", "start": true, "correlate": {"$get": "event.x"}}],
+                    "on_event": {"output": {}}, "previous": [{"version": 1, "on_event": {"output": {"$nope": 1}}}]}]),
+            "previous version 1: ",
+        ),
     ];
     for (sagas, expected) in cases {
         let text = load_err(&dir, sagas.clone());

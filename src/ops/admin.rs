@@ -1,6 +1,6 @@
-//! The admin API's routes. Reads: quarantine, dead letters, one saga instance. Changes:
-//! drain and resume, manifest reload, replay, and retry/discard of quarantine and
-//! dead-letter records. Authentication happens before any of this (see `super::admin`).
+//! The admin API's routes. Reads: quarantine, dead letters, instance lists and one saga
+//! instance. Changes: drain and resume, manifest reload, replay, instance migration, and
+//! retry/discard of quarantine and dead-letter records. Authentication happens before any of this (see `super::admin`).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -9,7 +9,7 @@ use tiny_http::Method;
 use super::control::Control;
 use super::inspect::{self, Params, Refusal};
 use super::records::{self, Selection};
-use crate::types::{SagaName, TenantId};
+use crate::types::{CorrelationId, SagaName, TenantId};
 
 /// An answer: status and body.
 type Answer = Result<(u16, Value), Refusal>;
@@ -46,6 +46,7 @@ pub fn route(
             .and_then(|sel| ok(records::redrive_dead_letters(&shared, &sel))),
         (Method::Post, "/admin/deadletters/discard") => Selection::from_body(body)
             .and_then(|sel| ok(records::discard_dead_letters(&shared, &sel))),
+        (Method::Post, "/admin/instances/migrate") => migrate(control, body),
         (Method::Get, "/admin/instances") => {
             ok(inspect::list(&shared.store, &Params::parse(query)))
         }
@@ -56,6 +57,58 @@ pub fn route(
         _ => return None,
     };
     Some(answer)
+}
+
+/// `POST /admin/instances/migrate {"tenant", "saga", "correlations": [...]}`: moves the
+/// chosen instances to the saga's newest version (drained only: no transition of theirs
+/// may be in flight).
+fn migrate(control: &Control, body: &str) -> Answer {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Request {
+        tenant: String,
+        saga: String,
+        correlations: Vec<String>,
+    }
+    let req: Request =
+        serde_json::from_str(body).map_err(|e| Refusal::BadRequest(format!("body: {e}")))?;
+    let bad = |e: crate::types::IdError| Refusal::BadRequest(e.to_string());
+    let tenant = if req.tenant == TenantId::SINGLE_TOKEN {
+        TenantId::default()
+    } else {
+        TenantId::new(&req.tenant).map_err(bad)?
+    };
+    let saga = SagaName::new(&req.saga).map_err(bad)?;
+    let correlations = req
+        .correlations
+        .iter()
+        .map(|c| CorrelationId::new(c).map_err(bad))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !control.is_drained() {
+        return Err(Refusal::Conflict(
+            "not drained: POST /admin/drain first and wait until /ready reports drained".into(),
+        ));
+    }
+    let shared = control.shared();
+    let catalog = shared.catalogs.sagas();
+    let results =
+        crate::saga::versions::migrate(&shared.store, &catalog, &tenant, &saga, &correlations)
+            .map_err(Refusal::BadRequest)?;
+    let body: Vec<Value> = results
+        .iter()
+        .map(|(corr, m)| match m {
+            crate::saga::versions::Migration::Migrated { from, to } => {
+                json!({"correlation": corr.as_str(), "migrated": true, "from": from, "to": to})
+            }
+            crate::saga::versions::Migration::Skipped(why) => {
+                json!({"correlation": corr.as_str(), "migrated": false, "reason": why})
+            }
+        })
+        .collect();
+    log::warn!(tenant_id = tenant.as_str(), saga = saga.as_str(),
+        migrated = results.iter().filter(|(_, m)| matches!(m, crate::saga::versions::Migration::Migrated { .. })).count() as u64;
+        "instances migrated by an operator");
+    Ok((200, json!({ "results": body })))
 }
 
 fn resume(control: &Control) -> Answer {
@@ -74,6 +127,10 @@ fn reload(control: &Control) -> Answer {
     let shared = control.shared();
     let (sagas, effects) = crate::cli::catalogs_for_mode(&shared.settings)
         .map_err(|e| Refusal::BadRequest(format!("manifests not reloaded: {e}")))?;
+    if shared.settings.mode.runs_sagas() {
+        crate::saga::versions::check_in_use(&shared.store, &sagas)
+            .map_err(|e| Refusal::BadRequest(format!("manifests not reloaded: {e}")))?;
+    }
     let body = json!({
         "reloaded": true,
         "sagas": sagas.sagas.iter().map(|s| json!({"name": s.name.as_str(), "version": s.version})).collect::<Vec<_>>(),

@@ -115,7 +115,17 @@ pub fn info(
     settings: &crate::settings::Settings,
     sagas: &crate::manifest::SagaCatalog,
     effects: &crate::effects::EffectCatalog,
+    store: &crate::store::Store,
 ) -> Value {
+    // Instances per saga version and status, over at most 100,000 index entries.
+    let instances = match store.version_counts(100_000) {
+        Ok(c) => json!({
+            "counts": c.counts.iter().map(|((saga, version, status), n)| json!({
+                "saga": saga, "version": version, "status": status, "instances": n})).collect::<Vec<_>>(),
+            "truncated": c.truncated,
+        }),
+        Err(e) => json!({"error": e.to_string()}),
+    };
     let consumers: Vec<String> = consumers_of(settings)
         .into_iter()
         .map(|c| c.durable)
@@ -130,7 +140,8 @@ pub fn info(
             "workflow_events": settings.streams.workflow_events,
         },
         "consumers": consumers,
-        "sagas": sagas.sagas.iter().map(|s| json!({"name": s.name.as_str(), "version": s.version})).collect::<Vec<_>>(),
+        "sagas": sagas.sagas.iter().map(|s| json!({"name": s.name.as_str(), "version": s.version, "versions": s.versions()})).collect::<Vec<_>>(),
+        "instances": instances,
         "effects": effects.effects.values().map(|e| json!({"name": e.name.as_str(), "provider": e.provider_name})).collect::<Vec<_>>(),
     })
 }
@@ -225,6 +236,7 @@ fn respond(state: &OpsState, mut request: tiny_http::Request) {
                     &shared.settings,
                     &shared.catalogs.sagas(),
                     &shared.catalogs.effects(),
+                    &shared.store,
                 ),
             ),
             _ => json_reply(404, json!({"error": format!("no {method} {path}")})),

@@ -9,6 +9,7 @@
 //! overlay is bounded by the work in flight between the two stages.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -16,7 +17,7 @@ use super::outputs::{outbox_item, schedule_item, work_metadata, Target};
 use super::{kind_name, MessageInfo, RoutedEvent};
 use crate::keys;
 use crate::manifest::SagaDef;
-use crate::program::{ProgramInput, ProgramOutput, Status};
+use crate::program::{Program, ProgramInput, ProgramOutput, Status};
 use crate::store::{
     InstanceStatus, QuarantineKind, QuarantineRecord, Reader, SagaRecord, Seen, StoreError,
     StreamPosition, Transition,
@@ -278,6 +279,17 @@ impl Executor {
                 }
                 other => other,
             };
+            // The instance runs on the version it started with; one whose version is not
+            // loaded is left as it is, and the event quarantined until it is.
+            let version = existing.as_ref().map_or(saga.version, |r| r.version);
+            let Some(programs) = saga.programs(version) else {
+                let reason = format!(
+                    "the instance runs on version {version} of the saga, which is not loaded (loaded: {:?})",
+                    saga.versions()
+                );
+                faults.push((saga.name.to_string(), QuarantineKind::Program, reason));
+                continue;
+            };
             let target = Target {
                 event: ev,
                 saga: &saga.name,
@@ -285,7 +297,8 @@ impl Executor {
                 command_prefix: &self.command_prefix,
             };
             let ctx = self.ctx.fill(ev, &saga.name, &route.correlation, info);
-            let (transition, fault) = run_saga(saga, &target, existing, ctx, info, &mut out.gas);
+            let (transition, fault) =
+                run_saga(saga, programs, &target, existing, ctx, info, &mut out.gas);
             if let Some(fault) = fault {
                 faults.push((saga.name.to_string(), QuarantineKind::Program, fault));
             }
@@ -320,10 +333,14 @@ impl Executor {
     }
 }
 
+/// The on-event and compensation programs of the version an instance runs on.
+type Programs<'a> = (&'a Arc<Program>, Option<&'a Arc<Program>>);
+
 /// One saga's transition, and the fault text if its program faulted. A faulted
 /// transition still commits: the instance is marked faulted, compensation's work is kept.
 fn run_saga(
     saga: &SagaDef,
+    programs: Programs<'_>,
     target: &Target<'_>,
     existing: Option<SagaRecord>,
     ctx: &Value,
@@ -364,8 +381,8 @@ fn run_saga(
         event: &ev.value,
         ctx,
     };
-    let applied = saga
-        .on_event
+    let (on_event, compensation) = programs;
+    let applied = on_event
         .eval(&input, saga.gas)
         .map_err(|f| f.to_string())
         .and_then(|output| {
@@ -382,7 +399,8 @@ fn run_saga(
             transition.cancel.clear();
             transition.record.state = prior_state.clone();
             let mut text = fault;
-            if let Err(comp) = compensate(saga, &mut transition, target, ctx, 0, gas) {
+            if let Err(comp) = compensate(saga, compensation, &mut transition, target, ctx, 0, gas)
+            {
                 text.push_str(&format!("; compensation also failed: {comp}"));
             }
             transition.record.status = InstanceStatus::Faulted;
@@ -397,7 +415,8 @@ fn run_saga(
     };
     if status == Status::Failed {
         let index = transition.outbox.len();
-        if let Err(fault) = compensate(saga, &mut transition, target, ctx, index, gas) {
+        if let Err(fault) = compensate(saga, compensation, &mut transition, target, ctx, index, gas)
+        {
             transition.record.status = InstanceStatus::Faulted;
             let text = format!("compensation failed: {fault}");
             transition.record.fault = Some(text.clone());
@@ -411,13 +430,14 @@ fn run_saga(
 /// state, adding its work. Its status is ignored: the instance ends failed or faulted.
 fn compensate(
     saga: &SagaDef,
+    compensation: Option<&Arc<Program>>,
     transition: &mut Transition,
     target: &Target<'_>,
     ctx: &Value,
     first_index: usize,
     gas: &mut u64,
 ) -> Result<(), String> {
-    let Some(program) = &saga.compensation else {
+    let Some(program) = compensation else {
         return Ok(());
     };
     let state = transition.record.state.clone();

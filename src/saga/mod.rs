@@ -7,6 +7,7 @@ mod decode;
 mod execute;
 mod ids;
 mod outputs;
+pub mod versions;
 
 use std::sync::Arc;
 

@@ -668,3 +668,132 @@ fn a_correlate_fault_in_one_saga_does_not_stop_the_others() {
         (QuarantineKind::Program, Some("bad"))
     );
 }
+
+/// A manifest of saga `vs` at `version` whose program writes `{"v": version, "n": n+1}`;
+/// with `keep_v1`, version 1 stays loaded (and a migration from it is offered).
+fn versioned_catalog(dir: &TempDir, version: u32, keep_v1: bool) -> SagaCatalog {
+    let program = |v: u32| {
+        json!({"output": {"state": {"v": v,
+            "n": {"$add": [{"$coalesce": [{"$get": "state.n"}, 0]}, 1]}}}})
+    };
+    let mut saga = json!({
+        "name": "vs", "version": version,
+        "triggers": [{"subject": "aggregate.*.order.*", "start": true,
+                      "correlate": {"$get": "event.aggregate_id"}}],
+        "on_event": program(version),
+    });
+    if keep_v1 && version > 1 {
+        saga["previous"] = json!([{"version": 1, "on_event": program(1)}]);
+        saga["migrate"] = json!([{"from": 1, "program": {"output": {"state": {
+            "v": version, "n": {"$get": "state.n"}, "migrated": true}}}}]);
+    }
+    let path = dir.path().join(format!("vs-{version}-{keep_v1}.json"));
+    std::fs::write(&path, json!({ "sagas": [saga] }).to_string()).unwrap();
+    SagaCatalog::load(&[path], 20_000, &Limits::default()).unwrap()
+}
+
+/// Applies one `OrderPlaced` of `order` under `catalog` and commits it.
+fn apply_with(store: &Store, catalog: &SagaCatalog, order: &str, seq: u64) {
+    let ev = decode_event(catalog, &placed(order, &format!("e-{seq}")), &agg_info(seq));
+    let mut exec = Executor::new("workflow.cmd");
+    let reader = store.reader().unwrap();
+    let out = exec.execute(&reader, &ev, &agg_info(seq), 1).unwrap();
+    drop(reader);
+    assert_eq!(out.transitions.len(), 1, "{out:?}");
+    store
+        .commit(&CommitBatch {
+            transitions: out.transitions,
+            ..Default::default()
+        })
+        .unwrap();
+}
+
+#[test]
+fn instances_keep_their_version_new_ones_take_the_newest_and_migration_moves_them() {
+    use crate::saga::versions::{check_in_use, migrate, Migration};
+    let dir = TempDir::new("versions").unwrap();
+    let store = Store::open(&dir.path().join("store"), 64 << 20).unwrap();
+    let (v1, v2, v2_alone) = (
+        versioned_catalog(&dir, 1, false),
+        versioned_catalog(&dir, 2, true),
+        versioned_catalog(&dir, 2, false),
+    );
+    let (acme, vs): (crate::types::TenantId, crate::types::SagaName) =
+        ("acme".parse().unwrap(), "vs".parse().unwrap());
+    let record = |order: &str| {
+        store
+            .saga(&acme, &vs, &order.parse().unwrap())
+            .unwrap()
+            .unwrap()
+    };
+
+    apply_with(&store, &v1, "o-1", 1);
+    // Version 2 loaded: o-1 keeps running on version 1, a new instance starts on 2.
+    apply_with(&store, &v2, "o-1", 2);
+    apply_with(&store, &v2, "o-2", 3);
+    assert_eq!(
+        (record("o-1").version, &record("o-1").state),
+        (1, &json!({"v": 1, "n": 2}))
+    );
+    assert_eq!(
+        (record("o-2").version, &record("o-2").state),
+        (2, &json!({"v": 2, "n": 1}))
+    );
+
+    // A catalog without version 1 is refused while o-1 is live on it.
+    check_in_use(&store, &v2).unwrap();
+    let refused = check_in_use(&store, &v2_alone).unwrap_err();
+    assert!(
+        refused.contains("version 1") && refused.contains("acme"),
+        "{refused}"
+    );
+
+    // An operator moves o-1 forward; the others are named and left alone.
+    let ids: Vec<crate::types::CorrelationId> = ["o-1", "o-2", "o-3"]
+        .iter()
+        .map(|c| c.parse().unwrap())
+        .collect();
+    let results = migrate(&store, &v2, &acme, &vs, &ids).unwrap();
+    assert_eq!(results[0].1, Migration::Migrated { from: 1, to: 2 });
+    assert!(matches!(&results[1].1, Migration::Skipped(r) if r.contains("already on version 2")));
+    assert!(matches!(&results[2].1, Migration::Skipped(r) if r.contains("no such instance")));
+    assert_eq!(record("o-1").version, 2);
+    assert_eq!(
+        record("o-1").state,
+        json!({"v": 2, "n": 2, "migrated": true})
+    );
+    check_in_use(&store, &v2_alone).unwrap();
+    // From now on o-1 runs version 2's program.
+    apply_with(&store, &v2_alone, "o-1", 4);
+    assert_eq!(record("o-1").state, json!({"v": 2, "n": 3}));
+    let counts = store.version_counts(1000).unwrap();
+    assert_eq!(
+        counts
+            .counts
+            .get(&("vs".to_string(), 2, "active".to_string())),
+        Some(&2)
+    );
+    assert!(!counts
+        .counts
+        .contains_key(&("vs".to_string(), 1, "active".to_string())));
+}
+
+#[test]
+fn an_instance_on_a_version_no_longer_loaded_is_quarantined_not_changed() {
+    let dir = TempDir::new("versions").unwrap();
+    let store = Store::open(&dir.path().join("store"), 64 << 20).unwrap();
+    apply_with(&store, &versioned_catalog(&dir, 1, false), "o-1", 1);
+    let v2_alone = versioned_catalog(&dir, 2, false);
+    let ev = decode_event(&v2_alone, &placed("o-1", "e-2"), &agg_info(2));
+    let reader = store.reader().unwrap();
+    let out = Executor::new("workflow.cmd")
+        .execute(&reader, &ev, &agg_info(2), 1)
+        .unwrap();
+    assert!(out.transitions.is_empty());
+    let q = out.quarantine.expect("quarantined");
+    assert!(
+        q.reason.contains("version 1") && q.reason.contains("not loaded"),
+        "{}",
+        q.reason
+    );
+}

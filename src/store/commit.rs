@@ -177,16 +177,29 @@ fn index_instance(
     t: &Transition,
     before: Option<&SagaRecord>,
 ) -> Result<(), StoreError> {
-    let entry = |r: &SagaRecord| {
-        keys::status_index(
-            &t.tenant,
-            &t.saga,
-            r.status.as_str(),
-            r.version,
-            &t.correlation,
-        )
-    };
-    let after = &t.record;
+    reindex(
+        txn,
+        db,
+        &t.tenant,
+        &t.saga,
+        &t.correlation,
+        before,
+        &t.record,
+    )
+}
+
+/// Moves an instance's status index entry from what `before` had to what `after` has.
+pub(super) fn reindex(
+    txn: &mut lmdb::RwTransaction<'_>,
+    db: lmdb::Database,
+    tenant: &TenantId,
+    saga: &SagaName,
+    corr: &CorrelationId,
+    before: Option<&SagaRecord>,
+    after: &SagaRecord,
+) -> Result<(), StoreError> {
+    let entry =
+        |r: &SagaRecord| keys::status_index(tenant, saga, r.status.as_str(), r.version, corr);
     if let Some(b) = before.filter(|b| (b.status, b.version) != (after.status, after.version)) {
         match txn.del(db, &entry(b), None) {
             Ok(()) | Err(lmdb::Error::NotFound) => {}

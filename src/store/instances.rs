@@ -232,3 +232,121 @@ fn first_timer(
     })?;
     Ok(due)
 }
+
+/// Which saga versions active instances run on: what a manifest must keep loading.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VersionsInUse {
+    /// saga → version → a tenant with active instances on it (for the message).
+    pub active: std::collections::BTreeMap<String, std::collections::BTreeMap<u32, String>>,
+}
+
+/// Instances per saga, version and status, counted over at most `limit` index entries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VersionCounts {
+    /// (saga, version, status) → instances, over every tenant.
+    pub counts: std::collections::BTreeMap<(String, u32, String), u64>,
+    /// The count stopped at the limit: the figures are lower bounds.
+    pub truncated: bool,
+}
+
+impl Store {
+    /// The versions active instances run on, found by seeking through the status index:
+    /// one key read per (tenant, saga, status, version), however many instances.
+    pub fn versions_in_use(&self) -> Result<VersionsInUse, StoreError> {
+        let reader = self.reader()?;
+        let space = format!("{}:", space::STATUS);
+        let mut out = VersionsInUse::default();
+        let mut from = space.clone();
+        loop {
+            let mut found = None;
+            reader.for_each_raw_from(&from, &space, |key, _| {
+                found = Some(key.to_string());
+                Ok(false)
+            })?;
+            let Some(key) = found else {
+                return Ok(out);
+            };
+            // status:{tenant}:{saga}:{status}:{version}:{corr}
+            let parts: Vec<&str> = key.splitn(6, ':').collect();
+            let [_, tenant, saga, status, version, _] = parts.as_slice() else {
+                // Not an entry of this layout: step past it.
+                from = format!("{key}\u{0}");
+                continue;
+            };
+            let head = format!("{}:{tenant}:{saga}:{status}:", space::STATUS);
+            if *status == InstanceStatus::Active.as_str() {
+                if let Ok(v) = version.parse::<u32>() {
+                    out.active
+                        .entry(saga.to_string())
+                        .or_default()
+                        .entry(v)
+                        .or_insert_with(|| tenant.to_string());
+                }
+                // The next version of this (tenant, saga): ';' sorts right after ':'.
+                from = format!("{head}{version};");
+            } else {
+                // Past this status of this (tenant, saga).
+                from = format!("{};", &head[..head.len() - 1]);
+            }
+        }
+    }
+
+    /// Counts instances per saga, version and status over at most `limit` entries of the
+    /// status index (for `/info`).
+    pub fn version_counts(&self, limit: usize) -> Result<VersionCounts, StoreError> {
+        let reader = self.reader()?;
+        let space = format!("{}:", space::STATUS);
+        let mut out = VersionCounts::default();
+        let mut seen = 0usize;
+        reader.for_each_raw_from(&space, &space, |key, _| {
+            seen += 1;
+            if seen > limit {
+                out.truncated = true;
+                return Ok(false);
+            }
+            let parts: Vec<&str> = key.splitn(6, ':').collect();
+            if let [_, _, saga, status, version, _] = parts.as_slice() {
+                if let Ok(v) = version.parse::<u32>() {
+                    *out.counts
+                        .entry((saga.to_string(), v, status.to_string()))
+                        .or_default() += 1;
+                }
+            }
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Writes records an operator's migration produced, with their index entries, in one
+    /// transaction; each must still be as `expected` (unchanged since it was read).
+    pub fn write_migrated(
+        &self,
+        tenant: &TenantId,
+        saga: &SagaName,
+        migrated: &[(CorrelationId, SagaRecord, SagaRecord)],
+    ) -> Result<(), StoreError> {
+        let mut txn = self.env.begin_rw_txn()?;
+        for (corr, expected, record) in migrated {
+            let key = keys::saga(tenant, saga, corr);
+            let now: Option<SagaRecord> = super::get_json(&txn, self.db, &key)?;
+            if now.as_ref() != Some(expected) {
+                return Err(StoreError::Conflict(format!(
+                    "instance {corr} changed while it was migrated; nothing was written"
+                )));
+            }
+            let bytes = super::encode(&key, record)?;
+            txn.put(self.db, &key, &bytes, WriteFlags::empty())?;
+            super::commit::reindex(
+                &mut txn,
+                self.db,
+                tenant,
+                saga,
+                corr,
+                Some(expected),
+                record,
+            )?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}

@@ -20,7 +20,9 @@ use serde::de::DeserializeOwned;
 
 pub use admin::{Found, MAX_SCAN};
 pub use commit::{CommitBatch, CommitOutcome, Seen, Transition};
-pub use instances::{FoundInstance, InstancePage, InstanceQuery, MAX_PAGE};
+pub use instances::{
+    FoundInstance, InstancePage, InstanceQuery, VersionCounts, VersionsInUse, MAX_PAGE,
+};
 pub use records::{
     excerpt, Checkpoint, DeadLetterRecord, DedupeMarker, EffectCompletion, InstanceStatus,
     OutboxItem, QuarantineKind, QuarantineRecord, RawJson, SagaRecord, ScheduleItem,
@@ -55,6 +57,9 @@ pub enum StoreError {
     /// A commit failed on purpose (test fault injection).
     #[error("injected commit failure")]
     Injected,
+    /// What a write was based on changed under it; nothing was written.
+    #[error("{0}")]
+    Conflict(String),
     /// Moving a tenant's records out or in failed (I/O, or a bad export).
     #[error("tenant transfer: {0}")]
     Transfer(String),

@@ -1,0 +1,129 @@
+//! Saga versions in use: loading refuses a catalog that drops a version live instances
+//! still run on, and an operator moves chosen instances to the newest version with the
+//! saga's migration program (only while the process is drained, so no transition of
+//! theirs is in flight).
+
+use serde_json::{json, Value};
+
+use crate::manifest::SagaCatalog;
+use crate::program::ProgramInput;
+use crate::store::{InstanceStatus, SagaRecord, Store, StoreError};
+use crate::types::{CorrelationId, SagaName, TenantId};
+
+/// Most instances one migration call moves.
+pub const MAX_MIGRATE: usize = 1000;
+
+/// Fails, naming saga, version and a tenant, when `catalog` no longer loads a version
+/// (or a saga) that active instances in `store` run on.
+pub fn check_in_use(store: &Store, catalog: &SagaCatalog) -> Result<(), String> {
+    let in_use = store.versions_in_use().map_err(|e| e.to_string())?;
+    for (saga, versions) in &in_use.active {
+        let loaded = SagaName::new(saga)
+            .ok()
+            .and_then(|name| catalog.get(&name))
+            .map(|def| def.versions())
+            .unwrap_or_default();
+        for (version, tenant) in versions {
+            if !loaded.contains(version) {
+                return Err(format!(
+                    "saga {saga}: version {version} is not loaded (loaded: {loaded:?}) but live instances still run on it (tenant {tenant}, perhaps others); keep it under `previous:` or migrate those instances first"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What happened to one instance asked to migrate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Migration {
+    Migrated {
+        from: u32,
+        to: u32,
+    },
+    /// Left as it was, and why.
+    Skipped(String),
+}
+
+/// Moves the chosen instances of one saga to its newest version, running the saga's
+/// migration program from each instance's version over its state. Every migrated
+/// instance is written in one transaction; a fault leaves that instance alone.
+pub fn migrate(
+    store: &Store,
+    catalog: &SagaCatalog,
+    tenant: &TenantId,
+    saga: &SagaName,
+    correlations: &[CorrelationId],
+) -> Result<Vec<(CorrelationId, Migration)>, String> {
+    let def = catalog
+        .get(saga)
+        .ok_or_else(|| format!("saga {saga} is not loaded"))?;
+    if correlations.len() > MAX_MIGRATE {
+        return Err(format!("at most {MAX_MIGRATE} instances per call"));
+    }
+    let store_err = |e: StoreError| e.to_string();
+    let mut results = Vec::with_capacity(correlations.len());
+    let mut writes: Vec<(CorrelationId, SagaRecord, SagaRecord)> = Vec::new();
+    for corr in correlations {
+        let skip = |why: String| (corr.clone(), Migration::Skipped(why));
+        let Some(record) = store.saga(tenant, saga, corr).map_err(store_err)? else {
+            results.push(skip("no such instance".into()));
+            continue;
+        };
+        if record.status != InstanceStatus::Active {
+            results.push(skip(format!("finished ({})", record.status.as_str())));
+            continue;
+        }
+        if record.version == def.version {
+            results.push(skip(format!("already on version {}", def.version)));
+            continue;
+        }
+        let Some(program) = def.migrations.get(&record.version) else {
+            results.push(skip(format!(
+                "the manifest has no migration from version {}",
+                record.version
+            )));
+            continue;
+        };
+        let ctx = json!({
+            "tenant_id": tenant.as_str(), "saga": saga.as_str(), "correlation_id": corr.as_str(),
+            "from_version": record.version, "to_version": def.version,
+        });
+        let input = ProgramInput {
+            state: &record.state,
+            event: &Value::Null,
+            ctx: &ctx,
+        };
+        let output = match program.eval(&input, def.gas) {
+            Ok(o) => o,
+            Err(fault) => {
+                results.push(skip(format!("the migration program faulted: {fault}")));
+                continue;
+            }
+        };
+        if !output.commands.is_empty() || !output.schedules.is_empty() || !output.cancel.is_empty()
+        {
+            results.push(skip(
+                "a migration may change state only (it gave commands, schedules or cancel)".into(),
+            ));
+            continue;
+        }
+        let mut moved = record.clone();
+        if let Some(state) = output.state {
+            moved.state = state;
+        }
+        moved.version = def.version;
+        results.push((
+            corr.clone(),
+            Migration::Migrated {
+                from: record.version,
+                to: def.version,
+            },
+        ));
+        writes.push((corr.clone(), record, moved));
+    }
+    store
+        .write_migrated(tenant, saga, &writes)
+        .map_err(store_err)?;
+    Ok(results)
+}
