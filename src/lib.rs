@@ -22,6 +22,7 @@ pub mod relay;
 pub mod saga;
 pub mod sagatest;
 pub mod settings;
+pub mod shadow;
 #[path = "../stages/mod.rs"]
 pub mod stages;
 pub mod store;

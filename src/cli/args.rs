@@ -36,6 +36,17 @@ COMMANDS:
     test    Run the saga test files (docs/saga-tests.md) and report each case
               [PATH]          a test file, or a directory searched for `tests/` directories
                               (default: manifests)
+    shadow  Replay a recorded stream range through the version in force and a candidate
+            side by side; report differing transitions (writes, publishes, acks nothing)
+              --saga NAME     the saga
+              --version N     the candidate version (in --candidate, else the configured manifests)
+              --candidate FILE  saga manifest holding the candidate (default: the configured ones)
+              --from SEQ      first stream sequence
+              --to SEQ        last one (default: the stream's end)
+              --stream S      aggregate (default) or workflow
+              --limit N       most events read (default 100000)
+              --config FILE   settings file; also $RUNNER_CONFIG
+            Exit code 0: no differences; 1: differences; 2: error
     healthcheck  Ask the ops port's GET /health; exit 0 on 200, 1 otherwise (the image's HEALTHCHECK)
               --url URL       ask this URL instead (default: from ops.listen in the settings)
               --config FILE   settings file; also $RUNNER_CONFIG
@@ -72,6 +83,7 @@ pub enum Command {
     Test {
         path: Option<PathBuf>,
     },
+    Shadow(crate::shadow::Options),
     Help,
 }
 
@@ -95,6 +107,16 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "nats-url",
         ],
         "healthcheck" => &["url", "config"],
+        "shadow" => &[
+            "config",
+            "saga",
+            "version",
+            "candidate",
+            "stream",
+            "from",
+            "to",
+            "limit",
+        ],
         "test" => return test_command(rest),
         "help" | "--help" | "-h" => return Ok(Command::Help),
         other => return Err(format!("unknown command {other:?}")),
@@ -127,6 +149,25 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             url: take("url"),
             config: take("config").map(PathBuf::from),
         },
+        "shadow" => Command::Shadow(crate::shadow::Options {
+            config: take("config").map(PathBuf::from),
+            saga: take("saga").ok_or("shadow needs --saga NAME")?,
+            version: u32::try_from(number(
+                Some(take("version").ok_or("shadow needs --version N")?),
+                "version",
+                1,
+            )?)
+            .map_err(|_| "--version is too large".to_string())?,
+            candidate: take("candidate").map(PathBuf::from),
+            stream: take("stream").unwrap_or_else(|| "aggregate".into()),
+            from: number(
+                Some(take("from").ok_or("shadow needs --from SEQ")?),
+                "from",
+                1,
+            )?,
+            to: take("to").map(|t| number(Some(t), "to", 1)).transpose()?,
+            limit: number(take("limit"), "limit", crate::shadow::DEFAULT_LIMIT)?,
+        }),
         _ => Command::Bench(crate::bench::Options {
             events: number(take("events"), "events", 20_000)?,
             workflows: number(take("workflows"), "workflows", 5_000)?,

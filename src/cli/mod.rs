@@ -52,6 +52,7 @@ pub fn main_with(args: &[String]) -> i32 {
         Command::Bench(options) => crate::bench::run(&options).map_err(Error::Other),
         // Exit codes of its own: 1 for failed cases, 2 for invalid test files.
         Command::Test { path } => return crate::sagatest::main(path.as_deref()),
+        Command::Shadow(options) => return shadow(&options),
     };
     match result {
         Ok(()) => 0,
@@ -112,6 +113,21 @@ pub fn load_effects(settings: &Settings) -> Result<crate::effects::EffectCatalog
         &limits(settings),
     )
     .map_err(Error::Other)
+}
+
+/// `runner shadow`: 0 no differences, 1 differences, 2 the run failed.
+fn shadow(options: &crate::shadow::Options) -> i32 {
+    crate::logging::init();
+    let report = load_settings(options.config.as_deref(), None)
+        .map_err(|e| e.to_string())
+        .and_then(|settings| crate::shadow::run(options, &settings));
+    match report {
+        Ok(report) => crate::shadow::print(&report),
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
 }
 
 fn load_settings(config: Option<&Path>, mode: Option<&str>) -> Result<Settings, Error> {

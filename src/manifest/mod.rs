@@ -135,6 +135,31 @@ impl SagaCatalog {
             .filter_map(move |saga| saga.trigger_for(subject).map(|t| (saga, t)))
     }
 
+    /// Makes version `version` of saga `name` the one new instances start on (for a
+    /// side-by-side run of a candidate): its programs take the newest place.
+    pub fn pin(&mut self, name: &SagaName, version: u32) -> Result<(), String> {
+        let def = self
+            .sagas
+            .iter_mut()
+            .find(|s| &s.name == name)
+            .ok_or_else(|| format!("saga {name} is not in the manifest"))?;
+        let loaded = def.versions();
+        let def = Arc::get_mut(def).ok_or("the catalog is shared; pin a fresh one")?;
+        if def.version == version {
+            return Ok(());
+        }
+        let at = def
+            .previous
+            .iter()
+            .position(|p| p.version == version)
+            .ok_or_else(|| format!("saga {name} has no version {version} (loaded: {loaded:?})"))?;
+        let older = def.previous.remove(at);
+        def.version = older.version;
+        def.on_event = older.on_event;
+        def.compensation = older.compensation;
+        Ok(())
+    }
+
     pub fn get(&self, name: &SagaName) -> Option<&Arc<SagaDef>> {
         self.sagas.iter().find(|s| &s.name == name)
     }
