@@ -391,3 +391,87 @@ fn replay_needs_confirmation_and_a_drain_and_changes_nothing_twice() {
         "the replayed events are accounted for again"
     );
 }
+
+#[test]
+fn a_drained_process_migrates_chosen_instances_to_the_newest_version() {
+    let mut rig = Rig::new(recorder_saga());
+    let port = free_port();
+    rig.settings.ops.listen = format!("127.0.0.1:{port}");
+    let token_file = rig.dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    rig.settings.ops.admin_token_file = token_file;
+    let config = config_file(&rig);
+    let nc = rig.connect();
+    for (i, order) in ["o-1", "o-2"].iter().enumerate() {
+        rig.send(&nc, &format!("e-{i}"), order, i as i64);
+    }
+    let runner = RunnerProcess::start(&config, None);
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(wait_until(WAIT, || ureq::get(&format!("{base}/ready"))
+        .call()
+        .is_ok()));
+    assert!(wait_until(WAIT, || rig
+        .consumer_info(&nc, "aggregate")
+        .ack_floor
+        .stream_seq
+        == 2));
+    drop(runner);
+
+    // Version 2 keeps version 1 and offers a migration that marks the state.
+    let mut v2 = recorder_saga();
+    v2[0]["version"] = json!(2);
+    v2[0]["previous"] = json!([{"version": 1, "on_event": recorder_saga()[0]["on_event"]}]);
+    v2[0]["migrate"] = json!([{"from": 1, "program": {"output": {"state": {
+        "log": {"$get": "state.log"}, "moved": true}}}}]);
+    write_manifest(&rig, &manifest_of(v2));
+    let _runner = RunnerProcess::start(&config, None);
+    assert!(wait_until(WAIT, || ureq::get(&format!("{base}/ready"))
+        .call()
+        .is_ok()));
+    assert_eq!(
+        call("POST", &format!("{base}/admin/drain"), Some(TOKEN)).0,
+        202
+    );
+    assert!(wait_until(WAIT, || {
+        let (_, body) = call("GET", &format!("{base}/ready"), None);
+        serde_json::from_str::<Value>(&body).unwrap()["drained"] == true
+    }));
+    let migrate = format!("{base}/admin/instances/migrate");
+    let body = json!({"tenant": "acme", "saga": "recorder", "correlations": ["o-1", "o-9"]});
+    let (status, answer) = call_json("POST", &migrate, Some(TOKEN), &body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["results"],
+        json!([{"correlation": "o-1", "migrated": true, "from": 1, "to": 2},
+               {"correlation": "o-9", "migrated": false, "reason": "no such instance"}])
+    );
+    let view = |order: &str| {
+        let (_, body) = call(
+            "GET",
+            &format!("{base}/admin/instances/acme/recorder/{order}"),
+            Some(TOKEN),
+        );
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    assert_eq!(
+        (
+            view("o-1")["version"].clone(),
+            view("o-1")["state"]["moved"].clone()
+        ),
+        (json!(2), json!(true))
+    );
+    assert_eq!(view("o-2")["version"], 1, "only the chosen instance moves");
+    let listed = |version: u32| {
+        let url = format!("{base}/admin/instances?tenant=acme&saga=recorder&version={version}");
+        let (_, body) = call("GET", &url, Some(TOKEN));
+        let page: Value = serde_json::from_str(&body).unwrap();
+        page["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["correlation"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listed(1), vec![json!("o-2")]);
+    assert_eq!(listed(2), vec![json!("o-1")]);
+}
