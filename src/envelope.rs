@@ -63,7 +63,12 @@ pub const CLIP_CHARS: usize = 80;
 
 /// The first [`CLIP_CHARS`] characters of `text`, ending in `…` when it was cut.
 pub fn clip(text: &str) -> String {
-    match text.char_indices().nth(CLIP_CHARS) {
+    clip_to(text, CLIP_CHARS)
+}
+
+/// `text` cut to at most `chars` characters, an ellipsis marking a cut.
+pub fn clip_to(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_string(),
     }

@@ -1,7 +1,8 @@
 //! `runner shadow`: before promoting a saga version, replay a recorded range of a stream
 //! through the version in force and the candidate side by side and report where their
 //! transitions differ. Read-only towards everything that matters: the events are read
-//! through a consumer of its own that never acks (deleted afterwards), each side runs the
+//! through a consumer of its own that never acks (deleted afterwards, or by the server
+//! after 5 idle minutes if this process dies first), each side runs the
 //! real decode and executor over a throwaway store of its own, and nothing is published.
 //!
 //! Instances start empty on both sides: an event for an instance that did not start in
@@ -266,11 +267,7 @@ fn diff(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
 }
 
 fn clip(v: &Value) -> String {
-    let text = v.to_string();
-    match text.char_indices().nth(200) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
-    }
+    crate::envelope::clip_to(&v.to_string(), 200)
 }
 
 /// Calls `f` with each message of the stream from `opts.from` up to `opts.to` (or the
@@ -305,6 +302,8 @@ fn read_range(
             ack_policy: AckPolicy::Explicit,
             max_ack_pending: -1,
             ack_wait: Duration::from_secs(3600),
+            // The server removes it by itself if this process dies before deleting it.
+            inactive_threshold: Duration::from_secs(300),
             ..Default::default()
         },
     )
@@ -328,7 +327,9 @@ fn read_range(
             })
             .map_err(err)?;
             let mut got = 0;
-            for msg in sub.iter().take(256) {
+            // The pull request expires after 500 ms with a status message; the timeout
+            // covers a request lost on a reconnect.
+            while let Ok(msg) = sub.next_timeout(Duration::from_secs(2)) {
                 if crate::nats_io::is_status(&msg) {
                     break;
                 }
@@ -351,6 +352,10 @@ fn read_range(
         }
         Ok(())
     })();
-    let _ = js.delete_consumer(stream, &durable);
+    if let Err(e) = js.delete_consumer(stream, &durable) {
+        eprintln!(
+            "warning: could not delete consumer {durable} of {stream} ({e}); the server removes it after 5 idle minutes"
+        );
+    }
     result
 }

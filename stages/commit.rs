@@ -23,7 +23,7 @@ pub fn run(shared: &Shared, input: &Receiver<ExecutedBatch>) {
     let linger = Duration::from_micros(shared.settings.pipeline.commit_linger_us);
     loop {
         if shared.intake.is_stopped() {
-            try_resume(shared);
+            crate::pipeline::recovery::try_resume(shared);
         }
         let first = match input.recv_timeout(retry) {
             Ok(b) => b,
@@ -301,38 +301,5 @@ fn fail(shared: &Shared, items: &[ExecutedMsg], e: &StoreError) {
 fn drop_unacked<'a>(shared: &Shared, items: impl Iterator<Item = &'a ExecutedMsg>) {
     for item in items.filter(|i| i.retry.is_none()) {
         shared.drop_unacked(&item.info.stream, item.info.seq);
-    }
-}
-
-/// While intake is stopped: probe the store, and resume once it is writable and the
-/// dropped messages are due for redelivery.
-fn try_resume(shared: &Shared) {
-    if !shared.intake.may_resume() {
-        return;
-    }
-    // A full map takes a small probe write but not the next group: resume only once a
-    // sixteenth of it is free again (deletes of relayed outbox items free pages; a
-    // restart with a larger `storage.map_size_mib` adds them).
-    if shared.intake.stop_reason() == Some(StoreError::MapFull.to_string()) {
-        match shared.store.free_share() {
-            Ok(free) if free >= 1.0 / 16.0 => {}
-            Ok(free) => {
-                log::warn!(free_share = free; "store still full; intake stays stopped");
-                return;
-            }
-            Err(e) => {
-                log::warn!(error = e.to_string(); "cannot read the store's free space; intake stays stopped");
-                return;
-            }
-        }
-    }
-    match shared.store.probe_write() {
-        Ok(()) => {
-            log::info!(reason = shared.intake.stop_reason().unwrap_or_default(); "store writable again; intake resumes");
-            shared.intake.resume();
-        }
-        Err(e) => {
-            log::warn!(error = e.to_string(); "store still not writable; intake stays stopped")
-        }
     }
 }

@@ -67,6 +67,10 @@ pub fn run(
             while let Some(msg) = sub.try_next() {
                 shared.drop_unacked_msg(&msg);
             }
+            // Without sagas there is no commit stage to probe the store: this does.
+            if !shared.settings.mode.runs_sagas() {
+                crate::pipeline::recovery::try_resume(shared);
+            }
             std::thread::sleep(POLL);
             continue;
         }

@@ -225,3 +225,22 @@ fn a_call_longer_than_the_ack_wait_is_not_redelivered_mid_call() {
     assert_eq!(upstream.received().len(), 1);
     assert_eq!(pipeline.stats().effects_called, 1);
 }
+
+#[test]
+fn an_effect_pool_whose_intake_stopped_on_a_store_failure_resumes_by_itself() {
+    let upstream = FakeGateway::start(|_, _| Reply::status(200)).unwrap();
+    let rig = effect_rig(&upstream, 1);
+    let pipeline = rig.start();
+    // What a failed completion write does (I/O error, full store): intake stops. There
+    // is no commit stage in effect mode; the effect fetch probes the store instead.
+    pipeline.intake().stop("injected: store unavailable".into());
+    let nc = rig.connect();
+    let (subject, body) = command(&rig, "cmd-after-stop");
+    rig.publish(&nc, &subject, &body);
+    assert!(
+        common::wait_until(common::WAIT, || !pipeline.intake().is_stopped()),
+        "intake resumes once the store is writable"
+    );
+    await_stats(&pipeline, |s| s.effect_commands_acked == 1);
+    assert!(completion(&rig, "cmd-after-stop").is_some());
+}

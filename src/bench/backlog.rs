@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{order_placed, per_event, proc_cpu, threads_of};
+use super::{order_placed, per_event_by_thread, proc_cpu, threads_of};
 use crate::dev::{publish_all, Sandbox};
 use crate::nats_io::Publisher;
 
@@ -143,7 +143,7 @@ pub fn soak(sandbox: &Sandbox, secs: u64, rate: u64) -> Result<Soak, String> {
     // The last events' commits and acks: a moment after the last publish.
     std::thread::sleep(Duration::from_millis(200));
     let cpu = proc_cpu(&format!("/proc/{pid}/stat")).saturating_sub(cpu_before);
-    let by_thread = per_event(&threads_before, threads_of(&pid.to_string()), total);
+    let by_thread = per_event_by_thread(&threads_before, threads_of(&pid.to_string()), total);
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();

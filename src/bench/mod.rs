@@ -687,7 +687,7 @@ fn threads_of(pid: &str) -> Vec<(String, Duration)> {
 
 /// CPU per event of each thread name between two `threads_of` samples, largest first,
 /// threads that did nothing left out.
-fn per_event(
+fn per_event_by_thread(
     before: &[(String, Duration)],
     after: Vec<(String, Duration)>,
     events: u64,

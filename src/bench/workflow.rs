@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{cpu_time, order_placed, peak_rss_mib, per_event, thread_cpu};
+use super::{cpu_time, order_placed, peak_rss_mib, per_event_by_thread, thread_cpu};
 use crate::dev::{wait_until, FakeGateway, Sandbox};
 use crate::envelope::header;
 use crate::nats_io::Publisher;
@@ -74,7 +74,7 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
     let deadline = Duration::from_secs(60);
     let all_in = wait_until(deadline, || gateway.count() as u64 >= n);
     let cpu = cpu_time().saturating_sub(cpu_before);
-    let by_thread = per_event(&threads_before, thread_cpu(), n);
+    let by_thread = per_event_by_thread(&threads_before, thread_cpu(), n);
     pipeline.shutdown();
     let first = completed(&gateway.received());
     if !all_in {

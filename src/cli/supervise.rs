@@ -155,6 +155,13 @@ impl Shards {
             .placement
             .apply(plan, &self.store, &settings.storage.path)
             .map_err(|e| Error::Other(e.to_string()))?;
+        // An imported tenant's instances may run on a version this shard does not load:
+        // their events would be quarantined. Say so now, loudly, rather than per event.
+        if let Ok(catalog) = crate::cli::load_catalog(settings) {
+            if let Err(e) = crate::saga::versions::check_in_use(&self.store, &catalog) {
+                log::error!(error = e.as_str(); "after the handover, instances run on a saga version this shard does not load; their events will be quarantined until it is loaded");
+            }
+        }
         log::warn!(tenants = format!("{serve:?}"); "serving tenants");
         settings.tenancy.allowed_tenants = serve.iter().map(|t| t.to_string()).collect();
         self.serving = serve;

@@ -84,16 +84,19 @@ fn migrate(control: &Control, body: &str) -> Answer {
         .iter()
         .map(|c| CorrelationId::new(c).map_err(bad))
         .collect::<Result<Vec<_>, _>>()?;
-    if !control.is_drained() {
-        return Err(Refusal::Conflict(
-            "not drained: POST /admin/drain first and wait until /ready reports drained".into(),
-        ));
-    }
+    // Held until the migration is written: a resume waits for it, so no transition of
+    // these instances can start from what they were before.
+    let _drained = control.hold_drained().ok_or_else(not_drained)?;
     let shared = control.shared();
     let catalog = shared.catalogs.sagas();
+    use crate::saga::versions::MigrateError;
     let results =
         crate::saga::versions::migrate(&shared.store, &catalog, &tenant, &saga, &correlations)
-            .map_err(Refusal::BadRequest)?;
+            .map_err(|e| match e {
+                MigrateError::Request(m) => Refusal::BadRequest(m),
+                MigrateError::Conflict(m) => Refusal::Conflict(m),
+                MigrateError::Store(m) => Refusal::Store(m),
+            })?;
     let body: Vec<Value> = results
         .iter()
         .map(|(corr, m)| match m {
@@ -109,6 +112,12 @@ fn migrate(control: &Control, body: &str) -> Answer {
         migrated = results.iter().filter(|(_, m)| matches!(m, crate::saga::versions::Migration::Migrated { .. })).count() as u64;
         "instances migrated by an operator");
     Ok((200, json!({ "results": body })))
+}
+
+fn not_drained() -> Refusal {
+    Refusal::Conflict(
+        "not drained: POST /admin/drain first and wait until /ready reports drained".into(),
+    )
 }
 
 fn resume(control: &Control) -> Answer {
@@ -183,11 +192,7 @@ fn replay(control: &Control, body: &str) -> Answer {
             "no saga {saga} is loaded here"
         )));
     }
-    if !control.is_drained() {
-        return Err(Refusal::Conflict(
-            "not drained: POST /admin/drain first and wait until /ready reports drained".into(),
-        ));
-    }
+    let _drained = control.hold_drained().ok_or_else(not_drained)?;
     let stream = req
         .stream
         .unwrap_or_else(|| shared.settings.streams.aggregate_events.clone());

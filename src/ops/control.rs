@@ -14,6 +14,9 @@ pub struct Control {
     nc: nats::Connection,
     drained: AtomicBool,
     resume: AtomicBool,
+    /// Held by operations that need the process drained throughout, and by a resume
+    /// request, so neither overtakes the other.
+    exclusive: Mutex<()>,
 }
 
 impl Control {
@@ -23,6 +26,7 @@ impl Control {
             nc,
             drained: AtomicBool::new(false),
             resume: AtomicBool::new(false),
+            exclusive: Mutex::new(()),
         })
     }
 
@@ -48,11 +52,21 @@ impl Control {
 
     /// Asks the main loop to start the pipeline again; false unless drained.
     pub fn request_resume(&self) -> bool {
+        // Waits for an operation that needs the process drained to finish.
+        let _held = self.exclusive.lock();
         if !self.is_drained() {
             return false;
         }
         self.resume.store(true, Ordering::SeqCst);
         true
+    }
+
+    /// For an operation that needs the process drained throughout (a migration, a
+    /// replay): `None` when it is not drained; while the guard lives, no resume is
+    /// requested.
+    pub fn hold_drained(&self) -> Option<parking_lot::MutexGuard<'_, ()>> {
+        let held = self.exclusive.lock();
+        (self.is_drained() && !self.resume.load(Ordering::SeqCst)).then_some(held)
     }
 
     /// The main loop: whether a resume was asked for (and forget the request).

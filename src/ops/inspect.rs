@@ -154,7 +154,10 @@ pub fn list(store: &Store, params: &Params) -> Result<Value, Refusal> {
             },
             limit,
         })
-        .map_err(store_err)?;
+        .map_err(|e| match e {
+            crate::store::StoreError::Conflict(m) => Refusal::BadRequest(m),
+            other => store_err(other),
+        })?;
     let instances: Vec<Value> = page
         .instances
         .iter()

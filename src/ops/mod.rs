@@ -117,15 +117,7 @@ pub fn info(
     effects: &crate::effects::EffectCatalog,
     store: &crate::store::Store,
 ) -> Value {
-    // Instances per saga version and status, over at most 100,000 index entries.
-    let instances = match store.version_counts(100_000) {
-        Ok(c) => json!({
-            "counts": c.counts.iter().map(|((saga, version, status), n)| json!({
-                "saga": saga, "version": version, "status": status, "instances": n})).collect::<Vec<_>>(),
-            "truncated": c.truncated,
-        }),
-        Err(e) => json!({"error": e.to_string()}),
-    };
+    let instances = instance_counts(store);
     let consumers: Vec<String> = consumers_of(settings)
         .into_iter()
         .map(|c| c.durable)
@@ -144,6 +136,35 @@ pub fn info(
         "instances": instances,
         "effects": effects.effects.values().map(|e| json!({"name": e.name.as_str(), "provider": e.provider_name})).collect::<Vec<_>>(),
     })
+}
+
+/// Instances per saga version and status, over at most 100,000 index entries. `/info`
+/// needs no token, so the count is kept for a few seconds: polling it cannot keep an
+/// ops thread scanning the store.
+fn instance_counts(store: &crate::store::Store) -> Value {
+    type Cached = Option<(std::path::PathBuf, std::time::Instant, Value)>;
+    static CACHE: parking_lot::Mutex<Cached> = parking_lot::Mutex::new(None);
+    const FRESH: std::time::Duration = std::time::Duration::from_secs(5);
+    let mut cache = CACHE.lock();
+    if let Some((path, at, value)) = cache.as_ref() {
+        if path == store.path() && at.elapsed() < FRESH {
+            return value.clone();
+        }
+    }
+    let value = match store.version_counts(100_000) {
+        Ok(c) => json!({
+            "counts": c.counts.iter().map(|((saga, version, status), n)| json!({
+                "saga": saga, "version": version, "status": status, "instances": n})).collect::<Vec<_>>(),
+            "truncated": c.truncated,
+        }),
+        Err(e) => json!({"error": e.to_string()}),
+    };
+    *cache = Some((
+        store.path().to_path_buf(),
+        std::time::Instant::now(),
+        value.clone(),
+    ));
+    value
 }
 
 /// The consumers the mode reads from.

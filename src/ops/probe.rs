@@ -53,7 +53,7 @@ impl NatsProbe {
             .spawn(move || {
                 let js = nats::jetstream::new(nc.clone());
                 for tick in 0u32.. {
-                    p.ping_sent_ms.store(now_ms(), Ordering::Relaxed);
+                    p.ping_sent_ms.store(monotonic_ms(), Ordering::Relaxed);
                     let answered = nc.flush().is_ok();
                     p.ping_sent_ms.store(0, Ordering::Relaxed);
                     if answered {
@@ -87,16 +87,27 @@ impl NatsProbe {
         now_ms() - self.last_ok_ms.load(Ordering::Relaxed) <= within.as_millis() as i64
     }
 
-    /// The consumers as last read (empty until the first read).
     /// How long the probe's last PING has waited for its PONG (zero when none waits).
     pub fn unanswered_for(&self) -> Duration {
         match self.ping_sent_ms.load(Ordering::Relaxed) {
             0 => Duration::ZERO,
-            sent => Duration::from_millis((now_ms() - sent).max(0) as u64),
+            sent => Duration::from_millis((monotonic_ms() - sent).max(0) as u64),
         }
     }
 
+    /// The consumers as last read (empty until the first read).
     pub fn consumers(&self) -> Vec<ConsumerLag> {
         self.consumers.lock().clone()
     }
+}
+
+/// Milliseconds on a clock that never jumps (a wall-clock step must not look like a
+/// PING waiting for seconds), counted from 1 so that 0 can mean "none waiting".
+fn monotonic_ms() -> i64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as i64
+        + 1
 }

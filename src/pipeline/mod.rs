@@ -14,6 +14,7 @@ mod catalogs;
 mod drops;
 mod histogram;
 mod intake;
+pub mod recovery;
 mod retry;
 mod stats;
 

@@ -34,6 +34,27 @@ pub fn check_in_use(store: &Store, catalog: &SagaCatalog) -> Result<(), String> 
     Ok(())
 }
 
+/// Why a migration call did nothing.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MigrateError {
+    #[error("{0}")]
+    Request(String),
+    /// An instance changed under the migration (nothing was written).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("store: {0}")]
+    Store(String),
+}
+
+impl From<StoreError> for MigrateError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => MigrateError::Conflict(m),
+            other => MigrateError::Store(other.to_string()),
+        }
+    }
+}
+
 /// What happened to one instance asked to migrate.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Migration {
@@ -54,19 +75,25 @@ pub fn migrate(
     tenant: &TenantId,
     saga: &SagaName,
     correlations: &[CorrelationId],
-) -> Result<Vec<(CorrelationId, Migration)>, String> {
+) -> Result<Vec<(CorrelationId, Migration)>, MigrateError> {
     let def = catalog
         .get(saga)
-        .ok_or_else(|| format!("saga {saga} is not loaded"))?;
+        .ok_or_else(|| MigrateError::Request(format!("saga {saga} is not loaded")))?;
     if correlations.len() > MAX_MIGRATE {
-        return Err(format!("at most {MAX_MIGRATE} instances per call"));
+        return Err(MigrateError::Request(format!(
+            "at most {MAX_MIGRATE} instances per call"
+        )));
     }
-    let store_err = |e: StoreError| e.to_string();
     let mut results = Vec::with_capacity(correlations.len());
     let mut writes: Vec<(CorrelationId, SagaRecord, SagaRecord)> = Vec::new();
+    let mut asked = std::collections::HashSet::new();
     for corr in correlations {
         let skip = |why: String| (corr.clone(), Migration::Skipped(why));
-        let Some(record) = store.saga(tenant, saga, corr).map_err(store_err)? else {
+        if !asked.insert(corr) {
+            results.push(skip("listed more than once".into()));
+            continue;
+        }
+        let Some(record) = store.saga(tenant, saga, corr)? else {
             results.push(skip("no such instance".into()));
             continue;
         };
@@ -122,8 +149,6 @@ pub fn migrate(
         ));
         writes.push((corr.clone(), record, moved));
     }
-    store
-        .write_migrated(tenant, saga, &writes)
-        .map_err(store_err)?;
+    store.write_migrated(tenant, saga, &writes)?;
     Ok(results)
 }

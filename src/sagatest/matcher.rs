@@ -22,7 +22,8 @@ pub struct Mismatch {
     pub actual: String,
 }
 
-/// Rendered values longer than this are clipped: a diff line must stay readable.
+/// Rendered values longer than this many characters are clipped: a diff line must stay
+/// readable.
 const MAX_RENDERED: usize = 240;
 
 /// What a missing key or element is shown as.
@@ -251,16 +252,8 @@ fn render_clipped(value: Option<&Value>) -> String {
     value.map_or_else(|| MISSING.to_string(), render)
 }
 
-fn clip(mut text: String) -> String {
-    if text.len() > MAX_RENDERED {
-        let mut end = MAX_RENDERED;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    text
+fn clip(text: String) -> String {
+    crate::envelope::clip_to(&text, MAX_RENDERED)
 }
 
 #[cfg(test)]
@@ -412,7 +405,7 @@ mod tests {
         let long = "é".repeat(400);
         let m = diff(json!("x"), json!(long));
         assert!(m[0].actual.ends_with('…'));
-        assert!(m[0].actual.len() <= MAX_RENDERED + '…'.len_utf8());
+        assert_eq!(m[0].actual.chars().count(), MAX_RENDERED + 1);
     }
 
     #[test]

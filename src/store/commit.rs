@@ -169,26 +169,8 @@ fn put<V: serde::Serialize>(
         })
 }
 
-/// Keeps the instance's status index entry in step with the record just written: the
-/// old entry goes when status or version changed, the new one is (re)written.
-fn index_instance(
-    txn: &mut lmdb::RwTransaction<'_>,
-    db: lmdb::Database,
-    t: &Transition,
-    before: Option<&SagaRecord>,
-) -> Result<(), StoreError> {
-    reindex(
-        txn,
-        db,
-        &t.tenant,
-        &t.saga,
-        &t.correlation,
-        before,
-        &t.record,
-    )
-}
-
-/// Moves an instance's status index entry from what `before` had to what `after` has.
+/// Keeps an instance's status index entry in step with its record: moved from what
+/// `before` had to what `after` has (written when new or moved, else left alone).
 pub(super) fn reindex(
     txn: &mut lmdb::RwTransaction<'_>,
     db: lmdb::Database,
@@ -200,7 +182,10 @@ pub(super) fn reindex(
 ) -> Result<(), StoreError> {
     let entry =
         |r: &SagaRecord| keys::status_index(tenant, saga, r.status.as_str(), r.version, corr);
-    if let Some(b) = before.filter(|b| (b.status, b.version) != (after.status, after.version)) {
+    if let Some(b) = before {
+        if (b.status, b.version) == (after.status, after.version) {
+            return Ok(());
+        }
         match txn.del(db, &entry(b), None) {
             Ok(()) | Err(lmdb::Error::NotFound) => {}
             Err(e) => return Err(e.into()),
@@ -219,7 +204,15 @@ fn apply(
     let saga_key = keys::saga(&t.tenant, &t.saga, &t.correlation);
     let before: Option<SagaRecord> = get_json(txn, db, &saga_key)?;
     put(txn, db, &saga_key, &t.record)?;
-    index_instance(txn, db, t, before.as_ref())?;
+    reindex(
+        txn,
+        db,
+        &t.tenant,
+        &t.saga,
+        &t.correlation,
+        before.as_ref(),
+        &t.record,
+    )?;
 
     // A finished instance keeps no timers; otherwise drop cancelled and replaced names.
     let drop_all = t.record.status.is_done();

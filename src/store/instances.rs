@@ -120,7 +120,12 @@ impl Store {
         };
         let from = match &q.after {
             Some(after) if after.starts_with(&prefix) => format!("{after}\u{0}"),
-            _ => prefix.clone(),
+            Some(_) => {
+                return Err(StoreError::Conflict(
+                    "`after` is the cursor of another query (other saga, status or version)".into(),
+                ))
+            }
+            None => prefix.clone(),
         };
         let mut page = InstancePage {
             instances: Vec::new(),
@@ -194,7 +199,10 @@ impl Store {
             let corr = keys::unescape(&key[prefix.len()..]);
             (corr, decode::<SagaRecord>(key, value)?)
         };
-        if q.version.is_some_and(|v| v != record.version) {
+        // The index and the record are written together; checking both costs nothing.
+        if q.version.is_some_and(|v| v != record.version)
+            || q.status.is_some_and(|s| s != record.status)
+        {
             return Ok(None);
         }
         let next_timer_ms = match CorrelationId::new(&correlation) {

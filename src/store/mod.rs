@@ -137,6 +137,11 @@ impl Store {
         Ok(store)
     }
 
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Makes every commit take `ms` longer, as a slow disk would (test fault injection
     /// for backpressure); 0 turns it off.
     pub fn inject_commit_delay(&self, ms: u64) {
@@ -544,15 +549,15 @@ impl Store {
         Ok(())
     }
 
-    /// Share of the map (0 to 1) that new writes can still use: pages never used plus
-    /// pages freed by deletes.
-    pub fn free_share(&self) -> Result<f64, StoreError> {
+    /// Bytes new writes can still use (pages never used plus pages freed by deletes), and
+    /// the map's size.
+    pub fn free_space(&self) -> Result<(u64, u64), StoreError> {
         let info = self.env.info()?;
         let page = self.env.stat()?.page_size().max(1) as usize;
         let pages = (info.map_size() / page).max(1);
         let unused = pages.saturating_sub(info.last_pgno() + 1);
-        let free = unused + self.env.freelist()?;
-        Ok(free.min(pages) as f64 / pages as f64)
+        let free = (unused + self.env.freelist()?).min(pages);
+        Ok(((free * page) as u64, info.map_size() as u64))
     }
 
     /// Number of records of every kind (for the demo and diagnostics).
