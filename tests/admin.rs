@@ -6,10 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::ops::{call, call_json, metric, ops_for, TOKEN};
-use common::{
-    await_stats, config_file, free_port, recorder_saga, wait_until, Rig, RunnerProcess, WAIT,
-};
+use common::ops::{admin_port, call, call_json, metric, ops_for, TOKEN};
+use common::{await_stats, config_file, recorder_saga, wait_until, Rig, RunnerProcess, WAIT};
 use runner::keys::OutboxKind;
 use runner::store::DeadLetterRecord;
 use runner::types::TenantId;
@@ -288,18 +286,13 @@ fn dead_letters_are_redriven_or_discarded() {
 #[test]
 fn replay_needs_confirmation_and_a_drain_and_changes_nothing_twice() {
     let mut rig = Rig::new(recorder_saga());
-    let port = free_port();
-    rig.settings.ops.listen = format!("127.0.0.1:{port}");
-    let token_file = rig.dir.path().join("admin-token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    rig.settings.ops.admin_token_file = token_file;
+    let base = admin_port(&mut rig);
     let config = config_file(&rig);
     let nc = rig.connect();
     for i in 0..20 {
         rig.send(&nc, &format!("e-{i}"), &format!("o-{}", i % 4), i);
     }
     let _runner = RunnerProcess::start(&config, None);
-    let base = format!("http://127.0.0.1:{port}");
     let ready = || call("GET", &format!("{base}/ready"), None);
     assert!(wait_until(WAIT, || ureq::get(&format!("{base}/ready"))
         .call()
@@ -395,18 +388,13 @@ fn replay_needs_confirmation_and_a_drain_and_changes_nothing_twice() {
 #[test]
 fn a_drained_process_migrates_chosen_instances_to_the_newest_version() {
     let mut rig = Rig::new(recorder_saga());
-    let port = free_port();
-    rig.settings.ops.listen = format!("127.0.0.1:{port}");
-    let token_file = rig.dir.path().join("admin-token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    rig.settings.ops.admin_token_file = token_file;
+    let base = admin_port(&mut rig);
     let config = config_file(&rig);
     let nc = rig.connect();
     for (i, order) in ["o-1", "o-2"].iter().enumerate() {
         rig.send(&nc, &format!("e-{i}"), order, i as i64);
     }
     let runner = RunnerProcess::start(&config, None);
-    let base = format!("http://127.0.0.1:{port}");
     assert!(wait_until(WAIT, || ureq::get(&format!("{base}/ready"))
         .call()
         .is_ok()));

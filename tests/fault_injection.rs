@@ -22,8 +22,8 @@ use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use common::ops::{call, TOKEN};
-use common::{config_file, event, free_port, wait_until, Rig, RunnerProcess};
+use common::ops::{admin_port, call, TOKEN};
+use common::{config_file, event, wait_until, Rig, RunnerProcess};
 use runner::dev::{read_stream, FakeGateway, Reply};
 use runner::settings::Mode;
 use runner::types::TenantId;
@@ -146,9 +146,7 @@ impl World {
         let manifest = json!({"effects": [{"name": "charge", "provider": "http", "timeout_ms": 2000,
             "http": {"url": format!("{}/v1/charges", upstream.url())}}]});
         std::fs::write(&effects, manifest.to_string()).unwrap();
-        let token = rig.dir.path().join("admin-token");
-        std::fs::write(&token, TOKEN).unwrap();
-        let port = free_port();
+        let ops = admin_port(&mut rig);
         let s = &mut rig.settings;
         s.mode = Mode::Combined;
         s.manifests.effects = vec![effects];
@@ -165,15 +163,13 @@ impl World {
         // be quarantined as poison (which a crash loop caused by one message is). The
         // limit must exceed the kills a message can see.
         s.consumer.max_deliver = plan.rounds as i64 + 5;
-        s.ops.listen = format!("127.0.0.1:{port}");
-        s.ops.admin_token_file = token;
         let config = config_file(&rig);
         World {
             rig,
             config,
             upstream,
             gateway,
-            ops: format!("http://127.0.0.1:{port}"),
+            ops,
             orders: Vec::new(),
             completed: Default::default(),
         }

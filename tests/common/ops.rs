@@ -60,3 +60,14 @@ pub fn metric(body: &str, name: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// Gives the rig's `runner run` an ops port of its own and the admin token; returns the
+/// port's base URL. (Write the config file after this.)
+pub fn admin_port(rig: &mut Rig) -> String {
+    let port = super::free_port();
+    rig.settings.ops.listen = format!("127.0.0.1:{port}");
+    let token_file = rig.dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    rig.settings.ops.admin_token_file = token_file;
+    format!("http://127.0.0.1:{port}")
+}
