@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use lmdb::{Cursor, Transaction, WriteFlags};
 
+use super::instances::Indexed;
+use super::InstanceStatus;
 use super::{
     encode, exists, get_json, Checkpoint, DedupeMarker, OutboxItem, QuarantineRecord, SagaRecord,
     ScheduleItem, Store, StoreError, StreamPosition,
@@ -177,21 +179,27 @@ pub(super) fn reindex(
     tenant: &TenantId,
     saga: &SagaName,
     corr: &CorrelationId,
-    before: Option<&SagaRecord>,
+    before: Option<Indexed>,
     after: &SagaRecord,
 ) -> Result<(), StoreError> {
-    let entry =
-        |r: &SagaRecord| keys::status_index(tenant, saga, r.status.as_str(), r.version, corr);
+    let entry = |status: InstanceStatus, version| {
+        keys::status_index(tenant, saga, status.as_str(), version, corr)
+    };
     if let Some(b) = before {
         if (b.status, b.version) == (after.status, after.version) {
             return Ok(());
         }
-        match txn.del(db, &entry(b), None) {
+        match txn.del(db, &entry(b.status, b.version), None) {
             Ok(()) | Err(lmdb::Error::NotFound) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    txn.put(db, &entry(after), &b"", WriteFlags::empty())?;
+    txn.put(
+        db,
+        &entry(after.status, after.version),
+        &b"",
+        WriteFlags::empty(),
+    )?;
     Ok(())
 }
 
@@ -202,7 +210,8 @@ fn apply(
     t: &Transition,
 ) -> Result<(), StoreError> {
     let saga_key = keys::saga(&t.tenant, &t.saga, &t.correlation);
-    let before: Option<SagaRecord> = get_json(txn, db, &saga_key)?;
+    // Status and version only: the prior state is skipped over, never built.
+    let before: Option<Indexed> = get_json(txn, db, &saga_key)?;
     put(txn, db, &saga_key, &t.record)?;
     reindex(
         txn,
@@ -210,7 +219,7 @@ fn apply(
         &t.tenant,
         &t.saga,
         &t.correlation,
-        before.as_ref(),
+        before,
         &t.record,
     )?;
 

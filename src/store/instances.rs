@@ -54,11 +54,11 @@ pub struct InstancePage {
     pub scan_truncated: bool,
 }
 
-/// Status and version: all the index needs of a record.
-#[derive(Deserialize)]
-struct Indexed {
-    status: InstanceStatus,
-    version: u32,
+/// Status and version: all the index needs of a record (read without its state).
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub(super) struct Indexed {
+    pub status: InstanceStatus,
+    pub version: u32,
 }
 
 /// The status index entry of a record stored under `key`, if it is an instance.
@@ -350,7 +350,10 @@ impl Store {
                 tenant,
                 saga,
                 corr,
-                Some(expected),
+                Some(Indexed {
+                    status: expected.status,
+                    version: expected.version,
+                }),
                 record,
             )?;
         }
