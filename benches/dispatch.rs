@@ -526,16 +526,9 @@ impl Space {
         s.nats.create_aggregate_stream = true;
         s.storage.path = dir.path().join("store");
         s.storage.map_size_mib = 4096;
-        s.streams.aggregate_events = format!("AGG_{token}");
-        s.streams.workflow_commands = format!("CMD_{token}");
-        s.streams.workflow_events = format!("WFE_{token}");
-        s.streams.aggregate_subjects = vec![format!("{ns}.aggregate.>")];
-        s.streams.command_prefix = format!("{ns}.workflow.cmd");
-        s.streams.result_prefix = format!("{ns}.workflow.result");
-        s.streams.timer_prefix = format!("{ns}.workflow.timer");
+        runner::dev::namespace(&mut s, &ns, &token);
         s.consumer.durable = format!("bench-{token}");
         s.consumer.fetch_wait_ms = 200;
-        s.effects.claims_bucket = format!("CLAIMS_{token}");
         s.manifests.sagas = vec![example_manifest()];
         s.manifests.effects = vec![manifest];
         let store = Store::open(&s.storage.path, (s.storage.map_size_mib as usize) << 20)

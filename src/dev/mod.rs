@@ -12,7 +12,7 @@ mod temp_dir;
 pub use gateway::{FakeGateway, ReceivedCommand, Reply};
 pub use nats_cluster::{NatsCluster, NatsClusterError};
 pub use nats_server::{NatsServer, NatsServerError};
-pub use sandbox::{example_manifest, publish_all, wait_until, Sandbox};
+pub use sandbox::{example_manifest, namespace, publish_all, wait_until, Sandbox};
 pub use seed::{seed_outbox, seed_timers};
 pub use stream_reader::read_stream;
 pub use temp_dir::TempDir;

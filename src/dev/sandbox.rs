@@ -92,6 +92,22 @@ impl Sandbox {
     }
 }
 
+/// Puts every stream, subject, consumer and claims bucket of `settings` under names of
+/// their own (`token` in names, `ns` before subjects), so that tests and benches sharing
+/// one server never see each other's messages.
+pub fn namespace(settings: &mut Settings, ns: &str, token: &str) {
+    let s = settings;
+    s.streams.aggregate_events = format!("AGG_{token}");
+    s.streams.workflow_commands = format!("CMD_{token}");
+    s.streams.workflow_events = format!("WFE_{token}");
+    s.streams.aggregate_subjects = vec![format!("{ns}.aggregate.>")];
+    s.streams.command_prefix = format!("{ns}.workflow.cmd");
+    s.streams.result_prefix = format!("{ns}.workflow.result");
+    s.streams.timer_prefix = format!("{ns}.workflow.timer");
+    s.consumer.durable = format!("runner-{token}");
+    s.effects.claims_bucket = format!("CLAIMS_{token}");
+}
+
 /// `manifests/example/sagas.yaml` of this source tree.
 pub fn example_manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests/example/sagas.yaml")

@@ -69,15 +69,7 @@ impl Rig {
         s.nats.create_aggregate_stream = true;
         s.storage.path = dir.path().join("store");
         s.storage.map_size_mib = 256;
-        s.streams.aggregate_events = format!("AGG_{token}");
-        s.streams.workflow_commands = format!("CMD_{token}");
-        s.streams.workflow_events = format!("WFE_{token}");
-        s.streams.aggregate_subjects = vec![format!("{ns}.aggregate.>")];
-        s.streams.command_prefix = format!("{ns}.workflow.cmd");
-        s.streams.result_prefix = format!("{ns}.workflow.result");
-        s.streams.timer_prefix = format!("{ns}.workflow.timer");
-        s.consumer.durable = format!("runner-{token}");
-        s.effects.claims_bucket = format!("CLAIMS_{token}");
+        runner::dev::namespace(&mut s, &ns, &token);
         s.streams.replicas = replicas;
         s.consumer.ack_wait_ms = 1_000;
         s.consumer.fetch_wait_ms = 200;
