@@ -310,8 +310,23 @@ fn run_point(point: &str) {
                 })
                 .collect::<Vec<_>>()
         };
+        // Which orders the Gateway saw how often (distinct MarkPaid ids per order).
+        let mut per_order: std::collections::BTreeMap<String, BTreeSet<String>> =
+            Default::default();
+        for c in world.gateway.received() {
+            let order = c.body["aggregate_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            per_order
+                .entry(order)
+                .or_default()
+                .insert(c.command_id().to_string());
+        }
+        let odd: Vec<_> = per_order.iter().filter(|(_, ids)| ids.len() != 1).collect();
+        let stuck_paid = stuck.map(|(_, o)| per_order.get(o).map_or(0, |ids| ids.len()));
         panic!(
-            "{point}: after the last restart, {} of {total} orders reached the Gateway, {} completed; first not completed: {view:?}; quarantine: {:?}; dead letters: {:?}",
+            "{point}: after the last restart, {} of {total} orders reached the Gateway, {} completed; first not completed: {view:?} (its MarkPaid ids: {stuck_paid:?}); orders with other than one MarkPaid id: {odd:?}; quarantine: {:?}; dead letters: {:?}",
             distinct_keys(&world.gateway),
             done.len(),
             listed("quarantine"),
