@@ -101,6 +101,15 @@ fn same_error(e: &StoreError) -> StoreError {
         StoreError::Injected => StoreError::Injected,
         StoreError::Transfer(m) => StoreError::Transfer(m.clone()),
         StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
+        StoreError::Stale {
+            key,
+            stored,
+            based_on,
+        } => StoreError::Stale {
+            key: key.clone(),
+            stored: *stored,
+            based_on: *based_on,
+        },
         // Open and CreateDir come from opening the store, never from a commit; an I/O
         // error (EIO) is the safe reading: not the data's fault, so intake stops.
         StoreError::Open { .. } | StoreError::CreateDir { .. } => {

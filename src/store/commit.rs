@@ -210,8 +210,20 @@ fn apply(
     t: &Transition,
 ) -> Result<(), StoreError> {
     let saga_key = keys::saga(&t.tenant, &t.saga, &t.correlation);
-    // Status and version only: the prior state is skipped over, never built.
+    // Status, version and count only: the prior state is skipped over, never built.
     let before: Option<Indexed> = get_json(txn, db, &saga_key)?;
+    // A transition replaces exactly the record it was computed from. The executor's
+    // overlay protocol guarantees that; this check keeps a breach of it (a stale read)
+    // from silently overwriting a committed transition.
+    let stored = before.map_or(0, |b| b.transitions);
+    let based_on = t.record.transitions.saturating_sub(1);
+    if stored != based_on {
+        return Err(StoreError::Stale {
+            key: saga_key,
+            stored,
+            based_on,
+        });
+    }
     put(txn, db, &saga_key, &t.record)?;
     reindex(
         txn,

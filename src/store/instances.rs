@@ -54,11 +54,13 @@ pub struct InstancePage {
     pub scan_truncated: bool,
 }
 
-/// Status and version: all the index needs of a record (read without its state).
+/// Status and version (all the index needs of a record) and the transition count a
+/// commit checks its transition against, read without the record's state.
 #[derive(Debug, Clone, Copy, Deserialize)]
 pub(super) struct Indexed {
     pub status: InstanceStatus,
     pub version: u32,
+    pub transitions: u64,
 }
 
 /// The status index entry of a record stored under `key`, if it is an instance.
@@ -353,6 +355,7 @@ impl Store {
                 Some(Indexed {
                     status: expected.status,
                     version: expected.version,
+                    transitions: expected.transitions,
                 }),
                 record,
             )?;

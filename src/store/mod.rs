@@ -60,6 +60,15 @@ pub enum StoreError {
     /// What a write was based on changed under it; nothing was written.
     #[error("{0}")]
     Conflict(String),
+    /// A transition was computed from an older record than the stored one (its
+    /// executor read a stale snapshot): the whole commit is refused, so its messages
+    /// are redelivered and executed again over the stored record.
+    #[error("instance {key} has {stored} transitions stored, but a transition computed from {based_on} was to replace it; nothing of the commit was written")]
+    Stale {
+        key: String,
+        stored: u64,
+        based_on: u64,
+    },
     /// Moving a tenant's records out or in failed (I/O, or a bad export).
     #[error("tenant transfer: {0}")]
     Transfer(String),
@@ -124,6 +133,14 @@ impl Store {
             .open(path)
             .map_err(open_err)?;
         let db = env.open_db(None).map_err(open_err)?;
+        // A writer killed between writing its meta page and publishing the new
+        // transaction id in the lock file leaves readers one commit behind, unless the
+        // lock file is rebuilt (which only the first process to open the store does).
+        // Taking the write lock repairs it (LMDB finds the lock's owner dead and
+        // publishes the newest meta page), so do so before anything is read: a reader
+        // on the older snapshot would execute events over state that lacks the last
+        // commit, and lose it (tests/store_restart.rs).
+        drop(env.begin_rw_txn().map_err(open_err)?);
         let store = Store {
             env,
             db,

@@ -178,6 +178,66 @@ fn duplicate_event_changes_nothing() {
     );
 }
 
+/// A transition computed from an older record than the stored one (a stale read) is
+/// refused with the whole commit, instead of overwriting the newer record.
+#[test]
+fn a_transition_based_on_an_older_record_is_refused_whole() {
+    let dir = TempDir::new("store").unwrap();
+    let store = open(&dir, 16);
+    let acme = t("acme");
+    store
+        .commit(&batch(vec![transition(
+            &acme,
+            "o-1",
+            "e-1",
+            1,
+            json!("one"),
+        )]))
+        .unwrap();
+    let mut second = transition(&acme, "o-1", "e-2", 2, json!("two"));
+    second.record.transitions = 2;
+    store.commit(&batch(vec![second])).unwrap();
+    let before = snapshot(&store, &acme);
+    // Computed from the record after e-1 (one transition), as a stale reader would.
+    let mut stale = transition(&acme, "o-1", "e-3", 3, json!("lost two"));
+    stale.record.transitions = 2;
+    let fresh_elsewhere = transition(&acme, "o-2", "e-4", 4, json!("other"));
+    let err = store
+        .commit(&batch(vec![fresh_elsewhere, stale]))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Stale {
+                stored: 2,
+                based_on: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        !err.is_deterministic(),
+        "intake stops and the batch runs again"
+    );
+    assert_eq!(snapshot(&store, &acme), before);
+    assert!(store
+        .saga(&acme, &saga_name(), &"o-2".parse().unwrap())
+        .unwrap()
+        .is_none());
+    // A new instance's first transition must find no record.
+    let mut restart = transition(&acme, "o-1", "e-5", 5, json!("again"));
+    restart.record.transitions = 1;
+    assert!(matches!(
+        store.commit(&batch(vec![restart])),
+        Err(StoreError::Stale {
+            stored: 2,
+            based_on: 0,
+            ..
+        })
+    ));
+}
+
 /// Snapshot of everything a transition can touch, for before/after comparisons.
 fn snapshot(store: &Store, tenant: &TenantId) -> serde_json::Value {
     let corr: CorrelationId = "o-1".parse().unwrap();
@@ -207,6 +267,7 @@ fn failed_commit_leaves_everything_untouched() {
     let before = snapshot(&store, &acme);
     store.inject_commit_failures(1);
     let mut next = transition(&acme, "o-1", "e-2", 2, json!("after"));
+    next.record.transitions = 2;
     next.cancel = vec!["payment_timeout".into()];
     let err = store.commit(&batch(vec![next.clone()])).unwrap_err();
     assert!(matches!(err, StoreError::Injected));
@@ -239,6 +300,7 @@ fn map_full_is_an_error_and_writes_nothing() {
     let before = snapshot(&store, &acme);
     // Many outbox items with big bodies: more than a 1 MiB map holds.
     let mut huge = transition(&acme, "o-1", "e-2", 2, json!("x".repeat(1000)));
+    huge.record.transitions = 2;
     huge.outbox = (0..40)
         .map(|i| {
             let mut item = outbox_item(&acme, &format!("big-{i}"));
@@ -407,6 +469,7 @@ fn the_due_index_follows_every_timer_change_and_fires_in_due_order_across_tenant
 
     // Re-scheduling "soon" replaces it (index too); cancelling "later" drops it.
     let mut again = transition(&acme, "o-1", "e-2", 2, json!(2));
+    again.record.transitions = 2;
     again.schedules = vec![timer(&acme, "o-1", "soon", 20_000)];
     again.cancel = vec!["later".into()];
     store.commit(&batch(vec![again])).unwrap();
@@ -444,6 +507,7 @@ fn the_due_index_follows_every_timer_change_and_fires_in_due_order_across_tenant
 
     // A finished instance keeps no timers, and no index entries.
     let mut done = transition(&acme, "o-1", "e-3", 3, json!(3));
+    done.record.transitions = 3;
     done.record.status = InstanceStatus::Completed;
     store.commit(&batch(vec![done])).unwrap();
     assert_eq!(store.timers_len().unwrap(), 0);
@@ -490,6 +554,7 @@ fn reschedule_replaces_and_cancel_removes_and_done_clears() {
     store.commit(&batch(vec![first])).unwrap();
 
     let mut second = transition(&acme, "o-1", "e-2", 2, json!(2));
+    second.record.transitions = 2;
     second.schedules = vec![timer(&acme, "o-1", "a", 500)];
     second.cancel = vec!["b".into()];
     store.commit(&batch(vec![second])).unwrap();
@@ -503,6 +568,7 @@ fn reschedule_replaces_and_cancel_removes_and_done_clears() {
     assert_eq!(got, vec![("a".to_string(), 500)]);
 
     let mut done = transition(&acme, "o-1", "e-3", 3, json!(3));
+    done.record.transitions = 3;
     done.record.status = InstanceStatus::Completed;
     done.schedules = vec![timer(&acme, "o-1", "c", 900)];
     store.commit(&batch(vec![done])).unwrap();
@@ -580,6 +646,7 @@ fn instance_queries_agree_with_the_stored_states() {
         rng % n
     };
     let mut seq = 0;
+    let mut counts: std::collections::HashMap<String, u64> = Default::default();
     for round in 0..12 {
         let mut transitions = Vec::new();
         for _ in 0..25 {
@@ -588,6 +655,9 @@ fn instance_queries_agree_with_the_stored_states() {
             let mut tr = transition(&acme, &corr, &format!("e-{seq}"), seq, json!({"r": round}));
             tr.record.status = InstanceStatus::ALL[next(4) as usize];
             tr.record.version = 1 + next(3) as u32;
+            let count = counts.entry(corr.clone()).or_default();
+            *count += 1;
+            tr.record.transitions = *count;
             tr.schedules = match next(3) {
                 0 => vec![],
                 _ => vec![timer(&acme, &corr, "t", 1_000 + next(1_000) as i64)],
