@@ -4,7 +4,7 @@
 //! started again on the same ports with the same store, as a crashed broker would be.
 //! Dropping the cluster stops every node.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -283,6 +283,7 @@ impl NatsCluster {
             .map(|n| format!("nats://127.0.0.1:{}", n.cluster_port))
             .collect();
         let log = self.dir.path().join(format!("{name}.log"));
+        let earlier = super::nats_server::ready_lines(&log);
         let mut cmd = Command::new(&self.binary);
         cmd.args(["-a", "127.0.0.1", "-p", &client_port.to_string()])
             .args(["-n", &name, "-js", "-sd"])
@@ -301,16 +302,9 @@ impl NatsCluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        let deadline = Instant::now() + NODE_WAIT;
-        while Instant::now() < deadline {
-            if let Ok(Some(_exited)) = child.try_wait() {
-                break;
-            }
-            if TcpStream::connect(("127.0.0.1", client_port)).is_ok() {
-                self.nodes[i].child = Some(child);
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if super::nats_server::wait_ready(&mut child, client_port, &log, earlier, NODE_WAIT) {
+            self.nodes[i].child = Some(child);
+            return Ok(());
         }
         let _ = child.kill();
         let _ = child.wait();

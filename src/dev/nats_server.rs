@@ -98,6 +98,8 @@ impl Drop for NatsServer {
 /// Starts `nats-server` and waits until it accepts connections.
 fn spawn(binary: &Path, port: u16, dir: &Path) -> Result<Child, NatsServerError> {
     let log = dir.join("nats.log");
+    // A restart appends to the same log: only lines after these count.
+    let earlier = ready_lines(&log);
     let mut child = Command::new(binary)
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(dir.join("store"))
@@ -108,15 +110,8 @@ fn spawn(binary: &Path, port: u16, dir: &Path) -> Result<Child, NatsServerError>
         .stderr(Stdio::null())
         .spawn()?;
     let waited = Duration::from_secs(10);
-    let deadline = Instant::now() + waited;
-    while Instant::now() < deadline {
-        if let Ok(Some(_exited)) = child.try_wait() {
-            break;
-        }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(child);
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if wait_ready(&mut child, port, &log, earlier, waited) {
+        return Ok(child);
     }
     let _ = child.kill();
     let _ = child.wait();
@@ -127,6 +122,40 @@ fn spawn(binary: &Path, port: u16, dir: &Path) -> Result<Child, NatsServerError>
         waited,
         log: tail.join(" | "),
     })
+}
+
+/// Waits until the server just spawned is ready: its log (appended to across restarts,
+/// `earlier` ready lines before this start) says so, its port answers and it is still
+/// running. The port answering is not enough on its own: between choosing a free port
+/// and the server's bind, another test's listener (a server, a stand-in Gateway) may
+/// take it, and then this server exits while the port answers for someone else.
+pub(super) fn wait_ready(
+    child: &mut Child,
+    port: u16,
+    log: &Path,
+    earlier: usize,
+    waited: Duration,
+) -> bool {
+    let deadline = Instant::now() + waited;
+    while Instant::now() < deadline {
+        if let Ok(Some(_exited)) = child.try_wait() {
+            return false;
+        }
+        if ready_lines(log) > earlier
+            && TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && matches!(child.try_wait(), Ok(None))
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// How many times the log says a server became ready (`nats-server` 2.9 and later log
+/// "Server is ready" once it listens for clients).
+pub(super) fn ready_lines(log: &Path) -> usize {
+    std::fs::read_to_string(log).map_or(0, |text| text.matches("Server is ready").count())
 }
 
 fn free_port() -> std::io::Result<u16> {
