@@ -1,9 +1,11 @@
-//! A stand-in Gateway for the demo and the tests: a real HTTP server (tiny_http) on a
-//! free local port that records every request and answers as its script says.
+//! A stand-in Gateway for the demo, the tests and the benches: a real HTTP server
+//! ([`HttpStub`]) on a free local port that records every request and answers as its
+//! script says.
 
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use super::http_stub::{HttpStub, StubRequest, StubResponse};
 
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -58,8 +60,7 @@ type Script = dyn Fn(&ReceivedCommand, usize) -> Reply + Send + Sync;
 pub struct FakeGateway {
     url: String,
     received: Arc<Mutex<Vec<ReceivedCommand>>>,
-    server: Arc<tiny_http::Server>,
-    threads: Vec<JoinHandle<()>>,
+    _server: HttpStub,
 }
 
 impl FakeGateway {
@@ -68,32 +69,19 @@ impl FakeGateway {
         FakeGateway::start(|_, _| Reply::status(202))
     }
 
-    /// `script(request, n)` decides the answer to the `n`-th request (from 0). Four
-    /// threads serve requests, so a slow answer does not hold up the others.
+    /// `script(request, n)` decides the answer to the `n`-th request (from 0). Each
+    /// connection is served by a thread of its own, so a slow answer does not hold up
+    /// the others.
     pub fn start(
         script: impl Fn(&ReceivedCommand, usize) -> Reply + Send + Sync + 'static,
     ) -> std::io::Result<FakeGateway> {
-        let server = tiny_http::Server::http("127.0.0.1:0")
-            .map(Arc::new)
-            .map_err(std::io::Error::other)?;
-        let port = server
-            .server_addr()
-            .to_ip()
-            .map(|a| a.port())
-            .ok_or_else(|| std::io::Error::other("the fake gateway has no IP address"))?;
         let received: Arc<Mutex<Vec<ReceivedCommand>>> = Arc::default();
-        let script: Arc<Script> = Arc::new(script);
-        let threads = (0..4)
-            .map(|_| {
-                let (server, received, script) = (server.clone(), received.clone(), script.clone());
-                std::thread::spawn(move || serve(&server, &received, &*script))
-            })
-            .collect();
+        let log = received.clone();
+        let server = HttpStub::start(move |request| answer(request, &log, &script))?;
         Ok(FakeGateway {
-            url: format!("http://127.0.0.1:{port}"),
+            url: server.url(),
             received,
-            server,
-            threads,
+            _server: server,
         })
     }
 
@@ -112,51 +100,31 @@ impl FakeGateway {
     }
 }
 
-impl Drop for FakeGateway {
-    fn drop(&mut self) {
-        self.server.unblock();
-        for _ in 1..self.threads.len() {
-            self.server.unblock();
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve(server: &tiny_http::Server, received: &Mutex<Vec<ReceivedCommand>>, script: &Script) {
-    while let Ok(mut request) = server.recv() {
-        let mut body = String::new();
-        let _ = request.as_reader().read_to_string(&mut body);
-        let command = ReceivedCommand {
-            path: request.url().to_string(),
-            headers: request
-                .headers()
-                .iter()
-                .map(|h| {
-                    (
-                        h.field.as_str().as_str().to_ascii_lowercase(),
-                        h.value.to_string(),
-                    )
-                })
-                .collect(),
-            body: serde_json::from_str(&body).unwrap_or(Value::Null),
-            at: Instant::now(),
-        };
-        let n = {
-            let mut all = received.lock();
-            all.push(command.clone());
-            all.len() - 1
-        };
-        let reply = script(&command, n);
-        std::thread::sleep(reply.delay);
-        let mut response =
-            tiny_http::Response::from_string(reply.body).with_status_code(reply.status);
-        if let Some(after) = reply.retry_after {
-            if let Ok(h) = tiny_http::Header::from_bytes("Retry-After", after) {
-                response = response.with_header(h);
-            }
-        }
-        let _ = request.respond(response);
+/// Records the request, then answers as the script says.
+fn answer(
+    request: StubRequest,
+    received: &Mutex<Vec<ReceivedCommand>>,
+    script: &Script,
+) -> StubResponse {
+    let command = ReceivedCommand {
+        path: request.path,
+        headers: request.headers,
+        body: serde_json::from_slice(&request.body).unwrap_or(Value::Null),
+        at: Instant::now(),
+    };
+    let n = {
+        let mut all = received.lock();
+        all.push(command.clone());
+        all.len() - 1
+    };
+    let reply = script(&command, n);
+    std::thread::sleep(reply.delay);
+    StubResponse {
+        status: reply.status,
+        headers: reply
+            .retry_after
+            .map(|after| vec![("retry-after".to_string(), after)])
+            .unwrap_or_default(),
+        body: reply.body.into_bytes(),
     }
 }

@@ -2,6 +2,7 @@
 //! throwaway `nats-server` and a stand-in Gateway. Nothing here is used by `runner run`.
 
 mod gateway;
+mod http_stub;
 mod nats_cluster;
 mod nats_server;
 mod sandbox;
@@ -10,6 +11,7 @@ mod stream_reader;
 mod temp_dir;
 
 pub use gateway::{FakeGateway, ReceivedCommand, Reply};
+pub use http_stub::{HttpStub, StubRequest, StubResponse};
 pub use nats_cluster::{NatsCluster, NatsClusterError};
 pub use nats_server::{NatsServer, NatsServerError};
 pub use sandbox::{example_manifest, namespace, publish_all, wait_until, Sandbox};
