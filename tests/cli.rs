@@ -225,6 +225,8 @@ fn bench_smoke_run_prints_its_tables_and_its_counts_add_up() {
         "workflow: 60 orders at 200/s",
         "completed 60 at",
         "latency p50",
+        // Every order was found in both streams (else the line is left out).
+        "per hop, p50 / p99 ms: OrderPlaced → command stored",
         "peak RSS",
         "backlog: 300 OrderPlaced drained by `runner run --mode saga` in its own process",
         "anonymous memory at 1/4, 1/2, 3/4 and the end of the backlog",

@@ -5,12 +5,12 @@
 //! from the `OrderPlaced` publish to the Gateway receiving its `MarkPaid`.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
 use super::{cpu_time, order_placed, peak_rss_mib, per_event_by_thread, thread_cpu};
-use crate::dev::{wait_until, FakeGateway, Sandbox};
+use crate::dev::{read_stream, wait_until, FakeGateway, Sandbox};
 use crate::envelope::header;
 use crate::nats_io::Publisher;
 use crate::store::Store;
@@ -24,6 +24,10 @@ pub struct Workflows {
     pub p999: Duration,
     pub max: Duration,
     pub cpu_per_workflow: Duration,
+    /// (p50, p99) of each hop, read from the streams' own timestamps: OrderPlaced
+    /// publish → charge command stored; command stored → result stored; result stored →
+    /// MarkPaid at the Gateway. `None` when the streams could not be read.
+    pub hops: Option<[(Duration, Duration); 3]>,
     /// CPU per workflow of each thread (by name), the busiest first.
     pub by_thread: Vec<(String, Duration)>,
 }
@@ -41,7 +45,7 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
     let store = Store::open(&sandbox.dir.path().join("workflow-store"), 4 << 30)
         .map(std::sync::Arc::new)
         .map_err(|e| e.to_string())?;
-    let pipeline = sandbox.start_pipeline_with(settings, store)?;
+    let pipeline = sandbox.start_pipeline_with(settings.clone(), store)?;
 
     let nc = sandbox.connect()?;
     let mut publisher =
@@ -50,6 +54,7 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
     let cpu_before = cpu_time();
     let threads_before = thread_cpu();
     let started = Instant::now();
+    let wall_started = SystemTime::now();
     for i in 0..n {
         let due = started + Duration::from_micros(i * 1_000_000 / rate.max(1));
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
@@ -94,6 +99,10 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
         ));
     }
     latencies.sort();
+    let wall = |at: Instant| wall_started + at.saturating_duration_since(started);
+    let hops = hops(&nc, &settings, n as usize, &sent_at, &first, wall)
+        .map_err(|e| log::warn!(error = e.as_str(); "per-hop latencies not measured"))
+        .ok();
     let last = first.values().max().copied().unwrap_or(started);
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     Ok(Workflows {
@@ -105,7 +114,72 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
         max: latencies[latencies.len() - 1],
         cpu_per_workflow: cpu / n.max(1) as u32,
         by_thread,
+        hops,
     })
+}
+
+/// Each hop's (p50, p99): when the streams stored each order's command and result
+/// (server time) between its publish and its MarkPaid's arrival (bench time, on the
+/// same machine's clock).
+fn hops(
+    nc: &nats::Connection,
+    settings: &crate::settings::Settings,
+    n: usize,
+    sent_at: &HashMap<String, Instant>,
+    arrived: &HashMap<String, Instant>,
+    wall: impl Fn(Instant) -> SystemTime,
+) -> Result<[(Duration, Duration); 3], String> {
+    let s = &settings.streams;
+    let stored = |stream: &str, prefix: &str| -> Result<HashMap<String, SystemTime>, String> {
+        // Earlier phases of the same run may have left messages there too: read all.
+        let held = nats::jetstream::new(nc.clone())
+            .stream_info(stream)
+            .map_err(|e| format!("{stream}: {e}"))?
+            .state
+            .messages;
+        let msgs = read_stream(
+            nc,
+            stream,
+            &format!("{prefix}.>"),
+            usize::try_from(held).unwrap_or(usize::MAX),
+            Duration::from_secs(30),
+        )?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| {
+                let info = m.jetstream_message_info()?;
+                let nanos = u64::try_from(info.published.unix_timestamp_nanos()).ok()?;
+                let body: Value = serde_json::from_slice(&m.data).ok()?;
+                let corr = body["metadata"]["correlation_id"].as_str()?.to_string();
+                Some((corr, SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos)))
+            })
+            .collect())
+    };
+    let commands = stored(&s.workflow_commands, &s.command_prefix)?;
+    let results = stored(&s.workflow_events, &s.result_prefix)?;
+    let gap = |a: SystemTime, b: SystemTime| b.duration_since(a).unwrap_or_default();
+    let mut hops: [Vec<Duration>; 3] = Default::default();
+    for (order, sent) in sent_at {
+        let (Some(cmd), Some(res), Some(done)) =
+            (commands.get(order), results.get(order), arrived.get(order))
+        else {
+            continue;
+        };
+        hops[0].push(gap(wall(*sent), *cmd));
+        hops[1].push(gap(*cmd, *res));
+        hops[2].push(gap(*res, wall(*done)));
+    }
+    if hops[0].len() < n {
+        return Err(format!(
+            "{} of {n} orders found in both streams",
+            hops[0].len()
+        ));
+    }
+    Ok(hops.map(|mut h| {
+        h.sort();
+        let at = |q: f64| h[((h.len() as f64 * q) as usize).min(h.len() - 1)];
+        (at(0.5), at(0.99))
+    }))
 }
 
 /// When each order's `MarkPaid` first reached the Gateway (a retried dispatch may
@@ -149,4 +223,13 @@ pub fn print(w: &Workflows, n: u64, rate: u64) {
         .map(|(name, d)| format!("{name} {:.0}", d.as_secs_f64() * 1e6))
         .collect();
     println!("  µs per workflow by thread: {}", threads.join(", "));
+    if let Some([saga, effect, last]) = w.hops {
+        let hop = |(p50, p99): (Duration, Duration)| format!("{} / {}", ms(p50), ms(p99));
+        println!(
+            "  per hop, p50 / p99 ms: OrderPlaced → command stored {}; command → result stored {}; result → MarkPaid at the Gateway {}",
+            hop(saga),
+            hop(effect),
+            hop(last)
+        );
+    }
 }
