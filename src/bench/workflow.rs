@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 
 use super::{cpu_time, order_placed, peak_rss_mib, per_event_by_thread, thread_cpu};
-use crate::dev::{read_stream, wait_until, FakeGateway, Sandbox};
+use crate::dev::{read_all, wait_until, FakeGateway, Sandbox};
 use crate::envelope::header;
 use crate::nats_io::Publisher;
 use crate::store::Store;
@@ -131,19 +131,9 @@ fn hops(
 ) -> Result<[(Duration, Duration); 3], String> {
     let s = &settings.streams;
     let stored = |stream: &str, prefix: &str| -> Result<HashMap<String, SystemTime>, String> {
-        // Earlier phases of the same run may have left messages there too: read all.
-        let held = nats::jetstream::new(nc.clone())
-            .stream_info(stream)
-            .map_err(|e| format!("{stream}: {e}"))?
-            .state
-            .messages;
-        let msgs = read_stream(
-            nc,
-            stream,
-            &format!("{prefix}.>"),
-            usize::try_from(held).unwrap_or(usize::MAX),
-            Duration::from_secs(30),
-        )?;
+        // Earlier phases of the same run may have left messages there too: read all
+        // that match (the events stream also holds reminders, which do not).
+        let msgs = read_all(nc, stream, &format!("{prefix}.>"), Duration::from_secs(30))?;
         Ok(msgs
             .iter()
             .filter_map(|m| {

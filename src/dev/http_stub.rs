@@ -9,7 +9,7 @@
 //! completion rate.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -104,7 +104,11 @@ fn accept(listener: &TcpListener, stopped: &Arc<AtomicBool>, open: &Open, handle
         if stopped.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(stream) = stream else { continue };
+        let Ok(stream) = stream else {
+            // Out of file descriptors, say: do not spin.
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
         {
             let mut open = open.lock();
             let Ok(clone) = stream.try_clone() else {
@@ -119,11 +123,23 @@ fn accept(listener: &TcpListener, stopped: &Arc<AtomicBool>, open: &Open, handle
         let spawned = std::thread::Builder::new()
             .name("http-stub-conn".into())
             .spawn(move || {
+                // Deregisters (and closes) the connection however `serve` ends, a
+                // panicking handler included, so a client never waits on a dead one.
+                let _gone = Deregister(registry, id);
                 let _ = serve(stream, &stop, &*handler);
-                registry.lock().remove(&id);
             });
         if spawned.is_err() {
             open.lock().remove(&id);
+        }
+    }
+}
+
+struct Deregister(Open, u64);
+
+impl Drop for Deregister {
+    fn drop(&mut self) {
+        if let Some(stream) = self.0.lock().remove(&self.1) {
+            let _ = stream.shutdown(Shutdown::Both);
         }
     }
 }
@@ -152,10 +168,23 @@ fn serve(stream: TcpStream, stopped: &AtomicBool, handler: &Handler) -> std::io:
     Ok(())
 }
 
+/// One line, of at most `limit` bytes (a longer one is an error, not an allocation).
+fn read_line_within(reader: &mut impl BufRead, limit: usize) -> std::io::Result<String> {
+    let mut line = String::new();
+    let n = reader
+        .by_ref()
+        .take(limit as u64 + 1)
+        .read_line(&mut line)?;
+    if n > limit {
+        return Err(bad("request head too large"));
+    }
+    Ok(line)
+}
+
 /// The next request, or `None` once the client closed the connection between requests.
 fn read_request(reader: &mut impl BufRead) -> std::io::Result<Option<StubRequest>> {
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
+    let line = read_line_within(reader, MAX_HEAD)?;
+    if line.is_empty() {
         return Ok(None);
     }
     let mut parts = line.split_whitespace();
@@ -166,14 +195,11 @@ fn read_request(reader: &mut impl BufRead) -> std::io::Result<Option<StubRequest
     let mut headers = Vec::new();
     let mut head = line.len();
     loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 {
+        let h = read_line_within(reader, MAX_HEAD - head)?;
+        if h.is_empty() {
             return Err(bad("connection closed inside a request head"));
         }
         head += h.len();
-        if head > MAX_HEAD {
-            return Err(bad("request head too large"));
-        }
         let h = h.trim_end_matches(['\r', '\n']);
         if h.is_empty() {
             break;
@@ -189,7 +215,7 @@ fn read_request(reader: &mut impl BufRead) -> std::io::Result<Option<StubRequest
             .map(|(_, v)| v.as_str())
     };
     let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        read_chunked(reader)?
+        read_chunked(reader, MAX_HEAD - head)?
     } else {
         let len: usize = header("content-length")
             .map(|v| v.parse().map_err(|_| bad("bad content-length")))
@@ -210,21 +236,24 @@ fn read_request(reader: &mut impl BufRead) -> std::io::Result<Option<StubRequest
     }))
 }
 
-fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+/// A chunked body; `head_left`: what the request head may still take (chunk size
+/// lines and trailers count against it).
+fn read_chunked(reader: &mut impl BufRead, mut head_left: usize) -> std::io::Result<Vec<u8>> {
     let mut body = Vec::new();
     loop {
-        let mut size = String::new();
-        reader.read_line(&mut size)?;
+        let size = read_line_within(reader, head_left)?;
+        head_left -= size.len();
         let size = size.trim().split(';').next().unwrap_or_default();
         let n = usize::from_str_radix(size, 16).map_err(|_| bad("bad chunk size"))?;
-        if body.len() + n > MAX_BODY {
+        if n > MAX_BODY - body.len() {
             return Err(bad("request body too large"));
         }
         if n == 0 {
             // Trailers, if any, end with an empty line.
             loop {
-                let mut t = String::new();
-                if reader.read_line(&mut t)? == 0 || t.trim().is_empty() {
+                let t = read_line_within(reader, head_left)?;
+                head_left -= t.len();
+                if t.trim().is_empty() {
                     return Ok(body);
                 }
             }
@@ -294,6 +323,22 @@ POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r
         let second = read_request(&mut reader).unwrap().unwrap();
         assert_eq!(second.body, b"abcde");
         assert!(read_request(&mut reader).unwrap().is_none(), "closed");
+    }
+
+    #[test]
+    fn oversized_heads_lines_and_chunks_are_errors_not_allocations() {
+        let huge_chunk =
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n";
+        assert!(read_request(&mut BufReader::new(&huge_chunk[..])).is_err());
+        let long_line = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_HEAD + 1));
+        assert!(read_request(&mut BufReader::new(long_line.as_bytes())).is_err());
+        let many_headers = format!(
+            "GET / HTTP/1.1\r\n{}\r\n",
+            "x: y\r\n".repeat(MAX_HEAD / 6 + 1)
+        );
+        assert!(read_request(&mut BufReader::new(many_headers.as_bytes())).is_err());
+        let big_length = b"POST / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n";
+        assert!(read_request(&mut BufReader::new(&big_length[..])).is_err());
     }
 
     #[test]

@@ -16,5 +16,5 @@ pub use nats_cluster::{NatsCluster, NatsClusterError};
 pub use nats_server::{NatsServer, NatsServerError};
 pub use sandbox::{example_manifest, namespace, publish_all, wait_until, Sandbox};
 pub use seed::{seed_outbox, seed_timers};
-pub use stream_reader::read_stream;
+pub use stream_reader::{read_all, read_stream};
 pub use temp_dir::TempDir;

@@ -152,8 +152,8 @@ pub(super) fn wait_ready(
     false
 }
 
-/// How many times the log says a server became ready (`nats-server` 2.9 and later log
-/// "Server is ready" once it listens for clients).
+/// How many times the log says a server became ready (`nats-server` logs "Server is
+/// ready" once it listens for clients).
 pub(super) fn ready_lines(log: &Path) -> usize {
     std::fs::read_to_string(log).map_or(0, |text| text.matches("Server is ready").count())
 }

@@ -17,23 +17,47 @@ pub fn read_stream(
     want: usize,
     timeout: Duration,
 ) -> Result<Vec<nats::Message>, String> {
+    read(nc, stream, filter, Some(want), timeout)
+}
+
+/// Every message of `stream` matching `filter` that it holds now (however many that
+/// is), in stream order.
+pub fn read_all(
+    nc: &nats::Connection,
+    stream: &str,
+    filter: &str,
+    timeout: Duration,
+) -> Result<Vec<nats::Message>, String> {
+    read(nc, stream, filter, None, timeout)
+}
+
+/// `want`: how many to wait for; `None`: as many as match when the reader starts.
+fn read(
+    nc: &nats::Connection,
+    stream: &str,
+    filter: &str,
+    want: Option<usize>,
+    timeout: Duration,
+) -> Result<Vec<nats::Message>, String> {
     let js = nats::jetstream::new(nc.clone());
     let err = |e: std::io::Error| format!("reading {stream}: {e}");
     let durable = format!(
         "reader-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
-    js.add_consumer(
-        stream,
-        ConsumerConfig {
-            durable_name: Some(durable.clone()),
-            deliver_policy: DeliverPolicy::All,
-            ack_policy: AckPolicy::Explicit,
-            filter_subject: filter.to_string(),
-            ..Default::default()
-        },
-    )
-    .map_err(err)?;
+    let created = js
+        .add_consumer(
+            stream,
+            ConsumerConfig {
+                durable_name: Some(durable.clone()),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::Explicit,
+                filter_subject: filter.to_string(),
+                ..Default::default()
+            },
+        )
+        .map_err(err)?;
+    let want = want.unwrap_or(usize::try_from(created.num_pending).unwrap_or(usize::MAX));
     let sub = js
         .pull_subscribe_with_options(
             filter,

@@ -212,9 +212,12 @@ fn apply(
     let saga_key = keys::saga(&t.tenant, &t.saga, &t.correlation);
     // Status, version and count only: the prior state is skipped over, never built.
     let before: Option<Indexed> = get_json(txn, db, &saga_key)?;
-    // A transition replaces exactly the record it was computed from. The executor's
-    // overlay protocol guarantees that; this check keeps a breach of it (a stale read)
-    // from silently overwriting a committed transition.
+    // A transition replaces the record it was computed from, whose count it carries on
+    // by one. Two things break that, and both are refused here instead of overwriting
+    // the stored record: a stale read (tests/store_restart.rs), and a later transition
+    // of an instance built, through the executor's overlay, on a transition the commit
+    // stage then quarantined as unstorable. The commit fails, intake stops, and the
+    // messages run again over the stored record.
     let stored = before.map_or(0, |b| b.transitions);
     let based_on = t.record.transitions.saturating_sub(1);
     if stored != based_on {

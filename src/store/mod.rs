@@ -63,7 +63,7 @@ pub enum StoreError {
     /// A transition was computed from an older record than the stored one (its
     /// executor read a stale snapshot): the whole commit is refused, so its messages
     /// are redelivered and executed again over the stored record.
-    #[error("instance {key} has {stored} transitions stored, but a transition computed from {based_on} was to replace it; nothing of the commit was written")]
+    #[error("instance {key} has {stored} transitions stored, but a transition computed from a record with {based_on} was to replace it; this commit was refused whole, and its messages will run again")]
     Stale {
         key: String,
         stored: u64,
@@ -137,7 +137,7 @@ impl Store {
         // transaction id in the lock file leaves readers one commit behind, unless the
         // lock file is rebuilt (which only the first process to open the store does).
         // Taking the write lock repairs it (LMDB finds the lock's owner dead and
-        // publishes the newest meta page), so do so before anything is read: a reader
+        // publishes the newest meta page), so do so before any record is read: a reader
         // on the older snapshot would execute events over state that lacks the last
         // commit, and lose it (tests/store_restart.rs).
         drop(env.begin_rw_txn().map_err(open_err)?);
