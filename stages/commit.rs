@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::pipeline::{ExecutedBatch, ExecutedMsg, RetryOutcome, RetryTicket, Shared, Stats};
 use crate::saga::Disposition;
 use crate::store::{
-    excerpt, CommitBatch, CommitOutcome, QuarantineKind, QuarantineRecord, StoreError,
+    excerpt, CommitBatch, CommitOutcome, QuarantineKind, QuarantineRecord, StoreError, Transition,
 };
 
 pub fn run(shared: &Shared, input: &Receiver<ExecutedBatch>) {
@@ -107,7 +107,7 @@ fn commit_one_by_one(shared: &Shared, items: Vec<ExecutedMsg>) -> bool {
         let (batch, _) = take_batch(std::slice::from_mut(&mut item));
         let committed = match shared.store.commit(&batch) {
             Err(e) if e.is_deterministic() => {
-                quarantine_unstorable(&mut item, &e);
+                quarantine_unstorable(&mut item, &e, batch.transitions.first());
                 let (quarantine, _) = take_batch(std::slice::from_mut(&mut item));
                 shared.store.commit(&quarantine).map(|o| (o, quarantine))
             }
@@ -130,15 +130,15 @@ fn commit_one_by_one(shared: &Shared, items: Vec<ExecutedMsg>) -> bool {
     true
 }
 
-/// Replaces the message's work by a quarantine record naming the store's refusal.
-fn quarantine_unstorable(item: &mut ExecutedMsg, e: &StoreError) {
-    let tenant = item
-        .outcome
-        .transitions
-        .first()
+/// Replaces the message's work by a quarantine record naming the store's refusal;
+/// `first`: its first transition (taken out of it for the refused commit).
+fn quarantine_unstorable(item: &mut ExecutedMsg, e: &StoreError, first: Option<&Transition>) {
+    let tenant = first
         .map(|t| t.tenant.clone())
         .or_else(|| item.log.tenant_id.parse().ok())
         .unwrap_or_default();
+    let event_id = first.map(|t| t.event_id.to_string());
+    let saga = first.map(|t| t.saga.to_string());
     item.outcome.transitions.clear();
     item.outcome.quarantine = Some(QuarantineRecord {
         kind: QuarantineKind::Store,
@@ -148,9 +148,9 @@ fn quarantine_unstorable(item: &mut ExecutedMsg, e: &StoreError) {
         subject: item.info.subject.clone(),
         delivered: item.info.delivered,
         tenant,
-        event_id: None,
+        event_id,
         correlation_id: Some(item.log.correlation_id.clone()).filter(|c| !c.is_empty()),
-        saga: None,
+        saga,
         body_excerpt: excerpt(&item.msg.data),
     });
     item.outcome.disposition = Disposition::Term;
@@ -288,8 +288,18 @@ fn answer_retry(
     ticket.answer(outcome);
 }
 
-/// The store failed: nothing of these is acked, and intake stops.
+/// The store failed: nothing of these is acked, and intake stops. A commit refused as
+/// stale is not a store failure: the in-flight work is invalidated (the executor forgets
+/// its overlay) and the messages run again over the stored records once redelivered,
+/// while intake goes on.
 fn fail(shared: &Shared, items: &[ExecutedMsg], e: &StoreError) {
+    if matches!(e, StoreError::Stale { .. }) {
+        Stats::add(&shared.stats.stale_refused, 1);
+        log::warn!(error = e.to_string(), messages = items.len() as u64; "commit refused: a transition was computed from an older record; nothing acked, the messages run again");
+        shared.intake.invalidate();
+        drop_unacked(shared, items.iter());
+        return;
+    }
     Stats::add(&shared.stats.commit_failures, 1);
     log::error!(error = e.to_string(), messages = items.len() as u64; "commit failed; nothing acked, intake stops");
     shared.intake.stop(e.to_string());

@@ -347,6 +347,46 @@ fn an_unstorable_transition_is_quarantined_and_its_group_still_commits() {
     assert!(q[0].reason.contains("cannot be stored"), "{}", q[0].reason);
 }
 
+/// A message quarantined as unstorable after a later message of the same instance was
+/// executed on top of it: that later transition is refused as stale (it would carry the
+/// quarantined message's state), nothing of its commit is acked, and it runs again over
+/// the stored record. Intake never stops.
+#[test]
+fn a_transition_built_on_a_quarantined_one_runs_again_over_the_stored_record() {
+    let rig = Rig::new(recorder_saga());
+    let nc = rig.connect();
+    let subject = rig.aggregate_subject("acme", "OrderPlaced");
+    let events: Vec<(String, serde_json::Value)> = [("e-bad", 1), ("e-next", 2)]
+        .iter()
+        .map(|(id, n)| {
+            (
+                subject.clone(),
+                event(id, "acme", "o-x", "OrderPlaced", json!({"n": n})),
+            )
+        })
+        .collect();
+    runner::dev::publish_all(&nc, &events).unwrap();
+    rig.store.inject_unstorable(Some("e-bad"));
+    let mut settings = rig.settings.clone();
+    // Both in one batch: e-next is executed over e-bad's transition.
+    settings.consumer.fetch_batch = 16;
+    let pipeline = rig.start_with(settings);
+    await_stats(&pipeline, |s| s.finished() == 2);
+    let stats = pipeline.stats();
+    assert!(stats.stale_refused >= 1, "{stats:?}");
+    assert_eq!(
+        (stats.acked, stats.quarantined, stats.commit_failures),
+        (1, 1, 0),
+        "{stats:?}"
+    );
+    assert!(pipeline.intake().stop_reason().is_none());
+    // e-next applied once, over the stored (empty) record: e-bad's "1," is not in it.
+    assert_eq!(log_of(&rig, "o-x").as_deref(), Some("2,"));
+    let q = rig.store.quarantined(Some(&acme()), 10).unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].event_id.as_deref(), Some("e-bad"));
+}
+
 /// Order survives a storage failure in the middle of a live stream: the dropped messages
 /// come back before anything newer is applied, and nothing is applied twice.
 #[test]

@@ -41,6 +41,7 @@ counters! {
     acked: "Messages acked after their commit.",
     commits: "LMDB write transactions committed by the commit stage.",
     commit_failures: "Commits that failed (intake stopped, nothing acked).",
+    stale_refused: "Commits refused because a transition was computed from an older record than the stored one: nothing acked, the messages run again.",
     relayed: "Outbox items confirmed by their destination and deleted.",
     relay_retries: "Dispatches that failed and wait for another attempt.",
     dead_letters: "Outbox items given up on: dead-lettered, their saga told.",

@@ -109,7 +109,7 @@ impl Store {
                 outcomes.push(CommitOutcome::Duplicate);
                 continue;
             }
-            if self.is_injected_unstorable(t.correlation.as_str()) {
+            if self.is_injected_unstorable(t) {
                 return Err(StoreError::Encode {
                     key: keys::saga(&t.tenant, &t.saga, &t.correlation),
                     message: "refused on purpose (test fault injection)".into(),
@@ -216,8 +216,8 @@ fn apply(
     // by one. Two things break that, and both are refused here instead of overwriting
     // the stored record: a stale read (tests/store_restart.rs), and a later transition
     // of an instance built, through the executor's overlay, on a transition the commit
-    // stage then quarantined as unstorable. The commit fails, intake stops, and the
-    // messages run again over the stored record.
+    // stage then quarantined as unstorable. The commit fails, and the commit stage has
+    // the messages run again over the stored record.
     let stored = before.map_or(0, |b| b.transitions);
     let based_on = t.record.transitions.saturating_sub(1);
     if stored != based_on {

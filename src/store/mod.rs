@@ -60,9 +60,10 @@ pub enum StoreError {
     /// What a write was based on changed under it; nothing was written.
     #[error("{0}")]
     Conflict(String),
-    /// A transition was computed from an older record than the stored one (its
-    /// executor read a stale snapshot): the whole commit is refused, so its messages
-    /// are redelivered and executed again over the stored record.
+    /// A transition was computed from an older record than the stored one (a stale
+    /// snapshot, or a transition built on one that was quarantined): the whole commit is
+    /// refused, so its messages are redelivered and executed again over the stored
+    /// record.
     #[error("instance {key} has {stored} transitions stored, but a transition computed from a record with {based_on} was to replace it; this commit was refused whole, and its messages will run again")]
     Stale {
         key: String,
@@ -184,14 +185,17 @@ impl Store {
         self.injected_probe_failures.store(n, Ordering::SeqCst);
     }
 
-    /// Makes every transition of this correlation id fail to store as if LMDB refused
-    /// its record (a deterministic error), until called with `None`.
-    pub fn inject_unstorable(&self, correlation: Option<&str>) {
-        *self.injected_unstorable.lock() = correlation.map(str::to_string);
+    /// Makes every transition of this correlation id, or of the event with this id, fail
+    /// to store as if LMDB refused its record (a deterministic error), until called with
+    /// `None`.
+    pub fn inject_unstorable(&self, correlation_or_event: Option<&str>) {
+        *self.injected_unstorable.lock() = correlation_or_event.map(str::to_string);
     }
 
-    fn is_injected_unstorable(&self, correlation: &str) -> bool {
-        self.injected_unstorable.lock().as_deref() == Some(correlation)
+    fn is_injected_unstorable(&self, t: &Transition) -> bool {
+        let injected = self.injected_unstorable.lock();
+        injected.as_deref() == Some(t.correlation.as_str())
+            || injected.as_deref() == Some(t.event_id.as_str())
     }
 
     /// Writes raw bytes under a key: for tests that need a record no current code
