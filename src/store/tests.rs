@@ -218,7 +218,7 @@ fn a_transition_based_on_an_older_record_is_refused_whole() {
     );
     assert!(
         !err.is_deterministic(),
-        "intake stops and the batch runs again"
+        "not the data's fault: nothing is quarantined, the messages run again"
     );
     assert_eq!(snapshot(&store, &acme), before);
     assert!(store
