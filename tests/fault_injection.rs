@@ -3,7 +3,8 @@
 //! generator. Then an independent checker looks only at what an outsider sees — the
 //! streams, the two HTTP sinks the Runner called (the effect's upstream and the Gateway)
 //! and the saga instances through the admin API — and finds every order's work done
-//! exactly once.
+//! exactly once. It also reads the runners' logs: a transition refused as stale is healed
+//! by running it again, so only the log shows that a process read an old snapshot.
 //!
 //! Each test takes one crash point through several rounds. A round starts the Runner
 //! armed to abort on the point's n-th hit (n from 1 to 4, seeded) and publishes a wave of
@@ -128,6 +129,8 @@ impl Seeded {
 struct World {
     rig: Rig,
     config: std::path::PathBuf,
+    /// Every runner process's log (warnings and errors), appended run after run.
+    log: std::path::PathBuf,
     upstream: FakeGateway,
     gateway: FakeGateway,
     ops: String,
@@ -164,9 +167,11 @@ impl World {
         // limit must exceed the kills a message can see.
         s.consumer.max_deliver = plan.rounds as i64 + 5;
         let config = config_file(&rig);
+        let log = rig.dir.path().join("runner.log");
         World {
             rig,
             config,
+            log,
             upstream,
             gateway,
             ops,
@@ -250,7 +255,8 @@ fn distinct_keys(sink: &FakeGateway) -> usize {
 /// One round: the Runner armed at `point` for its `hit`-th pass; the round ends with the
 /// abort, or with SIGKILL once the wave is done. True if the point was reached.
 fn round(world: &mut World, point: &str, hit: u64, orders: usize) -> bool {
-    let mut runner = RunnerProcess::start(&world.config, Some((point, hit as u32)));
+    let mut runner =
+        RunnerProcess::start_logged(&world.config, Some((point, hit as u32)), &world.log);
     // Published while it runs (and perhaps after it died: the next run takes them).
     world.publish_wave(orders);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -285,7 +291,7 @@ fn run_point(point: &str) {
         }
         checkpoints.push(world.checkpoints());
     }
-    let _finisher = RunnerProcess::start(&world.config, None);
+    let _finisher = RunnerProcess::start_logged(&world.config, None, &world.log);
     let total = world.orders.len();
     let finished = wait_until(Duration::from_secs(60 + total as u64 / 10), || {
         world.all_paid() && world.completed() == total
@@ -326,11 +332,12 @@ fn run_point(point: &str) {
         let odd: Vec<_> = per_order.iter().filter(|(_, ids)| ids.len() != 1).collect();
         let stuck_paid = stuck.map(|(_, o)| per_order.get(o).map_or(0, |ids| ids.len()));
         panic!(
-            "{point}: after the last restart, {} of {total} orders reached the Gateway, {} completed; first not completed: {view:?} (its MarkPaid ids: {stuck_paid:?}); orders with other than one MarkPaid id: {odd:?}; quarantine: {:?}; dead letters: {:?}",
+            "{point}: after the last restart, {} of {total} orders reached the Gateway, {} completed; first not completed: {view:?} (its MarkPaid ids: {stuck_paid:?}); orders with other than one MarkPaid id: {odd:?}; quarantine: {:?}; dead letters: {:?}; the runners' last log lines:\n{}",
             distinct_keys(&world.gateway),
             done.len(),
             listed("quarantine"),
             listed("deadletters"),
+            log_tail(&world.log, 40),
         );
     }
     checkpoints.push(world.checkpoints());
@@ -353,8 +360,26 @@ fn run_point(point: &str) {
     );
 }
 
-/// The independent checker: streams, sinks and admin API only.
+/// The last `n` lines of a log file.
+fn log_tail(path: &std::path::Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The independent checker: streams, sinks, admin API and the runners' own logs.
 fn check(world: &World, point: &str) {
+    // A transition computed from a stale snapshot is refused and run again, so the
+    // outcome below would still look right: the logs are where it shows.
+    let log = std::fs::read_to_string(&world.log).unwrap_or_default();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("commit refused"))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "{point}: a runner refused a stale transition (a read older than the store): {refused:?}"
+    );
     let rig = &world.rig;
     let total = world.orders.len();
     let nc = rig.connect();

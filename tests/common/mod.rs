@@ -236,6 +236,24 @@ pub struct RunnerProcess(Child);
 
 impl RunnerProcess {
     pub fn start(config: &std::path::Path, crash: Option<(&str, u32)>) -> RunnerProcess {
+        RunnerProcess::spawn(config, crash, Stdio::inherit())
+    }
+
+    /// [`RunnerProcess::start`] with its log (stderr) appended to the file `log`.
+    pub fn start_logged(
+        config: &std::path::Path,
+        crash: Option<(&str, u32)>,
+        log: &std::path::Path,
+    ) -> RunnerProcess {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open the runner's log file");
+        RunnerProcess::spawn(config, crash, Stdio::from(file))
+    }
+
+    fn spawn(config: &std::path::Path, crash: Option<(&str, u32)>, log: Stdio) -> RunnerProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
         cmd.args(["run", "--config"])
             .arg(config)
@@ -243,7 +261,7 @@ impl RunnerProcess {
             .env_remove("RUNNER_CRASH_AT")
             .env_remove("RUNNER_CRASH_AFTER")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(log);
         if let Some((point, after)) = crash {
             cmd.env("RUNNER_CRASH_AT", point)
                 .env("RUNNER_CRASH_AFTER", after.to_string());
