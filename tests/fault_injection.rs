@@ -353,10 +353,11 @@ fn run_point(point: &str) {
         }
     }
     eprintln!(
-        "{point}: {} rounds, {reached} aborts at the point, {} SIGKILLs; {total} orders; effect calls {} for {total} keys",
+        "{point}: {} rounds, {reached} aborts at the point, {} SIGKILLs; {total} orders; effect calls {} for {total} keys; {} runner log lines",
         plan.rounds,
         plan.rounds - reached,
-        world.upstream.received().len()
+        world.upstream.received().len(),
+        std::fs::read_to_string(&world.log).map_or(0, |t| t.lines().count())
     );
 }
 
