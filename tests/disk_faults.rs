@@ -140,3 +140,40 @@ fn a_store_directory_that_cannot_be_created_is_a_clear_error_at_start_up() {
         "the error names the path: {stderr}"
     );
 }
+
+/// Two saga runners on one store would overwrite each other's transitions: the second
+/// refuses to start, naming the first; once the first is gone (killed, so the kernel
+/// dropped its lock), a successor starts.
+#[test]
+fn a_second_saga_runner_on_one_store_refuses_to_start() {
+    let rig = Rig::new(hoarding_saga());
+    let config = config_file(&rig);
+    let first = RunnerProcess::start(&config, None);
+    let lock = rig.settings.storage.path.join("runner.lock");
+    let holder = format!("pid {}", first.pid());
+    assert!(
+        wait_until(Duration::from_secs(30), || std::fs::read_to_string(&lock)
+            .is_ok_and(|t| t.contains(&holder))),
+        "the first runner takes the lock"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUNNER_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("in use by another runner") && stderr.contains(&holder),
+        "the error names the holder: {stderr}"
+    );
+    drop(first);
+    let second = RunnerProcess::start(&config, None);
+    let holder = format!("pid {}", second.pid());
+    assert!(
+        wait_until(Duration::from_secs(30), || std::fs::read_to_string(&lock)
+            .is_ok_and(|t| t.contains(&holder))),
+        "a successor takes the lock once the first is gone"
+    );
+}

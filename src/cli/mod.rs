@@ -198,6 +198,13 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
             .map_err(|e| Error::Other(format!("cannot handle signal {signal}: {e}")))?;
     }
     let map_size = (settings.storage.map_size_mib as usize).saturating_mul(1024 * 1024);
+    // Held until the process ends, and taken before the store is touched. Effect-mode
+    // workers may share a store (their records are idempotent); saga runners may not.
+    let _writer_lock = if settings.mode.runs_sagas() {
+        Some(crate::store::WriterLock::acquire(&settings.storage.path)?)
+    } else {
+        None
+    };
     let store = Arc::new(Store::open(&settings.storage.path, map_size)?);
     if settings.mode.runs_sagas() {
         crate::saga::versions::check_in_use(&store, &catalog).map_err(Error::Other)?;

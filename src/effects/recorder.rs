@@ -110,11 +110,12 @@ fn same_error(e: &StoreError) -> StoreError {
             stored: *stored,
             based_on: *based_on,
         },
-        // Open and CreateDir come from opening the store, never from a commit; an I/O
+        // These come from opening the store, never from a commit; an I/O
         // error (EIO) is the safe reading: not the data's fault, so intake stops.
-        StoreError::Open { .. } | StoreError::CreateDir { .. } => {
-            StoreError::Lmdb(lmdb::Error::Other(5))
-        }
+        StoreError::Open { .. }
+        | StoreError::CreateDir { .. }
+        | StoreError::InUse { .. }
+        | StoreError::LockFile { .. } => StoreError::Lmdb(lmdb::Error::Other(5)),
     }
 }
 

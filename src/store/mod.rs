@@ -11,6 +11,7 @@ mod commit;
 mod instances;
 mod records;
 mod tenant;
+mod writer_lock;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -28,6 +29,7 @@ pub use records::{
     OutboxItem, QuarantineKind, QuarantineRecord, RawJson, SagaRecord, ScheduleItem,
     StreamPosition, QUARANTINE_EXCERPT_BYTES,
 };
+pub use writer_lock::WriterLock;
 
 use crate::keys;
 use crate::types::{CorrelationId, EventId, SagaName, TenantId, WorkId};
@@ -45,6 +47,14 @@ pub enum StoreError {
     },
     #[error("cannot create store directory {path}: {source}")]
     CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Another process runs sagas on this store (see [`WriterLock`]).
+    #[error("the store at {path} is in use by another runner running sagas ({holder}); one store belongs to one saga runner: two would overwrite each other's transitions (stop the other one first, or give this one a store of its own)")]
+    InUse { path: PathBuf, holder: String },
+    #[error("cannot use the store's lock file {path}: {source}")]
+    LockFile {
         path: PathBuf,
         source: std::io::Error,
     },
