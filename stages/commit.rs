@@ -107,7 +107,7 @@ fn commit_one_by_one(shared: &Shared, items: Vec<ExecutedMsg>) -> bool {
         let (batch, _) = take_batch(std::slice::from_mut(&mut item));
         let committed = match shared.store.commit(&batch) {
             Err(e) if e.is_deterministic() => {
-                quarantine_unstorable(&mut item, &e, batch.transitions.first());
+                quarantine_unstorable(&mut item, &e, &batch.transitions);
                 let (quarantine, _) = take_batch(std::slice::from_mut(&mut item));
                 shared.store.commit(&quarantine).map(|o| (o, quarantine))
             }
@@ -131,14 +131,24 @@ fn commit_one_by_one(shared: &Shared, items: Vec<ExecutedMsg>) -> bool {
 }
 
 /// Replaces the message's work by a quarantine record naming the store's refusal;
-/// `first`: its first transition (taken out of it for the refused commit).
-fn quarantine_unstorable(item: &mut ExecutedMsg, e: &StoreError, first: Option<&Transition>) {
+/// `transitions`: its transitions (taken out of it for the refused commit). The record
+/// names a saga only when it is clear which one was refused.
+fn quarantine_unstorable(item: &mut ExecutedMsg, e: &StoreError, transitions: &[Transition]) {
+    let first = transitions.first();
     let tenant = first
         .map(|t| t.tenant.clone())
         .or_else(|| item.log.tenant_id.parse().ok())
         .unwrap_or_default();
+    // One message, one event: every transition carries the same event id.
     let event_id = first.map(|t| t.event_id.to_string());
-    let saga = first.map(|t| t.saga.to_string());
+    let refused = match e {
+        StoreError::Encode { key, .. } => transitions
+            .iter()
+            .find(|t| crate::keys::saga(&t.tenant, &t.saga, &t.correlation) == *key),
+        _ => None,
+    };
+    let only = (transitions.len() == 1).then_some(first).flatten();
+    let saga = refused.or(only).map(|t| t.saga.to_string());
     item.outcome.transitions.clear();
     item.outcome.quarantine = Some(QuarantineRecord {
         kind: QuarantineKind::Store,
@@ -289,15 +299,18 @@ fn answer_retry(
 }
 
 /// The store failed: nothing of these is acked, and intake stops. A commit refused as
-/// stale is not a store failure: the in-flight work is invalidated (the executor forgets
-/// its overlay) and the messages run again over the stored records once redelivered,
-/// while intake goes on.
+/// stale is not a store failure, but it is handled the same way: intake pauses for one
+/// ack wait, so that the refused messages (and whatever other stages held, which a new
+/// epoch drops) come back, in order, before anything newer is admitted; the executor
+/// forgets its overlay and they run again over the stored records.
 fn fail(shared: &Shared, items: &[ExecutedMsg], e: &StoreError) {
     if matches!(e, StoreError::Stale { .. }) {
         Stats::add(&shared.stats.stale_refused, 1);
-        log::warn!(error = e.to_string(), messages = items.len() as u64; "commit refused: a transition was computed from an older record; nothing acked, the messages run again");
-        shared.intake.invalidate();
+        log::warn!(error = e.to_string(), messages = items.len() as u64; "commit refused: a transition was computed from an older record; nothing acked, intake pauses and the messages run again");
         drop_unacked(shared, items.iter());
+        shared.intake.stop(format!(
+            "a commit was refused as stale; its messages run again: {e}"
+        ));
         return;
     }
     Stats::add(&shared.stats.commit_failures, 1);

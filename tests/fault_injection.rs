@@ -341,7 +341,16 @@ fn run_point(point: &str) {
         );
     }
     checkpoints.push(world.checkpoints());
-    check(&world, point);
+    // Any failure of the checker also shows what the runners logged last.
+    if let Err(failure) =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&world, point)))
+    {
+        eprintln!(
+            "{point}: the runners' last log lines:\n{}",
+            log_tail(&world.log, 40)
+        );
+        std::panic::resume_unwind(failure);
+    }
     // Checkpoints only move forward, across every kill.
     for pair in checkpoints.windows(2) {
         let (before, after) = (&pair[0], &pair[1]);

@@ -74,13 +74,6 @@ impl Intake {
             && self.drops.last_drop().as_ref().is_none_or(quiet)
     }
 
-    /// Invalidates all in-flight work without stopping intake: every stage drops what it
-    /// holds of the old epoch (unacked, so JetStream redelivers it) and the executor
-    /// forgets its overlay, as after a stop, but fetching goes on.
-    pub fn invalidate(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-    }
-
     pub fn resume(&self) {
         *self.stop.lock() = None;
         self.stopped.store(false, Ordering::SeqCst);
