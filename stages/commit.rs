@@ -307,14 +307,10 @@ fn fail(shared: &Shared, items: &[ExecutedMsg], e: &StoreError) {
     if matches!(e, StoreError::Stale { .. }) {
         Stats::add(&shared.stats.stale_refused, 1);
         log::warn!(error = e.to_string(), messages = items.len() as u64; "commit refused: a transition was computed from an older record; nothing acked, intake pauses and the messages run again");
-        drop_unacked(shared, items.iter());
-        shared.intake.stop(format!(
-            "a commit was refused as stale; its messages run again: {e}"
-        ));
-        return;
+    } else {
+        Stats::add(&shared.stats.commit_failures, 1);
+        log::error!(error = e.to_string(), messages = items.len() as u64; "commit failed; nothing acked, intake stops");
     }
-    Stats::add(&shared.stats.commit_failures, 1);
-    log::error!(error = e.to_string(), messages = items.len() as u64; "commit failed; nothing acked, intake stops");
     shared.intake.stop(e.to_string());
     drop_unacked(shared, items.iter());
 }

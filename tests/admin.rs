@@ -29,6 +29,21 @@ fn faulty_recorder() -> Value {
     sagas
 }
 
+/// Starts `runner run`, waits for its ops port, then until the first `events` aggregate
+/// events are applied and acked.
+fn start_and_apply(rig: &Rig, config: &std::path::Path, base: &str, events: u64) -> RunnerProcess {
+    let runner = RunnerProcess::start(config, None);
+    let ready = format!("{base}/ready");
+    assert!(wait_until(WAIT, || ureq::get(&ready).call().is_ok()));
+    let nc = rig.connect();
+    assert!(wait_until(WAIT, || rig
+        .consumer_info(&nc, "aggregate")
+        .ack_floor
+        .stream_seq
+        == events));
+    runner
+}
+
 fn instance_log(base: &str, order: &str) -> Value {
     let url = format!("{base}/admin/instances/acme/recorder/{order}");
     let (status, body) = call("GET", &url, Some(TOKEN));
@@ -292,16 +307,8 @@ fn replay_needs_confirmation_and_a_drain_and_changes_nothing_twice() {
     for i in 0..20 {
         rig.send(&nc, &format!("e-{i}"), &format!("o-{}", i % 4), i);
     }
-    let _runner = RunnerProcess::start(&config, None);
+    let _runner = start_and_apply(&rig, &config, &base, 20);
     let ready = || call("GET", &format!("{base}/ready"), None);
-    assert!(wait_until(WAIT, || ureq::get(&format!("{base}/ready"))
-        .call()
-        .is_ok()));
-    assert!(wait_until(WAIT, || rig
-        .consumer_info(&nc, "aggregate")
-        .ack_floor
-        .stream_seq
-        == 20));
     let logs_before: Vec<Value> = (0..4)
         .map(|o| instance_log(&base, &format!("o-{o}")))
         .collect();
@@ -394,16 +401,7 @@ fn a_drained_process_migrates_chosen_instances_to_the_newest_version() {
     for (i, order) in ["o-1", "o-2"].iter().enumerate() {
         rig.send(&nc, &format!("e-{i}"), order, i as i64);
     }
-    let runner = RunnerProcess::start(&config, None);
-    assert!(wait_until(WAIT, || ureq::get(&format!("{base}/ready"))
-        .call()
-        .is_ok()));
-    assert!(wait_until(WAIT, || rig
-        .consumer_info(&nc, "aggregate")
-        .ack_floor
-        .stream_seq
-        == 2));
-    drop(runner);
+    drop(start_and_apply(&rig, &config, &base, 2));
 
     // Version 2 keeps version 1 and offers a migration that marks the state.
     let mut v2 = recorder_saga();

@@ -127,14 +127,8 @@ fn a_store_directory_that_cannot_be_created_is_a_clear_error_at_start_up() {
     std::fs::write(&file, "a file where the store's parent should be").unwrap();
     rig.settings.storage.path = file.join("store");
     let config = config_file(&rig);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUNNER_LOG", "warn")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = RunnerProcess::run_to_exit(&config);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&file.join("store").display().to_string()),
         "the error names the path: {stderr}"
@@ -148,32 +142,27 @@ fn a_store_directory_that_cannot_be_created_is_a_clear_error_at_start_up() {
 fn a_second_saga_runner_on_one_store_refuses_to_start() {
     let rig = Rig::new(hoarding_saga());
     let config = config_file(&rig);
-    let first = RunnerProcess::start(&config, None);
     let lock = rig.settings.storage.path.join("runner.lock");
-    let holder = format!("pid {}", first.pid());
+    // Whether the lock file names `runner` as its holder, soon enough.
+    let holds = |runner: &RunnerProcess| {
+        let holder = format!("pid {}", runner.pid());
+        wait_until(Duration::from_secs(30), || {
+            std::fs::read_to_string(&lock).is_ok_and(|t| t.contains(&holder))
+        })
+    };
+    let first = RunnerProcess::start(&config, None);
+    assert!(holds(&first), "the first runner takes the lock");
+    let (code, stderr) = RunnerProcess::run_to_exit(&config);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        wait_until(Duration::from_secs(30), || std::fs::read_to_string(&lock)
-            .is_ok_and(|t| t.contains(&holder))),
-        "the first runner takes the lock"
-    );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUNNER_LOG", "warn")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("in use by another runner") && stderr.contains(&holder),
+        stderr.contains("in use by another runner")
+            && stderr.contains(&format!("pid {}", first.pid())),
         "the error names the holder: {stderr}"
     );
     drop(first);
     let second = RunnerProcess::start(&config, None);
-    let holder = format!("pid {}", second.pid());
     assert!(
-        wait_until(Duration::from_secs(30), || std::fs::read_to_string(&lock)
-            .is_ok_and(|t| t.contains(&holder))),
+        holds(&second),
         "a successor takes the lock once the first is gone"
     );
 }

@@ -39,14 +39,19 @@ fn shadow_reports_exactly_the_differing_transitions_and_writes_nothing() {
     }
     let js = nats::jetstream::new(nc.clone());
     let streams = &rig.settings.streams;
-    let before = (
-        js.stream_info(&streams.aggregate_events).unwrap().state,
-        js.stream_info(&streams.workflow_commands)
-            .unwrap()
-            .state
-            .messages,
-        rig.store.entries().unwrap(),
-    );
+    // What shadow must leave as it found: the event stream (and its consumers), the
+    // command stream and the configured store.
+    let footprint = || {
+        (
+            js.stream_info(&streams.aggregate_events).unwrap().state,
+            js.stream_info(&streams.workflow_commands)
+                .unwrap()
+                .state
+                .messages,
+            rig.store.entries().unwrap(),
+        )
+    };
+    let before = footprint();
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
         .args([
@@ -104,14 +109,7 @@ fn shadow_reports_exactly_the_differing_transitions_and_writes_nothing() {
 
     // Nothing written, published or left behind: the stream (no consumer added), the
     // command stream and the configured store are as they were.
-    let after = (
-        js.stream_info(&streams.aggregate_events).unwrap().state,
-        js.stream_info(&streams.workflow_commands)
-            .unwrap()
-            .state
-            .messages,
-        rig.store.entries().unwrap(),
-    );
+    let after = footprint();
     assert_eq!(
         (after.0.messages, after.0.consumer_count, after.1, after.2),
         (

@@ -253,6 +253,21 @@ impl RunnerProcess {
         RunnerProcess::spawn(config, crash, Stdio::from(file))
     }
 
+    /// Runs `runner run` to its end (for one that must fail at start-up): its exit code
+    /// and what it wrote to stderr.
+    pub fn run_to_exit(config: &std::path::Path) -> (Option<i32>, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_runner"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUNNER_LOG", "warn")
+            .output()
+            .expect("run the runner");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     fn spawn(config: &std::path::Path, crash: Option<(&str, u32)>, log: Stdio) -> RunnerProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
         cmd.args(["run", "--config"])
