@@ -409,6 +409,7 @@ fn relay(sandbox: &Sandbox, nc: &nats::Connection, n: usize) -> Result<(), Strin
     let server_cpu =
         || server_pid.map_or(Duration::ZERO, |pid| proc_cpu(&format!("/proc/{pid}/stat")));
     let cpu_before = (cpu_time(), server_cpu());
+    let threads_before = thread_cpu();
     let raw = raw_publish(
         nc,
         seeded as usize,
@@ -420,7 +421,9 @@ fn relay(sandbox: &Sandbox, nc: &nats::Connection, n: usize) -> Result<(), Strin
         cpu_time().saturating_sub(cpu_before.0),
         server_cpu().saturating_sub(cpu_before.1),
     );
+    let raw_threads = per_event_by_thread(&threads_before, thread_cpu(), seeded);
     let cpu_before = (cpu_time(), server_cpu());
+    let threads_before = thread_cpu();
     let pipeline = sandbox.start_pipeline(store)?;
     let started = Instant::now();
     let relayed_at_start = pipeline.stats().relayed;
@@ -437,6 +440,7 @@ fn relay(sandbox: &Sandbox, nc: &nats::Connection, n: usize) -> Result<(), Strin
         cpu_time().saturating_sub(cpu_before.0),
         server_cpu().saturating_sub(cpu_before.1),
     );
+    let drain_threads = per_event_by_thread(&threads_before, thread_cpu(), seeded);
 
     // Low load: orders at LOW_RATE per second, each committing one charge_card command.
     const LOW_RATE: u64 = 500;
@@ -500,6 +504,15 @@ fn relay(sandbox: &Sandbox, nc: &nats::Connection, n: usize) -> Result<(), Strin
         per_item(drain_cpu.0),
         per_item(drain_cpu.1)
     );
+    let by_thread = |threads: &[(String, Duration)]| {
+        threads
+            .iter()
+            .map(|(name, d)| format!("{name} {:.1}", d.as_secs_f64() * 1e6))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("    raw publish by thread: {}", by_thread(&raw_threads));
+    println!("    relay drain by thread: {}", by_thread(&drain_threads));
     println!(
         "relay latency, commit to publish ack, {LOW_EVENTS} orders at {LOW_RATE}/s: p50 {} ms, p99 {} ms (bucket upper bounds)",
         p50, p99
@@ -666,7 +679,9 @@ fn thread_cpu() -> Vec<(String, Duration)> {
     threads_of("self")
 }
 
-/// CPU time per thread name of process `pid` ("self" for this one).
+/// CPU time per thread name of process `pid` ("self" for this one). Numbered threads of
+/// one pool (`effect-0`, `effect-1`, …) are summed as one (`effect-*`): 64 workers that
+/// each cost little cost much together.
 fn threads_of(pid: &str) -> Vec<(String, Duration)> {
     let mut out: Vec<(String, Duration)> = Vec::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -677,12 +692,23 @@ fn threads_of(pid: &str) -> Vec<(String, Duration)> {
         let Some((name, cpu)) = parse_stat(&stat) else {
             continue;
         };
+        let name = pool_name(name);
         match out.iter_mut().find(|(n, _)| *n == name) {
             Some((_, d)) => *d += cpu,
             None => out.push((name, cpu)),
         }
     }
     out
+}
+
+/// `effect-12` → `effect-*`; other names as they are.
+fn pool_name(name: String) -> String {
+    match name.rsplit_once('-') {
+        Some((pool, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{pool}-*")
+        }
+        _ => name,
+    }
 }
 
 /// CPU per event of each thread name between two `threads_of` samples, largest first,
@@ -734,4 +760,18 @@ fn event_time(i: u64) -> String {
     static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
     let base = *BASE.get_or_init(crate::timefmt::now_ms);
     crate::timefmt::format_rfc3339_ms(base + i as i64).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pool_name;
+
+    #[test]
+    fn numbered_threads_of_a_pool_share_one_name() {
+        assert_eq!(pool_name("effect-12".into()), "effect-*");
+        assert_eq!(pool_name("gateway-0".into()), "gateway-*");
+        assert_eq!(pool_name("effect-commit".into()), "effect-commit");
+        assert_eq!(pool_name("fetch-AGGREGATE".into()), "fetch-AGGREGATE");
+        assert_eq!(pool_name("runner".into()), "runner");
+    }
 }

@@ -209,7 +209,7 @@ pub fn print(w: &Workflows, n: u64, rate: u64) {
     let threads: Vec<String> = w
         .by_thread
         .iter()
-        .take(8)
+        .take(12)
         .map(|(name, d)| format!("{name} {:.0}", d.as_secs_f64() * 1e6))
         .collect();
     println!("  µs per workflow by thread: {}", threads.join(", "));

@@ -60,12 +60,16 @@ type Lane = (TenantId, OutboxKind);
 #[derive(Debug)]
 pub struct Tracker {
     limits: Limits,
-    entries: HashMap<String, Entry>,
-    ready: HashMap<Lane, VecDeque<String>>,
+    /// Boxed, so the table itself stays small enough to stay in cache: most lookups
+    /// only need the key.
+    entries: HashMap<String, Box<Entry>>,
+    /// Ready keys per tenant, one queue per kind (see [`slot`]).
+    ready: HashMap<TenantId, [VecDeque<String>; 2]>,
     /// Queues with ready items, in dispatch order.
     rotation: VecDeque<Lane>,
     held: HashMap<TenantId, usize>,
-    in_flight: HashMap<Lane, usize>,
+    /// Dispatches in flight per tenant, by kind (see [`slot`]).
+    in_flight: HashMap<TenantId, [usize; 2]>,
     in_flight_total: usize,
     waiting: BTreeSet<(Instant, String)>,
     /// An item was turned away since the last [`Tracker::take_overflow`].
@@ -119,26 +123,30 @@ impl Tracker {
             self.overflowed = true;
             return Admit::Full;
         }
-        *self.held.entry(item.tenant.clone()).or_default() += 1;
-        self.push_ready(&key, (item.tenant.clone(), item.kind));
+        // Looked up before inserting: `entry()` would clone the tenant every time.
+        match self.held.get_mut(&item.tenant) {
+            Some(n) => *n += 1,
+            None => {
+                self.held.insert(item.tenant.clone(), 1);
+            }
+        }
+        push_ready(
+            &mut self.ready,
+            &mut self.rotation,
+            &key,
+            &item.tenant,
+            item.kind,
+        );
         self.entries.insert(
             key,
-            Entry {
+            Box::new(Entry {
                 item,
                 attempts: 0,
                 verdict: None,
                 state: State::Ready,
-            },
+            }),
         );
         Admit::Added
-    }
-
-    fn push_ready(&mut self, key: &str, lane: Lane) {
-        let queue = self.ready.entry(lane.clone()).or_default();
-        if queue.is_empty() {
-            self.rotation.push_back(lane);
-        }
-        queue.push_back(key.to_string());
     }
 
     /// The next item to dispatch, fairly across tenants. `room(kind, n)` says whether the
@@ -147,46 +155,49 @@ impl Tracker {
     pub fn next(&mut self, room: impl Fn(OutboxKind, usize) -> bool) -> Option<(String, &Entry)> {
         for _ in 0..self.rotation.len() {
             let lane = self.rotation.pop_front()?;
-            let tenant_total: usize = [OutboxKind::Effect, OutboxKind::Aggregate]
-                .iter()
-                .map(|k| self.in_flight_of(&(lane.0.clone(), *k)))
-                .sum();
-            let mine = self.in_flight_of(&lane);
+            let counts = self.in_flight.get(&lane.0).copied().unwrap_or_default();
+            let tenant_total: usize = counts.iter().sum();
+            let mine = counts[slot(lane.1)];
             if tenant_total >= self.limits.per_tenant_in_flight || !room(lane.1, mine) {
                 self.rotation.push_back(lane);
                 continue;
             }
-            let Some(queue) = self.ready.get_mut(&lane) else {
+            let Some(queues) = self.ready.get_mut(&lane.0) else {
                 continue;
             };
-            let Some(key) = queue.pop_front() else {
-                self.ready.remove(&lane);
+            let queue = &mut queues[slot(lane.1)];
+            let popped = queue.pop_front();
+            let more = !queue.is_empty();
+            if queues.iter().all(VecDeque::is_empty) {
+                self.ready.remove(&lane.0);
+            }
+            let Some(key) = popped else {
                 continue;
             };
-            if queue.is_empty() {
-                self.ready.remove(&lane);
-            } else {
+            if more {
                 self.rotation.push_back(lane.clone());
             }
-            *self.in_flight.entry(lane).or_default() += 1;
+            match self.in_flight.get_mut(&lane.0) {
+                Some(counts) => counts[slot(lane.1)] += 1,
+                None => {
+                    let mut counts = [0; 2];
+                    counts[slot(lane.1)] = 1;
+                    self.in_flight.insert(lane.0, counts);
+                }
+            }
             self.in_flight_total += 1;
             let entry = self.entries.get_mut(&key)?;
             entry.state = State::InFlight;
             if entry.verdict.is_none() {
                 entry.attempts += 1;
             }
-            let entry = self.entries.get(&key)?;
-            return Some((key, entry));
+            return Some((key, &**entry));
         }
         None
     }
 
-    fn in_flight_of(&self, lane: &Lane) -> usize {
-        self.in_flight.get(lane).copied().unwrap_or(0)
-    }
-
     pub fn get(&self, key: &str) -> Option<&Entry> {
-        self.entries.get(key)
+        self.entries.get(key).map(|e| &**e)
     }
 
     /// The item is dealt with (its delete committed): forget it.
@@ -207,15 +218,16 @@ impl Tracker {
     /// The destination confirmed the item: its in-flight slot is free; it stays held until
     /// [`Tracker::done`] (after its delete committed).
     pub fn confirm(&mut self, key: &str) {
-        let Some(entry) = self.entries.get(key) else {
+        let Some(entry) = self.entries.get_mut(key) else {
             return;
         };
-        if entry.state == State::InFlight {
-            let lane = (entry.item.tenant.clone(), entry.item.kind);
-            self.release(&lane);
-        }
-        if let Some(entry) = self.entries.get_mut(key) {
-            entry.state = State::Confirmed;
+        if std::mem::replace(&mut entry.state, State::Confirmed) == State::InFlight {
+            release(
+                &mut self.in_flight,
+                &mut self.in_flight_total,
+                &entry.item.tenant,
+                entry.item.kind,
+            );
         }
     }
 
@@ -225,9 +237,14 @@ impl Tracker {
         let Some(entry) = self.entries.get(key) else {
             return;
         };
-        let (old, lane) = (entry.state, (entry.item.tenant.clone(), entry.item.kind));
+        let old = entry.state;
         if old == State::InFlight {
-            self.release(&lane);
+            release(
+                &mut self.in_flight,
+                &mut self.in_flight_total,
+                &entry.item.tenant,
+                entry.item.kind,
+            );
         }
         if let State::Waiting(t) = old {
             self.waiting.remove(&(t, key.to_string()));
@@ -261,8 +278,13 @@ impl Tracker {
                 continue;
             };
             entry.state = State::Ready;
-            let lane = (entry.item.tenant.clone(), entry.item.kind);
-            self.push_ready(&key, lane);
+            push_ready(
+                &mut self.ready,
+                &mut self.rotation,
+                &key,
+                &entry.item.tenant,
+                entry.item.kind,
+            );
         }
     }
 
@@ -277,34 +299,73 @@ impl Tracker {
     }
 
     fn leave_state(&mut self, key: &str, entry: &Entry) {
-        let lane = (entry.item.tenant.clone(), entry.item.kind);
+        let (tenant, kind) = (&entry.item.tenant, entry.item.kind);
         match entry.state {
-            State::InFlight => self.release(&lane),
+            State::InFlight => {
+                release(&mut self.in_flight, &mut self.in_flight_total, tenant, kind)
+            }
             State::Waiting(at) => {
                 self.waiting.remove(&(at, key.to_string()));
             }
             State::Confirmed => {}
             State::Ready => {
-                if let Some(queue) = self.ready.get_mut(&lane) {
+                if let Some(queues) = self.ready.get_mut(tenant) {
+                    let queue = &mut queues[slot(kind)];
                     queue.retain(|k| k != key);
                     if queue.is_empty() {
-                        self.ready.remove(&lane);
-                        self.rotation.retain(|l| *l != lane);
+                        self.rotation.retain(|l| l.0 != *tenant || l.1 != kind);
+                    }
+                    if queues.iter().all(VecDeque::is_empty) {
+                        self.ready.remove(tenant);
                     }
                 }
             }
         }
     }
+}
 
-    fn release(&mut self, lane: &Lane) {
-        if let Some(n) = self.in_flight.get_mut(lane) {
-            *n -= 1;
-            if *n == 0 {
-                self.in_flight.remove(lane);
-            }
-        }
-        self.in_flight_total = self.in_flight_total.saturating_sub(1);
+/// Index of a kind in the per-tenant in-flight counts.
+fn slot(kind: OutboxKind) -> usize {
+    match kind {
+        OutboxKind::Effect => 0,
+        OutboxKind::Aggregate => 1,
     }
+}
+
+/// Queues `key` on its lane, putting the lane into the rotation if it had nothing ready.
+/// (Free functions over the fields they touch, so callers can hold an entry meanwhile.)
+fn push_ready(
+    ready: &mut HashMap<TenantId, [VecDeque<String>; 2]>,
+    rotation: &mut VecDeque<Lane>,
+    key: &str,
+    tenant: &TenantId,
+    kind: OutboxKind,
+) {
+    // Looked up before inserting: `entry()` would clone the tenant every time.
+    let queue = match ready.get_mut(tenant) {
+        Some(queues) => &mut queues[slot(kind)],
+        None => &mut ready.entry(tenant.clone()).or_default()[slot(kind)],
+    };
+    if queue.is_empty() {
+        rotation.push_back((tenant.clone(), kind));
+    }
+    queue.push_back(key.to_string());
+}
+
+/// One in-flight slot of the tenant's lane is free again.
+fn release(
+    in_flight: &mut HashMap<TenantId, [usize; 2]>,
+    total: &mut usize,
+    tenant: &TenantId,
+    kind: OutboxKind,
+) {
+    if let Some(counts) = in_flight.get_mut(tenant) {
+        counts[slot(kind)] = counts[slot(kind)].saturating_sub(1);
+        if counts == &[0, 0] {
+            in_flight.remove(tenant);
+        }
+    }
+    *total = total.saturating_sub(1);
 }
 
 #[cfg(test)]
