@@ -15,7 +15,7 @@
 //!   published (pipelined) and the clock stops when the pool has acked them all (claim,
 //!   call, completion record, result publish and its ack, command ack). With the KV claims
 //!   bucket (the default) and without it (`effects.claims_bucket = ""`).
-//! - `effect_steps/*`: the steps of one command in one worker, alone and in sequence
+//! - `effect_steps/*`: the steps of one command, alone and in sequence
 //!   (no other worker to share a group commit or a round trip with): decoding the command
 //!   plus the noop call plus building the result, the completion lookup, the claim
 //!   (create, then the result written into it), the completion record (one group commit)
@@ -43,7 +43,6 @@ use nats::header::HeaderMap;
 use runner::dev::{NatsServer, TempDir};
 use runner::effects::attempts;
 use runner::effects::claims::{Claims, Gate};
-use runner::effects::recorder;
 use runner::effects::result::{result_event, result_subject};
 use runner::envelope::{header, meta, EffectCommand};
 use runner::keys::OutboxKind;
@@ -417,26 +416,25 @@ fn bench_effect_steps(c: &mut Criterion, url: &str) {
         })
     });
 
-    let (recorder, committer) = recorder::recorder(space.store.clone(), 1);
-    let committing = std::thread::spawn(move || committer.run());
+    // One record alone in its transaction, as the effect-commit thread writes it when
+    // nothing else waits.
     group.bench_function("record_completion", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let work = fresh("record");
                 let started = Instant::now();
-                recorder
-                    .record(&tenant, &work, &completion)
+                space
+                    .store
+                    .record_effect_completion(&tenant, &work, &completion)
                     .expect("record");
                 total += started.elapsed();
             }
             total
         })
     });
-    drop(recorder);
-    committing.join().expect("effect-commit thread");
 
-    // As a worker publishes its result: a window of one, waiting for the ack.
+    // One result publish waiting for its ack, as when nothing else is outstanding.
     let mut publisher = Publisher::new(
         &nc,
         1,

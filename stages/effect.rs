@@ -4,17 +4,21 @@
 //!
 //! ```text
 //! fetch(commands) ─▶ split ─▶ worker × effects.workers ─▶ provider (retries, breaker)
-//!                                  │ record ─▶ publish result ─▶ ack
-//!                                  └─ records group-committed by one effect-commit thread
+//!                                  │
+//!                                  ▼
+//!                    effect-commit: record (group commit) ─▶ publish result ─▶ ack
 //! ```
 //!
 //! Per command a worker checks the completion record `dedupe:{tenant}:effect:{id}`. If
 //! there is one, the call already happened: its recorded result is published again (the
 //! saga may not have seen it) and the message acked, without calling. Otherwise it calls
-//! (with the effect's retries, timeout and breaker), records the result, publishes it
-//! with `Nats-Msg-Id` = the result's event id, and acks once that publish is acked. The window that remains is between the end of the call and its record: a crash
-//! there calls again after redelivery, with the same `idempotency-key`, which an upstream
-//! that honours it answers without acting twice.
+//! (with the effect's retries, timeout and breaker) and hands the result to the
+//! `effect-commit` thread (`effects::recorder`). That thread records it (the worker waits
+//! until the record is durable, then takes its next command), publishes it with
+//! `Nats-Msg-Id` = the result's event id, and acks once that publish is acked. The window
+//! that remains is between the end of the call and its record: a crash there calls again
+//! after redelivery, with the same `idempotency-key`, which an upstream that honours it
+//! answers without acting twice.
 //!
 //! Across replicas (each with its own store) the gate is a claim in the shared KV bucket
 //! (`effects::claims`): a worker calls only when it created the claim, writes the result
@@ -32,10 +36,10 @@ use serde_json::Value;
 
 use crate::effects::attempts::{self, Final};
 use crate::effects::claims::{Claims, Gate, Held};
-use crate::effects::recorder::Recorder;
+use crate::effects::recorder::{self, Finished, LogCtx, Recorder};
 use crate::effects::result::{result_event, result_subject};
 use crate::envelope::{header, meta, EffectCommand, ResultError, ResultType};
-use crate::nats_io::{self, Delivery, Publisher};
+use crate::nats_io::{self, Delivery};
 use crate::pipeline::{FetchedBatch, Shared, Stats};
 use crate::relay::backoff::Jitter;
 use crate::store::{
@@ -64,22 +68,12 @@ pub fn work(
     shared: &Shared,
     claims: Option<&Claims>,
     recorder: Recorder,
-    nc: &nats::Connection,
     input: &Receiver<nats::Message>,
 ) {
-    let timeout = Duration::from_millis(shared.settings.relay.publish_timeout_ms);
-    let publisher = match Publisher::new(nc, 1, timeout, 3) {
-        Ok(p) => p,
-        Err(e) => {
-            log::error!(error = e.to_string(); "effect worker cannot subscribe to its ack inbox; worker ends");
-            return;
-        }
-    };
     let mut worker = Worker {
         shared,
         claims,
         recorder,
-        publisher,
         jitter: Jitter::seeded(),
     };
     for msg in input {
@@ -92,9 +86,9 @@ struct Worker<'a> {
     shared: &'a Shared,
     /// The cross-replica gate; `None` when `effects.claims_bucket` is "".
     claims: Option<&'a Claims>,
-    /// Completion records go through the group-committing thread.
+    /// Where ended commands go: records, result publishes and acks are the
+    /// `effect-commit` thread's.
     recorder: Recorder,
-    publisher: Publisher,
     jitter: Jitter,
 }
 
@@ -117,18 +111,21 @@ impl<'a> Worker<'a> {
             Err(p) => return self.quarantine(&msg, &delivery, p),
         };
         let (cmd, json, tenant, work_id) = command;
-        let log_ctx = LogCtx::of(&cmd);
+        let log_ctx = log_ctx(&cmd);
         let done = match self.shared.store.effect_completion(&tenant, &work_id) {
             Ok(done) => done,
             Err(e) => return self.store_failed(&delivery, &log_ctx, &e),
         };
-        let record = match done {
+        // The claim stays held (a redelivery here meets "busy") until the record is
+        // durable, i.e. until `finish` returned.
+        let mut _held = None;
+        let (record, write) = match done {
             Some(record) => {
                 Stats::add(&self.shared.stats.effect_results_replayed, 1);
                 log::info!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
                     trace_id = log_ctx.trace.as_str(), command_id = cmd.command_id.as_str();
                     "effect command seen before: publishing its recorded result, not calling again");
-                record
+                (record, None)
             }
             None => {
                 // Only a command still to be called counts its deliveries: one whose call
@@ -144,10 +141,8 @@ impl<'a> Worker<'a> {
                 let revision = match self.claim(&tenant, &work_id, &log_ctx) {
                     Claimed::Mine(revision) => revision,
                     Claimed::Done(record) => {
-                        if let Err(e) = self.recorder.record(&tenant, &work_id, &record) {
-                            return self.store_failed(&delivery, &log_ctx, &e);
-                        }
-                        return self.publish_and_ack(&msg, &delivery, &cmd, record);
+                        let write = Some((tenant, work_id));
+                        return self.finish(msg, delivery, &cmd, record, write, log_ctx);
                     }
                     Claimed::Later(delay) => return self.put_back(&msg, &delivery, delay),
                 };
@@ -170,50 +165,43 @@ impl<'a> Worker<'a> {
                     result,
                     recorded_at: now_rfc3339(),
                 };
-                if let Some((revision, _held)) = &revision {
-                    self.complete_claim(&tenant, &work_id, *revision, &record, &log_ctx);
+                if let Some((revision, held)) = revision {
+                    self.complete_claim(&tenant, &work_id, revision, &record, &log_ctx);
+                    _held = Some(held);
                 }
-                if let Err(e) = self.recorder.record(&tenant, &work_id, &record) {
-                    return self.store_failed(&delivery, &log_ctx, &e);
-                }
-                crate::crash::point(crate::crash::AFTER_RECORD);
-                record
+                (record, Some((tenant, work_id)))
             }
         };
-        self.publish_and_ack(&msg, &delivery, &cmd, record);
+        self.finish(msg, delivery, &cmd, record, write, log_ctx);
     }
 
-    /// Publishes the recorded result and acks the command once the publish is acked.
-    fn publish_and_ack(
-        &mut self,
-        msg: &nats::Message,
-        delivery: &Delivery,
+    /// Hands the ended command to the `effect-commit` thread and waits until its record
+    /// (when `write`) is durable; that thread then publishes the result and acks.
+    fn finish(
+        &self,
+        msg: nats::Message,
+        delivery: Delivery,
         cmd: &EffectCommand,
         record: EffectCompletion,
+        write: Option<(TenantId, WorkId)>,
+        log: LogCtx,
     ) {
-        let log_ctx = LogCtx::of(cmd);
-        // Published again also when it was before: the first delivery's ack may be what
-        // was lost, and the saga may not have the result yet. The event id makes it a
-        // duplicate JetStream drops.
-        let subject = result_subject(&self.shared.settings.streams.result_prefix, cmd);
-        if let Err(reason) = self.publish(&subject, &record, cmd) {
-            // Not acked: redelivery publishes the recorded result, without a call.
-            log::warn!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
-                trace_id = log_ctx.trace.as_str(), error = reason.as_str(); "effect result publish failed; the command will be redelivered");
-            self.shared
-                .drop_unacked(&delivery.stream, delivery.stream_seq);
-            return;
-        }
-        Stats::add(&self.shared.stats.effect_results_published, 1);
-        crate::crash::point(crate::crash::AFTER_RESULT);
-        self.shared
-            .intake
-            .drops()
-            .settle(&delivery.stream, delivery.stream_seq);
-        Stats::add(&self.shared.stats.effect_commands_acked, 1);
-        if let Err(e) = msg.ack() {
-            log::warn!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
-                trace_id = log_ctx.trace.as_str(), error = e.to_string(); "ack failed after the result was recorded and published");
+        let on_failure = (delivery.clone(), log.clone());
+        let finished = Finished {
+            msg,
+            subject: result_subject(&self.shared.settings.streams.result_prefix, cmd),
+            headers: nats_io::context_headers(
+                &cmd.tenant_id,
+                cmd.meta(meta::CORRELATION_ID),
+                cmd.meta(meta::TRACEPARENT),
+            ),
+            delivery,
+            record,
+            write,
+            log,
+        };
+        if let Err(e) = self.recorder.finish(finished) {
+            self.store_failed(&on_failure.0, &on_failure.1, &e);
         }
     }
 
@@ -304,26 +292,6 @@ impl<'a> Worker<'a> {
             Stats::add(&self.shared.stats.effects_failed, 1);
         }
         end
-    }
-
-    fn publish(
-        &mut self,
-        subject: &str,
-        record: &EffectCompletion,
-        cmd: &EffectCommand,
-    ) -> Result<(), String> {
-        let headers = nats_io::context_headers(
-            &cmd.tenant_id,
-            cmd.meta(meta::CORRELATION_ID),
-            cmd.meta(meta::TRACEPARENT),
-        );
-        let body = record.result.as_bytes().to_vec();
-        self.publisher
-            .publish(0, subject, &record.event_id, headers, body);
-        match self.publisher.finish().pop() {
-            Some(c) => c.result.map(|_| ()).map_err(|e| e.to_string()),
-            None => Err("no publish outcome".into()),
-        }
     }
 
     fn quarantine(&self, msg: &nats::Message, delivery: &Delivery, p: Poison) {
@@ -444,13 +412,7 @@ impl<'a> Worker<'a> {
     }
 
     fn store_failed(&self, delivery: &Delivery, log_ctx: &LogCtx, e: &StoreError) {
-        log::error!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
-            trace_id = log_ctx.trace.as_str(), error = e.to_string(); "effect store access failed; the command stays unacked");
-        if !e.is_deterministic() {
-            self.shared.intake.stop(e.to_string());
-        }
-        self.shared
-            .drop_unacked(&delivery.stream, delivery.stream_seq);
+        recorder::store_failed(self.shared, delivery, log_ctx, e);
     }
 }
 
@@ -485,18 +447,10 @@ fn keep_alive<T>(msg: &nats::Message, every: Duration, f: impl FnOnce() -> T) ->
 }
 
 /// What every log line about a command names.
-struct LogCtx {
-    tenant: String,
-    correlation: String,
-    trace: String,
-}
-
-impl LogCtx {
-    fn of(cmd: &EffectCommand) -> LogCtx {
-        LogCtx {
-            tenant: cmd.tenant_id.clone(),
-            correlation: cmd.meta(meta::CORRELATION_ID).unwrap_or("").to_string(),
-            trace: cmd.trace_id().unwrap_or("").to_string(),
-        }
+fn log_ctx(cmd: &EffectCommand) -> LogCtx {
+    LogCtx {
+        tenant: cmd.tenant_id.clone(),
+        correlation: cmd.meta(meta::CORRELATION_ID).unwrap_or("").to_string(),
+        trace: cmd.trace_id().unwrap_or("").to_string(),
     }
 }

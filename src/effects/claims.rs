@@ -69,7 +69,6 @@ struct Done {
 }
 
 pub struct Claims {
-    js: nats::jetstream::JetStream,
     kv: nats::kv::Store,
     bucket: String,
     /// Names this process in claims: a claim of its own that none of its workers holds
@@ -78,9 +77,11 @@ pub struct Claims {
     lease: Duration,
     /// Claim keys this process's workers are handling (at most one per worker).
     in_flight: parking_lot::Mutex<std::collections::HashSet<String>>,
-    /// Kicked before each KV request: the blocking client otherwise sends a request's
-    /// message only at its next 5 ms flush, and every claim costs two or three of them.
+    /// Kicked before a KV read: the blocking client otherwise sends a request's message
+    /// only at its next 5 ms flush.
     flusher: crate::nats_io::Flusher,
+    /// Claim writes share one reply subscription (two writes per command).
+    requester: crate::nats_io::Requester,
 }
 
 /// Create attempts before giving up on a key whose claim keeps changing under us.
@@ -112,7 +113,6 @@ impl Claims {
         };
         let kv = crate::nats_io::key_value(&js, &config).map_err(err)?;
         Ok(Claims {
-            js,
             kv,
             bucket: bucket.to_string(),
             replica: format!(
@@ -123,6 +123,7 @@ impl Claims {
             lease,
             in_flight: Default::default(),
             flusher: crate::nats_io::Flusher::start_lagging(nc, FLUSH_LAG).map_err(err)?,
+            requester: crate::nats_io::Requester::start(nc).map_err(err)?,
         })
     }
 
@@ -225,8 +226,14 @@ impl Claims {
 impl Claims {
     /// A compare-and-set write of the claim, bounded in time.
     fn write(&self, key: &str, value: &[u8], revision: u64) -> std::io::Result<u64> {
-        self.flusher.kick();
-        crate::nats_io::kv_write(&self.js, &self.bucket, key, value, revision, KV_TIMEOUT)
+        crate::nats_io::kv_write_via(
+            &self.requester,
+            &self.bucket,
+            key,
+            value,
+            revision,
+            KV_TIMEOUT,
+        )
     }
 }
 

@@ -1,85 +1,246 @@
-//! Group commit of effect completion records. Every worker's record is one fsync if
-//! written alone, and LMDB has one writer at a time, so the pool would be bound to the
-//! disk's sync rate; here one thread writes whatever records are waiting in one
-//! transaction and answers each worker once it is durable.
+//! The end of an effect command, off the workers' threads: its completion record is
+//! group-committed, then its result published (pipelined), then the command acked.
+//!
+//! LMDB has one writer at a time, so records written one by one would bind the pool to
+//! the disk's sync rate: one thread (`effect-commit`) writes whatever records are waiting
+//! in one transaction. A worker waits for its record to be durable, and no longer: before
+//! it, a crash would call again (the one window the idempotency key covers), and a worker
+//! that took its next command meanwhile would widen that window. Publishing the result
+//! and acking are this thread's: many result publishes are outstanding at once (a worker
+//! that waited for its own publish ack sat out a round trip per command, with a flusher
+//! thread each), and each command is acked once its own result publish is acked. The order
+//! per command is the one the invariants ask for: record durable → result stored by
+//! JetStream → ack (a crash between any two is answered by redelivery, which finds the
+//! record and publishes it again without a call).
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, select, Receiver, Sender};
+use nats::header::HeaderMap;
 
-use crate::store::{EffectCompletion, Store, StoreError};
+use crate::nats_io::{Completion, Delivery, Publisher};
+use crate::pipeline::{Shared, Stats};
+use crate::store::{EffectCompletion, StoreError};
 use crate::types::{TenantId, WorkId};
 
 /// Most records in one transaction.
 const BATCH_MAX: usize = 256;
+/// Result publishes awaiting their JetStream ack at once.
+const PUBLISH_WINDOW: usize = 256;
+/// Longest wait for work, so a stop is noticed promptly.
+const TICK: Duration = Duration::from_millis(100);
 
-struct Request {
-    tenant: TenantId,
-    command: WorkId,
-    completion: EffectCompletion,
-    done: Sender<Result<(), StoreError>>,
+/// A command whose effect has ended: what is left to do for it.
+pub struct Finished {
+    pub msg: nats::Message,
+    pub delivery: Delivery,
+    /// Where its result goes, with the headers of CONTRACTS.md §1 (tenant, correlation,
+    /// trace context); `Nats-Msg-Id` is the result's event id.
+    pub subject: String,
+    pub headers: HeaderMap,
+    pub record: EffectCompletion,
+    /// The completion record to write first; `None` when it is in the store already
+    /// (a redelivered command whose call was recorded).
+    pub write: Option<(TenantId, WorkId)>,
+    pub log: LogCtx,
 }
 
-/// The workers' handle: [`Recorder::record`] returns once the record is durable.
+/// A [`Finished`] on its way, with the worker waiting for its record.
+struct Request {
+    finished: Finished,
+    recorded: Sender<Result<(), StoreError>>,
+}
+
+/// What every log line about a command names.
+#[derive(Debug, Clone, Default)]
+pub struct LogCtx {
+    pub tenant: String,
+    pub correlation: String,
+    pub trace: String,
+}
+
+/// The workers' handle: [`Recorder::finish`] returns once the record is durable.
 #[derive(Clone)]
 pub struct Recorder {
     tx: Sender<Request>,
 }
 
-/// The committing side, run by its own thread ([`Committer::run`]).
+/// The committing and publishing side, run by its own thread ([`Committer::run`]).
 pub struct Committer {
-    store: Arc<Store>,
+    shared: Arc<Shared>,
     rx: Receiver<Request>,
+    publisher: Publisher,
+    /// Commands whose result publish is outstanding, by publish tag.
+    publishing: HashMap<u64, Finished>,
+    next_tag: u64,
 }
 
-/// A recorder for `workers` workers (each has at most one request outstanding).
-pub fn recorder(store: Arc<Store>, workers: usize) -> (Recorder, Committer) {
+/// A recorder for `workers` workers; the committer publishes on `nc`.
+pub fn recorder(
+    shared: Arc<Shared>,
+    nc: &nats::Connection,
+    workers: usize,
+) -> std::io::Result<(Recorder, Committer)> {
+    let timeout = Duration::from_millis(shared.settings.relay.publish_timeout_ms);
+    let publisher = Publisher::new(nc, PUBLISH_WINDOW, timeout, 3)?;
     let (tx, rx) = bounded(workers.max(1));
-    (Recorder { tx }, Committer { store, rx })
+    Ok((
+        Recorder { tx },
+        Committer {
+            shared,
+            rx,
+            publisher,
+            publishing: HashMap::new(),
+            next_tag: 0,
+        },
+    ))
 }
 
 impl Recorder {
-    pub fn record(
-        &self,
-        tenant: &TenantId,
-        command: &WorkId,
-        completion: &EffectCompletion,
-    ) -> Result<(), StoreError> {
-        let (done, answer) = bounded(1);
-        let request = Request {
-            tenant: tenant.clone(),
-            command: command.clone(),
-            completion: completion.clone(),
-            done,
-        };
+    /// Hands the command over and waits until its record is durable (at once when
+    /// there is none to write); its result is published and the command acked later.
+    /// On `Err` the command was not taken: the caller leaves it unacked.
+    pub fn finish(&self, finished: Finished) -> Result<(), StoreError> {
+        let (recorded, answer) = bounded(1);
         let gone = || StoreError::Encode {
             key: String::new(),
             message: "the effect commit thread is gone".into(),
         };
+        let request = Request { finished, recorded };
         self.tx.send(request).map_err(|_| gone())?;
         answer.recv().map_err(|_| gone())?
     }
 }
 
 impl Committer {
-    /// Commits batches until every [`Recorder`] is dropped.
-    pub fn run(self) {
-        while let Ok(first) = self.rx.recv() {
-            let mut batch = vec![first];
-            while batch.len() < BATCH_MAX {
-                match self.rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
+    /// Runs until every [`Recorder`] is dropped and every result publish has ended.
+    pub fn run(mut self) {
+        let mut open = true;
+        while open || !self.publishing.is_empty() {
+            self.publisher.tick();
+            let wait = self
+                .publisher
+                .next_deadline()
+                .map_or(TICK, |d| {
+                    d.saturating_duration_since(std::time::Instant::now())
+                })
+                .min(TICK);
+            // While closed, only acks are waited for (a closed channel is always ready).
+            let first = if open {
+                select! {
+                    recv(self.rx) -> f => match f {
+                        Ok(f) => Some(f),
+                        Err(_) => {
+                            open = false;
+                            None
+                        }
+                    },
+                    recv(self.publisher.acks()) -> m => {
+                        if let Ok(m) = m {
+                            self.publisher.on_message(m);
+                        }
+                        None
+                    },
+                    default(wait) => None,
                 }
+            } else {
+                if let Ok(m) = self.publisher.acks().recv_timeout(wait) {
+                    self.publisher.on_message(m);
+                }
+                None
+            };
+            if let Some(first) = first {
+                let mut batch = vec![first];
+                while batch.len() < BATCH_MAX {
+                    match self.rx.try_recv() {
+                        Ok(f) => batch.push(f),
+                        Err(_) => break,
+                    }
+                }
+                self.commit_and_publish(batch);
             }
-            let records: Vec<(&TenantId, &WorkId, &EffectCompletion)> = batch
-                .iter()
-                .map(|r| (&r.tenant, &r.command, &r.completion))
-                .collect();
-            let result = self.store.record_effect_completions(&records);
-            for r in batch {
-                let _ = r.done.send(result.as_ref().map(|_| ()).map_err(same_error));
+            while let Ok(m) = self.publisher.acks().try_recv() {
+                self.publisher.on_message(m);
             }
+            for c in self.publisher.take_completions() {
+                self.published(c);
+            }
+        }
+    }
+
+    /// Writes the batch's records in one transaction, answers the workers, then
+    /// publishes every result.
+    fn commit_and_publish(&mut self, batch: Vec<Request>) {
+        let records: Vec<(&TenantId, &WorkId, &EffectCompletion)> = batch
+            .iter()
+            .filter_map(|r| {
+                let f = &r.finished;
+                f.write.as_ref().map(|(t, w)| (t, w, &f.record))
+            })
+            .collect();
+        if !records.is_empty() {
+            if let Err(e) = self.shared.store.record_effect_completions(&records) {
+                // The workers deal with it (unacked, intake stopped if the store failed).
+                for r in batch {
+                    let _ = r.recorded.send(Err(same_error(&e)));
+                }
+                return;
+            }
+            // Before the workers hear of it: none has called its next command yet.
+            crate::crash::point(crate::crash::AFTER_RECORD);
+        }
+        let mut taken = Vec::with_capacity(batch.len());
+        for r in batch {
+            // A worker that is gone (stopping) no longer matters: its record is durable.
+            let _ = r.recorded.send(Ok(()));
+            taken.push(r.finished);
+        }
+        for f in taken {
+            let tag = self.next_tag;
+            self.next_tag += 1;
+            // Published again also when it was before: the first delivery's ack may be
+            // what was lost, and the saga may not have the result yet. The event id
+            // makes it a duplicate JetStream drops.
+            self.publisher.publish(
+                tag,
+                &f.subject,
+                &f.record.event_id,
+                f.headers.clone(),
+                f.record.result.as_bytes().to_vec(),
+            );
+            self.publishing.insert(tag, f);
+            // A full window waited for acks inside `publish`: act on them now.
+            for c in self.publisher.take_completions() {
+                self.published(c);
+            }
+        }
+    }
+
+    /// The result publish of one command ended: ack the command, or leave it unacked
+    /// for redelivery (which publishes the recorded result, without a call).
+    fn published(&mut self, c: Completion) {
+        let Some(f) = self.publishing.remove(&c.tag) else {
+            return;
+        };
+        let shared = &self.shared;
+        if let Err(e) = c.result {
+            log::warn!(tenant_id = f.log.tenant.as_str(), correlation_id = f.log.correlation.as_str(),
+                trace_id = f.log.trace.as_str(), error = e.to_string(); "effect result publish failed; the command will be redelivered");
+            shared.drop_unacked(&f.delivery.stream, f.delivery.stream_seq);
+            return;
+        }
+        Stats::add(&shared.stats.effect_results_published, 1);
+        crate::crash::point(crate::crash::AFTER_RESULT);
+        shared
+            .intake
+            .drops()
+            .settle(&f.delivery.stream, f.delivery.stream_seq);
+        Stats::add(&shared.stats.effect_commands_acked, 1);
+        if let Err(e) = f.msg.ack() {
+            log::warn!(tenant_id = f.log.tenant.as_str(), correlation_id = f.log.correlation.as_str(),
+                trace_id = f.log.trace.as_str(), error = e.to_string(); "ack failed after the result was recorded and published");
         }
     }
 }
@@ -119,44 +280,13 @@ fn same_error(e: &StoreError) -> StoreError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::dev::TempDir;
-    use crate::store::RawJson;
-
-    #[test]
-    fn records_from_many_threads_are_all_durable_when_answered() {
-        let dir = TempDir::new("recorder").unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("store"), 64 << 20).unwrap());
-        let (recorder, committer) = recorder(store.clone(), 8);
-        let thread = std::thread::spawn(move || committer.run());
-        let tenant: TenantId = "acme".parse().unwrap();
-        let workers: Vec<_> = (0..8)
-            .map(|w| {
-                let (recorder, tenant) = (recorder.clone(), tenant.clone());
-                std::thread::spawn(move || {
-                    for i in 0..20 {
-                        let id: WorkId = format!("c-{w}-{i}").parse().unwrap();
-                        let c = EffectCompletion {
-                            event_id: format!("r-{w}-{i}"),
-                            result: RawJson::of(&serde_json::json!({"i": i})).unwrap(),
-                            recorded_at: "t".into(),
-                        };
-                        recorder.record(&tenant, &id, &c).unwrap();
-                    }
-                })
-            })
-            .collect();
-        workers.into_iter().for_each(|w| w.join().unwrap());
-        drop(recorder);
-        thread.join().unwrap();
-        for w in 0..8 {
-            for i in 0..20 {
-                let id: WorkId = format!("c-{w}-{i}").parse().unwrap();
-                let c = store.effect_completion(&tenant, &id).unwrap().unwrap();
-                assert_eq!(c.event_id, format!("r-{w}-{i}"));
-            }
-        }
+/// A command whose store access failed stays unacked; a failure that is not the
+/// data's own (I/O, a full map) stops intake until the store is writable again.
+pub fn store_failed(shared: &Shared, delivery: &Delivery, log_ctx: &LogCtx, e: &StoreError) {
+    log::error!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
+        trace_id = log_ctx.trace.as_str(), error = e.to_string(); "effect store access failed; the command stays unacked");
+    if !e.is_deterministic() {
+        shared.intake.stop(e.to_string());
     }
+    shared.drop_unacked(&delivery.stream, delivery.stream_seq);
 }

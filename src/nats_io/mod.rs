@@ -3,6 +3,7 @@
 
 mod flusher;
 mod publisher;
+mod requester;
 mod setup;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,9 +12,10 @@ use std::time::Duration;
 
 pub use flusher::Flusher;
 pub use publisher::{Completion, PublishError, Publisher};
+pub use requester::Requester;
 pub use setup::{
-    effect_consumer, ensure_consumer, ensure_streams, key_value, kv_write, reposition_consumer,
-    saga_consumers, ConsumerSpec,
+    effect_consumer, ensure_consumer, ensure_streams, key_value, kv_write, kv_write_via,
+    reposition_consumer, saga_consumers, ConsumerSpec,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -322,6 +322,31 @@ pub fn key_value(js: &JetStream, config: &nats::kv::Config) -> std::io::Result<n
 /// answer. The client's own `create`/`update` wait for it without limit, which hangs
 /// the caller forever when the answer is lost (a node dying, say). A timed-out write is
 /// of unknown outcome: read the key to learn it.
+/// [`kv_write`] over a shared [`Requester`](super::Requester): no subscription per write.
+pub fn kv_write_via(
+    requester: &super::Requester,
+    bucket: &str,
+    key: &str,
+    value: &[u8],
+    revision: u64,
+    timeout: Duration,
+) -> std::io::Result<u64> {
+    let mut headers = nats::header::HeaderMap::new();
+    headers.insert(
+        nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+        revision.to_string(),
+    );
+    let reply = requester.request(
+        &format!("$KV.{bucket}.{key}"),
+        Some(&headers),
+        value,
+        timeout,
+    )?;
+    super::publisher::read_ack(&reply.data)
+        .map(|ack| ack.seq)
+        .map_err(std::io::Error::other)
+}
+
 pub fn kv_write(
     js: &JetStream,
     bucket: &str,

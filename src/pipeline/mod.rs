@@ -304,15 +304,17 @@ impl Pipeline {
             .map_err(|e| Error::Other(format!("effects cannot run without their claims: {e}")))?;
             Some(Arc::new(claims))
         };
-        let (recorder, committer) =
-            crate::effects::recorder::recorder(shared.store.clone(), workers);
-        // Ends once every worker (every recorder) is gone.
+        let (recorder, committer) = crate::effects::recorder::recorder(shared.clone(), nc, workers)
+            .map_err(|e| {
+                Error::Other(format!("effects cannot subscribe to their ack inbox: {e}"))
+            })?;
+        // Ends once every worker (every recorder) is gone and its publishes ended.
         self.spawn("effect-commit", move || committer.run())?;
         for n in 0..workers {
-            let (s, rx, nc) = (shared.clone(), rx.clone(), nc.clone());
+            let (s, rx) = (shared.clone(), rx.clone());
             let (recorder, claims) = (recorder.clone(), claims.clone());
             self.spawn(&format!("effect-{n}"), move || {
-                stages::effect::work(&s, claims.as_deref(), recorder, &nc, &rx)
+                stages::effect::work(&s, claims.as_deref(), recorder, &rx)
             })?;
         }
         Ok(())

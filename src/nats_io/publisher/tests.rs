@@ -85,3 +85,23 @@ fn an_unanswered_publish_times_out_after_its_attempts() {
         done[0].result
     );
 }
+
+#[test]
+fn replies_read_as_acks_errors_or_unreadable() {
+    let ack = |json: &str| serde_json::from_str::<AckReply>(json).unwrap();
+    let ok = ack(r#"{"stream":"S","seq":7,"duplicate":true,"domain":"x"}"#);
+    assert!(ok.error.is_none());
+    assert_eq!(
+        ok.ack(),
+        Some(Ack {
+            stream: "S".into(),
+            seq: 7,
+            duplicate: true
+        })
+    );
+    let err = ack(r#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence"}}"#);
+    assert_eq!(err.error.as_ref().map(|e| e.code), Some(400));
+    assert_eq!(err.ack(), None);
+    // An ack without its sequence is no ack.
+    assert_eq!(ack(r#"{"stream":"S"}"#).ack(), None);
+}
