@@ -14,6 +14,7 @@ pub mod keys;
 pub mod logging;
 pub mod manifest;
 pub mod nats_io;
+pub mod oneshot;
 pub mod ops;
 pub mod pipeline;
 pub mod placement;

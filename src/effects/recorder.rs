@@ -21,6 +21,7 @@ use crossbeam_channel::{bounded, select, Receiver, Sender};
 use nats::header::HeaderMap;
 
 use crate::nats_io::{Completion, Delivery, Publisher};
+use crate::oneshot;
 use crate::pipeline::{Shared, Stats};
 use crate::store::{EffectCompletion, StoreError};
 use crate::types::{TenantId, WorkId};
@@ -50,7 +51,7 @@ pub struct Finished {
 /// A [`Finished`] on its way, with the worker waiting for its record.
 struct Request {
     finished: Finished,
-    recorded: Sender<Result<(), StoreError>>,
+    recorded: oneshot::Sender<Result<(), StoreError>>,
 }
 
 /// What every log line about a command names.
@@ -103,7 +104,9 @@ impl Recorder {
     /// there is none to write); its result is published and the command acked later.
     /// On `Err` the command was not taken: the caller leaves it unacked.
     pub fn finish(&self, finished: Finished) -> Result<(), StoreError> {
-        let (recorded, answer) = bounded(1);
+        // A oneshot, not a channel: the worker parks at once instead of spinning through
+        // a group commit's milliseconds.
+        let (recorded, answer) = oneshot::oneshot();
         let gone = || StoreError::Encode {
             key: String::new(),
             message: "the effect commit thread is gone".into(),
@@ -184,7 +187,7 @@ impl Committer {
             if let Err(e) = self.shared.store.record_effect_completions(&records) {
                 // The workers deal with it (unacked, intake stopped if the store failed).
                 for r in batch {
-                    let _ = r.recorded.send(Err(same_error(&e)));
+                    r.recorded.send(Err(same_error(&e)));
                 }
                 return;
             }
@@ -194,7 +197,7 @@ impl Committer {
         let mut taken = Vec::with_capacity(batch.len());
         for r in batch {
             // A worker that is gone (stopping) no longer matters: its record is durable.
-            let _ = r.recorded.send(Ok(()));
+            r.recorded.send(Ok(()));
             taken.push(r.finished);
         }
         for f in taken {

@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Sender};
 use nats::header::HeaderMap;
 use parking_lot::Mutex;
 
 use super::Flusher;
+use crate::oneshot;
 
 /// How often the dispatcher checks whether its requester is gone.
 const DISPATCH_TICK: Duration = Duration::from_secs(1);
@@ -24,7 +24,7 @@ const DISPATCH_TICK: Duration = Duration::from_secs(1);
 /// has at most one outstanding; strays beyond this are dropped, not hoarded).
 const PENDING_REPLIES: usize = 4_096;
 
-type Waiting = Mutex<HashMap<u64, Sender<nats::Message>>>;
+type Waiting = Mutex<HashMap<u64, oneshot::Sender<nats::Message>>>;
 
 pub struct Requester {
     nc: nats::Connection,
@@ -68,7 +68,8 @@ impl Requester {
         timeout: Duration,
     ) -> std::io::Result<nats::Message> {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = bounded(1);
+        // A oneshot: the caller parks at once instead of spinning through a round trip.
+        let (tx, rx) = oneshot::oneshot();
         self.waiting.lock().insert(token, tx);
         let reply = format!("{}.{token}", self.inbox);
         let sent = self
@@ -114,7 +115,7 @@ fn dispatch(sub: &nats::Subscription, waiting: &Weak<Waiting>) {
             .next()
             .and_then(|t| t.parse::<u64>().ok());
         if let Some(tx) = token.and_then(|t| waiting.lock().remove(&t)) {
-            let _ = tx.try_send(msg);
+            tx.send(msg);
         }
     }
 }
