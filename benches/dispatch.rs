@@ -18,7 +18,7 @@
 //! - `effect_steps/*`: the steps of one command, alone and in sequence
 //!   (no other worker to share a group commit or a round trip with): decoding the command
 //!   plus the noop call plus building the result, the completion lookup, the claim
-//!   (create, then the result written into it), the completion record (one group commit)
+//!   (create, then the result written into it), the completion record (one transaction)
 //!   and the result publish waiting for its ack.
 //!
 //! Needs `nats-server` (JetStream): a throwaway one is started (`RUNNER_NATS_SERVER_BIN`,

@@ -22,7 +22,8 @@ pub const AFTER_CONFIRM: &str = "relay.after_confirm_before_delete";
 /// After an effect's call ended, before its result is recorded: the window in which a
 /// crash leads to a second call (with the same `idempotency-key`).
 pub const AFTER_CALL: &str = "effect.after_call_before_record";
-/// After an effect's result is recorded, before it is published.
+/// After effect results are recorded, before any is published: once per group commit of
+/// the `effect-commit` thread (so a count counts batches; with one worker, records).
 pub const AFTER_RECORD: &str = "effect.after_record_before_publish";
 /// After an effect's result publish was acked, before the command is acked.
 pub const AFTER_RESULT: &str = "effect.after_publish_before_ack";

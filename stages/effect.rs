@@ -139,7 +139,20 @@ impl<'a> Worker<'a> {
                     return self.quarantine(&msg, &delivery, poison);
                 }
                 let revision = match self.claim(&tenant, &work_id, &log_ctx) {
-                    Claimed::Mine(revision) => revision,
+                    Claimed::Mine(Some((revision, held))) => {
+                        // Another worker here may have recorded the call between the check
+                        // above and this claim (a worker lets go of its claim once its
+                        // record is durable): look again now that no one else can.
+                        match self.shared.store.effect_completion(&tenant, &work_id) {
+                            Ok(None) => Some((revision, held)),
+                            Ok(Some(record)) => {
+                                self.complete_claim(&tenant, &work_id, revision, &record, &log_ctx);
+                                return self.finish(msg, delivery, &cmd, record, None, log_ctx);
+                            }
+                            Err(e) => return self.store_failed(&delivery, &log_ctx, &e),
+                        }
+                    }
+                    Claimed::Mine(None) => None,
                     Claimed::Done(record) => {
                         let write = Some((tenant, work_id));
                         return self.finish(msg, delivery, &cmd, record, write, log_ctx);

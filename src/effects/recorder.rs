@@ -107,10 +107,9 @@ impl Recorder {
         // A oneshot, not a channel: the worker parks at once instead of spinning through
         // a group commit's milliseconds.
         let (recorded, answer) = oneshot::oneshot();
-        let gone = || StoreError::Encode {
-            key: String::new(),
-            message: "the effect commit thread is gone".into(),
-        };
+        // Not the data's fault, and not one to retry around: as a store failure, it
+        // stops intake (calling on without records would call again on redelivery).
+        let gone = || StoreError::WriterGone("the effect-commit thread is gone".into());
         let request = Request { finished, recorded };
         self.tx.send(request).map_err(|_| gone())?;
         answer.recv().map_err(|_| gone())?
@@ -264,6 +263,7 @@ fn same_error(e: &StoreError) -> StoreError {
         },
         StoreError::Injected => StoreError::Injected,
         StoreError::Transfer(m) => StoreError::Transfer(m.clone()),
+        StoreError::WriterGone(m) => StoreError::WriterGone(m.clone()),
         StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
         StoreError::Stale {
             key,

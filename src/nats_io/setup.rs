@@ -317,11 +317,6 @@ pub fn key_value(js: &JetStream, config: &nats::kv::Config) -> std::io::Result<n
     })
 }
 
-/// Writes `value` under `key` of KV bucket `bucket` only if the key's last revision is
-/// `revision` (0: the key does not exist), waiting at most `timeout` for JetStream's
-/// answer. The client's own `create`/`update` wait for it without limit, which hangs
-/// the caller forever when the answer is lost (a node dying, say). A timed-out write is
-/// of unknown outcome: read the key to learn it.
 /// [`kv_write`] over a shared [`Requester`](super::Requester): no subscription per write.
 pub fn kv_write_via(
     requester: &super::Requester,
@@ -347,6 +342,11 @@ pub fn kv_write_via(
         .map_err(std::io::Error::other)
 }
 
+/// Writes `value` under `key` of KV bucket `bucket` only if the key's last revision is
+/// `revision` (0: the key does not exist), waiting at most `timeout` for JetStream's
+/// answer. The client's own `create`/`update` wait for it without limit, which hangs
+/// the caller forever when the answer is lost (a node dying, say). A timed-out write is
+/// of unknown outcome: read the key to learn it.
 pub fn kv_write(
     js: &JetStream,
     bucket: &str,

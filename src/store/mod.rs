@@ -83,6 +83,9 @@ pub enum StoreError {
     /// Moving a tenant's records out or in failed (I/O, or a bad export).
     #[error("tenant transfer: {0}")]
     Transfer(String),
+    /// The thread that writes these records for others is gone (a failing pipeline).
+    #[error("store writer: {0}")]
+    WriterGone(String),
 }
 
 impl StoreError {
