@@ -35,7 +35,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::effects::attempts::{self, Final};
-use crate::effects::claims::{Claims, Gate, Held};
+use crate::effects::claims::{ClaimWrite, Claims, Gate, Held};
 use crate::effects::recorder::{self, Finished, LogCtx, Recorder};
 use crate::effects::result::{result_event, result_subject};
 use crate::envelope::{header, meta, EffectCommand, ResultError, ResultType};
@@ -119,13 +119,17 @@ impl<'a> Worker<'a> {
         // The claim stays held (a redelivery here meets "busy") until the record is
         // durable, i.e. until `finish` returned.
         let mut _held = None;
-        let (record, write) = match done {
+        let ended = match done {
             Some(record) => {
                 Stats::add(&self.shared.stats.effect_results_replayed, 1);
                 log::info!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
                     trace_id = log_ctx.trace.as_str(), command_id = cmd.command_id.as_str();
                     "effect command seen before: publishing its recorded result, not calling again");
-                (record, None)
+                Ended {
+                    record,
+                    write: None,
+                    claim: None,
+                }
             }
             None => {
                 // Only a command still to be called counts its deliveries: one whose call
@@ -146,8 +150,13 @@ impl<'a> Worker<'a> {
                         match self.shared.store.effect_completion(&tenant, &work_id) {
                             Ok(None) => Some((revision, held)),
                             Ok(Some(record)) => {
-                                self.complete_claim(&tenant, &work_id, revision, &record, &log_ctx);
-                                return self.finish(msg, delivery, &cmd, record, None, log_ctx);
+                                let claim = self.claim_write(&tenant, &work_id, revision, &record);
+                                let ended = Ended {
+                                    record,
+                                    write: None,
+                                    claim,
+                                };
+                                return self.finish(msg, delivery, &cmd, ended, log_ctx);
                             }
                             Err(e) => return self.store_failed(&delivery, &log_ctx, &e),
                         }
@@ -155,7 +164,12 @@ impl<'a> Worker<'a> {
                     Claimed::Mine(None) => None,
                     Claimed::Done(record) => {
                         let write = Some((tenant, work_id));
-                        return self.finish(msg, delivery, &cmd, record, write, log_ctx);
+                        let ended = Ended {
+                            record,
+                            write,
+                            claim: None,
+                        };
+                        return self.finish(msg, delivery, &cmd, ended, log_ctx);
                     }
                     Claimed::Later(delay) => return self.put_back(&msg, &delivery, delay),
                 };
@@ -178,14 +192,19 @@ impl<'a> Worker<'a> {
                     result,
                     recorded_at: now_rfc3339(),
                 };
+                let mut claim = None;
                 if let Some((revision, held)) = revision {
-                    self.complete_claim(&tenant, &work_id, revision, &record, &log_ctx);
+                    claim = self.claim_write(&tenant, &work_id, revision, &record);
                     _held = Some(held);
                 }
-                (record, Some((tenant, work_id)))
+                Ended {
+                    record,
+                    write: Some((tenant, work_id)),
+                    claim,
+                }
             }
         };
-        self.finish(msg, delivery, &cmd, record, write, log_ctx);
+        self.finish(msg, delivery, &cmd, ended, log_ctx);
     }
 
     /// Hands the ended command to the `effect-commit` thread and waits until its record
@@ -195,8 +214,7 @@ impl<'a> Worker<'a> {
         msg: nats::Message,
         delivery: Delivery,
         cmd: &EffectCommand,
-        record: EffectCompletion,
-        write: Option<(TenantId, WorkId)>,
+        ended: Ended,
         log: LogCtx,
     ) {
         let on_failure = (delivery.clone(), log.clone());
@@ -209,8 +227,9 @@ impl<'a> Worker<'a> {
                 cmd.meta(meta::TRACEPARENT),
             ),
             delivery,
-            record,
-            write,
+            record: ended.record,
+            write: ended.write,
+            claim: ended.claim,
             log,
         };
         if let Err(e) = self.recorder.finish(finished) {
@@ -389,30 +408,17 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Writes the result into the claim (a few tries). Failing that, this replica's
-    /// record still stops a second call here; another replica would call again once the
-    /// lease runs out — logged, because it is the one cross-replica window this leaves.
-    fn complete_claim(
+    /// The write of the result into the claim held at `revision` (the effect-commit
+    /// thread makes it, before the record).
+    fn claim_write(
         &self,
         tenant: &TenantId,
         work_id: &WorkId,
         revision: u64,
         record: &EffectCompletion,
-        log_ctx: &LogCtx,
-    ) {
-        let Some(claims) = self.claims else { return };
-        let mut last = None;
-        for _ in 0..3 {
-            match claims.complete(tenant, work_id, revision, record) {
-                Ok(()) => return,
-                Err(e) => last = Some(e),
-            }
-        }
-        if let Some(e) = last {
-            log::warn!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
-                trace_id = log_ctx.trace.as_str(), error = e.to_string();
-                "effect result not written to its claim; other replicas may call again after the lease");
-        }
+    ) -> Option<ClaimWrite> {
+        let claims = self.claims?;
+        Some(claims.completion(tenant, work_id, revision, record))
     }
 
     /// Leaves the command unacked and asks for redelivery after `delay`; the delivery
@@ -427,6 +433,14 @@ impl<'a> Worker<'a> {
     fn store_failed(&self, delivery: &Delivery, log_ctx: &LogCtx, e: &StoreError) {
         recorder::store_failed(self.shared, delivery, log_ctx, e);
     }
+}
+
+/// A command's end, for the effect-commit thread.
+struct Ended {
+    record: EffectCompletion,
+    /// The record to write; `None` when it is stored already.
+    write: Option<(TenantId, WorkId)>,
+    claim: Option<ClaimWrite>,
 }
 
 /// What the claims say this worker does with a command.

@@ -204,22 +204,64 @@ impl Claims {
         revision: u64,
         completion: &EffectCompletion,
     ) -> Result<(), ClaimError> {
+        let write = self.completion(tenant, command, revision, completion);
         let key = claim_key(tenant, command);
-        let value = encode(&Claim {
-            owner: self.replica.clone(),
-            at_ms: now_ms(),
-            done: Some(Done {
-                event_id: completion.event_id.clone(),
-                result: completion.result.clone(),
-                recorded_at: completion.recorded_at.clone(),
-            }),
-        });
-        self.write(&key, &value, revision)
+        self.write(&key, &write.value, revision)
             .map(|_| ())
             .map_err(|e| ClaimError::Claim {
                 key,
                 message: e.to_string(),
             })
+    }
+
+    /// [`Claims::complete`] as a write for a caller that publishes it itself, with many
+    /// outstanding (the effect-commit thread).
+    pub fn completion(
+        &self,
+        tenant: &TenantId,
+        command: &WorkId,
+        revision: u64,
+        completion: &EffectCompletion,
+    ) -> ClaimWrite {
+        let key = claim_key(tenant, command);
+        ClaimWrite {
+            subject: format!("$KV.{}.{key}", self.bucket),
+            // One completion per claim revision: a re-send after a lost ack is the same
+            // write, which JetStream's duplicate window answers as stored.
+            msg_id: format!("{key}@{revision}"),
+            revision,
+            value: encode(&Claim {
+                owner: self.replica.clone(),
+                at_ms: now_ms(),
+                done: Some(Done {
+                    event_id: completion.event_id.clone(),
+                    result: completion.result.clone(),
+                    recorded_at: completion.recorded_at.clone(),
+                }),
+            }),
+        }
+    }
+}
+
+/// A compare-and-set write of a claim, ready to publish: `value` to `subject` only if
+/// the key's last revision is `revision`.
+#[derive(Debug, Clone)]
+pub struct ClaimWrite {
+    pub subject: String,
+    pub msg_id: String,
+    pub revision: u64,
+    pub value: Vec<u8>,
+}
+
+impl ClaimWrite {
+    /// The header that makes it a compare-and-set.
+    pub fn headers(&self) -> nats::header::HeaderMap {
+        let mut headers = nats::header::HeaderMap::new();
+        headers.insert(
+            nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            self.revision.to_string(),
+        );
+        headers
     }
 }
 

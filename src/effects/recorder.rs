@@ -20,6 +20,7 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use nats::header::HeaderMap;
 
+use crate::effects::claims::ClaimWrite;
 use crate::nats_io::{Completion, Delivery, Publisher};
 use crate::oneshot;
 use crate::pipeline::{Shared, Stats};
@@ -45,6 +46,9 @@ pub struct Finished {
     /// The completion record to write first; `None` when it is in the store already
     /// (a redelivered command whose call was recorded).
     pub write: Option<(TenantId, WorkId)>,
+    /// The result to write into the command's claim before the record (cross-replica
+    /// gate; `None` without claims or when no claim is held).
+    pub claim: Option<ClaimWrite>,
     pub log: LogCtx,
 }
 
@@ -73,6 +77,8 @@ pub struct Committer {
     shared: Arc<Shared>,
     rx: Receiver<Request>,
     publisher: Publisher,
+    /// The batch's claim completions, all outstanding at once, before its records.
+    claim_publisher: Publisher,
     /// Commands whose result publish is outstanding, by publish tag.
     publishing: HashMap<u64, Finished>,
     next_tag: u64,
@@ -86,6 +92,7 @@ pub fn recorder(
 ) -> std::io::Result<(Recorder, Committer)> {
     let timeout = Duration::from_millis(shared.settings.relay.publish_timeout_ms);
     let publisher = Publisher::new(nc, PUBLISH_WINDOW, timeout, 3)?;
+    let claim_publisher = Publisher::new(nc, BATCH_MAX, timeout, 3)?;
     let (tx, rx) = bounded(workers.max(1));
     Ok((
         Recorder { tx },
@@ -93,6 +100,7 @@ pub fn recorder(
             shared,
             rx,
             publisher,
+            claim_publisher,
             publishing: HashMap::new(),
             next_tag: 0,
         },
@@ -172,9 +180,10 @@ impl Committer {
         }
     }
 
-    /// Writes the batch's records in one transaction, answers the workers, then
-    /// publishes every result.
+    /// Writes the batch's results into their claims, its records in one transaction,
+    /// answers the workers, then publishes every result.
     fn commit_and_publish(&mut self, batch: Vec<Request>) {
+        self.complete_claims(&batch);
         let records: Vec<(&TenantId, &WorkId, &EffectCompletion)> = batch
             .iter()
             .filter_map(|r| {
@@ -222,6 +231,36 @@ impl Committer {
 
     /// The result publish of one command ended: ack the command, or leave it unacked
     /// for redelivery (which publishes the recorded result, without a call).
+    /// Writes each result into its claim before the record, as a worker did one by one:
+    /// a replica that meets the command afterwards publishes this result instead of
+    /// calling. A write that fails leaves the claim running; this replica's record
+    /// still stops a second call here, and another replica would call again once the
+    /// lease runs out — logged, because it is the one cross-replica window this leaves.
+    fn complete_claims(&mut self, batch: &[Request]) {
+        let mut any = false;
+        for (n, r) in batch.iter().enumerate() {
+            if let Some(claim) = &r.finished.claim {
+                let body = claim.value.clone();
+                let (subject, id) = (&claim.subject, &claim.msg_id);
+                self.claim_publisher
+                    .publish(n as u64, subject, id, claim.headers(), body);
+                any = true;
+            }
+        }
+        if !any {
+            return;
+        }
+        for c in self.claim_publisher.finish() {
+            let (Err(e), Some(r)) = (c.result, batch.get(c.tag as usize)) else {
+                continue;
+            };
+            let log = &r.finished.log;
+            log::warn!(tenant_id = log.tenant.as_str(), correlation_id = log.correlation.as_str(),
+                trace_id = log.trace.as_str(), error = e.to_string();
+                "effect result not written to its claim; other replicas may call again after the lease");
+        }
+    }
+
     fn published(&mut self, c: Completion) {
         let Some(f) = self.publishing.remove(&c.tag) else {
             return;
