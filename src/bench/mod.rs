@@ -5,6 +5,7 @@
 //! and the whole order workflow's latency at a steady rate (`workflow.rs`).
 
 mod backlog;
+mod relay;
 mod workflow;
 
 use std::time::{Duration, Instant};
@@ -16,9 +17,7 @@ use serde_json::{json, Value};
 
 use std::sync::Arc;
 
-use crate::dev::{publish_all, seed_outbox, seed_timers, wait_until, FakeGateway, Reply, Sandbox};
-use crate::keys::OutboxKind;
-use crate::nats_io::Publisher;
+use crate::dev::{publish_all, seed_timers, wait_until, FakeGateway, Reply, Sandbox};
 use crate::store::Store;
 
 const TENANTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
@@ -107,7 +106,7 @@ pub fn run(options: &Options) -> Result<(), String> {
         0.0
     };
     if options.runs("relay") {
-        relay(&sandbox, &nc, events as usize)?;
+        relay::relay(&sandbox, &nc, events as usize)?;
     }
     if options.runs("effects") {
         effects(&sandbox, &nc, events as usize, raw)?;
@@ -388,189 +387,7 @@ fn run_effects(
 
 /// The relay: draining a backlog of effect commands from the outbox next to raw
 /// pipelined publishing of the same bytes, then commit-to-ack latency at low load.
-fn relay(sandbox: &Sandbox, nc: &nats::Connection, n: usize) -> Result<(), String> {
-    let store = Store::open(&sandbox.dir.path().join("relay-store"), 4 << 30)
-        .map(Arc::new)
-        .map_err(|e| e.to_string())?;
-    let prefix = &sandbox.settings.streams.command_prefix;
-    let per_tenant = n.div_ceil(TENANTS.len());
-    for tenant in TENANTS {
-        seed_outbox(&store, prefix, tenant, OutboxKind::Effect, per_tenant)?;
-    }
-    let seeded = (per_tenant * TENANTS.len()) as u64;
-    let sample = store
-        .outbox_page("", 1, |_| false)
-        .map_err(|e| e.to_string())?
-        .items
-        .pop()
-        .ok_or("nothing seeded")?
-        .1;
-    let server_pid = sandbox.server.as_ref().and_then(|s| s.pid());
-    let server_cpu =
-        || server_pid.map_or(Duration::ZERO, |pid| proc_cpu(&format!("/proc/{pid}/stat")));
-    let cpu_before = (cpu_time(), server_cpu());
-    let threads_before = thread_cpu();
-    let raw = raw_publish(
-        nc,
-        seeded as usize,
-        sample.envelope.as_bytes(),
-        sandbox.settings.relay.publish_window,
-    )?;
-
-    let raw_cpu = (
-        cpu_time().saturating_sub(cpu_before.0),
-        server_cpu().saturating_sub(cpu_before.1),
-    );
-    let raw_threads = per_event_by_thread(&threads_before, thread_cpu(), seeded);
-    let cpu_before = (cpu_time(), server_cpu());
-    let threads_before = thread_cpu();
-    let pipeline = sandbox.start_pipeline(store)?;
-    let started = Instant::now();
-    let relayed_at_start = pipeline.stats().relayed;
-    if !wait_until(Duration::from_secs(600), || {
-        pipeline.stats().relayed >= seeded
-    }) {
-        return Err(format!(
-            "the relay did not drain {seeded} items in 600 s: {:?}",
-            pipeline.stats()
-        ));
-    }
-    let drain = (seeded - relayed_at_start) as f64 / started.elapsed().as_secs_f64();
-    let drain_cpu = (
-        cpu_time().saturating_sub(cpu_before.0),
-        server_cpu().saturating_sub(cpu_before.1),
-    );
-    let drain_threads = per_event_by_thread(&threads_before, thread_cpu(), seeded);
-
-    // Low load: orders at LOW_RATE per second, each committing one charge_card command.
-    const LOW_RATE: u64 = 500;
-    const LOW_EVENTS: u64 = 1_000;
-    let before = pipeline.stats().relayed;
-    let mut publisher =
-        Publisher::new(nc, 64, Duration::from_secs(5), 3).map_err(|e| e.to_string())?;
-    let paced = Instant::now();
-    for i in 0..LOW_EVENTS {
-        let due = paced + Duration::from_micros(i * 1_000_000 / LOW_RATE);
-        std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        let (subject, mut event) = order_placed(1_000_000_000 + i);
-        event["event_id"] = json!(format!("bench-low-{i}"));
-        let mut headers = nats::header::HeaderMap::new();
-        headers.insert(
-            crate::envelope::header::TENANT,
-            event["tenant_id"].as_str().unwrap_or_default(),
-        );
-        let body = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
-        publisher.publish(i, &subject, &format!("bench-low-{i}"), headers, body);
-        publisher.poll(Duration::ZERO);
-    }
-    publisher.finish();
-    if !wait_until(Duration::from_secs(60), || {
-        pipeline.stats().relayed >= before + LOW_EVENTS
-    }) {
-        return Err(format!(
-            "the low-load commands were not relayed: {:?}",
-            pipeline.stats()
-        ));
-    }
-    let latency = pipeline.relay_latency();
-    let ms = |q: f64| {
-        latency
-            .quantile(q)
-            .map_or("?".into(), |d| format!("{:.2}", d.as_secs_f64() * 1e3))
-    };
-    let (p50, p99) = (ms(0.5), ms(0.99));
-    pipeline.shutdown();
-
-    println!();
-    println!(
-        "{:<44} {:>12} {:>8}",
-        "relay: effect commands", "items/s", "ratio"
-    );
-    println!(
-        "{:<44} {:>12.0} {:>8.2}",
-        "raw pipelined publish (same server, same run)", raw, 1.0
-    );
-    println!(
-        "{:<44} {:>12.0} {:>8.2}",
-        format!("relay drain of {seeded} outbox items"),
-        drain,
-        drain / raw
-    );
-    let per_item = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e6 / seeded as f64);
-    println!(
-        "  CPU µs per item (this process / nats-server): raw publish {} / {}, relay drain {} / {}",
-        per_item(raw_cpu.0),
-        per_item(raw_cpu.1),
-        per_item(drain_cpu.0),
-        per_item(drain_cpu.1)
-    );
-    let by_thread = |threads: &[(String, Duration)]| {
-        threads
-            .iter()
-            .map(|(name, d)| format!("{name} {:.1}", d.as_secs_f64() * 1e6))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    println!("    raw publish by thread: {}", by_thread(&raw_threads));
-    println!("    relay drain by thread: {}", by_thread(&drain_threads));
-    println!(
-        "relay latency, commit to publish ack, {LOW_EVENTS} orders at {LOW_RATE}/s: p50 {} ms, p99 {} ms (bucket upper bounds)",
-        p50, p99
-    );
-    Ok(())
-}
-
-/// Publishes `n` copies of `body` (distinct `Nats-Msg-Id`s) to a scratch stream with the
-/// relay's pipelined publisher and window. Returns msgs/s.
-fn raw_publish(nc: &nats::Connection, n: usize, body: &[u8], window: usize) -> Result<f64, String> {
-    let js = nats::jetstream::new(nc.clone());
-    let token = uuid::Uuid::new_v4().simple().to_string();
-    let stream = format!("RUNNER_BENCH_PUB_{}", &token[..8]);
-    let subject = format!("runnerbench.pub.{}", &token[..8]);
-    js.add_stream(StreamConfig {
-        name: stream.clone(),
-        subjects: vec![subject.clone()],
-        duplicate_window: Duration::from_secs(120).as_nanos() as i64,
-        ..Default::default()
-    })
-    .map_err(|e| e.to_string())?;
-    let mut publisher =
-        Publisher::new(nc, window, Duration::from_secs(5), 3).map_err(|e| e.to_string())?;
-    let started = Instant::now();
-    let mut failed = 0;
-    for i in 0..n {
-        let mut headers = nats::header::HeaderMap::new();
-        headers.insert(crate::envelope::header::TENANT, "acme");
-        publisher.publish(
-            i as u64,
-            &subject,
-            &format!("raw-{token}-{i}"),
-            headers,
-            body.to_vec(),
-        );
-        // Flush and collect acks every few publishes, as the relay does once per loop.
-        if i % 32 == 31 {
-            failed += publisher
-                .poll(Duration::ZERO)
-                .iter()
-                .filter(|c| c.result.is_err())
-                .count();
-        }
-    }
-    failed += publisher
-        .finish()
-        .iter()
-        .filter(|c| c.result.is_err())
-        .count();
-    let rate = n as f64 / started.elapsed().as_secs_f64();
-    let _ = js.delete_stream(&stream);
-    if failed > 0 {
-        return Err(format!("{failed} raw publishes failed"));
-    }
-    Ok(rate)
-}
-
-fn order_placed(i: u64) -> (String, Value) {
+pub(super) fn order_placed(i: u64) -> (String, Value) {
     let tenant = TENANTS[(i % TENANTS.len() as u64) as usize];
     (
         format!("aggregate.{tenant}.order.OrderPlaced"),
@@ -662,12 +479,12 @@ fn raw_pull_ack(
 }
 
 /// User + system CPU time of this process.
-fn cpu_time() -> Duration {
+pub(super) fn cpu_time() -> Duration {
     proc_cpu("/proc/self/stat")
 }
 
 /// User + system CPU time of the process whose `stat` file is at `path`.
-fn proc_cpu(path: &str) -> Duration {
+pub(super) fn proc_cpu(path: &str) -> Duration {
     std::fs::read_to_string(path)
         .ok()
         .and_then(|stat| parse_stat(&stat))
@@ -675,7 +492,7 @@ fn proc_cpu(path: &str) -> Duration {
 }
 
 /// CPU time per thread name of this process (threads of the same name summed).
-fn thread_cpu() -> Vec<(String, Duration)> {
+pub(super) fn thread_cpu() -> Vec<(String, Duration)> {
     threads_of("self")
 }
 
@@ -713,7 +530,7 @@ fn pool_name(name: String) -> String {
 
 /// CPU per event of each thread name between two `threads_of` samples, largest first,
 /// threads that did nothing left out.
-fn per_event_by_thread(
+pub(super) fn per_event_by_thread(
     before: &[(String, Duration)],
     after: Vec<(String, Duration)>,
     events: u64,

@@ -15,6 +15,6 @@ pub use http_stub::{HttpStub, StubRequest, StubResponse};
 pub use nats_cluster::{NatsCluster, NatsClusterError};
 pub use nats_server::{NatsServer, NatsServerError};
 pub use sandbox::{example_manifest, namespace, publish_all, wait_until, Sandbox};
-pub use seed::{seed_outbox, seed_timers};
+pub use seed::{seed_outbox, seed_outbox_as, seed_timers};
 pub use stream_reader::{read_all, read_stream};
 pub use temp_dir::TempDir;

@@ -20,12 +20,25 @@ pub fn seed_outbox(
     kind: OutboxKind,
     n: usize,
 ) -> Result<Vec<String>, String> {
+    seed_outbox_as(store, command_prefix, tenant, kind, n, "seeded")
+}
+
+/// [`seed_outbox`] with command ids `{tag}-{tenant}-{i}`: seeds that must not collide
+/// with earlier ones in JetStream's duplicate window use a tag of their own.
+pub fn seed_outbox_as(
+    store: &Store,
+    command_prefix: &str,
+    tenant: &str,
+    kind: OutboxKind,
+    n: usize,
+    tag: &str,
+) -> Result<Vec<String>, String> {
     let tenant: TenantId = tenant.parse().map_err(|e| format!("{e}"))?;
     let mut ids = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
         let mut batch = CommitBatch::default();
         for &i in chunk {
-            let work = format!("seeded-{tenant}-{i:08}");
+            let work = format!("{tag}-{tenant}-{i:08}");
             let corr = format!("o-{i}");
             let metadata = json!({"correlation_id": corr, "saga_name": "seeded",
                 "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"});
