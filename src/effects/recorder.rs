@@ -1,5 +1,8 @@
-//! The end of an effect command, off the workers' threads: its completion record is
-//! group-committed, then its result published (pipelined), then the command acked.
+//! The end of an effect command, off the workers' threads: its result is written into
+//! its claim (when claims are in use), its completion record group-committed, then its
+//! result published (pipelined), then the command acked. The claim writes of a batch are
+//! all outstanding at once, before its records, so the cross-replica gate still says
+//! "done" before this replica's record does.
 //!
 //! LMDB has one writer at a time, so records written one by one would bind the pool to
 //! the disk's sync rate: one thread (`effect-commit`) writes whatever records are waiting
