@@ -256,12 +256,7 @@ pub struct ClaimWrite {
 impl ClaimWrite {
     /// The header that makes it a compare-and-set.
     pub fn headers(&self) -> nats::header::HeaderMap {
-        let mut headers = nats::header::HeaderMap::new();
-        headers.insert(
-            nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-            self.revision.to_string(),
-        );
-        headers
+        crate::nats_io::cas_headers(self.revision)
     }
 }
 

@@ -317,6 +317,17 @@ pub fn key_value(js: &JetStream, config: &nats::kv::Config) -> std::io::Result<n
     })
 }
 
+/// The header that makes a KV write a compare-and-set on the key's last `revision`
+/// (0: the key must not exist).
+pub fn cas_headers(revision: u64) -> nats::header::HeaderMap {
+    let mut headers = nats::header::HeaderMap::new();
+    headers.insert(
+        nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+        revision.to_string(),
+    );
+    headers
+}
+
 /// [`kv_write`] over a shared [`Requester`](super::Requester): no subscription per write.
 pub fn kv_write_via(
     requester: &super::Requester,
@@ -326,14 +337,9 @@ pub fn kv_write_via(
     revision: u64,
     timeout: Duration,
 ) -> std::io::Result<u64> {
-    let mut headers = nats::header::HeaderMap::new();
-    headers.insert(
-        nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-        revision.to_string(),
-    );
     let reply = requester.request(
         &format!("$KV.{bucket}.{key}"),
-        Some(&headers),
+        Some(&cas_headers(revision)),
         value,
         timeout,
     )?;
