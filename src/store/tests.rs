@@ -770,3 +770,18 @@ fn the_status_index_is_built_at_open_for_an_older_store() {
     assert_eq!(page.instances.len(), 30);
     assert_eq!(page.next, None);
 }
+
+#[test]
+fn only_the_datas_own_faults_are_deterministic() {
+    // Deterministic errors quarantine the message and go on; the rest stop intake. A gone
+    // effect-commit thread must stop intake: effect workers calling on without records
+    // would call again on every redelivery.
+    let writer_gone = StoreError::WriterGone("the effect-commit thread is gone".into());
+    assert!(!writer_gone.is_deterministic());
+    assert!(!StoreError::MapFull.is_deterministic());
+    let unencodable = StoreError::Encode {
+        key: "k".into(),
+        message: "too long".into(),
+    };
+    assert!(unencodable.is_deterministic());
+}
