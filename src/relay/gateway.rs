@@ -54,7 +54,11 @@ impl Gateway {
             req = req.set(header::TRACEPARENT, tp);
         }
         match req.send_bytes(item.envelope.as_bytes()) {
-            Ok(resp) => classify(resp.status(), None, ""),
+            Ok(resp) => {
+                let status = resp.status();
+                drain(resp);
+                classify(status, None, "")
+            }
             Err(ureq::Error::Status(status, resp)) => {
                 let retry_after = resp.header("retry-after").map(str::to_string);
                 let body = read_excerpt(resp);
@@ -85,6 +89,21 @@ impl CommandHeaders {
         }
     }
 }
+
+/// Reads an accepted answer's body to its end (up to [`DRAIN_MAX`]): ureq puts the
+/// connection back into its pool only at the end of the body, so an unread chunked or
+/// longer body (ureq reads short `Content-Length` bodies itself) would cost a new
+/// connection per command.
+fn drain(resp: ureq::Response) {
+    use std::io::Read;
+    let _ = std::io::copy(
+        &mut resp.into_reader().take(DRAIN_MAX),
+        &mut std::io::sink(),
+    );
+}
+
+/// Most of an accepted answer's body read to keep its connection; a longer one closes it.
+const DRAIN_MAX: u64 = 64 * 1024;
 
 fn read_excerpt(resp: ureq::Response) -> String {
     use std::io::Read;
@@ -143,6 +162,73 @@ fn parse_http_date(value: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Gateway that answers every request 200 with a chunked body, keeping the
+    /// connection open; returns its URL and the count of connections it accepted.
+    fn chunked_gateway() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1/commands", listener.local_addr().unwrap());
+        let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut writer = conn.try_clone().unwrap();
+                    let mut reader = BufReader::new(conn);
+                    loop {
+                        let mut length = 0;
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let lower = line.to_ascii_lowercase();
+                            if let Some(v) = lower.strip_prefix("content-length:") {
+                                length = v.trim().parse().unwrap();
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        reader.read_exact(&mut body).unwrap();
+                        let answer = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                                      7\r\n{\"a\":1}\r\n0\r\n\r\n";
+                        writer.write_all(answer.as_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    #[test]
+    fn an_accepted_answer_with_a_chunked_body_keeps_its_connection() {
+        let (url, accepted) = chunked_gateway();
+        let gateway = Gateway::new(url, Duration::from_secs(5));
+        let item = OutboxItem {
+            kind: crate::keys::OutboxKind::Aggregate,
+            tenant: "acme".parse().unwrap(),
+            work_id: "cmd-1".parse().unwrap(),
+            saga: "order".parse().unwrap(),
+            correlation: "o-1".parse().unwrap(),
+            destination: "order".into(),
+            envelope: crate::store::RawJson::of(&serde_json::json!({"command_id": "cmd-1"}))
+                .unwrap(),
+            traceparent: None,
+        };
+        for _ in 0..3 {
+            assert_eq!(
+                gateway.send(&item, &CommandHeaders::default()),
+                GatewayOutcome::Accepted { status: 200 }
+            );
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn statuses_map_to_the_contract() {
