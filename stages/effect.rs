@@ -125,10 +125,15 @@ impl<'a> Worker<'a> {
                 log::info!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
                     trace_id = log_ctx.trace.as_str(), command_id = cmd.command_id.as_str();
                     "effect command seen before: publishing its recorded result, not calling again");
+                // Its claim may have stayed running (the completion write failed): mark it
+                // done now, or another replica calls again once the lease runs out.
+                let claim = self
+                    .claims
+                    .and_then(|c| c.repair(&tenant, &work_id, &record));
                 Ended {
                     record,
                     write: None,
-                    claim: None,
+                    claim,
                 }
             }
             None => {

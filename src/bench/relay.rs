@@ -45,18 +45,22 @@ impl Round {
 }
 
 pub(super) fn relay(sandbox: &Sandbox, nc: &nats::Connection, n: usize) -> Result<(), String> {
+    // Ids of this run: against a long-lived `--nats-url` server, an earlier run's ids
+    // would still be in JetStream's duplicate window and be dropped, not stored.
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let mut rounds = Vec::with_capacity(ROUNDS);
     let mut pipeline = None;
     for round in 0..ROUNDS {
         if let Some(previous) = pipeline.take() {
             Pipeline::shutdown(previous);
         }
-        let (measured, running) = measure_round(sandbox, nc, n, round)?;
+        let tag = format!("relay{round}-{run}");
+        let (measured, running) = measure_round(sandbox, nc, n, &tag)?;
         rounds.push(measured);
         pipeline = Some(running);
     }
     let pipeline = pipeline.ok_or("no relay round ran")?;
-    let (p50, p99) = low_load_latency(&pipeline, nc)?;
+    let (p50, p99) = low_load_latency(&pipeline, nc, run)?;
     pipeline.shutdown();
 
     println!();
@@ -118,19 +122,15 @@ fn measure_round(
     sandbox: &Sandbox,
     nc: &nats::Connection,
     n: usize,
-    round: usize,
+    tag: &str,
 ) -> Result<(Round, Pipeline), String> {
-    let store = Store::open(
-        &sandbox.dir.path().join(format!("relay-store-{round}")),
-        4 << 30,
-    )
-    .map(std::sync::Arc::new)
-    .map_err(|e| e.to_string())?;
+    let store = Store::open(&sandbox.dir.path().join(format!("store-{tag}")), 4 << 30)
+        .map(std::sync::Arc::new)
+        .map_err(|e| e.to_string())?;
     let prefix = &sandbox.settings.streams.command_prefix;
     let per_tenant = n.div_ceil(TENANTS.len());
-    let tag = format!("relay{round}");
     for tenant in TENANTS {
-        seed_outbox_as(&store, prefix, tenant, OutboxKind::Effect, per_tenant, &tag)?;
+        seed_outbox_as(&store, prefix, tenant, OutboxKind::Effect, per_tenant, tag)?;
     }
     let items = (per_tenant * TENANTS.len()) as u64;
     let sample = store
@@ -195,6 +195,7 @@ fn measure_round(
 fn low_load_latency(
     pipeline: &Pipeline,
     nc: &nats::Connection,
+    run: &str,
 ) -> Result<(String, String), String> {
     let before = pipeline.stats().relayed;
     let mut publisher =
@@ -204,14 +205,15 @@ fn low_load_latency(
         let due = paced + Duration::from_micros(i * 1_000_000 / LOW_RATE);
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         let (subject, mut event) = order_placed(1_000_000_000 + i);
-        event["event_id"] = json!(format!("bench-low-{i}"));
+        let id = format!("bench-low-{run}-{i}");
+        event["event_id"] = json!(id);
         let mut headers = nats::header::HeaderMap::new();
         headers.insert(
             crate::envelope::header::TENANT,
             event["tenant_id"].as_str().unwrap_or_default(),
         );
         let body = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
-        publisher.publish(i, &subject, &format!("bench-low-{i}"), headers, body);
+        publisher.publish(i, &subject, &id, headers, body);
         publisher.poll(Duration::ZERO);
     }
     publisher.finish();

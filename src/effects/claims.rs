@@ -80,7 +80,8 @@ pub struct Claims {
     /// Kicked before a KV read: the blocking client otherwise sends a request's message
     /// only at its next 5 ms flush.
     flusher: crate::nats_io::Flusher,
-    /// Claim writes share one reply subscription (two writes per command).
+    /// Claim creates share one reply subscription (the completions are published by
+    /// the effect-commit thread).
     requester: crate::nats_io::Requester,
 }
 
@@ -214,6 +215,43 @@ impl Claims {
             })
     }
 
+    /// Whether the claim of `key` says done with this result event: how a completion
+    /// write whose answer was lost, or refused as "wrong last sequence" on its re-send
+    /// (an unreplicated stream checks the sequence before the duplicate id), learns that
+    /// it landed after all.
+    pub fn is_done_with(&self, key: &str, event_id: &str) -> bool {
+        self.flusher.kick();
+        match self.kv.entry(key) {
+            Ok(Some(entry)) if entry.operation == nats::kv::Operation::Put => {
+                serde_json::from_slice::<Claim>(&entry.value)
+                    .ok()
+                    .and_then(|c| c.done)
+                    .is_some_and(|d| d.event_id == event_id)
+            }
+            _ => false,
+        }
+    }
+
+    /// For a command this replica has recorded: the write that marks its claim done, if
+    /// the claim is still running under this replica (its completion write failed
+    /// earlier). Without it, another replica would call again once the lease ran out.
+    pub fn repair(
+        &self,
+        tenant: &TenantId,
+        command: &WorkId,
+        completion: &EffectCompletion,
+    ) -> Option<ClaimWrite> {
+        let key = claim_key(tenant, command);
+        self.flusher.kick();
+        let entry = self.kv.entry(&key).ok()??;
+        if entry.operation != nats::kv::Operation::Put {
+            return None;
+        }
+        let claim: Claim = serde_json::from_slice(&entry.value).ok()?;
+        (claim.done.is_none() && claim.owner == self.replica)
+            .then(|| self.completion(tenant, command, entry.revision, completion))
+    }
+
     /// [`Claims::complete`] as a write for a caller that publishes it itself, with many
     /// outstanding (the effect-commit thread).
     pub fn completion(
@@ -226,9 +264,13 @@ impl Claims {
         let key = claim_key(tenant, command);
         ClaimWrite {
             subject: format!("$KV.{}.{key}", self.bucket),
-            // One completion per claim revision: a re-send after a lost ack is the same
-            // write, which JetStream's duplicate window answers as stored.
+            // One completion per claim revision, so the id never names two different
+            // writes (a reused id with a valid sequence would be answered "duplicate" and
+            // not stored). On a replicated stream a re-send after a lost ack is answered
+            // as stored; an unreplicated one checks the sequence first and refuses it,
+            // and the caller reads the claim back ([`Claims::is_done_with`]).
             msg_id: format!("{key}@{revision}"),
+            key,
             revision,
             value: encode(&Claim {
                 owner: self.replica.clone(),
@@ -247,6 +289,7 @@ impl Claims {
 /// the key's last revision is `revision`.
 #[derive(Debug, Clone)]
 pub struct ClaimWrite {
+    pub key: String,
     pub subject: String,
     pub msg_id: String,
     pub revision: u64,
@@ -332,5 +375,54 @@ mod tests {
         assert_ne!(claim_key(&other, &c2), key);
         let single = TenantId::default();
         assert_eq!(claim_key(&single, &c), "_.0192-ab=3Dcd=3Ax=2Ey");
+    }
+
+    #[test]
+    fn a_running_claim_of_this_replica_is_repaired_and_read_back_as_done() {
+        let server = crate::dev::NatsServer::start().unwrap();
+        let nc = nats::connect(server.url()).unwrap();
+        let day = Duration::from_secs(86_400);
+        let claims = Claims::open(&nc, "claims_repair", Duration::from_secs(60), day, 1).unwrap();
+        let (tenant, command): (TenantId, WorkId) =
+            ("acme".parse().unwrap(), "cmd-1".parse().unwrap());
+        let Gate::Mine { revision, held } = claims.acquire(&tenant, &command).unwrap() else {
+            panic!("a fresh command's claim is ours");
+        };
+        drop(held);
+        let completion = EffectCompletion {
+            event_id: "ev-1".into(),
+            result: RawJson::of(&serde_json::json!({"ok": true})).unwrap(),
+            recorded_at: "2026-11-27T10:00:00Z".into(),
+        };
+        let key = claim_key(&tenant, &command);
+        assert!(!claims.is_done_with(&key, "ev-1"), "still running");
+        // As after a completion write that failed: the claim runs, owned by this replica.
+        let write = claims
+            .repair(&tenant, &command, &completion)
+            .expect("a running claim of ours is repaired");
+        assert_eq!(write.revision, revision);
+        let mut publisher =
+            crate::nats_io::Publisher::new(&nc, 4, Duration::from_secs(5), 3).unwrap();
+        for tag in 0..2 {
+            // The second send is a re-send of the same write: answered as a duplicate on a
+            // replicated stream, refused as "wrong last sequence" on this one; either way
+            // the claim reads back as done.
+            let (subject, id) = (&write.subject, &write.msg_id);
+            publisher.publish(tag, subject, id, write.headers(), write.value.clone());
+            let outcome = publisher.finish();
+            assert_eq!(outcome.len(), 1);
+            if tag == 0 {
+                assert!(outcome[0].result.is_ok(), "{:?}", outcome[0].result);
+            }
+            assert!(claims.is_done_with(&key, "ev-1"));
+        }
+        assert!(
+            !claims.is_done_with(&key, "ev-2"),
+            "done with another result"
+        );
+        assert!(
+            claims.repair(&tenant, &command, &completion).is_none(),
+            "a done claim needs no repair"
+        );
     }
 }

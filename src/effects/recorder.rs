@@ -23,7 +23,7 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use nats::header::HeaderMap;
 
-use crate::effects::claims::ClaimWrite;
+use crate::effects::claims::{ClaimWrite, Claims};
 use crate::nats_io::{Completion, Delivery, Publisher};
 use crate::oneshot;
 use crate::pipeline::{Shared, Stats};
@@ -82,6 +82,8 @@ pub struct Committer {
     publisher: Publisher,
     /// The batch's claim completions, all outstanding at once, before its records.
     claim_publisher: Publisher,
+    /// For reading back a claim whose completion write was refused or unanswered.
+    claims: Option<Arc<Claims>>,
     /// Commands whose result publish is outstanding, by publish tag.
     publishing: HashMap<u64, Finished>,
     next_tag: u64,
@@ -91,6 +93,7 @@ pub struct Committer {
 pub fn recorder(
     shared: Arc<Shared>,
     nc: &nats::Connection,
+    claims: Option<Arc<Claims>>,
     workers: usize,
 ) -> std::io::Result<(Recorder, Committer)> {
     let timeout = Duration::from_millis(shared.settings.relay.publish_timeout_ms);
@@ -104,6 +107,7 @@ pub fn recorder(
             rx,
             publisher,
             claim_publisher,
+            claims,
             publishing: HashMap::new(),
             next_tag: 0,
         },
@@ -257,6 +261,11 @@ impl Committer {
             let (Err(e), Some(r)) = (c.result, batch.get(c.tag as usize)) else {
                 continue;
             };
+            let (claim, event_id) = (&r.finished.claim, &r.finished.record.event_id);
+            let landed = claim.as_ref().zip(self.claims.as_ref());
+            if landed.is_some_and(|(claim, claims)| claims.is_done_with(&claim.key, event_id)) {
+                continue;
+            }
             let log = &r.finished.log;
             log::warn!(tenant_id = log.tenant.as_str(), correlation_id = log.correlation.as_str(),
                 trace_id = log.trace.as_str(), error = e.to_string();

@@ -3,7 +3,7 @@
 //! The blocking client's `request` (and so `js.publish`) subscribes a fresh inbox for
 //! every request and unsubscribes it afterwards: three protocol messages, a client-side
 //! channel and a change to the server's subscription index per request. The effect
-//! workers make two claim writes per command, so that was most of what a claim cost.
+//! workers create a claim per command, so that was most of what a claim cost.
 //! Here one wildcard subscription takes every reply, a dispatcher thread hands each to
 //! the caller waiting for its token, and callers block only on their own reply.
 

@@ -304,10 +304,11 @@ impl Pipeline {
             .map_err(|e| Error::Other(format!("effects cannot run without their claims: {e}")))?;
             Some(Arc::new(claims))
         };
-        let (recorder, committer) = crate::effects::recorder::recorder(shared.clone(), nc, workers)
-            .map_err(|e| {
-                Error::Other(format!("effects cannot subscribe to their ack inbox: {e}"))
-            })?;
+        let (recorder, committer) =
+            crate::effects::recorder::recorder(shared.clone(), nc, claims.clone(), workers)
+                .map_err(|e| {
+                    Error::Other(format!("effects cannot subscribe to their ack inbox: {e}"))
+                })?;
         // Ends once every worker (every recorder) is gone and its publishes ended.
         self.spawn("effect-commit", move || committer.run())?;
         for n in 0..workers {
