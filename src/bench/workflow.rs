@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-use super::{cpu_time, order_placed, peak_rss_mib, per_event_by_thread, thread_cpu};
+use super::{cpu_time, order_placed, peak_rss_mib, per_event_by_thread, proc_cpu, thread_cpu};
 use crate::dev::{read_all, wait_until, FakeGateway, Sandbox};
 use crate::envelope::header;
 use crate::nats_io::Publisher;
@@ -24,6 +24,8 @@ pub struct Workflows {
     pub p999: Duration,
     pub max: Duration,
     pub cpu_per_workflow: Duration,
+    /// nats-server's CPU per workflow, when this run started the server.
+    pub server_per_workflow: Option<Duration>,
     /// (p50, p99) of each hop, read from the streams' own timestamps: OrderPlaced
     /// publish → charge command stored; command stored → result stored; result stored →
     /// MarkPaid at the Gateway. `None` when the streams could not be read.
@@ -51,7 +53,14 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
     let mut publisher =
         Publisher::new(&nc, 256, Duration::from_secs(5), 3).map_err(|e| e.to_string())?;
     let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(n as usize);
+    let server_stat = sandbox
+        .server
+        .as_ref()
+        .and_then(|s| s.pid())
+        .map(|pid| format!("/proc/{pid}/stat"));
+    let server_cpu = || server_stat.as_deref().map(proc_cpu);
     let cpu_before = cpu_time();
+    let server_before = server_cpu();
     let threads_before = thread_cpu();
     let started = Instant::now();
     let wall_started = SystemTime::now();
@@ -79,6 +88,9 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
     let deadline = Duration::from_secs(60);
     let all_in = wait_until(deadline, || gateway.count() as u64 >= n);
     let cpu = cpu_time().saturating_sub(cpu_before);
+    let server = server_cpu()
+        .zip(server_before)
+        .map(|(after, before)| after.saturating_sub(before) / n.max(1) as u32);
     let by_thread = per_event_by_thread(&threads_before, thread_cpu(), n);
     pipeline.shutdown();
     let first = completed(&gateway.received());
@@ -113,6 +125,7 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
         p999: at(0.999),
         max: latencies[latencies.len() - 1],
         cpu_per_workflow: cpu / n.max(1) as u32,
+        server_per_workflow: server,
         by_thread,
         hops,
     })
@@ -201,8 +214,11 @@ pub fn print(w: &Workflows, n: u64, rate: u64) {
         ms(w.p999),
         ms(w.max)
     );
+    let server = w.server_per_workflow.map_or(String::new(), |d| {
+        format!("; nats-server {:.0} µs", d.as_secs_f64() * 1e6)
+    });
     println!(
-        "  CPU {:.0} µs per workflow (this process: pipeline, publisher, stand-in gateway); peak RSS {} MiB",
+        "  CPU {:.0} µs per workflow (this process: pipeline, publisher, stand-in gateway){server}; peak RSS {} MiB",
         w.cpu_per_workflow.as_secs_f64() * 1e6,
         peak_rss_mib().map_or("?".into(), |m| m.to_string())
     );
