@@ -27,7 +27,7 @@
 //! with a delay (not held against `max_deliver`). No claim can be had (NATS KV down):
 //! no call.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use nats::jetstream::AckKind;
@@ -48,15 +48,18 @@ use crate::store::{
 use crate::timefmt::now_rfc3339;
 use crate::types::{TenantId, WorkId};
 
+/// A fetched command, and when the pull request that delivered it was sent.
+pub type Fetched = (nats::Message, Instant);
+
 /// Hands fetched commands to the workers one by one (a full channel blocks fetching).
-pub fn split(shared: &Shared, input: &Receiver<FetchedBatch>, out: &Sender<nats::Message>) {
+pub fn split(shared: &Shared, input: &Receiver<FetchedBatch>, out: &Sender<Fetched>) {
     for batch in input {
         if batch.epoch != shared.intake.epoch() {
             batch.msgs.iter().for_each(|m| shared.drop_unacked_msg(m));
             continue;
         }
         for msg in batch.msgs {
-            if out.send(msg).is_err() {
+            if out.send((msg, batch.requested_at)).is_err() {
                 return;
             }
         }
@@ -68,7 +71,7 @@ pub fn work(
     shared: &Shared,
     claims: Option<&Claims>,
     recorder: Recorder,
-    input: &Receiver<nats::Message>,
+    input: &Receiver<Fetched>,
 ) {
     let mut worker = Worker {
         shared,
@@ -76,9 +79,9 @@ pub fn work(
         recorder,
         jitter: Jitter::seeded(),
     };
-    for msg in input {
+    for (msg, requested_at) in input {
         Stats::set(&shared.stats.queue_effects, input.len() as u64);
-        worker.handle(msg);
+        worker.handle(msg, requested_at);
     }
 }
 
@@ -100,7 +103,7 @@ struct Poison {
 }
 
 impl<'a> Worker<'a> {
-    fn handle(&mut self, msg: nats::Message) {
+    fn handle(&mut self, msg: nats::Message, requested_at: Instant) {
         let delivery = Delivery::of(&msg).unwrap_or(Delivery {
             stream: String::new(),
             stream_seq: 0,
@@ -178,7 +181,7 @@ impl<'a> Worker<'a> {
                     }
                     Claimed::Later(delay) => return self.put_back(&msg, &delivery, delay),
                 };
-                let end = self.call(&msg, &cmd, &json);
+                let end = self.call(&msg, &cmd, &json, requested_at);
                 crate::crash::point(crate::crash::AFTER_CALL);
                 let event = result_event(&cmd, &end, &now_rfc3339());
                 let result = match RawJson::of(&event) {
@@ -285,7 +288,13 @@ impl<'a> Worker<'a> {
 
     /// Runs the command's effect to its end. An effect this process does not define ends
     /// failed at once, so the saga can react instead of waiting.
-    fn call(&mut self, msg: &nats::Message, cmd: &EffectCommand, json: &Value) -> Final {
+    fn call(
+        &mut self,
+        msg: &nats::Message,
+        cmd: &EffectCommand,
+        json: &Value,
+        requested_at: Instant,
+    ) -> Final {
         // The catalog in force when the call starts; a reload does not touch this call.
         let catalog = self.shared.catalogs.effects();
         let Some(def) = catalog.get(&cmd.effect_name) else {
@@ -308,8 +317,13 @@ impl<'a> Worker<'a> {
         let progress = || {
             let _ = msg.ack_kind(AckKind::Progress);
         };
-        progress();
         let ack_wait = self.shared.settings.ack_wait();
+        // The first attempt needs no fresh ack wait when the delivery's own has more than
+        // twice the attempt's timeout left (it started no earlier than the pull request):
+        // one message less per command for the server in the common case.
+        if requested_at.elapsed() + def.timeout * 2 >= ack_wait {
+            progress();
+        }
         let jitter = &mut self.jitter;
         let mut run = || {
             attempts::run(def, cmd, json, jitter, &mut |wait| {
