@@ -76,6 +76,7 @@ fn decode_one(shared: &Shared, catalog: &SagaCatalog, msg: nats::Message) -> Opt
         stream: String::new(),
         stream_seq: 0,
         delivered: 1,
+        published_ms: 0,
     });
     let drops = shared.intake.drops();
     if drops.admit(&delivery.stream, delivery.stream_seq) == Admission::HoldBack {

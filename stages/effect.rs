@@ -27,7 +27,7 @@
 //! with a delay (not held against `max_deliver`). No claim can be had (NATS KV down):
 //! no call.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use nats::jetstream::AckKind;
@@ -45,21 +45,18 @@ use crate::relay::backoff::Jitter;
 use crate::store::{
     excerpt, CommitBatch, EffectCompletion, QuarantineKind, QuarantineRecord, RawJson, StoreError,
 };
-use crate::timefmt::now_rfc3339;
+use crate::timefmt::{now_ms, now_rfc3339};
 use crate::types::{TenantId, WorkId};
 
-/// A fetched command, and when the pull request that delivered it was sent.
-pub type Fetched = (nats::Message, Instant);
-
 /// Hands fetched commands to the workers one by one (a full channel blocks fetching).
-pub fn split(shared: &Shared, input: &Receiver<FetchedBatch>, out: &Sender<Fetched>) {
+pub fn split(shared: &Shared, input: &Receiver<FetchedBatch>, out: &Sender<nats::Message>) {
     for batch in input {
         if batch.epoch != shared.intake.epoch() {
             batch.msgs.iter().for_each(|m| shared.drop_unacked_msg(m));
             continue;
         }
         for msg in batch.msgs {
-            if out.send((msg, batch.requested_at)).is_err() {
+            if out.send(msg).is_err() {
                 return;
             }
         }
@@ -71,7 +68,7 @@ pub fn work(
     shared: &Shared,
     claims: Option<&Claims>,
     recorder: Recorder,
-    input: &Receiver<Fetched>,
+    input: &Receiver<nats::Message>,
 ) {
     let mut worker = Worker {
         shared,
@@ -79,9 +76,9 @@ pub fn work(
         recorder,
         jitter: Jitter::seeded(),
     };
-    for (msg, requested_at) in input {
+    for msg in input {
         Stats::set(&shared.stats.queue_effects, input.len() as u64);
-        worker.handle(msg, requested_at);
+        worker.handle(msg);
     }
 }
 
@@ -103,11 +100,12 @@ struct Poison {
 }
 
 impl<'a> Worker<'a> {
-    fn handle(&mut self, msg: nats::Message, requested_at: Instant) {
+    fn handle(&mut self, msg: nats::Message) {
         let delivery = Delivery::of(&msg).unwrap_or(Delivery {
             stream: String::new(),
             stream_seq: 0,
             delivered: 1,
+            published_ms: 0,
         });
         let command = match self.decode(&msg) {
             Ok(c) => c,
@@ -181,7 +179,7 @@ impl<'a> Worker<'a> {
                     }
                     Claimed::Later(delay) => return self.put_back(&msg, &delivery, delay),
                 };
-                let end = self.call(&msg, &cmd, &json, requested_at);
+                let end = self.call(&msg, &delivery, &cmd, &json);
                 crate::crash::point(crate::crash::AFTER_CALL);
                 let event = result_event(&cmd, &end, &now_rfc3339());
                 let result = match RawJson::of(&event) {
@@ -291,9 +289,9 @@ impl<'a> Worker<'a> {
     fn call(
         &mut self,
         msg: &nats::Message,
+        delivery: &Delivery,
         cmd: &EffectCommand,
         json: &Value,
-        requested_at: Instant,
     ) -> Final {
         // The catalog in force when the call starts; a reload does not touch this call.
         let catalog = self.shared.catalogs.effects();
@@ -318,10 +316,12 @@ impl<'a> Worker<'a> {
             let _ = msg.ack_kind(AckKind::Progress);
         };
         let ack_wait = self.shared.settings.ack_wait();
-        // The first attempt needs no fresh ack wait when the delivery's own has more than
-        // twice the attempt's timeout left (it started no earlier than the pull request):
-        // one message less per command for the server in the common case.
-        if requested_at.elapsed() + def.timeout * 2 >= ack_wait {
+        // The first attempt needs no fresh ack wait while the delivery's own surely has
+        // twice the attempt's timeout left: it started no earlier than the message was
+        // stored, whatever the fetch buffered. One message less per command for the
+        // server in the common case. (The margin covers clock skew between the server's
+        // stamp and this host.)
+        if first_attempt_needs_progress(delivery.published_ms, now_ms(), def.timeout, ack_wait) {
             progress();
         }
         let jitter = &mut self.jitter;
@@ -472,6 +472,22 @@ enum Claimed<'a> {
     Later(Duration),
 }
 
+/// Slack for the difference between nats-server's clock and this host's.
+const CLOCK_MARGIN: Duration = Duration::from_secs(5);
+
+/// Whether a command stored at `published_ms` needs a fresh ack wait before a first
+/// attempt of up to `timeout`: unless its delivery's own ack wait, started no earlier
+/// than the store, surely has twice that left.
+fn first_attempt_needs_progress(
+    published_ms: i64,
+    now_ms: i64,
+    timeout: Duration,
+    ack_wait: Duration,
+) -> bool {
+    let age = Duration::from_millis(now_ms.saturating_sub(published_ms).max(0) as u64);
+    age + timeout * 2 + CLOCK_MARGIN > ack_wait
+}
+
 /// How soon a command comes back when the claims bucket could not be reached.
 const CLAIM_RETRY: Duration = Duration::from_secs(2);
 
@@ -498,5 +514,38 @@ fn log_ctx(cmd: &EffectCommand) -> LogCtx {
         tenant: cmd.tenant_id.clone(),
         correlation: cmd.meta(meta::CORRELATION_ID).unwrap_or("").to_string(),
         trace: cmd.trace_id().unwrap_or("").to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_fresh_command_skips_the_first_in_progress_ack() {
+        let (ack_wait, timeout) = (Duration::from_secs(30), Duration::from_secs(10));
+        let now = 1_000_000;
+        // Stored 1 s ago: 29 s of its ack wait surely left, twice the timeout plus slack.
+        assert!(!first_attempt_needs_progress(
+            now - 1_000,
+            now,
+            timeout,
+            ack_wait
+        ));
+        // Stored 6 s ago: it may have only 24 s left, under 20 s + 5 s of slack.
+        assert!(first_attempt_needs_progress(
+            now - 6_000,
+            now,
+            timeout,
+            ack_wait
+        ));
+        // A long effect always refreshes it, and so does an unknown store time (0).
+        assert!(first_attempt_needs_progress(
+            now,
+            now,
+            Duration::from_secs(13),
+            ack_wait
+        ));
+        assert!(first_attempt_needs_progress(0, now, timeout, ack_wait));
     }
 }

@@ -147,7 +147,6 @@ fn pull(
     let intake = &shared.intake;
     let batch = shared.settings.consumer.fetch_batch;
     let wait = Duration::from_millis(shared.settings.consumer.fetch_wait_ms);
-    let requested_at = Instant::now();
     let request = BatchOptions {
         batch,
         expires: Some(wait.as_nanos() as usize),
@@ -199,14 +198,7 @@ fn pull(
         if intake.is_stopped() {
             // Not acked: JetStream redelivers them once intake resumes.
             msgs.iter().for_each(|m| shared.drop_unacked_msg(m));
-        } else if out
-            .send(FetchedBatch {
-                epoch,
-                msgs,
-                requested_at,
-            })
-            .is_err()
-        {
+        } else if out.send(FetchedBatch { epoch, msgs }).is_err() {
             return PullEnd::Closed;
         }
         if let Some(end) = ended {

@@ -91,6 +91,9 @@ pub struct Delivery {
     pub stream: String,
     pub stream_seq: u64,
     pub delivered: u64,
+    /// When the stream stored the message (ms since the epoch, the server's clock): no
+    /// delivery of it, so no ack wait of it, started earlier.
+    pub published_ms: i64,
 }
 
 impl Delivery {
@@ -102,6 +105,7 @@ impl Delivery {
             stream: info.stream.to_string(),
             stream_seq: info.stream_seq,
             delivered: info.delivered.max(0) as u64,
+            published_ms: (info.published.unix_timestamp_nanos() / 1_000_000) as i64,
         })
     }
 }

@@ -20,7 +20,7 @@ mod stats;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
@@ -48,9 +48,6 @@ const RETRY_QUEUE: usize = 64;
 pub struct FetchedBatch {
     pub epoch: u64,
     pub msgs: Vec<nats::Message>,
-    /// When the pull request that delivered them was sent: none of them was delivered
-    /// earlier, so none's ack wait started earlier.
-    pub requested_at: Instant,
 }
 
 /// A message with its decode result.
