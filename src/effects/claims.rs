@@ -159,15 +159,9 @@ impl Claims {
                 return Ok(Gate::Mine { revision, held });
             }
             // Taken — or our create timed out after it landed: read what is there.
-            self.flusher.kick();
-            let Some(entry) = self.kv.entry(&key).map_err(|e| err(e.to_string()))? else {
+            let Some((current, claim)) = self.read(&key).map_err(err)? else {
                 continue;
             };
-            if entry.operation != nats::kv::Operation::Put {
-                continue;
-            }
-            let claim: Claim = serde_json::from_slice(&entry.value)
-                .map_err(|e| err(format!("unreadable claim: {e}")))?;
             if let Some(done) = claim.done {
                 return Ok(Gate::Done(EffectCompletion {
                     event_id: done.event_id,
@@ -180,7 +174,7 @@ impl Claims {
             if ours || age >= self.lease {
                 // Ours with no worker on it (our create timed out after landing), or
                 // its holder died mid-call: take it, unless someone else just did.
-                if let Ok(revision) = self.write(&key, &fresh, entry.revision) {
+                if let Ok(revision) = self.write(&key, &fresh, current) {
                     if !ours {
                         log::warn!(command_id = command.as_str(), tenant_id = tenant.as_str(), previous_owner = claim.owner.as_str(),
                             age_ms = age.as_millis() as u64; "effect claim expired unfinished; taking the command over (called again under the same idempotency key)");
@@ -220,16 +214,7 @@ impl Claims {
     /// (an unreplicated stream checks the sequence before the duplicate id), learns that
     /// it landed after all.
     pub fn is_done_with(&self, key: &str, event_id: &str) -> bool {
-        self.flusher.kick();
-        match self.kv.entry(key) {
-            Ok(Some(entry)) if entry.operation == nats::kv::Operation::Put => {
-                serde_json::from_slice::<Claim>(&entry.value)
-                    .ok()
-                    .and_then(|c| c.done)
-                    .is_some_and(|d| d.event_id == event_id)
-            }
-            _ => false,
-        }
+        matches!(self.read(key), Ok(Some((_, Claim { done: Some(d), .. }))) if d.event_id == event_id)
     }
 
     /// For a command this replica has recorded: the write that marks its claim done, if
@@ -241,15 +226,9 @@ impl Claims {
         command: &WorkId,
         completion: &EffectCompletion,
     ) -> Option<ClaimWrite> {
-        let key = claim_key(tenant, command);
-        self.flusher.kick();
-        let entry = self.kv.entry(&key).ok()??;
-        if entry.operation != nats::kv::Operation::Put {
-            return None;
-        }
-        let claim: Claim = serde_json::from_slice(&entry.value).ok()?;
+        let (revision, claim) = self.read(&claim_key(tenant, command)).ok()??;
         (claim.done.is_none() && claim.owner == self.replica)
-            .then(|| self.completion(tenant, command, entry.revision, completion))
+            .then(|| self.completion(tenant, command, revision, completion))
     }
 
     /// [`Claims::complete`] as a write for a caller that publishes it itself, with many
@@ -304,6 +283,21 @@ impl ClaimWrite {
 }
 
 impl Claims {
+    /// The claim stored under `key` now, with its revision; `None` when there is none
+    /// (never created, deleted or purged).
+    fn read(&self, key: &str) -> Result<Option<(u64, Claim)>, String> {
+        self.flusher.kick();
+        let Some(entry) = self.kv.entry(key).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        if entry.operation != nats::kv::Operation::Put {
+            return Ok(None);
+        }
+        let claim =
+            serde_json::from_slice(&entry.value).map_err(|e| format!("unreadable claim: {e}"))?;
+        Ok(Some((entry.revision, claim)))
+    }
+
     /// A compare-and-set write of the claim, bounded in time.
     fn write(&self, key: &str, value: &[u8], revision: u64) -> std::io::Result<u64> {
         crate::nats_io::kv_write_via(

@@ -287,18 +287,9 @@ impl Publisher {
         let (result, retryable) = if super::is_status(&msg) && msg.data.is_empty() {
             (Err(PublishError::NoStream(p.subject.clone())), true)
         } else {
-            match serde_json::from_slice::<AckReply>(&msg.data) {
-                Ok(AckReply {
-                    error: Some(err), ..
-                }) => (
-                    Err(PublishError::Rejected(err.description)),
-                    err.code == 503,
-                ),
-                Ok(reply) => match reply.ack() {
-                    Some(ack) => (Ok(ack), false),
-                    None => (Err(unreadable(&msg.data)), false),
-                },
-                Err(_) => (Err(unreadable(&msg.data)), false),
+            match read_ack(&msg.data) {
+                Ok(ack) => (Ok(ack), false),
+                Err((e, retryable)) => (Err(e), retryable),
             }
         };
         match result {
@@ -335,14 +326,15 @@ impl Publisher {
     }
 }
 
-/// A JetStream publish reply read as its ack, or the reason it is none.
-pub(super) fn read_ack(data: &[u8]) -> Result<Ack, String> {
+/// A JetStream publish reply read as its ack, or the reason it is none and whether
+/// that reason passes (a 503: JetStream briefly unavailable).
+pub(super) fn read_ack(data: &[u8]) -> Result<Ack, (PublishError, bool)> {
     match serde_json::from_slice::<AckReply>(data) {
         Ok(AckReply {
             error: Some(err), ..
-        }) => Err(err.description),
-        Ok(reply) => reply.ack().ok_or_else(|| unreadable(data).to_string()),
-        Err(_) => Err(unreadable(data).to_string()),
+        }) => Err((PublishError::Rejected(err.description), err.code == 503)),
+        Ok(reply) => reply.ack().ok_or_else(|| (unreadable(data), false)),
+        Err(_) => Err((unreadable(data), false)),
     }
 }
 

@@ -345,7 +345,7 @@ pub fn kv_write_via(
     )?;
     super::publisher::read_ack(&reply.data)
         .map(|ack| ack.seq)
-        .map_err(std::io::Error::other)
+        .map_err(|(e, _)| std::io::Error::other(e))
 }
 
 /// Writes `value` under `key` of KV bucket `bucket` only if the key's last revision is
