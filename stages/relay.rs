@@ -342,6 +342,11 @@ impl Relay<'_> {
         loop {
             let effect_room = self.publisher.has_room();
             let gateway_free = workers - self.gateway_in_flight;
+            if !effect_room && gateway_free == 0 {
+                // Neither lane takes anything: no pass over the tenants' queues (this
+                // runs once per batch of acks, so a full window would cost a pass each).
+                return;
+            }
             let next = self.tracker.next(|kind, mine| match kind {
                 OutboxKind::Effect => effect_room,
                 OutboxKind::Aggregate => gateway_free > 0 && mine < per_tenant_gateway,
