@@ -3,10 +3,12 @@
 //! `WORKFLOW_COMMANDS` with pipelined acks; aggregate commands are POSTed to the Gateway
 //! by a small pool of HTTP worker threads. The thread learns of new items from the commit
 //! stage's notices and finds the rest (left by a crash, or announced while it was full)
-//! by scanning the outbox keyspace page by page, at start-up and periodically.
+//! by scanning the outbox keyspace page by page, at start-up and periodically. Confirmed
+//! items are deleted in batches by a thread of their own, so that the relay keeps
+//! sending while a delete's fsync runs; an item leaves memory once its delete committed.
 //!
 //! ```text
-//! commit ─notices─▶ relay ─▶ publisher ─▶ WORKFLOW_COMMANDS ─acks─▶ relay ─▶ delete
+//! commit ─notices─▶ relay ─▶ publisher ─▶ WORKFLOW_COMMANDS ─acks─▶ relay ─▶ relay-delete
 //!    store ─scan──▶   │ ──jobs─▶ gateway workers ─HTTP─▶ Gateway ─outcomes─▶ relay
 //! ```
 
@@ -21,6 +23,7 @@ use crate::keys::{self, OutboxKind};
 use crate::nats_io::{Completion, PublishError, Publisher};
 use crate::pipeline::{Shared, Stats};
 use crate::relay::backoff::{self, Jitter};
+use crate::relay::deleter::{Deleted, Deleter};
 use crate::relay::gateway::{CommandHeaders, Gateway, GatewayOutcome};
 use crate::relay::tracker::{Admit, Limits, Tracker};
 use crate::relay::verdict::{self, GiveUp};
@@ -71,6 +74,13 @@ pub fn run(shared: &Shared, nc: &nats::Connection, inbox: NoticeInbox) {
             return;
         }
     };
+    let deleter = match Deleter::start(shared.store.clone()) {
+        Ok(d) => d,
+        Err(e) => {
+            log::error!(error = e.to_string(); "relay cannot start its delete thread; relay stage ends");
+            return;
+        }
+    };
     let (jobs, results) = start_gateway_workers(&cfg);
     let mut relay = Relay {
         shared,
@@ -81,6 +91,7 @@ pub fn run(shared: &Shared, nc: &nats::Connection, inbox: NoticeInbox) {
             tenants: cfg.max_tenants,
         }),
         publisher,
+        deleter,
         jobs,
         gateway_in_flight: 0,
         purposes: HashMap::new(),
@@ -133,6 +144,7 @@ struct Relay<'a> {
     cfg: RelaySettings,
     tracker: Tracker,
     publisher: Publisher,
+    deleter: Deleter,
     jobs: Sender<Job>,
     gateway_in_flight: usize,
     purposes: HashMap<u64, (String, Purpose)>,
@@ -140,7 +152,7 @@ struct Relay<'a> {
     /// it (the relay latency figure: commit to publish ack or Gateway answer).
     announced: HashMap<String, Instant>,
     next_tag: u64,
-    /// Confirmed items whose delete has not committed yet, and when they are due.
+    /// Confirmed items not yet handed to the deleter, and when they are due.
     to_delete: Vec<String>,
     delete_due: Option<Instant>,
     /// Where the scan in progress continues; `None` between scans.
@@ -158,6 +170,7 @@ enum Event {
     Notice(Notice),
     Ack(nats::Message),
     Gateway(u64, GatewayOutcome),
+    Deleted(Deleted),
     Idle,
 }
 
@@ -169,7 +182,7 @@ impl Relay<'_> {
             if shutting_down {
                 let since = *stopping_since.get_or_insert_with(Instant::now);
                 if self.tracker.in_flight() == 0 || since.elapsed() > SHUTDOWN_GRACE {
-                    self.flush_deletes();
+                    self.finish_deletes();
                     if !self.to_delete.is_empty() {
                         log::warn!(items = self.to_delete.len() as u64; "relay stops with confirmed items not deleted; they are sent again (idempotently) after restart");
                     }
@@ -199,6 +212,9 @@ impl Relay<'_> {
             while let Ok((tag, outcome)) = results.try_recv() {
                 self.on_gateway(tag, outcome);
             }
+            if let Ok(deleted) = self.deleter.outcomes().try_recv() {
+                self.on_deleted(deleted);
+            }
             if !shutting_down {
                 while let Ok(notice) = inbox.rx.try_recv() {
                     self.on_notice(notice);
@@ -224,7 +240,8 @@ impl Relay<'_> {
         {
             until = until.min(t);
         }
-        if let Some(due) = self.delete_due {
+        // While a batch is being deleted, its outcome is what wakes the next hand-over.
+        if let Some(due) = self.delete_due.filter(|_| !self.deleter.is_busy()) {
             until = until.min(due);
         }
         if self.scan_from.is_some() {
@@ -237,6 +254,7 @@ impl Relay<'_> {
             recv(inbox.rx) -> items => items.map_or(Event::Idle, Event::Notice),
             recv(self.publisher.acks()) -> msg => msg.map_or(Event::Idle, Event::Ack),
             recv(results) -> r => r.map_or(Event::Idle, |(tag, o)| Event::Gateway(tag, o)),
+            recv(self.deleter.outcomes()) -> d => d.map_or(Event::Idle, Event::Deleted),
             default(timeout) => Event::Idle,
         }
     }
@@ -246,6 +264,7 @@ impl Relay<'_> {
             Event::Notice(items) => self.on_notice(items),
             Event::Ack(msg) => self.publisher.on_message(msg),
             Event::Gateway(tag, outcome) => self.on_gateway(tag, outcome),
+            Event::Deleted(deleted) => self.on_deleted(deleted),
             Event::Idle => {}
         }
     }
@@ -504,30 +523,54 @@ impl Relay<'_> {
         }
     }
 
-    /// Deletes confirmed items in one transaction; they leave memory only once it commits.
+    /// Hands the confirmed items to the deleter as one batch (one transaction), unless a
+    /// batch is still being deleted: these then wait for the next call.
     fn flush_deletes(&mut self) {
-        if self.to_delete.is_empty() {
+        if self.to_delete.is_empty() || self.deleter.is_busy() {
             return;
         }
         crate::crash::point(crate::crash::AFTER_CONFIRM);
         log::debug!(items = self.to_delete.len() as u64, held = self.tracker.len() as u64, in_flight = self.tracker.in_flight() as u64; "deleting confirmed items");
         // In key order, LMDB walks its pages once instead of jumping between tenants.
         self.to_delete.sort_unstable();
-        match self.store.delete_outbox(&self.to_delete) {
-            Ok(deleted) => {
-                Stats::sub(&self.shared.stats.outbox_depth, deleted as u64);
-                self.delete_due = None;
-                for key in std::mem::take(&mut self.to_delete) {
-                    self.tracker.done(&key);
-                    Stats::add(&self.shared.stats.relayed, 1);
+        let batch = std::mem::take(&mut self.to_delete);
+        self.delete_due = None;
+        if let Err(batch) = self.deleter.submit(batch) {
+            log::error!(items = batch.len() as u64; "the relay's delete thread is gone; confirmed items stay until restart, then are sent again (idempotently)");
+            self.to_delete = batch;
+            self.delete_due = Some(Instant::now() + OUTAGE_PAUSE);
+        }
+    }
+
+    /// A batch's transaction ended: its items leave memory, or wait for the next batch.
+    fn on_deleted(&mut self, deleted: Deleted) {
+        self.deleter.taken();
+        match deleted.result {
+            Ok(n) => {
+                Stats::sub(&self.shared.stats.outbox_depth, n as u64);
+                for key in &deleted.keys {
+                    self.tracker.done(key);
                 }
+                Stats::add(&self.shared.stats.relayed, deleted.keys.len() as u64);
             }
             Err(e) => {
                 // The items were confirmed; deleting later is safe, sending again is not
                 // needed. They stay held until the delete commits.
-                log::error!(error = e.to_string(), items = self.to_delete.len() as u64; "cannot delete relayed outbox items; retrying");
+                log::error!(error = e.to_string(), items = deleted.keys.len() as u64; "cannot delete relayed outbox items; retrying");
+                self.to_delete.extend(deleted.keys);
                 self.delete_due = Some(Instant::now() + OUTAGE_PAUSE);
             }
+        }
+    }
+
+    /// At shutdown: waits for the batch being deleted, then deletes what is left.
+    fn finish_deletes(&mut self) {
+        if let Some(deleted) = self.deleter.wait() {
+            self.on_deleted(deleted);
+        }
+        self.flush_deletes();
+        if let Some(deleted) = self.deleter.wait() {
+            self.on_deleted(deleted);
         }
     }
 }

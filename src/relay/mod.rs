@@ -1,9 +1,10 @@
 //! The outbox relay's parts: which items it holds and in what order it sends them
-//! ([`tracker`]), the Gateway client ([`gateway`]), retry delays ([`backoff`]) and what
-//! happens when it gives up ([`verdict`]). The thread that drives them is
-//! `stages/relay.rs`.
+//! ([`tracker`]), the Gateway client ([`gateway`]), retry delays ([`backoff`]), what
+//! happens when it gives up ([`verdict`]) and the thread that deletes confirmed items
+//! ([`deleter`]). The thread that drives them is `stages/relay.rs`.
 
 pub mod backoff;
+pub mod deleter;
 pub mod gateway;
 pub mod tracker;
 pub mod verdict;
