@@ -43,6 +43,9 @@ const DELETE_BATCH: usize = 512;
 /// …or the oldest has waited this long (a delete is an fsync; one per item would cap
 /// the relay at the disk's sync rate).
 const DELETE_DELAY: Duration = Duration::from_millis(5);
+/// Most keys in one delete transaction: while one commits, more gather, and a slow
+/// fsync must not make the next transaction ever larger.
+const DELETE_BATCH_MAX: usize = 4 * DELETE_BATCH;
 /// How long shutdown waits for dispatches in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -99,6 +102,7 @@ pub fn run(shared: &Shared, nc: &nats::Connection, inbox: NoticeInbox) {
         next_tag: 0,
         to_delete: Vec::new(),
         delete_due: None,
+        delete_paused_until: None,
         scan_from: Some(String::new()),
         next_scan: Instant::now(),
         rescan_soon: false,
@@ -155,6 +159,8 @@ struct Relay<'a> {
     /// Confirmed items not yet handed to the deleter, and when they are due.
     to_delete: Vec<String>,
     delete_due: Option<Instant>,
+    /// After a failed delete: no new attempt before this.
+    delete_paused_until: Option<Instant>,
     /// Where the scan in progress continues; `None` between scans.
     scan_from: Option<String>,
     next_scan: Instant,
@@ -170,7 +176,7 @@ enum Event {
     Notice(Notice),
     Ack(nats::Message),
     Gateway(u64, GatewayOutcome),
-    Deleted(Deleted),
+    Deleted(Result<Deleted, crossbeam_channel::RecvError>),
     Idle,
 }
 
@@ -213,7 +219,7 @@ impl Relay<'_> {
                 self.on_gateway(tag, outcome);
             }
             if let Ok(deleted) = self.deleter.outcomes().try_recv() {
-                self.on_deleted(deleted);
+                self.on_deleted(Ok(deleted));
             }
             if !shutting_down {
                 while let Ok(notice) = inbox.rx.try_recv() {
@@ -254,7 +260,7 @@ impl Relay<'_> {
             recv(inbox.rx) -> items => items.map_or(Event::Idle, Event::Notice),
             recv(self.publisher.acks()) -> msg => msg.map_or(Event::Idle, Event::Ack),
             recv(results) -> r => r.map_or(Event::Idle, |(tag, o)| Event::Gateway(tag, o)),
-            recv(self.deleter.outcomes()) -> d => d.map_or(Event::Idle, Event::Deleted),
+            recv(self.deleter.outcomes()) -> d => Event::Deleted(d),
             default(timeout) => Event::Idle,
         }
     }
@@ -523,30 +529,41 @@ impl Relay<'_> {
         }
     }
 
-    /// Hands the confirmed items to the deleter as one batch (one transaction), unless a
-    /// batch is still being deleted: these then wait for the next call.
+    /// Hands confirmed items to the deleter as one batch (one transaction), unless a
+    /// batch is still being deleted or a failed one's pause has not passed: they then
+    /// wait for a later call.
     fn flush_deletes(&mut self) {
-        if self.to_delete.is_empty() || self.deleter.is_busy() {
+        let paused = self.delete_paused_until.is_some_and(|t| Instant::now() < t);
+        if self.to_delete.is_empty() || self.deleter.is_busy() || paused {
             return;
         }
         crate::crash::point(crate::crash::AFTER_CONFIRM);
         log::debug!(items = self.to_delete.len() as u64, held = self.tracker.len() as u64, in_flight = self.tracker.in_flight() as u64; "deleting confirmed items");
         // In key order, LMDB walks its pages once instead of jumping between tenants.
         self.to_delete.sort_unstable();
-        let batch = std::mem::take(&mut self.to_delete);
-        self.delete_due = None;
+        let rest = self
+            .to_delete
+            .split_off(self.to_delete.len().min(DELETE_BATCH_MAX));
+        let batch = std::mem::replace(&mut self.to_delete, rest);
+        self.delete_due = (!self.to_delete.is_empty()).then(Instant::now);
         if let Err(batch) = self.deleter.submit(batch) {
-            log::error!(items = batch.len() as u64; "the relay's delete thread is gone; confirmed items stay until restart, then are sent again (idempotently)");
-            self.to_delete = batch;
-            self.delete_due = Some(Instant::now() + OUTAGE_PAUSE);
+            // The delete thread is gone (it logged so): delete here, as before it existed.
+            let result = self.store.delete_outbox(&batch);
+            self.on_deleted(Ok(Deleted {
+                keys: batch,
+                result,
+            }));
         }
     }
 
-    /// A batch's transaction ended: its items leave memory, or wait for the next batch.
-    fn on_deleted(&mut self, deleted: Deleted) {
-        self.deleter.taken();
+    /// A batch's transaction ended: its items leave memory, or wait for a later batch.
+    fn on_deleted(&mut self, arrived: Result<Deleted, crossbeam_channel::RecvError>) {
+        let Some(deleted) = self.deleter.taken(arrived) else {
+            return;
+        };
         match deleted.result {
             Ok(n) => {
+                self.delete_paused_until = None;
                 Stats::sub(&self.shared.stats.outbox_depth, n as u64);
                 for key in &deleted.keys {
                     self.tracker.done(key);
@@ -557,20 +574,32 @@ impl Relay<'_> {
                 // The items were confirmed; deleting later is safe, sending again is not
                 // needed. They stay held until the delete commits.
                 log::error!(error = e.to_string(), items = deleted.keys.len() as u64; "cannot delete relayed outbox items; retrying");
+                let retry = Instant::now() + OUTAGE_PAUSE;
+                self.delete_paused_until = Some(retry);
+                self.delete_due = Some(retry);
                 self.to_delete.extend(deleted.keys);
-                self.delete_due = Some(Instant::now() + OUTAGE_PAUSE);
             }
         }
     }
 
-    /// At shutdown: waits for the batch being deleted, then deletes what is left.
+    /// At shutdown: waits for the batch being deleted, then deletes what is left (one
+    /// more attempt, also during a failed batch's pause).
     fn finish_deletes(&mut self) {
-        if let Some(deleted) = self.deleter.wait() {
-            self.on_deleted(deleted);
+        if let Some(deleted) = self.deleter.wait(SHUTDOWN_GRACE) {
+            self.on_deleted(Ok(deleted));
         }
-        self.flush_deletes();
-        if let Some(deleted) = self.deleter.wait() {
-            self.on_deleted(deleted);
+        self.delete_paused_until = None;
+        while !self.to_delete.is_empty() {
+            let before = self.to_delete.len();
+            self.flush_deletes();
+            if let Some(deleted) = self.deleter.wait(SHUTDOWN_GRACE) {
+                self.on_deleted(Ok(deleted));
+            }
+            // Stuck (a batch did not end in time) or failed (its keys are back): the rest
+            // is sent again, idempotently, after restart.
+            if self.deleter.is_busy() || self.to_delete.len() >= before {
+                return;
+            }
         }
     }
 }

@@ -5,8 +5,9 @@
 //! time: the relay gathers the next while this one commits.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, never, Receiver, Sender};
 
 use crate::store::{Store, StoreError};
 
@@ -53,7 +54,7 @@ impl Deleter {
 
     /// Hands a batch over, keys in key order. Never blocks: one batch at most is in
     /// flight, so the caller checks [`Deleter::is_busy`] first. Gives the batch back if
-    /// one is still in flight or the thread is gone.
+    /// one is still in flight or the thread is gone (the caller then deletes it itself).
     pub fn submit(&mut self, keys: Vec<String>) -> Result<(), Vec<String>> {
         if self.busy {
             return Err(keys);
@@ -68,19 +69,34 @@ impl Deleter {
         &self.done
     }
 
-    /// Records that the outcome of the batch in flight was received.
-    pub fn taken(&mut self) {
+    /// Records what arrived on [`Deleter::outcomes`]. A closed channel means the thread
+    /// is gone: nothing more arrives (so a `select!` does not wake on it again), and
+    /// [`Deleter::submit`] gives every batch back from now on.
+    pub fn taken(
+        &mut self,
+        arrived: Result<Deleted, crossbeam_channel::RecvError>,
+    ) -> Option<Deleted> {
         self.busy = false;
+        if arrived.is_err() {
+            log::error!("the relay's delete thread is gone; the relay deletes on its own thread");
+            self.done = never();
+        }
+        arrived.ok()
     }
 
-    /// Waits for the batch in flight, if any (shutdown).
-    pub fn wait(&mut self) -> Option<Deleted> {
+    /// Waits up to `limit` for the batch in flight, if any (shutdown). `None` if there
+    /// is none, it did not end in time, or the thread is gone.
+    pub fn wait(&mut self, limit: Duration) -> Option<Deleted> {
         if !self.busy {
             return None;
         }
-        let outcome = self.done.recv().ok();
-        self.busy = false;
-        outcome
+        match self.done.recv_timeout(limit) {
+            Ok(deleted) => self.taken(Ok(deleted)),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                self.taken(Err(crossbeam_channel::RecvError))
+            }
+        }
     }
 }
 
@@ -110,7 +126,7 @@ mod tests {
         assert!(deleter.is_busy());
         // A second batch waits for the first.
         assert_eq!(deleter.submit(vec!["x".into()]), Err(vec!["x".into()]));
-        let outcome = deleter.wait().unwrap();
+        let outcome = deleter.wait(Duration::from_secs(10)).unwrap();
         assert_eq!(outcome.keys, keys);
         assert_eq!(outcome.result.unwrap(), 3);
         assert!(!deleter.is_busy());
@@ -118,7 +134,31 @@ mod tests {
 
         // Deleting them again finds nothing: the count says so.
         deleter.submit(keys).unwrap();
-        assert_eq!(deleter.wait().unwrap().result.unwrap(), 0);
+        assert_eq!(
+            deleter
+                .wait(Duration::from_secs(10))
+                .unwrap()
+                .result
+                .unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_closed_outcome_channel_stops_waking_its_reader() {
+        let dir = TempDir::new("deleter").unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("store"), 64 << 20).unwrap());
+        let mut deleter = Deleter::start(store).unwrap();
+        deleter.submit(vec!["outbox:acme:effect:x".into()]).unwrap();
+        assert!(deleter.taken(Err(crossbeam_channel::RecvError)).is_none());
+        assert!(!deleter.is_busy());
+        // A disconnected receiver is always ready and would spin a select!; the
+        // replacement never is.
+        assert_eq!(
+            deleter.outcomes().try_recv().unwrap_err(),
+            crossbeam_channel::TryRecvError::Empty
+        );
+        assert!(deleter.wait(Duration::from_millis(10)).is_none());
     }
 
     #[test]
@@ -137,7 +177,11 @@ mod tests {
         keys.push("saga:acme:order:o-1".into());
         let mut deleter = Deleter::start(store.clone()).unwrap();
         deleter.submit(keys).unwrap();
-        assert!(deleter.wait().unwrap().result.is_err());
+        assert!(deleter
+            .wait(Duration::from_secs(10))
+            .unwrap()
+            .result
+            .is_err());
         assert_eq!(store.outbox(&acme, 10).unwrap().len(), 1);
     }
 }
