@@ -107,11 +107,11 @@ mod tests {
     use crate::keys::OutboxKind;
     use crate::types::TenantId;
 
-    #[test]
-    fn a_batch_is_deleted_once_and_reported_with_its_keys() {
+    /// A store with `n` outbox items of tenant `acme`, and their keys.
+    fn seeded(n: usize) -> (TempDir, Arc<Store>, TenantId, Vec<String>) {
         let dir = TempDir::new("deleter").unwrap();
         let store = Arc::new(Store::open(&dir.path().join("store"), 64 << 20).unwrap());
-        seed_outbox(&store, "workflow.cmd", "acme", OutboxKind::Effect, 3).unwrap();
+        seed_outbox(&store, "workflow.cmd", "acme", OutboxKind::Effect, n).unwrap();
         let acme: TenantId = "acme".parse().unwrap();
         let keys: Vec<String> = store
             .outbox(&acme, 10)
@@ -119,7 +119,13 @@ mod tests {
             .into_iter()
             .map(|(k, _)| k)
             .collect();
-        assert_eq!(keys.len(), 3);
+        assert_eq!(keys.len(), n);
+        (dir, store, acme, keys)
+    }
+
+    #[test]
+    fn a_batch_is_deleted_once_and_reported_with_its_keys() {
+        let (_dir, store, acme, keys) = seeded(3);
 
         let mut deleter = Deleter::start(store.clone()).unwrap();
         deleter.submit(keys.clone()).unwrap();
@@ -146,8 +152,7 @@ mod tests {
 
     #[test]
     fn a_closed_outcome_channel_stops_waking_its_reader() {
-        let dir = TempDir::new("deleter").unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("store"), 64 << 20).unwrap());
+        let (_dir, store, _, _) = seeded(0);
         let mut deleter = Deleter::start(store).unwrap();
         deleter.submit(vec!["outbox:acme:effect:x".into()]).unwrap();
         assert!(deleter.taken(Err(crossbeam_channel::RecvError)).is_none());
@@ -163,16 +168,7 @@ mod tests {
 
     #[test]
     fn a_refused_batch_is_reported_as_an_error_and_deletes_nothing() {
-        let dir = TempDir::new("deleter").unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("store"), 64 << 20).unwrap());
-        seed_outbox(&store, "workflow.cmd", "acme", OutboxKind::Effect, 1).unwrap();
-        let acme: TenantId = "acme".parse().unwrap();
-        let mut keys: Vec<String> = store
-            .outbox(&acme, 10)
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        let (_dir, store, acme, mut keys) = seeded(1);
         // Not an outbox key: the whole transaction is refused.
         keys.push("saga:acme:order:o-1".into());
         let mut deleter = Deleter::start(store.clone()).unwrap();
