@@ -428,7 +428,7 @@ impl<'a> Worker<'a> {
     }
 
     /// The write of the result into the claim held at `revision` (the effect-commit
-    /// thread makes it, before the record).
+    /// thread sends it before the record's transaction and awaits it after).
     fn claim_write(
         &self,
         tenant: &TenantId,

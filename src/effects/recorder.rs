@@ -1,8 +1,11 @@
 //! The end of an effect command, off the workers' threads: its result is written into
-//! its claim (when claims are in use), its completion record group-committed, then its
-//! result published (pipelined), then the command acked. The claim writes of a batch are
-//! all outstanding at once, before its records, so the cross-replica gate still says
-//! "done" before this replica's record does.
+//! its claim (when claims are in use) while its completion record is group-committed,
+//! then its result published (pipelined), then the command acked. The claim writes of a
+//! batch are all sent at once, then the records' transaction runs while the server
+//! answers them; the workers hear of their records only once both ended. (A crash in
+//! between leaves a record beside a running claim of this replica's own: the redelivery
+//! publishes the record and repairs the claim. The claim write was sent as early as
+//! before, so the window in which another replica may call again is no longer.)
 //!
 //! LMDB has one writer at a time, so records written one by one would bind the pool to
 //! the disk's sync rate: one thread (`effect-commit`) writes whatever records are waiting
@@ -187,10 +190,10 @@ impl Committer {
         }
     }
 
-    /// Writes the batch's results into their claims, its records in one transaction,
-    /// answers the workers, then publishes every result.
+    /// Writes the batch's results into their claims and its records in one transaction
+    /// at the same time, answers the workers, then publishes every result.
     fn commit_and_publish(&mut self, batch: Vec<Request>) {
-        self.complete_claims(&batch);
+        let claims_sent = self.send_claims(&batch);
         let records: Vec<(&TenantId, &WorkId, &EffectCompletion)> = batch
             .iter()
             .filter_map(|r| {
@@ -198,14 +201,22 @@ impl Committer {
                 f.write.as_ref().map(|(t, w)| (t, w, &f.record))
             })
             .collect();
-        if !records.is_empty() {
-            if let Err(e) = self.shared.store.record_effect_completions(&records) {
-                // The workers deal with it (unacked, intake stopped if the store failed).
-                for r in batch {
-                    r.recorded.send(Err(same_error(&e)));
-                }
-                return;
+        let recorded = if records.is_empty() {
+            Ok(())
+        } else {
+            self.shared.store.record_effect_completions(&records)
+        };
+        if claims_sent {
+            self.settle_claims(&batch);
+        }
+        if let Err(e) = recorded {
+            // The workers deal with it (unacked, intake stopped if the store failed).
+            for r in batch {
+                r.recorded.send(Err(same_error(&e)));
             }
+            return;
+        }
+        if !records.is_empty() {
             // Before the workers hear of it: none has called its next command yet.
             crate::crash::point(crate::crash::AFTER_RECORD);
         }
@@ -238,12 +249,10 @@ impl Committer {
 
     /// The result publish of one command ended: ack the command, or leave it unacked
     /// for redelivery (which publishes the recorded result, without a call).
-    /// Writes each result into its claim before the record, as a worker did one by one:
+    /// Sends each result's write into its claim (all outstanding at once, flushed now):
     /// a replica that meets the command afterwards publishes this result instead of
-    /// calling. A write that fails leaves the claim running; this replica's record
-    /// still stops a second call here, and another replica would call again once the
-    /// lease runs out — logged, because it is the one cross-replica window this leaves.
-    fn complete_claims(&mut self, batch: &[Request]) {
+    /// calling. True if any was sent; [`Committer::settle_claims`] collects them.
+    fn send_claims(&mut self, batch: &[Request]) -> bool {
         let mut any = false;
         for (n, r) in batch.iter().enumerate() {
             if let Some(claim) = &r.finished.claim {
@@ -254,9 +263,16 @@ impl Committer {
                 any = true;
             }
         }
-        if !any {
-            return;
-        }
+        // On their way before the records' transaction, not after it.
+        self.claim_publisher.tick();
+        any
+    }
+
+    /// Waits for the claim writes' answers. A write that fails leaves the claim running;
+    /// this replica's record still stops a second call here, and another replica would
+    /// call again once the lease runs out — logged, because it is the one cross-replica
+    /// window this leaves.
+    fn settle_claims(&mut self, batch: &[Request]) {
         for c in self.claim_publisher.finish() {
             let (Err(e), Some(r)) = (c.result, batch.get(c.tag as usize)) else {
                 continue;
