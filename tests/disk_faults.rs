@@ -145,7 +145,8 @@ fn a_second_saga_runner_on_one_store_refuses_to_start() {
     let lock = rig.settings.storage.path.join("runner.lock");
     // Whether the lock file names `runner` as its holder, soon enough.
     let holds = |runner: &RunnerProcess| {
-        let holder = format!("pid {}", runner.pid());
+        // The pid, then the host: "pid 12" must not pass for "pid 123".
+        let holder = format!("pid {} on ", runner.pid());
         wait_until(Duration::from_secs(30), || {
             std::fs::read_to_string(&lock).is_ok_and(|t| t.contains(&holder))
         })
@@ -156,7 +157,7 @@ fn a_second_saga_runner_on_one_store_refuses_to_start() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("in use by another runner")
-            && stderr.contains(&format!("pid {}", first.pid())),
+            && stderr.contains(&format!("pid {} on ", first.pid())),
         "the error names the holder: {stderr}"
     );
     drop(first);

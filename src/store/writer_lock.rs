@@ -7,6 +7,10 @@
 //!
 //! The lock is `flock`-style (`File::try_lock`): the kernel drops it when the process
 //! ends, however it ends, so a crashed runner never leaves its successor locked out.
+//!
+//! The file names its holder for the refused one's error: pid, host name and start time.
+//! In a container the pid alone says little (it is often 1 in every container sharing a
+//! volume); the host name is the container's (its id, or the Swarm task's name).
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -58,9 +62,24 @@ impl WriterLock {
         // Who holds it, for the next one's error message.
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
-        writeln!(file, "pid {}", std::process::id()).map_err(io)?;
+        writeln!(file, "{}", holder_line()).map_err(io)?;
         Ok(WriterLock { _file: file })
     }
+}
+
+/// `pid {pid} on {host}, since {rfc3339}`; the host is left out where none can be read.
+fn holder_line() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().chars().take(64).collect::<String>())
+        .filter(|h| !h.is_empty());
+    let on = host.map(|h| format!(" on {h}")).unwrap_or_default();
+    format!(
+        "pid {}{on}, since {}",
+        std::process::id(),
+        crate::timefmt::now_rfc3339()
+    )
 }
 
 #[cfg(test)]
@@ -69,13 +88,17 @@ mod tests {
     use crate::dev::TempDir;
 
     #[test]
-    fn a_second_holder_is_refused_with_the_first_ones_pid_until_it_lets_go() {
+    fn a_second_holder_is_refused_with_the_first_ones_pid_and_host_until_it_lets_go() {
         let dir = TempDir::new("writer-lock").unwrap();
         let first = WriterLock::acquire(dir.path()).unwrap();
         match WriterLock::acquire(dir.path()) {
             Err(StoreError::InUse { path, holder }) => {
                 assert_eq!(path, dir.path());
-                assert_eq!(holder, format!("pid {}", std::process::id()));
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+                let expected = format!("pid {} on {}, since ", std::process::id(), host.trim());
+                assert!(holder.starts_with(&expected), "{holder:?}");
+                // The start time is a readable timestamp.
+                assert!(holder[expected.len()..].ends_with('Z'), "{holder:?}");
             }
             other => panic!("{other:?}"),
         }
