@@ -2,10 +2,14 @@
 //! its claim (when claims are in use) while its completion record is group-committed,
 //! then its result published (pipelined), then the command acked. The claim writes of a
 //! batch are all sent at once, then the records' transaction runs while the server
-//! answers them; the workers hear of their records only once both ended. (A crash in
-//! between leaves a record beside a running claim of this replica's own: the redelivery
-//! publishes the record and repairs the claim. The claim write was sent as early as
-//! before, so the window in which another replica may call again is no longer.)
+//! answers them; the workers hear of their records only once both ended. The claim
+//! writes leave when they did when they were awaited first, so the window in which
+//! another replica may call again (a crash before a claim write lands, then the lease)
+//! is no longer; a crash in it may now leave this replica's record beside the running
+//! claim, and the redelivery that reaches this store publishes the record without a
+//! call. (A restarted process is another replica to the claims: it cannot repair that
+//! claim, which runs out with its lease. A claim write's retry, after a 503 or a lost
+//! answer, waits until the transaction has ended.)
 //!
 //! LMDB has one writer at a time, so records written one by one would bind the pool to
 //! the disk's sync rate: one thread (`effect-commit`) writes whatever records are waiting
@@ -52,8 +56,9 @@ pub struct Finished {
     /// The completion record to write first; `None` when it is in the store already
     /// (a redelivered command whose call was recorded).
     pub write: Option<(TenantId, WorkId)>,
-    /// The result to write into the command's claim before the record (cross-replica
-    /// gate; `None` without claims or when no claim is held).
+    /// The result to write into the command's claim, sent before the record's
+    /// transaction and awaited after it (cross-replica gate; `None` without claims or
+    /// when no claim is held).
     pub claim: Option<ClaimWrite>,
     pub log: LogCtx,
 }
@@ -83,7 +88,8 @@ pub struct Committer {
     shared: Arc<Shared>,
     rx: Receiver<Request>,
     publisher: Publisher,
-    /// The batch's claim completions, all outstanding at once, before its records.
+    /// The batch's claim completions, all outstanding at once, sent before its records'
+    /// transaction.
     claim_publisher: Publisher,
     /// For reading back a claim whose completion write was refused or unanswered.
     claims: Option<Arc<Claims>>,
@@ -247,8 +253,6 @@ impl Committer {
         }
     }
 
-    /// The result publish of one command ended: ack the command, or leave it unacked
-    /// for redelivery (which publishes the recorded result, without a call).
     /// Sends each result's write into its claim (all outstanding at once, flushed now):
     /// a replica that meets the command afterwards publishes this result instead of
     /// calling. True if any was sent; [`Committer::settle_claims`] collects them.
@@ -289,6 +293,8 @@ impl Committer {
         }
     }
 
+    /// The result publish of one command ended: ack the command, or leave it unacked
+    /// for redelivery (which publishes the recorded result, without a call).
     fn published(&mut self, c: Completion) {
         let Some(f) = self.publishing.remove(&c.tag) else {
             return;
