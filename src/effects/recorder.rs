@@ -232,17 +232,19 @@ impl Committer {
             r.recorded.send(Ok(()));
             taken.push(r.finished);
         }
-        for f in taken {
+        for mut f in taken {
             let tag = self.next_tag;
             self.next_tag += 1;
             // Published again also when it was before: the first delivery's ack may be
             // what was lost, and the saga may not have the result yet. The event id
-            // makes it a duplicate JetStream drops.
+            // makes it a duplicate JetStream drops. The headers move to the publisher
+            // (it keeps them for re-sends; nothing later reads them here) instead of a
+            // copy: freeing header maps took a quarter of this thread at 5,000/s.
             self.publisher.publish(
                 tag,
                 &f.subject,
                 &f.record.event_id,
-                f.headers.clone(),
+                std::mem::take(&mut f.headers),
                 f.record.result.as_bytes().to_vec(),
             );
             self.publishing.insert(tag, f);
