@@ -56,7 +56,6 @@ use runner::settings::{Mode, Settings};
 use runner::store::{EffectCompletion, OutboxItem, RawJson, Store};
 use runner::timefmt::now_rfc3339;
 use runner::types::{TenantId, WorkId};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// Commands per relay batch.
@@ -333,9 +332,8 @@ fn bench_effect_steps(c: &mut Criterion, url: &str) {
     let command: EffectCommand =
         serde_json::from_slice(&body).expect("the executor's envelope is a command");
     let completion = {
-        let json: Value = serde_json::from_slice(&body).expect("json");
         let def = catalog.get(&command.effect_name).expect("effect defined");
-        let end = attempts::run(def, &command, &json, &mut Jitter::seeded(), &mut |_| {});
+        let end = attempts::run(def, &command, &body, &mut Jitter::seeded(), &mut |_| {});
         let event = result_event(&command, &end, &now_rfc3339());
         EffectCompletion {
             event_id: event.event_id.clone(),
@@ -360,13 +358,12 @@ fn bench_effect_steps(c: &mut Criterion, url: &str) {
     let mut jitter = Jitter::seeded();
     group.bench_function("decode_noop_call_result", |b| {
         b.iter(|| {
-            let json: Value = serde_json::from_slice(&body).expect("json");
-            let cmd = EffectCommand::deserialize(&json).expect("command");
+            let cmd: EffectCommand = serde_json::from_slice(&body).expect("command");
             let tenant = TenantId::new(&cmd.tenant_id).expect("tenant");
             let work = WorkId::new(&cmd.command_id).expect("command id");
             let def = catalog.get(&cmd.effect_name).expect("effect defined");
             let _slot = def.limit.acquire();
-            let end = attempts::run(def, &cmd, &json, &mut jitter, &mut |_| {});
+            let end = attempts::run(def, &cmd, &body, &mut jitter, &mut |_| {});
             let event = result_event(&cmd, &end, &now_rfc3339());
             let record = EffectCompletion {
                 event_id: event.event_id.clone(),

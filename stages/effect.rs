@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use nats::jetstream::AckKind;
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::effects::attempts::{self, Final};
@@ -111,7 +110,7 @@ impl<'a> Worker<'a> {
             Ok(c) => c,
             Err(p) => return self.quarantine(&msg, &delivery, p),
         };
-        let (cmd, json, tenant, work_id) = command;
+        let (cmd, tenant, work_id) = command;
         let log_ctx = log_ctx(&cmd);
         let done = match self.shared.store.effect_completion(&tenant, &work_id) {
             Ok(done) => done,
@@ -179,7 +178,7 @@ impl<'a> Worker<'a> {
                     }
                     Claimed::Later(delay) => return self.put_back(&msg, &delivery, delay),
                 };
-                let end = self.call(&msg, &delivery, &cmd, &json);
+                let end = self.call(&msg, &delivery, &cmd);
                 crate::crash::point(crate::crash::AFTER_CALL);
                 let event = result_event(&cmd, &end, &now_rfc3339());
                 let result = match RawJson::of(&event) {
@@ -243,27 +242,28 @@ impl<'a> Worker<'a> {
         }
     }
 
-    fn decode(
-        &self,
-        msg: &nats::Message,
-    ) -> Result<(EffectCommand, Value, TenantId, WorkId), Poison> {
+    fn decode(&self, msg: &nats::Message) -> Result<(EffectCommand, TenantId, WorkId), Poison> {
         let header_tenant = nats_io::header(msg, header::TENANT).unwrap_or_default();
         let poison = |kind, reason: String| Poison {
             kind,
             reason,
             tenant: TenantId::new(header_tenant).unwrap_or_default(),
         };
-        let json: Value = serde_json::from_slice(&msg.data).map_err(|e| {
+        // Straight into the command, without a JSON tree in between (only a provider
+        // that asks for one builds it). UTF-8 is checked whole first: fields the command
+        // ignores are skipped, not read, by the parser.
+        let text = std::str::from_utf8(&msg.data).map_err(|e| {
             poison(
                 QuarantineKind::Decode,
                 format!("body is not valid JSON: {e}"),
             )
         })?;
-        let cmd = EffectCommand::deserialize(&json).map_err(|e| {
-            poison(
-                QuarantineKind::Decode,
-                format!("not a valid effect command: {e}"),
-            )
+        let cmd: EffectCommand = serde_json::from_str(text).map_err(|e| {
+            let reason = match e.classify() {
+                serde_json::error::Category::Data => format!("not a valid effect command: {e}"),
+                _ => format!("body is not valid JSON: {e}"),
+            };
+            poison(QuarantineKind::Decode, reason)
         })?;
         if !header_tenant.is_empty() && header_tenant != cmd.tenant_id {
             return Err(poison(
@@ -281,18 +281,12 @@ impl<'a> Worker<'a> {
             reason: e.to_string(),
             tenant: tenant.clone(),
         })?;
-        Ok((cmd, json, tenant, work_id))
+        Ok((cmd, tenant, work_id))
     }
 
     /// Runs the command's effect to its end. An effect this process does not define ends
     /// failed at once, so the saga can react instead of waiting.
-    fn call(
-        &mut self,
-        msg: &nats::Message,
-        delivery: &Delivery,
-        cmd: &EffectCommand,
-        json: &Value,
-    ) -> Final {
+    fn call(&mut self, msg: &nats::Message, delivery: &Delivery, cmd: &EffectCommand) -> Final {
         // The catalog in force when the call starts; a reload does not touch this call.
         let catalog = self.shared.catalogs.effects();
         let Some(def) = catalog.get(&cmd.effect_name) else {
@@ -326,7 +320,7 @@ impl<'a> Worker<'a> {
         }
         let jitter = &mut self.jitter;
         let mut run = || {
-            attempts::run(def, cmd, json, jitter, &mut |wait| {
+            attempts::run(def, cmd, &msg.data, jitter, &mut |wait| {
                 progress();
                 std::thread::sleep(wait);
                 progress();

@@ -25,11 +25,11 @@ pub struct Final {
 pub fn run(
     def: &EffectDef,
     command: &EffectCommand,
-    json: &Value,
+    raw: &[u8],
     jitter: &mut Jitter,
     sleep: &mut dyn FnMut(Duration),
 ) -> Final {
-    let call = Call { command, json };
+    let call = Call::new(command, raw);
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -134,18 +134,19 @@ mod tests {
         }
     }
 
-    fn command() -> (EffectCommand, Value) {
+    fn command() -> (EffectCommand, Vec<u8>) {
         let json = serde_json::json!({"tenant_id": "acme", "command_id": "c-1", "effect_name": "charge",
             "payload": {}, "metadata": {}, "issued_at": "2026-11-27T10:00:00Z"});
-        (serde_json::from_value(json.clone()).unwrap(), json)
+        (
+            serde_json::from_value(json.clone()).unwrap(),
+            json.to_string().into_bytes(),
+        )
     }
 
     fn run_def(d: &EffectDef) -> (Final, Vec<Duration>) {
-        let (cmd, json) = command();
+        let (cmd, raw) = command();
         let mut waits = Vec::new();
-        let f = run(d, &cmd, &json, &mut Jitter::seeded(), &mut |w| {
-            waits.push(w)
-        });
+        let f = run(d, &cmd, &raw, &mut Jitter::seeded(), &mut |w| waits.push(w));
         (f, waits)
     }
 

@@ -171,12 +171,16 @@ impl Http {
 
 impl Provider for Http {
     fn call(&self, call: &Call<'_>) -> Outcome {
-        let url = match self.url_for(call.json) {
+        let json = match call.json() {
+            Ok(json) => json,
+            Err(f) => return Outcome::Failed(f),
+        };
+        let url = match self.url_for(json) {
             Ok(url) => url,
             Err(f) => return Outcome::Failed(f),
         };
         let body = match &self.body {
-            Some(expr) => match expr.eval(&[call.json], BODY_GAS) {
+            Some(expr) => match expr.eval(&[json], BODY_GAS) {
                 Ok(v) => v,
                 Err(fault) => {
                     return Outcome::Failed(Failure::permanent(

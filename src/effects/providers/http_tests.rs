@@ -20,20 +20,20 @@ fn provider(settings: Value, secrets: &TempDir, timeout_ms: u64) -> Result<Http,
     )
 }
 
-fn command() -> (EffectCommand, Value) {
+fn command() -> (EffectCommand, Vec<u8>) {
     let json = json!({"tenant_id": "acme", "command_id": "cmd-1", "effect_name": "charge",
         "payload": {"order_id": "o 1/x", "total": 4200},
         "metadata": {"correlation_id": "o-1", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
         "issued_at": "2026-11-27T10:00:00Z"});
-    (serde_json::from_value(json.clone()).unwrap(), json)
+    (
+        serde_json::from_value(json.clone()).unwrap(),
+        json.to_string().into_bytes(),
+    )
 }
 
 fn call(p: &Http) -> Outcome {
-    let (cmd, json) = command();
-    p.call(&Call {
-        command: &cmd,
-        json: &json,
-    })
+    let (cmd, raw) = command();
+    p.call(&Call::new(&cmd, &raw))
 }
 
 #[test]
