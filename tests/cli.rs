@@ -221,6 +221,7 @@ fn bench_smoke_run_prints_its_tables_and_its_counts_add_up() {
     for expected in [
         "raw JetStream pull+ack (same server, same run)",
         "saga pipeline: fetch→commit→ack",
+        "for reference, raw pull+ack publishing one message per event",
         "counts add up: 300 events published, 300 transitions committed, 300 acked",
         "workflow: 60 orders at 200/s",
         "completed 60 at",

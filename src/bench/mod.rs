@@ -5,14 +5,12 @@
 //! and the whole order workflow's latency at a steady rate (`workflow.rs`).
 
 mod backlog;
+mod raw;
 mod relay;
 mod workflow;
 
 use std::time::{Duration, Instant};
 
-use nats::jetstream::{
-    AckPolicy, BatchOptions, ConsumerConfig, PullSubscribeOptions, StreamConfig,
-};
 use serde_json::{json, Value};
 
 use std::sync::Arc;
@@ -137,11 +135,19 @@ fn saga(
     let server_pid = sandbox.server.as_ref().and_then(|s| s.pid());
     let server_cpu = || server_pid.map(|pid| proc_cpu(&format!("/proc/{pid}/stat")));
     let server_before = server_cpu();
-    let raw = raw_pull_ack(nc, batch, sandbox.settings.consumer.fetch_batch)?;
+    let fetch_batch = sandbox.settings.consumer.fetch_batch;
+    let raw = raw::pull_ack(nc, batch, fetch_batch, raw::PerEvent::Ack)?;
     // Includes publishing the raw stream: an upper bound on the server's share.
     let server_raw = server_cpu()
         .zip(server_before)
         .map(|(a, b)| a.saturating_sub(b));
+    let window = sandbox.settings.relay.publish_window;
+    let raw_publishing = raw::pull_ack(
+        nc,
+        batch,
+        fetch_batch,
+        raw::PerEvent::AckAndPublish { window },
+    )?;
 
     // The saga pipeline drains the same backlog: publish first, then start and time it.
     publish_all(nc, batch)?;
@@ -183,6 +189,10 @@ fn saga(
         "saga pipeline: fetch→commit→ack",
         e2e,
         e2e / raw
+    );
+    println!(
+        "  for reference, raw pull+ack publishing one message per event (what the saga has the server do): {raw_publishing:.0}/s; the pipeline is {:.2} of that",
+        e2e / raw_publishing
     );
     println!();
     println!(
@@ -400,82 +410,6 @@ pub(super) fn order_placed(i: u64) -> (String, Value) {
                          "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
         }),
     )
-}
-
-/// Publishes the events to a scratch stream, then pulls and acks them all the way the
-/// fetch stage does (expiring pull requests, one ack per message). Returns msgs/s.
-fn raw_pull_ack(
-    nc: &nats::Connection,
-    events: &[(String, Value)],
-    fetch_batch: usize,
-) -> Result<f64, String> {
-    let js = nats::jetstream::new(nc.clone());
-    let err = |e: std::io::Error| e.to_string();
-    // Unique per run, so a shared server never holds a leftover of an earlier run.
-    let token = uuid::Uuid::new_v4().simple().to_string();
-    let stream = format!("RUNNER_BENCH_RAW_{}", &token[..8]);
-    let prefix = format!("runnerbench.{}", &token[..8]);
-    js.add_stream(StreamConfig {
-        name: stream.clone(),
-        subjects: vec![format!("{prefix}.>")],
-        ..Default::default()
-    })
-    .map_err(err)?;
-    let raw: Vec<(String, Value)> = events
-        .iter()
-        .map(|(s, e)| (format!("{prefix}.{s}"), e.clone()))
-        .collect();
-    publish_all(nc, &raw)?;
-    js.add_consumer(
-        stream.as_str(),
-        ConsumerConfig {
-            durable_name: Some("raw".into()),
-            ack_policy: AckPolicy::Explicit,
-            max_ack_pending: 4096,
-            ..Default::default()
-        },
-    )
-    .map_err(err)?;
-    let sub = js
-        .pull_subscribe_with_options(
-            &format!("{prefix}.>"),
-            &PullSubscribeOptions::new()
-                .bind_stream(stream.clone())
-                .durable_name("raw".into()),
-        )
-        .map_err(err)?;
-    let started = Instant::now();
-    let mut acked = 0usize;
-    while acked < raw.len() {
-        // Never ask for more than is left: a request for more would wait out its expiry.
-        let want = fetch_batch.min(raw.len() - acked);
-        sub.request_batch(BatchOptions {
-            batch: want,
-            expires: Some(Duration::from_millis(500).as_nanos() as usize),
-            no_wait: false,
-        })
-        .map_err(err)?;
-        nc.flush().map_err(err)?;
-        let mut got = 0;
-        while got < want {
-            match sub.next_timeout(Duration::from_millis(500)) {
-                Ok(m) if crate::nats_io::is_status(&m) => break,
-                Ok(m) => {
-                    m.ack().map_err(err)?;
-                    got += 1;
-                }
-                Err(_) => break,
-            }
-        }
-        acked += got;
-        if started.elapsed() > Duration::from_secs(600) {
-            return Err("raw pull+ack did not finish in 600 s".into());
-        }
-    }
-    nc.flush().map_err(err)?;
-    let rate = acked as f64 / started.elapsed().as_secs_f64();
-    let _ = js.delete_stream(&stream);
-    Ok(rate)
 }
 
 /// User + system CPU time of this process.
