@@ -208,17 +208,9 @@ fn saga(
         cpu.as_secs_f64() * 1e6 / events as f64,
         peak_rss_mib().map_or("?".into(), |m| m.to_string())
     );
-    let per_thread: Vec<String> = threads_after
+    let per_thread: Vec<String> = per_event_by_thread(&threads_before, threads_after, events)
         .iter()
-        .map(|(name, after)| {
-            let before = threads_before
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or(Duration::ZERO, |(_, d)| *d);
-            (name, after.saturating_sub(before))
-        })
-        .filter(|(_, d)| !d.is_zero())
-        .map(|(name, d)| format!("{name} {:.1}", d.as_secs_f64() * 1e6 / events as f64))
+        .map(|(name, d)| format!("{name} {:.1}", d.as_secs_f64() * 1e6))
         .collect();
     println!("  µs per event by thread: {}", per_thread.join(", "));
     let per_event = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e6 / events as f64);

@@ -2,7 +2,8 @@
 //! stage does it (the figure the saga ratio of issues 2 and 8 is against), and the same
 //! loop publishing one message per event as well (pipelined, with the relay's headers
 //! and window): the server's side of what the example saga makes it do per event, as a
-//! reference next to the first.
+//! reference next to the first. [`RawOut`], that raw publishing, is also the relay
+//! phase's baseline.
 
 use std::time::{Duration, Instant};
 
@@ -48,19 +49,7 @@ pub(super) fn pull_ack(
     .map_err(err)?;
     let mut out = match per_event {
         PerEvent::Ack => None,
-        PerEvent::AckAndPublish { window } => {
-            let out_stream = format!("{stream}_OUT");
-            let subject = format!("runnerbench-out.{}", &token[..8]);
-            js.add_stream(StreamConfig {
-                name: out_stream.clone(),
-                subjects: vec![subject.clone()],
-                duplicate_window: Duration::from_secs(120).as_nanos() as i64,
-                ..Default::default()
-            })
-            .map_err(err)?;
-            let publisher = Publisher::new(nc, window, Duration::from_secs(5), 3).map_err(err)?;
-            Some((out_stream, subject, publisher))
-        }
+        PerEvent::AckAndPublish { window } => Some(RawOut::open(nc, "RAW_OUT", window)?),
     };
     let raw: Vec<(String, Value)> = events
         .iter()
@@ -87,7 +76,6 @@ pub(super) fn pull_ack(
         .map_err(err)?;
     let started = Instant::now();
     let mut acked = 0usize;
-    let mut failed = 0usize;
     while acked < raw.len() {
         // Never ask for more than is left: a request for more would wait out its expiry.
         let want = fetch_batch.min(raw.len() - acked);
@@ -104,19 +92,13 @@ pub(super) fn pull_ack(
                 Ok(m) if crate::nats_io::is_status(&m) => break,
                 Ok(m) => {
                     m.ack().map_err(err)?;
-                    if let Some((_, subject, publisher)) = out.as_mut() {
-                        let n = acked + got;
+                    if let Some(out) = out.as_mut() {
                         let headers = crate::nats_io::context_headers(
                             "acme",
                             Some("o-1"),
                             Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
                         );
-                        let id = format!("raw-{token}-{n}");
-                        publisher.publish(n as u64, subject, &id, headers, m.data.clone());
-                        // Acks collected as the relay does, once per few publishes.
-                        if n % 32 == 31 {
-                            failed += failures(publisher.poll(Duration::ZERO));
-                        }
+                        out.publish((acked + got) as u64, headers, m.data.clone());
                     }
                     got += 1;
                 }
@@ -128,19 +110,78 @@ pub(super) fn pull_ack(
             return Err("raw pull+ack did not finish in 600 s".into());
         }
     }
-    if let Some((_, _, publisher)) = out.as_mut() {
-        failed += failures(publisher.finish());
+    if let Some(out) = out.as_mut() {
+        out.settle();
     }
     nc.flush().map_err(err)?;
     let rate = acked as f64 / started.elapsed().as_secs_f64();
     let _ = js.delete_stream(&stream);
-    if let Some((out_stream, _, _)) = &out {
-        let _ = js.delete_stream(out_stream);
-    }
-    if failed > 0 {
-        return Err(format!("{failed} raw publishes failed"));
-    }
+    out.map_or(Ok(()), RawOut::close)?;
     Ok(rate)
+}
+
+/// Raw pipelined publishing as the relay publishes, to a scratch stream of this run
+/// (with a duplicate window, as the Runner's streams have): `Nats-Msg-Id`s of the run,
+/// at most `window` acks outstanding, collected every few publishes.
+pub(super) struct RawOut {
+    js: nats::jetstream::JetStream,
+    stream: String,
+    subject: String,
+    token: String,
+    publisher: Publisher,
+    failed: usize,
+}
+
+impl RawOut {
+    /// Creates the stream `RUNNER_BENCH_{name}_{token}`.
+    pub(super) fn open(nc: &nats::Connection, name: &str, window: usize) -> Result<RawOut, String> {
+        let js = nats::jetstream::new(nc.clone());
+        let token = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+        let stream = format!("RUNNER_BENCH_{name}_{token}");
+        let subject = format!("runnerbench-out.{token}");
+        js.add_stream(StreamConfig {
+            name: stream.clone(),
+            subjects: vec![subject.clone()],
+            duplicate_window: Duration::from_secs(120).as_nanos() as i64,
+            ..Default::default()
+        })
+        .map_err(|e| e.to_string())?;
+        let publisher =
+            Publisher::new(nc, window, Duration::from_secs(5), 3).map_err(|e| e.to_string())?;
+        Ok(RawOut {
+            js,
+            stream,
+            subject,
+            token,
+            publisher,
+            failed: 0,
+        })
+    }
+
+    /// The `n`-th publish of the run.
+    pub(super) fn publish(&mut self, n: u64, headers: nats::header::HeaderMap, body: Vec<u8>) {
+        let id = format!("raw-{}-{n}", self.token);
+        self.publisher.publish(n, &self.subject, &id, headers, body);
+        // Flush and collect acks every few publishes, as the relay does once per loop.
+        if n % 32 == 31 {
+            self.failed += failures(self.publisher.poll(Duration::ZERO));
+        }
+    }
+
+    /// Waits for every outstanding ack.
+    pub(super) fn settle(&mut self) {
+        self.failed += failures(self.publisher.finish());
+    }
+
+    /// Deletes the stream; an error if any publish failed.
+    pub(super) fn close(mut self) -> Result<(), String> {
+        self.settle();
+        let _ = self.js.delete_stream(&self.stream);
+        match self.failed {
+            0 => Ok(()),
+            n => Err(format!("{n} raw publishes failed")),
+        }
+    }
 }
 
 fn failures(completions: Vec<crate::nats_io::Completion>) -> usize {

@@ -9,7 +9,6 @@
 
 use std::time::{Duration, Instant};
 
-use nats::jetstream::StreamConfig;
 use serde_json::json;
 
 use super::TENANTS;
@@ -245,53 +244,18 @@ fn raw_publish(
     sample: &crate::store::OutboxItem,
     window: usize,
 ) -> Result<f64, String> {
-    let body = sample.envelope.as_bytes();
-    let js = nats::jetstream::new(nc.clone());
-    let token = uuid::Uuid::new_v4().simple().to_string();
-    let stream = format!("RUNNER_BENCH_PUB_{}", &token[..8]);
-    let subject = format!("runnerbench.pub.{}", &token[..8]);
-    js.add_stream(StreamConfig {
-        name: stream.clone(),
-        subjects: vec![subject.clone()],
-        duplicate_window: Duration::from_secs(120).as_nanos() as i64,
-        ..Default::default()
-    })
-    .map_err(|e| e.to_string())?;
-    let mut publisher =
-        Publisher::new(nc, window, Duration::from_secs(5), 3).map_err(|e| e.to_string())?;
+    let mut out = super::raw::RawOut::open(nc, "PUB", window)?;
     let started = Instant::now();
-    let mut failed = 0;
     for i in 0..n {
         let headers = crate::nats_io::context_headers(
             sample.tenant.as_str(),
             Some(sample.correlation.as_str()),
             sample.traceparent.as_deref(),
         );
-        publisher.publish(
-            i as u64,
-            &subject,
-            &format!("raw-{token}-{i}"),
-            headers,
-            body.to_vec(),
-        );
-        // Flush and collect acks every few publishes, as the relay does once per loop.
-        if i % 32 == 31 {
-            failed += publisher
-                .poll(Duration::ZERO)
-                .iter()
-                .filter(|c| c.result.is_err())
-                .count();
-        }
+        out.publish(i as u64, headers, sample.envelope.as_bytes().to_vec());
     }
-    failed += publisher
-        .finish()
-        .iter()
-        .filter(|c| c.result.is_err())
-        .count();
+    out.settle();
     let rate = n as f64 / started.elapsed().as_secs_f64();
-    let _ = js.delete_stream(&stream);
-    if failed > 0 {
-        return Err(format!("{failed} raw publishes failed"));
-    }
+    out.close()?;
     Ok(rate)
 }
