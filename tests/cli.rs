@@ -228,6 +228,8 @@ fn bench_smoke_run_prints_its_tables_and_its_counts_add_up() {
         "latency p50",
         // Every order was found in both streams (else the line is left out).
         "per hop, p50 / p99 ms: OrderPlaced → command stored",
+        "saga side, p50 / p99 ms: group commit",
+        "the store's disk, idle before the run: one 4 KiB write + fdatasync",
         "peak RSS",
         "backlog: 300 OrderPlaced drained by `runner run --mode saga` in its own process",
         "anonymous memory at 1/4, 1/2, 3/4 and the end of the backlog",

@@ -39,6 +39,24 @@ pub struct Workflows {
     pub hops: Option<[(Duration, Duration); 3]>,
     /// CPU per workflow of each thread (by name), the busiest first.
     pub by_thread: Vec<(String, Duration)>,
+    /// Where the saga hops' time went, over the measured orders.
+    pub stages: Stages,
+}
+
+/// The saga side's group commits and relay over the measured orders, and the disk's
+/// sync time just before them: a hop's latency moves with these from hour to hour.
+pub struct Stages {
+    pub commits: u64,
+    pub transitions: u64,
+    /// (p50, p99) of one group commit, its acks included.
+    pub commit: Option<(Duration, Duration)>,
+    /// Share of the measured time the commit thread spent in group commits.
+    pub commit_busy: f64,
+    /// (p50, p99) from a transition's commit to its item's publish ack.
+    pub relay: Option<(Duration, Duration)>,
+    /// p50 of one 4 KiB write and `fdatasync` in the store's directory, the pipeline
+    /// idle (after the warm-up).
+    pub idle_sync: Option<Duration>,
 }
 
 pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
@@ -68,6 +86,9 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
             gateway.count()
         ));
     }
+    let idle_sync = idle_sync(sandbox.dir.path())
+        .map_err(|e| log::warn!(error = e.as_str(); "the disk's sync time not measured"))
+        .ok();
     let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(n as usize);
     let server_stat = sandbox
         .server
@@ -78,6 +99,9 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
     let cpu_before = cpu_time();
     let server_before = server_cpu();
     let threads_before = thread_cpu();
+    let (shared, stats_before) = (pipeline.shared().clone(), pipeline.stats());
+    let commit_before = shared.stage_latency.commit.recorded();
+    let relay_before = shared.relay_latency.recorded();
     let started = Instant::now();
     let wall_started = SystemTime::now();
     publish_paced(&mut publisher, warmup..warmup + n, rate, "wf", &mut sent_at)?;
@@ -89,6 +113,19 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
         .zip(server_before)
         .map(|(after, before)| after.saturating_sub(before) / n.max(1) as u32);
     let by_thread = per_event_by_thread(&threads_before, thread_cpu(), n);
+    let commit = shared.stage_latency.commit.recorded().since(&commit_before);
+    let relay = shared.relay_latency.recorded().since(&relay_before);
+    let stats = pipeline.stats();
+    let p50_p99 = |r: &crate::pipeline::Recorded| r.quantile(0.5).zip(r.quantile(0.99));
+    let stages = Stages {
+        commits: stats.commits.saturating_sub(stats_before.commits),
+        transitions: stats.transitions.saturating_sub(stats_before.transitions),
+        commit: p50_p99(&commit),
+        commit_busy: commit.sum().as_secs_f64() / started.elapsed().as_secs_f64().max(1e-9),
+        relay: p50_p99(&relay),
+        idle_sync,
+    };
+    drop(shared);
     pipeline.shutdown();
     let first = completed(&gateway.received());
     if !all_in {
@@ -126,7 +163,34 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
         server_per_workflow: server,
         by_thread,
         hops,
+        stages,
     })
+}
+
+/// p50 of 20 rounds of writing one 4 KiB page in `dir` and `fdatasync`: what one
+/// durable write costs on that disk at this moment. LMDB makes two per commit.
+fn idle_sync(dir: &std::path::Path) -> Result<Duration, String> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("bench-sync-probe");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let page = [0x5au8; 4096];
+    let mut took = Vec::with_capacity(20);
+    for _ in 0..20 {
+        let at = Instant::now();
+        file.write_at(&page, 0)
+            .and_then(|_| file.sync_data())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        took.push(at.elapsed());
+    }
+    let _ = std::fs::remove_file(&path);
+    took.sort();
+    Ok(took[took.len() / 2])
 }
 
 /// Publishes the orders `range` at `rate` per second from now, noting when each was
@@ -269,6 +333,26 @@ pub fn print(w: &Workflows, n: u64, rate: u64) {
             hop(saga),
             hop(effect),
             hop(last)
+        );
+    }
+    let st = &w.stages;
+    let pair = |p: Option<(Duration, Duration)>| {
+        p.map_or("–".into(), |(p50, p99)| {
+            format!("{} / {}", ms(p50), ms(p99))
+        })
+    };
+    println!(
+        "  saga side, p50 / p99 ms: group commit {} ({} commits of {:.1} transitions; the commit thread committing {:.0}% of the time); relay, commit → publish ack {}",
+        pair(st.commit),
+        st.commits,
+        st.transitions as f64 / st.commits.max(1) as f64,
+        st.commit_busy * 100.0,
+        pair(st.relay)
+    );
+    if let Some(sync) = st.idle_sync {
+        println!(
+            "  the store's disk, idle before the run: one 4 KiB write + fdatasync {} ms (p50 of 20)",
+            ms(sync)
         );
     }
 }

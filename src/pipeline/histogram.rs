@@ -83,18 +83,51 @@ impl Histogram {
 
     /// The `q`-quantile (0.0–1.0), `None` when nothing was recorded.
     pub fn quantile(&self, q: f64) -> Option<Duration> {
-        let counts: Vec<u64> = self
-            .counts
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect();
-        let total: u64 = counts.iter().sum();
+        self.recorded().quantile(q)
+    }
+
+    /// What has been recorded so far: two of these measure the window between them.
+    pub fn recorded(&self) -> Recorded {
+        Recorded {
+            counts: std::array::from_fn(|b| self.counts[b].load(Ordering::Relaxed)),
+            sum_us: self.sum_us.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A histogram's contents at one moment (a copy; recording goes on).
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    counts: [u64; BUCKETS],
+    sum_us: u64,
+}
+
+impl Recorded {
+    /// What was recorded after `earlier` (taken from the same histogram) up to this.
+    pub fn since(&self, earlier: &Recorded) -> Recorded {
+        Recorded {
+            counts: std::array::from_fn(|b| self.counts[b].saturating_sub(earlier.counts[b])),
+            sum_us: self.sum_us.saturating_sub(earlier.sum_us),
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    pub fn sum(&self) -> Duration {
+        Duration::from_micros(self.sum_us)
+    }
+
+    /// The `q`-quantile (0.0–1.0), `None` when nothing was recorded.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let total = self.count();
         if total == 0 {
             return None;
         }
         let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
         let mut seen = 0;
-        for (b, n) in counts.iter().enumerate() {
+        for (b, n) in self.counts.iter().enumerate() {
             seen += n;
             if seen >= rank {
                 return Some(Duration::from_micros(upper(b)));
@@ -150,5 +183,30 @@ mod tests {
         );
         h.record(Duration::from_secs(10_000_000));
         assert_eq!(h.count(), 101, "huge values land in the last bucket");
+    }
+
+    #[test]
+    fn a_window_holds_only_what_was_recorded_inside_it() {
+        let h = Histogram::default();
+        for _ in 0..1000 {
+            h.record(Duration::from_millis(1));
+        }
+        let before = h.recorded();
+        for _ in 0..10 {
+            h.record(Duration::from_millis(40));
+        }
+        let window = h.recorded().since(&before);
+        assert_eq!(window.count(), 10);
+        assert_eq!(window.sum(), Duration::from_millis(400));
+        let p50 = window.quantile(0.5).unwrap();
+        assert!(
+            p50 >= Duration::from_millis(40),
+            "{p50:?}: the 1 ms values are outside the window"
+        );
+        assert!(
+            h.quantile(0.5).unwrap() < Duration::from_millis(2),
+            "the whole still holds them"
+        );
+        assert_eq!(before.since(&before).quantile(0.5), None);
     }
 }

@@ -26,7 +26,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 pub use catalogs::Catalogs;
 pub use drops::{Admission, Drops};
-pub use histogram::Histogram;
+pub use histogram::{Histogram, Recorded};
 pub use intake::Intake;
 pub use retry::{Retry, RetryOutcome, RetryTicket};
 pub use stats::{Stats, StatsSnapshot};
