@@ -52,7 +52,8 @@ pub struct Stages {
     pub commit: Option<(Duration, Duration)>,
     /// Share of the measured time the commit thread spent in group commits.
     pub commit_busy: f64,
-    /// (p50, p99) from a transition's commit to its item's publish ack.
+    /// (p50, p99) from a transition's commit to its item's confirmation by its
+    /// destination (JetStream's publish ack, or the Gateway's answer).
     pub relay: Option<(Duration, Duration)>,
     /// p50 of one 4 KiB write and `fdatasync` in the store's directory, the pipeline
     /// idle (after the warm-up).
@@ -175,7 +176,6 @@ fn idle_sync(dir: &std::path::Path) -> Result<Duration, String> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
-        .read(true)
         .write(true)
         .open(&path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -342,7 +342,7 @@ pub fn print(w: &Workflows, n: u64, rate: u64) {
         })
     };
     println!(
-        "  saga side, p50 / p99 ms: group commit {} ({} commits of {:.1} transitions; the commit thread committing {:.0}% of the time); relay, commit → publish ack {}",
+        "  saga side, p50 / p99 ms: group commit {} ({} commits of {:.1} transitions; the commit thread committing {:.0}% of the time); relay, commit → confirmed by the destination {}",
         pair(st.commit),
         st.commits,
         st.transitions as f64 / st.commits.max(1) as f64,
