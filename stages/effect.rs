@@ -22,10 +22,10 @@
 //!
 //! Across replicas (each with its own store) the gate is a claim in the shared KV bucket
 //! (`effects::claims`): a worker calls only when it created the claim, has the result
-//! written into it alongside its record and before publishing, and a replica that finds a finished claim
-//! publishes that result; one that finds a live claim of another puts the command back
-//! with a delay (not held against `max_deliver`). No claim can be had (NATS KV down):
-//! no call.
+//! written into it alongside its record and before publishing, and a replica that finds
+//! a finished claim publishes that result; one that finds a live claim of another puts
+//! the command back with a delay (not held against `max_deliver`). No claim can be had
+//! (NATS KV down): no call.
 
 use std::time::Duration;
 

@@ -3,9 +3,9 @@
 //! then its result published (pipelined), then the command acked. The claim writes of a
 //! batch are all sent at once, then the records' transaction runs while the server
 //! answers them; the workers hear of their records only once both ended. The claim
-//! writes leave when they did when they were awaited first, so the window in which
+//! writes leave as early as when they were awaited first, so the window in which
 //! another replica may call again (a crash before a claim write lands, then the lease)
-//! is no longer; a crash in it may now leave this replica's record beside the running
+//! has not grown; a crash in it may now leave this replica's record beside the running
 //! claim, and the redelivery that reaches this store publishes the record without a
 //! call. (A restarted process is another replica to the claims: it cannot repair that
 //! claim, which runs out with its lease. A claim write's retry, after a 503 or a lost
