@@ -1,0 +1,61 @@
+//! `[ops]`: the ops port and shutdown.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{bad, within, SettingsError};
+
+/// The ops port (CONTRACTS.md §6) and shutdown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpsSettings {
+    /// Address of the ops HTTP port; "" turns it off.
+    pub listen: String,
+    /// File holding the bearer token of `/admin/*` (a Swarm secret, say); "" leaves
+    /// the admin endpoints closed (403).
+    pub admin_token_file: PathBuf,
+    /// After SIGTERM/SIGINT or `/admin/drain`, how long in-flight work may take to
+    /// finish before the process exits without acking it (it is redelivered).
+    pub drain_deadline_ms: u64,
+}
+
+impl Default for OpsSettings {
+    fn default() -> Self {
+        OpsSettings {
+            listen: "0.0.0.0:9090".into(),
+            admin_token_file: PathBuf::new(),
+            drain_deadline_ms: 30_000,
+        }
+    }
+}
+
+impl OpsSettings {
+    pub(super) fn validate(&self) -> Result<(), SettingsError> {
+        if !self.listen.is_empty() && self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(
+                "ops.listen",
+                format!(
+                    "must be an address like 0.0.0.0:9090, or empty (got {:?})",
+                    self.listen
+                ),
+            );
+        }
+        within(
+            "ops.drain_deadline_ms",
+            self.drain_deadline_ms,
+            100,
+            3_600_000,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::settings::tests::assert_each_rejected;
+
+    #[test]
+    fn validation_rejects_each_bad_field() {
+        assert_each_rejected(&[("RUNNER_OPS_LISTEN", "localhost", "ops.listen")]);
+    }
+}
