@@ -31,6 +31,12 @@ pub const AFTER_RESULT: &str = "effect.after_publish_before_ack";
 /// After reminders were published, before their timers are deleted.
 pub const AFTER_REMINDER: &str = "scheduler.after_publish_before_delete";
 
+/// Inside a transaction that sweeps expired records (its own, or one it rides in):
+/// the deletes done, the transaction not committed.
+pub const SWEEP_MID_TRANSACTION: &str = "sweep.mid_transaction";
+/// After a transaction that swept expired records committed.
+pub const SWEEP_AFTER_COMMIT: &str = "sweep.after_commit";
+
 /// Every point, so a typo in `RUNNER_CRASH_AT` is refused instead of silently ignored.
 pub const POINTS: &[&str] = &[
     AFTER_FETCH,
@@ -42,6 +48,8 @@ pub const POINTS: &[&str] = &[
     AFTER_RECORD,
     AFTER_RESULT,
     AFTER_REMINDER,
+    SWEEP_MID_TRANSACTION,
+    SWEEP_AFTER_COMMIT,
 ];
 
 struct Armed {

@@ -26,6 +26,9 @@ pub mod space {
     /// Instances by status and version (derived from `saga:`, written in the same
     /// transaction): `status:{tenant}:{saga}:{status}:{version}:{corr}`, empty value.
     pub const STATUS: &str = "status";
+    /// The retention index (`store/expiry.rs`): `expire:{at_ms}:{nonce}`, its value the
+    /// keys that expire at `at_ms`, one per line.
+    pub const EXPIRE: &str = "expire";
 }
 
 /// The segment that marks effect dedupe records; no saga may be called this.
@@ -343,6 +346,31 @@ pub fn dead_letter(tenant: &TenantId, kind: OutboxKind, work: &WorkId) -> String
     )
 }
 
+/// Whether a `dedupe:` key is an effect's completion record (not a saga's marker).
+pub fn is_effect_dedupe(key: &str) -> bool {
+    let mut parts = key.splitn(4, ':');
+    parts.next() == Some(space::DEDUPE)
+        && parts.next().is_some()
+        && parts.next() == Some(EFFECT_DEDUPE_SEGMENT)
+}
+
+/// An entry of the retention index: what expires at `at_ms` (ms since the epoch), one
+/// of possibly many entries of that instant, told apart by `nonce`.
+pub fn expiry(at_ms: i64, nonce: u64) -> String {
+    format!("{}:{}:{nonce:016x}", space::EXPIRE, time_segment(at_ms))
+}
+
+/// Where entries of what expires after `ms` begin.
+pub fn expiry_after(ms: i64) -> String {
+    format!("{}:{}", space::EXPIRE, time_segment(ms.saturating_add(1)))
+}
+
+/// When a retention index entry expires.
+pub fn expiry_at(key: &str) -> Option<i64> {
+    let rest = key.strip_prefix(space::EXPIRE)?.strip_prefix(':')?;
+    rest.get(..16)?.parse().ok()
+}
+
 pub fn meta(name: &str) -> String {
     format!("{}:{}", space::META, name)
 }
@@ -505,6 +533,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn expiry_entries_sort_by_time_and_say_when() {
+        let a = expiry(1_700_000_000_000, 7);
+        assert_eq!(a, "expire:0001700000000000:0000000000000007");
+        assert_eq!(expiry_at(&a), Some(1_700_000_000_000));
+        assert!(a < expiry(1_700_000_000_001, 0));
+        assert!(expiry_after(1_700_000_000_000) > a);
+        assert!(expiry_after(999_999_999_999) < a);
+        assert!(is_effect_dedupe(&effect_dedupe(
+            &t("acme"),
+            &"c:1".parse().unwrap()
+        )));
+        assert!(!is_effect_dedupe(&saga_dedupe(
+            &t("acme"),
+            &s("order"),
+            &"effect".parse().unwrap()
+        )));
     }
 
     #[test]

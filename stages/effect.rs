@@ -168,7 +168,8 @@ impl<'a> Worker<'a> {
                     }
                     Claimed::Mine(None) => None,
                     Claimed::Done(record) => {
-                        let write = Some((tenant, work_id));
+                        let keep = self.keep_for(&cmd);
+                        let write = Some((tenant, work_id, keep));
                         let ended = Ended {
                             record,
                             write,
@@ -202,9 +203,10 @@ impl<'a> Worker<'a> {
                     claim = self.claim_write(&tenant, &work_id, revision, &record);
                     _held = Some(held);
                 }
+                let keep = self.keep_for(&cmd);
                 Ended {
                     record,
-                    write: Some((tenant, work_id)),
+                    write: Some((tenant, work_id, keep)),
                     claim,
                 }
             }
@@ -286,6 +288,17 @@ impl<'a> Worker<'a> {
 
     /// Runs the command's effect to its end. An effect this process does not define ends
     /// failed at once, so the saga can react instead of waiting.
+    /// How long the completion record of `cmd` is kept: its effect's retention, else
+    /// the store's default.
+    fn keep_for(&self, cmd: &EffectCommand) -> std::time::Duration {
+        self.shared
+            .catalogs
+            .effects()
+            .get(&cmd.effect_name)
+            .and_then(|def| def.retention)
+            .unwrap_or(self.shared.store.retention().effect_records)
+    }
+
     fn call(&mut self, msg: &nats::Message, delivery: &Delivery, cmd: &EffectCommand) -> Final {
         // The catalog in force when the call starts; a reload does not touch this call.
         let catalog = self.shared.catalogs.effects();
@@ -352,6 +365,7 @@ impl<'a> Worker<'a> {
             correlation_id: None,
             saga: None,
             body_excerpt: excerpt(&msg.data),
+            quarantined_at: None,
         };
         let batch = CommitBatch {
             transitions: Vec::new(),
@@ -451,8 +465,8 @@ impl<'a> Worker<'a> {
 /// A command's end, for the effect-commit thread.
 struct Ended {
     record: EffectCompletion,
-    /// The record to write; `None` when it is stored already.
-    write: Option<(TenantId, WorkId)>,
+    /// The record to write, and how long it is kept; `None` when it is stored already.
+    write: Option<(TenantId, WorkId, std::time::Duration)>,
     claim: Option<ClaimWrite>,
 }
 

@@ -11,7 +11,9 @@ use crate::saga::{Decoded, Executor, Outcome};
 use crate::store::{Reader, StoreError};
 
 pub fn run(shared: &Shared, input: &Receiver<DecodedBatch>, out: &Sender<ExecutedBatch>) {
-    let mut executor = Executor::new(&shared.settings.streams.command_prefix);
+    let retention = crate::cli::retention(&shared.settings);
+    let mut executor = Executor::new(&shared.settings.streams.command_prefix)
+        .with_retention(crate::store::Keep::of(&retention));
     let mut batch_no = 0u64;
     for batch in input {
         Stats::set(&shared.stats.queue_execute, input.len() as u64);

@@ -1,6 +1,8 @@
 //! The pipeline stages, one file each, in the order a message passes them:
-//! [`fetch`] → [`decode`] → [`execute`] → [`commit`]. Each `run` is the body of one OS
-//! thread; they talk only through bounded channels and `pipeline::Shared`.
+//! [`fetch`] → [`decode`] → [`execute`] → [`commit`], then [`relay`] and [`scheduler`]
+//! on the saga side, [`effect`] on the effect side, and [`sweep`] (retention) on both.
+//! Each `run` is the body of one OS thread; they talk only through bounded channels and
+//! `pipeline::Shared`.
 
 pub mod commit;
 pub mod decode;
@@ -9,3 +11,4 @@ pub mod execute;
 pub mod fetch;
 pub mod relay;
 pub mod scheduler;
+pub mod sweep;

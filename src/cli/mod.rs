@@ -73,13 +73,48 @@ pub fn limits(settings: &Settings) -> Limits {
     }
 }
 
+/// The retention the settings ask for. Sweeping waits two ack waits after start-up, so
+/// messages a predecessor left unacked come back first and still find their markers.
+pub fn retention(settings: &Settings) -> crate::store::Retention {
+    let r = &settings.retention;
+    crate::store::Retention {
+        finished_instances: Duration::from_secs(r.finished_instances_secs),
+        dedupe: Duration::from_secs(r.dedupe_secs),
+        effect_records: Duration::from_secs(r.effect_records_secs),
+        sweep_batch: r.sweep_batch,
+        sweep_delay: settings.ack_wait() * 2,
+    }
+}
+
+/// How `runner run` opens its store.
+pub fn store_options(settings: &Settings) -> crate::store::StoreOptions {
+    let mib = |m: u64| (m as usize).saturating_mul(1 << 20);
+    crate::store::StoreOptions {
+        map_size: mib(settings.storage.map_size_mib),
+        max_size: mib(settings.storage.max_size_mib),
+        retention: retention(settings),
+    }
+}
+
 /// Loads and compiles the saga manifests named by the settings.
 pub fn load_catalog(settings: &Settings) -> Result<SagaCatalog, Error> {
-    Ok(SagaCatalog::load(
+    let catalog = SagaCatalog::load(
         &settings.manifests.sagas,
         settings.programs.gas,
         &limits(settings),
-    )?)
+    )?;
+    let least = settings.least_record_secs();
+    for saga in &catalog.sagas {
+        if let Some(dedupe) = saga.retention.dedupe.filter(|d| d.as_secs() < least) {
+            return Err(Error::Other(format!(
+                "{}: saga {}: retention.dedupe_secs is {} but must be at least {least}: an event re-published inside the stream's duplicate window, or redelivered after a lost ack, must still find its marker",
+                saga.source.display(),
+                saga.name,
+                dedupe.as_secs()
+            )));
+        }
+    }
+    Ok(catalog)
 }
 
 /// The sagas and effects the mode runs (an empty catalog for the side it does not).
@@ -107,12 +142,23 @@ pub fn catalogs_for_mode(
 
 /// Loads the effect manifests, resolving their secrets.
 pub fn load_effects(settings: &Settings) -> Result<crate::effects::EffectCatalog, Error> {
-    crate::effects::EffectCatalog::load(
+    let catalog = crate::effects::EffectCatalog::load(
         &settings.manifests.effects,
         &settings.manifests.secrets_dir,
         &limits(settings),
     )
-    .map_err(Error::Other)
+    .map_err(Error::Other)?;
+    let least = settings.least_record_secs();
+    for def in catalog.effects.values() {
+        if let Some(keep) = def.retention.filter(|d| d.as_secs() < least) {
+            return Err(Error::Other(format!(
+                "effect {}: retention_secs is {} but must be at least {least}: a command the outbox re-publishes inside the stream's duplicate window, or redelivered after a lost ack, must still find its completion record",
+                def.name,
+                keep.as_secs()
+            )));
+        }
+    }
+    Ok(catalog)
 }
 
 /// `runner shadow`: 0 no differences, 1 differences, 2 the run failed.
@@ -197,7 +243,6 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
         signal_hook::flag::register(signal, signalled.clone())
             .map_err(|e| Error::Other(format!("cannot handle signal {signal}: {e}")))?;
     }
-    let map_size = (settings.storage.map_size_mib as usize).saturating_mul(1024 * 1024);
     // Held until the process ends, and taken before the store is touched. Effect-mode
     // workers may share a store (their records are idempotent); saga runners may not.
     let _writer_lock = if settings.mode.runs_sagas() {
@@ -205,7 +250,10 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
     } else {
         None
     };
-    let store = Arc::new(Store::open(&settings.storage.path, map_size)?);
+    let store = Arc::new(Store::open_with(
+        &settings.storage.path,
+        &store_options(&settings),
+    )?);
     if settings.mode.runs_sagas() {
         crate::saga::versions::check_in_use(&store, &catalog).map_err(Error::Other)?;
     }

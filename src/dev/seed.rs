@@ -139,5 +139,6 @@ fn seeded_transition(
         outbox: Vec::new(),
         schedules: Vec::new(),
         cancel: Vec::new(),
+        keep: crate::store::Keep::of(&Default::default()),
     })
 }

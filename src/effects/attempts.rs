@@ -131,6 +131,7 @@ mod tests {
                 half_open_probes: 1,
             }),
             limit: crate::effects::limit::Limit::new(1),
+            retention: None,
         }
     }
 

@@ -57,6 +57,9 @@ pub struct EffectDef {
     pub breaker: Breaker,
     /// Holds calls beyond `concurrency` back.
     pub limit: super::limit::Limit,
+    /// How long its completion records are kept (`retention_secs`; `None`: the settings'
+    /// `retention.effect_records_secs`).
+    pub retention: Option<Duration>,
 }
 
 impl std::fmt::Debug for EffectDef {
@@ -132,6 +135,8 @@ struct RawEffect {
     noop: Value,
     #[serde(default)]
     log: Value,
+    #[serde(default)]
+    retention_secs: Option<u64>,
 }
 
 fn default_timeout() -> u64 {
@@ -248,6 +253,14 @@ fn compile(
             ));
         }
     }
+    if let Some(secs) = raw.retention_secs {
+        let most = crate::manifest::MAX_RETENTION_SECS;
+        if !(1..=most).contains(&secs) {
+            return Err(format!(
+                "retention_secs must be between 1 and {most} (got {secs})"
+            ));
+        }
+    }
     let timeout = Duration::from_millis(raw.timeout_ms);
     let ctx = LoadContext {
         origin,
@@ -279,6 +292,7 @@ fn compile(
             half_open_probes: raw.breaker.half_open_probes,
         }),
         limit: super::limit::Limit::new(raw.concurrency),
+        retention: raw.retention_secs.map(Duration::from_secs),
     })
 }
 

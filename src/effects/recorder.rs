@@ -53,9 +53,9 @@ pub struct Finished {
     pub subject: String,
     pub headers: HeaderMap,
     pub record: EffectCompletion,
-    /// The completion record to write first; `None` when it is in the store already
-    /// (a redelivered command whose call was recorded).
-    pub write: Option<(TenantId, WorkId)>,
+    /// The completion record to write first, and how long it is kept; `None` when it
+    /// is in the store already (a redelivered command whose call was recorded).
+    pub write: Option<(TenantId, WorkId, Duration)>,
     /// The result to write into the command's claim, sent before the record's
     /// transaction and awaited after it (cross-replica gate; `None` without claims or
     /// when no claim is held).
@@ -200,11 +200,13 @@ impl Committer {
     /// at the same time, answers the workers, then publishes every result.
     fn commit_and_publish(&mut self, batch: Vec<Request>) {
         let claims_sent = self.send_claims(&batch);
-        let records: Vec<(&TenantId, &WorkId, &EffectCompletion)> = batch
+        let records: Vec<(&TenantId, &WorkId, &EffectCompletion, Duration)> = batch
             .iter()
             .filter_map(|r| {
                 let f = &r.finished;
-                f.write.as_ref().map(|(t, w)| (t, w, &f.record))
+                f.write
+                    .as_ref()
+                    .map(|(t, w, keep)| (t, w, &f.record, *keep))
             })
             .collect();
         let recorded = if records.is_empty() {

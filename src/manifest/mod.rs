@@ -57,9 +57,22 @@ pub struct SagaDef {
     pub migrations: std::collections::BTreeMap<u32, Arc<Program>>,
     /// Gas per transition (the saga's own, else the settings default).
     pub gas: u64,
+    /// The saga's own retention, where it sets one (else the settings' `[retention]`).
+    pub retention: SagaRetention,
     /// The manifest file it came from.
     pub source: PathBuf,
 }
+
+/// How long a saga's records are kept, where its manifest says (`retention:` with
+/// `finished_instances_secs` and `dedupe_secs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SagaRetention {
+    pub finished_instances: Option<std::time::Duration>,
+    pub dedupe: Option<std::time::Duration>,
+}
+
+/// Longest retention a manifest may ask for (ten years).
+pub const MAX_RETENTION_SECS: u64 = 10 * 366 * 86_400;
 
 /// The programs of one version of a saga.
 #[derive(Debug)]
@@ -187,6 +200,17 @@ struct RawSaga {
     previous: Vec<RawVersion>,
     #[serde(default)]
     migrate: Vec<RawMigration>,
+    #[serde(default)]
+    retention: Option<RawRetention>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    #[serde(default)]
+    finished_instances_secs: Option<u64>,
+    #[serde(default)]
+    dedupe_secs: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -333,6 +357,7 @@ fn compile_saga(
             load_program(&m.program, base, "program", limits).map_err(at)?,
         );
     }
+    let retention = saga_retention(raw.retention.as_ref())?;
     Ok(SagaDef {
         name,
         version: raw.version,
@@ -342,7 +367,24 @@ fn compile_saga(
         previous,
         migrations,
         gas,
+        retention,
         source: source.to_path_buf(),
+    })
+}
+
+fn saga_retention(raw: Option<&RawRetention>) -> Result<SagaRetention, String> {
+    let Some(raw) = raw else {
+        return Ok(SagaRetention::default());
+    };
+    let secs = |field: &str, value: Option<u64>, least: u64| match value {
+        Some(v) if !(least..=MAX_RETENTION_SECS).contains(&v) => Err(format!(
+            "retention.{field} must be between {least} and {MAX_RETENTION_SECS} (got {v})"
+        )),
+        v => Ok(v.map(std::time::Duration::from_secs)),
+    };
+    Ok(SagaRetention {
+        finished_instances: secs("finished_instances_secs", raw.finished_instances_secs, 0)?,
+        dedupe: secs("dedupe_secs", raw.dedupe_secs, 1)?,
     })
 }
 

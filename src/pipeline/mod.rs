@@ -244,6 +244,8 @@ impl Pipeline {
         if mode.runs_effects() {
             pipeline.start_effect_stages(&shared, effect_fetch_rx, &nc)?;
         }
+        let s = shared.clone();
+        pipeline.spawn("sweep", move || stages::sweep::run(&s))?;
         Ok(pipeline)
     }
 

@@ -92,6 +92,7 @@ pub fn decode(
                     .then(|| log.correlation_id.clone()),
                 saga: None,
                 body_excerpt: excerpt(body),
+                quarantined_at: None,
             };
             Decoded::Quarantine(Box::new(record), log)
         }

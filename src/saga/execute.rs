@@ -19,8 +19,8 @@ use crate::keys;
 use crate::manifest::SagaDef;
 use crate::program::{Program, ProgramInput, ProgramOutput, Status};
 use crate::store::{
-    InstanceStatus, QuarantineKind, QuarantineRecord, Reader, SagaRecord, Seen, StoreError,
-    StreamPosition, Transition,
+    InstanceStatus, Keep, QuarantineKind, QuarantineRecord, Reader, Retention, SagaRecord, Seen,
+    StoreError, StreamPosition, Transition,
 };
 use crate::types::{CorrelationId, EventId, SagaName};
 
@@ -82,6 +82,8 @@ pub struct Executor {
     applied: HashMap<String, u64>,
     epoch: u64,
     ctx: Ctx,
+    /// Retention of sagas that set none of their own.
+    keep: Keep,
 }
 
 /// The `ctx` object programs see. One object is rewritten in place for every route, so
@@ -153,7 +155,14 @@ impl Executor {
             applied: HashMap::new(),
             epoch: 0,
             ctx: Ctx::new(),
+            keep: Keep::of(&Retention::default()),
         }
+    }
+
+    /// Keeps what sagas that set no retention of their own write as long as `keep` says.
+    pub fn with_retention(mut self, keep: Keep) -> Executor {
+        self.keep = keep;
+        self
     }
 
     /// Call before each batch with the current epoch and the newest batch number the
@@ -297,8 +306,15 @@ impl Executor {
                 command_prefix: &self.command_prefix,
             };
             let ctx = self.ctx.fill(ev, &saga.name, &route.correlation, info);
-            let (transition, fault) =
+            let (mut transition, fault) =
                 run_saga(saga, programs, &target, existing, ctx, info, &mut out.gas);
+            transition.keep = Keep {
+                dedupe: saga.retention.dedupe.unwrap_or(self.keep.dedupe),
+                finished: saga
+                    .retention
+                    .finished_instances
+                    .unwrap_or(self.keep.finished),
+            };
             if let Some(fault) = fault {
                 faults.push((saga.name.to_string(), QuarantineKind::Program, fault));
             }
@@ -326,6 +342,7 @@ impl Executor {
                 correlation_id: Some(ev.log.correlation_id.clone()).filter(|c| !c.is_empty()),
                 saga: Some(first_saga.clone()),
                 body_excerpt: crate::store::excerpt(ev.value.to_string().as_bytes()),
+                quarantined_at: None,
             });
             out.disposition = Disposition::Term;
         }
@@ -374,6 +391,8 @@ fn run_saga(
         outbox: Vec::new(),
         schedules: Vec::new(),
         cancel: Vec::new(),
+        // Set by the executor from the saga's retention.
+        keep: Keep::of(&Retention::default()),
     };
 
     let input = ProgramInput {

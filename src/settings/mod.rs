@@ -130,7 +130,7 @@ macro_rules! sections {
 sections! { |s|
     nats: NatsSettings => validate(),
     storage: StorageSettings => validate(),
-    retention: RetentionSettings => validate(s.streams.duplicate_window_secs),
+    retention: RetentionSettings => validate(s.streams.duplicate_window_secs, s.consumer.ack_wait_ms, s.consumer.max_deliver),
     tenancy: TenancySettings => validate(&s.streams),
     streams: StreamSettings => validate(s.nats.create_aggregate_stream),
     consumer: ConsumerSettings => validate(),

@@ -5,20 +5,16 @@ use serde::{Deserialize, Serialize};
 
 use super::{bad, within, SettingsError};
 
-/// The shortest a dedupe or completion record may be kept, whatever the duplicate
-/// window.
-const MIN_RECORD_SECS: u64 = 60;
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionSettings {
     /// How long a finished (completed, failed, faulted) instance stays queryable after
-    /// it finished. 0 = removed at once, leaving only its tombstone.
+    /// it finished. 0 = deleted by the next sweep (its events' dedupe markers still
+    /// reject them for `dedupe_secs`).
     pub finished_instances_secs: u64,
-    /// The saga dedupe horizon: how long an applied event is remembered (the markers of
-    /// an active instance's events; a finished instance's record or tombstone, which
-    /// rejects its events). Replays may not reach further back without an explicit
-    /// confirmation.
+    /// The saga dedupe horizon: how long an applied event's dedupe marker is kept,
+    /// whether its instance is still active or finished. Replays may not reach further
+    /// back without an explicit confirmation.
     pub dedupe_secs: u64,
     /// How long an effect's completion record (the gate that stops a redelivered
     /// command being called again) is kept.
@@ -38,16 +34,54 @@ impl Default for RetentionSettings {
     }
 }
 
+/// How long a message can come back by redelivery after a lost ack.
+fn redelivery_secs(ack_wait_ms: u64, max_deliver: i64) -> u64 {
+    ack_wait_ms
+        .saturating_mul(max_deliver.max(1) as u64)
+        .div_ceil(1000)
+}
+
+/// The least a dedupe or completion record may be kept (see
+/// [`RetentionSettings::validate`]).
+fn least_record_secs(duplicate_window_secs: u64, ack_wait_ms: u64, max_deliver: i64) -> u64 {
+    duplicate_window_secs
+        .max(redelivery_secs(ack_wait_ms, max_deliver))
+        .max(1)
+}
+
+impl super::Settings {
+    /// The least a dedupe marker or completion record may be kept, here: a saga's or
+    /// effect's own retention is held to it too.
+    pub fn least_record_secs(&self) -> u64 {
+        least_record_secs(
+            self.streams.duplicate_window_secs,
+            self.consumer.ack_wait_ms,
+            self.consumer.max_deliver,
+        )
+    }
+}
+
 impl RetentionSettings {
-    /// `duplicate_window_secs` is `streams.duplicate_window_secs`, the least the dedupe
-    /// and completion records may be kept.
-    pub(super) fn validate(&self, duplicate_window_secs: u64) -> Result<(), SettingsError> {
-        let floor = duplicate_window_secs.max(MIN_RECORD_SECS);
+    /// A dedupe or completion record must outlive every way its message comes again
+    /// while the process runs: a re-publish inside the stream's duplicate window
+    /// (`duplicate_window_secs`), and redelivery after a lost ack (up to `max_deliver`
+    /// ack waits of `ack_wait_ms`).
+    pub(super) fn validate(
+        &self,
+        duplicate_window_secs: u64,
+        ack_wait_ms: u64,
+        max_deliver: i64,
+    ) -> Result<(), SettingsError> {
+        let redelivery_secs = redelivery_secs(ack_wait_ms, max_deliver);
+        let floor = least_record_secs(duplicate_window_secs, ack_wait_ms, max_deliver);
+        let why = format!(
+            "at least streams.duplicate_window_secs ({duplicate_window_secs}) and consumer.ack_wait_ms × consumer.max_deliver ({redelivery_secs} s)"
+        );
         if self.dedupe_secs < floor {
             return bad(
                 "retention.dedupe_secs",
                 format!(
-                    "must be at least streams.duplicate_window_secs ({duplicate_window_secs}) and at least {MIN_RECORD_SECS} (got {}): an event re-published inside the stream's duplicate window must still find its marker",
+                    "must be {why} (got {}): an event re-published inside the stream's duplicate window, or redelivered after a lost ack, must still find its marker",
                     self.dedupe_secs
                 ),
             );
@@ -56,10 +90,21 @@ impl RetentionSettings {
             return bad(
                 "retention.effect_records_secs",
                 format!(
-                    "must be at least streams.duplicate_window_secs ({duplicate_window_secs}) and at least {MIN_RECORD_SECS} (got {}): a command the outbox re-publishes inside the stream's duplicate window must still find its completion record",
+                    "must be {why} (got {}): a command the outbox re-publishes inside the stream's duplicate window, or redelivered after a lost ack, must still find its completion record",
                     self.effect_records_secs
                 ),
             );
+        }
+        let most = crate::manifest::MAX_RETENTION_SECS;
+        for (field, secs) in [
+            (
+                "retention.finished_instances_secs",
+                self.finished_instances_secs,
+            ),
+            ("retention.dedupe_secs", self.dedupe_secs),
+            ("retention.effect_records_secs", self.effect_records_secs),
+        ] {
+            within(field, secs, 0, most)?;
         }
         within("retention.sweep_batch", self.sweep_batch as u64, 1, 100_000)
     }
@@ -101,8 +146,13 @@ mod tests {
     }
 
     #[test]
-    fn records_are_kept_a_minute_at_least_even_with_a_shorter_window() {
-        let short_window = ("RUNNER_STREAMS_DUPLICATE_WINDOW_SECS", "10");
+    fn records_outlive_redeliveries_after_a_lost_ack() {
+        // A 1 s window, 2 s ack wait, 3 deliveries: 6 s at least.
+        let short = [
+            ("RUNNER_STREAMS_DUPLICATE_WINDOW_SECS", "1"),
+            ("RUNNER_CONSUMER_ACK_WAIT_MS", "2000"),
+            ("RUNNER_CONSUMER_MAX_DELIVER", "3"),
+        ];
         for (var, field) in [
             ("RUNNER_RETENTION_DEDUPE_SECS", "retention.dedupe_secs"),
             (
@@ -110,12 +160,17 @@ mod tests {
                 "retention.effect_records_secs",
             ),
         ] {
-            let err = Settings::load(None, env(&[short_window, (var, "59")])).unwrap_err();
+            let mut vars = short.to_vec();
+            vars.push((var, "5"));
+            let err = Settings::load(None, env(&vars)).unwrap_err();
             assert!(
-                matches!(&err, SettingsError::Invalid { field: f, .. } if f == field),
-                "{var}=59: {err}"
+                matches!(&err, SettingsError::Invalid { field: f, problem }
+                    if f == field && problem.contains("(6 s)")),
+                "{var}=5: {err}"
             );
-            Settings::load(None, env(&[short_window, (var, "60")])).unwrap();
+            vars.pop();
+            vars.push((var, "6"));
+            Settings::load(None, env(&vars)).unwrap();
         }
     }
 

@@ -2,7 +2,7 @@
 //! dead-letter records by filter, discard them, redrive dead letters into the outbox,
 //! and move a saga's checkpoint back for a replay. Each change is one write transaction.
 
-use lmdb::{Transaction, WriteFlags};
+use lmdb::WriteFlags;
 
 use super::{encode, get_json, Checkpoint, DeadLetterRecord, OutboxItem, QuarantineRecord};
 use super::{Store, StoreError};
@@ -81,24 +81,24 @@ impl Store {
         &self,
         dead_letter_keys: &[String],
     ) -> Result<Vec<OutboxItem>, StoreError> {
-        let mut txn = self.env.begin_rw_txn()?;
-        let mut items = Vec::new();
-        for key in dead_letter_keys {
-            if !key.starts_with(&format!("{}:", keys::space::DEAD_LETTER)) {
-                continue;
+        self.write(|txn| {
+            let mut items = Vec::new();
+            for key in dead_letter_keys {
+                if !key.starts_with(&format!("{}:", keys::space::DEAD_LETTER)) {
+                    continue;
+                }
+                let Some(record) = get_json::<_, DeadLetterRecord>(txn, self.db, key)? else {
+                    continue;
+                };
+                let item = record.item;
+                let outbox_key = keys::outbox(&item.tenant, item.kind, &item.work_id);
+                let bytes = encode(&outbox_key, &item)?;
+                txn.put(self.db, &outbox_key, &bytes, WriteFlags::empty())?;
+                txn.del(self.db, key, None)?;
+                items.push(item);
             }
-            let Some(record) = get_json::<_, DeadLetterRecord>(&txn, self.db, key)? else {
-                continue;
-            };
-            let item = record.item;
-            let outbox_key = keys::outbox(&item.tenant, item.kind, &item.work_id);
-            let bytes = encode(&outbox_key, &item)?;
-            txn.put(self.db, &outbox_key, &bytes, WriteFlags::empty())?;
-            txn.del(self.db, key, None)?;
-            items.push(item);
-        }
-        txn.commit()?;
-        Ok(items)
+            Ok(items)
+        })
     }
 
     /// Sets the `stream` entry of `checkpoint:{tenant}:{saga}` to `seq`; returns what
@@ -111,12 +111,12 @@ impl Store {
         seq: u64,
     ) -> Result<Option<u64>, StoreError> {
         let key = keys::checkpoint(tenant, saga);
-        let mut txn = self.env.begin_rw_txn()?;
-        let mut checkpoint: Checkpoint = get_json(&txn, self.db, &key)?.unwrap_or_default();
-        let previous = checkpoint.streams.insert(stream.to_string(), seq);
-        let bytes = encode(&key, &checkpoint)?;
-        txn.put(self.db, &key, &bytes, WriteFlags::empty())?;
-        txn.commit()?;
-        Ok(previous)
+        self.write(|txn| {
+            let mut checkpoint: Checkpoint = get_json(txn, self.db, &key)?.unwrap_or_default();
+            let previous = checkpoint.streams.insert(stream.to_string(), seq);
+            let bytes = encode(&key, &checkpoint)?;
+            txn.put(self.db, &key, &bytes, WriteFlags::empty())?;
+            Ok(previous)
+        })
     }
 }

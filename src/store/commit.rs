@@ -4,9 +4,11 @@
 //! schedules, checkpoint and dedupe marker; either the whole batch commits or none of it.
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 
 use lmdb::{Cursor, Transaction, WriteFlags};
 
+use super::expiry::{expiry_of, now_ms, Expiries, Retention};
 use super::instances::Indexed;
 use super::InstanceStatus;
 use super::{
@@ -33,6 +35,27 @@ pub struct Transition {
     pub schedules: Vec<ScheduleItem>,
     /// Names of pending timers to drop.
     pub cancel: Vec<String>,
+    /// How long its dedupe marker, and the instance once finished, are kept.
+    pub keep: Keep,
+}
+
+/// How long a transition's traces stay in the store (its saga's retention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep {
+    /// The event's dedupe marker.
+    pub dedupe: Duration,
+    /// The instance, from the transition that finishes it.
+    pub finished: Duration,
+}
+
+impl Keep {
+    /// The store's defaults.
+    pub fn of(retention: &Retention) -> Keep {
+        Keep {
+            dedupe: retention.dedupe,
+            finished: retention.finished_instances,
+        }
+    }
 }
 
 /// An event at a stream position, already applied by a saga.
@@ -74,11 +97,24 @@ pub enum CommitOutcome {
 }
 
 impl Store {
-    /// Applies the batch atomically and durably (LMDB syncs on commit).
+    /// Applies the batch atomically and durably (LMDB syncs on commit). Markers and
+    /// finished instances get their retention index entries in the same transaction.
     pub fn commit(&self, batch: &CommitBatch) -> Result<Vec<CommitOutcome>, StoreError> {
         self.injected_delay();
-        let mut txn = self.env.begin_rw_txn()?;
+        let now = now_ms();
+        let (outcomes, expiries) = self.write(|txn| self.commit_in(txn, batch, now))?;
+        expiries.written(self);
+        Ok(outcomes)
+    }
+
+    fn commit_in(
+        &self,
+        txn: &mut lmdb::RwTransaction<'_>,
+        batch: &CommitBatch,
+        now: i64,
+    ) -> Result<(Vec<CommitOutcome>, Expiries), StoreError> {
         let mut outcomes = Vec::with_capacity(batch.transitions.len());
+        let mut expiries = Expiries::default();
         let mut checkpoints: BTreeMap<String, Checkpoint> = BTreeMap::new();
         let mut seen_in_batch: HashSet<String> = HashSet::new();
         // Applied or not, an event's position is accounted for: checkpoints move past
@@ -100,12 +136,12 @@ impl Store {
             Ok(())
         };
         for s in &batch.seen {
-            advance(&txn, &s.tenant, &s.saga, &s.position)?;
+            advance(txn, &s.tenant, &s.saga, &s.position)?;
         }
         for t in &batch.transitions {
-            advance(&txn, &t.tenant, &t.saga, &t.position)?;
+            advance(txn, &t.tenant, &t.saga, &t.position)?;
             let dedupe_key = keys::saga_dedupe(&t.tenant, &t.saga, &t.event_id);
-            if seen_in_batch.contains(&dedupe_key) || exists(&txn, self.db, &dedupe_key)? {
+            if seen_in_batch.contains(&dedupe_key) || exists(txn, self.db, &dedupe_key)? {
                 outcomes.push(CommitOutcome::Duplicate);
                 continue;
             }
@@ -115,17 +151,23 @@ impl Store {
                     message: "refused on purpose (test fault injection)".into(),
                 });
             }
-            apply(&mut txn, self.db, t)?;
+            if apply(txn, self.db, t)? {
+                expiries.add(
+                    expiry_of(now, t.keep.finished),
+                    keys::saga(&t.tenant, &t.saga, &t.correlation),
+                );
+            }
             let marker = DedupeMarker {
                 stream: t.position.stream.clone(),
                 seq: t.position.seq,
             };
-            put(&mut txn, self.db, &dedupe_key, &marker)?;
+            put(txn, self.db, &dedupe_key, &marker)?;
+            expiries.add(expiry_of(now, t.keep.dedupe), dedupe_key.clone());
             seen_in_batch.insert(dedupe_key);
             outcomes.push(CommitOutcome::Applied);
         }
         for (key, cp) in &checkpoints {
-            put(&mut txn, self.db, key, cp)?;
+            put(txn, self.db, key, cp)?;
         }
         for key in &batch.released {
             if !key.starts_with(keys::space::QUARANTINE) {
@@ -136,21 +178,30 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
         }
+        let mut stamp = None;
         for q in &batch.quarantine {
-            put(
-                &mut txn,
-                self.db,
-                &keys::quarantine(q.filing_tenant(), &q.stream, q.seq),
-                q,
-            )?;
+            let key = keys::quarantine(q.filing_tenant(), &q.stream, q.seq);
+            if q.quarantined_at.is_some() {
+                put(txn, self.db, &key, q)?;
+                continue;
+            }
+            // Records are kept until an operator acts; when they came tells how long
+            // they have waited.
+            let at = stamp.get_or_insert_with(crate::timefmt::now_rfc3339);
+            let stamped = QuarantineRecord {
+                quarantined_at: Some(at.clone()),
+                ..q.clone()
+            };
+            put(txn, self.db, &key, &stamped)?;
         }
+        expiries.write(self, txn)?;
         if self.take_injected_failure() {
-            // Dropping `txn` aborts it: none of the writes above survive.
+            // The caller drops the transaction, which aborts it: none of the writes
+            // above survive.
             return Err(StoreError::Injected);
         }
         crate::crash::point(crate::crash::MID_TRANSACTION);
-        txn.commit()?;
-        Ok(outcomes)
+        Ok((outcomes, expiries))
     }
 }
 
@@ -203,12 +254,13 @@ pub(super) fn reindex(
     Ok(())
 }
 
-/// Writes state, timers and outbox of one transition.
+/// Writes state, timers and outbox of one transition. True when it finished the
+/// instance (which then expires).
 fn apply(
     txn: &mut lmdb::RwTransaction<'_>,
     db: lmdb::Database,
     t: &Transition,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let saga_key = keys::saga(&t.tenant, &t.saga, &t.correlation);
     // Status, version and count only: the prior state is skipped over, never built.
     let before: Option<Indexed> = get_json(txn, db, &saga_key)?;
@@ -291,5 +343,6 @@ fn apply(
             item,
         )?;
     }
-    Ok(())
+    let was_done = before.is_some_and(|b| b.status.is_done());
+    Ok(drop_all && !was_done)
 }

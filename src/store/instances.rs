@@ -5,7 +5,7 @@
 //! the stored states. A store written before the index existed gets it built once, at
 //! open.
 
-use lmdb::{Transaction, WriteFlags};
+use lmdb::WriteFlags;
 use serde::Deserialize;
 
 use super::{decode, Reader, SagaRecord, Store, StoreError, MAX_SCAN};
@@ -58,8 +58,11 @@ pub struct InstancePage {
 /// commit checks its transition against, read without the record's state.
 #[derive(Debug, Clone, Copy, Deserialize)]
 pub(super) struct Indexed {
+    #[serde(rename = "s", alias = "status")]
     pub status: InstanceStatus,
+    #[serde(rename = "v", alias = "version")]
     pub version: u32,
+    #[serde(rename = "n", alias = "transitions")]
     pub transitions: u64,
 }
 
@@ -90,16 +93,17 @@ impl Store {
                     chunk.push((key.to_string(), status_entry(key, value)));
                     Ok(chunk.len() < BUILD_CHUNK)
                 })?;
-            let mut txn = self.env.begin_rw_txn()?;
-            for entry in chunk.iter().filter_map(|(_, e)| e.as_ref()) {
-                txn.put(self.db, entry, &b"", WriteFlags::empty())?;
-            }
-            built += chunk.len() as u64;
             let done = chunk.len() < BUILD_CHUNK;
-            if done {
-                txn.put(self.db, &marker, &b"1", WriteFlags::empty())?;
-            }
-            txn.commit()?;
+            self.write(|txn| {
+                for entry in chunk.iter().filter_map(|(_, e)| e.as_ref()) {
+                    txn.put(self.db, entry, &b"", WriteFlags::empty())?;
+                }
+                if done {
+                    txn.put(self.db, &marker, &b"1", WriteFlags::empty())?;
+                }
+                Ok(())
+            })?;
+            built += chunk.len() as u64;
             if done {
                 if built > 0 {
                     log::info!(instances = built; "status index built");
@@ -335,32 +339,32 @@ impl Store {
         saga: &SagaName,
         migrated: &[(CorrelationId, SagaRecord, SagaRecord)],
     ) -> Result<(), StoreError> {
-        let mut txn = self.env.begin_rw_txn()?;
-        for (corr, expected, record) in migrated {
-            let key = keys::saga(tenant, saga, corr);
-            let now: Option<SagaRecord> = super::get_json(&txn, self.db, &key)?;
-            if now.as_ref() != Some(expected) {
-                return Err(StoreError::Conflict(format!(
-                    "instance {corr} changed while it was migrated; nothing was written"
-                )));
+        self.write(|txn| {
+            for (corr, expected, record) in migrated {
+                let key = keys::saga(tenant, saga, corr);
+                let now: Option<SagaRecord> = super::get_json(txn, self.db, &key)?;
+                if now.as_ref() != Some(expected) {
+                    return Err(StoreError::Conflict(format!(
+                        "instance {corr} changed while it was migrated; nothing was written"
+                    )));
+                }
+                let bytes = super::encode(&key, record)?;
+                txn.put(self.db, &key, &bytes, WriteFlags::empty())?;
+                super::commit::reindex(
+                    txn,
+                    self.db,
+                    tenant,
+                    saga,
+                    corr,
+                    Some(Indexed {
+                        status: expected.status,
+                        version: expected.version,
+                        transitions: expected.transitions,
+                    }),
+                    record,
+                )?;
             }
-            let bytes = super::encode(&key, record)?;
-            txn.put(self.db, &key, &bytes, WriteFlags::empty())?;
-            super::commit::reindex(
-                &mut txn,
-                self.db,
-                tenant,
-                saga,
-                corr,
-                Some(Indexed {
-                    status: expected.status,
-                    version: expected.version,
-                    transitions: expected.transitions,
-                }),
-                record,
-            )?;
-        }
-        txn.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 }

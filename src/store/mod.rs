@@ -1,14 +1,20 @@
 //! The LMDB store: saga instances, outbox, schedules, checkpoints, dedupe markers and
 //! quarantine records in one environment, one database, prefixed keys (`crate::keys`).
 //!
-//! Writes go through exactly two doors: [`Store::commit`] applies whole saga transitions
-//! (state + outbox + schedules + checkpoint + dedupe, all or nothing, many per LMDB
-//! transaction), and [`Store::delete_outbox`] removes dispatched work. Reads are
-//! tenant-scoped and use short read transactions that are never held across calls.
+//! Saga transitions are written by one door, [`Store::commit`] (state + outbox +
+//! schedules + checkpoint + dedupe, all or nothing, many per LMDB transaction); the
+//! other writes each have a method of their own (outbox deletes, dead letters, effect
+//! records, fired timers, operator actions, tenant moves, the retention sweep). Every
+//! write runs through [`Store::write`](map.rs), which grows a full map and tries again.
+//! Reads are tenant-scoped and use short read transactions that are never held across
+//! calls.
 
 mod admin;
 mod commit;
+mod expiry;
 mod instances;
+mod legacy;
+mod map;
 mod records;
 mod tenant;
 mod writer_lock;
@@ -20,10 +26,12 @@ use lmdb::{Cursor, Database, Environment, EnvironmentFlags, Transaction, WriteFl
 use serde::de::DeserializeOwned;
 
 pub use admin::{Found, MAX_SCAN};
-pub use commit::{CommitBatch, CommitOutcome, Seen, Transition};
+pub use commit::{CommitBatch, CommitOutcome, Keep, Seen, Transition};
+pub use expiry::{expiry_of, now_ms, Expired, Retention, Swept};
 pub use instances::{
     FoundInstance, InstancePage, InstanceQuery, VersionCounts, VersionsInUse, MAX_PAGE,
 };
+pub use map::Space;
 pub use records::{
     excerpt, Checkpoint, DeadLetterRecord, DedupeMarker, EffectCompletion, InstanceStatus,
     OutboxItem, QuarantineKind, QuarantineRecord, RawJson, SagaRecord, ScheduleItem,
@@ -36,9 +44,10 @@ use crate::types::{CorrelationId, EventId, SagaName, TenantId, WorkId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The map is full: nothing more can be written until an operator makes room
-    /// (a larger `storage.map_size_mib`). Intake must stop; nothing partial was written.
-    #[error("store is full (LMDB MAP_FULL): raise storage.map_size_mib; intake stops until then")]
+    /// The map is full and has grown as far as it may: nothing more can be written
+    /// until records expire or an operator makes room (a larger
+    /// `storage.max_size_mib`). Intake must stop; nothing partial was written.
+    #[error("store is full (LMDB MAP_FULL at storage.max_size_mib): raise storage.max_size_mib or shorten retention; intake stops until records expire")]
     MapFull,
     #[error("cannot open store at {path}: {source}")]
     Open {
@@ -106,10 +115,36 @@ impl From<lmdb::Error> for StoreError {
     }
 }
 
+/// How a store is opened.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The map it opens with (bytes).
+    pub map_size: usize,
+    /// The most the map grows to when a commit finds it full (bytes).
+    pub max_size: usize,
+    pub retention: Retention,
+}
+
+impl StoreOptions {
+    /// A map of `map_size` that never grows, and the default retention.
+    pub fn fixed(map_size: usize) -> StoreOptions {
+        StoreOptions {
+            map_size,
+            max_size: map_size,
+            retention: Retention::default(),
+        }
+    }
+}
+
 pub struct Store {
     env: Environment,
     db: Database,
     path: PathBuf,
+    /// Held shared by every transaction, exclusively while the map grows (`map.rs`).
+    gate: map::Gate,
+    max_map_bytes: usize,
+    retention: Retention,
+    sweep: expiry::SweepState,
     /// Commits still to fail on purpose (tests of the no-ack-on-failure path).
     injected_commit_failures: AtomicU32,
     /// Write probes still to fail on purpose (tests of the health check).
@@ -130,6 +165,13 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) the store at `path` with a fixed map size.
     pub fn open(path: &Path, map_size_bytes: usize) -> Result<Store, StoreError> {
+        Store::open_with(path, &StoreOptions::fixed(map_size_bytes))
+    }
+
+    /// Opens (creating if needed) the store at `path`. A store written before the
+    /// status index or the retention index existed gets them here, once.
+    pub fn open_with(path: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
+        let map_size_bytes = options.map_size;
         std::fs::create_dir_all(path).map_err(|source| StoreError::CreateDir {
             path: path.to_path_buf(),
             source,
@@ -155,16 +197,25 @@ impl Store {
         // on the older snapshot would execute events over state that lacks the last
         // commit, and lose it (tests/store_restart.rs).
         drop(env.begin_rw_txn().map_err(open_err)?);
+        let opened_map = env.info().map_err(open_err)?.map_size();
         let store = Store {
             env,
             db,
             path: path.to_path_buf(),
+            gate: map::Gate::default(),
+            // A file larger than the configured map opens at its own size: never
+            // smaller than that.
+            max_map_bytes: options.max_size.max(map_size_bytes).max(opened_map),
+            retention: options.retention,
+            sweep: expiry::SweepState::new(options.retention.sweep_delay),
             injected_commit_failures: AtomicU32::new(0),
             injected_probe_failures: AtomicU32::new(0),
             injected_unstorable: parking_lot::Mutex::new(None),
             injected_commit_delay_ms: std::sync::atomic::AtomicU64::new(0),
         };
         store.ensure_status_index()?;
+        store.ensure_retention_index()?;
+        store.load_next_expiry(now_ms())?;
         Ok(store)
     }
 
@@ -215,10 +266,7 @@ impl Store {
     /// would write (one from an incompatible version, say).
     #[cfg(test)]
     pub(crate) fn put_raw(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let mut txn = self.env.begin_rw_txn()?;
-        txn.put(self.db, &key, &value, WriteFlags::empty())?;
-        txn.commit()?;
-        Ok(())
+        self.commit_raw(key, value)
     }
 
     fn take_injected_failure(&self) -> bool {
@@ -229,10 +277,17 @@ impl Store {
 
     /// A short-lived reader for lookups that belong together (one pipeline batch).
     pub fn reader(&self) -> Result<Reader<'_>, StoreError> {
+        let (txn, gate) = self.begin_ro()?;
         Ok(Reader {
-            txn: self.env.begin_ro_txn()?,
+            txn,
             db: self.db,
+            _gate: gate,
         })
+    }
+
+    /// The retention the store applies where a saga or effect names none.
+    pub fn retention(&self) -> &Retention {
+        &self.retention
     }
 
     pub fn saga(
@@ -333,25 +388,25 @@ impl Store {
     /// Deletes fired timers (by their `schedule:` keys) and their index entries in one
     /// transaction. Returns how many existed.
     pub fn delete_timers(&self, schedule_keys: &[String]) -> Result<usize, StoreError> {
-        let mut txn = self.env.begin_rw_txn()?;
-        let mut deleted = 0;
-        for key in schedule_keys {
-            let Some(index) = keys::due_index(key) else {
-                return Err(StoreError::Encode {
-                    key: key.clone(),
-                    message: "not a timer key".into(),
-                });
-            };
-            for k in [key.as_str(), index.as_str()] {
-                match txn.del(self.db, &k, None) {
-                    Ok(()) => deleted += usize::from(k == key.as_str()),
-                    Err(lmdb::Error::NotFound) => {}
-                    Err(e) => return Err(e.into()),
+        self.write(|txn| {
+            let mut deleted = 0;
+            for key in schedule_keys {
+                let Some(index) = keys::due_index(key) else {
+                    return Err(StoreError::Encode {
+                        key: key.clone(),
+                        message: "not a timer key".into(),
+                    });
+                };
+                for k in [key.as_str(), index.as_str()] {
+                    match txn.del(self.db, &k, None) {
+                        Ok(()) => deleted += usize::from(k == key.as_str()),
+                        Err(lmdb::Error::NotFound) => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             }
-        }
-        txn.commit()?;
-        Ok(deleted)
+            Ok(deleted)
+        })
     }
 
     /// Every timer of one instance, in due order.
@@ -473,14 +528,13 @@ impl Store {
     ) -> Result<(), StoreError> {
         let key = keys::dead_letter(&record.item.tenant, record.item.kind, &record.item.work_id);
         let bytes = encode(&key, record)?;
-        let mut txn = self.env.begin_rw_txn()?;
-        txn.put(self.db, &key, &bytes, WriteFlags::empty())?;
-        match txn.del(self.db, &outbox_key, None) {
-            Ok(()) | Err(lmdb::Error::NotFound) => {}
-            Err(e) => return Err(e.into()),
-        }
-        txn.commit()?;
-        Ok(())
+        self.write(|txn| {
+            txn.put(self.db, &key, &bytes, WriteFlags::empty())?;
+            match txn.del(self.db, &outbox_key, None) {
+                Ok(()) | Err(lmdb::Error::NotFound) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
     }
 
     /// The completion record of an effect command, if it was executed.
@@ -492,29 +546,43 @@ impl Store {
         self.reader()?.get(&keys::effect_dedupe(tenant, command))
     }
 
-    /// Records that an effect command was executed, with its result. The record is what
-    /// stops a second call.
+    /// Records that an effect command was executed, with its result, kept for the
+    /// store's default retention. The record is what stops a second call.
     pub fn record_effect_completion(
         &self,
         tenant: &TenantId,
         command: &WorkId,
         completion: &EffectCompletion,
     ) -> Result<(), StoreError> {
-        self.record_effect_completions(&[(tenant, command, completion)])
+        let keep = self.retention.effect_records;
+        self.record_effect_completions(&[(tenant, command, completion, keep)])
     }
 
-    /// [`Store::record_effect_completion`] for many commands in one transaction.
+    /// [`Store::record_effect_completion`] for many commands in one transaction, each
+    /// kept as long as it says; what expired meanwhile is swept in the same
+    /// transaction.
     pub fn record_effect_completions(
         &self,
-        records: &[(&TenantId, &WorkId, &EffectCompletion)],
+        records: &[(&TenantId, &WorkId, &EffectCompletion, std::time::Duration)],
     ) -> Result<(), StoreError> {
-        let mut txn = self.env.begin_rw_txn()?;
-        for (tenant, command, completion) in records {
+        let now = now_ms();
+        let mut encoded = Vec::with_capacity(records.len());
+        let mut expiries = expiry::Expiries::default();
+        for (tenant, command, completion, keep) in records {
             let key = keys::effect_dedupe(tenant, command);
-            let bytes = encode(&key, completion)?;
-            txn.put(self.db, &key, &bytes, WriteFlags::empty())?;
+            encoded.push(encode(&key, completion)?);
+            expiries.add(expiry_of(now, *keep), key);
         }
-        txn.commit()?;
+        let sweep = self.write(|txn| {
+            for ((tenant, command, ..), bytes) in records.iter().zip(&encoded) {
+                let key = keys::effect_dedupe(tenant, command);
+                txn.put(self.db, &key, bytes, WriteFlags::empty())?;
+            }
+            expiries.write(self, txn)?;
+            self.sweep_in(txn, now)
+        })?;
+        expiries.written(self);
+        self.swept(&sweep, now);
         Ok(())
     }
 
@@ -532,9 +600,22 @@ impl Store {
             .collect())
     }
 
-    /// Deletes dispatched outbox items in one transaction. Returns how many existed.
+    /// Deletes dispatched outbox items in one transaction, which also sweeps what
+    /// expired (the relay deletes all the time under load, so the sweep rides along
+    /// instead of taking the writer lock for itself). Returns how many items existed.
     pub fn delete_outbox(&self, keys: &[String]) -> Result<usize, StoreError> {
-        self.delete_keys(keys, &[crate::keys::space::OUTBOX], "not an outbox key")
+        let now = now_ms();
+        let (deleted, sweep) = self.write(|txn| {
+            let deleted = self.delete_keys_in(
+                txn,
+                keys,
+                &[crate::keys::space::OUTBOX],
+                "not an outbox key",
+            )?;
+            Ok((deleted, self.sweep_in(txn, now)?))
+        })?;
+        self.swept(&sweep, now);
+        Ok(deleted)
     }
 
     /// Deletes keys of the `allowed` keyspaces in one transaction (any other key fails
@@ -545,7 +626,16 @@ impl Store {
         allowed: &[&str],
         refusal: &str,
     ) -> Result<usize, StoreError> {
-        let mut txn = self.env.begin_rw_txn()?;
+        self.write(|txn| self.delete_keys_in(txn, keys, allowed, refusal))
+    }
+
+    fn delete_keys_in(
+        &self,
+        txn: &mut lmdb::RwTransaction<'_>,
+        keys: &[String],
+        allowed: &[&str],
+        refusal: &str,
+    ) -> Result<usize, StoreError> {
         let mut deleted = 0;
         for key in keys {
             let space = key.split(':').next().unwrap_or_default();
@@ -561,7 +651,6 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
         }
-        txn.commit()?;
         Ok(deleted)
     }
 
@@ -573,29 +662,16 @@ impl Store {
         if injected.is_ok() {
             return Err(StoreError::Injected);
         }
-        let mut txn = self.env.begin_rw_txn()?;
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis().to_string())
-            .unwrap_or_default();
-        txn.put(self.db, &keys::meta("probe"), &stamp, WriteFlags::empty())?;
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// Bytes new writes can still use (pages never used plus pages freed by deletes), and
-    /// the map's size.
-    pub fn free_space(&self) -> Result<(u64, u64), StoreError> {
-        let info = self.env.info()?;
-        let page = self.env.stat()?.page_size().max(1) as usize;
-        let pages = (info.map_size() / page).max(1);
-        let unused = pages.saturating_sub(info.last_pgno() + 1);
-        let free = (unused + self.env.freelist()?).min(pages);
-        Ok(((free * page) as u64, info.map_size() as u64))
+        let stamp = now_ms().to_string();
+        self.write(|txn| {
+            txn.put(self.db, &keys::meta("probe"), &stamp, WriteFlags::empty())?;
+            Ok(())
+        })
     }
 
     /// Number of records of every kind (for the demo and diagnostics).
     pub fn entries(&self) -> Result<usize, StoreError> {
+        let _gate = self.gate.enter();
         Ok(self.env.stat()?.entries())
     }
 }
@@ -612,6 +688,7 @@ pub struct OutboxPage {
 pub struct Reader<'env> {
     txn: lmdb::RoTransaction<'env>,
     db: Database,
+    _gate: parking_lot::RwLockReadGuard<'env, ()>,
 }
 
 impl Reader<'_> {
@@ -702,5 +779,7 @@ fn encode<V: serde::Serialize>(key: &str, value: &V) -> Result<Vec<u8>, StoreErr
     })
 }
 
+#[cfg(test)]
+mod expiry_tests;
 #[cfg(test)]
 mod tests;

@@ -50,21 +50,34 @@ impl InstanceStatus {
     }
 }
 
-/// `saga:{tenant}:{saga}:{correlation}`: one instance.
+/// `saga:{tenant}:{saga}:{correlation}`: one instance. Stored under one-letter field
+/// names (every instance is kept for its retention, so its bytes count); the long names
+/// of records written before are read too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SagaRecord {
+    #[serde(rename = "s", alias = "status")]
     pub status: InstanceStatus,
+    #[serde(rename = "d", alias = "state")]
     pub state: Value,
     /// Manifest version of the saga that started this instance.
+    #[serde(rename = "v", alias = "version")]
     pub version: u32,
     /// Transitions applied so far.
+    #[serde(rename = "n", alias = "transitions")]
     pub transitions: u64,
     /// The event that caused the latest transition.
+    #[serde(rename = "e", alias = "last_event_id")]
     pub last_event_id: String,
     /// That event's own time (RFC 3339).
+    #[serde(rename = "t", alias = "updated_at")]
     pub updated_at: String,
     /// Why the instance faulted, when it did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "f",
+        alias = "fault",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub fault: Option<String>,
 }
 
@@ -173,10 +186,13 @@ pub struct StreamPosition {
     pub seq: u64,
 }
 
-/// `dedupe:…`: the event (or command) was applied; the value says where from.
+/// `dedupe:{tenant}:{saga}:{event_id}`: the event was applied; the value says where
+/// from (short names, as in [`SagaRecord`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DedupeMarker {
+    #[serde(rename = "s", alias = "stream")]
     pub stream: String,
+    #[serde(rename = "q", alias = "seq")]
     pub seq: u64,
 }
 
@@ -215,6 +231,10 @@ pub struct QuarantineRecord {
     pub saga: Option<String>,
     /// The start of the body (bounded), for whoever investigates.
     pub body_excerpt: String,
+    /// When it was quarantined (RFC 3339, wall clock; set by the store when it is
+    /// written, absent from records written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined_at: Option<String>,
 }
 
 impl QuarantineRecord {

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, Write};
 
-use lmdb::{Transaction, WriteFlags};
+use lmdb::WriteFlags;
 use serde_json::value::RawValue;
 
 use super::{Store, StoreError};
@@ -75,20 +75,23 @@ impl Store {
                 Ok(true)
             })?;
         }
-        let mut txn = self.env.begin_rw_txn()?;
-        for key in &derived {
-            txn.del(self.db, key, None)?;
-        }
-        for key in &doomed {
-            txn.del(self.db, key, None)?;
-            if let Some(index) = keys::due_index(key) {
-                match txn.del(self.db, &index, None) {
-                    Ok(()) | Err(lmdb::Error::NotFound) => {}
-                    Err(e) => return Err(e.into()),
+        // The tenant's retention index entries stay: an entry whose keys are gone
+        // deletes nothing when it expires.
+        self.write(|txn| {
+            for key in &derived {
+                txn.del(self.db, key, None)?;
+            }
+            for key in &doomed {
+                txn.del(self.db, key, None)?;
+                if let Some(index) = keys::due_index(key) {
+                    match txn.del(self.db, &index, None) {
+                        Ok(()) | Err(lmdb::Error::NotFound) => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             }
-        }
-        txn.commit()?;
+            Ok(())
+        })?;
         Ok(doomed.len() as u64)
     }
 
@@ -106,35 +109,49 @@ impl Store {
     }
 
     /// Writes the exported records of `tenant` in one transaction, rebuilding the due
-    /// index. A line for another tenant, or an unreadable one, fails the whole import.
+    /// and status indexes, and the retention index: what expires (markers, effect
+    /// records, finished instances) is kept the store's default time from now, as when
+    /// an older store is opened (when it was written did not travel). A line for another
+    /// tenant, or an unreadable one, fails the whole import.
     pub fn import_tenant(&self, tenant: &TenantId, input: impl BufRead) -> Result<u64, StoreError> {
         let allowed = prefixes(tenant);
-        let mut txn = self.env.begin_rw_txn()?;
-        let mut n = 0u64;
+        let mut records: Vec<(String, Box<RawValue>)> = Vec::new();
         for line in input.lines() {
             let line = line.map_err(transfer)?;
             if line.is_empty() {
                 continue;
             }
             let (key, value): (String, Box<RawValue>) = serde_json::from_str(&line)
-                .map_err(|e| transfer(format!("line {}: {e}", n + 1)))?;
+                .map_err(|e| transfer(format!("line {}: {e}", records.len() + 1)))?;
             if !allowed.iter().any(|p| key.starts_with(p.as_str())) {
                 return Err(transfer(format!(
                     "{key:?} is not a record of tenant {:?}",
                     tenant.as_str()
                 )));
             }
-            txn.put(self.db, &key, &value.get(), WriteFlags::empty())?;
-            if let Some(index) = keys::due_index(&key) {
-                txn.put(self.db, &index, &b"", WriteFlags::empty())?;
-            }
-            if let Some(index) = super::instances::status_entry(&key, value.get().as_bytes()) {
-                txn.put(self.db, &index, &b"", WriteFlags::empty())?;
-            }
-            n += 1;
+            records.push((key, value));
         }
-        txn.commit()?;
-        Ok(n)
+        let now = super::now_ms();
+        let mut expiries = super::expiry::Expiries::default();
+        for (key, value) in &records {
+            if let Some(keep) = self.expires_after(key, value.get().as_bytes()) {
+                expiries.add(super::expiry_of(now, keep), key.clone());
+            }
+        }
+        self.write(|txn| {
+            for (key, value) in &records {
+                txn.put(self.db, key, &value.get(), WriteFlags::empty())?;
+                if let Some(index) = keys::due_index(key) {
+                    txn.put(self.db, &index, &b"", WriteFlags::empty())?;
+                }
+                if let Some(index) = super::instances::status_entry(key, value.get().as_bytes()) {
+                    txn.put(self.db, &index, &b"", WriteFlags::empty())?;
+                }
+            }
+            expiries.write(self, txn)
+        })?;
+        expiries.written(self);
+        Ok(records.len() as u64)
     }
 }
 

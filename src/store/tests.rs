@@ -69,6 +69,7 @@ fn transition(
         outbox: vec![outbox_item(tenant, &format!("cmd-{event}"))],
         schedules: vec![timer(tenant, corr, "payment_timeout", 1_000 + seq as i64)],
         cancel: vec![],
+        keep: Keep::of(&Retention::default()),
     }
 }
 
@@ -594,6 +595,7 @@ fn quarantine_records_are_tenant_scoped() {
         correlation_id: None,
         saga: None,
         body_excerpt: excerpt(b"\xff\xfe not json"),
+        quarantined_at: None,
     };
     store
         .commit(&CommitBatch {
@@ -602,10 +604,21 @@ fn quarantine_records_are_tenant_scoped() {
             ..Default::default()
         })
         .unwrap();
-    assert_eq!(
-        store.quarantined(Some(&t("acme")), 10).unwrap(),
-        vec![q.clone()]
-    );
+    // The store stamps when a record came (records wait for an operator: their age
+    // is shown).
+    let stored = store.quarantined(Some(&t("acme")), 10).unwrap();
+    assert!(stored[0]
+        .quarantined_at
+        .as_deref()
+        .is_some_and(|at| at.starts_with("20")));
+    let unstamped: Vec<QuarantineRecord> = stored
+        .into_iter()
+        .map(|r| QuarantineRecord {
+            quarantined_at: None,
+            ..r
+        })
+        .collect();
+    assert_eq!(unstamped, vec![q.clone()]);
     assert!(store
         .quarantined(Some(&t("globex")), 10)
         .unwrap()
@@ -626,7 +639,15 @@ fn quarantine_records_are_tenant_scoped() {
         })
         .unwrap();
     assert_eq!(store.quarantined(Some(&t("acme")), 10).unwrap().len(), 1);
-    assert_eq!(store.quarantined(None, 10).unwrap(), vec![access]);
+    let unattributed = store.quarantined(None, 10).unwrap();
+    assert_eq!(unattributed.len(), 1);
+    assert_eq!(
+        QuarantineRecord {
+            quarantined_at: None,
+            ..unattributed[0].clone()
+        },
+        access
+    );
 }
 
 /// Instance queries against the status index agree with a filter over every stored
