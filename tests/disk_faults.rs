@@ -1,5 +1,6 @@
-//! Disk faults against the real binary: a store that fills up (LMDB `MAP_FULL`) and a
-//! store directory that cannot be created at start-up.
+//! Disk faults against the real binary: a store that fills up (LMDB `MAP_FULL`) at its
+//! most and one whose map grows instead, and a store directory that cannot be created at
+//! start-up.
 
 mod common;
 
@@ -64,7 +65,9 @@ fn a_full_store_stops_intake_commits_nothing_partial_and_recovers_when_enlarged(
     let small = rig.dir.path().join("small-store");
     rig.settings.mode = Mode::Saga;
     rig.settings.storage.path = small.clone();
+    // A map that may not grow: full is full.
     rig.settings.storage.map_size_mib = 1;
+    rig.settings.storage.max_size_mib = 1;
     rig.settings.ops.listen = format!("127.0.0.1:{port}");
     let config = config_file(&rig);
     let nc = rig.connect();
@@ -105,10 +108,12 @@ fn a_full_store_stops_intake_commits_nothing_partial_and_recovers_when_enlarged(
     assert!(instances < EVENTS, "the store filled up before the end");
     assert_eq!(whole, instances, "every stored transition is whole");
 
-    // Space is made (a larger map): the rest is applied, nothing twice.
-    rig.settings.storage.map_size_mib = 64;
+    // Space is made (the map may grow now; it opens smaller than its file): the rest is
+    // applied, nothing twice, and the map grew as it filled.
+    rig.settings.storage.max_size_mib = 64;
     let config = config_file(&rig);
-    let runner = RunnerProcess::start(&config, None);
+    let log = rig.dir.path().join("runner.log");
+    let runner = RunnerProcess::start_logged(&config, None, &log);
     assert!(wait_until(Duration::from_secs(30), || ready(&base)
         .is_some_and(|(s, _)| s == 200)));
     let consumer_done = || {
@@ -116,8 +121,18 @@ fn a_full_store_stops_intake_commits_nothing_partial_and_recovers_when_enlarged(
         info.num_pending == 0 && info.num_ack_pending == 0
     };
     assert!(wait_until(Duration::from_secs(60), consumer_done));
+    assert!(
+        ready(&base).is_some_and(|(s, _)| s == 200),
+        "intake never stopped while the map grew: {:?}",
+        ready(&base)
+    );
     drop(runner);
     assert_eq!(applied(&small), (EVENTS, EVENTS));
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        logged.contains("map was full and grew"),
+        "the growth is logged: {logged}"
+    );
 }
 
 #[test]

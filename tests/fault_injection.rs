@@ -12,8 +12,10 @@
 //! reached, the Runner is killed with SIGKILL instead, so every round ends in a kill. A
 //! last, unarmed run finishes the work.
 //!
-//! Sizes: CI runs 3 rounds of 12 orders per point (9 points, 27 kills, 324 orders, each
-//! order an event, an effect call, a timer and a Gateway command). A soak:
+//! Sizes: CI runs 3 rounds of 12 orders per point (11 points, 33 kills, 396 orders, each
+//! order an event, an effect call, a timer and a Gateway command). The sweep's two points
+//! run with finished instances kept two seconds, so the sweep deletes while the rounds
+//! go on. A soak:
 //! `RUNNER_TEST_FI_ROUNDS=25 RUNNER_TEST_FI_ORDERS=60 cargo test --release --test
 //! fault_injection`; `RUNNER_TEST_FI_SEED` replays one sequence of hit counts.
 
@@ -82,6 +84,17 @@ fn workload_saga() -> Value {
     }])
 }
 
+/// How long finished instances are kept where the sweep's own crash points are tested:
+/// short enough that instances of the first waves expire while later ones run.
+const SHORT_RETENTION_SECS: u64 = 3;
+
+/// Whether `point` is the sweep's: its runs keep finished instances only
+/// [`SHORT_RETENTION_SECS`], and the checker judges each instance by what the admin API
+/// showed when it completed (it may be gone by the end).
+fn sweeps(point: &str) -> bool {
+    point.starts_with("sweep.")
+}
+
 /// Sizes and seed of a run (environment overrides for a soak).
 struct Plan {
     rounds: usize,
@@ -136,12 +149,12 @@ struct World {
     ops: String,
     /// (tenant, order) of every order published.
     orders: Vec<(String, String)>,
-    /// Orders whose instance the admin API showed completed.
-    completed: std::sync::Mutex<BTreeSet<String>>,
+    /// Orders whose instance the admin API showed completed, with what it showed.
+    completed: std::sync::Mutex<std::collections::BTreeMap<String, Value>>,
 }
 
 impl World {
-    fn new(plan: &Plan) -> World {
+    fn new(plan: &Plan, point: &str) -> World {
         let upstream = FakeGateway::start(|_, _| Reply::status(200)).unwrap();
         let gateway = FakeGateway::accepting().unwrap();
         let mut rig = Rig::new(workload_saga());
@@ -166,6 +179,12 @@ impl World {
         // be quarantined as poison (which a crash loop caused by one message is). The
         // limit must exceed the kills a message can see.
         s.consumer.max_deliver = plan.rounds as i64 + 5;
+        if sweeps(point) {
+            // Finished instances expire within the run (their markers and effect
+            // records are kept: the checker's streams must not see a re-publish after
+            // the duplicate window).
+            s.retention.finished_instances_secs = SHORT_RETENTION_SECS;
+        }
         let config = config_file(&rig);
         let log = rig.dir.path().join("runner.log");
         World {
@@ -207,26 +226,30 @@ impl World {
 
     /// How many orders' instances the admin API showed completed (an instance never
     /// leaves that status, so each is asked about until it is; the asking stops at the
-    /// first one that is not, to keep polling cheap).
-    fn completed(&self) -> usize {
+    /// first one that is not, to keep polling cheap, except where instances expire:
+    /// there each is caught as soon as it completes). What it showed is kept.
+    fn completed(&self, point: &str) -> usize {
         let mut done = self.completed.lock().unwrap();
         for (tenant, order) in &self.orders {
-            if done.contains(order) {
+            if done.contains_key(order) {
                 continue;
             }
             let url = format!("{}/admin/instances/{tenant}/fi/{order}", self.ops);
-            let completed = ureq::get(&url)
+            let view = ureq::get(&url)
                 .set("Authorization", &format!("Bearer {TOKEN}"))
                 .timeout(Duration::from_secs(5))
                 .call()
                 .ok()
                 .and_then(|r| r.into_string().ok())
                 .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-                .is_some_and(|v| v["status"] == "completed");
-            if !completed {
-                break;
+                .filter(|v| v["status"] == "completed");
+            match view {
+                Some(view) => {
+                    done.insert(order.clone(), view);
+                }
+                None if sweeps(point) => {}
+                None => break,
             }
-            done.insert(order.clone());
         }
         done.len()
     }
@@ -257,9 +280,17 @@ fn distinct_keys(sink: &FakeGateway) -> usize {
 fn round(world: &mut World, point: &str, hit: u64, orders: usize) -> bool {
     let mut runner =
         RunnerProcess::start_logged(&world.config, Some((point, hit as u32)), &world.log);
+    let started = std::time::Instant::now();
     // Published while it runs (and perhaps after it died: the next run takes them).
     world.publish_wave(orders);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = started + Duration::from_secs(30);
+    // The sweep's points are reached only once something expired and the sweep began
+    // (two ack waits after start): those rounds last that long at least.
+    let least = if sweeps(point) {
+        Duration::from_secs(SHORT_RETENTION_SECS + 4)
+    } else {
+        Duration::ZERO
+    };
     loop {
         if let Some(status) = runner.wait_exit(Duration::from_millis(50)) {
             // SIGABRT: `crash::point` aborted; anything else is a failure of its own.
@@ -270,7 +301,9 @@ fn round(world: &mut World, point: &str, hit: u64, orders: usize) -> bool {
             );
             return true;
         }
-        let done = || world.all_paid() && world.completed() == world.orders.len();
+        let completed = world.completed(point);
+        let done =
+            || started.elapsed() >= least && world.all_paid() && completed == world.orders.len();
         if std::time::Instant::now() > deadline || done() {
             // Dropping the process SIGKILLs it.
             return false;
@@ -281,7 +314,7 @@ fn round(world: &mut World, point: &str, hit: u64, orders: usize) -> bool {
 fn run_point(point: &str) {
     let plan = Plan::from_env();
     let mut seeded = Seeded::new(plan.seed, point);
-    let mut world = World::new(&plan);
+    let mut world = World::new(&plan, point);
     let mut checkpoints: Vec<Vec<u64>> = Vec::new();
     let mut reached = 0;
     for _ in 0..plan.rounds {
@@ -294,11 +327,11 @@ fn run_point(point: &str) {
     let _finisher = RunnerProcess::start_logged(&world.config, None, &world.log);
     let total = world.orders.len();
     let finished = wait_until(Duration::from_secs(60 + total as u64 / 10), || {
-        world.all_paid() && world.completed() == total
+        world.all_paid() && world.completed(point) == total
     });
     if !finished {
         let done = world.completed.lock().unwrap().clone();
-        let stuck = world.orders.iter().find(|(_, o)| !done.contains(o));
+        let stuck = world.orders.iter().find(|(_, o)| !done.contains_key(o));
         let view = stuck.map(|(tenant, order)| {
             let url = format!("{}/admin/instances/{tenant}/fi/{order}", world.ops);
             call("GET", &url, Some(TOKEN)).1
@@ -341,6 +374,20 @@ fn run_point(point: &str) {
         );
     }
     checkpoints.push(world.checkpoints());
+    if sweeps(point) {
+        // The finisher sweeps too: give it the time to (it may still be starting).
+        let gone = || {
+            world.orders.iter().any(|(tenant, order)| {
+                let url = format!("{}/admin/instances/{tenant}/fi/{order}", world.ops);
+                let answer = ureq::get(&url)
+                    .set("Authorization", &format!("Bearer {TOKEN}"))
+                    .timeout(Duration::from_secs(5))
+                    .call();
+                matches!(answer, Err(ureq::Error::Status(404, _)))
+            })
+        };
+        wait_until(Duration::from_secs(15), gone);
+    }
     // Any failure of the checker also shows what the runners logged last.
     if let Err(failure) =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&world, point)))
@@ -456,12 +503,24 @@ fn check(world: &World, point: &str) {
             "{point}: Gateway"
         );
     }
-    // Instances, through the admin API: every event applied exactly once.
+    // Instances, through the admin API: every event applied exactly once. Where the
+    // sweep runs, an instance may have expired: then what the API showed when it
+    // completed counts (a finished instance changes no more; one started again by a
+    // re-applied event would show below as active).
+    let seen = world.completed.lock().unwrap().clone();
+    let mut expired = 0;
     for (tenant, order) in &world.orders {
         let url = format!("{}/admin/instances/{tenant}/fi/{order}", world.ops);
         let (status, body) = call("GET", &url, Some(TOKEN));
-        assert_eq!(status, 200, "{point}: {url}: {body}");
-        let view: Value = serde_json::from_str(&body).unwrap();
+        let view: Value = if status == 404 && sweeps(point) {
+            expired += 1;
+            seen.get(order)
+                .cloned()
+                .unwrap_or_else(|| panic!("{point}: {order} expired before it was seen"))
+        } else {
+            assert_eq!(status, 200, "{point}: {url}: {body}");
+            serde_json::from_str(&body).unwrap()
+        };
         assert_eq!(
             (
                 &view["status"],
@@ -480,13 +539,24 @@ fn check(world: &World, point: &str) {
             "{point}: {tenant}/{order}: {view}"
         );
     }
+    if sweeps(point) {
+        assert!(
+            expired > 0,
+            "{point}: no instance expired: the sweep never ran"
+        );
+    }
     // The instance list (status index, written with each transition) agrees: every
-    // order of the tenant completed, none active; read in pages of 5.
+    // order of the tenant completed (that has not expired), none active; read in pages
+    // of 5.
     for tenant in TENANTS {
+        let kept = |order: &String| {
+            let url = format!("{}/admin/instances/{tenant}/fi/{order}", world.ops);
+            !sweeps(point) || call("GET", &url, Some(TOKEN)).0 == 200
+        };
         let expected: BTreeSet<String> = world
             .orders
             .iter()
-            .filter(|(t, _)| t == tenant)
+            .filter(|(t, o)| t == tenant && kept(o))
             .map(|(_, o)| o.clone())
             .collect();
         for (status, want) in [("completed", expected), ("active", BTreeSet::new())] {
@@ -567,6 +637,16 @@ fn abort_after_reminder_publish() {
 }
 
 #[test]
+fn abort_mid_sweep() {
+    run_point(runner::crash::SWEEP_MID_TRANSACTION);
+}
+
+#[test]
+fn abort_after_sweep() {
+    run_point(runner::crash::SWEEP_AFTER_COMMIT);
+}
+
+#[test]
 fn every_crash_point_has_a_test() {
     let source = include_str!("fault_injection.rs");
     for point in runner::crash::POINTS {
@@ -590,6 +670,11 @@ fn runner_constant(point: &str) -> &'static str {
         (runner::crash::AFTER_RECORD, "AFTER_RECORD"),
         (runner::crash::AFTER_RESULT, "AFTER_RESULT"),
         (runner::crash::AFTER_REMINDER, "AFTER_REMINDER"),
+        (
+            runner::crash::SWEEP_MID_TRANSACTION,
+            "SWEEP_MID_TRANSACTION",
+        ),
+        (runner::crash::SWEEP_AFTER_COMMIT, "SWEEP_AFTER_COMMIT"),
     ];
     NAMES
         .iter()
