@@ -461,3 +461,241 @@ fn a_drained_process_migrates_chosen_instances_to_the_newest_version() {
     assert_eq!(listed(1), vec![json!("o-2")]);
     assert_eq!(listed(2), vec![json!("o-1")]);
 }
+
+/// `GET /admin/store`: keys and bytes per keyspace and per tenant match what two
+/// tenants' events wrote, with the quarantine record and the dead letter that wait for
+/// an operator; a small limit truncates the walk.
+#[test]
+fn the_store_view_counts_keys_per_keyspace_and_tenant() {
+    let rig = Rig::new(recorder_saga());
+    // One dead letter of a third tenant, filed before any relay runs (the seeding
+    // writes an instance of its own saga, `seeded`, for it too).
+    runner::dev::seed_outbox(
+        &rig.store,
+        &rig.settings.streams.command_prefix,
+        "gamma",
+        OutboxKind::Effect,
+        1,
+    )
+    .unwrap();
+    let gamma: TenantId = "gamma".parse().unwrap();
+    for (key, item) in rig.store.outbox(&gamma, 10).unwrap() {
+        let record = DeadLetterRecord {
+            item,
+            reason: "attempts spent".into(),
+            status: None,
+            attempts: 8,
+            dead_at: "2026-01-01T00:00:00Z".into(),
+        };
+        rig.store.dead_letter(&key, &record).unwrap();
+    }
+    let pipeline = rig.start();
+    let ops = ops_for(&rig, &pipeline, Some(TOKEN));
+    let base = format!("http://{}", ops.addr());
+    let nc = rig.connect();
+    rig.send(&nc, "e-1", "o-1", 1);
+    rig.send(&nc, "e-2", "o-2", 2);
+    let body = common::event("e-3", "beta", "o-1", "OrderPlaced", json!({"n": 3}));
+    rig.publish(&nc, &rig.aggregate_subject("beta", "OrderPlaced"), &body);
+    rig.publish_raw(
+        &nc,
+        &rig.aggregate_subject("acme", "OrderPlaced"),
+        b"{ not json",
+    );
+    await_stats(&pipeline, |s| {
+        s.acked == 3 && s.quarantined == 1 && s.relayed == 3
+    });
+    // The relay deletes confirmed items a moment after counting them.
+    assert!(wait_until(WAIT, || rig.store.outbox_len().unwrap() == 0));
+
+    let url = format!("{base}/admin/store");
+    assert_eq!(call("GET", &url, None).0, 401, "the view needs the token");
+    let (status, body) = call("GET", &url, Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    let view: Value = serde_json::from_str(&body).unwrap();
+    let tenants = &view["tenants"];
+    let keys = |tenant: &str, space: &str| tenants[tenant][space]["keys"].clone();
+    for (space, acme, beta) in [
+        ("saga", 2, 1),
+        ("dedupe", 2, 1),
+        ("status", 2, 1),
+        ("checkpoint", 1, 1),
+    ] {
+        assert_eq!(
+            (keys("acme", space), keys("beta", space)),
+            (json!(acme), json!(beta)),
+            "{space}: {body}"
+        );
+        assert_eq!(keys("gamma", space), 1, "{space}: {body}");
+        assert_eq!(
+            view["keyspaces"][space]["keys"],
+            acme + beta + 1,
+            "{space}: {body}"
+        );
+    }
+    let saga_key = |tenant: &str, corr: &str| {
+        runner::keys::saga(
+            &tenant.parse().unwrap(),
+            &"recorder".parse().unwrap(),
+            &corr.parse().unwrap(),
+        )
+        .len()
+    };
+    assert_eq!(
+        tenants["acme"]["saga"]["key_bytes"],
+        saga_key("acme", "o-1") + saga_key("acme", "o-2"),
+        "{body}"
+    );
+    assert_eq!(
+        tenants["beta"]["saga"]["key_bytes"],
+        saga_key("beta", "o-1")
+    );
+    assert!(tenants["acme"]["saga"]["value_bytes"].as_u64() > Some(0));
+    assert_eq!(
+        keys("gamma", "deadletter"),
+        1,
+        "the dead letter waits: {body}"
+    );
+    assert_eq!(view["keyspaces"]["deadletter"]["keys"], 1, "{body}");
+    assert_eq!(tenants["acme"].get("outbox"), None, "relayed and deleted");
+    // No tenant header and no readable body: filed under the single tenant, `_`.
+    assert_eq!(keys("_", "quarantine"), 1, "{body}");
+    assert_eq!(view["quarantine"]["records"], 1, "{body}");
+    assert_eq!(view["quarantine"]["undated"], 0, "{body}");
+    assert_eq!(view["dead_letters"]["records"], 1, "{body}");
+    assert_eq!(
+        view["dead_letters"]["oldest_at"], "2026-01-01T00:00:00Z",
+        "{body}"
+    );
+    assert!(view["dead_letters"]["oldest_age_secs"].as_f64() > Some(86_400.0));
+    // Timers' and retention's indexes have no tenant column.
+    assert!(
+        view["keyspaces"]["expire"]["keys"].as_u64() >= Some(1),
+        "{body}"
+    );
+    assert!(tenants
+        .as_object()
+        .unwrap()
+        .values()
+        .all(|t| t.get("expire").is_none() && t.get("due").is_none()));
+    assert_eq!(view["truncated"], false);
+    let scanned = view["scanned"].as_u64().unwrap();
+    assert!(view["entries"].as_u64() >= Some(scanned), "{body}");
+    let space = &view["space"];
+    assert!(space["used_bytes"].as_u64() > Some(0), "{body}");
+    assert!(space["used_bytes"].as_u64() <= space["map_bytes"].as_u64());
+    assert_eq!(view["expired"]["markers"], 0);
+
+    let (status, body) = call("GET", &format!("{url}?limit=3"), Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    let cut: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (cut["scanned"].clone(), cut["truncated"].clone()),
+        (json!(3), json!(true))
+    );
+    for bad in ["0", "1000001", "many"] {
+        let (status, body) = call("GET", &format!("{url}?limit={bad}"), Some(TOKEN));
+        assert_eq!(status, 400, "limit={bad}: {body}");
+    }
+    // The dead letter shows on /metrics too.
+    let (_, page) = call("GET", &format!("{base}/metrics"), None);
+    assert_eq!(metric(&page, "runner_dead_letters"), Some(1.0));
+}
+
+/// Replay and retention agree: a replay from a message older than the dedupe horizon
+/// is refused with 409 naming the horizon, unless the request says `past_horizon`;
+/// then the events whose markers were swept are applied again.
+#[test]
+fn a_replay_older_than_the_dedupe_horizon_needs_past_horizon() {
+    let mut rig = Rig::new(recorder_saga());
+    // Markers kept 2 s: the least the validation allows with a 1 s duplicate window
+    // and 5 deliveries 400 ms apart.
+    rig.settings.retention.dedupe_secs = 2;
+    rig.settings.streams.duplicate_window_secs = 1;
+    rig.settings.consumer.ack_wait_ms = 400;
+    rig.settings.validate().unwrap();
+    let base = admin_port(&mut rig);
+    let config = config_file(&rig);
+    let nc = rig.connect();
+    for i in 0..3 {
+        rig.send(&nc, &format!("e-{i}"), &format!("o-{i}"), i);
+    }
+    let _runner = start_and_apply(&rig, &config, &base, 3);
+    let marker = "runner_retention_expired_total{kind=\"marker\"}";
+    let expired = || metric(&call("GET", &format!("{base}/metrics"), None).1, marker);
+    assert!(
+        wait_until(WAIT, || expired() == Some(3.0)),
+        "the three markers expired and were swept: {:?}",
+        expired()
+    );
+    assert_eq!(
+        call("POST", &format!("{base}/admin/drain"), Some(TOKEN)).0,
+        202
+    );
+    assert!(wait_until(WAIT, || {
+        let (_, body) = call("GET", &format!("{base}/ready"), None);
+        serde_json::from_str::<Value>(&body).unwrap()["drained"] == true
+    }));
+    // The first message is gone from the stream: the horizon is checked on the next.
+    let js = nats::jetstream::new(nc.clone());
+    assert!(js
+        .delete_message(&rig.settings.streams.aggregate_events, 1)
+        .unwrap());
+
+    let replay = format!("{base}/admin/replay");
+    let request =
+        json!({"tenant": "acme", "saga": "recorder", "from_seq": 1, "confirm": "recorder"});
+    let (status, body) = call_json("POST", &replay, Some(TOKEN), &request);
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["horizon"]["dedupe_secs"], 2, "{body}");
+    let horizon = body["horizon"]["at"].as_str().unwrap();
+    let published = body["message"]["published_at"].as_str().unwrap();
+    let ms = |t: &str| runner::timefmt::parse_rfc3339_ms(t).unwrap();
+    assert!(ms(published) < ms(horizon), "{body}");
+    assert_eq!(
+        body["message"]["seq"], 2,
+        "the first one still there: {body}"
+    );
+    assert!(
+        body["error"].as_str().unwrap().contains("dedupe horizon"),
+        "{body}"
+    );
+    assert!(
+        body["to_go_on"].as_str().unwrap().contains("past_horizon"),
+        "{body}"
+    );
+
+    // A message inside the horizon replays as before; past the stream's end, too.
+    rig.send(&nc, "e-3", "o-3", 3);
+    let mut recent = request.clone();
+    recent["from_seq"] = json!(4);
+    let (status, body) = call_json("POST", &replay, Some(TOKEN), &recent);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["past_horizon"], false, "{body}");
+    let mut beyond = request.clone();
+    beyond["from_seq"] = json!(100);
+    let (status, body) = call_json("POST", &replay, Some(TOKEN), &beyond);
+    assert_eq!(status, 200, "nothing at or after it: {body}");
+
+    let mut past = request.clone();
+    past["past_horizon"] = json!(true);
+    let (status, body) = call_json("POST", &replay, Some(TOKEN), &past);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["past_horizon"], true, "{body}");
+    assert_eq!(body["horizon"]["dedupe_secs"], 2, "{body}");
+
+    assert_eq!(
+        call("POST", &format!("{base}/admin/resume"), Some(TOKEN)).0,
+        202
+    );
+    // Their markers swept, the events still in the stream are applied again; the new
+    // one once.
+    assert!(
+        wait_until(WAIT, || instance_log(&base, "o-2") == "2,2,"),
+        "{}",
+        instance_log(&base, "o-2")
+    );
+    assert_eq!(instance_log(&base, "o-1"), "1,1,");
+    assert_eq!(instance_log(&base, "o-0"), "0,", "its message was deleted");
+    assert!(wait_until(WAIT, || instance_log(&base, "o-3") == "3,"));
+}

@@ -1,5 +1,6 @@
-//! The ops port: health, readiness, metrics, info and the admin drain, against a real
-//! pipeline (real nats-server, real LMDB store); and SIGTERM on the real binary.
+//! The ops port: health, readiness (a nearly full store included), metrics (the store's
+//! and retention's too), info and the admin drain, against a real pipeline (real
+//! nats-server, real LMDB store); and SIGTERM on the real binary.
 
 mod common;
 
@@ -23,6 +24,9 @@ fn health_readiness_metrics_info_and_drain() {
         None
     )
     .0 == 200));
+    let (_, ready) = call("GET", &format!("{base}/ready"), None);
+    let ready: Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(ready["store_nearly_full"], Value::Null, "{ready}");
     let (status, health) = call("GET", &format!("{base}/health"), None);
     assert_eq!(status, 200, "{health}");
     let health: Value = serde_json::from_str(&health).unwrap();
@@ -272,4 +276,107 @@ fn health_fails_when_the_store_cannot_write() {
         200,
         "healthy again once writes work"
     );
+}
+
+/// The store's figures on `/metrics`: plausible sizes, what retention expired (moving
+/// after a sweep) and the quarantine records that wait for an operator.
+#[test]
+fn store_and_retention_metrics() {
+    let rig = Rig::new(recorder_saga());
+    let pipeline = rig.start();
+    let ops = ops_for(&rig, &pipeline, None);
+    let base = format!("http://{}", ops.addr());
+    let nc = rig.connect();
+    rig.send(&nc, "e-1", "o-1", 1);
+    rig.send(&nc, "e-2", "o-2", 2);
+    rig.publish_raw(
+        &nc,
+        &rig.aggregate_subject("acme", "OrderPlaced"),
+        b"{ not json",
+    );
+    await_stats(&pipeline, |s| s.acked == 2 && s.quarantined == 1);
+
+    let (status, page) = call("GET", &format!("{base}/metrics"), None);
+    assert_eq!(status, 200);
+    let m = |name: &str| metric(&page, name).unwrap_or_else(|| panic!("{name} missing"));
+    let used = m("runner_store_used_bytes");
+    let map = m("runner_store_map_bytes");
+    assert!(used > 0.0 && used <= map, "used {used}, map {map}");
+    assert!(m("runner_store_file_bytes") >= used);
+    assert!(m("runner_store_max_bytes") >= map);
+    assert_eq!(map, (256u64 << 20) as f64, "the rig's map");
+    let marker = "runner_retention_expired_total{kind=\"marker\"}";
+    assert_eq!(m(marker), 0.0);
+    assert_eq!(m("runner_retention_expired_total{kind=\"instance\"}"), 0.0);
+    assert_eq!(
+        m("runner_retention_expired_total{kind=\"effect_record\"}"),
+        0.0
+    );
+    assert_eq!(m("runner_retention_oldest_expired_age_seconds"), 0.0);
+    assert_eq!(m("runner_quarantine_records"), 1.0);
+    let age = m("runner_quarantine_oldest_age_seconds");
+    assert!((0.0..60.0).contains(&age), "the record is dated: {age}");
+    assert_eq!(m("runner_dead_letters"), 0.0);
+    assert_eq!(m("runner_dead_letters_oldest_age_seconds"), 0.0);
+    assert!(page.contains("# TYPE runner_retention_expired_total counter"));
+    assert!(
+        page.contains("until an operator"),
+        "the help says quarantine records stay"
+    );
+
+    // Two days on, both events' markers have expired: the oldest has waited, then a
+    // sweep deletes them and the counter moves.
+    let later = runner::store::now_ms() + 2 * 86_400_000;
+    assert!(rig.store.oldest_expired_age(later).unwrap() > Duration::ZERO);
+    let swept = rig.store.sweep_all(later).unwrap();
+    assert_eq!(swept.markers, 2, "{swept:?}");
+    let (_, page) = call("GET", &format!("{base}/metrics"), None);
+    assert_eq!(metric(&page, marker), Some(2.0));
+    assert_eq!(
+        metric(&page, "runner_quarantine_records"),
+        Some(1.0),
+        "quarantine records are never expired"
+    );
+}
+
+/// Above `storage.nearly_full_percent` of the most the map may grow to, `/ready` says
+/// `store_nearly_full` (503) while `/health` stays 200.
+#[test]
+fn ready_says_when_the_store_is_nearly_full() {
+    let mut rig = Rig::new(recorder_saga());
+    // A 1 MiB store that may not grow: the pages a fresh store uses are over 1% of it.
+    rig.settings.storage.path = rig.dir.path().join("small-store");
+    rig.store = std::sync::Arc::new(
+        runner::store::Store::open(&rig.settings.storage.path, 1 << 20).unwrap(),
+    );
+    let mut settings = rig.settings.clone();
+    settings.storage.nearly_full_percent = 1;
+    let pipeline = rig.start_with(settings);
+    let ops = ops_for(&rig, &pipeline, None);
+    let base = format!("http://{}", ops.addr());
+    let nc = rig.connect();
+    rig.send(&nc, "e-1", "o-1", 1);
+    await_stats(&pipeline, |s| s.acked == 1);
+    assert!(wait_until(WAIT, || call(
+        "GET",
+        &format!("{base}/health"),
+        None
+    )
+    .0 == 200));
+
+    let (status, body) = call("GET", &format!("{base}/ready"), None);
+    assert_eq!(status, 503, "{body}");
+    let ready: Value = serde_json::from_str(&body).unwrap();
+    let full = &ready["store_nearly_full"];
+    assert_eq!(full["threshold_percent"], 1, "{body}");
+    assert_eq!(full["max_bytes"], 1 << 20, "{body}");
+    let (used, percent) = (full["used_bytes"].as_f64(), full["percent"].as_f64());
+    assert!(
+        used.is_some_and(|u| u > 0.0) && percent.is_some_and(|p| p > 1.0),
+        "{body}"
+    );
+    assert_eq!(ready["intake_stopped"], Value::Null, "still taking work");
+    assert_eq!(ready["health"]["healthy"], true, "{body}");
+    let (status, health) = call("GET", &format!("{base}/health"), None);
+    assert_eq!(status, 200, "health is not about room: {health}");
 }

@@ -1,6 +1,7 @@
-//! The admin API's routes. Reads: quarantine, dead letters, instance lists and one saga
-//! instance. Changes: drain and resume, manifest reload, replay, instance migration, and
-//! retry/discard of quarantine and dead-letter records. Authentication happens before any of this (see `super::admin`).
+//! The admin API's routes. Reads: quarantine, dead letters, instance lists, one saga
+//! instance and the store's contents. Changes: drain and resume, manifest reload,
+//! replay, instance migration, and retry/discard of quarantine and dead-letter records.
+//! Authentication happens before any of this (see `super::admin`).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -9,6 +10,7 @@ use tiny_http::Method;
 use super::control::Control;
 use super::inspect::{self, Params, Refusal};
 use super::records::{self, Selection};
+use super::storage::{self, HeldCache};
 use crate::types::{CorrelationId, SagaName, TenantId};
 
 /// An answer: status and body.
@@ -17,6 +19,7 @@ type Answer = Result<(u16, Value), Refusal>;
 /// `None`: no such route.
 pub fn route(
     control: &Control,
+    held: &HeldCache,
     method: &Method,
     path: &str,
     query: &str,
@@ -47,6 +50,7 @@ pub fn route(
         (Method::Post, "/admin/deadletters/discard") => Selection::from_body(body)
             .and_then(|sel| ok(records::discard_dead_letters(&shared, &sel))),
         (Method::Post, "/admin/instances/migrate") => migrate(control, body),
+        (Method::Get, "/admin/store") => ok(storage::view(&shared, held, query)),
         (Method::Get, "/admin/instances") => {
             ok(inspect::list(&shared.store, &Params::parse(query)))
         }
@@ -161,16 +165,22 @@ struct ReplayRequest {
     stream: Option<String>,
     /// Must name the saga: a replay is never started by a stray request.
     confirm: Option<String>,
+    /// Replay even from a message older than the dedupe horizon (whose markers may be
+    /// swept: such events are applied again).
+    #[serde(default)]
+    past_horizon: bool,
 }
 
 /// Moves `checkpoint:{tenant}:{saga}` back to `from_seq - 1` and the saga consumer of
 /// that stream to `from_seq`. Only while drained; the events are processed again on
-/// `POST /admin/resume`, where dedupe markers skip what was applied already.
+/// `POST /admin/resume`, where dedupe markers skip what was applied already. A replay
+/// that would start before the dedupe horizon (where markers may be swept) is refused
+/// unless the request says `past_horizon`.
 fn replay(control: &Control, body: &str) -> Answer {
     let shared = control.shared();
     let req: ReplayRequest = serde_json::from_str(body).map_err(|e| {
         Refusal::BadRequest(format!(
-            "bad body ({e}); expected {{\"tenant\", \"saga\", \"from_seq\", \"confirm\": <saga name>, \"stream\"?}}"
+            "bad body ({e}); expected {{\"tenant\", \"saga\", \"from_seq\", \"confirm\": <saga name>, \"stream\"?, \"past_horizon\"?}}"
         ))
     })?;
     if req.confirm.as_deref() != Some(req.saga.as_str()) {
@@ -201,6 +211,22 @@ fn replay(control: &Control, body: &str) -> Answer {
         .find(|c| c.stream == stream)
         .ok_or_else(|| Refusal::BadRequest(format!("no saga consumer reads stream {stream:?}")))?;
     let js = nats::jetstream::new(control.nats().clone());
+    let horizon = Horizon::of(&shared);
+    let first = records::published_at_or_after(&js, control.nats(), &stream, req.from_seq)
+        .map_err(Refusal::Store)?;
+    let past = first.filter(|m| m.at_ms < horizon.at_ms);
+    if let (Some(m), false) = (past, req.past_horizon) {
+        return Err(Refusal::ConflictWith(horizon.refusal(
+            &stream,
+            req.from_seq,
+            m,
+        )));
+    }
+    if let Some(m) = past {
+        log::warn!(tenant_id = tenant.as_str(), saga = saga.as_str(), stream = stream.as_str(),
+            from_seq = req.from_seq, published_at = rfc3339(m.at_ms), horizon = rfc3339(horizon.at_ms);
+            "replay past the dedupe horizon confirmed: events whose markers were swept will be applied again");
+    }
     crate::nats_io::reposition_consumer(&js, &spec, &shared.settings, req.from_seq)
         .map_err(|e| Refusal::Store(e.to_string()))?;
     let previous = shared
@@ -212,7 +238,61 @@ fn replay(control: &Control, body: &str) -> Answer {
         json!({
             "tenant": tenant.as_str(), "saga": saga.as_str(), "stream": stream,
             "consumer": spec.durable, "from_seq": req.from_seq, "previous_checkpoint": previous,
-            "next": "POST /admin/resume: every saga on this consumer sees the events from from_seq again; those already applied are skipped by their dedupe markers",
+            "horizon": horizon.json(), "past_horizon": past.is_some(),
+            "next": if past.is_some() {
+                "POST /admin/resume: every saga on this consumer sees the events from from_seq again; those whose dedupe markers are still kept are skipped, those older than the horizon whose markers were swept are applied again"
+            } else {
+                "POST /admin/resume: every saga on this consumer sees the events from from_seq again; those already applied are skipped by their dedupe markers"
+            },
         }),
     ))
+}
+
+/// How far back dedupe markers are surely kept: now minus the shortest dedupe
+/// retention of the sagas loaded (a replayed consumer feeds every saga of the
+/// process). A message published after the horizon was applied after it too, so its
+/// marker, written when it was applied, is still kept.
+struct Horizon {
+    at_ms: i64,
+    dedupe_secs: u64,
+}
+
+impl Horizon {
+    fn of(shared: &crate::pipeline::Shared) -> Horizon {
+        let default = std::time::Duration::from_secs(shared.settings.retention.dedupe_secs);
+        let dedupe = shared
+            .catalogs
+            .sagas()
+            .sagas
+            .iter()
+            .map(|s| s.retention.dedupe.unwrap_or(default))
+            .min()
+            .unwrap_or(default);
+        let millis = i64::try_from(dedupe.as_millis()).unwrap_or(i64::MAX);
+        Horizon {
+            at_ms: crate::timefmt::now_ms().saturating_sub(millis),
+            dedupe_secs: dedupe.as_secs(),
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({"at": rfc3339(self.at_ms), "dedupe_secs": self.dedupe_secs})
+    }
+
+    /// The 409's body: the horizon, the message before it, and the ways on.
+    fn refusal(&self, stream: &str, from_seq: u64, first: records::Published) -> Value {
+        json!({
+            "error": format!(
+                "message {} of {stream} was published at {}, before the dedupe horizon {} (now minus {} s, the shortest dedupe retention of the sagas loaded): the dedupe markers of events that old may be swept, and those events would be applied again",
+                first.seq, rfc3339(first.at_ms), rfc3339(self.at_ms), self.dedupe_secs),
+            "horizon": self.json(),
+            "message": {"stream": stream, "seq": first.seq, "published_at": rfc3339(first.at_ms)},
+            "from_seq": from_seq,
+            "to_go_on": "replay from a later sequence (one published after the horizon), or repeat the request with \"past_horizon\": true to apply again the events whose markers were swept",
+        })
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    crate::timefmt::format_rfc3339_ms(ms).unwrap_or_else(|_| ms.to_string())
 }

@@ -10,6 +10,8 @@ pub enum Refusal {
     BadRequest(String),
     /// The process is not in a state that allows it (not drained, say).
     Conflict(String),
+    /// A conflict whose answer says more than a message (the whole body).
+    ConflictWith(Value),
     NotFound(String),
     Store(String),
 }

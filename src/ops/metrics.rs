@@ -1,19 +1,29 @@
 //! `/metrics` in the Prometheus text format: every pipeline counter as
 //! `runner_<name>_total`, every gauge as `runner_<name>`, and the latency histograms in
-//! seconds. Names and meanings are listed in the README.
+//! seconds; and the store's figures (its map, what retention expired, the records that
+//! wait for an operator), read at scrape time by cheap reads (the quarantine and
+//! dead-letter counts come from a bounded walk kept for a while, [`HeldCache`]). Names
+//! and meanings are listed in the README.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::storage::HeldCache;
 use super::ConsumerLag;
 use crate::pipeline::{Histogram, Shared};
+use crate::timefmt::now_ms;
 
 /// `le` bounds of every histogram, in seconds.
 const BOUNDS_MS: [u64; 14] = [
     1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 60_000,
 ];
 
-pub fn render(shared: &Shared, draining: bool, consumers: &[ConsumerLag]) -> String {
+pub fn render(
+    shared: &Shared,
+    draining: bool,
+    consumers: &[ConsumerLag],
+    held: &HeldCache,
+) -> String {
     let mut out = String::with_capacity(8 * 1024);
     for (name, doc, value) in shared.stats.snapshot().named() {
         let (metric, kind, help) = match doc.strip_prefix("Gauge: ") {
@@ -92,7 +102,96 @@ pub fn render(shared: &Shared, draining: bool, consumers: &[ConsumerLag]) -> Str
     ] {
         histogram(&mut out, name, help, h);
     }
+    store(&mut out, shared, held);
     out
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// The store's figures. A read that fails leaves its lines out (`/health` says why).
+fn store(out: &mut String, shared: &Shared, held: &HeldCache) {
+    let store = &shared.store;
+    if let Ok(space) = store.space() {
+        for (name, help, value) in [
+            (
+                "runner_store_used_bytes",
+                "Bytes of the store's pages in use (the file's pages minus those freed for reuse): what retention keeps flat.",
+                space.used_bytes,
+            ),
+            (
+                "runner_store_map_bytes",
+                "The store's memory map now (it grows when full, up to runner_store_max_bytes).",
+                space.map_bytes,
+            ),
+            (
+                "runner_store_max_bytes",
+                "The most the store's map may grow to (storage.max_size_mib); intake stops when that is full.",
+                space.max_bytes,
+            ),
+            (
+                "runner_store_file_bytes",
+                "Size of the store's data file (it never shrinks; freed pages are reused).",
+                space.file_bytes,
+            ),
+        ] {
+            gauge(out, name, help, value);
+        }
+    }
+    let expired = store.expired();
+    let name = "runner_retention_expired_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Records the retention sweep deleted since the store was opened, by kind (finished instances, saga dedupe markers, effect completion records)."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (kind, n) in [
+        ("instance", expired.instances),
+        ("marker", expired.markers),
+        ("effect_record", expired.effect_records),
+    ] {
+        let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {n}");
+    }
+    let now = now_ms();
+    if let Ok(age) = store.oldest_expired_age(now) {
+        gauge(
+            out,
+            "runner_retention_oldest_expired_age_seconds",
+            "How long the oldest expired record not yet swept has waited for the sweep (0: none waits).",
+            age.as_secs_f64(),
+        );
+    }
+    let Ok(held) = held.get(store) else {
+        return;
+    };
+    let never = "Never expired by retention: they stay until an operator retries or discards them.";
+    for (name, help, value) in [
+        (
+            "runner_quarantine_records",
+            format!("Quarantine records in the store, every tenant's (counted every 30 s, up to 100,000). {never}"),
+            held.quarantine.records as f64,
+        ),
+        (
+            "runner_quarantine_oldest_age_seconds",
+            format!("Age of the oldest quarantine record (0: none; records written before quarantine records carried a date are counted, not aged). {never}"),
+            held.quarantine.oldest_age_secs(now),
+        ),
+        (
+            "runner_dead_letters",
+            format!("Dead letters in the store, every tenant's (counted every 30 s, up to 100,000). {never}"),
+            held.dead_letters.records as f64,
+        ),
+        (
+            "runner_dead_letters_oldest_age_seconds",
+            format!("Age of the oldest dead letter (0: none). {never}"),
+            held.dead_letters.oldest_age_secs(now),
+        ),
+    ] {
+        gauge(out, name, &help, value);
+    }
 }
 
 fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
@@ -143,6 +242,16 @@ mod tests {
             "runner_execute_batch_seconds",
             "runner_commit_group_seconds",
             "runner_effect_seconds",
+            "runner_store_used_bytes",
+            "runner_store_map_bytes",
+            "runner_store_max_bytes",
+            "runner_store_file_bytes",
+            "runner_retention_expired_total",
+            "runner_retention_oldest_expired_age_seconds",
+            "runner_quarantine_records",
+            "runner_quarantine_oldest_age_seconds",
+            "runner_dead_letters",
+            "runner_dead_letters_oldest_age_seconds",
         ] {
             // Labelled metrics are listed with their labels: `name{label}`.
             assert!(

@@ -1,7 +1,7 @@
 //! The ops port (CONTRACTS.md §6): `/health`, `/ready`, `/metrics`, `/info` and the
-//! admin API (drain, resume, reload, replay, quarantine and dead letters), served by a
-//! couple of threads of their own (tiny_http), so a slow scraper never touches the
-//! pipeline.
+//! admin API (drain, resume, reload, replay, quarantine and dead letters, the store's
+//! contents), served by a couple of threads of their own (tiny_http), so a slow scraper
+//! never touches the pipeline.
 
 mod admin;
 mod control;
@@ -9,6 +9,7 @@ mod inspect;
 mod metrics;
 mod probe;
 mod records;
+mod storage;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -51,6 +52,14 @@ pub struct OpsState {
 /// Bytes of a request body read at most (admin calls carry small JSON documents).
 const MAX_BODY: u64 = 64 * 1024;
 
+/// What the serving threads share: the state they were given and what they keep
+/// between requests.
+struct Served {
+    state: OpsState,
+    /// Quarantine and dead-letter counts, walked at most every 30 s for `/metrics`.
+    held: storage::HeldCache,
+}
+
 pub struct OpsServer {
     addr: SocketAddr,
     server: Arc<tiny_http::Server>,
@@ -70,7 +79,10 @@ impl OpsServer {
             .server_addr()
             .to_ip()
             .ok_or_else(|| err("not an IP address".into()))?;
-        let state = Arc::new(state);
+        let state = Arc::new(Served {
+            state,
+            held: storage::HeldCache::default(),
+        });
         let threads = (0..WORKERS)
             .map(|n| {
                 let (server, state) = (server.clone(), state.clone());
@@ -206,7 +218,8 @@ fn json_reply(status: u16, body: Value) -> Reply {
     }
 }
 
-fn respond(state: &OpsState, mut request: tiny_http::Request) {
+fn respond(served: &Served, mut request: tiny_http::Request) {
+    let state = &served.state;
     let (path, query) = match request.url().split_once('?') {
         Some((p, q)) => (p.to_string(), q.to_string()),
         None => (request.url().to_string(), String::new()),
@@ -220,7 +233,7 @@ fn respond(state: &OpsState, mut request: tiny_http::Request) {
             &mut body,
         );
         match read {
-            Ok(_) => admin(state, &request, &method, &path, &query, &body),
+            Ok(_) => admin(served, &request, &method, &path, &query, &body),
             Err(e) => json_reply(400, json!({"error": format!("unreadable body: {e}")})),
         }
     } else {
@@ -234,12 +247,16 @@ fn respond(state: &OpsState, mut request: tiny_http::Request) {
                 let draining = shared.intake.is_shutting_down();
                 // Stopped intake (a failed commit: store full, I/O error) takes no work.
                 let stopped = shared.intake.stop_reason();
-                let ready = healthy && !draining && stopped.is_none();
+                // Nearly full: still taking work, but time to make room (or move the
+                // traffic) before intake stops for good.
+                let nearly_full = storage::nearly_full(&shared);
+                let ready = healthy && !draining && stopped.is_none() && nearly_full.is_none();
                 let drained = state.control.is_drained();
                 json_reply(
                     if ready { 200 } else { 503 },
                     json!({"ready": ready, "draining": draining, "drained": drained,
-                           "intake_stopped": stopped, "health": checks}),
+                           "intake_stopped": stopped, "store_nearly_full": nearly_full,
+                           "health": checks}),
                 )
             }
             (tiny_http::Method::Get, "/metrics") => Reply {
@@ -249,6 +266,7 @@ fn respond(state: &OpsState, mut request: tiny_http::Request) {
                     &shared,
                     shared.intake.is_shutting_down(),
                     &state.probe.consumers(),
+                    &served.held,
                 ),
             },
             (tiny_http::Method::Get, "/info") => json_reply(
@@ -289,13 +307,14 @@ fn health(state: &OpsState, shared: &Shared) -> (bool, Value) {
 }
 
 fn admin(
-    state: &OpsState,
+    served: &Served,
     request: &tiny_http::Request,
     method: &tiny_http::Method,
     path: &str,
     query: &str,
     body: &str,
 ) -> Reply {
+    let state = &served.state;
     let Some(token) = &state.admin_token else {
         return json_reply(
             403,
@@ -316,7 +335,7 @@ fn admin(
         // Every change an operator makes is on the record (the token never is).
         log::warn!(method = method.to_string(), path = path, body = body.chars().take(512).collect::<String>(); "admin call");
     }
-    match admin::route(&state.control, method, path, query, body) {
+    match admin::route(&state.control, &served.held, method, path, query, body) {
         Some(Ok((status, body))) => json_reply(status, body),
         Some(Err(refusal)) => refused(refusal),
         None => json_reply(404, json!({"error": format!("no {method} {path}")})),
@@ -328,6 +347,7 @@ fn refused(refusal: inspect::Refusal) -> Reply {
     match refusal {
         Refusal::BadRequest(m) => json_reply(400, json!({"error": m})),
         Refusal::Conflict(m) => json_reply(409, json!({"error": m})),
+        Refusal::ConflictWith(body) => json_reply(409, body),
         Refusal::NotFound(m) => json_reply(404, json!({"error": m})),
         Refusal::Store(m) => json_reply(503, json!({"error": m})),
     }

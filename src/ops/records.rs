@@ -199,6 +199,71 @@ pub fn redrive_dead_letters(shared: &Shared, sel: &Selection) -> Result<Value, R
     Ok(body)
 }
 
+/// A stored message's place and when JetStream took it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub seq: u64,
+    /// When the stream stored it (ms since the epoch).
+    pub at_ms: i64,
+}
+
+/// The message at `seq` of `stream`, read back as a quarantine retry reads it; if that
+/// one is gone (deleted, or aged out of the stream), the first one after it. `None`:
+/// the stream holds nothing at or after `seq`.
+pub fn published_at_or_after(
+    js: &nats::jetstream::JetStream,
+    nc: &nats::Connection,
+    stream: &str,
+    seq: u64,
+) -> Result<Option<Published>, String> {
+    match js.get_message(stream, seq) {
+        Ok(msg) => {
+            let at_ms = (msg.time.unix_timestamp_nanos() / 1_000_000) as i64;
+            return Ok(Some(Published {
+                seq: msg.sequence,
+                at_ms,
+            }));
+        }
+        Err(e) if !is_not_found(&e) => {
+            return Err(format!("cannot read message {seq} of {stream}: {e}"))
+        }
+        Err(_) => {}
+    }
+    // The client's get has no "next" form: the server's API takes `next_by_subj`.
+    let request = json!({"seq": seq, "next_by_subj": ">"}).to_string();
+    let subject = format!("$JS.API.STREAM.MSG.GET.{stream}");
+    let what = || format!("the first message of {stream} after {seq}");
+    let reply = nc
+        .request_timeout(&subject, request, JS_TIMEOUT)
+        .map_err(|e| format!("cannot read {}: {e}", what()))?;
+    let answer: Value =
+        serde_json::from_slice(&reply.data).map_err(|e| format!("cannot read {}: {e}", what()))?;
+    if let Some(error) = answer.get("error") {
+        if error["code"] == 404 {
+            return Ok(None);
+        }
+        return Err(format!("cannot read {}: {error}", what()));
+    }
+    let message = &answer["message"];
+    let seq = message["seq"]
+        .as_u64()
+        .ok_or_else(|| format!("cannot read {}: no seq in {answer}", what()))?;
+    let time = message["time"].as_str().unwrap_or_default();
+    let at_ms = crate::timefmt::parse_rfc3339_ms(time)
+        .map_err(|e| format!("cannot read {}: {e}", what()))?;
+    Ok(Some(Published { seq, at_ms }))
+}
+
+/// How long a JetStream API request may take (the client's own requests wait 5 s).
+const JS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The API's "no message found" (404).
+fn is_not_found(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<nats::jetstream::Error>())
+        .is_some_and(|api| api.code() == 404)
+}
+
 /// Reads each selected message back from its stream and runs it through the pipeline
 /// again; answers with what became of each.
 pub fn retry_quarantined(
