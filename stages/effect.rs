@@ -35,14 +35,15 @@ use serde_json::Value;
 
 use crate::effects::attempts::{self, Final};
 use crate::effects::claims::{ClaimWrite, Claims, Gate, Held};
-use crate::effects::recorder::{self, Finished, LogCtx, Recorder};
-use crate::effects::result::{result_event, result_subject};
+use crate::effects::recorder::{self, Finished, LogCtx, RecordWrite, Recorder};
+use crate::effects::result::{completion_of, outcome, result_event, result_subject};
 use crate::envelope::{header, meta, EffectCommand, ResultError, ResultType};
 use crate::nats_io::{self, Delivery};
 use crate::pipeline::{FetchedBatch, Shared, Stats};
 use crate::relay::backoff::Jitter;
 use crate::store::{
     excerpt, CommitBatch, EffectCompletion, QuarantineKind, QuarantineRecord, RawJson, StoreError,
+    StoredCompletion,
 };
 use crate::timefmt::{now_ms, now_rfc3339};
 use crate::types::{TenantId, WorkId};
@@ -112,7 +113,7 @@ impl<'a> Worker<'a> {
         };
         let (cmd, tenant, work_id) = command;
         let log_ctx = log_ctx(&cmd);
-        let done = match self.shared.store.effect_completion(&tenant, &work_id) {
+        let done = match self.recorded(&tenant, &work_id, &cmd) {
             Ok(done) => done,
             Err(e) => return self.store_failed(&delivery, &log_ctx, &e),
         };
@@ -152,7 +153,7 @@ impl<'a> Worker<'a> {
                         // Another worker here may have recorded the call between the check
                         // above and this claim (a worker lets go of its claim once its
                         // record is durable): look again now that no one else can.
-                        match self.shared.store.effect_completion(&tenant, &work_id) {
+                        match self.recorded(&tenant, &work_id, &cmd) {
                             Ok(None) => Some((revision, held)),
                             Ok(Some(record)) => {
                                 let claim = self.claim_write(&tenant, &work_id, revision, &record);
@@ -168,8 +169,14 @@ impl<'a> Worker<'a> {
                     }
                     Claimed::Mine(None) => None,
                     Claimed::Done(record) => {
-                        let keep = self.keep_for(&cmd);
-                        let write = Some((tenant, work_id, keep));
+                        // Another replica's result, kept whole (a rare path: no need to
+                        // take it apart).
+                        let write = Some(RecordWrite {
+                            tenant,
+                            command: work_id,
+                            stored: StoredCompletion::Whole(record.clone()),
+                            keep: self.keep_for(&cmd),
+                        });
                         let ended = Ended {
                             record,
                             write,
@@ -181,7 +188,8 @@ impl<'a> Worker<'a> {
                 };
                 let end = self.call(&msg, &delivery, &cmd);
                 crate::crash::point(crate::crash::AFTER_CALL);
-                let event = result_event(&cmd, &end, &now_rfc3339());
+                let ended_at = now_rfc3339();
+                let event = result_event(&cmd, &end, &ended_at);
                 let result = match RawJson::of(&event) {
                     Ok(result) => result,
                     // A result is ids, text and JSON values: writing it cannot fail.
@@ -196,17 +204,22 @@ impl<'a> Worker<'a> {
                 let record = EffectCompletion {
                     event_id: event.event_id.clone(),
                     result,
-                    recorded_at: now_rfc3339(),
+                    recorded_at: ended_at.clone(),
                 };
                 let mut claim = None;
                 if let Some((revision, held)) = revision {
                     claim = self.claim_write(&tenant, &work_id, revision, &record);
                     _held = Some(held);
                 }
-                let keep = self.keep_for(&cmd);
+                let write = RecordWrite {
+                    tenant,
+                    command: work_id,
+                    stored: StoredCompletion::Outcome(outcome(&end, &ended_at)),
+                    keep: self.keep_for(&cmd),
+                };
                 Ended {
                     record,
-                    write: Some((tenant, work_id, keep)),
+                    write: Some(write),
                     claim,
                 }
             }
@@ -288,6 +301,25 @@ impl<'a> Worker<'a> {
 
     /// Runs the command's effect to its end. An effect this process does not define ends
     /// failed at once, so the saga can react instead of waiting.
+    /// The completion record of `cmd`, if it was executed, as the result event first
+    /// published (rebuilt from the command when the record keeps the outcome only).
+    fn recorded(
+        &self,
+        tenant: &TenantId,
+        work_id: &WorkId,
+        cmd: &EffectCommand,
+    ) -> Result<Option<EffectCompletion>, StoreError> {
+        let Some(stored) = self.shared.store.effect_completion(tenant, work_id)? else {
+            return Ok(None);
+        };
+        completion_of(stored, cmd)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                key: crate::keys::effect_dedupe(tenant, work_id),
+                message: format!("its result cannot be rebuilt: {e}"),
+            })
+    }
+
     /// How long the completion record of `cmd` is kept: its effect's retention, else
     /// the store's default.
     fn keep_for(&self, cmd: &EffectCommand) -> std::time::Duration {
@@ -465,8 +497,8 @@ impl<'a> Worker<'a> {
 /// A command's end, for the effect-commit thread.
 struct Ended {
     record: EffectCompletion,
-    /// The record to write, and how long it is kept; `None` when it is stored already.
-    write: Option<(TenantId, WorkId, std::time::Duration)>,
+    /// The record to write; `None` when it is stored already.
+    write: Option<RecordWrite>,
     claim: Option<ClaimWrite>,
 }
 

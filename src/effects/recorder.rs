@@ -34,7 +34,7 @@ use crate::effects::claims::{ClaimWrite, Claims};
 use crate::nats_io::{Completion, Delivery, Publisher};
 use crate::oneshot;
 use crate::pipeline::{Shared, Stats};
-use crate::store::{EffectCompletion, StoreError};
+use crate::store::{EffectCompletion, StoreError, StoredCompletion};
 use crate::types::{TenantId, WorkId};
 
 /// Most records in one transaction.
@@ -53,14 +53,23 @@ pub struct Finished {
     pub subject: String,
     pub headers: HeaderMap,
     pub record: EffectCompletion,
-    /// The completion record to write first, and how long it is kept; `None` when it
-    /// is in the store already (a redelivered command whose call was recorded).
-    pub write: Option<(TenantId, WorkId, Duration)>,
+    /// The completion record to write first; `None` when it is in the store already
+    /// (a redelivered command whose call was recorded).
+    pub write: Option<RecordWrite>,
     /// The result to write into the command's claim, sent before the record's
     /// transaction and awaited after it (cross-replica gate; `None` without claims or
     /// when no claim is held).
     pub claim: Option<ClaimWrite>,
     pub log: LogCtx,
+}
+
+/// A completion record to write.
+pub struct RecordWrite {
+    pub tenant: TenantId,
+    pub command: WorkId,
+    pub stored: StoredCompletion,
+    /// How long it is kept.
+    pub keep: Duration,
 }
 
 /// A [`Finished`] on its way, with the worker waiting for its record.
@@ -200,13 +209,11 @@ impl Committer {
     /// at the same time, answers the workers, then publishes every result.
     fn commit_and_publish(&mut self, batch: Vec<Request>) {
         let claims_sent = self.send_claims(&batch);
-        let records: Vec<(&TenantId, &WorkId, &EffectCompletion, Duration)> = batch
+        let records: Vec<(&TenantId, &WorkId, &StoredCompletion, Duration)> = batch
             .iter()
             .filter_map(|r| {
-                let f = &r.finished;
-                f.write
-                    .as_ref()
-                    .map(|(t, w, keep)| (t, w, &f.record, *keep))
+                let w = r.finished.write.as_ref()?;
+                Some((&w.tenant, &w.command, &w.stored, w.keep))
             })
             .collect();
         let recorded = if records.is_empty() {

@@ -6,6 +6,7 @@ use serde_json::Value;
 use super::attempts::Final;
 use crate::envelope::{EffectCommand, EffectResult};
 use crate::relay::verdict::result_event_id;
+use crate::store::{EffectCompletion, EffectOutcome, RawJson, StoredCompletion};
 
 /// The result event of `command` ended as `end`. Its `event_id` derives from the command
 /// id alone, so every re-publish of it is deduplicated by JetStream and by the saga.
@@ -26,6 +27,43 @@ pub fn result_event(command: &EffectCommand, end: &Final, now: &str) -> EffectRe
         timestamp: now.to_string(),
         // Metadata travels whole: correlation, causation, saga name and trace context.
         metadata: command.metadata.clone(),
+    }
+}
+
+/// What the completion record keeps of an effect that ended as `end` at `timestamp`
+/// (the result event's timestamp).
+pub fn outcome(end: &Final, timestamp: &str) -> EffectOutcome {
+    EffectOutcome {
+        result_type: end.result_type,
+        payload: end.payload.clone(),
+        error: end.error.clone(),
+        attempts: end.attempts,
+        timestamp: timestamp.to_string(),
+    }
+}
+
+/// The result event a completion record stands for, as first published: rebuilt from
+/// `command` for a record that keeps the outcome only.
+pub fn completion_of(
+    stored: StoredCompletion,
+    command: &EffectCommand,
+) -> Result<EffectCompletion, serde_json::Error> {
+    match stored {
+        StoredCompletion::Whole(whole) => Ok(whole),
+        StoredCompletion::Outcome(o) => {
+            let end = Final {
+                result_type: o.result_type,
+                payload: o.payload,
+                error: o.error,
+                attempts: o.attempts,
+            };
+            let event = result_event(command, &end, &o.timestamp);
+            Ok(EffectCompletion {
+                event_id: event.event_id.clone(),
+                result: RawJson::of(&event)?,
+                recorded_at: o.timestamp,
+            })
+        }
     }
 }
 
@@ -51,6 +89,48 @@ mod tests {
             "payload": {"amount": 1}, "metadata": {"correlation_id": "o-1", "saga_name": "order", "x": [1]},
             "issued_at": "2026-11-27T10:00:00Z"}))
         .unwrap()
+    }
+
+    /// A redelivered command finds its record: the event rebuilt from the command and
+    /// the kept outcome is, byte for byte, the one first published.
+    #[test]
+    fn the_kept_outcome_rebuilds_the_published_result_exactly() {
+        let cmd = command("acme");
+        for end in [
+            Final {
+                result_type: ResultType::Succeeded,
+                payload: json!({"status": "charged", "n": [1, 2]}),
+                error: None,
+                attempts: 2,
+            },
+            Final {
+                result_type: ResultType::Failed,
+                payload: Value::Null,
+                error: Some(ResultError {
+                    kind: "declined".into(),
+                    message: "card declined".into(),
+                }),
+                attempts: 1,
+            },
+        ] {
+            let at = "2026-12-05T10:00:05.123Z";
+            let published = RawJson::of(&result_event(&cmd, &end, at)).unwrap();
+            let stored = StoredCompletion::Outcome(outcome(&end, at));
+            let text = serde_json::to_string(&stored).unwrap();
+            assert!(text.len() < 150, "{text}");
+            let read = StoredCompletion::decode(text.as_bytes()).unwrap();
+            let rebuilt = completion_of(read, &cmd).unwrap();
+            assert_eq!(rebuilt.result.as_str(), published.as_str());
+            assert_eq!(rebuilt.event_id, result_event_id("c-1"));
+        }
+        // A record written before is read whole.
+        let old = r#"{"event_id":"r-1","result":{"x":1},"recorded_at":"2026-11-01T10:00:00Z"}"#;
+        let read = StoredCompletion::decode(old.as_bytes()).unwrap();
+        let whole = completion_of(read, &cmd).unwrap();
+        assert_eq!(
+            (whole.event_id.as_str(), whole.result.as_str()),
+            ("r-1", r#"{"x":1}"#)
+        );
     }
 
     #[test]

@@ -12,8 +12,8 @@ use super::expiry::{expiry_of, now_ms, Expiries, Retention};
 use super::instances::Indexed;
 use super::InstanceStatus;
 use super::{
-    encode, exists, get_json, Checkpoint, DedupeMarker, OutboxItem, QuarantineRecord, SagaRecord,
-    ScheduleItem, Store, StoreError, StreamPosition,
+    encode, exists, get_json, Checkpoint, OutboxItem, QuarantineRecord, SagaRecord, ScheduleItem,
+    Store, StoreError, StreamPosition,
 };
 use crate::keys;
 use crate::types::{CorrelationId, EventId, SagaName, TenantId};
@@ -157,11 +157,9 @@ impl Store {
                     keys::saga(&t.tenant, &t.saga, &t.correlation),
                 );
             }
-            let marker = DedupeMarker {
-                stream: t.position.stream.clone(),
-                seq: t.position.seq,
-            };
-            put(txn, self.db, &dedupe_key, &marker)?;
+            // The marker's value is only the stream sequence the event came at (for
+            // whoever investigates): markers are many and kept for their retention.
+            put(txn, self.db, &dedupe_key, &t.position.seq)?;
             expiries.add(expiry_of(now, t.keep.dedupe), dedupe_key.clone());
             seen_in_batch.insert(dedupe_key);
             outcomes.push(CommitOutcome::Applied);

@@ -2,7 +2,9 @@
 //! expires, and the sweep that deletes what expired, a bounded batch at a time.
 //!
 //! An index entry is `expire:{at_ms:016}:{nonce:016x}` and its value the keys that
-//! expire then, one per line (keys never hold control characters). The transaction that
+//! expire then, sorted, one per line, each written as the number of bytes it shares
+//! with the key before and the rest (`29:0a1b…`: keys of one keyspace, tenant and saga
+//! share most of their length; keys never hold control characters). The transaction that
 //! writes dedupe markers, finishes instances or records effect completions gathers its
 //! keys by expiry second ([`Expiries`]) and writes one entry per second and ~1.8 KB of
 //! keys, so the index costs a few sequential puts per commit, not one per record, and
@@ -16,6 +18,7 @@
 //! deleted with its status index entry (an instance that is not finished is left
 //! alone: only finishing schedules one).
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -160,16 +163,18 @@ impl Expiries {
         txn: &mut lmdb::RwTransaction<'_>,
     ) -> Result<(), StoreError> {
         for (at, keys) in &self.by_second {
+            let mut keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            keys.sort_unstable();
             let mut value = String::with_capacity(ENTRY_BYTES);
+            let mut previous = "";
             for key in keys {
-                if !value.is_empty() && value.len() + 1 + key.len() > ENTRY_BYTES {
+                if value.len() + 24 + key.len() > ENTRY_BYTES && !value.is_empty() {
                     put_entry(store, txn, *at, &value)?;
                     value.clear();
+                    previous = "";
                 }
-                if !value.is_empty() {
-                    value.push('\n');
-                }
-                value.push_str(key);
+                push_line(&mut value, previous, key);
+                previous = key;
             }
             if !value.is_empty() {
                 put_entry(store, txn, *at, &value)?;
@@ -184,6 +189,42 @@ impl Expiries {
             store.sweep.next_ms.fetch_min(*first, Ordering::Relaxed);
         }
     }
+}
+
+/// Appends `key` to an entry's value, front-coded against `previous`.
+fn push_line(value: &mut String, previous: &str, key: &str) {
+    let mut shared = previous
+        .bytes()
+        .zip(key.bytes())
+        .take_while(|(a, b)| a == b)
+        .count();
+    while !key.is_char_boundary(shared) {
+        shared -= 1;
+    }
+    if !value.is_empty() {
+        value.push('\n');
+    }
+    let _ = write!(value, "{shared}:{}", &key[shared..]);
+}
+
+/// The keys of an entry's value (lines that do not decode are skipped: an entry is
+/// only ever written by [`Expiries::write`]).
+fn entry_keys(value: &str) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for line in value.lines() {
+        let Some((shared, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let Ok(shared) = shared.parse::<usize>() else {
+            continue;
+        };
+        let previous = keys.last().map_or("", String::as_str);
+        let Some(head) = previous.get(..shared) else {
+            continue;
+        };
+        keys.push(format!("{head}{rest}"));
+    }
+    keys
 }
 
 fn put_entry(
@@ -230,7 +271,7 @@ impl Store {
         let budget = self.retention.sweep_batch.max(1);
         let prefix = format!("{}:", space::EXPIRE);
         let end = keys::expiry_after(now_ms);
-        let mut entries: Vec<(Vec<u8>, String)> = Vec::new();
+        let mut entries: Vec<(Vec<u8>, Vec<String>)> = Vec::new();
         let mut keys_taken = 0usize;
         let mut next_ms = i64::MAX;
         {
@@ -244,14 +285,14 @@ impl Store {
                     next_ms = keys::expiry_at(&String::from_utf8_lossy(key)).unwrap_or(now_ms);
                     break;
                 }
-                let value = String::from_utf8_lossy(value).into_owned();
-                keys_taken += value.lines().count();
-                entries.push((key.to_vec(), value));
+                let keys = entry_keys(&String::from_utf8_lossy(value));
+                keys_taken += keys.len();
+                entries.push((key.to_vec(), keys));
             }
         }
         let mut swept = Swept::default();
-        for (entry, value) in &entries {
-            for key in value.lines() {
+        for (entry, keys) in &entries {
+            for key in keys {
                 sweep_key(self, txn, key, &mut swept)?;
             }
             txn.del(self.db, entry, None)?;
@@ -424,5 +465,33 @@ fn delete(store: &Store, txn: &mut lmdb::RwTransaction<'_>, key: &str) -> Result
         Ok(()) => Ok(true),
         Err(lmdb::Error::NotFound) => Ok(false),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_values_front_code_their_keys_and_read_back_whole() {
+        let keys = [
+            "dedupe:acme:order:0a1b2c",
+            "dedupe:acme:order:0a1b3d",
+            "dedupe:acme:effect:ff",
+            "saga:acme:order:o-1",
+            "saga:acme:order:é-2",
+            "saga:acme:order:é-3",
+        ];
+        let mut sorted = keys.to_vec();
+        sorted.sort_unstable();
+        let mut value = String::new();
+        let mut previous = "";
+        for key in &sorted {
+            push_line(&mut value, previous, key);
+            previous = key;
+        }
+        assert_eq!(entry_keys(&value), sorted);
+        assert!(value.len() < sorted.iter().map(|k| k.len() + 1).sum::<usize>() * 2 / 3);
+        assert!(value.contains("\n22:3d"), "{value}");
     }
 }

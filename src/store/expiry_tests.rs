@@ -155,11 +155,11 @@ fn an_active_instance_is_never_swept_and_its_event_stays_a_duplicate_while_its_m
 fn effect_records_expire_by_their_own_retention() {
     let dir = TempDir::new("expiry").unwrap();
     let store = opened(&dir, Retention::default());
-    let done = EffectCompletion {
+    let done = StoredCompletion::Whole(EffectCompletion {
         event_id: "r-1".into(),
         result: RawJson::of(&json!({"ok": true})).unwrap(),
         recorded_at: "2026-12-05T10:00:00Z".into(),
-    };
+    });
     let (c1, c2): (WorkId, WorkId) = ("c-1".parse().unwrap(), "c-2".parse().unwrap());
     store
         .record_effect_completions(&[

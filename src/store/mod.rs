@@ -17,6 +17,7 @@ mod legacy;
 mod map;
 mod records;
 mod tenant;
+mod usage;
 mod writer_lock;
 
 use std::path::{Path, PathBuf};
@@ -33,10 +34,11 @@ pub use instances::{
 };
 pub use map::Space;
 pub use records::{
-    excerpt, Checkpoint, DeadLetterRecord, DedupeMarker, EffectCompletion, InstanceStatus,
+    excerpt, Checkpoint, DeadLetterRecord, EffectCompletion, EffectOutcome, InstanceStatus,
     OutboxItem, QuarantineKind, QuarantineRecord, RawJson, SagaRecord, ScheduleItem,
-    StreamPosition, QUARANTINE_EXCERPT_BYTES,
+    StoredCompletion, StreamPosition, QUARANTINE_EXCERPT_BYTES,
 };
+pub use usage::{Held, HeldRecords, KeyBytes, Usage};
 pub use writer_lock::WriterLock;
 
 use crate::keys;
@@ -542,8 +544,21 @@ impl Store {
         &self,
         tenant: &TenantId,
         command: &WorkId,
-    ) -> Result<Option<EffectCompletion>, StoreError> {
-        self.reader()?.get(&keys::effect_dedupe(tenant, command))
+    ) -> Result<Option<StoredCompletion>, StoreError> {
+        let key = keys::effect_dedupe(tenant, command);
+        let reader = self.reader()?;
+        match reader.txn.get(reader.db, &key) {
+            Ok(bytes) => {
+                StoredCompletion::decode(bytes)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt {
+                        key,
+                        message: e.to_string(),
+                    })
+            }
+            Err(lmdb::Error::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Records that an effect command was executed, with its result, kept for the
@@ -552,7 +567,7 @@ impl Store {
         &self,
         tenant: &TenantId,
         command: &WorkId,
-        completion: &EffectCompletion,
+        completion: &StoredCompletion,
     ) -> Result<(), StoreError> {
         let keep = self.retention.effect_records;
         self.record_effect_completions(&[(tenant, command, completion, keep)])
@@ -563,7 +578,7 @@ impl Store {
     /// transaction.
     pub fn record_effect_completions(
         &self,
-        records: &[(&TenantId, &WorkId, &EffectCompletion, std::time::Duration)],
+        records: &[(&TenantId, &WorkId, &StoredCompletion, std::time::Duration)],
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let mut encoded = Vec::with_capacity(records.len());

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::envelope::{ResultError, ResultType};
 use crate::keys::OutboxKind;
 use crate::types::{CorrelationId, SagaName, TenantId, WorkId};
 
@@ -159,10 +160,11 @@ pub struct DeadLetterRecord {
     pub dead_at: String,
 }
 
-/// `dedupe:{tenant}:effect:{command_id}`: the command was executed. Holds its result
-/// event, so that a redelivered command publishes that instead of calling again. Written
-/// once, when the call ended; the command is acked after the result's publish ack.
-/// (Records of earlier versions may carry a `published_at` mark; it is ignored.)
+/// An executed command's result event as published, so that a redelivered command
+/// publishes that instead of calling again (and what a claim holds). Stored as
+/// [`StoredCompletion`]; written once, when the call ended; the command is acked after
+/// the result's publish ack. (Records of earlier versions may carry a `published_at`
+/// mark; it is ignored.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EffectCompletion {
     /// The result event's `event_id` (its `Nats-Msg-Id`).
@@ -171,6 +173,48 @@ pub struct EffectCompletion {
     pub result: RawJson,
     /// When the call ended (RFC 3339, wall clock).
     pub recorded_at: String,
+}
+
+/// `dedupe:{tenant}:effect:{command_id}` as stored. New records hold the outcome only
+/// (about 80 bytes instead of 650): the result event is a function of the command and
+/// its outcome (its id derives from the command id; tenant, effect name and metadata are
+/// the command's), so a redelivered command rebuilds the very event that was first
+/// published (`effects::result::completion_of`). Records written before hold the event
+/// whole and are read as they are.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum StoredCompletion {
+    Outcome(EffectOutcome),
+    Whole(EffectCompletion),
+}
+
+impl StoredCompletion {
+    /// Reads a stored record of either shape. (Not a derived untagged `Deserialize`:
+    /// serde buffers untagged input, which the whole event's raw JSON cannot be read
+    /// from.)
+    pub fn decode(bytes: &[u8]) -> Result<StoredCompletion, serde_json::Error> {
+        match serde_json::from_slice::<EffectOutcome>(bytes) {
+            Ok(outcome) => Ok(StoredCompletion::Outcome(outcome)),
+            Err(_) => serde_json::from_slice(bytes).map(StoredCompletion::Whole),
+        }
+    }
+}
+
+/// How an effect ended, as its completion record keeps it (one-letter names: every
+/// record is kept for its retention).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EffectOutcome {
+    #[serde(rename = "t")]
+    pub result_type: ResultType,
+    #[serde(rename = "p", default, skip_serializing_if = "Value::is_null")]
+    pub payload: Value,
+    #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ResultError>,
+    #[serde(rename = "a")]
+    pub attempts: u32,
+    /// The result event's timestamp: when the call ended (RFC 3339).
+    #[serde(rename = "at")]
+    pub timestamp: String,
 }
 
 /// `checkpoint:{tenant}:{saga}`: the highest stream sequence applied, per stream.
@@ -183,16 +227,6 @@ pub struct Checkpoint {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamPosition {
     pub stream: String,
-    pub seq: u64,
-}
-
-/// `dedupe:{tenant}:{saga}:{event_id}`: the event was applied; the value says where
-/// from (short names, as in [`SagaRecord`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DedupeMarker {
-    #[serde(rename = "s", alias = "stream")]
-    pub stream: String,
-    #[serde(rename = "q", alias = "seq")]
     pub seq: u64,
 }
 

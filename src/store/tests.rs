@@ -404,11 +404,11 @@ fn an_effect_completion_is_recorded_per_tenant_and_command() {
     let (acme, globex) = (t("acme"), t("globex"));
     let cmd: WorkId = "cmd-1".parse().unwrap();
     assert_eq!(store.effect_completion(&acme, &cmd).unwrap(), None);
-    let done = EffectCompletion {
+    let done = StoredCompletion::Whole(EffectCompletion {
         event_id: "r-1".into(),
         result: RawJson::of(&json!({"event_id": "r-1", "result_type": "succeeded"})).unwrap(),
         recorded_at: "2026-11-27T10:00:00.000Z".into(),
-    };
+    });
     store.record_effect_completion(&acme, &cmd, &done).unwrap();
     assert_eq!(store.effect_completion(&acme, &cmd).unwrap(), Some(done));
     assert_eq!(
