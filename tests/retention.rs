@@ -43,17 +43,26 @@ fn short_retention(rig: &mut Rig) {
     s.retention.dedupe_secs = 6;
 }
 
+/// (status, body) of a GET; status 0 while the port does not answer (starting up).
+fn get(url: &str) -> (u16, String) {
+    let answer = ureq::get(url)
+        .set("Authorization", &format!("Bearer {TOKEN}"))
+        .timeout(Duration::from_secs(5))
+        .call();
+    match answer {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(_) => (0, String::new()),
+    }
+}
+
 fn instance(ops: &str, order: &str) -> (u16, Value) {
-    let (status, body) = call(
-        "GET",
-        &format!("{ops}/admin/instances/acme/quick/{order}"),
-        Some(TOKEN),
-    );
+    let (status, body) = get(&format!("{ops}/admin/instances/acme/quick/{order}"));
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 fn counter(ops: &str, name: &str) -> f64 {
-    let (_, body) = call("GET", &format!("{ops}/metrics"), None);
+    let (_, body) = get(&format!("{ops}/metrics"));
     metric(&body, name).unwrap_or(0.0)
 }
 
