@@ -91,6 +91,42 @@ fn check_reports_a_broken_program_by_file_and_node() {
     );
 }
 
+/// A saga's own dedupe retention is held to the same floor as the settings': an event
+/// re-published inside the duplicate window must still find its marker.
+#[test]
+fn check_refuses_a_saga_retention_shorter_than_the_duplicate_window() {
+    let dir = TempDir::new("cli").unwrap();
+    let manifest = dir.path().join("sagas.yaml");
+    let config = dir.path().join("runner.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[manifests]\nsagas = [{:?}]\n",
+            manifest.display().to_string()
+        ),
+    )
+    .unwrap();
+    let saga = |dedupe: u64| {
+        format!("sagas:\n  - name: s\n    retention: {{ dedupe_secs: {dedupe}, finished_instances_secs: 60 }}\n    triggers:\n      - {{ subject: a.b, start: true, correlate: {{ $get: event.x }} }}\n    on_event: {{ output: {{ status: completed }} }}\n")
+    };
+    std::fs::write(&manifest, saga(3600)).unwrap();
+    let out = runner(&["check", "--config", config.to_str().unwrap()], &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stderr.contains("saga s: retention.dedupe_secs is 3600 but must be at least 7200"),
+        "{stderr}"
+    );
+    std::fs::write(&manifest, saga(7200)).unwrap();
+    let out = runner(&["check", "--config", config.to_str().unwrap()], &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains("saga s retention: finished instances 60 s, dedupe markers 7200 s"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn eval_prints_the_transition_of_the_example_program() {
     let dir = TempDir::new("cli").unwrap();

@@ -195,6 +195,15 @@ fn check(config: Option<&Path>) -> Result<(), Error> {
         settings.storage.path.display(),
         settings.nats.url
     );
+    let r = &settings.retention;
+    println!(
+        "retention: finished instances {} s, dedupe markers {} s, effect records {} s; store map {} MiB growing to {} MiB",
+        r.finished_instances_secs,
+        r.dedupe_secs,
+        r.effect_records_secs,
+        settings.storage.map_size_mib,
+        settings.storage.max_size_mib
+    );
     if settings.mode.runs_sagas() || !settings.manifests.sagas.is_empty() {
         let catalog = load_catalog(&settings)?;
         for saga in &catalog.sagas {
@@ -210,6 +219,16 @@ fn check(config: Option<&Path>) -> Result<(), Error> {
                     "no"
                 },
                 saga.source.display()
+            );
+            let own = |d: Option<Duration>| d.map(|d| format!("{} s", d.as_secs()));
+            if let (None, None) = (saga.retention.finished_instances, saga.retention.dedupe) {
+                continue;
+            }
+            println!(
+                "saga {} retention: finished instances {}, dedupe markers {}",
+                saga.name,
+                own(saga.retention.finished_instances).unwrap_or("as settings".into()),
+                own(saga.retention.dedupe).unwrap_or("as settings".into()),
             );
         }
     }

@@ -169,3 +169,45 @@ fn program_files_resolve_relative_to_the_manifest_and_yaml_errors_are_reported()
         .to_string();
     assert!(err.contains("unsupported extension"), "{err}");
 }
+
+#[test]
+fn a_saga_may_set_its_own_retention_within_bounds() {
+    let dir = TempDir::new("manifest").unwrap();
+    let path = dir.path().join("m.json");
+    let mut saga = good_saga("kept");
+    saga["retention"] = json!({"finished_instances_secs": 0, "dedupe_secs": 7200});
+    std::fs::write(&path, json!({ "sagas": [saga] }).to_string()).unwrap();
+    let catalog = SagaCatalog::load(std::slice::from_ref(&path), 1000, &limits()).unwrap();
+    let r = catalog.sagas[0].retention;
+    assert_eq!(
+        (r.finished_instances, r.dedupe),
+        (
+            Some(std::time::Duration::ZERO),
+            Some(std::time::Duration::from_secs(7200))
+        )
+    );
+    assert_eq!(
+        SagaCatalog::load(&[example_manifest()], 1000, &limits())
+            .unwrap()
+            .sagas[0]
+            .retention,
+        SagaRetention::default(),
+        "none set: the settings' retention"
+    );
+    for (retention, problem) in [
+        (
+            json!({"dedupe_secs": 0}),
+            "retention.dedupe_secs must be between 1",
+        ),
+        (
+            json!({"finished_instances_secs": MAX_RETENTION_SECS + 1}),
+            "retention.finished_instances_secs must be between 0",
+        ),
+        (json!({"dedupe": 5}), "unknown field `dedupe`"),
+    ] {
+        let mut saga = good_saga("kept");
+        saga["retention"] = retention;
+        let err = load_err(&dir, json!([saga]));
+        assert!(err.contains(problem), "{err}");
+    }
+}
