@@ -284,6 +284,70 @@ fn bench_smoke_run_prints_its_tables_and_its_counts_add_up() {
     );
 }
 
+/// The retention phase, small: the example workflow in a `runner run` of its own with
+/// everything kept 5 s prints a line per interval and its summary, and its checks pass
+/// (what the sweep deleted equals what was written before the horizon). Figures are
+/// not asserted.
+#[test]
+fn bench_retention_smoke_run_expires_what_finished_before_the_horizon() {
+    let out = runner(
+        &[
+            "bench",
+            "--sections",
+            "retention",
+            "--soak-secs",
+            "20",
+            "--retention-secs",
+            "5",
+            "--rate",
+            "50",
+        ],
+        &[("RUNNER_LOG", "warn")],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    for expected in [
+        "retention: the order workflow (manifests/example, combined) in `runner run` of its own at 50/s for 20 s",
+        "kept 5 s (2 markers per order); a line every 5 s",
+        "retention summary: nothing expires before 5 s",
+        "store pages in use: ",
+        "RSS: ",
+        "after the first period, first vs last: 5–10 s ",
+        "p99 with nothing to sweep (0–5 s, start-up included)",
+        "PASS every order completed: 1000 of 1000",
+        "PASS store pages in use stayed within 10%",
+        "PASS instances expired: ",
+        "PASS dedupe markers expired: ",
+        "PASS effect records expired: ",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing from:\n{stdout}"
+        );
+    }
+    // A line every 5 s, each with every column: nothing expired by the first, all
+    // three kinds by the last.
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            ["5 ", "10 ", "15 ", "20 "].iter().any(|s| l.starts_with(s)) && l.contains(" / ")
+        })
+        .collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    let expired = |line: &str| -> Vec<u64> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        words[words.len() - 5..]
+            .iter()
+            .filter(|w| **w != "/")
+            .map(|w| w.parse().unwrap_or_else(|_| panic!("{line}")))
+            .collect()
+    };
+    assert_eq!(expired(lines[0]), [0, 0, 0], "{stdout}");
+    assert!(expired(lines[3]).iter().all(|n| *n > 0), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}
+
 /// Effect manifests: `check` loads them with their secrets, names a broken one, and never
 /// prints a secret's value.
 #[test]

@@ -73,10 +73,7 @@ pub fn run(sandbox: &Sandbox, n: u64) -> Result<Backlog, String> {
     };
     let elapsed = started.elapsed();
     let cpu = proc_cpu(&format!("/proc/{pid}/stat"));
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = child.wait();
+    stop(&mut child);
     result?;
     Ok(Backlog {
         events: n,
@@ -144,10 +141,7 @@ pub fn soak(sandbox: &Sandbox, secs: u64, rate: u64) -> Result<Soak, String> {
     std::thread::sleep(Duration::from_millis(200));
     let cpu = proc_cpu(&format!("/proc/{pid}/stat")).saturating_sub(cpu_before);
     let by_thread = per_event_by_thread(&threads_before, threads_of(&pid.to_string()), total);
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = child.wait();
+    stop(&mut child);
     Ok(Soak {
         secs,
         rate,
@@ -193,23 +187,43 @@ fn spawn_runner(
     settings.storage.map_size_mib = (events * 3 / 1024).max(1024);
     settings.consumer.durable = "runner-backlog".into();
     settings.ops.listen = String::new();
-    let config = sandbox.dir.path().join("backlog-runner.json");
-    let text = serde_json::to_vec_pretty(&settings).map_err(|e| e.to_string())?;
-    std::fs::write(&config, text).map_err(|e| e.to_string())?;
-
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    let child = std::process::Command::new(exe)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUNNER_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start the runner: {e}"))?;
+    let child = spawn(sandbox, &settings, "backlog-runner", &[])?;
     Ok((child, settings))
 }
 
+/// Starts `runner run` in a process of its own with `settings` (written to
+/// `{name}.json` in the sandbox's directory) and `env` on top of this process's
+/// environment; its log, at `warn`, goes to this process's stderr.
+pub(super) fn spawn(
+    sandbox: &Sandbox,
+    settings: &crate::settings::Settings,
+    name: &str,
+    env: &[(&str, String)],
+) -> Result<std::process::Child, String> {
+    let config = sandbox.dir.path().join(format!("{name}.json"));
+    let text = serde_json::to_vec_pretty(settings).map_err(|e| e.to_string())?;
+    std::fs::write(&config, text).map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    std::process::Command::new(exe)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUNNER_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the runner: {e}"))
+}
+
+/// Stops a runner [`spawn`] started (SIGTERM: it drains and exits) and waits for it.
+pub(super) fn stop(child: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
 /// VmRSS, RssAnon and RssFile of a process, in MiB.
-fn memory_mib(pid: u32) -> (u64, u64, u64) {
+pub(super) fn memory_mib(pid: u32) -> (u64, u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status

@@ -2,11 +2,13 @@
 //! pull+ack rate measured in the same run on the same server, so the figure is a ratio
 //! that means something on any machine; then the relay's throughput next to raw
 //! pipelined publishing and its latency at low load, the effect pool, the scheduler,
-//! and the whole order workflow's latency at a steady rate (`workflow.rs`).
+//! and the whole order workflow's latency at a steady rate (`workflow.rs`); when asked
+//! for, that workflow for many minutes with a short retention (`retention.rs`).
 
 mod backlog;
 mod raw;
 mod relay;
+mod retention;
 mod workflow;
 
 use std::time::{Duration, Instant};
@@ -30,14 +32,18 @@ pub struct Options {
     pub rate: u64,
     /// Events of the backlog phase (drained by `runner run` in a process of its own).
     pub backlog: u64,
-    /// Seconds of the soak phase (that process taking `rate` events per second).
-    pub soak_secs: u64,
-    /// Phases to run: saga, relay, effects, scheduler, workflow, backlog.
+    /// Seconds of the soak phase (that process taking `rate` events per second) and of
+    /// the retention phase (`rate` orders per second); each has its own default.
+    pub soak_secs: Option<u64>,
+    /// What the retention phase keeps (finished instances, dedupe markers, effect
+    /// records), in seconds.
+    pub retention_secs: u64,
+    /// Phases to run: saga, relay, effects, scheduler, workflow, backlog, soak, retention.
     pub sections: Vec<String>,
     pub nats_url: Option<String>,
 }
 
-pub const SECTIONS: [&str; 7] = [
+pub const SECTIONS: [&str; 8] = [
     "saga",
     "relay",
     "effects",
@@ -45,13 +51,15 @@ pub const SECTIONS: [&str; 7] = [
     "workflow",
     "backlog",
     "soak",
+    "retention",
 ];
 
-/// Phases run when `--sections` is not given: all but the soak, which takes minutes.
+/// Phases run when `--sections` is not given: all but the soak and the retention run,
+/// which take minutes.
 pub fn default_sections() -> Vec<String> {
     SECTIONS
         .iter()
-        .filter(|s| **s != "soak")
+        .filter(|s| !["soak", "retention"].contains(*s))
         .map(|s| s.to_string())
         .collect()
 }
@@ -79,12 +87,13 @@ pub fn run(options: &Options) -> Result<(), String> {
         options.workflows,
         options.rate,
         options.backlog,
-        options.soak_secs,
+        options.soak_secs.unwrap_or(1),
+        options.retention_secs,
     ]
     .contains(&0)
     {
         return Err(
-            "--events, --workflows, --rate, --backlog and --soak-secs must be at least 1".into(),
+            "--events, --workflows, --rate, --backlog, --soak-secs and --retention-secs must be at least 1".into(),
         );
     }
     let sandbox = Sandbox::new(options.nats_url.as_deref())?;
@@ -120,7 +129,12 @@ pub fn run(options: &Options) -> Result<(), String> {
         backlog::print(&backlog::run(&sandbox, options.backlog)?);
     }
     if options.runs("soak") {
-        backlog::print_soak(&backlog::soak(&sandbox, options.soak_secs, options.rate)?);
+        let secs = options.soak_secs.unwrap_or(600);
+        backlog::print_soak(&backlog::soak(&sandbox, secs, options.rate)?);
+    }
+    if options.runs("retention") {
+        let secs = options.soak_secs.unwrap_or(retention::SOAK_SECS);
+        retention::run(&sandbox, options.rate, secs, options.retention_secs)?;
     }
     Ok(())
 }

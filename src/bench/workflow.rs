@@ -10,6 +10,7 @@
 //! not the steady state the rate asks about.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
@@ -65,11 +66,7 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
     let mut settings = sandbox.settings.clone();
     settings.mode = crate::settings::Mode::Combined;
     settings.relay.gateway_url = gateway.url().to_string();
-    let manifest = sandbox.dir.path().join("bench-workflow-effects.json");
-    let effects = json!({"effects": [{"name": "charge_card", "provider": "noop", "concurrency": 64,
-        "noop": {"result": {"payment_id": "pay-bench"}}}]});
-    std::fs::write(&manifest, effects.to_string()).map_err(|e| e.to_string())?;
-    settings.manifests.effects = vec![manifest];
+    settings.manifests.effects = vec![noop_effects(sandbox, "bench-workflow-effects.json")?];
     let store = Store::open(&sandbox.dir.path().join("workflow-store"), 4 << 30)
         .map(std::sync::Arc::new)
         .map_err(|e| e.to_string())?;
@@ -80,7 +77,10 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
         Publisher::new(&nc, 256, Duration::from_secs(5), 3).map_err(|e| e.to_string())?;
     let warmup = (rate / 2).clamp(50, 2_500);
     let mut warm_sent = HashMap::with_capacity(warmup as usize);
-    publish_paced(&mut publisher, 0..warmup, rate, "warm", &mut warm_sent)?;
+    publish_paced(&mut publisher, 0..warmup, rate, "warm", "", |_, order| {
+        warm_sent.insert(order.to_string(), Instant::now());
+        true
+    })?;
     if !wait_until(Duration::from_secs(60), || gateway.count() as u64 >= warmup) {
         return Err(format!(
             "{} of {warmup} warm-up workflows completed within 60 s",
@@ -105,7 +105,17 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
     let relay_before = shared.relay_latency.recorded();
     let started = Instant::now();
     let wall_started = SystemTime::now();
-    publish_paced(&mut publisher, warmup..warmup + n, rate, "wf", &mut sent_at)?;
+    publish_paced(
+        &mut publisher,
+        warmup..warmup + n,
+        rate,
+        "wf",
+        "",
+        |_, order| {
+            sent_at.insert(order.to_string(), Instant::now());
+            true
+        },
+    )?;
     publisher.finish();
     let deadline = Duration::from_secs(60);
     let all_in = wait_until(deadline, || gateway.count() as u64 >= warmup + n);
@@ -193,35 +203,48 @@ fn idle_sync(dir: &std::path::Path) -> Result<Duration, String> {
     Ok(took[took.len() / 2])
 }
 
-/// Publishes the orders `range` at `rate` per second from now, noting when each was
-/// sent by its order id. `label` keeps the event ids of the warm-up and of the measured
-/// orders apart.
-fn publish_paced(
+/// The example saga's `charge_card` effect on the `noop` provider (the pool's own cost,
+/// no payment provider to wait for), written to `name` in the sandbox's directory.
+pub(super) fn noop_effects(sandbox: &Sandbox, name: &str) -> Result<PathBuf, String> {
+    let manifest = sandbox.dir.path().join(name);
+    let effects = json!({"effects": [{"name": "charge_card", "provider": "noop", "concurrency": 64,
+        "noop": {"result": {"payment_id": "pay-bench"}}}]});
+    std::fs::write(&manifest, effects.to_string()).map_err(|e| e.to_string())?;
+    Ok(manifest)
+}
+
+/// Order `i` of [`publish_paced`] is `OrderPlaced` of aggregate `o-{FIRST_ORDER + i}`.
+pub(super) const FIRST_ORDER: u64 = 3_000_000_000;
+
+/// Publishes the orders `range` at `rate` per second from now, on their subjects with
+/// `prefix` before them. `sent(i, order_id)` is called just before order `i`'s publish
+/// (to note when it was sent); it returns false to stop. `label` keeps the event ids of
+/// the warm-up and of the measured orders apart.
+pub(super) fn publish_paced(
     publisher: &mut Publisher,
     range: std::ops::Range<u64>,
     rate: u64,
     label: &str,
-    sent_at: &mut HashMap<String, Instant>,
+    prefix: &str,
+    mut sent: impl FnMut(u64, &str) -> bool,
 ) -> Result<(), String> {
     let started = Instant::now();
     for (k, i) in range.enumerate() {
         let due = started + Duration::from_micros(k as u64 * 1_000_000 / rate.max(1));
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        let (subject, mut event) = order_placed(3_000_000_000 + i);
+        let (subject, mut event) = order_placed(FIRST_ORDER + i);
         let id = format!("bench-{label}-{i}");
         event["event_id"] = json!(id);
-        let order = event["aggregate_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
         let mut headers = nats::header::HeaderMap::new();
         headers.insert(
             header::TENANT,
             event["tenant_id"].as_str().unwrap_or_default(),
         );
         let body = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
-        sent_at.insert(order, Instant::now());
-        publisher.publish(i, &subject, &id, headers, body);
+        if !sent(i, event["aggregate_id"].as_str().unwrap_or_default()) {
+            return Ok(());
+        }
+        publisher.publish(i, &format!("{prefix}{subject}"), &id, headers, body);
         publisher.poll(Duration::ZERO);
     }
     Ok(())

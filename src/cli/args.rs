@@ -29,9 +29,11 @@ COMMANDS:
               --workflows N   orders of the workflow phase (default 5000)
               --rate R        their rate per second (default 1000)
               --backlog N     events the backlog phase's own runner process drains (default 100000)
-              --soak-secs N   seconds of the soak phase, at --rate events/s (default 600)
-              --sections S    comma list of saga,relay,effects,scheduler,workflow,backlog,soak
-                              (default all but soak)
+              --soak-secs N   seconds of the soak phase, at --rate events/s (default 600), and of
+                              the retention phase, at --rate orders/s (default 1200)
+              --retention-secs N  what the retention phase keeps, and how long (default 120)
+              --sections S    comma list of saga,relay,effects,scheduler,workflow,backlog,soak,
+                              retention (default all but soak and retention)
               --nats-url URL  use this server instead of starting one
     test    Run the saga test files (docs/saga-tests.md) and report each case
               [PATH]          a test file, or a directory searched for `tests/` directories
@@ -103,6 +105,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "rate",
             "backlog",
             "soak-secs",
+            "retention-secs",
             "sections",
             "nats-url",
         ],
@@ -173,7 +176,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             workflows: number(take("workflows"), "workflows", 5_000)?,
             rate: number(take("rate"), "rate", 1_000)?,
             backlog: number(take("backlog"), "backlog", 100_000)?,
-            soak_secs: number(take("soak-secs"), "soak-secs", 600)?,
+            soak_secs: take("soak-secs")
+                .map(|v| number(Some(v), "soak-secs", 1))
+                .transpose()?,
+            retention_secs: number(take("retention-secs"), "retention-secs", 120)?,
             sections: take("sections")
                 .map(|s| s.split(',').map(|p| p.trim().to_string()).collect())
                 .unwrap_or_else(crate::bench::default_sections),
@@ -270,7 +276,8 @@ mod tests {
                 workflows: 5_000,
                 rate: 200,
                 backlog: 100_000,
-                soak_secs: 600,
+                soak_secs: None,
+                retention_secs: 120,
                 sections: vec!["saga".into(), "workflow".into()],
                 nats_url: None
             })
