@@ -1,8 +1,9 @@
-//! Sweep: deletes what expired (`store/expiry.rs`) when nothing else does. The
-//! transactions the process commits anyway carry the sweep (the relay's outbox deletes,
-//! the effect records' group commit), so under load this thread never writes; once
-//! none of them swept for [`QUIET`] and something is due, it sweeps a batch in a
-//! transaction of its own, and keeps going while a backlog lasts.
+//! Sweep: deletes what expired (`store/expiry.rs`) when nothing else does. The relay's
+//! outbox deletes carry the sweep (transactions the process commits anyway, off the
+//! workflow's path), so under load a saga-side process's thread never writes; once none
+//! swept for [`QUIET`] and something is due (low load, or an effect-mode process, which
+//! has no relay), it sweeps a batch in a transaction of its own, and keeps going while a
+//! backlog lasts.
 
 use std::time::Duration;
 

@@ -574,8 +574,8 @@ impl Store {
     }
 
     /// [`Store::record_effect_completion`] for many commands in one transaction, each
-    /// kept as long as it says; what expired meanwhile is swept in the same
-    /// transaction.
+    /// kept as long as it says. (It does not carry the sweep: a result is published only
+    /// once its record committed, so this transaction is on the workflow's path.)
     pub fn record_effect_completions(
         &self,
         records: &[(&TenantId, &WorkId, &StoredCompletion, std::time::Duration)],
@@ -588,16 +588,14 @@ impl Store {
             encoded.push(encode(&key, completion)?);
             expiries.add(expiry_of(now, *keep), key);
         }
-        let sweep = self.write(|txn| {
+        self.write(|txn| {
             for ((tenant, command, ..), bytes) in records.iter().zip(&encoded) {
                 let key = keys::effect_dedupe(tenant, command);
                 txn.put(self.db, &key, bytes, WriteFlags::empty())?;
             }
-            expiries.write(self, txn)?;
-            self.sweep_in(txn, now)
+            expiries.write(self, txn)
         })?;
         expiries.written(self);
-        self.swept(&sweep, now);
         Ok(())
     }
 
