@@ -29,6 +29,18 @@ pub mod space {
     /// The retention index (`store/expiry.rs`): `expire:{at_ms}:{nonce}`, its value the
     /// keys that expire at `at_ms`, one per line.
     pub const EXPIRE: &str = "expire";
+
+    /// The keyspaces of a tenant's own records, whose keys start `{space}:{tenant}:`
+    /// (what a tenant's move carries; its indexes are rebuilt from them).
+    pub const TENANT_RECORDS: [&str; 7] = [
+        SAGA,
+        CHECKPOINT,
+        OUTBOX,
+        SCHEDULE,
+        DEDUPE,
+        QUARANTINE,
+        DEAD_LETTER,
+    ];
 }
 
 /// The segment that marks effect dedupe records; no saga may be called this.

@@ -25,6 +25,8 @@ pub struct Backlog {
     pub cpu_per_event: Duration,
 }
 
+/// The soak phase's length when `--soak-secs` is not given.
+pub const SOAK_SECS: u64 = 600;
 /// Chunk of events generated and published at once.
 const CHUNK: u64 = 10_000;
 

@@ -87,8 +87,6 @@ pub fn run(options: &Options) -> Result<(), String> {
         options.workflows,
         options.rate,
         options.backlog,
-        options.soak_secs.unwrap_or(1),
-        options.retention_secs,
     ]
     .contains(&0)
     {
@@ -129,7 +127,7 @@ pub fn run(options: &Options) -> Result<(), String> {
         backlog::print(&backlog::run(&sandbox, options.backlog)?);
     }
     if options.runs("soak") {
-        let secs = options.soak_secs.unwrap_or(600);
+        let secs = options.soak_secs.unwrap_or(backlog::SOAK_SECS);
         backlog::print_soak(&backlog::soak(&sandbox, secs, options.rate)?);
     }
     if options.runs("retention") {

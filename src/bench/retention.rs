@@ -32,7 +32,9 @@ use serde_json::{json, Value};
 use super::backlog::{memory_mib, spawn, stop};
 use super::order_placed;
 use super::workflow::{noop_effects, publish_paced, FIRST_ORDER};
-use crate::dev::{example_manifest, namespace, wait_until, HttpStub, Sandbox, StubResponse};
+use crate::dev::{
+    example_manifest, free_port, namespace, wait_until, HttpStub, Sandbox, StubResponse,
+};
 use crate::nats_io::Publisher;
 use crate::settings::Settings;
 
@@ -80,10 +82,8 @@ pub fn run(sandbox: &Sandbox, rate: u64, secs: u64, retention: u64) -> Result<()
     crate::nats_io::ensure_streams(&js, &settings).map_err(|e| e.to_string())?;
     let process = spawn(sandbox, &settings, "retention-runner", &env)?;
     let runner = Runner {
-        pid: process.id(),
         process: Mutex::new(process),
         ops: format!("http://{}", settings.ops.listen),
-        store: settings.storage.path.clone(),
         agent: ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(5))
             .build(),
@@ -153,7 +153,8 @@ fn child_settings(sandbox: &Sandbox, retention: u64, gateway_url: &str) -> Resul
     s.consumer.ack_wait_ms = s.consumer.ack_wait_ms.min(retention * 1000 / deliveries);
     // A pull request must expire well within the ack wait.
     s.consumer.fetch_wait_ms = s.consumer.fetch_wait_ms.min(s.consumer.ack_wait_ms / 5);
-    s.ops.listen = format!("127.0.0.1:{}", free_port()?);
+    let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+    s.ops.listen = format!("127.0.0.1:{port}");
     s.validate()
         .map_err(|e| format!("the retention phase's settings: {e}"))?;
     let env = vec![
@@ -198,45 +199,33 @@ fn namespaced_manifest(sandbox: &Sandbox, ns: &str) -> Result<PathBuf, String> {
             v[key] = json!(base.join(rel));
         }
     };
-    for saga in doc
-        .get_mut("sagas")
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-    {
-        for trigger in saga
-            .get_mut("triggers")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-        {
+    for saga in items(&mut doc, "sagas") {
+        for trigger in items(saga, "triggers") {
             if let Some(subject) = trigger["subject"].as_str() {
                 trigger["subject"] = json!(format!("{ns}.{subject}"));
             }
         }
         absolute(saga, "on_event");
         absolute(saga, "compensation");
-        for older in saga
-            .get_mut("previous")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-        {
+        for older in items(saga, "previous") {
             absolute(older, "on_event");
             absolute(older, "compensation");
         }
-        for migration in saga
-            .get_mut("migrate")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-        {
+        for migration in items(saga, "migrate") {
             absolute(migration, "program");
         }
     }
     let path = sandbox.dir.path().join("bench-retention-sagas.json");
     std::fs::write(&path, doc.to_string()).map_err(|e| e.to_string())?;
     Ok(path)
+}
+
+/// The elements of the array at `v[k]`; none when there is no array there.
+fn items<'a>(v: &'a mut Value, k: &str) -> impl Iterator<Item = &'a mut Value> {
+    v.get_mut(k)
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
 }
 
 /// Dedupe markers an order leaves, read from the manifest: one per saga its
@@ -250,13 +239,6 @@ fn markers_per_order(settings: &Settings, prefix: &str) -> Result<u64, String> {
         .iter()
         .map(|subject| catalog.route(subject).count() as u64)
         .sum())
-}
-
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
 }
 
 /// Which order a MarkPaid is for (`aggregate_id` is `o-{FIRST_ORDER + i}`).
@@ -390,9 +372,9 @@ impl Window {
 
 /// The child's figures at one moment.
 struct Sample {
-    /// `runner_store_used_bytes` (None: not in its `/metrics`).
+    /// `runner_store_used_bytes` and `runner_store_file_bytes`: the child is this
+    /// binary, which always exports both; None when the scrape failed.
     used: Option<u64>,
-    /// `runner_store_file_bytes`, else the size of `data.mdb`.
     file: Option<u64>,
     /// `runner_retention_expired_total` of instances, markers and effect records.
     expired: Option<[u64; 3]>,
@@ -403,10 +385,8 @@ struct Sample {
 /// The `runner run` under measurement.
 struct Runner {
     process: Mutex<std::process::Child>,
-    pid: u32,
     /// `http://` and its ops port.
     ops: String,
-    store: PathBuf,
     agent: ureq::Agent,
 }
 
@@ -426,6 +406,10 @@ impl Runner {
         }
     }
 
+    fn pid(&self) -> u32 {
+        self.process.lock().id()
+    }
+
     fn exited(&self) -> Option<String> {
         match self.process.lock().try_wait() {
             Ok(Some(status)) => Some(format!("the runner exited during the run: {status}")),
@@ -442,16 +426,12 @@ impl Runner {
             (Some(i), Some(m), Some(e)) => Some([i, m, e]),
             _ => None,
         };
-        let (_, anon_mib, _) = memory_mib(self.pid);
+        let (rss_mib, anon_mib, _) = memory_mib(self.pid());
         Sample {
             used: get("runner_store_used_bytes"),
-            file: get("runner_store_file_bytes").or_else(|| {
-                std::fs::metadata(self.store.join("data.mdb"))
-                    .ok()
-                    .map(|m| m.len())
-            }),
+            file: get("runner_store_file_bytes"),
             expired,
-            rss_mib: memory_mib(self.pid).0,
+            rss_mib,
             anon_mib,
         }
     }
@@ -684,7 +664,7 @@ fn summarize(
                         ),
                     ));
                 }
-                _ => println!("  store pages in use: not measured (no runner_store_used_bytes in the runner's /metrics)"),
+                _ => println!("  store pages in use: not measured (scrape failed: no runner_store_used_bytes in the runner's /metrics)"),
             }
             if let (Some(x), Some(y)) = (sa.file, sb.file) {
                 println!(

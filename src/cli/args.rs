@@ -177,7 +177,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             rate: number(take("rate"), "rate", 1_000)?,
             backlog: number(take("backlog"), "backlog", 100_000)?,
             soak_secs: take("soak-secs")
-                .map(|v| number(Some(v), "soak-secs", 1))
+                .map(|v| positive(v, "soak-secs"))
                 .transpose()?,
             retention_secs: number(take("retention-secs"), "retention-secs", 120)?,
             sections: take("sections")
@@ -204,14 +204,15 @@ fn test_command(rest: &[String]) -> Result<Command, String> {
 }
 
 fn number(raw: Option<String>, name: &str, default: u64) -> Result<u64, String> {
-    match raw {
-        None => Ok(default),
-        Some(v) => v
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| format!("--{name} needs a positive integer, got {v:?}")),
-    }
+    raw.map_or(Ok(default), |v| positive(v, name))
+}
+
+/// `v` as a positive integer, else an error naming `--{name}`.
+fn positive(v: String, name: &str) -> Result<u64, String> {
+    v.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("--{name} needs a positive integer, got {v:?}"))
 }
 
 fn flags(rest: &[String], allowed: &[&str]) -> Result<HashMap<String, String>, String> {

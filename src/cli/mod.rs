@@ -73,26 +73,22 @@ pub fn limits(settings: &Settings) -> Limits {
     }
 }
 
-/// The retention the settings ask for. Sweeping waits two ack waits after start-up, so
-/// messages a predecessor left unacked come back first and still find their markers.
-pub fn retention(settings: &Settings) -> crate::store::Retention {
-    let r = &settings.retention;
-    crate::store::Retention {
-        finished_instances: Duration::from_secs(r.finished_instances_secs),
-        dedupe: Duration::from_secs(r.dedupe_secs),
-        effect_records: Duration::from_secs(r.effect_records_secs),
-        sweep_batch: r.sweep_batch,
-        sweep_delay: settings.ack_wait() * 2,
-    }
-}
-
-/// How `runner run` opens its store.
+/// How `runner run` opens its store: the map and the retention the settings ask for.
+/// Sweeping waits two ack waits after start-up, so messages a predecessor left unacked
+/// come back first and still find their markers.
 pub fn store_options(settings: &Settings) -> crate::store::StoreOptions {
     let mib = |m: u64| (m as usize).saturating_mul(1 << 20);
+    let r = &settings.retention;
     crate::store::StoreOptions {
         map_size: mib(settings.storage.map_size_mib),
         max_size: mib(settings.storage.max_size_mib),
-        retention: retention(settings),
+        retention: crate::store::Retention {
+            finished_instances: Duration::from_secs(r.finished_instances_secs),
+            dedupe: Duration::from_secs(r.dedupe_secs),
+            effect_records: Duration::from_secs(r.effect_records_secs),
+            sweep_batch: r.sweep_batch,
+            sweep_delay: settings.ack_wait() * 2,
+        },
     }
 }
 
@@ -107,10 +103,11 @@ pub fn load_catalog(settings: &Settings) -> Result<SagaCatalog, Error> {
     for saga in &catalog.sagas {
         if let Some(dedupe) = saga.retention.dedupe.filter(|d| d.as_secs() < least) {
             return Err(Error::Other(format!(
-                "{}: saga {}: retention.dedupe_secs is {} but must be at least {least}: an event re-published inside the stream's duplicate window, or redelivered after a lost ack, must still find its marker",
+                "{}: saga {}: retention.dedupe_secs is {} but must be at least {least}: {}",
                 saga.source.display(),
                 saga.name,
-                dedupe.as_secs()
+                dedupe.as_secs(),
+                crate::settings::MARKER_FLOOR_REASON,
             )));
         }
     }
@@ -152,9 +149,10 @@ pub fn load_effects(settings: &Settings) -> Result<crate::effects::EffectCatalog
     for def in catalog.effects.values() {
         if let Some(keep) = def.retention.filter(|d| d.as_secs() < least) {
             return Err(Error::Other(format!(
-                "effect {}: retention_secs is {} but must be at least {least}: a command the outbox re-publishes inside the stream's duplicate window, or redelivered after a lost ack, must still find its completion record",
+                "effect {}: retention_secs is {} but must be at least {least}: {}",
                 def.name,
-                keep.as_secs()
+                keep.as_secs(),
+                crate::settings::RECORD_FLOOR_REASON,
             )));
         }
     }

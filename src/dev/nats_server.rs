@@ -158,7 +158,8 @@ pub(super) fn ready_lines(log: &Path) -> usize {
     std::fs::read_to_string(log).map_or(0, |text| text.matches("Server is ready").count())
 }
 
-fn free_port() -> std::io::Result<u16> {
+/// A port on 127.0.0.1 that nothing listens on at the moment of asking.
+pub(crate) fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }
 

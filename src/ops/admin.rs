@@ -212,7 +212,7 @@ fn replay(control: &Control, body: &str) -> Answer {
         .ok_or_else(|| Refusal::BadRequest(format!("no saga consumer reads stream {stream:?}")))?;
     let js = nats::jetstream::new(control.nats().clone());
     let horizon = Horizon::of(&shared);
-    let first = records::published_at_or_after(&js, control.nats(), &stream, req.from_seq)
+    let first = records::published_at_or_after(control.nats(), &stream, req.from_seq)
         .map_err(Refusal::Store)?;
     let past = first.filter(|m| m.at_ms < horizon.at_ms);
     if let (Some(m), false) = (past, req.past_horizon) {
@@ -259,7 +259,8 @@ struct Horizon {
 
 impl Horizon {
     fn of(shared: &crate::pipeline::Shared) -> Horizon {
-        let default = std::time::Duration::from_secs(shared.settings.retention.dedupe_secs);
+        // Markers of sagas without a retention of their own keep the store's.
+        let default = shared.store.retention().dedupe;
         let dedupe = shared
             .catalogs
             .sagas()

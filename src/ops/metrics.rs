@@ -168,10 +168,15 @@ fn store(out: &mut String, shared: &Shared, held: &HeldCache) {
         return;
     };
     let never = "Never expired by retention: they stay until an operator retries or discards them.";
+    let counted = format!(
+        "counted every {} s, up to {} of each",
+        super::storage::HELD_FRESH.as_secs(),
+        crate::store::MAX_SCAN
+    );
     for (name, help, value) in [
         (
             "runner_quarantine_records",
-            format!("Quarantine records in the store, every tenant's (counted every 30 s, up to 100,000). {never}"),
+            format!("Quarantine records in the store, every tenant's ({counted}). {never}"),
             held.quarantine.records as f64,
         ),
         (
@@ -181,7 +186,7 @@ fn store(out: &mut String, shared: &Shared, held: &HeldCache) {
         ),
         (
             "runner_dead_letters",
-            format!("Dead letters in the store, every tenant's (counted every 30 s, up to 100,000). {never}"),
+            format!("Dead letters in the store, every tenant's ({counted}). {never}"),
             held.dead_letters.records as f64,
         ),
         (

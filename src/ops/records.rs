@@ -207,32 +207,18 @@ pub struct Published {
     pub at_ms: i64,
 }
 
-/// The message at `seq` of `stream`, read back as a quarantine retry reads it; if that
-/// one is gone (deleted, or aged out of the stream), the first one after it. `None`:
-/// the stream holds nothing at or after `seq`.
+/// The message at `seq` of `stream` or, if that one is gone (deleted, or aged out of
+/// the stream), the first one after it: one request, as the server's `next_by_subj`
+/// starts at `seq` itself (the client's own get has no such form, and logs every miss
+/// as an error). `None`: the stream holds nothing at or after `seq`.
 pub fn published_at_or_after(
-    js: &nats::jetstream::JetStream,
     nc: &nats::Connection,
     stream: &str,
     seq: u64,
 ) -> Result<Option<Published>, String> {
-    match js.get_message(stream, seq) {
-        Ok(msg) => {
-            let at_ms = (msg.time.unix_timestamp_nanos() / 1_000_000) as i64;
-            return Ok(Some(Published {
-                seq: msg.sequence,
-                at_ms,
-            }));
-        }
-        Err(e) if !is_not_found(&e) => {
-            return Err(format!("cannot read message {seq} of {stream}: {e}"))
-        }
-        Err(_) => {}
-    }
-    // The client's get has no "next" form: the server's API takes `next_by_subj`.
     let request = json!({"seq": seq, "next_by_subj": ">"}).to_string();
     let subject = format!("$JS.API.STREAM.MSG.GET.{stream}");
-    let what = || format!("the first message of {stream} after {seq}");
+    let what = || format!("the first message of {stream} from {seq} on");
     let reply = nc
         .request_timeout(&subject, request, JS_TIMEOUT)
         .map_err(|e| format!("cannot read {}: {e}", what()))?;
@@ -256,13 +242,6 @@ pub fn published_at_or_after(
 
 /// How long a JetStream API request may take (the client's own requests wait 5 s).
 const JS_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The API's "no message found" (404).
-fn is_not_found(e: &std::io::Error) -> bool {
-    e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<nats::jetstream::Error>())
-        .is_some_and(|api| api.code() == 404)
-}
 
 /// Reads each selected message back from its stream and runs it through the pipeline
 /// again; answers with what became of each.

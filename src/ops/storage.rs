@@ -10,16 +10,15 @@ use serde_json::{json, Value};
 
 use super::inspect::{Params, Refusal};
 use crate::pipeline::Shared;
-use crate::store::{Held, HeldRecords, Store};
+use crate::store::{Held, HeldRecords, Store, MAX_SCAN};
 use crate::timefmt::now_ms;
 
 /// Keys `GET /admin/store` walks unless `limit` says otherwise, and the most it may say.
 const DEFAULT_LIMIT: usize = 100_000;
 const MAX_LIMIT: usize = 1_000_000;
-/// Keys of each of `quarantine:` and `deadletter:` read at most to count them.
-pub const HELD_SCAN: usize = 100_000;
-/// How long a count of them serves scrapes before one walks again.
-const HELD_FRESH: Duration = Duration::from_secs(30);
+/// How long a count of quarantine records and dead letters serves scrapes before one
+/// walks again (each keyspace read up to [`MAX_SCAN`] keys, as admin searches are).
+pub(super) const HELD_FRESH: Duration = Duration::from_secs(30);
 
 /// The quarantine and dead-letter counts as the last walk found them. A scrape that
 /// finds them older than [`HELD_FRESH`] walks again while holding the lock, so scrapes
@@ -35,7 +34,7 @@ impl HeldCache {
                 return Ok(*held);
             }
         }
-        let held = store.held_records(HELD_SCAN).map_err(|e| e.to_string())?;
+        let held = store.held_records(MAX_SCAN).map_err(|e| e.to_string())?;
         *cached = Some((Instant::now(), held));
         Ok(held)
     }
@@ -93,7 +92,12 @@ pub fn view(shared: &Shared, held_cache: &HeldCache, query: &str) -> Result<Valu
     let space = store.space().map_err(err)?;
     let entries = store.entries().map_err(err)?;
     let usage = store.usage(limit).map_err(err)?;
-    let held = store.held_records(HELD_SCAN).map_err(err)?;
+    // A walk that reached the store's end saw every quarantine record and dead letter.
+    let held = if usage.truncated {
+        store.held_records(MAX_SCAN).map_err(err)?
+    } else {
+        usage.held
+    };
     held_cache.put(held);
     let now = now_ms();
     let expired = store.expired();

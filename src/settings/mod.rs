@@ -127,13 +127,15 @@ macro_rules! sections {
     };
 }
 
+pub use retention::{MARKER_FLOOR_REASON, RECORD_FLOOR_REASON};
+
 sections! { |s|
     nats: NatsSettings => validate(),
     storage: StorageSettings => validate(),
-    retention: RetentionSettings => validate(s.streams.duplicate_window_secs, s.consumer.ack_wait_ms, s.consumer.max_deliver),
     tenancy: TenancySettings => validate(&s.streams),
     streams: StreamSettings => validate(s.nats.create_aggregate_stream),
     consumer: ConsumerSettings => validate(),
+    retention: RetentionSettings => validate(s.streams.duplicate_window_secs, s.consumer.ack_wait_ms, s.consumer.max_deliver),
     pipeline: PipelineSettings => validate(),
     relay: RelaySettings => validate(),
     effects: EffectSettings => validate(s.consumer.ack_wait_ms),

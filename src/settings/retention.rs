@@ -61,11 +61,22 @@ impl super::Settings {
     }
 }
 
+/// Why a dedupe marker may not be kept shorter than [`Settings::least_record_secs`]
+/// (for the settings and for a saga's own retention).
+///
+/// [`Settings::least_record_secs`]: super::Settings::least_record_secs
+pub const MARKER_FLOOR_REASON: &str = "an event that comes again (re-published where the stream's duplicate window no longer drops it, or redelivered after a lost ack) must still find its marker";
+
+/// Why an effect completion record may not be kept shorter (settings and an effect's
+/// own `retention_secs`).
+pub const RECORD_FLOOR_REASON: &str = "a command that comes again (re-published by the outbox where the stream's duplicate window no longer drops it, or redelivered after a lost ack) must still find its completion record";
+
 impl RetentionSettings {
     /// A dedupe or completion record must outlive every way its message comes again
-    /// while the process runs: a re-publish inside the stream's duplicate window
-    /// (`duplicate_window_secs`), and redelivery after a lost ack (up to `max_deliver`
-    /// ack waits of `ack_wait_ms`).
+    /// while the process runs: a re-publish the stream's duplicate window no longer
+    /// drops (a publisher retrying as long as the window, `duplicate_window_secs`, is
+    /// the shortest such), and redelivery after a lost ack (up to `max_deliver` ack
+    /// waits of `ack_wait_ms`).
     pub(super) fn validate(
         &self,
         duplicate_window_secs: u64,
@@ -81,7 +92,7 @@ impl RetentionSettings {
             return bad(
                 "retention.dedupe_secs",
                 format!(
-                    "must be {why} (got {}): an event re-published inside the stream's duplicate window, or redelivered after a lost ack, must still find its marker",
+                    "must be {why} (got {}): {MARKER_FLOOR_REASON}",
                     self.dedupe_secs
                 ),
             );
@@ -90,7 +101,7 @@ impl RetentionSettings {
             return bad(
                 "retention.effect_records_secs",
                 format!(
-                    "must be {why} (got {}): a command the outbox re-publishes inside the stream's duplicate window, or redelivered after a lost ack, must still find its completion record",
+                    "must be {why} (got {}): {RECORD_FLOOR_REASON}",
                     self.effect_records_secs
                 ),
             );

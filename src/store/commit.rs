@@ -151,11 +151,8 @@ impl Store {
                     message: "refused on purpose (test fault injection)".into(),
                 });
             }
-            if apply(txn, self.db, t)? {
-                expiries.add(
-                    expiry_of(now, t.keep.finished),
-                    keys::saga(&t.tenant, &t.saga, &t.correlation),
-                );
+            if let Some(finished) = apply(txn, self.db, t)? {
+                expiries.add(expiry_of(now, t.keep.finished), finished);
             }
             // The marker's value is only the stream sequence the event came at (for
             // whoever investigates): markers are many and kept for their retention.
@@ -252,13 +249,13 @@ pub(super) fn reindex(
     Ok(())
 }
 
-/// Writes state, timers and outbox of one transition. True when it finished the
-/// instance (which then expires).
+/// Writes state, timers and outbox of one transition. The instance's key when the
+/// transition finished it (it then expires).
 fn apply(
     txn: &mut lmdb::RwTransaction<'_>,
     db: lmdb::Database,
     t: &Transition,
-) -> Result<bool, StoreError> {
+) -> Result<Option<String>, StoreError> {
     let saga_key = keys::saga(&t.tenant, &t.saga, &t.correlation);
     // Status, version and count only: the prior state is skipped over, never built.
     let before: Option<Indexed> = get_json(txn, db, &saga_key)?;
@@ -342,5 +339,5 @@ fn apply(
         )?;
     }
     let was_done = before.is_some_and(|b| b.status.is_done());
-    Ok(drop_all && !was_done)
+    Ok((drop_all && !was_done).then_some(saga_key))
 }

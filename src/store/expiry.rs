@@ -51,10 +51,6 @@ pub struct Swept {
 }
 
 impl Swept {
-    pub fn records(&self) -> u64 {
-        self.instances + self.markers + self.effect_records
-    }
-
     fn add(&mut self, other: Swept) {
         self.instances += other.instances;
         self.markers += other.markers;
@@ -378,14 +374,7 @@ impl Store {
 
     /// How long the oldest expired entry has waited for the sweep (0 when none has).
     pub fn oldest_expired_age(&self, now_ms: i64) -> Result<Duration, StoreError> {
-        let prefix = format!("{}:", space::EXPIRE);
-        let mut first = None;
-        self.reader()?
-            .for_each_raw_from(&prefix, &prefix, |key, _| {
-                first = keys::expiry_at(key);
-                Ok(false)
-            })?;
-        Ok(match first {
+        Ok(match self.first_expiry()? {
             Some(at) if at <= now_ms => Duration::from_millis((now_ms - at) as u64),
             _ => Duration::ZERO,
         })
@@ -394,16 +383,23 @@ impl Store {
     /// Reads when the earliest entry expires (looking again within [`RECHECK_MS`] of
     /// `now_ms` at the latest, as after a sweep).
     pub(super) fn load_next_expiry(&self, now_ms: i64) -> Result<(), StoreError> {
-        let prefix = format!("{}:", space::EXPIRE);
-        let mut first = i64::MAX;
-        self.reader()?
-            .for_each_raw_from(&prefix, &prefix, |key, _| {
-                first = keys::expiry_at(key).unwrap_or(0);
-                Ok(false)
-            })?;
+        let first = self.first_expiry()?.unwrap_or(i64::MAX);
         let next = first.min(now_ms.saturating_add(RECHECK_MS));
         self.sweep.next_ms.store(next, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// When the earliest retention index entry expires (`None`: the index is empty).
+    fn first_expiry(&self) -> Result<Option<i64>, StoreError> {
+        let prefix = format!("{}:", space::EXPIRE);
+        let mut first = None;
+        self.reader()?
+            .for_each_raw_from(&prefix, &prefix, |key, _| {
+                // A key that does not parse sorts first: due at once.
+                first = Some(keys::expiry_at(key).unwrap_or(0));
+                Ok(false)
+            })?;
+        Ok(first)
     }
 }
 

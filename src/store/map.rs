@@ -158,14 +158,6 @@ impl Store {
     pub(super) fn map_bytes(&self) -> usize {
         self.env.info().map(|i| i.map_size()).unwrap_or(0)
     }
-
-    #[cfg(test)]
-    pub(super) fn commit_raw(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.write(|txn| {
-            txn.put(self.db, &key, &value, lmdb::WriteFlags::empty())?;
-            Ok(())
-        })
-    }
 }
 
 /// The store's use of its map.

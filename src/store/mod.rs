@@ -268,7 +268,10 @@ impl Store {
     /// would write (one from an incompatible version, say).
     #[cfg(test)]
     pub(crate) fn put_raw(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.commit_raw(key, value)
+        self.write(|txn| {
+            txn.put(self.db, &key, &value, WriteFlags::empty())?;
+            Ok(())
+        })
     }
 
     fn take_injected_failure(&self) -> bool {
@@ -585,13 +588,13 @@ impl Store {
         let mut expiries = expiry::Expiries::default();
         for (tenant, command, completion, keep) in records {
             let key = keys::effect_dedupe(tenant, command);
-            encoded.push(encode(&key, completion)?);
-            expiries.add(expiry_of(now, *keep), key);
+            let bytes = encode(&key, completion)?;
+            expiries.add(expiry_of(now, *keep), key.clone());
+            encoded.push((key, bytes));
         }
         self.write(|txn| {
-            for ((tenant, command, ..), bytes) in records.iter().zip(&encoded) {
-                let key = keys::effect_dedupe(tenant, command);
-                txn.put(self.db, &key, bytes, WriteFlags::empty())?;
+            for (key, bytes) in &encoded {
+                txn.put(self.db, key, bytes, WriteFlags::empty())?;
             }
             expiries.write(self, txn)
         })?;

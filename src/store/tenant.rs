@@ -12,19 +12,8 @@ use super::{Store, StoreError};
 use crate::keys::{self, space};
 use crate::types::TenantId;
 
-/// The keyspaces whose keys start `{space}:{tenant}:`.
-const TENANT_SPACES: [&str; 7] = [
-    space::SAGA,
-    space::CHECKPOINT,
-    space::OUTBOX,
-    space::SCHEDULE,
-    space::DEDUPE,
-    space::QUARANTINE,
-    space::DEAD_LETTER,
-];
-
 fn prefixes(tenant: &TenantId) -> Vec<String> {
-    TENANT_SPACES
+    space::TENANT_RECORDS
         .iter()
         .map(|s| format!("{s}:{}:", tenant.token()))
         .collect()

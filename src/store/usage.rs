@@ -17,19 +17,12 @@ use crate::keys::space;
 /// Keys read per read transaction.
 const CHUNK: usize = 10_000;
 
-/// Keyspaces whose second segment is the tenant (`_` the single tenant; `~` the
-/// quarantine records whose tenant was in doubt). The others (`due:`, `expire:`,
-/// `meta:`) are counted by keyspace only.
-const TENANT_SPACES: [&str; 8] = [
-    space::SAGA,
-    space::CHECKPOINT,
-    space::OUTBOX,
-    space::SCHEDULE,
-    space::DEDUPE,
-    space::QUARANTINE,
-    space::DEAD_LETTER,
-    space::STATUS,
-];
+/// Whether a keyspace's second segment is the tenant (`_` the single tenant; `~` the
+/// quarantine records whose tenant was in doubt): the records a tenant owns and its
+/// status index. The others (`due:`, `expire:`, `meta:`) are counted by keyspace only.
+fn names_tenant(keyspace: &str) -> bool {
+    space::TENANT_RECORDS.contains(&keyspace) || keyspace == space::STATUS
+}
 
 /// Keys and their bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -58,6 +51,9 @@ pub struct Usage {
     pub scanned: u64,
     /// The walk stopped at its limit before the store's last key.
     pub truncated: bool,
+    /// The quarantine records and dead letters it saw (all of them unless truncated).
+    #[serde(skip)]
+    pub held: HeldRecords,
 }
 
 /// Records that stay until an operator acts (quarantine records, dead letters): how
@@ -111,6 +107,16 @@ struct DeadAt {
     dead_at: Option<String>,
 }
 
+fn quarantined_at(value: &[u8]) -> Option<String> {
+    serde_json::from_slice::<QuarantinedAt>(value)
+        .ok()?
+        .quarantined_at
+}
+
+fn dead_at(value: &[u8]) -> Option<String> {
+    serde_json::from_slice::<DeadAt>(value).ok()?.dead_at
+}
+
 impl Store {
     /// Keys and bytes per keyspace and per tenant, over at most `limit` keys from the
     /// first, [`CHUNK`] keys per read transaction.
@@ -124,7 +130,12 @@ impl Store {
                 .entry(keyspace.to_string())
                 .or_default()
                 .add(key.len(), value.len());
-            if TENANT_SPACES.contains(&keyspace.as_ref()) {
+            if keyspace == space::QUARANTINE {
+                usage.held.quarantine.saw(quarantined_at(value).as_deref());
+            } else if keyspace == space::DEAD_LETTER {
+                usage.held.dead_letters.saw(dead_at(value).as_deref());
+            }
+            if names_tenant(&keyspace) {
                 if let Some(tenant) = parts.next() {
                     usage
                         .tenants
@@ -147,15 +158,13 @@ impl Store {
         let mut held = HeldRecords::default();
         let q = &mut held.quarantine;
         let (_, truncated) = self.walk(&format!("{}:", space::QUARANTINE), limit, |_, value| {
-            let at = serde_json::from_slice::<QuarantinedAt>(value).ok();
-            q.saw(at.as_ref().and_then(|a| a.quarantined_at.as_deref()));
+            q.saw(quarantined_at(value).as_deref())
         })?;
         q.truncated = truncated;
         let d = &mut held.dead_letters;
         let (_, truncated) =
             self.walk(&format!("{}:", space::DEAD_LETTER), limit, |_, value| {
-                let at = serde_json::from_slice::<DeadAt>(value).ok();
-                d.saw(at.as_ref().and_then(|a| a.dead_at.as_deref()));
+                d.saw(dead_at(value).as_deref())
             })?;
         d.truncated = truncated;
         Ok(held)
