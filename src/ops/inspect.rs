@@ -16,19 +16,14 @@ pub enum Refusal {
     Store(String),
 }
 
-/// A query string's parameters, percent-decoded.
+/// A query string's parameters, form-decoded (`%XX` escapes, `+` is a space).
 pub struct Params(Vec<(String, String)>);
 
 impl Params {
     pub fn parse(query: &str) -> Params {
         Params(
-            query
-                .split('&')
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                    (percent_decode(k), percent_decode(v))
-                })
+            form_urlencoded::parse(query.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect(),
         )
     }
@@ -47,7 +42,7 @@ fn store_err(e: crate::store::StoreError) -> Refusal {
 
 /// `{tenant}/{saga}/{correlation}` (percent-encoded; `_` is the single tenant).
 pub fn instance(store: &Store, rest: &str) -> Result<Value, Refusal> {
-    let parts: Vec<String> = rest.split('/').map(percent_decode).collect();
+    let parts = path_segments(rest);
     let [tenant, saga, corr] = parts.as_slice() else {
         return Err(Refusal::BadRequest(
             "use /admin/instances/{tenant}/{saga}/{correlation}".into(),
@@ -189,27 +184,16 @@ fn unhex(s: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
+/// Percent-decoded path segments. `+` is a literal plus in a path (only a form-encoded
+/// query turns it into a space), so a correlation id like `a+b` can be looked up.
+fn path_segments(rest: &str) -> Vec<String> {
+    rest.split('/').map(percent_decode).collect()
+}
+
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -250,5 +234,13 @@ mod tests {
         assert_eq!(p.get("missing"), None);
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
+    }
+
+    #[test]
+    fn path_segments_keep_a_plus_and_decode_escapes() {
+        assert_eq!(path_segments("acme/order/o+1"), ["acme", "order", "o+1"]);
+        assert_eq!(path_segments("_/order/o%2B1%20x"), ["_", "order", "o+1 x"]);
+        assert_eq!(path_segments("a%2Fb/s/c"), ["a/b", "s", "c"]);
+        assert_eq!(path_segments("t/s/caf%C3%A9"), ["t", "s", "café"]);
     }
 }
