@@ -59,6 +59,8 @@ pub fn run(
     out: &Sender<FetchedBatch>,
 ) {
     let intake = &shared.intake;
+    // When the last pull request went out: at shutdown it may still be open.
+    let mut last_request = Instant::now();
     log::info!(stream = spec.stream.as_str(), consumer = spec.durable.as_str(); "fetch stage started");
     while !intake.is_shutting_down() {
         if intake.is_stopped() {
@@ -74,7 +76,7 @@ pub fn run(
             std::thread::sleep(POLL);
             continue;
         }
-        let rebind = match pull(shared, &sub, flusher, out) {
+        let rebind = match pull(shared, &sub, flusher, out, &mut last_request) {
             PullEnd::Done => false,
             PullEnd::Closed => return,
             PullEnd::Unsubscribed => true,
@@ -100,7 +102,7 @@ pub fn run(
         }
     }
     if intake.is_shutting_down() {
-        hand_back(shared, &sub);
+        hand_back(shared, &sub, last_request);
     }
     log::info!(stream = spec.stream.as_str(); "fetch stage stopped");
 }
@@ -109,20 +111,21 @@ pub fn run(
 /// JetStream redelivers it at once — ahead of newer messages — to whoever pulls next (this
 /// process restarted, or the shard a tenant moved to). Left alone, it would come back
 /// only after the ack wait, behind newer messages of the same instances.
-fn hand_back(shared: &Shared, sub: &PullSubscription) {
-    let until = Instant::now()
+///
+/// It listens until the last request has surely expired, not until the first status
+/// message: the replies of all requests share one inbox, so a status may be a late
+/// "expired" of an earlier request while the last one is still open, and whatever that
+/// one delivered after the subscription is gone would wait out the ack wait.
+fn hand_back(shared: &Shared, sub: &PullSubscription, last_request: Instant) {
+    let until = last_request
         + Duration::from_millis(shared.settings.consumer.fetch_wait_ms)
-        + Duration::from_millis(100);
+        + Duration::from_millis(200);
     // Nacked only once the request is over: a message nacked while it is still open
     // would be delivered to it again at once, over and over.
     let mut late = Vec::new();
     while let Some(left) = until.checked_duration_since(Instant::now()) {
         match sub.next_timeout(left.min(POLL)) {
-            Ok(msg) if is_status(&msg) => {
-                if status_end(&msg).is_some() {
-                    break;
-                }
-            }
+            Ok(msg) if is_status(&msg) => continue,
             Ok(msg) => late.push(msg),
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
             Err(_) => break,
@@ -143,6 +146,7 @@ fn pull(
     sub: &PullSubscription,
     flusher: &Flusher,
     out: &Sender<FetchedBatch>,
+    last_request: &mut Instant,
 ) -> PullEnd {
     let intake = &shared.intake;
     let batch = shared.settings.consumer.fetch_batch;
@@ -152,6 +156,7 @@ fn pull(
         expires: Some(wait.as_nanos() as usize),
         no_wait: false,
     };
+    *last_request = Instant::now();
     if let Err(e) = sub.request_batch(request) {
         log::warn!(error = e.to_string(); "pull request failed; retrying");
         std::thread::sleep(POLL);
