@@ -26,18 +26,22 @@
 //! a finished claim publishes that result; one that finds a live claim of another puts
 //! the command back with a delay (not held against `max_deliver`). No claim can be had
 //! (NATS KV down): no call.
+//!
+//! Commands arrive from the consumers of the effects this process defines
+//! (`stages::effect_fetch`); one of an effect not defined here (fetched just before a
+//! reload dropped it) is put back for a process that defines it, never failed.
 
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use nats::jetstream::AckKind;
-use serde_json::Value;
 
 use crate::effects::attempts::{self, Final};
 use crate::effects::claims::{ClaimWrite, Claims, Gate, Held};
 use crate::effects::recorder::{self, Finished, LogCtx, RecordWrite, Recorder};
 use crate::effects::result::{completion_of, outcome, result_event, result_subject};
-use crate::envelope::{header, meta, EffectCommand, ResultError, ResultType};
+use crate::effects::EffectDef;
+use crate::envelope::{header, meta, EffectCommand, ResultType};
 use crate::nats_io::{self, Delivery};
 use crate::pipeline::{FetchedBatch, Shared, Stats};
 use crate::relay::backoff::Jitter;
@@ -138,6 +142,13 @@ impl<'a> Worker<'a> {
                 }
             }
             None => {
+                // The definition in force now is the one the call runs on: a reload does
+                // not touch it. Taken before the claim, so a command this process cannot
+                // run never holds one.
+                let catalog = self.shared.catalogs.effects();
+                let Some(def) = catalog.get(&cmd.effect_name).cloned() else {
+                    return self.not_defined_here(&msg, &delivery, &cmd, &log_ctx);
+                };
                 // Only a command still to be called counts its deliveries: one whose call
                 // is recorded is published and acked however often it came.
                 if let Some(reason) = self.over_delivered(&delivery) {
@@ -186,7 +197,7 @@ impl<'a> Worker<'a> {
                     }
                     Claimed::Later(delay) => return self.put_back(&msg, &delivery, delay),
                 };
-                let end = self.call(&msg, &delivery, &cmd);
+                let end = self.call(&msg, &delivery, &cmd, &def);
                 crate::crash::point(crate::crash::AFTER_CALL);
                 let ended_at = now_rfc3339();
                 let event = result_event(&cmd, &end, &ended_at);
@@ -299,8 +310,6 @@ impl<'a> Worker<'a> {
         Ok((cmd, tenant, work_id))
     }
 
-    /// Runs the command's effect to its end. An effect this process does not define ends
-    /// failed at once, so the saga can react instead of waiting.
     /// The completion record of `cmd`, if it was executed, as the result event first
     /// published (rebuilt from the command when the record keeps the outcome only).
     fn recorded(
@@ -331,21 +340,14 @@ impl<'a> Worker<'a> {
             .unwrap_or(self.shared.store.retention().effect_records)
     }
 
-    fn call(&mut self, msg: &nats::Message, delivery: &Delivery, cmd: &EffectCommand) -> Final {
-        // The catalog in force when the call starts; a reload does not touch this call.
-        let catalog = self.shared.catalogs.effects();
-        let Some(def) = catalog.get(&cmd.effect_name) else {
-            Stats::add(&self.shared.stats.effects_failed, 1);
-            return Final {
-                result_type: ResultType::Failed,
-                payload: Value::Null,
-                error: Some(ResultError {
-                    kind: "unknown_effect".into(),
-                    message: format!("no effect named {:?} is defined here", cmd.effect_name),
-                }),
-                attempts: 0,
-            };
-        };
+    /// Runs the command's effect (`def`) to its end.
+    fn call(
+        &mut self,
+        msg: &nats::Message,
+        delivery: &Delivery,
+        cmd: &EffectCommand,
+        def: &EffectDef,
+    ) -> Final {
         let _slot = def.limit.acquire();
         Stats::add(&self.shared.stats.effects_called, 1);
         // Keeps the message from being redelivered to another worker mid-effect: before
@@ -480,6 +482,25 @@ impl<'a> Worker<'a> {
         Some(claims.completion(tenant, work_id, revision, record))
     }
 
+    /// A command of an effect this process does not define. Its effect's consumer is
+    /// pulled only by processes that define it, so this is one fetched just before a
+    /// reload dropped the effect: put back (after [`NOT_DEFINED_RETRY`]) for a process
+    /// that defines it, never failed. If none runs, it waits in the stream, reported as
+    /// unclaimed after `effects.unclaimed_alert_secs`.
+    fn not_defined_here(
+        &self,
+        msg: &nats::Message,
+        delivery: &Delivery,
+        cmd: &EffectCommand,
+        log_ctx: &LogCtx,
+    ) {
+        Stats::add(&self.shared.stats.effects_unknown_put_back, 1);
+        log::warn!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
+            trace_id = log_ctx.trace.as_str(), command_id = cmd.command_id.as_str(), effect = cmd.effect_name.as_str();
+            "effect command of an effect not defined here: put back for a process that defines it");
+        self.put_back(msg, delivery, NOT_DEFINED_RETRY);
+    }
+
     /// Leaves the command unacked and asks for redelivery after `delay`; the delivery
     /// this causes is not held against `max_deliver`.
     fn put_back(&self, msg: &nats::Message, delivery: &Delivery, delay: Duration) {
@@ -527,6 +548,10 @@ fn first_attempt_needs_progress(
     let age = Duration::from_millis(now_ms.saturating_sub(published_ms).max(0) as u64);
     age + timeout * 2 + CLOCK_MARGIN > ack_wait
 }
+
+/// How soon a command of an effect not defined here comes back (to whoever pulls its
+/// consumer then).
+const NOT_DEFINED_RETRY: Duration = Duration::from_secs(5);
 
 /// How soon a command comes back when the claims bucket could not be reached.
 const CLAIM_RETRY: Duration = Duration::from_secs(2);

@@ -5,6 +5,7 @@
 //! forwarded batch holds at most `fetch_batch` messages. A full downstream channel
 //! blocks the send, which stops further pull requests: that is the backpressure.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -54,15 +55,30 @@ pub fn run(
     shared: &Shared,
     js: &JetStream,
     spec: &ConsumerSpec,
-    mut sub: PullSubscription,
+    sub: PullSubscription,
     flusher: &Flusher,
     out: &Sender<FetchedBatch>,
 ) {
+    run_until(shared, js, spec, sub, flusher, out, &AtomicBool::new(false));
+}
+
+/// [`run`] that also ends, handing back what its last pull still delivers, once `stop`
+/// is set: an effect consumer the process stops pulling after a reload.
+pub fn run_until(
+    shared: &Shared,
+    js: &JetStream,
+    spec: &ConsumerSpec,
+    mut sub: PullSubscription,
+    flusher: &Flusher,
+    out: &Sender<FetchedBatch>,
+    stop: &AtomicBool,
+) {
     let intake = &shared.intake;
+    let stopped = || intake.is_shutting_down() || stop.load(Ordering::Relaxed);
     // When the last pull request went out: at shutdown it may still be open.
     let mut last_request = Instant::now();
     log::info!(stream = spec.stream.as_str(), consumer = spec.durable.as_str(); "fetch stage started");
-    while !intake.is_shutting_down() {
+    while !stopped() {
         if intake.is_stopped() {
             // Whatever an earlier pull request still delivers is dropped now, so that on
             // resumption nothing fetched before the stop overtakes the redeliveries.
@@ -92,7 +108,7 @@ pub fn run(
                 deleted
             }
         };
-        if rebind {
+        if rebind && !stopped() {
             drop(sub);
             match resubscribe(shared, js, spec) {
                 Some(again) => sub = again,
@@ -101,10 +117,10 @@ pub fn run(
             }
         }
     }
-    if intake.is_shutting_down() {
+    if stopped() {
         hand_back(shared, &sub, last_request);
     }
-    log::info!(stream = spec.stream.as_str(); "fetch stage stopped");
+    log::info!(stream = spec.stream.as_str(), consumer = spec.durable.as_str(); "fetch stage stopped");
 }
 
 /// At shutdown: what the last pull request still delivers is negatively acked, so that

@@ -142,7 +142,7 @@ fn place_leaders_for_intake_outage(
     let durable = &rig.settings.consumer.durable;
     for (stream, consumer) in [
         (&s.aggregate_events, format!("{durable}-aggregate")),
-        (&s.workflow_commands, format!("{durable}-effects")),
+        (&s.workflow_commands, format!("{durable}-effects-note")),
     ] {
         move_leader(cluster, nc, stream, None, |l| l == node);
         move_leader(cluster, nc, stream, Some(&consumer), |l| l == node);
@@ -163,7 +163,7 @@ fn place_leaders_for_result_outage(
     let durable = &rig.settings.consumer.durable;
     for (stream, consumer) in [
         (&s.aggregate_events, format!("{durable}-aggregate")),
-        (&s.workflow_commands, format!("{durable}-effects")),
+        (&s.workflow_commands, format!("{durable}-effects-note")),
     ] {
         move_leader(cluster, nc, stream, None, |l| l != node);
         move_leader(cluster, nc, stream, Some(&consumer), |l| l != node);
@@ -312,7 +312,10 @@ fn node_loss(victim: Victim) {
     let durable = &s.consumer.durable;
     let consumers = [
         (&s.streams.aggregate_events, format!("{durable}-aggregate")),
-        (&s.streams.workflow_commands, format!("{durable}-effects")),
+        (
+            &s.streams.workflow_commands,
+            format!("{durable}-effects-note"),
+        ),
         (&s.streams.workflow_events, format!("{durable}-workflow")),
     ];
     let all_done = || {

@@ -160,7 +160,7 @@ fn a_failed_result_publish_leaves_the_command_open_and_redelivery_does_not_call_
 }
 
 #[test]
-fn retries_then_a_failed_result_and_an_unknown_effect_fails_at_once() {
+fn retries_then_a_failed_result_and_an_effect_not_defined_here_waits() {
     let upstream = FakeGateway::start(|_, n| Reply::status(if n < 1 { 503 } else { 422 })).unwrap();
     let rig = effect_rig(&upstream, 3);
     let pipeline = rig.start();
@@ -175,18 +175,22 @@ fn retries_then_a_failed_result_and_an_unknown_effect_fails_at_once() {
         &unknown,
     );
     await_stats(&pipeline, |s| {
-        s.effect_results_published == 2 && s.effects_failed == 2
+        s.effect_results_published == 1 && s.effects_failed == 1
     });
     assert_eq!(upstream.received().len(), 2, "503 retried, 422 not");
-    let by_command: std::collections::HashMap<String, Value> = results(&rig, &nc)
-        .into_iter()
-        .map(|(_, r)| (r["command_id"].as_str().unwrap().to_string(), r))
-        .collect();
-    let charged = &by_command["cmd-1"];
+    let results = results(&rig, &nc);
+    assert_eq!(results.len(), 1, "only charge has a result");
+    let charged = &results[0].1;
+    assert_eq!(charged["command_id"], "cmd-1");
     assert_eq!(charged["result_type"], "failed");
     assert_eq!(charged["attempts"], 2);
     assert_eq!(charged["error"]["kind"], "http_422");
-    assert_eq!(by_command["cmd-2"]["error"]["kind"], "unknown_effect");
+    // teleport is defined nowhere: its command waits in the stream (no consumer of
+    // this process selects it), neither delivered here nor failed.
+    std::thread::sleep(Duration::from_millis(500));
+    let stats = pipeline.stats();
+    assert_eq!((stats.fetched, stats.effects_unknown_put_back), (1, 0));
+    assert_eq!(results.len(), 1);
 }
 
 #[test]

@@ -307,7 +307,9 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
         nc.clone(),
     )?;
     // After the pipeline made sure the consumers exist, so its first look finds them.
-    let probe = crate::ops::NatsProbe::start(nc.clone(), crate::ops::consumers_of(&settings))
+    // (Consumers of effects a reload adds are not in its lag metrics until a restart.)
+    let consumers = crate::ops::consumers_for(&settings, &catalogs.effects());
+    let probe = crate::ops::NatsProbe::start(nc.clone(), consumers)
         .map_err(|e| Error::Other(format!("cannot start the NATS probe: {e}")))?;
     let control = crate::ops::Control::new(pipeline.shared().clone(), nc.clone());
     let _ops = if listen.is_empty() {

@@ -14,8 +14,9 @@ pub use flusher::Flusher;
 pub use publisher::{Completion, PublishError, Publisher};
 pub use requester::Requester;
 pub use setup::{
-    cas_headers, effect_consumer, ensure_consumer, ensure_streams, key_value, kv_write,
-    kv_write_via, reposition_consumer, saga_consumers, ConsumerSpec,
+    cas_headers, effect_consumer, effect_consumers, effect_of_consumer, ensure_consumer,
+    ensure_streams, key_value, kv_write, kv_write_via, legacy_effect_consumer, reposition_consumer,
+    saga_consumers, ConsumerSpec,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -175,13 +175,62 @@ pub fn saga_consumers(settings: &Settings) -> Vec<ConsumerSpec> {
     ]
 }
 
-/// The effect pool's consumer: every command on the commands stream.
-pub fn effect_consumer(settings: &Settings) -> ConsumerSpec {
+/// The consumer of one effect's commands: `{durable}-effects-{effect}`, filtered on
+/// `{command_prefix}.*.{effect}` (the effect's commands of every tenant). Every process
+/// whose manifest defines the effect pulls it, so replicas split its commands; a
+/// process never receives a command of an effect it does not define, and a command
+/// whose effect no running process defines waits here. One consumer per effect, not per
+/// manifest: two manifests that share an effect share its consumer (no command is
+/// delivered to both), and an effect's position in the stream survives any manifest
+/// change (a new consumer for a changed set would have to guess where to start).
+pub fn effect_consumer(settings: &Settings, effect: &str) -> ConsumerSpec {
     ConsumerSpec {
         stream: settings.streams.workflow_commands.clone(),
-        durable: format!("{}-effects", settings.consumer.durable),
-        filter: String::new(),
+        durable: format!("{}-effects-{effect}", settings.consumer.durable),
+        filter: format!("{}.*.{effect}", settings.streams.command_prefix),
     }
+}
+
+/// The consumers of the effects `catalog` defines, in name order.
+pub fn effect_consumers(
+    settings: &Settings,
+    catalog: &crate::effects::EffectCatalog,
+) -> Vec<ConsumerSpec> {
+    catalog
+        .effects
+        .keys()
+        .map(|effect| effect_consumer(settings, effect))
+        .collect()
+}
+
+/// The effect name of an effect consumer's durable name, if it is one.
+pub fn effect_of_consumer<'a>(settings: &Settings, durable: &'a str) -> Option<&'a str> {
+    durable
+        .strip_prefix(settings.consumer.durable.as_str())?
+        .strip_prefix("-effects-")
+        .filter(|effect| !effect.is_empty())
+}
+
+/// The one unfiltered effect consumer of Runner versions before per-effect consumers
+/// (`{durable}-effects`). Never pulled or deleted by this version (an older replica may
+/// still use it during an upgrade); its ack floor is where a new effect consumer starts.
+pub fn legacy_effect_consumer(settings: &Settings) -> String {
+    format!("{}-effects", settings.consumer.durable)
+}
+
+/// Where a new effect consumer starts: after the legacy consumer's ack floor when that
+/// consumer exists (what it acked was executed), else at the stream's start (no consumer
+/// ever took a command of this effect).
+fn effect_start(js: &JetStream, settings: &Settings) -> Result<Option<u64>, StreamError> {
+    let stream = &settings.streams.workflow_commands;
+    let legacy = legacy_effect_consumer(settings);
+    if !consumer_exists(js, stream, &legacy)? {
+        return Ok(None);
+    }
+    let info = js
+        .consumer_info(stream, &legacy)
+        .map_err(js_err(format!("info of consumer {legacy} on {stream}")))?;
+    Ok(Some(info.ack_floor.stream_seq + 1))
 }
 
 /// The consumer the settings ask for. JetStream's own `max_deliver` is unlimited: the
@@ -239,12 +288,15 @@ fn differences(have: &ConsumerConfig, want: &ConsumerConfig) -> Vec<String> {
 /// Creates the durable consumer, or checks an existing one against the settings and
 /// updates it when it differs. Fails naming the fields the server would not change (the
 /// ack policy, for one). Returns the consumer as it now is.
+///
+/// A consumer of the commands stream is an effect consumer: created where the legacy
+/// unfiltered consumer's ack floor is, when that one exists ([`legacy_effect_consumer`]).
 pub fn ensure_consumer(
     js: &JetStream,
     spec: &ConsumerSpec,
     settings: &Settings,
 ) -> Result<ConsumerInfo, StreamError> {
-    let want = desired_config(spec, settings);
+    let mut want = desired_config(spec, settings);
     let what = format!("consumer {} on {}", spec.durable, spec.stream);
     if consumer_exists(js, &spec.stream, &spec.durable)? {
         let have = js
@@ -268,9 +320,17 @@ pub fn ensure_consumer(
             differences: left.join("; "),
         });
     }
+    if spec.stream == settings.streams.workflow_commands {
+        if let Some(seq) = effect_start(js, settings)? {
+            want.deliver_policy = DeliverPolicy::ByStartSeq;
+            want.opt_start_seq = Some(seq);
+        }
+    }
+    let from = want.opt_start_seq.unwrap_or(1);
     match js.add_consumer(&spec.stream, want) {
         Ok(info) => {
-            log::info!(stream = spec.stream.as_str(), consumer = spec.durable.as_str(); "created durable consumer");
+            log::info!(stream = spec.stream.as_str(), consumer = spec.durable.as_str(), filter = spec.filter.as_str(),
+                from_seq = from; "created durable consumer");
             Ok(info)
         }
         // Another replica created it in the meantime.
@@ -368,4 +428,29 @@ pub fn kv_write(
     };
     js.publish_with_options(&format!("$KV.{bucket}.{key}"), value, &options)
         .map(|ack| ack.sequence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_effect_consumer_selects_its_effect_for_every_tenant_and_its_name_says_which() {
+        let settings = Settings::default();
+        let spec = effect_consumer(&settings, "charge_card");
+        assert_eq!(spec.durable, "runner-saga-effects-charge_card");
+        assert_eq!(spec.filter, "workflow.cmd.*.charge_card");
+        assert_eq!(spec.stream, "WORKFLOW_COMMANDS");
+        assert_eq!(
+            effect_of_consumer(&settings, &spec.durable),
+            Some("charge_card")
+        );
+        // The legacy unfiltered consumer and saga consumers name no effect.
+        assert_eq!(
+            effect_of_consumer(&settings, &legacy_effect_consumer(&settings)),
+            None
+        );
+        assert_eq!(effect_of_consumer(&settings, "runner-saga-aggregate"), None);
+        assert_eq!(effect_of_consumer(&settings, "other-effects-charge"), None);
+    }
 }

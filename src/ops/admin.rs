@@ -51,6 +51,7 @@ pub fn route(
             .and_then(|sel| ok(records::discard_dead_letters(&shared, &sel))),
         (Method::Post, "/admin/instances/migrate") => migrate(control, body),
         (Method::Get, "/admin/store") => ok(storage::view(&shared, held, query)),
+        (Method::Get, "/admin/effects/unclaimed") => unclaimed(&shared),
         (Method::Get, "/admin/instances") => {
             ok(inspect::list(&shared.store, &Params::parse(query)))
         }
@@ -118,6 +119,18 @@ fn migrate(control: &Control, body: &str) -> Answer {
     Ok((200, json!({ "results": body })))
 }
 
+/// `GET /admin/effects/unclaimed`: effect commands no process has taken for longer
+/// than `effects.unclaimed_alert_secs`, as this process's latest scan found them.
+fn unclaimed(shared: &crate::pipeline::Shared) -> Answer {
+    if !shared.settings.mode.runs_effects() {
+        return Err(Refusal::Conflict(
+            "this process runs no effects; ask an effect (or combined) process".into(),
+        ));
+    }
+    let report = shared.unclaimed.lock().clone();
+    Ok((200, crate::effects::unclaimed::listing(&report)))
+}
+
 fn not_drained() -> Refusal {
     Refusal::Conflict(
         "not drained: POST /admin/drain first and wait until /ready reports drained".into(),
@@ -148,6 +161,9 @@ fn reload(control: &Control) -> Answer {
         "reloaded": true,
         "sagas": sagas.sagas.iter().map(|s| json!({"name": s.name.as_str(), "version": s.version})).collect::<Vec<_>>(),
         "effects": effects.effects.keys().map(|e| e.as_str()).collect::<Vec<_>>(),
+        // Pulled from the next reconcile of the effect fetch on (within a moment).
+        "effect_consumers": crate::nats_io::effect_consumers(&shared.settings, &effects)
+            .into_iter().map(|c| c.durable).collect::<Vec<_>>(),
     });
     shared.catalogs.replace(sagas, effects);
     log::warn!(body = body.to_string(); "manifests reloaded");

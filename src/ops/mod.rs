@@ -130,7 +130,7 @@ pub fn info(
     store: &crate::store::Store,
 ) -> Value {
     let instances = instance_counts(store);
-    let consumers: Vec<String> = consumers_of(settings)
+    let consumers: Vec<String> = consumers_for(settings, effects)
         .into_iter()
         .map(|c| c.durable)
         .collect();
@@ -179,14 +179,23 @@ fn instance_counts(store: &crate::store::Store) -> Value {
     value
 }
 
-/// The consumers the mode reads from.
+/// The saga consumers the mode reads from (effect consumers depend on the effects
+/// loaded: [`consumers_for`]).
 pub fn consumers_of(settings: &crate::settings::Settings) -> Vec<crate::nats_io::ConsumerSpec> {
+    consumers_for(settings, &crate::effects::EffectCatalog::default())
+}
+
+/// The consumers the mode reads from with `effects` loaded: one per effect.
+pub fn consumers_for(
+    settings: &crate::settings::Settings,
+    effects: &crate::effects::EffectCatalog,
+) -> Vec<crate::nats_io::ConsumerSpec> {
     let mut consumers = Vec::new();
     if settings.mode.runs_sagas() {
         consumers.extend(crate::nats_io::saga_consumers(settings));
     }
     if settings.mode.runs_effects() {
-        consumers.push(crate::nats_io::effect_consumer(settings));
+        consumers.extend(crate::nats_io::effect_consumers(settings, effects));
     }
     consumers
 }

@@ -103,6 +103,8 @@ pub struct Shared {
     /// Quarantined messages an operator retries, to the decode stage (disconnected
     /// when this process runs no sagas).
     pub retries: Sender<Retry>,
+    /// Effect commands nobody takes, as `stages::unclaimed` last found them.
+    pub unclaimed: parking_lot::Mutex<crate::effects::unclaimed::UnclaimedReport>,
 }
 
 /// Processing time per stage, each on its own unit of work.
@@ -169,7 +171,7 @@ impl Pipeline {
             consumers.extend(nats_io::saga_consumers(&settings));
         }
         if mode.runs_effects() {
-            consumers.push(nats_io::effect_consumer(&settings));
+            consumers.extend(nats_io::effect_consumers(&settings, &catalogs.effects()));
         }
         let mut subs = Vec::new();
         // Resumption after a storage stop waits for the consumers' real ack wait.
@@ -186,6 +188,7 @@ impl Pipeline {
         let (retries, retry_inbox) = bounded(RETRY_QUEUE);
         let shared = Arc::new(Shared {
             retries,
+            unclaimed: Default::default(),
             notices,
             relay_latency: Histogram::default(),
             timer_lag: Histogram::default(),
@@ -194,8 +197,9 @@ impl Pipeline {
             decode: DecodeConfig::from_settings(&settings),
             intake: Intake::new(
                 ack_wait + std::time::Duration::from_millis(200),
-                // Every message that can be in flight, a few times over.
-                4 * consumers.len() * settings.consumer.max_ack_pending.max(1) as usize,
+                // Every message that can be in flight, a few times over (room for the
+                // effect consumers a reload may add).
+                4 * consumers.len().max(8) * settings.consumer.max_ack_pending.max(1) as usize,
             ),
             stats,
             settings,
@@ -214,17 +218,30 @@ impl Pipeline {
         let flusher = nats_io::Flusher::start(&nc)
             .map_err(|e| Error::Other(format!("cannot start the flush thread: {e}")))?;
         let effect_stream = shared.settings.streams.workflow_commands.clone();
-        let subs_for_sagas = subs.iter().any(|(spec, _)| spec.stream != effect_stream);
-        for (spec, sub) in subs {
-            let tx = if spec.stream == effect_stream && mode.runs_effects() {
-                effect_fetch_tx.clone()
-            } else {
-                fetch_tx.clone()
-            };
-            let (shared, flusher, js) = (shared.clone(), flusher.clone(), js.clone());
+        let (effect_subs, saga_subs): (Vec<_>, Vec<_>) = subs
+            .into_iter()
+            .partition(|(spec, _)| spec.stream == effect_stream && mode.runs_effects());
+        let subs_for_sagas = !saga_subs.is_empty();
+        for (spec, sub) in saga_subs {
+            let (shared, flusher, js, tx) = (
+                shared.clone(),
+                flusher.clone(),
+                js.clone(),
+                fetch_tx.clone(),
+            );
             pipeline.spawn(&format!("fetch-{}", spec.stream), move || {
                 stages::fetch::run(&shared, &js, &spec, sub, &flusher, &tx)
             })?;
+        }
+        if mode.runs_effects() {
+            // A fetch thread per effect defined, reconciled with the catalog on reload.
+            let (s, flusher, js) = (shared.clone(), flusher.clone(), js.clone());
+            let tx = effect_fetch_tx.clone();
+            pipeline.spawn("effect-fetch", move || {
+                stages::effect_fetch::run(&s, &js, &flusher, effect_subs, tx)
+            })?;
+            let (s, nc) = (shared.clone(), nc.clone());
+            pipeline.spawn("effect-unclaimed", move || stages::unclaimed::run(&s, &nc))?;
         }
         if mode.runs_sagas() && !subs_for_sagas {
             // A shard with no tenants (yet): nothing to fetch, but the saga stages keep

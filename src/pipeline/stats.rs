@@ -57,6 +57,8 @@ counters! {
     effects_failed: "Effect commands that ended failed or timed out.",
     effect_commands_acked: "Effect commands acked (their result recorded and published).",
     effect_claims_busy: "Effect commands put back because another replica held their claim, or no claim could be had.",
+    effects_unknown_put_back: "Effect commands of an effect this process does not define that reached it anyway (fetched just before a reload dropped the effect): put back with a delay, not failed.",
+    effect_commands_unclaimed: "Gauge: effect commands no process has taken for longer than effects.unclaimed_alert_secs, as the latest scan found them (GET /admin/effects/unclaimed lists them).",
     timers_fired: "Timers whose reminder was published and acked, then deleted.",
     timers_due: "Gauge: timers found due by the scheduler's latest scan (at most scheduler.batch).",
     queue_decode: "Gauge: batches waiting for the decode stage (fetch → decode channel), as decode last saw it.",

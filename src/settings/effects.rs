@@ -21,6 +21,11 @@ pub struct EffectSettings {
     /// How long the claims bucket keeps a finished claim (bucket `max_age`): longer
     /// than a command can be redelivered.
     pub claims_ttl_secs: u64,
+    /// A command on an effect subject that no process has taken for this long is
+    /// reported (log line, `runner_effect_commands_unclaimed`, `GET
+    /// /admin/effects/unclaimed`): no running process defines its effect, or those that
+    /// do fall this far behind.
+    pub unclaimed_alert_secs: u64,
 }
 
 impl Default for EffectSettings {
@@ -30,6 +35,7 @@ impl Default for EffectSettings {
             claims_bucket: "RUNNER_EFFECT_CLAIMS".into(),
             claim_lease_ms: 5 * 60 * 1000,
             claims_ttl_secs: 7 * 24 * 60 * 60,
+            unclaimed_alert_secs: 300,
         }
     }
 }
@@ -60,6 +66,12 @@ impl EffectSettings {
                 format!("must be at least 60 (got {})", self.claims_ttl_secs),
             );
         }
+        within(
+            "effects.unclaimed_alert_secs",
+            self.unclaimed_alert_secs,
+            1,
+            7 * 24 * 60 * 60,
+        )?;
         Ok(())
     }
 }
@@ -86,6 +98,11 @@ mod tests {
                 "RUNNER_EFFECTS_CLAIMS_TTL_SECS",
                 "1",
                 "effects.claims_ttl_secs",
+            ),
+            (
+                "RUNNER_EFFECTS_UNCLAIMED_ALERT_SECS",
+                "0",
+                "effects.unclaimed_alert_secs",
             ),
         ]);
     }
