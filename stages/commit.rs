@@ -18,6 +18,9 @@ use crate::store::{
 };
 
 pub fn run(shared: &Shared, input: &Receiver<ExecutedBatch>) {
+    // Told however the loop ends (a panic too): a draining relay sends the outbox's last
+    // items once no commit can add more.
+    let _ended = Ended(&shared.intake);
     let max = shared.settings.pipeline.commit_batch_max;
     let retry = Duration::from_millis(shared.settings.pipeline.storage_retry_ms);
     let linger = Duration::from_micros(shared.settings.pipeline.commit_linger_us);
@@ -61,6 +64,15 @@ pub fn run(shared: &Shared, input: &Receiver<ExecutedBatch>) {
             shared.intake.mark_committed(newest);
         }
         shared.stage_latency.commit.record(started.elapsed());
+    }
+}
+
+/// Marks the commit stage ended when dropped.
+struct Ended<'a>(&'a crate::pipeline::Intake);
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        self.0.mark_commits_ended();
     }
 }
 

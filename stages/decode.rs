@@ -90,8 +90,7 @@ fn decode_one(shared: &Shared, catalog: &SagaCatalog, msg: nats::Message) -> Opt
         delivered: delivery.delivered,
         subject: msg.subject.clone(),
     };
-    let tenant = nats_io::header(&msg, header::TENANT);
-    let decoded = saga::decode(&shared.decode, catalog, &info, tenant, &msg.data);
+    let decoded = saga::decode_message(&shared.decode, catalog, &info, headers(&msg), &msg.data);
     Some(DecodedMsg {
         msg,
         info,
@@ -100,16 +99,23 @@ fn decode_one(shared: &Shared, catalog: &SagaCatalog, msg: nats::Message) -> Opt
     })
 }
 
+/// The headers decoding reads: tenant and trace context.
+fn headers(msg: &nats::Message) -> saga::Headers<'_> {
+    saga::Headers {
+        tenant: nats_io::header(msg, header::TENANT),
+        traceparent: nats_io::header(msg, header::TRACEPARENT),
+    }
+}
+
 /// A retried message, decoded with the catalog in force now (a reload may be why it
 /// is retried), as a batch of its own.
 fn retried(shared: &Shared, retry: Retry) -> DecodedBatch {
-    let tenant = nats_io::header(&retry.msg, header::TENANT);
     let catalog = shared.catalogs.sagas();
-    let decoded = saga::decode(
+    let decoded = saga::decode_message(
         &shared.decode,
         &catalog,
         &retry.info,
-        tenant,
+        headers(&retry.msg),
         &retry.msg.data,
     );
     DecodedBatch {

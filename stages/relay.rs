@@ -7,6 +7,11 @@
 //! items are deleted in batches by a thread of their own, so that the relay keeps
 //! sending while a delete's fsync runs; an item leaves memory once its delete committed.
 //!
+//! A drain (shutdown) does not end the relay at once: it keeps taking notices while the
+//! last commits finish, and ends when the outbox is empty after the commit stage ended,
+//! or when its share of `ops.drain_deadline_ms` is spent ([`Drain`]), counting what it
+//! left for the log and `/ready`.
+//!
 //! ```text
 //! commit ─notices─▶ relay ─▶ publisher ─▶ WORKFLOW_COMMANDS ─acks─▶ relay ─▶ relay-delete
 //!    store ─scan──▶   │ ──jobs─▶ gateway workers ─HTTP─▶ Gateway ─outcomes─▶ relay
@@ -46,8 +51,48 @@ const DELETE_DELAY: Duration = Duration::from_millis(5);
 /// Most keys in one delete transaction: while one commits, more gather, and a slow
 /// fsync must not make the next transaction ever larger.
 const DELETE_BATCH_MAX: usize = 4 * DELETE_BATCH;
-/// How long shutdown waits for dispatches in flight.
+/// The most a drain keeps for the answers to what is in flight when it stops sending,
+/// and the most it waits for one delete batch at its end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The least a drain waits for a delete batch, even past its deadline.
+const MIN_DELETE_WAIT: Duration = Duration::from_millis(100);
+
+/// A drain's clock, set when the relay sees it begin. The relay sends until
+/// `send_until`, waits for what is in flight until `stop_at`, and leaves the rest of
+/// `ops.drain_deadline_ms` for its last deletes and the other stages' ends.
+struct Drain {
+    began: Instant,
+    send_until: Instant,
+    stop_at: Instant,
+    /// When the process exits whatever runs (the supervisor's deadline).
+    deadline: Instant,
+    /// `relayed` when the drain began, to report what it sent.
+    relayed_before: u64,
+}
+
+impl Drain {
+    fn begin(shared: &Shared) -> Drain {
+        let began = shared.intake.shutdown_at().unwrap_or_else(Instant::now);
+        let budget = Duration::from_millis(shared.settings.ops.drain_deadline_ms);
+        let margin = (budget / 10).min(Duration::from_secs(1));
+        let stop_at = began + budget - margin;
+        let answers = SHUTDOWN_GRACE.min((budget - margin) / 5);
+        log::info!(outbox_depth = shared.stats.snapshot().outbox_depth, drain_deadline_ms = budget.as_millis() as u64;
+            "drain: the relay sends what the outbox holds");
+        Drain {
+            began,
+            send_until: stop_at - answers,
+            stop_at,
+            deadline: began + budget,
+            relayed_before: shared.stats.snapshot().relayed,
+        }
+    }
+
+    /// Whether new dispatches may still start.
+    fn may_send(&self) -> bool {
+        Instant::now() < self.send_until
+    }
+}
 
 /// What a publish or Gateway call was for.
 #[derive(Debug)]
@@ -182,20 +227,18 @@ enum Event {
 
 impl Relay<'_> {
     fn run(&mut self, inbox: &NoticeInbox, results: &Receiver<(u64, GatewayOutcome)>) {
-        let mut stopping_since: Option<Instant> = None;
+        let mut drain: Option<Drain> = None;
         loop {
-            let shutting_down = self.shared.intake.is_shutting_down();
-            if shutting_down {
-                let since = *stopping_since.get_or_insert_with(Instant::now);
-                if self.tracker.in_flight() == 0 || since.elapsed() > SHUTDOWN_GRACE {
-                    self.finish_deletes();
-                    if !self.to_delete.is_empty() {
-                        log::warn!(items = self.to_delete.len() as u64; "relay stops with confirmed items not deleted; they are sent again (idempotently) after restart");
-                    }
-                    log::info!(held = self.tracker.len() as u64; "relay stage stopped");
-                    return;
+            if drain.is_none() && self.shared.intake.is_shutting_down() {
+                drain = Some(Drain::begin(self.shared));
+            }
+            if let Some(d) = &drain {
+                if self.drained(d) {
+                    return self.stop(d);
                 }
-            } else {
+            }
+            let sending = drain.as_ref().is_none_or(Drain::may_send);
+            if sending {
                 if inbox.take_missed() || self.tracker.take_overflow() {
                     // Items were left in the store: the next pass comes soon, also
                     // when one is under way (it may be past their keys).
@@ -207,9 +250,13 @@ impl Relay<'_> {
                 self.scan_step();
                 self.tracker.wake(Instant::now());
                 self.dispatch();
+            } else {
+                // Past the last moment to send: only answers to what is in flight count.
+                self.scan_from = None;
+                self.tracker.wake(Instant::now());
             }
             self.publisher.tick();
-            let event = self.wait(inbox, results);
+            let event = self.wait(inbox, results, sending);
             self.handle(event);
             // Whatever else is ready, without waiting.
             while let Ok(msg) = self.publisher.acks().try_recv() {
@@ -221,23 +268,92 @@ impl Relay<'_> {
             if let Ok(deleted) = self.deleter.outcomes().try_recv() {
                 self.on_deleted(Ok(deleted));
             }
-            if !shutting_down {
-                while let Ok(notice) = inbox.rx.try_recv() {
-                    self.on_notice(notice);
-                }
+            // Also while draining: the commits that finish then announce items too.
+            while let Ok(notice) = inbox.rx.try_recv() {
+                self.on_notice(notice);
             }
             for completion in self.publisher.take_completions() {
                 self.on_publish(completion);
             }
             Stats::set(&self.shared.stats.relay_held, self.tracker.len() as u64);
             let due = self.delete_due.is_some_and(|at| at <= Instant::now());
-            if self.to_delete.len() >= DELETE_BATCH || due || shutting_down {
+            if self.to_delete.len() >= DELETE_BATCH || due || drain.is_some() {
                 self.flush_deletes();
             }
         }
     }
 
-    fn wait(&self, inbox: &NoticeInbox, results: &Receiver<(u64, GatewayOutcome)>) -> Event {
+    /// Whether a draining relay is done: the outbox is empty (every commit ended and
+    /// every item sent, confirmed and deleted), or its time is up, or nothing it holds
+    /// can still be confirmed in time.
+    fn drained(&mut self, d: &Drain) -> bool {
+        let now = Instant::now();
+        if now >= d.stop_at || (!d.may_send() && self.tracker.in_flight() == 0) {
+            return true;
+        }
+        if !self.shared.intake.commits_ended() || !self.tracker.is_empty() {
+            return false;
+        }
+        // Nothing held: is anything left in the store (left by a full tenant queue, a
+        // lost notice, an earlier run)? One key is enough to know.
+        match self.store.outbox_page("", 1, |_| false) {
+            Ok(page) if page.items.is_empty() => true,
+            Ok(_) => {
+                if self.scan_from.is_none() {
+                    self.next_scan = self.next_scan.min(now + RESCAN_AFTER_OVERFLOW);
+                }
+                false
+            }
+            Err(e) => {
+                log::warn!(error = e.to_string(); "draining relay cannot read the outbox; retrying");
+                false
+            }
+        }
+    }
+
+    /// The drain's end: deletes what was confirmed, counts what the outbox still holds
+    /// (for the log and `/ready`) and ends the stage. Items left are sent after the
+    /// next start; one in flight now may then arrive twice (idempotently).
+    fn stop(&mut self, d: &Drain) {
+        self.finish_deletes(d.deadline.saturating_duration_since(Instant::now()));
+        if !self.to_delete.is_empty() {
+            log::warn!(items = self.to_delete.len() as u64; "relay stops with confirmed items not deleted; they are sent again (idempotently) after restart");
+        }
+        let sent = self
+            .shared
+            .stats
+            .snapshot()
+            .relayed
+            .saturating_sub(d.relayed_before);
+        let took_ms = d.began.elapsed().as_millis() as u64;
+        let left = match self.store.outbox_len() {
+            Ok(left) => left,
+            Err(e) => {
+                log::error!(error = e.to_string(), held = self.tracker.len() as u64;
+                    "relay stage stopped; cannot count the outbox items left in the store");
+                return;
+            }
+        };
+        self.shared.intake.set_outbox_left(left);
+        Stats::set(&self.shared.stats.outbox_depth, left);
+        if left == 0 {
+            log::info!(outbox_left = left, sent = sent, took_ms = took_ms;
+                "relay stage stopped: the drain sent everything the outbox held");
+        } else {
+            log::warn!(outbox_left = left, in_flight = self.tracker.in_flight() as u64, sent = sent,
+                took_ms = took_ms, drain_deadline_ms = self.shared.settings.ops.drain_deadline_ms;
+                "relay stage stopped with outbox items left in the store (drain deadline); they are sent after the next start");
+        }
+    }
+
+    /// The next event, or `Idle` when the next thing to do is due. `sending`: false
+    /// once a drain stopped sending (scans are then not due).
+    fn wait(
+        &self,
+        inbox: &NoticeInbox,
+        results: &Receiver<(u64, GatewayOutcome)>,
+        sending: bool,
+    ) -> Event {
         let now = Instant::now();
         let mut until = now + TICK;
         for t in [self.tracker.next_wake(), self.publisher.next_deadline()]
@@ -250,10 +366,12 @@ impl Relay<'_> {
         if let Some(due) = self.delete_due.filter(|_| !self.deleter.is_busy()) {
             until = until.min(due);
         }
-        if self.scan_from.is_some() {
-            until = now;
-        } else {
-            until = until.min(self.next_scan);
+        if sending {
+            until = if self.scan_from.is_some() {
+                now
+            } else {
+                until.min(self.next_scan)
+            };
         }
         let timeout = until.saturating_duration_since(now);
         select! {
@@ -434,7 +552,9 @@ impl Relay<'_> {
             (Ok(_), Purpose::Verdict) => self.file_dead_letter(&key),
             // NATS itself is unavailable: not the item's fault, so no attempt is used.
             (Err(e @ (PublishError::Timeout { .. } | PublishError::Io(_))), _) => {
-                log::warn!(outbox_key = key.as_str(), error = e.to_string(); "publish failed; NATS unavailable, retrying");
+                let (tenant, correlation, trace) = self.ids(&key);
+                log::warn!(outbox_key = key.as_str(), tenant_id = tenant, correlation_id = correlation, trace_id = trace,
+                    error = e.to_string(); "publish failed; NATS unavailable, retrying");
                 self.tracker
                     .retry_at(&key, Instant::now() + OUTAGE_PAUSE, false);
             }
@@ -491,8 +611,10 @@ impl Relay<'_> {
             self.jitter.draw(),
         )
         .max(after.unwrap_or_default().min(max));
-        log::warn!(outbox_key = key, attempts = attempts, retry_in_ms = delay.as_millis() as u64,
-            reason = reason.as_str(); "dispatch failed; will retry");
+        let (tenant, correlation, trace) = ids_of(&entry.item);
+        log::warn!(outbox_key = key, tenant_id = tenant, correlation_id = correlation, trace_id = trace,
+            attempts = attempts, retry_in_ms = delay.as_millis() as u64, reason = reason.as_str();
+            "dispatch failed; will retry");
         Stats::add(&self.shared.stats.relay_retries, 1);
         self.tracker.retry_at(key, Instant::now() + delay, true);
     }
@@ -503,9 +625,9 @@ impl Relay<'_> {
             return;
         };
         let record = verdict::dead_letter(&entry.item, &why, entry.attempts, &now_rfc3339());
-        log::warn!(outbox_key = key, tenant_id = entry.item.tenant.as_str(),
-            correlation_id = entry.item.correlation.as_str(), reason = record.reason.as_str();
-            "giving up on an outbox item: dead letter and result event");
+        let (tenant, correlation, trace) = ids_of(&entry.item);
+        log::warn!(outbox_key = key, tenant_id = tenant, correlation_id = correlation, trace_id = trace,
+            reason = record.reason.as_str(); "giving up on an outbox item: dead letter and result event");
         self.tracker.condemn(key, record);
         self.tracker.retry_at(key, Instant::now(), true);
     }
@@ -522,11 +644,20 @@ impl Relay<'_> {
                 self.tracker.done(key);
             }
             Err(e) => {
-                log::error!(outbox_key = key, error = e.to_string(); "cannot file a dead letter; retrying");
+                let (tenant, correlation, trace) = self.ids(key);
+                log::error!(outbox_key = key, tenant_id = tenant, correlation_id = correlation, trace_id = trace,
+                    error = e.to_string(); "cannot file a dead letter; retrying");
                 self.tracker
                     .retry_at(key, Instant::now() + OUTAGE_PAUSE, false);
             }
         }
+    }
+
+    /// [`ids_of`] the held item under `key` (empty ids when it is not held).
+    fn ids(&self, key: &str) -> (&str, &str, &str) {
+        self.tracker
+            .get(key)
+            .map_or(("", "", ""), |entry| ids_of(&entry.item))
     }
 
     /// Hands confirmed items to the deleter as one batch (one transaction), unless a
@@ -583,16 +714,18 @@ impl Relay<'_> {
     }
 
     /// At shutdown: waits for the batch being deleted, then deletes what is left (one
-    /// more attempt, also during a failed batch's pause).
-    fn finish_deletes(&mut self) {
-        if let Some(deleted) = self.deleter.wait(SHUTDOWN_GRACE) {
+    /// more attempt, also during a failed batch's pause), each wait at most `wait`
+    /// (what is left of the drain's time), and a little even when that is spent.
+    fn finish_deletes(&mut self, wait: Duration) {
+        let wait = wait.clamp(MIN_DELETE_WAIT, SHUTDOWN_GRACE);
+        if let Some(deleted) = self.deleter.wait(wait) {
             self.on_deleted(Ok(deleted));
         }
         self.delete_paused_until = None;
         while !self.to_delete.is_empty() {
             let before = self.to_delete.len();
             self.flush_deletes();
-            if let Some(deleted) = self.deleter.wait(SHUTDOWN_GRACE) {
+            if let Some(deleted) = self.deleter.wait(wait) {
                 self.on_deleted(Ok(deleted));
             }
             // Stuck (a batch did not end in time) or failed (its keys are back): the rest
@@ -602,6 +735,17 @@ impl Relay<'_> {
             }
         }
     }
+}
+
+/// What every log line about an item names: tenant, correlation and the trace id of
+/// its `traceparent` ("" when it has none).
+fn ids_of(item: &OutboxItem) -> (&str, &str, &str) {
+    let trace = item
+        .traceparent
+        .as_deref()
+        .and_then(crate::envelope::trace_id)
+        .unwrap_or_default();
+    (item.tenant.as_str(), item.correlation.as_str(), trace)
 }
 
 /// The headers of CONTRACTS.md §1 (the caller adds `Nats-Msg-Id`).

@@ -273,7 +273,13 @@ fn drain(pipeline: &Pipeline, deadline: Duration) -> bool {
     }
     let done = pipeline.all_stopped();
     if done {
-        log::info!(took_ms = started.elapsed().as_millis() as u64; "drained: every stage finished its work");
+        let took_ms = started.elapsed().as_millis() as u64;
+        // The relay's count (none in effect mode, which has no outbox).
+        match pipeline.intake().outbox_left() {
+            Some(left) => log::info!(took_ms = took_ms, outbox_left = left;
+                "drained: every stage finished its work"),
+            None => log::info!(took_ms = took_ms; "drained: every stage finished its work"),
+        }
     }
     done
 }

@@ -261,9 +261,12 @@ fn respond(served: &Served, mut request: tiny_http::Request) {
                 let nearly_full = storage::nearly_full(&shared);
                 let ready = healthy && !draining && stopped.is_none() && nearly_full.is_none();
                 let drained = state.control.is_drained();
+                // What the drain's relay left in the outbox (null until it stopped).
+                let outbox_left = shared.intake.outbox_left();
                 json_reply(
                     if ready { 200 } else { 503 },
                     json!({"ready": ready, "draining": draining, "drained": drained,
+                           "outbox_left": outbox_left,
                            "intake_stopped": stopped, "store_nearly_full": nearly_full,
                            "health": checks}),
                 )

@@ -7,6 +7,11 @@
 //! succeeds and one ack wait has passed since the stop and since the last drop, so the
 //! dropped messages are due for redelivery; [`Drops`] then holds back anything that
 //! arrives ahead of a message still owed.
+//!
+//! A drain (shutdown) runs in order: intake stops (fetching ends), the saga stages
+//! finish what they hold and the commit stage ends ([`Intake::commits_ended`]), the
+//! relay sends what the outbox still holds and reports what it left
+//! ([`Intake::outbox_left`]), then the process exits (or stays drained).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,6 +25,12 @@ pub struct Intake {
     epoch: AtomicU64,
     stopped: AtomicBool,
     shutdown: AtomicBool,
+    /// When the shutdown was asked for (the drain deadline counts from here).
+    shutdown_at: Mutex<Option<Instant>>,
+    /// The commit stage has ended: no outbox item is written any more.
+    commits_ended: AtomicBool,
+    /// Outbox items left in the store when the relay stopped after a drain.
+    outbox_left: Mutex<Option<u64>>,
     committed_through: AtomicU64,
     stop: Mutex<Option<(Instant, String)>>,
     resume_after: Duration,
@@ -36,6 +47,9 @@ impl Intake {
             epoch: AtomicU64::new(1),
             stopped: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
+            shutdown_at: Mutex::new(None),
+            commits_ended: AtomicBool::new(false),
+            outbox_left: Mutex::new(None),
             committed_through: AtomicU64::new(0),
             stop: Mutex::new(None),
             resume_after,
@@ -80,7 +94,34 @@ impl Intake {
     }
 
     pub fn request_shutdown(&self) {
+        self.shutdown_at.lock().get_or_insert_with(Instant::now);
         self.shutdown.store(true, Ordering::SeqCst);
+    }
+
+    /// When the shutdown was first asked for, if it was.
+    pub fn shutdown_at(&self) -> Option<Instant> {
+        *self.shutdown_at.lock()
+    }
+
+    /// The commit stage says it has ended (also when it panicked): after a drain began,
+    /// no more outbox items are written, so the relay can tell when it sent them all.
+    pub fn mark_commits_ended(&self) {
+        self.commits_ended.store(true, Ordering::SeqCst);
+    }
+
+    pub fn commits_ended(&self) -> bool {
+        self.commits_ended.load(Ordering::SeqCst)
+    }
+
+    /// The relay stopped after a drain with `n` outbox items left in the store.
+    pub fn set_outbox_left(&self, n: u64) {
+        *self.outbox_left.lock() = Some(n);
+    }
+
+    /// Outbox items the drained relay left in the store (`None`: no relay has stopped
+    /// after a drain of this pipeline, or it could not count them).
+    pub fn outbox_left(&self) -> Option<u64> {
+        *self.outbox_left.lock()
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -128,6 +169,27 @@ mod tests {
         intake.resume();
         assert!(!intake.is_stopped());
         assert_eq!(intake.epoch(), before + 1, "resuming keeps the new epoch");
+    }
+
+    #[test]
+    fn a_drain_counts_from_the_first_request_and_reports_once_the_relay_stopped() {
+        let intake = Intake::new(Duration::ZERO, 8);
+        assert_eq!(intake.shutdown_at(), None);
+        intake.request_shutdown();
+        let first = intake.shutdown_at().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        intake.request_shutdown();
+        assert_eq!(
+            intake.shutdown_at(),
+            Some(first),
+            "a second request moves nothing"
+        );
+        assert!(!intake.commits_ended());
+        intake.mark_commits_ended();
+        assert!(intake.commits_ended());
+        assert_eq!(intake.outbox_left(), None);
+        intake.set_outbox_left(3);
+        assert_eq!(intake.outbox_left(), Some(3));
     }
 
     #[test]

@@ -366,7 +366,9 @@ impl Pipeline {
     }
 
     /// Stops taking work: fetching ends, and every stage finishes what it holds and
-    /// stops (the relay flushes what is in flight). Threads are not joined here.
+    /// stops; the relay, once the commit stage ended, sends what the outbox holds (up to
+    /// `ops.drain_deadline_ms`) and reports what it left ([`Intake::outbox_left`]).
+    /// Threads are not joined here.
     pub fn begin_drain(&self) {
         self.shared.intake.request_shutdown();
     }

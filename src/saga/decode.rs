@@ -54,7 +54,17 @@ fn reject(kind: fn(String) -> Error, reason: impl Into<String>) -> Error {
     kind(reason.into())
 }
 
-/// Decodes and routes one message. `header_tenant` is the `x-tenant-id` header.
+/// The headers decoding reads (CONTRACTS.md §1).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Headers<'a> {
+    /// `x-tenant-id`: must agree with the body's tenant.
+    pub tenant: Option<&'a str>,
+    /// `traceparent`: the trace context when the body's metadata carries none.
+    pub traceparent: Option<&'a str>,
+}
+
+/// Decodes and routes one message that came with no headers but `x-tenant-id`
+/// (`header_tenant`); see [`decode_message`].
 pub fn decode(
     cfg: &DecodeConfig,
     catalog: &SagaCatalog,
@@ -62,20 +72,29 @@ pub fn decode(
     header_tenant: Option<&str>,
     body: &[u8],
 ) -> Decoded {
+    let headers = Headers {
+        tenant: header_tenant,
+        traceparent: None,
+    };
+    decode_message(cfg, catalog, info, headers, body)
+}
+
+/// Decodes and routes one message with the headers it came with.
+pub fn decode_message(
+    cfg: &DecodeConfig,
+    catalog: &SagaCatalog,
+    info: &MessageInfo,
+    headers: Headers<'_>,
+    body: &[u8],
+) -> Decoded {
     let mut log = LogCtx {
-        tenant_id: header_tenant.unwrap_or_default().to_string(),
+        tenant_id: headers.tenant.unwrap_or_default().to_string(),
+        // The body's own, if it has one, replaces it below.
+        trace_id: header_trace(headers).unwrap_or_default().to_string(),
         ..LogCtx::default()
     };
     let mut event_id = None;
-    match decode_inner(
-        cfg,
-        catalog,
-        info,
-        header_tenant,
-        body,
-        &mut log,
-        &mut event_id,
-    ) {
+    match decode_inner(cfg, catalog, info, headers, body, &mut log, &mut event_id) {
         Ok(event) => Decoded::Event(Box::new(event)),
         Err(r) => {
             let tenant = TenantId::new(&log.tenant_id).unwrap_or_default();
@@ -99,15 +118,21 @@ pub fn decode(
     }
 }
 
+/// The trace id of the `traceparent` header, when it is there and well formed.
+fn header_trace(headers: Headers<'_>) -> Option<&str> {
+    headers.traceparent.and_then(trace_id)
+}
+
 fn decode_inner(
     cfg: &DecodeConfig,
     catalog: &SagaCatalog,
     info: &MessageInfo,
-    header_tenant: Option<&str>,
+    headers: Headers<'_>,
     body: &[u8],
     log: &mut LogCtx,
     event_id_out: &mut Option<String>,
 ) -> Result<RoutedEvent, Error> {
+    let header_tenant = headers.tenant;
     if body.len() > cfg.max_message_bytes {
         return Err(reject(
             Error::Decode,
@@ -190,7 +215,15 @@ fn decode_inner(
     let event_time = incoming.event_time.to_string();
     let event_time_ms = parse_rfc3339_ms(&event_time)
         .map_err(|e| reject(Error::Decode, format!("event time is not RFC 3339: {e}")))?;
-    let traceparent = incoming.traceparent().map(str::to_string);
+    // The body's metadata wins; the header stands in when the body has no readable one
+    // (an upstream that traces in headers only), so the trace still reaches the work.
+    let readable = |tp: &&str| trace_id(tp).is_some();
+    let traceparent = incoming
+        .traceparent()
+        .filter(readable)
+        .or(headers.traceparent.filter(readable))
+        .or(incoming.traceparent())
+        .map(str::to_string);
 
     let ctx = json!({
         "tenant_id": tenant.as_str(),

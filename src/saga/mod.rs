@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-pub use decode::{decode, DecodeConfig};
+pub use decode::{decode, decode_message, DecodeConfig, Headers};
 pub use execute::{Disposition, Executor, Outcome};
 pub use ids::{derive_command_id, derive_span_id};
 

@@ -797,3 +797,85 @@ fn an_instance_on_a_version_no_longer_loaded_is_quarantined_not_changed() {
         q.reason
     );
 }
+
+/// An upstream that traces in headers only: the `traceparent` header stands in for the
+/// body's, in the log context and in the work the event causes (invariant 4); a body
+/// that has a readable one keeps it.
+#[test]
+fn a_traceparent_only_in_the_header_is_taken_and_continued() {
+    const HEADER_TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let env = env();
+    let decode_with = |body: &Value, traceparent: Option<&str>| {
+        let headers = Headers {
+            tenant: Some("acme"),
+            traceparent,
+        };
+        let bytes = body.to_string();
+        match decode_message(
+            &cfg(),
+            &env.catalog,
+            &agg_info(1),
+            headers,
+            bytes.as_bytes(),
+        ) {
+            Decoded::Event(e) => *e,
+            Decoded::Quarantine(q, _) => panic!("quarantined: {}", q.reason),
+        }
+    };
+    let mut untraced = placed("o-1", "e-1");
+    untraced["metadata"] = json!({"correlation_id": "req-1"});
+    let ev = decode_with(&untraced, Some(HEADER_TP));
+    assert_eq!(ev.traceparent.as_deref(), Some(HEADER_TP));
+    assert_eq!(ev.log.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    let reader = env.store.reader().unwrap();
+    let out = Executor::new("workflow.cmd")
+        .execute(&reader, &ev, &agg_info(1), 1)
+        .unwrap();
+    let t = &out.transitions[0];
+    let cmd: EffectCommand = serde_json::from_str(t.outbox[0].envelope.as_str()).unwrap();
+    let tp = cmd.metadata["traceparent"].as_str().unwrap();
+    assert!(
+        tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && tp != HEADER_TP,
+        "the command continues the header's trace with a span of its own: {tp}"
+    );
+    assert_eq!(t.outbox[0].traceparent.as_deref(), Some(tp));
+    let timer_tp = t.schedules[0].metadata["traceparent"].as_str().unwrap();
+    assert!(timer_tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+
+    // The body's own wins over the header's…
+    let ev = decode_with(&placed("o-1", "e-1"), Some(HEADER_TP));
+    assert_eq!(ev.traceparent.as_deref(), Some(TRACEPARENT));
+    assert_eq!(ev.log.trace_id, "0af7651916cd43dd8448eb211c80319c");
+    // …unless it cannot be read; a malformed header is ignored.
+    let mut garbled = placed("o-1", "e-1");
+    garbled["metadata"]["traceparent"] = json!("garbage");
+    assert_eq!(
+        decode_with(&garbled, Some(HEADER_TP))
+            .traceparent
+            .as_deref(),
+        Some(HEADER_TP)
+    );
+    assert_eq!(
+        decode_with(&untraced, Some("garbage")).log.trace_id,
+        "",
+        "no readable trace anywhere"
+    );
+
+    // A message quarantined before its envelope is read still names the header's trace.
+    let quarantined = decode_message(
+        &cfg(),
+        &env.catalog,
+        &agg_info(2),
+        Headers {
+            tenant: Some("acme"),
+            traceparent: Some(HEADER_TP),
+        },
+        b"not json",
+    );
+    match quarantined {
+        Decoded::Quarantine(_, log) => {
+            assert_eq!(log.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736")
+        }
+        Decoded::Event(_) => panic!("not json is quarantined"),
+    }
+}

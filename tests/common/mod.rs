@@ -77,6 +77,10 @@ impl Rig {
         s.manifests.sagas = vec![manifest];
         // Many tests run at once: never the fixed default port.
         s.ops.listen = "127.0.0.1:0".into();
+        // A drain sends what the outbox holds until this deadline: tests that end with
+        // items no destination takes (a Gateway that never answers, NATS gone) would
+        // wait the default 30 s when they drop their pipeline.
+        s.ops.drain_deadline_ms = 10_000;
         let store = Arc::new(Store::open(&s.storage.path, 256 << 20).unwrap());
         // Streams exist before anything is published, as they do in production.
         let nc = runner::nats_io::connect(&url, "runner-test-setup").unwrap();
@@ -236,7 +240,7 @@ pub struct RunnerProcess(Child);
 
 impl RunnerProcess {
     pub fn start(config: &std::path::Path, crash: Option<(&str, u32)>) -> RunnerProcess {
-        RunnerProcess::spawn(config, crash, Stdio::inherit())
+        RunnerProcess::spawn(config, crash, Stdio::inherit(), &[])
     }
 
     /// [`RunnerProcess::start`] with its log (stderr) appended to the file `log`.
@@ -250,7 +254,22 @@ impl RunnerProcess {
             .append(true)
             .open(log)
             .expect("open the runner's log file");
-        RunnerProcess::spawn(config, crash, Stdio::from(file))
+        RunnerProcess::spawn(config, crash, Stdio::from(file), &[])
+    }
+
+    /// [`RunnerProcess::start_logged`] with more environment (`RUNNER_LOG`,
+    /// `RUNNER_LOG_FORMAT`…; these replace the default `RUNNER_LOG=warn`).
+    pub fn start_logged_with(
+        config: &std::path::Path,
+        log: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> RunnerProcess {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open the runner's log file");
+        RunnerProcess::spawn(config, None, Stdio::from(file), env)
     }
 
     /// Runs `runner run` to its end (for one that must fail at start-up): its exit code
@@ -268,7 +287,12 @@ impl RunnerProcess {
         )
     }
 
-    fn spawn(config: &std::path::Path, crash: Option<(&str, u32)>, log: Stdio) -> RunnerProcess {
+    fn spawn(
+        config: &std::path::Path,
+        crash: Option<(&str, u32)>,
+        log: Stdio,
+        env: &[(&str, &str)],
+    ) -> RunnerProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
         cmd.args(["run", "--config"])
             .arg(config)
@@ -276,7 +300,8 @@ impl RunnerProcess {
             .env_remove("RUNNER_CRASH_AT")
             .env_remove("RUNNER_CRASH_AFTER")
             .stdout(Stdio::null())
-            .stderr(log);
+            .stderr(log)
+            .envs(env.iter().copied());
         if let Some((point, after)) = crash {
             cmd.env("RUNNER_CRASH_AT", point)
                 .env("RUNNER_CRASH_AFTER", after.to_string());
@@ -298,6 +323,15 @@ impl RunnerProcess {
 
     pub fn pid(&self) -> u32 {
         self.0.id()
+    }
+
+    /// Sends SIGTERM (a drain, then the exit).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {}", self.0.id());
     }
 
     /// Waits for the process to end by itself.
