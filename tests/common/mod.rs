@@ -245,12 +245,7 @@ impl RunnerProcess {
         crash: Option<(&str, u32)>,
         log: &std::path::Path,
     ) -> RunnerProcess {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("open the runner's log file");
-        RunnerProcess::spawn(config, crash, Stdio::from(file))
+        RunnerProcess::start_with_env(config, crash, &[], log)
     }
 
     /// Runs `runner run` to its end (for one that must fail at start-up): its exit code
@@ -268,13 +263,42 @@ impl RunnerProcess {
         )
     }
 
+    /// [`RunnerProcess::start_logged`] with more environment (a pause point, say:
+    /// `RUNNER_PAUSE_AT`, see `runner::crash`).
+    pub fn start_with_env(
+        config: &std::path::Path,
+        crash: Option<(&str, u32)>,
+        env: &[(&str, String)],
+        log: &std::path::Path,
+    ) -> RunnerProcess {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open the runner's log file");
+        RunnerProcess::spawn_with(config, crash, env, Stdio::from(file))
+    }
+
     fn spawn(config: &std::path::Path, crash: Option<(&str, u32)>, log: Stdio) -> RunnerProcess {
+        RunnerProcess::spawn_with(config, crash, &[], log)
+    }
+
+    fn spawn_with(
+        config: &std::path::Path,
+        crash: Option<(&str, u32)>,
+        env: &[(&str, String)],
+        log: Stdio,
+    ) -> RunnerProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
         cmd.args(["run", "--config"])
             .arg(config)
             .env("RUNNER_LOG", "warn")
             .env_remove("RUNNER_CRASH_AT")
             .env_remove("RUNNER_CRASH_AFTER")
+            .env_remove("RUNNER_PAUSE_AT")
+            .env_remove("RUNNER_PAUSE_UNTIL")
+            .env_remove("RUNNER_PAUSE_MS")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(log);
         if let Some((point, after)) = crash {
