@@ -2,6 +2,13 @@
 //! process abort (no destructors, no flushing: as abrupt as `SIGKILL`) the
 //! `RUNNER_CRASH_AFTER`-th time (default 1) execution reaches that point. Unset, a point
 //! costs one load of a cached `None`.
+//!
+//! Points can also pause, so a test can force an interleaving (something committed
+//! while a stage holds what it read): `RUNNER_PAUSE_AT=<point>` with
+//! `RUNNER_PAUSE_UNTIL=<file>` blocks the thread that reaches the point until the file
+//! exists (it first creates `<file>.paused`, so the test knows the point was reached),
+//! and with `RUNNER_PAUSE_MS=<n>` sleeps n ms at every pass (a slow stage). A wait for
+//! the file ends after [`PAUSE_LIMIT`] whatever happens.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -28,7 +35,10 @@ pub const AFTER_RECORD: &str = "effect.after_record_before_publish";
 /// After an effect's result publish was acked, before the command is acked.
 pub const AFTER_RESULT: &str = "effect.after_publish_before_ack";
 
-/// After reminders were published, before their timers are deleted.
+/// After due timers were read, before their reminders are published (a pause point:
+/// what commits while the scheduler waits here is what its reminders race with).
+pub const BEFORE_REMINDER: &str = "scheduler.after_read_before_publish";
+/// After reminders were published, before their timers leave the due index.
 pub const AFTER_REMINDER: &str = "scheduler.after_publish_before_delete";
 
 /// Inside a transaction that sweeps expired records (its own, or one it rides in):
@@ -51,6 +61,12 @@ pub const POINTS: &[&str] = &[
     SWEEP_MID_TRANSACTION,
     SWEEP_AFTER_COMMIT,
 ];
+
+/// Points that can pause (`RUNNER_PAUSE_AT`); a pause needs no crash test of its own.
+pub const PAUSE_POINTS: &[&str] = &[BEFORE_REMINDER];
+
+/// The longest a paused thread waits for its file.
+pub const PAUSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 struct Armed {
     point: String,
@@ -76,25 +92,83 @@ fn armed() -> Option<&'static Armed> {
         .as_ref()
 }
 
-/// Checks `RUNNER_CRASH_AT` at start-up: an unknown point is an error.
+/// How a pause point is armed (`RUNNER_PAUSE_AT`).
+struct Pause {
+    point: String,
+    /// Block until this file exists.
+    until: Option<std::path::PathBuf>,
+    /// Sleep this long at every pass.
+    sleep: std::time::Duration,
+}
+
+fn pause() -> Option<&'static Pause> {
+    static PAUSE: OnceLock<Option<Pause>> = OnceLock::new();
+    PAUSE
+        .get_or_init(|| {
+            let point = std::env::var("RUNNER_PAUSE_AT").ok()?;
+            let until = std::env::var_os("RUNNER_PAUSE_UNTIL").map(std::path::PathBuf::from);
+            let ms = std::env::var("RUNNER_PAUSE_MS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            Some(Pause {
+                point,
+                until,
+                sleep: std::time::Duration::from_millis(ms),
+            })
+        })
+        .as_ref()
+}
+
+/// Checks `RUNNER_CRASH_AT` and `RUNNER_PAUSE_AT` at start-up: an unknown point is an
+/// error.
 pub fn validate() -> Result<(), String> {
-    match armed() {
-        Some(a) if !POINTS.contains(&a.point.as_str()) => Err(format!(
+    if let Some(a) = armed().filter(|a| !POINTS.contains(&a.point.as_str())) {
+        return Err(format!(
             "RUNNER_CRASH_AT names no crash point: {:?} (known: {})",
             a.point,
             POINTS.join(", ")
-        )),
-        _ => Ok(()),
+        ));
+    }
+    if let Some(p) = pause().filter(|p| !PAUSE_POINTS.contains(&p.point.as_str())) {
+        return Err(format!(
+            "RUNNER_PAUSE_AT names no pause point: {:?} (known: {})",
+            p.point,
+            PAUSE_POINTS.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// Aborts the process here if this is the armed point and its hit count is reached;
+/// pauses here if this is the paused point.
+pub fn point(name: &str) {
+    if let Some(a) = armed() {
+        if a.point == name && a.hits.fetch_add(1, Ordering::SeqCst) + 1 >= a.after {
+            eprintln!("crash point {name} reached: aborting (RUNNER_CRASH_AT)");
+            std::process::abort();
+        }
+    }
+    if let Some(p) = pause().filter(|p| p.point == name) {
+        wait_at(name, p);
     }
 }
 
-/// Aborts the process here if this is the armed point and its hit count is reached.
-pub fn point(name: &str) {
-    let Some(a) = armed() else {
+fn wait_at(name: &str, p: &Pause) {
+    std::thread::sleep(p.sleep);
+    let Some(until) = &p.until else {
         return;
     };
-    if a.point == name && a.hits.fetch_add(1, Ordering::SeqCst) + 1 >= a.after {
-        eprintln!("crash point {name} reached: aborting (RUNNER_CRASH_AT)");
-        std::process::abort();
+    if until.exists() {
+        return;
+    }
+    let mut paused = until.clone().into_os_string();
+    paused.push(".paused");
+    if let Err(e) = std::fs::write(&paused, name) {
+        eprintln!("pause point {name}: cannot create {paused:?}: {e}");
+    }
+    let deadline = std::time::Instant::now() + PAUSE_LIMIT;
+    while !until.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }

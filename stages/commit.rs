@@ -249,6 +249,11 @@ fn finish(shared: &Shared, mut item: ExecutedMsg, committed: &[CommitOutcome]) {
         .settle(&item.info.stream, item.info.seq);
     count_message(shared, o);
     let log = &item.log;
+    if o.stale > 0 {
+        log::info!(tenant_id = log.tenant_id.as_str(), correlation_id = log.correlation_id.as_str(),
+            trace_id = log.trace_id.as_str(), stream = item.info.stream.as_str(), seq = item.info.seq;
+            "reminder ignored as stale: its instance no longer holds the timer (cancelled, set again or finished)");
+    }
     let sent = match o.disposition {
         Disposition::Ack => {
             Stats::add(&shared.stats.acked, 1);
@@ -275,6 +280,7 @@ fn finish(shared: &Shared, mut item: ExecutedMsg, committed: &[CommitOutcome]) {
 fn count_message(shared: &Shared, o: &crate::saga::Outcome) {
     Stats::add(&shared.stats.ignored, o.ignored.into());
     Stats::add(&shared.stats.duplicates, o.duplicates.into());
+    Stats::add(&shared.stats.timers_stale, o.stale.into());
     Stats::add(&shared.stats.faults, o.faults.into());
     Stats::add(&shared.stats.program_gas, o.gas);
 }

@@ -1,8 +1,13 @@
 //! Scheduler: fires durable timers. It reads what is due now from the store's due-time
 //! index (in due order, at most `scheduler.batch` at a time), publishes each as a
-//! reminder event to `WORKFLOW_EVENTS` with `Nats-Msg-Id` = the reminder's id, and
-//! deletes a timer only after its publish was acked. Sagas take reminders through their
-//! ordinary triggers, so after a crash between publish and delete the reminder is simply
+//! reminder event to `WORKFLOW_EVENTS` with `Nats-Msg-Id` = the reminder's id, and once
+//! its publish was acked takes the timer out of the due index (`Store::timers_published`).
+//! The timer's record stays until the saga transition that applies the reminder: what
+//! this stage read is a snapshot, and a cancel, a re-schedule of the name or the
+//! instance finishing may commit before the reminder is applied, so the executor runs a
+//! reminder only while its instance still holds that exact timer (name and due time) and
+//! ignores it as stale otherwise. Sagas take reminders through their ordinary triggers,
+//! so after a crash between publish and the index delete the reminder is simply
 //! published again: JetStream and the saga's dedupe both see the same event id.
 //!
 //! Due times come from event time (programs compute them); the scheduler compares them
@@ -14,6 +19,7 @@ use std::time::{Duration, Instant};
 use crate::envelope::meta;
 use crate::nats_io::{context_headers, Publisher};
 use crate::pipeline::{Shared, Stats};
+use crate::store::ScheduleItem;
 use crate::timefmt::now_ms;
 use crate::timers::{reminder, reminder_subject};
 
@@ -53,9 +59,13 @@ pub fn run(shared: &Shared, nc: &nats::Connection) {
             sleep(shared, Duration::from_millis(wait.min(cfg.idle_poll_ms)));
             continue;
         }
+        crate::crash::point(crate::crash::BEFORE_REMINDER);
         for (tag, (_, item)) in due.iter().enumerate() {
             let event = reminder(item);
             let Ok(body) = serde_json::to_vec(&event) else {
+                // A reminder is built from a stored timer (JSON values): cannot happen.
+                log::error!(tenant_id = item.tenant.as_str(), correlation_id = item.correlation.as_str(),
+                    trace_id = trace_id(item), timer = item.name.as_str(); "cannot encode a reminder; the timer stays");
                 continue;
             };
             let headers = context_headers(
@@ -83,16 +93,24 @@ pub fn run(shared: &Shared, nc: &nats::Connection) {
                 Err(e) => {
                     failed += 1;
                     log::warn!(tenant_id = item.tenant.as_str(), correlation_id = item.correlation.as_str(),
-                        timer = item.name.as_str(), error = e.to_string(); "reminder publish failed; the timer stays and fires again");
+                        trace_id = trace_id(item), timer = item.name.as_str(), error = e.to_string();
+                        "reminder publish failed; the timer stays and fires again");
                 }
             }
         }
         crate::crash::point(crate::crash::AFTER_REMINDER);
-        match shared.store.delete_timers(&fired) {
-            Ok(n) => Stats::add(&shared.stats.timers_fired, n as u64),
-            // Published but not deleted: fired again later, deduplicated by its id.
+        match shared.store.timers_published(&fired) {
+            // Counted by publish: a reminder applied before this (a quick saga side)
+            // took its index entry with it.
+            Ok(_) => Stats::add(&shared.stats.timers_fired, fired.len() as u64),
+            // Published but still in the due index: fired again later, deduplicated by
+            // its id.
             Err(e) => {
-                log::error!(error = e.to_string(); "cannot delete fired timers; they fire again (deduplicated)")
+                for (_, item) in due.iter().filter(|(k, _)| fired.contains(k)) {
+                    log::error!(tenant_id = item.tenant.as_str(), correlation_id = item.correlation.as_str(),
+                        trace_id = trace_id(item), timer = item.name.as_str(), error = e.to_string();
+                        "cannot take a published timer out of the due index; its reminder is published again (deduplicated)");
+                }
             }
         }
         if failed > 0 {
@@ -100,6 +118,15 @@ pub fn run(shared: &Shared, nc: &nats::Connection) {
         }
     }
     log::info!("scheduler stage stopped");
+}
+
+/// The trace id of the event that set the timer ("" when it carried none).
+fn trace_id(item: &ScheduleItem) -> &str {
+    item.metadata
+        .get(meta::TRACEPARENT)
+        .and_then(|v| v.as_str())
+        .and_then(crate::envelope::trace_id)
+        .unwrap_or_default()
 }
 
 /// Sleeps up to `d`, waking early on shutdown.

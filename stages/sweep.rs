@@ -33,7 +33,7 @@ pub fn run(shared: &Shared) {
             Ok(swept) if swept.entries > 0 => {
                 mine = shared.store.last_sweep_ms();
                 log::debug!(instances = swept.instances, markers = swept.markers,
-                    effect_records = swept.effect_records; "swept expired records");
+                    effect_records = swept.effect_records, timers = swept.timers; "swept expired records");
             }
             Ok(_) => std::thread::sleep(TICK),
             Err(e) => {

@@ -12,8 +12,15 @@
 //! reached, the Runner is killed with SIGKILL instead, so every round ends in a kill. A
 //! last, unarmed run finishes the work.
 //!
-//! Sizes: CI runs 3 rounds of 12 orders per point (11 points, 33 kills, 396 orders, each
-//! order an event, an effect call, a timer and a Gateway command). The sweep's two points
+//! Sizes: CI runs 3 rounds of 12 orders per test (12 tests, 36 kills, 432 orders, each
+//! order an event, an effect call, a timer and a Gateway command).
+//!
+//! One more test takes the abort after a reminder publish through a workload that cancels
+//! timers near their due time (half the orders, within ±40 ms of it) while the scheduler
+//! is slowed between reading due timers and publishing them (a pause point), so that
+//! reminders of cancelled timers are published: the checker then finds that no program
+//! ran on a timer it had cancelled (it fails so where reminders are not checked against
+//! the instance's timers). The sweep's two points
 //! run with finished instances kept two seconds, so the sweep deletes while the rounds
 //! go on. A soak:
 //! `RUNNER_TEST_FI_ROUNDS=25 RUNNER_TEST_FI_ORDERS=60 cargo test --release --test
@@ -37,16 +44,27 @@ const TENANTS: [&str; 2] = ["acme", "globex"];
 /// Every order: `OrderPlaced` → `charge` effect and a `nudge` timer (300 ms) → the
 /// charge's result → a `MarkPaid` Gateway command. Counters in the state show how often
 /// each kind of event was applied; the instance completes when it saw a result and a
-/// reminder.
+/// reminder. Where timers are cancelled ([`Workload::Cancels`]), `NudgeCancelled`
+/// cancels the nudge and `OrderClosed` stands in for the reminder; `late` counts
+/// reminders a program ran on after it had cancelled their timer (never, if cancel
+/// holds).
 fn workload_saga() -> Value {
-    let count = |kind: &str, field: &str| {
+    let count = |is: Value, field: &str| {
         json!({"$add": [{"$coalesce": [{"$get": format!("state.{field}")}, 0]},
-                        {"$if": [{"$eq": [{"$get": "kind"}, kind]}, 1, 0]}]})
+                        {"$if": [is, 1, 0]}]})
     };
+    let kind = |kind: &str| json!({"$eq": [{"$get": "kind"}, kind]});
+    let event = |t: &str| json!({"$eq": [{"$get": "event.event_type"}, t]});
+    let late = json!({"$and": [kind("reminder"),
+                               {"$gte": [{"$coalesce": [{"$get": "state.cancelled"}, 0]}, 1]}]});
     json!([{
         "name": "fi",
         "triggers": [
             {"subject": "{ns}.aggregate.*.order.OrderPlaced", "start": true,
+             "correlate": {"$get": "event.aggregate_id"}},
+            {"subject": "{ns}.aggregate.*.order.NudgeCancelled",
+             "correlate": {"$get": "event.aggregate_id"}},
+            {"subject": "{ns}.aggregate.*.order.OrderClosed",
              "correlate": {"$get": "event.aggregate_id"}},
             {"subject": "{ns}.workflow.result.*.charge",
              "correlate": {"$get": "event.metadata.correlation_id"}},
@@ -55,19 +73,25 @@ fn workload_saga() -> Value {
         "on_event": {
             "let": {
                 "kind": {"$get": "ctx.kind"},
-                "placed": count("aggregate", "placed"),
-                "paid": count("result", "paid"),
-                "reminded": count("reminder", "reminded")
+                "placed": count(event("OrderPlaced"), "placed"),
+                "cancelled": count(event("NudgeCancelled"), "cancelled"),
+                "closed": count(event("OrderClosed"), "closed"),
+                "paid": count(kind("result"), "paid"),
+                "reminded": count(kind("reminder"), "reminded"),
+                "late": count(late, "late")
             },
             "output": {
                 "state": {"order": {"$coalesce": [{"$get": "state.order"}, {"$get": "event.aggregate_id"}]},
                           "placed": {"$get": "placed"}, "paid": {"$get": "paid"},
-                          "reminded": {"$get": "reminded"}},
+                          "reminded": {"$get": "reminded"}, "cancelled": {"$get": "cancelled"},
+                          "closed": {"$get": "closed"}, "late": {"$get": "late"}},
                 "status": {"$if": [{"$and": [{"$gte": [{"$get": "paid"}, 1]},
-                                             {"$gte": [{"$get": "reminded"}, 1]}]},
+                                             {"$or": [{"$gte": [{"$get": "reminded"}, 1]},
+                                                      {"$gte": [{"$get": "closed"}, 1]}]}]},
                                    "completed", "active"]},
+                "cancel": {"$if": [event("NudgeCancelled"), ["nudge"], []]},
                 "commands": [
-                    {"$if": [{"$eq": [{"$get": "kind"}, "aggregate"]},
+                    {"$if": [event("OrderPlaced"),
                              {"to": "effect", "effect": "charge",
                               "payload": {"order": {"$get": "event.aggregate_id"}}}, null]},
                     {"$if": [{"$eq": [{"$get": "kind"}, "result"]},
@@ -76,13 +100,31 @@ fn workload_saga() -> Value {
                               "command_type": "MarkPaid", "payload": {}}, null]}
                 ],
                 "schedules": [
-                    {"$if": [{"$eq": [{"$get": "kind"}, "aggregate"]},
-                             {"name": "nudge", "after_ms": 300, "payload": {}}, null]}
+                    {"$if": [event("OrderPlaced"),
+                             {"name": "nudge", "after_ms": NUDGE_MS, "payload": {}}, null]}
                 ]
             }
         }
     }])
 }
+
+/// When an order's `nudge` timer is due, after its `OrderPlaced`.
+const NUDGE_MS: u64 = 300;
+
+/// What the orders do besides the common path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    /// Placed, charged, paid, reminded.
+    Plain,
+    /// As plain, but every other pair of orders cancels its nudge within ±40 ms of its
+    /// due time and is closed a second after it was placed; the scheduler pauses 150 ms
+    /// at every pass between reading due timers and publishing them, so many cancels
+    /// commit in between (`crash::BEFORE_REMINDER`).
+    Cancels,
+}
+
+/// How long the scheduler pauses before each publish under [`Workload::Cancels`].
+const SCHEDULER_PAUSE_MS: u64 = 150;
 
 /// How long finished instances are kept where the sweep's own crash points are tested:
 /// short enough that instances of the first waves expire while later ones run.
@@ -149,12 +191,19 @@ struct World {
     ops: String,
     /// (tenant, order) of every order published.
     orders: Vec<(String, String)>,
+    workload: Workload,
+    /// Orders whose nudge was cancelled.
+    cancelled: BTreeSet<String>,
+    /// Jitter of the cancels.
+    jitter: Seeded,
+    /// More environment for every runner process (a pause point).
+    env: Vec<(&'static str, String)>,
     /// Orders whose instance the admin API showed completed, with what it showed.
     completed: std::sync::Mutex<std::collections::BTreeMap<String, Value>>,
 }
 
 impl World {
-    fn new(plan: &Plan, point: &str) -> World {
+    fn new(plan: &Plan, point: &str, workload: Workload) -> World {
         let upstream = FakeGateway::start(|_, _| Reply::status(200)).unwrap();
         let gateway = FakeGateway::accepting().unwrap();
         let mut rig = Rig::new(workload_saga());
@@ -187,6 +236,16 @@ impl World {
         }
         let config = config_file(&rig);
         let log = rig.dir.path().join("runner.log");
+        let env = match workload {
+            Workload::Plain => Vec::new(),
+            Workload::Cancels => vec![
+                (
+                    "RUNNER_PAUSE_AT",
+                    runner::crash::BEFORE_REMINDER.to_string(),
+                ),
+                ("RUNNER_PAUSE_MS", SCHEDULER_PAUSE_MS.to_string()),
+            ],
+        };
         World {
             rig,
             config,
@@ -195,27 +254,69 @@ impl World {
             gateway,
             ops,
             orders: Vec::new(),
+            workload,
+            cancelled: BTreeSet::new(),
+            jitter: Seeded::new(plan.seed, "jitter"),
+            env,
             completed: Default::default(),
         }
     }
 
+    /// Starts a runner (armed at `crash`, if given) logging to the world's log.
+    fn start(&self, crash: Option<(&str, u32)>) -> RunnerProcess {
+        RunnerProcess::start_with_env(&self.config, crash, &self.env, &self.log)
+    }
+
     /// Publishes `n` more orders, spread over the tenants and over a quarter second
-    /// (their timers then come due in several scheduler batches).
+    /// (their timers then come due in several scheduler batches); under
+    /// [`Workload::Cancels`] 200 ms apart, and every other pair of orders also cancels
+    /// its nudge near its due time (±40 ms) and is closed a second after it was placed.
     fn publish_wave(&mut self, n: usize) {
         let nc = self.rig.connect();
-        for _ in 0..n {
-            std::thread::sleep(Duration::from_millis(250 / n.max(1) as u64));
+        let start = std::time::Instant::now();
+        // (when, tenant, order, event type, event id), published in time order.
+        let mut plan: Vec<(Duration, &str, String, &str, String)> = Vec::new();
+        for k in 0..n {
             let i = self.orders.len();
             let tenant = TENANTS[i % TENANTS.len()];
             let order = format!("o-{i}");
-            let mut body = event(&format!("e-{i}"), tenant, &order, "OrderPlaced", json!({}));
-            body["occurred_at"] = json!(runner::timefmt::now_rfc3339());
-            self.rig.publish(
-                &nc,
-                &self.rig.aggregate_subject(tenant, "OrderPlaced"),
-                &body,
-            );
+            let at = match self.workload {
+                Workload::Plain => Duration::from_millis(250 * (k as u64 + 1) / n.max(1) as u64),
+                // Apart by more than the scheduler's pause: each timer has a scheduler
+                // pass of its own, which reads it right when it is due.
+                Workload::Cancels => Duration::from_millis(200 * (k as u64 + 1)),
+            };
+            plan.push((at, tenant, order.clone(), "OrderPlaced", format!("e-{i}")));
+            if self.workload == Workload::Cancels && (i / 2) % 2 == 1 {
+                let jitter = self.jitter.hit(81) as i64 - 41;
+                let due = (at.as_millis() as i64 + NUDGE_MS as i64 + jitter) as u64;
+                let cancel = Duration::from_millis(due);
+                plan.push((
+                    cancel,
+                    tenant,
+                    order.clone(),
+                    "NudgeCancelled",
+                    format!("c-{i}"),
+                ));
+                let close = at + Duration::from_secs(1);
+                plan.push((
+                    close,
+                    tenant,
+                    order.clone(),
+                    "OrderClosed",
+                    format!("d-{i}"),
+                ));
+                self.cancelled.insert(order.clone());
+            }
             self.orders.push((tenant.to_string(), order));
+        }
+        plan.sort_by_key(|(at, ..)| *at);
+        for (at, tenant, order, event_type, id) in plan {
+            std::thread::sleep(at.saturating_sub(start.elapsed()));
+            let mut body = event(&id, tenant, &order, event_type, json!({}));
+            body["occurred_at"] = json!(runner::timefmt::now_rfc3339());
+            self.rig
+                .publish(&nc, &self.rig.aggregate_subject(tenant, event_type), &body);
         }
     }
 
@@ -278,8 +379,7 @@ fn distinct_keys(sink: &FakeGateway) -> usize {
 /// One round: the Runner armed at `point` for its `hit`-th pass; the round ends with the
 /// abort, or with SIGKILL once the wave is done. True if the point was reached.
 fn round(world: &mut World, point: &str, hit: u64, orders: usize) -> bool {
-    let mut runner =
-        RunnerProcess::start_logged(&world.config, Some((point, hit as u32)), &world.log);
+    let mut runner = world.start(Some((point, hit as u32)));
     let started = std::time::Instant::now();
     // Published while it runs (and perhaps after it died: the next run takes them).
     world.publish_wave(orders);
@@ -312,19 +412,26 @@ fn round(world: &mut World, point: &str, hit: u64, orders: usize) -> bool {
 }
 
 fn run_point(point: &str) {
+    run_point_with(point, Workload::Plain);
+}
+
+fn run_point_with(point: &str, workload: Workload) {
     let plan = Plan::from_env();
     let mut seeded = Seeded::new(plan.seed, point);
-    let mut world = World::new(&plan, point);
+    let mut world = World::new(&plan, point, workload);
     let mut checkpoints: Vec<Vec<u64>> = Vec::new();
     let mut reached = 0;
+    // Where timers are cancelled, the abort comes later in the wave (the 3rd to 12th
+    // pass), so that most of it meets a live scheduler.
+    let scale = if workload == Workload::Cancels { 3 } else { 1 };
     for _ in 0..plan.rounds {
-        let hit = seeded.hit(4);
+        let hit = seeded.hit(4) * scale;
         if round(&mut world, point, hit, plan.orders) {
             reached += 1;
         }
         checkpoints.push(world.checkpoints());
     }
-    let _finisher = RunnerProcess::start_logged(&world.config, None, &world.log);
+    let _finisher = world.start(None);
     let total = world.orders.len();
     let finished = wait_until(Duration::from_secs(60 + total as u64 / 10), || {
         world.all_paid() && world.completed(point) == total
@@ -456,9 +563,13 @@ fn check(world: &World, point: &str) {
             .filter_map(|m| runner::nats_io::header(m, "Nats-Msg-Id").map(str::to_string))
             .collect()
     };
-    // Streams: one command, one result and one reminder per order; a re-publish after
-    // a crash was dropped by JetStream's duplicate window (same Nats-Msg-Id).
+    // Streams: one command, one result and one reminder per order (where nudges were
+    // cancelled, none for those the cancel beat to the scheduler); a re-publish after a
+    // crash was dropped by JetStream's duplicate window (same Nats-Msg-Id).
     let mut command_ids = BTreeSet::new();
+    let cancelled = world.cancelled.len();
+    // Reminders published for nudges that were cancelled (the race was run).
+    let mut reminded_cancelled = 0;
     for (what, stream, prefix) in [
         (
             "effect commands",
@@ -469,13 +580,32 @@ fn check(world: &World, point: &str) {
         ("reminders", &streams.workflow_events, &streams.timer_prefix),
     ] {
         let msgs = read(stream, prefix);
-        assert_eq!(
-            (msgs.len(), ids(&msgs).len()),
-            (total, total),
-            "{point}: {what} in the stream (messages, distinct ids)"
-        );
+        let counted = (msgs.len(), ids(&msgs).len());
+        if what == "reminders" && cancelled > 0 {
+            assert!(
+                counted.0 == counted.1 && (total - cancelled..=total).contains(&counted.0),
+                "{point}: {what} in the stream (messages, distinct ids): {counted:?}, \
+                 {total} orders of which {cancelled} cancelled their nudge"
+            );
+        } else {
+            assert_eq!(
+                counted,
+                (total, total),
+                "{point}: {what} in the stream (messages, distinct ids)"
+            );
+        }
         if command_ids.is_empty() {
             command_ids = ids(&msgs);
+        }
+        if what == "reminders" {
+            reminded_cancelled = msgs
+                .iter()
+                .filter_map(|m| serde_json::from_slice::<Value>(&m.data).ok())
+                .filter(|r| {
+                    let order = r["correlation_id"].as_str().unwrap_or_default();
+                    world.cancelled.contains(order)
+                })
+                .count();
         }
     }
     // Sinks: every command took effect under one idempotency key, its own id. A second
@@ -509,6 +639,8 @@ fn check(world: &World, point: &str) {
     // re-applied event would show below as active).
     let seen = world.completed.lock().unwrap().clone();
     let mut expired = 0;
+    // Cancelled orders whose cancel was applied before any reminder.
+    let mut beaten = 0;
     for (tenant, order) in &world.orders {
         let url = format!("{}/admin/instances/{tenant}/fi/{order}", world.ops);
         let (status, body) = call("GET", &url, Some(TOKEN));
@@ -521,6 +653,10 @@ fn check(world: &World, point: &str) {
             assert_eq!(status, 200, "{point}: {url}: {body}");
             serde_json::from_str(&body).unwrap()
         };
+        if world.cancelled.contains(order) {
+            check_cancelled(point, tenant, order, &view, &mut beaten);
+            continue;
+        }
         assert_eq!(
             (
                 &view["status"],
@@ -537,6 +673,12 @@ fn check(world: &World, point: &str) {
                 &json!(3)
             ),
             "{point}: {tenant}/{order}: {view}"
+        );
+    }
+    if !world.cancelled.is_empty() {
+        eprintln!(
+            "{point}: of {} nudges cancelled near their due time, {beaten} cancels came before the reminder; {reminded_cancelled} reminders of cancelled nudges were published anyway",
+            world.cancelled.len()
         );
     }
     if sweeps(point) {
@@ -591,6 +733,31 @@ fn check(world: &World, point: &str) {
     }
 }
 
+/// An order whose nudge was cancelled near its due time: each of its events applied at
+/// most once (placed and paid exactly once), and no program ran on the nudge after the
+/// cancel (`late`): either the reminder came first, or it was ignored as stale. Counts
+/// in `beaten` the orders whose cancel came first.
+fn check_cancelled(point: &str, tenant: &str, order: &str, view: &Value, beaten: &mut usize) {
+    let n = |field: &str| view["state"][field].as_u64().unwrap_or(u64::MAX);
+    let what = format!("{point}: {tenant}/{order}: {view}");
+    assert_eq!(view["status"], "completed", "{what}");
+    assert_eq!((n("placed"), n("paid")), (1, 1), "{what}");
+    assert_eq!(n("late"), 0, "{what}: a program ran on a cancelled timer");
+    assert!(
+        n("reminded") <= 1 && n("cancelled") <= 1 && n("closed") <= 1,
+        "{what}"
+    );
+    // A cancel or close that came after the instance completed was ignored.
+    let applied = ["placed", "paid", "reminded", "cancelled", "closed"]
+        .iter()
+        .map(|f| n(f))
+        .sum::<u64>();
+    assert_eq!(view["transitions"].as_u64(), Some(applied), "{what}");
+    if n("cancelled") == 1 && n("reminded") == 0 {
+        *beaten += 1;
+    }
+}
+
 #[test]
 fn abort_after_fetch() {
     run_point(runner::crash::AFTER_FETCH);
@@ -634,6 +801,14 @@ fn abort_after_result_publish() {
 #[test]
 fn abort_after_reminder_publish() {
     run_point(runner::crash::AFTER_REMINDER);
+}
+
+/// Timers cancelled near their due time while the scheduler is slowed between reading
+/// and publishing them (so reminders of cancelled timers are published), through the
+/// abort after a reminder publish: no program runs on a cancelled timer.
+#[test]
+fn abort_after_reminder_publish_while_timers_are_cancelled() {
+    run_point_with(runner::crash::AFTER_REMINDER, Workload::Cancels);
 }
 
 #[test]

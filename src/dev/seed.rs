@@ -139,6 +139,7 @@ fn seeded_transition(
         outbox: Vec::new(),
         schedules: Vec::new(),
         cancel: Vec::new(),
+        fired: None,
         keep: crate::store::Keep::of(&Default::default()),
     })
 }

@@ -145,13 +145,14 @@ fn store(out: &mut String, shared: &Shared, held: &HeldCache) {
     let name = "runner_retention_expired_total";
     let _ = writeln!(
         out,
-        "# HELP {name} Records the retention sweep deleted since the store was opened, by kind (finished instances, saga dedupe markers, effect completion records)."
+        "# HELP {name} Records the retention sweep deleted since the store was opened, by kind (finished instances, saga dedupe markers, effect completion records, timers whose published reminder no instance applied)."
     );
     let _ = writeln!(out, "# TYPE {name} counter");
     for (kind, n) in [
         ("instance", expired.instances),
         ("marker", expired.markers),
         ("effect_record", expired.effect_records),
+        ("timer", expired.timers),
     ] {
         let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {n}");
     }

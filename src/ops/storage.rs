@@ -115,7 +115,7 @@ pub fn view(shared: &Shared, held_cache: &HeldCache, query: &str) -> Result<Valu
         "scanned": usage.scanned,
         "truncated": usage.truncated,
         "expired": {"instances": expired.instances, "markers": expired.markers,
-                    "effect_records": expired.effect_records},
+                    "effect_records": expired.effect_records, "timers": expired.timers},
         "oldest_expired_age_secs": oldest_expired.as_secs_f64(),
         "quarantine": held_json(&held.quarantine, now),
         "dead_letters": held_json(&held.dead_letters, now),

@@ -7,14 +7,26 @@
 //! reports their batch committed; all of them go when a commit failed (the epoch
 //! changes), because the failed transitions will be redelivered and run again. The
 //! overlay is bounded by the work in flight between the two stages.
+//!
+//! A reminder runs only while its instance still holds that exact timer (name and due
+//! time), read through the same overlay: the scheduler publishes reminders from a
+//! snapshot, and a cancel, a re-schedule of the name or the instance finishing may have
+//! committed (or be on its way to commit) since. A reminder whose timer is gone is
+//! stale: it changes nothing and writes nothing (no marker, no checkpoint move, like an
+//! ignored event), and its message is acked once the group it came in has committed,
+//! which is also after every transition it was judged against. The transition that
+//! applies a live reminder consumes its timer (`Transition::fired`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::outputs::{outbox_item, schedule_item, work_metadata, Target};
+use super::outputs::{
+    due_in_range, outbox_item, schedule_item, timer_name_ok, work_metadata, Target,
+};
 use super::{kind_name, MessageInfo, RoutedEvent};
+use crate::envelope::EnvelopeKind;
 use crate::keys;
 use crate::manifest::SagaDef;
 use crate::program::{Program, ProgramInput, ProgramOutput, Status};
@@ -22,7 +34,7 @@ use crate::store::{
     InstanceStatus, Keep, QuarantineKind, QuarantineRecord, Reader, Retention, SagaRecord, Seen,
     StoreError, StreamPosition, Transition,
 };
-use crate::types::{CorrelationId, EventId, SagaName};
+use crate::types::{CorrelationId, EventId, SagaName, TenantId};
 
 /// How a message's delivery ends once its outcome is committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +55,8 @@ pub struct Outcome {
     pub ignored: u32,
     /// Routes whose event the instance had already applied.
     pub duplicates: u32,
+    /// A reminder ignored because its instance no longer held its timer (1 or 0).
+    pub stale: u32,
     /// Routes that could not run: program or correlate faults, unreadable records.
     pub faults: u32,
     /// Gas its programs used (those that finished).
@@ -68,6 +82,7 @@ impl Outcome {
             disposition: Disposition::Ack,
             ignored: 0,
             duplicates: 0,
+            stale: 0,
             faults: 0,
             gas: 0,
             seen: Vec::new(),
@@ -80,6 +95,9 @@ pub struct Executor {
     command_prefix: String,
     overlay: HashMap<String, (SagaRecord, u64)>,
     applied: HashMap<String, u64>,
+    /// Timers of the overlay's transitions: (instance key, timer name) → its due time
+    /// after them (`None`: dropped), with the batch that set it.
+    timers: HashMap<(String, String), (Option<i64>, u64)>,
     epoch: u64,
     ctx: Ctx,
     /// Retention of sagas that set none of their own.
@@ -153,6 +171,7 @@ impl Executor {
             command_prefix: command_prefix.to_string(),
             overlay: HashMap::new(),
             applied: HashMap::new(),
+            timers: HashMap::new(),
             epoch: 0,
             ctx: Ctx::new(),
             keep: Keep::of(&Retention::default()),
@@ -171,17 +190,62 @@ impl Executor {
         if epoch != self.epoch {
             self.overlay.clear();
             self.applied.clear();
+            self.timers.clear();
             self.epoch = epoch;
             return;
         }
         self.overlay
             .retain(|_, (_, batch)| *batch > committed_through);
         self.applied.retain(|_, batch| *batch > committed_through);
+        self.timers
+            .retain(|_, (_, batch)| *batch > committed_through);
     }
 
     /// Entries not yet known to be committed.
     pub fn pending(&self) -> usize {
-        self.overlay.len() + self.applied.len()
+        self.overlay.len() + self.applied.len() + self.timers.len()
+    }
+
+    /// Whether the instance a reminder names still holds its timer: as the overlay's
+    /// transitions left it, else as stored.
+    fn holds(
+        &self,
+        reader: &Reader<'_>,
+        tenant: &TenantId,
+        timer: &FiredTimer,
+    ) -> Result<bool, StoreError> {
+        let saga_key = keys::saga(tenant, &timer.saga, &timer.correlation);
+        if let Some((record, _)) = self.overlay.get(&saga_key) {
+            if record.status.is_done() {
+                // A finished instance keeps no timers.
+                return Ok(false);
+            }
+        }
+        if let Some((due, _)) = self.timers.get(&(saga_key, timer.name.clone())) {
+            return Ok(*due == Some(timer.due_ms));
+        }
+        reader.holds_timer(&keys::schedule(
+            tenant,
+            &timer.saga,
+            &timer.correlation,
+            timer.due_ms,
+            &timer.name,
+        ))
+    }
+
+    /// Puts the timers a transition sets and drops into the overlay (in the order
+    /// `Store::commit` applies them: drops first, then sets, the last of a name winning).
+    fn note_timers(&mut self, saga_key: &str, t: &Transition, batch: u64) {
+        for name in t.cancel.iter().chain(t.fired.iter()) {
+            self.timers
+                .insert((saga_key.to_string(), name.clone()), (None, batch));
+        }
+        for s in &t.schedules {
+            self.timers.insert(
+                (saga_key.to_string(), s.name.clone()),
+                (Some(s.due_at_ms), batch),
+            );
+        }
     }
 
     /// A message quarantined for too many deliveries whose event every saga it reaches
@@ -241,6 +305,9 @@ impl Executor {
             // No saga wants it: acked and counted.
             out.ignored = 1;
         }
+        // A reminder: the timer it fires, and (once asked) whether it is still held.
+        let fired = (ev.kind == EnvelopeKind::Reminder).then(|| FiredTimer::of(ev));
+        let mut live: Option<bool> = None;
         // (saga, kind, reason) of every route that could not run.
         let mut faults: Vec<(String, QuarantineKind, String)> = ev
             .route_faults
@@ -263,6 +330,18 @@ impl Executor {
                     },
                 });
                 continue;
+            }
+            if let Some(fired) = &fired {
+                let held = match (live, fired) {
+                    (Some(held), _) => held,
+                    (None, None) => false,
+                    (None, Some(timer)) => self.holds(reader, &ev.tenant, timer)?,
+                };
+                live = Some(held);
+                if !held {
+                    out.stale = 1;
+                    continue;
+                }
             }
             let saga_key = keys::saga(&ev.tenant, &saga.name, &route.correlation);
             let existing = match self.overlay.get(&saga_key) {
@@ -315,9 +394,15 @@ impl Executor {
                     .finished_instances
                     .unwrap_or(self.keep.finished),
             };
+            if let Some(Some(timer)) = &fired {
+                if timer.saga == saga.name && timer.correlation == route.correlation {
+                    transition.fired = Some(timer.name.clone());
+                }
+            }
             if let Some(fault) = fault {
                 faults.push((saga.name.to_string(), QuarantineKind::Program, fault));
             }
+            self.note_timers(&saga_key, &transition, batch);
             self.overlay
                 .insert(saga_key, (transition.record.clone(), batch));
             self.applied.insert(dedupe_key, batch);
@@ -347,6 +432,32 @@ impl Executor {
             out.disposition = Disposition::Term;
         }
         Ok(out)
+    }
+}
+
+/// The timer a reminder fires, as its envelope names it.
+#[derive(Debug)]
+struct FiredTimer {
+    saga: SagaName,
+    correlation: CorrelationId,
+    name: String,
+    due_ms: i64,
+}
+
+impl FiredTimer {
+    /// `None` when the reminder names no timer this Runner could have set (then no
+    /// instance holds it).
+    fn of(ev: &RoutedEvent) -> Option<FiredTimer> {
+        let text = |field: &str| ev.value.get(field).and_then(Value::as_str);
+        let name = text("name").filter(|n| timer_name_ok(n))?;
+        // `due_at` is the reminder's event time.
+        let due_ms = Some(ev.event_time_ms).filter(|ms| due_in_range(*ms))?;
+        Some(FiredTimer {
+            saga: text("saga_name")?.parse().ok()?,
+            correlation: CorrelationId::new(text("correlation_id")?).ok()?,
+            name: name.to_string(),
+            due_ms,
+        })
     }
 }
 
@@ -391,6 +502,7 @@ fn run_saga(
         outbox: Vec::new(),
         schedules: Vec::new(),
         cancel: Vec::new(),
+        fired: None,
         // Set by the executor from the saga's retention.
         keep: Keep::of(&Retention::default()),
     };

@@ -262,6 +262,17 @@ fn effect_subject(prefix: &str, tenant_token: &str, effect: &str) -> String {
 /// 9999-12-31T23:59:59.999Z: timer keys hold due times as 16 fixed digits.
 const MAX_DUE_MS: i64 = 253_402_300_799_999;
 
+/// Whether a timer may be due at `ms` (its key holds 16 digits).
+pub(super) fn due_in_range(ms: i64) -> bool {
+    (0..=MAX_DUE_MS).contains(&ms)
+}
+
+/// Whether `name` may name a timer: 1-128 bytes once escaped in its key, no control
+/// characters.
+pub(super) fn timer_name_ok(name: &str) -> bool {
+    !name.is_empty() && key_segment_len(name) <= 128 && !name.chars().any(char::is_control)
+}
+
 /// Builds a timer; `after_ms` counts from the event's own time, never the wall clock.
 pub fn schedule_item(
     t: &Target<'_>,
@@ -273,10 +284,10 @@ pub fn schedule_item(
         ScheduleWhen::AfterMs(ms) => t.event.event_time_ms.checked_add(ms),
         ScheduleWhen::AtMs(ms) => Some(ms),
     }
-    .filter(|ms| (0..=MAX_DUE_MS).contains(ms))
+    .filter(|ms| due_in_range(*ms))
     .ok_or_else(|| format!("schedules.{index}: due time must fall between 1970 and 9999"))?;
     let name = &spec.name;
-    if name.is_empty() || key_segment_len(name) > 128 || name.chars().any(char::is_control) {
+    if !timer_name_ok(name) {
         return Err(format!(
             "schedules.{index}: timer name must be 1-128 bytes of printable characters (':' and '%' count 3)"
         ));

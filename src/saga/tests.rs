@@ -879,3 +879,177 @@ fn a_traceparent_only_in_the_header_is_taken_and_continued() {
         Decoded::Event(_) => panic!("not json is quarantined"),
     }
 }
+
+/// Saga `timed`: `OrderPlaced` sets timer "t" a second after the event, `TimerCancelled`
+/// cancels it, `TimerMoved` sets it again five seconds after the event, `OrderClosed`
+/// completes; a reminder appends `name@due_at,` to `state.fired`.
+fn timer_catalog(dir: &TempDir) -> SagaCatalog {
+    let is = |t: &str| json!({"$eq": [{"$get": "event.event_type"}, t]});
+    let manifest = json!({"sagas": [{
+        "name": "timed",
+        "triggers": [
+            {"subject": "aggregate.*.order.*", "start": true, "correlate": {"$get": "event.aggregate_id"}},
+            {"subject": "workflow.timer.*.timed", "correlate": {"$get": "event.correlation_id"}}
+        ],
+        "on_event": {"output": {
+            "state": {"fired": {"$concat": [
+                {"$coalesce": [{"$get": "state.fired"}, ""]},
+                {"$if": [{"$eq": [{"$get": "ctx.kind"}, "reminder"]},
+                         {"$concat": [{"$get": "event.name"}, "@", {"$get": "event.due_at"}, ","]}, ""]}
+            ]}},
+            "status": {"$if": [is("OrderClosed"), "completed", "active"]},
+            "schedules": {"$if": [is("OrderPlaced"), [{"name": "t", "after_ms": 1000}],
+                          {"$if": [is("TimerMoved"), [{"name": "t", "after_ms": 5000}], []]}]},
+            "cancel": {"$if": [is("TimerCancelled"), ["t"], []]}
+        }}
+    }]});
+    let path = dir.path().join("timed.json");
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    SagaCatalog::load(&[path], 20_000, &Limits::default()).unwrap()
+}
+
+struct Timed {
+    _dir: TempDir,
+    store: Store,
+    catalog: SagaCatalog,
+}
+
+impl Timed {
+    fn new() -> Timed {
+        let dir = TempDir::new("saga").unwrap();
+        let store = Store::open(&dir.path().join("store"), 64 << 20).unwrap();
+        let catalog = timer_catalog(&dir);
+        Timed {
+            _dir: dir,
+            store,
+            catalog,
+        }
+    }
+
+    fn aggregate(&self, exec: &mut Executor, order: &str, event_type: &str, seq: u64) -> Outcome {
+        let mut value = placed(order, &format!("e-{order}-{event_type}"));
+        value["event_type"] = json!(event_type);
+        let info = info(
+            "AGGREGATE_EVENTS",
+            &format!("aggregate.acme.order.{event_type}"),
+            seq,
+        );
+        self.run(exec, &value, &info)
+    }
+
+    /// The reminder the scheduler would publish for `timer`.
+    fn reminder(
+        &self,
+        exec: &mut Executor,
+        timer: &crate::store::ScheduleItem,
+        seq: u64,
+    ) -> Outcome {
+        let value = serde_json::to_value(crate::timers::reminder(timer)).unwrap();
+        self.run(
+            exec,
+            &value,
+            &info("WORKFLOW_EVENTS", "workflow.timer.acme.timed", seq),
+        )
+    }
+
+    fn run(&self, exec: &mut Executor, value: &Value, info: &MessageInfo) -> Outcome {
+        let ev = decode_event(&self.catalog, value, info);
+        let reader = self.store.reader().unwrap();
+        exec.execute(&reader, &ev, info, 1).unwrap()
+    }
+
+    fn commit(&self, out: &Outcome) {
+        self.store
+            .commit(&CommitBatch {
+                transitions: out.transitions.clone(),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+
+    fn timers(&self, order: &str) -> Vec<crate::store::ScheduleItem> {
+        self.store
+            .instance_schedules(
+                &"acme".parse().unwrap(),
+                &"timed".parse().unwrap(),
+                &order.parse().unwrap(),
+            )
+            .unwrap()
+    }
+}
+
+fn stale(out: &Outcome) -> bool {
+    out.stale == 1 && out.transitions.is_empty() && out.duplicates == 0 && out.ignored == 0
+}
+
+/// A reminder runs only while its instance holds that exact timer, also when what
+/// dropped it is not committed yet (the executor's overlay), and its transition consumes
+/// the timer.
+#[test]
+fn a_reminder_runs_only_while_its_instance_still_holds_that_timer() {
+    let env = Timed::new();
+    env.commit(&env.aggregate(&mut Executor::new("workflow.cmd"), "o-1", "OrderPlaced", 1));
+    let timer = env.timers("o-1").pop().expect("timer t is set");
+
+    // Held: it runs, and its transition consumes the timer.
+    let mut exec = Executor::new("workflow.cmd");
+    let live = env.reminder(&mut exec, &timer, 1);
+    assert_eq!((live.stale, live.transitions.len()), (0, 1));
+    assert_eq!(live.transitions[0].fired.as_deref(), Some("t"));
+    assert_eq!(
+        live.transitions[0].record.state["fired"],
+        "t@2026-11-27T10:00:01Z,"
+    );
+
+    // Cancelled, not committed yet: stale.
+    let mut exec = Executor::new("workflow.cmd");
+    env.aggregate(&mut exec, "o-1", "TimerCancelled", 2);
+    assert!(stale(&env.reminder(&mut exec, &timer, 1)));
+
+    // Set again, not committed yet: the old reminder is stale, the new one runs.
+    let mut exec = Executor::new("workflow.cmd");
+    let moved = env.aggregate(&mut exec, "o-1", "TimerMoved", 2);
+    assert!(stale(&env.reminder(&mut exec, &timer, 1)));
+    let new_timer = moved.transitions[0].schedules[0].clone();
+    let new = env.reminder(&mut exec, &new_timer, 2);
+    assert_eq!(new.transitions.len(), 1, "{new:?}");
+    assert_eq!(
+        new.transitions[0].record.state["fired"],
+        "t@2026-11-27T10:00:05Z,"
+    );
+
+    // Finished, not committed yet: stale.
+    let mut exec = Executor::new("workflow.cmd");
+    env.aggregate(&mut exec, "o-1", "OrderClosed", 2);
+    assert!(stale(&env.reminder(&mut exec, &timer, 1)));
+
+    // The live reminder committed: the timer is gone, and the same reminder again is a
+    // duplicate (its marker), not stale.
+    env.commit(&live);
+    assert!(env.timers("o-1").is_empty(), "consumed");
+    let again = env.reminder(&mut Executor::new("workflow.cmd"), &timer, 1);
+    assert_eq!((again.duplicates, again.stale), (1, 0));
+
+    // Cancelled and committed: stale as read from the store.
+    env.commit(&env.aggregate(&mut Executor::new("workflow.cmd"), "o-2", "OrderPlaced", 3));
+    let timer = env.timers("o-2").pop().unwrap();
+    env.commit(&env.aggregate(
+        &mut Executor::new("workflow.cmd"),
+        "o-2",
+        "TimerCancelled",
+        4,
+    ));
+    assert!(stale(&env.reminder(
+        &mut Executor::new("workflow.cmd"),
+        &timer,
+        3
+    )));
+    // A reminder naming a timer nobody could have set (an empty name): stale too.
+    let mut odd = timer.clone();
+    odd.name = String::new();
+    assert!(stale(&env.reminder(
+        &mut Executor::new("workflow.cmd"),
+        &odd,
+        5
+    )));
+}

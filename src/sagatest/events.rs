@@ -47,8 +47,9 @@ pub struct Built {
     pub subject: String,
     /// What the report calls the step.
     pub label: String,
-    /// The `schedule:` key of the pending timer this reminder fires: deleted before the
-    /// reminder runs, as the scheduler deletes a timer once its reminder is published.
+    /// The `schedule:` key of the pending timer this reminder fires: out of the due
+    /// index before the reminder runs, as the scheduler takes a timer out once its
+    /// reminder is published (the reminder's transition then consumes it).
     pub fired_timer: Option<String>,
 }
 

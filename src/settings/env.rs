@@ -16,7 +16,7 @@ const RESERVED_ENV: &[&str] = &[
     // Where the dev tools and tests find nats-server.
     "RUNNER_NATS_SERVER_BIN",
 ];
-const RESERVED_ENV_PREFIXES: &[&str] = &["RUNNER_TEST_", "RUNNER_CRASH_"];
+const RESERVED_ENV_PREFIXES: &[&str] = &["RUNNER_TEST_", "RUNNER_CRASH_", "RUNNER_PAUSE_"];
 
 pub(super) fn read_file(path: &Path) -> Result<Value, SettingsError> {
     let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {

@@ -35,6 +35,12 @@ pub struct Transition {
     pub schedules: Vec<ScheduleItem>,
     /// Names of pending timers to drop.
     pub cancel: Vec<String>,
+    /// The timer whose reminder this transition applies (its name): the reminder
+    /// consumes it, so it goes unless the transition sets that name again. A timer's
+    /// record lives until then, after its reminder was published (see
+    /// [`Store::timers_published`]): a reminder runs only while its instance still holds
+    /// it.
+    pub fired: Option<String>,
     /// How long its dedupe marker, and the instance once finished, are kept.
     pub keep: Keep,
 }
@@ -285,10 +291,12 @@ fn apply(
         &t.record,
     )?;
 
-    // A finished instance keeps no timers; otherwise drop cancelled and replaced names.
+    // A finished instance keeps no timers; otherwise drop cancelled, replaced and fired
+    // names.
     let drop_all = t.record.status.is_done();
     let mut names: HashSet<&str> = t.cancel.iter().map(String::as_str).collect();
     names.extend(t.schedules.iter().map(|s| s.name.as_str()));
+    names.extend(t.fired.as_deref());
     let prefix = keys::schedule_instance_prefix(&t.tenant, &t.saga, &t.correlation);
     let mut doomed = Vec::new();
     {

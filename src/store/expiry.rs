@@ -17,7 +17,8 @@
 //! effect mode, which has no relay). What a key is says
 //! how it goes: a marker or an effect record is deleted; a finished instance is
 //! deleted with its status index entry (an instance that is not finished is left
-//! alone: only finishing schedules one).
+//! alone: only finishing schedules one); a timer whose reminder was published and never
+//! applied is deleted (one back in the due index, pending again, is left alone).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -46,6 +47,8 @@ pub struct Swept {
     pub markers: u64,
     /// Effect completion records.
     pub effect_records: u64,
+    /// Timers whose reminder was published but never applied.
+    pub timers: u64,
     /// Index entries consumed.
     pub entries: u64,
 }
@@ -55,6 +58,7 @@ impl Swept {
         self.instances += other.instances;
         self.markers += other.markers;
         self.effect_records += other.effect_records;
+        self.timers += other.timers;
         self.entries += other.entries;
     }
 }
@@ -104,6 +108,7 @@ pub(super) struct SweepState {
     expired_instances: AtomicU64,
     expired_markers: AtomicU64,
     expired_effect_records: AtomicU64,
+    expired_timers: AtomicU64,
     nonce: AtomicU64,
 }
 
@@ -119,6 +124,7 @@ impl SweepState {
             expired_instances: AtomicU64::new(0),
             expired_markers: AtomicU64::new(0),
             expired_effect_records: AtomicU64::new(0),
+            expired_timers: AtomicU64::new(0),
             nonce: AtomicU64::new(seed),
         }
     }
@@ -130,6 +136,7 @@ pub struct Expired {
     pub instances: u64,
     pub markers: u64,
     pub effect_records: u64,
+    pub timers: u64,
 }
 
 /// Retention is wall-clock time.
@@ -333,6 +340,9 @@ impl Store {
         self.sweep
             .expired_effect_records
             .fetch_add(s.effect_records, Ordering::Relaxed);
+        self.sweep
+            .expired_timers
+            .fetch_add(s.timers, Ordering::Relaxed);
     }
 
     /// A sweep in a transaction of its own: up to the sweep batch of what expired by
@@ -369,6 +379,7 @@ impl Store {
             instances: self.sweep.expired_instances.load(Ordering::Relaxed),
             markers: self.sweep.expired_markers.load(Ordering::Relaxed),
             effect_records: self.sweep.expired_effect_records.load(Ordering::Relaxed),
+            timers: self.sweep.expired_timers.load(Ordering::Relaxed),
         }
     }
 
@@ -450,6 +461,16 @@ fn sweep_key(
         }
         if delete(store, txn, key)? {
             swept.instances += 1;
+        }
+    } else if space_of == space::SCHEDULE {
+        // Published and never applied (`Store::timers_published`). Back in the due
+        // index (a tenant import re-indexes its timers), it is pending: not swept.
+        let pending = match keys::due_index(key) {
+            Some(index) => super::exists(txn, store.db, &index)?,
+            None => true,
+        };
+        if !pending && delete(store, txn, key)? {
+            swept.timers += 1;
         }
     } else if space_of == space::DEDUPE && delete(store, txn, key)? {
         if keys::is_effect_dedupe(key) {

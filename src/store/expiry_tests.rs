@@ -46,6 +46,7 @@ fn step(corr: &str, event: &str, n: u64, status: InstanceStatus, keep: Keep) -> 
         outbox: vec![],
         schedules: vec![],
         cancel: vec![],
+        fired: None,
         keep,
     }
 }
@@ -424,4 +425,64 @@ fn a_full_map_grows_up_to_its_most_and_only_then_is_full() {
         .unwrap()
         .is_some());
     store.probe_write().unwrap();
+}
+
+fn timer(corr: &str, name: &str, due_at_ms: i64) -> ScheduleItem {
+    ScheduleItem {
+        tenant: acme(),
+        saga: "order".parse().unwrap(),
+        correlation: corr.parse().unwrap(),
+        name: name.into(),
+        due_at_ms,
+        payload: json!({}),
+        metadata: Default::default(),
+    }
+}
+
+/// A timer's record outlives its reminder's publish (the reminder runs only while it is
+/// there), but one whose reminder nobody applies expires after the dedupe horizon; a
+/// timer pending in the due index, or consumed, is never the sweep's.
+#[test]
+fn a_published_timer_nobody_applies_expires_after_the_dedupe_horizon() {
+    let dir = TempDir::new("expiry").unwrap();
+    let store = opened(
+        &dir,
+        Retention {
+            dedupe: Duration::from_secs(60),
+            ..Retention::default()
+        },
+    );
+    let k = keep(DAY, DAY);
+    let mut set = step("o-1", "e-1", 1, InstanceStatus::Active, k);
+    set.schedules = vec![timer("o-1", "lost", 100), timer("o-1", "pending", 200)];
+    let mut other = step("o-2", "e-2", 1, InstanceStatus::Active, k);
+    other.schedules = vec![timer("o-2", "applied", 100)];
+    commit(&store, vec![set, other]);
+    let published: Vec<String> = store
+        .due_timers(100, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    assert_eq!(published.len(), 2);
+    assert_eq!(store.timers_published(&published).unwrap(), 2);
+    // o-2 applies its reminder: the timer goes with that transition.
+    let mut applied = step("o-2", "r-2", 2, InstanceStatus::Active, k);
+    applied.fired = Some("applied".into());
+    commit(&store, vec![applied]);
+
+    let (saga, o1) = ("order".parse().unwrap(), "o-1".parse().unwrap());
+    let names = |store: &Store| -> Vec<String> {
+        let held = store.instance_schedules(&acme(), &saga, &o1).unwrap();
+        held.into_iter().map(|t| t.name).collect()
+    };
+    // Within the horizon the published timer waits for its reminder.
+    store.sweep_all(later(59)).unwrap();
+    assert_eq!(names(&store), vec!["lost", "pending"]);
+    // After it, it goes; the pending one (in the due index) stays.
+    let swept = store.sweep_all(later(61)).unwrap();
+    assert_eq!(swept.timers, 1);
+    assert_eq!(names(&store), vec!["pending"]);
+    assert_eq!(store.timers_len().unwrap(), 1);
+    assert_eq!(store.expired().timers, 1);
 }

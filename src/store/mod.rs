@@ -4,7 +4,7 @@
 //! Saga transitions are written by one door, [`Store::commit`] (state + outbox +
 //! schedules + checkpoint + dedupe, all or nothing, many per LMDB transaction); the
 //! other writes each have a method of their own (outbox deletes, dead letters, effect
-//! records, fired timers, operator actions, tenant moves, the retention sweep). Every
+//! records, published timers, operator actions, tenant moves, the retention sweep). Every
 //! write runs through [`Store::write`](map.rs), which grows a full map and tries again.
 //! Reads are tenant-scoped and use short read transactions that are never held across
 //! calls.
@@ -385,33 +385,54 @@ impl Store {
         Ok(next)
     }
 
-    /// Timers of every tenant (keys only are read).
+    /// Timers of every tenant not yet published (keys only are read).
     pub fn timers_len(&self) -> Result<u64, StoreError> {
         self.count_keys(keys::space::DUE)
     }
 
-    /// Deletes fired timers (by their `schedule:` keys) and their index entries in one
-    /// transaction. Returns how many existed.
-    pub fn delete_timers(&self, schedule_keys: &[String]) -> Result<usize, StoreError> {
-        self.write(|txn| {
-            let mut deleted = 0;
-            for key in schedule_keys {
-                let Some(index) = keys::due_index(key) else {
-                    return Err(StoreError::Encode {
-                        key: key.clone(),
-                        message: "not a timer key".into(),
-                    });
-                };
-                for k in [key.as_str(), index.as_str()] {
-                    match txn.del(self.db, &k, None) {
-                        Ok(()) => deleted += usize::from(k == key.as_str()),
-                        Err(lmdb::Error::NotFound) => {}
-                        Err(e) => return Err(e.into()),
-                    }
+    /// Records that the reminders of these timers (their `schedule:` keys) were
+    /// published, in one transaction: each timer leaves the due index, so it is not
+    /// published again, but its record stays until the transition that applies the
+    /// reminder consumes it (or a cancel, a re-schedule of its name or the instance
+    /// finishing removes it): a reminder runs only while its instance still holds that
+    /// timer (`saga::Executor`). So that a reminder nobody applies (lost, or taken by no
+    /// instance) leaves nothing behind for ever, a record still there then expires
+    /// after the store's dedupe horizon (`retention.dedupe_secs`), through the
+    /// retention index; the sweep deletes a timer only while it is out of the due index.
+    /// Returns how many index entries existed (timers published for the first time).
+    pub fn timers_published(&self, schedule_keys: &[String]) -> Result<usize, StoreError> {
+        let mut indexes = Vec::with_capacity(schedule_keys.len());
+        for key in schedule_keys {
+            let Some(index) = keys::due_index(key) else {
+                return Err(StoreError::Encode {
+                    key: key.clone(),
+                    message: "not a timer key".into(),
+                });
+            };
+            indexes.push(index);
+        }
+        let now = now_ms();
+        let expire_at = expiry_of(now, self.retention.dedupe);
+        let (published, expiries) = self.write(|txn| {
+            let mut published = 0;
+            let mut expiries = expiry::Expiries::default();
+            for (key, index) in schedule_keys.iter().zip(&indexes) {
+                match txn.del(self.db, index, None) {
+                    Ok(()) => published += 1,
+                    Err(lmdb::Error::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                // Consumed already (the reminder was quick), or cancelled: nothing
+                // waits.
+                if exists(txn, self.db, key)? {
+                    expiries.add(expire_at, key.clone());
                 }
             }
-            Ok(deleted)
-        })
+            expiries.write(self, txn)?;
+            Ok((published, expiries))
+        })?;
+        expiries.written(self);
+        Ok(published)
     }
 
     /// Every timer of one instance, in due order.
@@ -724,6 +745,11 @@ impl Reader<'_> {
         event: &EventId,
     ) -> Result<bool, StoreError> {
         exists(&self.txn, self.db, &keys::saga_dedupe(tenant, saga, event))
+    }
+
+    /// Whether the timer of this `schedule:` key (name and due time) is held.
+    pub fn holds_timer(&self, schedule_key: &str) -> Result<bool, StoreError> {
+        exists(&self.txn, self.db, schedule_key)
     }
 
     fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {

@@ -98,7 +98,9 @@ impl Store {
     }
 
     /// Writes the exported records of `tenant` in one transaction, rebuilding the due
-    /// and status indexes, and the retention index: what expires (markers, effect
+    /// and status indexes (every timer goes back in the due index: one whose reminder
+    /// the old shard published is published again, with the same id), and the retention
+    /// index: what expires (markers, effect
     /// records, finished instances) is kept the store's default time from now, as when
     /// an older store is opened (when it was written did not travel). A line for another
     /// tenant, or an unreadable one, fails the whole import.

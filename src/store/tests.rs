@@ -69,6 +69,7 @@ fn transition(
         outbox: vec![outbox_item(tenant, &format!("cmd-{event}"))],
         schedules: vec![timer(tenant, corr, "payment_timeout", 1_000 + seq as i64)],
         cancel: vec![],
+        fired: None,
         keep: Keep::of(&Retention::default()),
     }
 }
@@ -484,7 +485,8 @@ fn the_due_index_follows_every_timer_change_and_fires_in_due_order_across_tenant
         .collect();
     assert_eq!(acme_due, vec![20_000]);
 
-    // Firing deletes exactly the given timers, with their index entries.
+    // Publishing takes exactly the given timers out of the due index; their records stay
+    // until the transition that applies the reminder consumes them.
     let fired: Vec<String> = store
         .due_timers(500, 10)
         .unwrap()
@@ -492,19 +494,40 @@ fn the_due_index_follows_every_timer_change_and_fires_in_due_order_across_tenant
         .map(|(k, _)| k)
         .collect();
     assert_eq!(fired.len(), 1);
-    assert_eq!(store.delete_timers(&fired).unwrap(), 1);
-    assert_eq!(store.delete_timers(&fired).unwrap(), 0);
+    assert_eq!(store.timers_published(&fired).unwrap(), 1);
+    assert_eq!(store.timers_published(&fired).unwrap(), 0);
     assert_eq!(store.timers_len().unwrap(), 1);
+    assert!(
+        store.due_timers(500, 10).unwrap().is_empty(),
+        "published once"
+    );
+    let (saga, corr) = ("order".parse().unwrap(), "o-1".parse().unwrap());
     assert_eq!(
         store
-            .instance_schedules(&acme, &"order".parse().unwrap(), &"o-1".parse().unwrap())
+            .instance_schedules(&globex, &saga, &corr)
             .unwrap()
             .len(),
         1
     );
+    assert_eq!(
+        store.instance_schedules(&acme, &saga, &corr).unwrap().len(),
+        1
+    );
     assert!(store
-        .delete_timers(&["outbox:acme:effect:x".to_string()])
+        .timers_published(&["outbox:acme:effect:x".to_string()])
         .is_err());
+    let mut reminded = transition(&globex, "o-1", "r-1", 2, json!(2));
+    reminded.record.transitions = 2;
+    reminded.schedules = vec![];
+    reminded.fired = Some("soon".into());
+    store.commit(&batch(vec![reminded])).unwrap();
+    assert!(
+        store
+            .instance_schedules(&globex, &saga, &corr)
+            .unwrap()
+            .is_empty(),
+        "consumed"
+    );
 
     // A finished instance keeps no timers, and no index entries.
     let mut done = transition(&acme, "o-1", "e-3", 3, json!(3));

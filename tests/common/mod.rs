@@ -240,7 +240,7 @@ pub struct RunnerProcess(Child);
 
 impl RunnerProcess {
     pub fn start(config: &std::path::Path, crash: Option<(&str, u32)>) -> RunnerProcess {
-        RunnerProcess::spawn(config, crash, Stdio::inherit(), &[])
+        RunnerProcess::spawn(config, crash, &[], Stdio::inherit())
     }
 
     /// [`RunnerProcess::start`] with its log (stderr) appended to the file `log`.
@@ -249,12 +249,7 @@ impl RunnerProcess {
         crash: Option<(&str, u32)>,
         log: &std::path::Path,
     ) -> RunnerProcess {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("open the runner's log file");
-        RunnerProcess::spawn(config, crash, Stdio::from(file), &[])
+        RunnerProcess::start_with_env(config, crash, &[], log)
     }
 
     /// [`RunnerProcess::start_logged`] with more environment (`RUNNER_LOG`,
@@ -264,12 +259,8 @@ impl RunnerProcess {
         log: &std::path::Path,
         env: &[(&str, &str)],
     ) -> RunnerProcess {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("open the runner's log file");
-        RunnerProcess::spawn(config, None, Stdio::from(file), env)
+        let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        RunnerProcess::start_with_env(config, None, &env, log)
     }
 
     /// Runs `runner run` to its end (for one that must fail at start-up): its exit code
@@ -287,11 +278,27 @@ impl RunnerProcess {
         )
     }
 
+    /// [`RunnerProcess::start_logged`] with more environment (a pause point, say:
+    /// `RUNNER_PAUSE_AT`, see `runner::crash`).
+    pub fn start_with_env(
+        config: &std::path::Path,
+        crash: Option<(&str, u32)>,
+        env: &[(&str, String)],
+        log: &std::path::Path,
+    ) -> RunnerProcess {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open the runner's log file");
+        RunnerProcess::spawn(config, crash, env, Stdio::from(file))
+    }
+
     fn spawn(
         config: &std::path::Path,
         crash: Option<(&str, u32)>,
+        env: &[(&str, String)],
         log: Stdio,
-        env: &[(&str, &str)],
     ) -> RunnerProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
         cmd.args(["run", "--config"])
@@ -299,9 +306,12 @@ impl RunnerProcess {
             .env("RUNNER_LOG", "warn")
             .env_remove("RUNNER_CRASH_AT")
             .env_remove("RUNNER_CRASH_AFTER")
+            .env_remove("RUNNER_PAUSE_AT")
+            .env_remove("RUNNER_PAUSE_UNTIL")
+            .env_remove("RUNNER_PAUSE_MS")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
-            .stderr(log)
-            .envs(env.iter().copied());
+            .stderr(log);
         if let Some((point, after)) = crash {
             cmd.env("RUNNER_CRASH_AT", point)
                 .env("RUNNER_CRASH_AFTER", after.to_string());
