@@ -413,3 +413,75 @@ fn run_refuses_to_start_without_a_secret() {
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stderr.contains("secret pay_token: cannot read"), "{stderr}");
 }
+
+/// `check` on settings that would post aggregate commands to the process's own
+/// loopback while NATS is elsewhere (a container's default): a warning naming
+/// relay.gateway_url, not a failure. Loopback with a loopback NATS (a laptop) and a
+/// Gateway named by its host are fine.
+#[test]
+fn check_warns_of_a_loopback_gateway_when_nats_is_remote() {
+    let remote_nats = ("RUNNER_NATS_URL", "nats://nats-1.invalid:4222");
+    let out = runner(&["check"], &[remote_nats]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let warning = stdout
+        .lines()
+        .find(|l| l.starts_with("warning:") && l.contains("relay.gateway_url"))
+        .unwrap_or_else(|| panic!("no gateway warning in:\n{stdout}"));
+    assert!(warning.contains("http://127.0.0.1:8080"), "{warning}");
+    assert!(stdout.contains("check passed"), "{stdout}");
+
+    for env in [
+        vec![
+            remote_nats,
+            ("RUNNER_RELAY_GATEWAY_URL", "http://gateway:8080"),
+        ],
+        vec![("RUNNER_NATS_URL", "nats://127.0.0.1:1")],
+        // Effect processes have no relay.
+        vec![remote_nats, ("RUNNER_MODE", "effect")],
+    ] {
+        let out = runner(&["check"], &env);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{env:?}: {stdout}{stderr}");
+        assert!(
+            !stdout.contains("relay.gateway_url"),
+            "{env:?}: no gateway warning expected:\n{stdout}"
+        );
+    }
+}
+
+/// `check` asks the server named by nats.url whether it is part of a cluster: with
+/// streams.replicas 1 there, the streams and buckets the Runner creates would live on
+/// one node, so it warns. Replicas matching the cluster, or a single server, do not.
+#[test]
+fn check_warns_of_single_replica_streams_on_a_cluster() {
+    let cluster = runner::dev::NatsCluster::start(3).expect("start a NATS cluster");
+    let url = cluster.url();
+    let out = runner(&["check"], &[("RUNNER_NATS_URL", &url)]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let warning = stdout
+        .lines()
+        .find(|l| l.starts_with("warning:") && l.contains("streams.replicas"))
+        .unwrap_or_else(|| panic!("no replicas warning in:\n{stdout}"));
+    assert!(warning.contains("cluster"), "{warning}");
+
+    let out = runner(
+        &["check"],
+        &[("RUNNER_NATS_URL", &url), ("RUNNER_STREAMS_REPLICAS", "3")],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(!stdout.contains("warning:"), "{stdout}");
+    assert!(
+        stdout.contains("cluster"),
+        "the cluster is reported: {stdout}"
+    );
+    drop(cluster);
+
+    let single = runner::dev::NatsServer::start().expect("start nats-server");
+    let out = runner(&["check"], &[("RUNNER_NATS_URL", &single.url())]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(!stdout.contains("warning:"), "{stdout}");
+}

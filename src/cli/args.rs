@@ -14,7 +14,8 @@ COMMANDS:
     run     Start the pipeline stages of the configured mode and run until stopped
               --config FILE   settings file (.toml or .json); also $RUNNER_CONFIG
               --mode MODE     saga | effect | combined (overrides the settings)
-    check   Validate settings, manifests and programs without connecting anywhere
+    check   Validate settings, manifests and programs; warn about the deployment they describe
+              (a loopback Gateway with a remote NATS; one replica on a NATS cluster, asked of the server)
               --config FILE
     eval    Run one program transition and print its output (a saga author's debugger)
               --program FILE  program (.yaml, .yml or .json)

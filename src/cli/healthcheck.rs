@@ -1,6 +1,8 @@
 //! `runner healthcheck`: the container image's `HEALTHCHECK`. Asks the ops port's
 //! `GET /health` of the Runner in the same container (or `--url`) and exits 0 on 200,
-//! 1 otherwise, with one line saying why — so the image needs no curl.
+//! 1 otherwise, with one line saying why — so the image needs no curl. `/health` is
+//! liveness (`ops::probe`): it fails only for what a restart fixes, never for NATS
+//! being away, so an outage does not get every container killed at once.
 
 use std::path::Path;
 use std::time::Duration;

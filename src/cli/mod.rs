@@ -1,6 +1,7 @@
 //! The `runner` command line: parsing in [`args`], one function per subcommand.
 
 mod args;
+mod deployment;
 mod eval;
 mod healthcheck;
 mod supervise;
@@ -202,6 +203,21 @@ fn check(config: Option<&Path>) -> Result<(), Error> {
         settings.storage.map_size_mib,
         settings.storage.max_size_mib
     );
+    let mut warnings = deployment::offline_warnings(&settings);
+    match deployment::probe_nats(&settings.nats.url) {
+        Ok((at, info)) => {
+            let cluster = match &info.cluster {
+                Some(name) => format!("JetStream cluster {name:?}"),
+                None => "no cluster".into(),
+            };
+            println!(
+                "nats: {at} answered (server {} {}, {cluster})",
+                info.server_name, info.version
+            );
+            warnings.extend(deployment::server_warnings(&settings, &at, &info));
+        }
+        Err(e) => println!("nats: not reached ({e}); the cluster checks were skipped"),
+    }
     if settings.mode.runs_sagas() || !settings.manifests.sagas.is_empty() {
         let catalog = load_catalog(&settings)?;
         for saga in &catalog.sagas {
@@ -242,6 +258,9 @@ fn check(config: Option<&Path>) -> Result<(), Error> {
                 def.concurrency
             );
         }
+    }
+    for warning in &warnings {
+        println!("warning: {warning}");
     }
     println!("check passed");
     Ok(())

@@ -182,7 +182,12 @@ enum Drained {
 impl Supervisor {
     pub fn run(&mut self, mut pipeline: Pipeline) -> Result<(), Error> {
         loop {
-            let why = self.watch(&pipeline)?;
+            let watched = self.watch(&pipeline);
+            // Draining (up to its deadline), handing tenants over and waiting for a
+            // resume are not ticks of the watch, and not a wedge: /health stops
+            // watching the heartbeat until the loop watches again.
+            self.control.heartbeat().pause();
+            let why = watched?;
             if !drain(&pipeline, self.drain_deadline) {
                 log::warn!(deadline_ms = self.drain_deadline.as_millis() as u64; "drain deadline passed; exiting with work unacked (it is redelivered)");
                 // Not joining the stages: they may be blocked on what made the drain slow.
@@ -234,6 +239,7 @@ impl Supervisor {
         let mut last_progress = Instant::now();
         loop {
             std::thread::sleep(TICK);
+            self.control.heartbeat().beat();
             self.silence.check();
             if self.signalled() && !pipeline.is_draining() {
                 log::warn!("signal received: draining");

@@ -369,9 +369,21 @@ pub fn reposition_consumer(
 }
 
 /// Opens a KV bucket, creating it with `config` when it does not exist yet (another
-/// replica may create it at the same moment: then it is opened).
+/// replica may create it at the same moment: then it is opened). Like a stream, an
+/// existing bucket with fewer replicas than `config` asks for is kept, with a warning.
 pub fn key_value(js: &JetStream, config: &nats::kv::Config) -> std::io::Result<nats::kv::Store> {
-    js.key_value(&config.bucket).or_else(|_| {
+    let existing = js.key_value(&config.bucket);
+    if existing.is_ok() {
+        let stream = format!("KV_{}", config.bucket);
+        if let Ok(info) = js.stream_info(&stream) {
+            if info.config.num_replicas.max(1) < config.num_replicas {
+                log::warn!(bucket = config.bucket.as_str(), replicas = info.config.num_replicas.max(1),
+                    configured = config.num_replicas;
+                    "KV bucket has fewer replicas than streams.replicas; left unchanged (raise it with `nats stream edit KV_<bucket> --replicas N`)");
+            }
+        }
+    }
+    existing.or_else(|_| {
         js.create_key_value(config)
             .or_else(|_| js.key_value(&config.bucket))
     })

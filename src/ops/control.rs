@@ -17,6 +17,8 @@ pub struct Control {
     /// Held by operations that need the process drained throughout, and by a resume
     /// request, so neither overtakes the other.
     exclusive: Mutex<()>,
+    /// Beaten by the main loop while it watches the pipeline (`/health`).
+    heartbeat: super::Heartbeat,
 }
 
 impl Control {
@@ -27,12 +29,18 @@ impl Control {
             drained: AtomicBool::new(false),
             resume: AtomicBool::new(false),
             exclusive: Mutex::new(()),
+            heartbeat: super::Heartbeat::default(),
         })
     }
 
     /// What the stages of the pipeline in force share.
     pub fn shared(&self) -> Arc<Shared> {
         self.current.lock().clone()
+    }
+
+    /// The main loop's heartbeat.
+    pub fn heartbeat(&self) -> &super::Heartbeat {
+        &self.heartbeat
     }
 
     pub fn nats(&self) -> &nats::Connection {

@@ -15,20 +15,15 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::pipeline::Shared;
-
 pub use control::Control;
-pub use probe::{ConsumerLag, NatsProbe};
+pub use probe::{ConsumerLag, Heartbeat, NatsProbe};
 
 /// Threads answering requests: bounded, and enough that a slow `/health` (it writes
 /// to the store) does not queue up `/metrics`.
 const WORKERS: usize = 2;
-/// NATS counts as connected if a flush came back this recently.
-const NATS_FRESH: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -248,28 +243,12 @@ fn respond(served: &Served, mut request: tiny_http::Request) {
     } else {
         match (&method, path.as_str()) {
             (tiny_http::Method::Get, "/health") => {
-                let (ok, checks) = health(state, &shared);
-                json_reply(if ok { 200 } else { 503 }, checks)
+                let (alive, body) = probe::liveness(state, &shared);
+                json_reply(if alive { 200 } else { 503 }, body)
             }
             (tiny_http::Method::Get, "/ready") => {
-                let (healthy, checks) = health(state, &shared);
-                let draining = shared.intake.is_shutting_down();
-                // Stopped intake (a failed commit: store full, I/O error) takes no work.
-                let stopped = shared.intake.stop_reason();
-                // Nearly full: still taking work, but time to make room (or move the
-                // traffic) before intake stops for good.
-                let nearly_full = storage::nearly_full(&shared);
-                let ready = healthy && !draining && stopped.is_none() && nearly_full.is_none();
-                let drained = state.control.is_drained();
-                // What the drain's relay left in the outbox (null until it stopped).
-                let outbox_left = shared.intake.outbox_left();
-                json_reply(
-                    if ready { 200 } else { 503 },
-                    json!({"ready": ready, "draining": draining, "drained": drained,
-                           "outbox_left": outbox_left,
-                           "intake_stopped": stopped, "store_nearly_full": nearly_full,
-                           "health": checks}),
-                )
+                let (ready, body) = probe::readiness(state, &shared);
+                json_reply(if ready { 200 } else { 503 }, body)
             }
             (tiny_http::Method::Get, "/metrics") => Reply {
                 status: 200,
@@ -301,21 +280,6 @@ fn respond(served: &Served, mut request: tiny_http::Request) {
         .with_status_code(reply.status)
         .with_header(header);
     let _ = request.respond(response);
-}
-
-/// Storage writable (a real write) and NATS reachable.
-fn health(state: &OpsState, shared: &Shared) -> (bool, Value) {
-    let storage = shared.store.probe_write().map_err(|e| e.to_string());
-    let nats = state.probe.is_connected(NATS_FRESH);
-    let ok = storage.is_ok() && nats;
-    (
-        ok,
-        json!({
-            "healthy": ok,
-            "storage": storage.err().unwrap_or_else(|| "ok".into()),
-            "nats": if nats { "ok" } else { "unreachable" },
-        }),
-    )
 }
 
 fn admin(

@@ -1,22 +1,119 @@
+//! What `/health` (liveness) and `/ready` (readiness) answer, and the probes behind
+//! them.
+//!
+//! Liveness fails only for what a restart fixes: a store that refuses writes (a real
+//! write; a writer wedged in the store makes it hang, and the healthcheck's timeout
+//! fails it) and a main loop that stopped ticking (it is what notices a stage that
+//! stopped and a connection that answers no PING — that one exits the process, code
+//! 3). It never depends on NATS or another service: an outage would fail every Runner
+//! at once, and Swarm would kill and replace them all on top of it. Readiness adds the
+//! dependencies and the process's own state: NATS answering, not draining, intake
+//! running, the store not nearly full.
+//!
 //! Is NATS there, and how far behind are our consumers? The blocking client has no
 //! "connected" flag to read, and a flush during an outage waits without limit, so one
-//! thread flushes every second and records when a flush last came back (health is "came
-//! back recently"); every few seconds it also reads each consumer's info for the lag
-//! metrics, so a scrape never waits on NATS.
+//! thread flushes every second and records when a flush last came back (NATS counts as
+//! up when one "came back recently"); every few seconds it also reads each consumer's
+//! info for the lag metrics, so a scrape never waits on NATS.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use serde_json::{json, Value};
 
+use super::OpsState;
 use crate::nats_io::ConsumerSpec;
+use crate::pipeline::Shared;
 use crate::timefmt::now_ms;
 
 /// How often the probe flushes.
 const EVERY: Duration = Duration::from_secs(1);
 /// Consumer info is read every this many flushes.
 const CONSUMERS_EVERY: u32 = 5;
+/// NATS counts as up if a flush came back this recently.
+const NATS_FRESH: Duration = Duration::from_secs(3);
+/// The main loop ticks every 200 ms; a placement read during a NATS outage can hold a
+/// tick for its request timeout (5 s). Far longer than that: wedged.
+const MAIN_LOOP_STALL: Duration = Duration::from_secs(60);
+
+/// `GET /health`: (alive, body). A real store write, and the main loop's heartbeat.
+pub(super) fn liveness(state: &OpsState, shared: &Shared) -> (bool, Value) {
+    let storage = shared.store.probe_write().map_err(|e| e.to_string());
+    let stalled = state
+        .control
+        .heartbeat()
+        .stalled_for()
+        .filter(|waited| *waited > MAIN_LOOP_STALL);
+    let ok = storage.is_ok() && stalled.is_none();
+    let main_loop = match stalled {
+        Some(waited) => format!("no tick for {} s", waited.as_secs()),
+        None => "ok".into(),
+    };
+    (
+        ok,
+        json!({
+            "healthy": ok,
+            "storage": storage.err().unwrap_or_else(|| "ok".into()),
+            "main_loop": main_loop,
+        }),
+    )
+}
+
+/// `GET /ready`: (ready, body). Alive, NATS answering, not draining, intake running,
+/// the store not nearly full; the body says which.
+pub(super) fn readiness(state: &OpsState, shared: &Shared) -> (bool, Value) {
+    let (alive, health) = liveness(state, shared);
+    let nats = state.probe.is_connected(NATS_FRESH);
+    let draining = shared.intake.is_shutting_down();
+    // Stopped intake (a failed commit: store full, I/O error) takes no work.
+    let stopped = shared.intake.stop_reason();
+    // Nearly full: still taking work, but time to make room (or move the traffic)
+    // before intake stops for good.
+    let nearly_full = super::storage::nearly_full(shared);
+    let ready = alive && nats && !draining && stopped.is_none() && nearly_full.is_none();
+    let body = json!({
+        "ready": ready,
+        "nats": if nats { "ok" } else { "unreachable" },
+        "draining": draining,
+        "drained": state.control.is_drained(),
+        // What the drain's relay left in the outbox (null until it stopped).
+        "outbox_left": shared.intake.outbox_left(),
+        "intake_stopped": stopped,
+        "store_nearly_full": nearly_full,
+        "health": health,
+    });
+    (ready, body)
+}
+
+/// The main loop's heartbeat: it beats while it watches the pipeline. Not watched
+/// (`stalled_for` is `None`) before the first beat and while the loop is paused for
+/// work of bounded or operator-driven length (a drain, a handover, waiting to resume).
+#[derive(Debug, Clone, Default)]
+pub struct Heartbeat {
+    /// [`monotonic_ms`] of the last beat; 0: not watched.
+    last_ms: Arc<AtomicI64>,
+}
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        self.last_ms.store(monotonic_ms(), Ordering::Relaxed);
+    }
+
+    /// Stops watching until the next beat.
+    pub fn pause(&self) {
+        self.last_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// How long since the last beat, when watched.
+    pub fn stalled_for(&self) -> Option<Duration> {
+        match self.last_ms.load(Ordering::Relaxed) {
+            0 => None,
+            last => Some(Duration::from_millis((monotonic_ms() - last).max(0) as u64)),
+        }
+    }
+}
 
 /// One consumer as JetStream last reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,4 +207,26 @@ fn monotonic_ms() -> i64 {
         .elapsed()
         .as_millis() as i64
         + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_is_watched_only_between_a_beat_and_a_pause() {
+        let heart = Heartbeat::default();
+        assert_eq!(
+            heart.stalled_for(),
+            None,
+            "not watched before the first beat"
+        );
+        heart.beat();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(heart
+            .stalled_for()
+            .is_some_and(|d| d >= Duration::from_millis(20)));
+        heart.pause();
+        assert_eq!(heart.stalled_for(), None);
+    }
 }
