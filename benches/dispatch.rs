@@ -410,7 +410,8 @@ fn bench_effect_steps(c: &mut Criterion, url: &str) {
             for _ in 0..iters {
                 let work = fresh("claim");
                 let started = Instant::now();
-                let Gate::Mine { revision, held } = claims.acquire(&tenant, &work).expect("claim")
+                let Gate::Mine { revision, held, .. } =
+                    claims.acquire(&tenant, &work).expect("claim")
                 else {
                     panic!("a fresh command's claim is ours")
                 };

@@ -41,7 +41,7 @@ use crate::effects::claims::{ClaimWrite, Claims, Gate, Held};
 use crate::effects::recorder::{self, Finished, LogCtx, RecordWrite, Recorder};
 use crate::effects::result::{completion_of, outcome, result_event, result_subject};
 use crate::effects::EffectDef;
-use crate::envelope::{header, meta, EffectCommand, ResultType};
+use crate::envelope::{header, meta, trace_id, EffectCommand, ResultType};
 use crate::nats_io::{self, Delivery};
 use crate::pipeline::{FetchedBatch, Shared, Stats};
 use crate::relay::backoff::Jitter;
@@ -284,7 +284,7 @@ impl<'a> Worker<'a> {
                 format!("body is not valid JSON: {e}"),
             )
         })?;
-        let cmd: EffectCommand = serde_json::from_str(text).map_err(|e| {
+        let mut cmd: EffectCommand = serde_json::from_str(text).map_err(|e| {
             let reason = match e.classify() {
                 serde_json::error::Category::Data => format!("not a valid effect command: {e}"),
                 _ => format!("body is not valid JSON: {e}"),
@@ -302,6 +302,7 @@ impl<'a> Worker<'a> {
         }
         let tenant = TenantId::new(&cmd.tenant_id)
             .map_err(|e| poison(QuarantineKind::Decode, e.to_string()))?;
+        context_from_headers(&mut cmd, msg);
         let work_id = WorkId::new(&cmd.command_id).map_err(|e| Poison {
             kind: QuarantineKind::Decode,
             reason: e.to_string(),
@@ -409,7 +410,13 @@ impl<'a> Worker<'a> {
         match self.shared.store.commit(&batch) {
             Ok(_) => {
                 Stats::add(&self.shared.stats.quarantined, 1);
-                log::warn!(tenant_id = record.tenant.as_str(), stream = record.stream.as_str(), seq = record.seq,
+                // Its envelope was not read: the headers name its context, if anything does.
+                let correlation = nats_io::header(msg, header::CORRELATION).unwrap_or_default();
+                let trace = nats_io::header(msg, header::TRACEPARENT)
+                    .and_then(trace_id)
+                    .unwrap_or_default();
+                log::warn!(tenant_id = record.tenant.as_str(), correlation_id = correlation, trace_id = trace,
+                    stream = record.stream.as_str(), seq = record.seq,
                     kind = format!("{:?}", record.kind), reason = record.reason.as_str(); "effect command quarantined");
                 self.shared
                     .intake
@@ -444,7 +451,19 @@ impl<'a> Worker<'a> {
             return Claimed::Mine(None);
         };
         match claims.acquire(tenant, work_id) {
-            Ok(Gate::Mine { revision, held }) => Claimed::Mine(Some((revision, held))),
+            Ok(Gate::Mine {
+                revision,
+                held,
+                taken_over,
+            }) => {
+                if let Some(t) = taken_over {
+                    log::warn!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
+                        trace_id = log_ctx.trace.as_str(), command_id = work_id.as_str(), previous_owner = t.previous_owner.as_str(),
+                        age_ms = t.age.as_millis() as u64;
+                        "effect claim expired unfinished; taking the command over (called again under the same idempotency key)");
+                }
+                Claimed::Mine(Some((revision, held)))
+            }
             Ok(Gate::Done(record)) => {
                 Stats::add(&self.shared.stats.effect_results_replayed, 1);
                 log::info!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
@@ -574,6 +593,27 @@ fn keep_alive<T>(msg: &nats::Message, every: Duration, f: impl FnOnce() -> T) ->
 }
 
 /// What every log line about a command names.
+/// A command published by someone other than the relay may carry its correlation id
+/// and trace context in headers only: they then stand in for the metadata's, so its log
+/// lines and its result event carry them (invariant 4). The metadata's win when set; a
+/// malformed `traceparent` header is ignored. A redelivery has the same headers, so a
+/// result rebuilt from its record is the one first published.
+fn context_from_headers(cmd: &mut EffectCommand, msg: &nats::Message) {
+    let correlation = nats_io::header(msg, header::CORRELATION)
+        .filter(|_| cmd.meta(meta::CORRELATION_ID).is_none());
+    let traceparent = nats_io::header(msg, header::TRACEPARENT)
+        .filter(|tp| trace_id(tp).is_some() && cmd.trace_id().is_none());
+    for (key, value) in [
+        (meta::CORRELATION_ID, correlation),
+        (meta::TRACEPARENT, traceparent),
+    ] {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            cmd.metadata
+                .insert(key.to_string(), serde_json::Value::String(v.to_string()));
+        }
+    }
+}
+
 fn log_ctx(cmd: &EffectCommand) -> LogCtx {
     LogCtx {
         tenant: cmd.tenant_id.clone(),

@@ -105,6 +105,37 @@ fn a_command_is_called_and_its_result_published_with_the_commands_context() {
     assert_eq!(json!(done.result_type), r["result_type"]);
 }
 
+/// A command published by someone other than the relay, its correlation id and trace
+/// context in headers only: its result continues them (invariant 4).
+#[test]
+fn a_command_traced_in_headers_only_gets_a_result_in_that_trace() {
+    let upstream = FakeGateway::start(|_, _| Reply::status(201)).unwrap();
+    let rig = effect_rig(&upstream, 3);
+    let pipeline = rig.start();
+    let nc = rig.connect();
+    let (subject, mut cmd) = command(&rig, "cmd-h");
+    cmd["metadata"] = json!({"saga_name": "order"});
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut headers = nats::header::HeaderMap::new();
+    headers.insert("x-tenant-id", "acme");
+    headers.insert("x-correlation-id", "o-9");
+    headers.insert("traceparent", tp);
+    let msg = nats::Message::new(&subject, None, cmd.to_string(), Some(headers));
+    nats::jetstream::new(nc.clone())
+        .publish_message(&msg)
+        .unwrap();
+    await_stats(&pipeline, |s| s.effect_results_published == 1);
+    let results = results(&rig, &nc);
+    let (msg, r) = &results[0];
+    assert_eq!(r["metadata"]["traceparent"], tp);
+    assert_eq!(r["metadata"]["correlation_id"], "o-9");
+    assert_eq!(runner::nats_io::header(msg, "traceparent"), Some(tp));
+    assert_eq!(
+        runner::nats_io::header(msg, "x-correlation-id"),
+        Some("o-9")
+    );
+}
+
 #[test]
 fn the_idempotency_gate_stops_a_second_call_for_the_same_command() {
     let upstream = FakeGateway::start(|_, _| Reply::status(200)).unwrap();

@@ -32,11 +32,25 @@ pub enum ClaimError {
 pub enum Gate<'a> {
     /// This worker holds the claim (at this revision) and may call; no other worker of
     /// this process takes the command while `held` lives.
-    Mine { revision: u64, held: Held<'a> },
+    /// `taken_over`: the claim was another replica's whose lease ran out unfinished
+    /// (it died mid-call): the command is called again under the same idempotency key,
+    /// which the caller logs with the command's context.
+    Mine {
+        revision: u64,
+        held: Held<'a>,
+        taken_over: Option<TakenOver>,
+    },
     /// Some replica finished it: its result, to publish instead of calling.
     Done(EffectCompletion),
     /// Another replica holds a live claim (it may be calling now): try again after this.
     Busy { retry_after: Duration },
+}
+
+/// Whose expired claim was taken over, and how old it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenOver {
+    pub previous_owner: String,
+    pub age: Duration,
 }
 
 /// A command one of this process's workers is handling.
@@ -156,7 +170,11 @@ impl Claims {
         };
         for _ in 0..ATTEMPTS {
             if let Ok(revision) = self.write(&key, &fresh, 0) {
-                return Ok(Gate::Mine { revision, held });
+                return Ok(Gate::Mine {
+                    revision,
+                    held,
+                    taken_over: None,
+                });
             }
             // Taken — or our create timed out after it landed: read what is there.
             let Some((current, claim)) = self.read(&key).map_err(err)? else {
@@ -175,11 +193,15 @@ impl Claims {
                 // Ours with no worker on it (our create timed out after landing), or
                 // its holder died mid-call: take it, unless someone else just did.
                 if let Ok(revision) = self.write(&key, &fresh, current) {
-                    if !ours {
-                        log::warn!(command_id = command.as_str(), tenant_id = tenant.as_str(), previous_owner = claim.owner.as_str(),
-                            age_ms = age.as_millis() as u64; "effect claim expired unfinished; taking the command over (called again under the same idempotency key)");
-                    }
-                    return Ok(Gate::Mine { revision, held });
+                    let taken_over = (!ours).then_some(TakenOver {
+                        previous_owner: claim.owner,
+                        age,
+                    });
+                    return Ok(Gate::Mine {
+                        revision,
+                        held,
+                        taken_over,
+                    });
                 }
                 continue;
             }
@@ -372,6 +394,32 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_claim_of_another_replica_is_taken_over_and_says_whose() {
+        let server = crate::dev::NatsServer::start().unwrap();
+        let nc = nats::connect(server.url()).unwrap();
+        let (lease, day) = (Duration::from_millis(200), Duration::from_secs(86_400));
+        let dead = Claims::open(&nc, "claims_takeover", lease, day, 1).unwrap();
+        let alive = Claims::open(&nc, "claims_takeover", lease, day, 1).unwrap();
+        let (tenant, command): (TenantId, WorkId) =
+            ("acme".parse().unwrap(), "cmd-1".parse().unwrap());
+        let Gate::Mine { taken_over, .. } = dead.acquire(&tenant, &command).unwrap() else {
+            panic!("a fresh command's claim is ours");
+        };
+        assert_eq!(taken_over, None);
+        assert!(matches!(
+            alive.acquire(&tenant, &command).unwrap(),
+            Gate::Busy { .. }
+        ));
+        std::thread::sleep(lease + Duration::from_millis(50));
+        let Gate::Mine { taken_over, .. } = alive.acquire(&tenant, &command).unwrap() else {
+            panic!("an expired claim is taken over");
+        };
+        let taken_over = taken_over.expect("it says it took one over");
+        assert_eq!(taken_over.previous_owner, dead.replica);
+        assert!(taken_over.age >= lease);
+    }
+
+    #[test]
     fn a_running_claim_of_this_replica_is_repaired_and_read_back_as_done() {
         let server = crate::dev::NatsServer::start().unwrap();
         let nc = nats::connect(server.url()).unwrap();
@@ -379,7 +427,7 @@ mod tests {
         let claims = Claims::open(&nc, "claims_repair", Duration::from_secs(60), day, 1).unwrap();
         let (tenant, command): (TenantId, WorkId) =
             ("acme".parse().unwrap(), "cmd-1".parse().unwrap());
-        let Gate::Mine { revision, held } = claims.acquire(&tenant, &command).unwrap() else {
+        let Gate::Mine { revision, held, .. } = claims.acquire(&tenant, &command).unwrap() else {
             panic!("a fresh command's claim is ours");
         };
         drop(held);
