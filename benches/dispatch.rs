@@ -624,6 +624,7 @@ impl Commands {
                 delivered: 1,
                 forgiven: 0,
                 subject: format!("aggregate.{tenant}.order.OrderPlaced"),
+                published_ms: 0,
             };
             let body = placed(i, tenant).to_string().into_bytes();
             let event = match decode(&self.decode, &self.catalog, &info, None, &body) {

@@ -44,6 +44,7 @@ fn info(i: u64) -> MessageInfo {
         delivered: 1,
         forgiven: 0,
         subject: "aggregate.acme.order.OrderPlaced".into(),
+        published_ms: 0,
     }
 }
 

@@ -102,6 +102,7 @@ pub fn run(opts: &Options, settings: &Settings) -> Result<Report, String> {
             delivered: 1,
             forgiven: 0,
             subject: msg.subject.clone(),
+            published_ms: 0,
         };
         let tenant = crate::nats_io::header(msg, crate::envelope::header::TENANT);
         let [current, candidate] = &mut sides;

@@ -89,6 +89,7 @@ fn decode_one(shared: &Shared, catalog: &SagaCatalog, msg: nats::Message) -> Opt
         seq: delivery.stream_seq,
         delivered: delivery.delivered,
         subject: msg.subject.clone(),
+        published_ms: delivery.published_ms,
     };
     let decoded = saga::decode_message(&shared.decode, catalog, &info, headers(&msg), &msg.data);
     Some(DecodedMsg {

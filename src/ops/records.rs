@@ -288,6 +288,7 @@ pub fn retry_quarantined(
                 delivered: 1,
                 forgiven: 0,
                 subject: msg.subject.clone(),
+                published_ms: (msg.time.unix_timestamp_nanos() / 1_000_000) as i64,
             },
             ticket: RetryTicket::new(key.clone(), reply),
         };

@@ -213,6 +213,7 @@ impl Executor {
         reader: &Reader<'_>,
         tenant: &TenantId,
         timer: &FiredTimer,
+        info: &MessageInfo,
     ) -> Result<bool, StoreError> {
         let saga_key = keys::saga(tenant, &timer.saga, &timer.correlation);
         if let Some((record, _)) = self.overlay.get(&saga_key) {
@@ -224,13 +225,16 @@ impl Executor {
         if let Some((due, _)) = self.timers.get(&(saga_key, timer.name.clone())) {
             return Ok(*due == Some(timer.due_ms));
         }
-        reader.holds_timer(&keys::schedule(
+        let key = keys::schedule(
             tenant,
             &timer.saga,
             &timer.correlation,
             timer.due_ms,
             &timer.name,
-        ))
+        );
+        // Published before this store kept timer records: an older Runner published it
+        // and deleted its record then; it runs, as it would have there.
+        Ok(reader.holds_timer(&key)? || info.published_ms < reader.timer_records_since()?)
     }
 
     /// Puts the timers a transition sets and drops into the overlay (in the order
@@ -335,7 +339,7 @@ impl Executor {
                 let held = match (live, fired) {
                     (Some(held), _) => held,
                     (None, None) => false,
-                    (None, Some(timer)) => self.holds(reader, &ev.tenant, timer)?,
+                    (None, Some(timer)) => self.holds(reader, &ev.tenant, timer, info)?,
                 };
                 live = Some(held);
                 if !held {
@@ -651,6 +655,7 @@ mod tests {
                 delivered: 1,
                 forgiven: 0,
                 subject: format!("subject.{tenant}"),
+                published_ms: 0,
             };
             let saga: SagaName = format!("saga_{tenant}").parse().unwrap();
             let corr: CorrelationId = format!("o:{seq}").parse().unwrap();

@@ -32,6 +32,8 @@ pub struct MessageInfo {
     /// failure; they do not count against `max_deliver`.
     pub forgiven: u64,
     pub subject: String,
+    /// When the stream stored it (ms since the epoch; 0: unknown).
+    pub published_ms: i64,
 }
 
 /// The three ids every log line about a message carries.

@@ -29,6 +29,7 @@ fn info(stream: &str, subject: &str, seq: u64) -> MessageInfo {
         delivered: 1,
         forgiven: 0,
         subject: subject.into(),
+        published_ms: 0,
     }
 }
 
@@ -1052,4 +1053,74 @@ fn a_reminder_runs_only_while_its_instance_still_holds_that_timer() {
         &odd,
         5
     )));
+}
+
+/// A store an older Runner wrote (it deleted a timer once its reminder was published):
+/// a reminder published before this store kept timer records runs without its record,
+/// as it would have there; one published since is judged by the record.
+#[test]
+fn a_reminder_an_older_runner_published_runs_without_its_record() {
+    let env = Timed::new();
+    env.commit(&env.aggregate(&mut Executor::new("workflow.cmd"), "o-1", "OrderPlaced", 1));
+    let timer = env.timers("o-1").pop().unwrap();
+    env.commit(&env.aggregate(
+        &mut Executor::new("workflow.cmd"),
+        "o-1",
+        "TimerCancelled",
+        2,
+    ));
+    let since = 1_800_000_000_000i64;
+    env.store
+        .put_raw("meta:timer_records_since", since.to_string().as_bytes())
+        .unwrap();
+    let published = |ms: i64| {
+        let value = serde_json::to_value(crate::timers::reminder(&timer)).unwrap();
+        let mut info = info("WORKFLOW_EVENTS", "workflow.timer.acme.timed", 1);
+        info.published_ms = ms;
+        env.run(&mut Executor::new("workflow.cmd"), &value, &info)
+    };
+    let before = published(since - 1);
+    assert_eq!((before.stale, before.transitions.len()), (0, 1));
+    assert!(stale(&published(since)));
+}
+
+/// A store opened for the first time by a Runner that keeps timer records notes since
+/// when: now for a store with instances, 0 for a new one.
+#[test]
+fn a_store_notes_since_when_it_keeps_timer_records() {
+    let dir = TempDir::new("saga").unwrap();
+    let path = dir.path().join("store");
+    let fresh = Store::open(&path, 64 << 20).unwrap();
+    assert_eq!(fresh.reader().unwrap().timer_records_since().unwrap(), 0);
+    let catalog = timer_catalog(&dir);
+    let value = {
+        let mut v = placed("o-1", "e-1");
+        v["event_type"] = json!("OrderPlaced");
+        v
+    };
+    let info = info("AGGREGATE_EVENTS", "aggregate.acme.order.OrderPlaced", 1);
+    let ev = decode_event(&catalog, &value, &info);
+    let out = Executor::new("workflow.cmd")
+        .execute(&fresh.reader().unwrap(), &ev, &info, 1)
+        .unwrap();
+    fresh
+        .commit(&CommitBatch {
+            transitions: out.transitions,
+            ..Default::default()
+        })
+        .unwrap();
+    // As written by an older Runner: no note.
+    fresh.delete_raw("meta:timer_records_since").unwrap();
+    drop(fresh);
+    let before = crate::timefmt::now_ms();
+    let upgraded = Store::open(&path, 64 << 20).unwrap();
+    let since = upgraded.reader().unwrap().timer_records_since().unwrap();
+    assert!(since >= before, "{since} >= {before}");
+    drop(upgraded);
+    let again = Store::open(&path, 64 << 20).unwrap();
+    assert_eq!(
+        again.reader().unwrap().timer_records_since().unwrap(),
+        since,
+        "noted once"
+    );
 }

@@ -202,6 +202,7 @@ impl<'a> CaseRun<'a> {
                 delivered: 1,
                 forgiven: 0,
                 subject: built.subject,
+                published_ms: 0,
             };
             let body = built.body.to_string();
             let (outcome, event_time_ms) = self.execute(&info, body.as_bytes(), n as u64)?;

@@ -18,6 +18,10 @@ const ADOPT_CHUNK: usize = 10_000;
 /// `meta:` marker of a store whose every expiring record has its index entry.
 const RETENTION_MARKER: &str = "retention_index";
 
+/// `meta:` key: since when (ms since the epoch) this store keeps a timer's record until
+/// its reminder is applied. Before, a timer was deleted once its reminder was published.
+pub(super) const TIMER_RECORDS_SINCE: &str = "timer_records_since";
+
 impl Store {
     /// How long the record under `key` is kept from now, if it expires at all: dedupe
     /// markers and effect records always, instances once finished.
@@ -81,5 +85,30 @@ impl Store {
             log::info!(records = adopted; "an older store's records now expire by the configured retention");
         }
         Ok(())
+    }
+
+    /// Notes since when timers keep their records (once). A store written by an older
+    /// Runner may have reminders published whose timers it deleted then: the executor
+    /// lets a reminder due before this moment run without its record, as the older
+    /// Runner would have, so an upgrade in the middle of a timer's flight loses nothing.
+    /// A new store has no such reminders (0).
+    pub(super) fn ensure_timer_records_since(&self) -> Result<(), StoreError> {
+        let key = keys::meta(TIMER_RECORDS_SINCE);
+        let reader = self.reader()?;
+        if super::exists(&reader.txn, self.db, &key)? {
+            return Ok(());
+        }
+        let mut older = false;
+        let prefix = format!("{}:", space::SAGA);
+        reader.for_each_raw_from(&prefix, &prefix, |_, _| {
+            older = true;
+            Ok(false)
+        })?;
+        drop(reader);
+        let since = if older { now_ms() } else { 0 };
+        self.write(|txn| {
+            txn.put(self.db, &key, &since.to_string(), WriteFlags::empty())?;
+            Ok(())
+        })
     }
 }

@@ -217,6 +217,7 @@ impl Store {
         };
         store.ensure_status_index()?;
         store.ensure_retention_index()?;
+        store.ensure_timer_records_since()?;
         store.load_next_expiry(now_ms())?;
         Ok(store)
     }
@@ -270,6 +271,15 @@ impl Store {
     pub(crate) fn put_raw(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.write(|txn| {
             txn.put(self.db, &key, &value, WriteFlags::empty())?;
+            Ok(())
+        })
+    }
+
+    /// Deletes a key: for tests that need a store as an older version left it.
+    #[cfg(test)]
+    pub(crate) fn delete_raw(&self, key: &str) -> Result<(), StoreError> {
+        self.write(|txn| {
+            txn.del(self.db, &key, None)?;
             Ok(())
         })
     }
@@ -750,6 +760,21 @@ impl Reader<'_> {
     /// Whether the timer of this `schedule:` key (name and due time) is held.
     pub fn holds_timer(&self, schedule_key: &str) -> Result<bool, StoreError> {
         exists(&self.txn, self.db, schedule_key)
+    }
+
+    /// Reminders due before this (ms since the epoch) may come from an older Runner that
+    /// deleted their timers at publish (`legacy.rs`); 0 for a store that never did.
+    pub fn timer_records_since(&self) -> Result<i64, StoreError> {
+        let key = keys::meta(legacy::TIMER_RECORDS_SINCE);
+        let raw = match self.txn.get(self.db, &key) {
+            Ok(raw) => raw,
+            Err(lmdb::Error::NotFound) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(std::str::from_utf8(raw)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0))
     }
 
     fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {

@@ -27,6 +27,7 @@ impl Kind {
             delivered: 1,
             forgiven: 0,
             subject: subject.into(),
+            published_ms: 0,
         }
     }
 
