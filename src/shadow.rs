@@ -92,8 +92,11 @@ pub fn run(opts: &Options, settings: &Settings) -> Result<Report, String> {
             ))
         }
     };
-    let nc =
-        crate::nats_io::connect(&settings.nats.url, "runner-shadow").map_err(|e| e.to_string())?;
+    let nc = crate::nats_io::ClientOptions::load(&settings.nats)
+        .and_then(|options| {
+            crate::nats_io::connect_linked(&options, "runner-shadow", Default::default())
+        })
+        .map_err(|e| e.to_string())?;
     read_range(&nc, &stream, opts, |msg, seq| {
         report.events += 1;
         let info = MessageInfo {

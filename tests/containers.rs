@@ -185,9 +185,32 @@ fn service_settings(config: &Value, service: &Value) -> Settings {
 fn check_like_the_container(name: &str, config: &Value, service: &Value) {
     let settings = service_settings(config, service);
     let secrets = TempDir::new("secrets").unwrap();
+    // The NATS certificates, keys and passwords as docker/nats-secrets.sh makes them:
+    // `runner check` reads and parses them. Stand-ins for the other secrets.
+    let made = Command::new("sh")
+        .arg(root().join("docker/nats-secrets.sh"))
+        .arg(secrets.path())
+        .output()
+        .expect("run docker/nats-secrets.sh (needs openssl)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     for file in secret_files(service) {
-        std::fs::write(secrets.path().join(&file), "stand-in").unwrap();
+        let path = secrets.path().join(&file);
+        if !path.exists() {
+            std::fs::write(path, "stand-in").unwrap();
+        }
     }
+    // Settings naming a secret file (RUNNER_NATS_*_FILE) read it from the stand-in dir.
+    let env: BTreeMap<String, String> = env_of(service)
+        .into_iter()
+        .map(|(var, value)| match value.strip_prefix("/run/secrets/") {
+            Some(file) => (var, secrets.path().join(file).display().to_string()),
+            None => (var, value),
+        })
+        .collect();
     let local = |paths: &[PathBuf]| {
         paths
             .iter()
@@ -204,7 +227,7 @@ fn check_like_the_container(name: &str, config: &Value, service: &Value) {
         .arg("--config")
         .arg(host_file(config, service, "/etc/runner/runner.toml"))
         .env_clear()
-        .envs(env_of(service))
+        .envs(env)
         .env("RUNNER_MANIFESTS_SAGAS", local(&settings.manifests.sagas))
         .env(
             "RUNNER_MANIFESTS_EFFECTS",
@@ -277,6 +300,30 @@ fn assert_runner_service(name: &str, config: &Value, service: &Value) {
             "{name}: ops.admin_token_file {token:?} is a mounted secret"
         );
     }
+    // NATS: a user, TLS against the deployment's CA, every file a mounted secret.
+    let nats = &settings.nats;
+    assert_ne!(nats.auth_summary(), "none", "{name}: NATS credentials");
+    for file in [
+        &nats.password_file,
+        &nats.nkey_file,
+        &nats.creds_file,
+        &nats.tls_ca_file,
+        &nats.tls_cert_file,
+        &nats.tls_key_file,
+    ] {
+        if file.as_os_str().is_empty() {
+            continue;
+        }
+        assert!(
+            file.starts_with("/run/secrets")
+                && secret_files(service).contains(file.file_name().unwrap().to_str().unwrap()),
+            "{name}: {file:?} is a mounted secret"
+        );
+    }
+    assert!(
+        !nats.tls_ca_file.as_os_str().is_empty(),
+        "{name}: NATS over TLS with the deployment's CA"
+    );
     check_like_the_container(name, config, service);
 }
 

@@ -194,6 +194,13 @@ fn check(config: Option<&Path>) -> Result<(), Error> {
         settings.storage.path.display(),
         settings.nats.url
     );
+    // Which credentials and TLS files, never what they hold; each is read and checked.
+    nats_io::ClientOptions::load(&settings.nats)?;
+    println!(
+        "nats: auth {}; tls {}; files: ok",
+        settings.nats.auth_summary(),
+        settings.nats.tls_summary()
+    );
     let r = &settings.retention;
     println!(
         "retention: finished instances {} s, dedupe markers {} s, effect records {} s; store map {} MiB growing to {} MiB",
@@ -269,6 +276,9 @@ fn check(config: Option<&Path>) -> Result<(), Error> {
 fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
     crate::logging::init();
     let mut settings = load_settings(config, mode)?;
+    // The NATS credentials and certificates are read before anything else is touched:
+    // a missing or unusable file stops start-up naming its setting.
+    let nats_options = nats_io::ClientOptions::load(&settings.nats)?;
     crate::crash::validate().map_err(Error::Other)?;
     let (catalog, effects) = catalogs_for_mode(&settings)?;
     let admin_token = crate::ops::read_admin_token(&settings.ops.admin_token_file)
@@ -294,7 +304,7 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
         crate::saga::versions::check_in_use(&store, &catalog).map_err(Error::Other)?;
     }
     let link = Arc::new(nats_io::Link::default());
-    let nc = nats_io::connect_linked(&settings.nats.url, "runner", link.clone())?;
+    let nc = nats_io::connect_linked(&nats_options, "runner", link.clone())?;
     let (mode, listen, deadline, unresponsive_ms) = (
         settings.mode,
         settings.ops.listen.clone(),

@@ -1,5 +1,7 @@
 //! A throwaway `nats-server` with JetStream, on a free port with its own store directory.
 //! Stopping and starting again keeps the port and the store, so tests can restart it.
+//! [`NatsServer::start_with_config`] adds a configuration file (accounts, users, TLS)
+//! for tests of authentication and TLS.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -32,6 +34,8 @@ pub struct NatsServer {
     binary: PathBuf,
     port: u16,
     dir: TempDir,
+    /// The configuration file given to every start (`-c`), if any.
+    config: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -39,17 +43,30 @@ impl NatsServer {
     /// Starts a server on a free port. Retries with another port if the chosen one was
     /// taken in the meantime (tests start many servers in parallel).
     pub fn start() -> Result<NatsServer, NatsServerError> {
+        NatsServer::start_configured(None)
+    }
+
+    /// [`NatsServer::start`] with the configuration file `config` (accounts,
+    /// `authorization`, `tls` blocks…; its `include`s are relative to its directory).
+    /// The command line still sets the address, port, JetStream and store directory,
+    /// overriding the file.
+    pub fn start_with_config(config: &Path) -> Result<NatsServer, NatsServerError> {
+        NatsServer::start_configured(Some(config.to_path_buf()))
+    }
+
+    fn start_configured(config: Option<PathBuf>) -> Result<NatsServer, NatsServerError> {
         let binary = find_binary().ok_or(NatsServerError::NotFound)?;
         let dir = TempDir::new("nats")?;
         let mut last_err = None;
         for _ in 0..5 {
             let port = free_port()?;
-            match spawn(&binary, port, dir.path()) {
+            match spawn(&binary, port, dir.path(), config.as_deref()) {
                 Ok(child) => {
                     return Ok(NatsServer {
                         binary,
                         port,
                         dir,
+                        config,
                         child: Some(child),
                     })
                 }
@@ -73,6 +90,15 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's log file (it names refused connections and their reasons).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("nats.log")
+    }
+
     /// Kills the server (SIGKILL): what a crashed broker looks like to clients.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -84,7 +110,12 @@ impl NatsServer {
     /// Starts the server again on the same port with the same store.
     pub fn restart(&mut self) -> Result<(), NatsServerError> {
         self.kill();
-        self.child = Some(spawn(&self.binary, self.port, self.dir.path())?);
+        self.child = Some(spawn(
+            &self.binary,
+            self.port,
+            self.dir.path(),
+            self.config.as_deref(),
+        )?);
         Ok(())
     }
 }
@@ -96,11 +127,20 @@ impl Drop for NatsServer {
 }
 
 /// Starts `nats-server` and waits until it accepts connections.
-fn spawn(binary: &Path, port: u16, dir: &Path) -> Result<Child, NatsServerError> {
+fn spawn(
+    binary: &Path,
+    port: u16,
+    dir: &Path,
+    config: Option<&Path>,
+) -> Result<Child, NatsServerError> {
     let log = dir.join("nats.log");
     // A restart appends to the same log: only lines after these count.
     let earlier = ready_lines(&log);
-    let mut child = Command::new(binary)
+    let mut command = Command::new(binary);
+    if let Some(config) = config {
+        command.arg("-c").arg(config);
+    }
+    let mut child = command
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(dir.join("store"))
         .arg("-l")

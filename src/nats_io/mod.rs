@@ -1,6 +1,7 @@
 //! Everything that speaks to NATS: connecting, stream and consumer set-up, reading
 //! JetStream delivery metadata, and pipelined publishing with acks.
 
+mod client_options;
 mod flusher;
 mod publisher;
 mod requester;
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use client_options::ClientOptions;
 pub use flusher::Flusher;
 pub use publisher::{Completion, PublishError, Publisher};
 pub use requester::Requester;
@@ -23,6 +25,13 @@ pub use setup::{
 pub enum StreamError {
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect { url: String, source: std::io::Error },
+    /// The server answered but refused the Runner: its credentials or TLS. A restart
+    /// cannot fix it, so start-up fails with what to change.
+    #[error("NATS at {url} refused the connection: {reason}")]
+    Refused { url: String, reason: String },
+    /// A file `[nats]` names cannot be used (missing, empty, not what it should hold).
+    #[error("setting {field}: {problem}")]
+    Secret { field: String, problem: String },
     #[error("JetStream {what}: {source}")]
     JetStream {
         what: String,
@@ -41,11 +50,10 @@ pub enum StreamError {
     },
 }
 
-/// Connects with the Runner's client options: a name that identifies the process,
-/// reconnecting forever (the fetch and publish paths handle the outage), and a bounded
-/// reconnect buffer so an outage cannot grow memory without limit.
+/// Connects without credentials (development and test servers): [`connect_linked`]
+/// with [`ClientOptions::plain`].
 pub fn connect(url: &str, name: &str) -> Result<nats::Connection, StreamError> {
-    connect_linked(url, name, Arc::new(Link::default()))
+    connect_linked(&ClientOptions::plain(url), name, Arc::new(Link::default()))
 }
 
 /// Whether the client believes its connection is up: set by its disconnect and reconnect
@@ -63,14 +71,23 @@ impl Link {
     }
 }
 
-/// [`connect`], keeping `link` up to date with the connection's state.
+/// Connects with the Runner's client options: its credentials and TLS (`[nats]`), a
+/// name that identifies the process, reconnecting forever (the fetch and publish paths
+/// handle the outage), and a bounded reconnect buffer so an outage cannot grow memory
+/// without limit; keeps `link` up to date with the connection's state.
+///
+/// The first connection is tried once per server: an unreachable server is
+/// [`StreamError::Connect`] (the orchestrator restarts the process), a refusal of the
+/// credentials or of a certificate is [`StreamError::Refused`], saying which setting.
 pub fn connect_linked(
-    url: &str,
+    options: &ClientOptions,
     name: &str,
     link: Arc<Link>,
 ) -> Result<nats::Connection, StreamError> {
     let (on_down, on_up) = (link.clone(), link);
-    nats::Options::new()
+    let url = options.url();
+    options
+        .nats_options()
         .with_name(name)
         .disconnect_callback(move || on_down.down.store(true, Ordering::Relaxed))
         .reconnect_callback(move || on_up.down.store(false, Ordering::Relaxed))
@@ -80,9 +97,15 @@ pub fn connect_linked(
             Duration::from_millis((attempt as u64 * 100).min(2_000))
         })
         .connect(url)
-        .map_err(|source| StreamError::Connect {
-            url: url.to_string(),
-            source,
+        .map_err(|source| match options.refusal(&source) {
+            Some(reason) => StreamError::Refused {
+                url: url.to_string(),
+                reason,
+            },
+            None => StreamError::Connect {
+                url: url.to_string(),
+                source,
+            },
         })
 }
 
