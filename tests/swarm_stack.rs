@@ -5,8 +5,10 @@
 //! settings are loaded from exactly what its container sees: its runner.toml plus its
 //! environment. The first test asserts what a production deployment needs; the second
 //! runs those settings — hosts mapped to loopback, secret and volume paths to temp
-//! dirs, nothing else changed — against a 3-node JetStream cluster and a stand-in
-//! Gateway, and the example order completes end to end.
+//! dirs, nothing else changed — against a 3-node JetStream cluster that runs the
+//! stack's own `swarm/configs/nats.conf` (accounts and permissions, TLS on clients and
+//! routes) with secrets docker/nats-secrets.sh makes, and a stand-in Gateway: the
+//! example order completes end to end, and no node logs a permissions violation.
 //!
 //! No docker CLI or engine is needed (tests/containers.rs checks the stack with the
 //! real `docker stack config`).
@@ -19,7 +21,7 @@ use std::time::Duration;
 
 use common::ops::call;
 use common::{free_port, wait_until, RunnerProcess};
-use runner::dev::{FakeGateway, NatsCluster, Reply, TempDir};
+use runner::dev::{FakeGateway, NatsCluster, NodeSetup, Reply, TempDir};
 use runner::settings::Settings;
 use serde_json::{json, Map, Value};
 
@@ -461,6 +463,9 @@ fn every_runner_service_of_the_stack_is_production_ready() {
             service.secrets().contains(&token_name),
             "{name}: mounts the secret {token_name} that ops.admin_token_file names"
         );
+        // NATS credentials and the CA, each a mounted secret, are checked on `docker
+        // stack config`'s output by tests/containers.rs (assert_runner_service); the
+        // e2e test below runs them against the stack's own nats.conf.
         // The store on the service's volume, not in the container's writable layer.
         let store = &settings.storage.path;
         assert!(
@@ -495,9 +500,12 @@ struct Mapping {
     dir: TempDir,
     /// `host:port` as the stack names it → `127.0.0.1:port` of its stand-in.
     hosts: BTreeMap<String, String>,
-    /// What each secret file holds (unlisted secrets get a stand-in value). Secrets
-    /// that must hold something real (credentials of the test's NATS) go here.
+    /// What each secret file holds. Secrets that must hold something real go here or
+    /// in `secret_files`; others get a stand-in value.
     secret_values: BTreeMap<String, String>,
+    /// A directory of secret files named like their secrets (docker/nats-secrets.sh
+    /// output): a secret of that name is this file.
+    secret_files: PathBuf,
 }
 
 impl Mapping {
@@ -540,16 +548,26 @@ impl Mapping {
         let secrets = own.join("secrets");
         std::fs::create_dir_all(&secrets).unwrap();
         for secret in service.secrets() {
-            let value = self
-                .secret_values
-                .get(&secret)
-                .cloned()
-                .unwrap_or_else(|| format!("stand-in-{secret}"));
+            let file = self.secret_files.join(&secret);
+            let value = match self.secret_values.get(&secret) {
+                Some(value) => value.clone().into_bytes(),
+                None if file.is_file() => std::fs::read(&file).unwrap(),
+                None => format!("stand-in-{secret}").into_bytes(),
+            };
             std::fs::write(secrets.join(&secret), value).unwrap();
         }
         let volumes = service.volume_targets();
-        let mut tree = serde_json::to_value(service.settings()).unwrap();
+        let original = service.settings();
+        let mut tree = serde_json::to_value(&original).unwrap();
         self.rewrite_tree(&mut tree, &own, &secrets, &volumes, service);
+        // The URLs now name loopback addresses; over TLS the Runner still checks the
+        // server's certificate for the host it names in the stack (as if an /etc/hosts
+        // mapped that name), unless the stack names one itself.
+        let nats = &original.nats;
+        if !nats.tls_ca_file.as_os_str().is_empty() && nats.tls_server_name.is_empty() {
+            let host = url_hosts(&nats.url).into_iter().next().unwrap();
+            tree["nats"]["tls_server_name"] = Value::String(host);
+        }
         let settings: Settings = serde_json::from_value(tree.clone()).unwrap();
         settings.validate().unwrap();
         // Nothing may still name a host of the overlay network.
@@ -658,6 +676,185 @@ fn urls_in_text(text: &str) -> Vec<String> {
         .collect()
 }
 
+// ------------------------------------------------------------- the stack's NATS, run
+
+/// Runs docker/nats-secrets.sh into `dir` with `names` in the server certificate.
+fn make_nats_secrets(dir: &Path, names: &[&str]) {
+    let out = std::process::Command::new("sh")
+        .arg(root().join("docker/nats-secrets.sh"))
+        .arg(dir)
+        .args(names)
+        .output()
+        .expect("run docker/nats-secrets.sh (needs sh and openssl)");
+    assert!(
+        out.status.success(),
+        "docker/nats-secrets.sh failed (it needs openssl): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A NATS node service of the stack as its container runs it.
+struct NatsNode {
+    /// The service name: the host the Runners and the routes name.
+    host: String,
+    /// `--name` of its command.
+    server_name: String,
+    /// `-c` of its command (a container path) and the file a config mounts there.
+    config_path: String,
+    config_file: PathBuf,
+    volumes: Vec<String>,
+    secrets: Vec<String>,
+}
+
+impl Stack {
+    fn nats_node(&self, host: &str) -> NatsNode {
+        let service = Service {
+            stack: self,
+            def: &self.services()[host],
+        };
+        let command = str_list(&service.def["command"]);
+        let arg = |flags: &[&str]| {
+            command
+                .windows(2)
+                .find(|w| flags.contains(&w[0].as_str()))
+                .map(|w| w[1].clone())
+                .unwrap_or_else(|| panic!("{host}: {flags:?} in its command {command:?}"))
+        };
+        let config_path = arg(&["-c", "--config"]);
+        let config_file = service
+            .host_file(&config_path)
+            .unwrap_or_else(|| panic!("{host}: nothing provides {config_path}"));
+        NatsNode {
+            host: host.to_string(),
+            server_name: arg(&["-n", "--name", "--server_name"]),
+            config_path,
+            config_file,
+            volumes: service.volume_targets(),
+            secrets: service.secrets(),
+        }
+    }
+}
+
+/// `text` with every `://HOST:PORT` of `host` replaced by `://TO`.
+fn replace_host_port(text: &str, host: &str, to: &str) -> String {
+    let needle = format!("://{host}:");
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(&needle) {
+        out.push_str(&rest[..at]);
+        out.push_str("://");
+        out.push_str(to);
+        rest = &rest[at + needle.len()..];
+        rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The `store_dir` of `text`, on one of `volumes`, moved to `store`.
+fn map_store_dir(text: &str, volumes: &[String], store: &Path) -> String {
+    let mut found = false;
+    let mut out = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        match trimmed.strip_prefix("store_dir:") {
+            Some(value) => {
+                let value = value.split('#').next().unwrap().trim().trim_matches('"');
+                let volume = volumes
+                    .iter()
+                    .find(|v| value == v.as_str() || value.starts_with(&format!("{v}/")))
+                    .unwrap_or_else(|| {
+                        panic!("store_dir {value} is on the node's volume ({volumes:?})")
+                    });
+                let indent = &line[..line.len() - trimmed.len()];
+                let rest = &value[volume.len()..];
+                out.push_str(&format!(
+                    "{indent}store_dir: \"{}{rest}\"\n",
+                    store.display()
+                ));
+                found = true;
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    assert!(found, "the NATS config sets jetstream.store_dir");
+    out
+}
+
+/// A 3-node cluster running the stack's own NATS config: each node gets the file its
+/// service mounts, with `/run/secrets` mapped to `root/run/secrets` (the generated
+/// secrets; the relative `include` reaches them from `root/etc/nats/` as it does from
+/// `/etc/nats/`), the store on the node's volume mapped to its temp dir, and the
+/// routes' hosts mapped to the nodes' loopback route ports. The cluster's own probe
+/// connects as `probe_user`.
+fn start_stack_nats(nodes: &[NatsNode], root: &Path, probe_user: &str) -> NatsCluster {
+    let secrets = root.join("run/secrets");
+    let hosts: Vec<String> = nodes.iter().map(|n| n.host.clone()).collect();
+    let volumes: Vec<Vec<String>> = nodes.iter().map(|n| n.volumes.clone()).collect();
+    let configs: Vec<(PathBuf, String)> = nodes
+        .iter()
+        .map(|n| {
+            let container = Path::new(&n.config_path);
+            let dir = root.join(container.parent().unwrap().strip_prefix("/").unwrap());
+            std::fs::create_dir_all(&dir).unwrap();
+            let text = std::fs::read_to_string(&n.config_file).unwrap();
+            (dir.join(format!("{}.conf", n.host)), text)
+        })
+        .collect();
+    let node_secrets = secrets.clone();
+    let node_config = move |node: &NodeSetup| -> std::io::Result<PathBuf> {
+        let (path, shipped) = &configs[node.index];
+        let mapped = format!("\"{}/", node_secrets.display());
+        let mut text = shipped.replace(&format!("\"{SECRETS}/"), &mapped);
+        let rest = text
+            .replace(&mapped, "")
+            .replace(&format!("\"../..{SECRETS}/"), "");
+        let unmapped = rest
+            .lines()
+            .map(|l| l.split('#').next().unwrap())
+            .find(|l| l.contains(SECRETS));
+        assert!(
+            unmapped.is_none(),
+            "every {SECRETS} path of the NATS config is mapped: {unmapped:?}"
+        );
+        text = map_store_dir(&text, &volumes[node.index], &node.store_dir);
+        for (host, (_, port)) in hosts.iter().zip(&node.routes) {
+            text = replace_host_port(&text, host, &format!("127.0.0.1:{port}"));
+        }
+        for host in &hosts {
+            assert!(
+                !text.contains(&format!("://{host}")),
+                "{host} is mapped everywhere in the NATS config"
+            );
+        }
+        std::fs::write(path, text)?;
+        Ok(path.clone())
+    };
+    let user = probe_user.to_string();
+    let names: Vec<&str> = nodes.iter().map(|n| n.server_name.as_str()).collect();
+    NatsCluster::start_configured(
+        &names,
+        Box::new(node_config),
+        Box::new(move || nats_client(&secrets, &user)),
+    )
+    .expect("start the stack's NATS cluster")
+}
+
+/// A client of the stack's NATS as `user` (its password and client certificate).
+fn nats_client(secrets: &Path, user: &str) -> nats::Options {
+    let password = std::fs::read_to_string(secrets.join(format!("{user}_nats_password")))
+        .unwrap_or_else(|e| panic!("{user}'s password: {e}"));
+    nats::Options::with_user_pass(user, &password)
+        .add_root_certificate(secrets.join("nats_ca.pem"))
+        .client_cert(
+            secrets.join(format!("{user}_nats_cert.pem")),
+            secrets.join(format!("{user}_nats_key.pem")),
+        )
+}
+
 fn order_placed(tenant: &str, order: &str) -> Value {
     json!({
         "event_id": format!("evt-{order}-placed"), "tenant_id": tenant,
@@ -673,7 +870,25 @@ fn order_placed(tenant: &str, order: &str) -> Value {
 fn the_stacks_own_settings_complete_an_order_on_a_three_node_cluster() {
     let stack = Stack::load();
     let nats_nodes = stack.nats_nodes();
-    let cluster = NatsCluster::start(nats_nodes.len()).expect("start the NATS cluster");
+    let nodes: Vec<NatsNode> = nats_nodes.iter().map(|n| stack.nats_node(n)).collect();
+    // The deployment's secrets as swarm/README.md makes them (the server certificate
+    // names nats-1..3), plus 127.0.0.1: the nodes' routes dial their mapped addresses
+    // and check the certificate against them.
+    let world = TempDir::new("swarm-stack-nats").unwrap();
+    let secrets = world.path().join("run/secrets");
+    let mut names: Vec<&str> = nats_nodes.iter().map(String::as_str).collect();
+    names.push("127.0.0.1");
+    make_nats_secrets(&secrets, &names);
+    for node in &nodes {
+        for secret in &node.secrets {
+            assert!(
+                secrets.join(secret).is_file(),
+                "{}: docker/nats-secrets.sh makes the secret {secret}",
+                node.host
+            );
+        }
+    }
+    let cluster = start_stack_nats(&nodes, world.path(), "aggregate");
     // The stand-ins: the platform's Gateway (accepts every command) and the payment
     // provider of swarm/configs/effects.yaml.
     let gateway = FakeGateway::accepting().unwrap();
@@ -708,14 +923,18 @@ fn the_stacks_own_settings_complete_an_order_on_a_three_node_cluster() {
             ),
         ]
         .into(),
+        secret_files: secrets.clone(),
     };
 
     // AGGREGATE_EVENTS belongs to the Aggregate side (the stack sets
-    // create_aggregate_stream = false): created here as it would, on every node.
+    // create_aggregate_stream = false): its user creates it as it would, on every node,
+    // and publishes the events.
     let runners = stack.runners();
     let any = runners[0].1.settings();
-    let nc = nats::connect(cluster.url()).unwrap();
-    let js = nats::jetstream::new(nc.clone());
+    let aggregate = nats_client(&secrets, "aggregate")
+        .connect(cluster.url())
+        .expect("connect as the aggregate user");
+    let js = nats::jetstream::new(aggregate.clone());
     js.add_stream(nats::jetstream::StreamConfig {
         name: any.streams.aggregate_events.clone(),
         subjects: vec!["aggregate.>".into()],
@@ -732,6 +951,18 @@ fn the_stacks_own_settings_complete_an_order_on_a_three_node_cluster() {
             continue;
         }
         let settings = mapping.settings_for(name, service);
+        for file in [
+            &settings.nats.password_file,
+            &settings.nats.tls_ca_file,
+            &settings.nats.tls_cert_file,
+            &settings.nats.tls_key_file,
+        ] {
+            let secret = file.file_name().unwrap();
+            assert!(
+                secrets.join(secret).is_file(),
+                "{name}: {file:?} is a secret docker/nats-secrets.sh makes"
+            );
+        }
         let config = mapping.dir.path().join(name).join("runner.json");
         std::fs::write(&config, serde_json::to_vec_pretty(&settings).unwrap()).unwrap();
         let log = mapping.dir.path().join(format!("{name}.log"));
@@ -841,15 +1072,38 @@ fn the_stacks_own_settings_complete_an_order_on_a_three_node_cluster() {
         );
     }
 
-    // What the Runner created is replicated on every node.
+    // What the Runner created is replicated on every node. Looked at as the runner
+    // user: the shipped permissions let it read its own streams' info.
+    let runner_user = nats_client(&secrets, &any.nats.user)
+        .connect(cluster.url())
+        .expect("connect as the runner user");
+    let runner_js = nats::jetstream::new(runner_user);
     let s = &any.streams;
     let claims = format!("KV_{}", any.effects.claims_bucket);
     for stream in [&s.workflow_commands, &s.workflow_events, &claims] {
-        let info = js.stream_info(stream).unwrap();
+        let info = runner_js.stream_info(stream).unwrap();
         assert_eq!(
             info.config.num_replicas,
             nats_nodes.len(),
             "{stream} has a replica on every NATS node"
+        );
+    }
+
+    // Everything the Runners did on the cluster (streams and the claims bucket created
+    // with replicas, consumers, fetches, acks, claims, publishes) was within the
+    // shipped permissions: no node refused anything.
+    for i in 0..cluster.size() {
+        let log = std::fs::read_to_string(cluster.log_path(i)).unwrap();
+        let refused: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("Violation") || l.contains("Authorization Error"))
+            .collect();
+        assert!(
+            refused.is_empty(),
+            "{} refused what a client did:\n{}\n{}",
+            cluster.node_name(i),
+            refused.join("\n"),
+            logs()
         );
     }
 }

@@ -12,7 +12,7 @@ mod temp_dir;
 
 pub use gateway::{FakeGateway, ReceivedCommand, Reply};
 pub use http_stub::{HttpStub, StubRequest, StubResponse};
-pub use nats_cluster::{NatsCluster, NatsClusterError};
+pub use nats_cluster::{ClientOptionsFn, NatsCluster, NatsClusterError, NodeConfigFn, NodeSetup};
 pub(crate) use nats_server::free_port;
 pub use nats_server::{NatsServer, NatsServerError};
 pub use sandbox::{example_manifest, namespace, publish_all, wait_until, Sandbox};

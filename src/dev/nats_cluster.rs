@@ -3,7 +3,12 @@
 //! routed to each other under one cluster name. Nodes can be killed (SIGKILL) and
 //! started again on the same ports with the same store, as a crashed broker would be.
 //! Dropping the cluster stops every node.
+//!
+//! [`NatsCluster::start_configured`] runs each node from a configuration file the
+//! caller writes for it (a deployment's own `nats.conf`: accounts, TLS on clients and
+//! routes, its route list), so a test can run exactly what a stack ships.
 
+use std::fmt;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -46,12 +51,51 @@ struct Node {
     child: Option<Child>,
 }
 
+/// What the configuration file of one node has to know (see
+/// [`NatsCluster::start_configured`]).
+#[derive(Debug, Clone)]
+pub struct NodeSetup {
+    pub index: usize,
+    /// The server name (`--name`), as given to `start_configured`.
+    pub name: String,
+    pub client_port: u16,
+    pub cluster_port: u16,
+    pub monitor_port: u16,
+    /// The node's JetStream store directory: the file must set it (`store_dir`), as
+    /// nats-server refuses one given both in the file and on the command line.
+    pub store_dir: PathBuf,
+    /// Every node's server name and route (cluster) port, this one's included: the
+    /// file's `routes` must point at these.
+    pub routes: Vec<(String, u16)>,
+    /// The cluster's temp directory, where the node's file may be written.
+    pub dir: PathBuf,
+}
+
+/// Writes node `setup`'s configuration file and says where it is.
+pub type NodeConfigFn = dyn Fn(&NodeSetup) -> std::io::Result<PathBuf> + Send + Sync;
+/// A client's options (credentials, TLS) for a cluster that requires them.
+pub type ClientOptionsFn = dyn Fn() -> nats::Options + Send + Sync;
+
+/// How the nodes of a configured cluster are run and reached.
+struct Configured {
+    node_config: Box<NodeConfigFn>,
+    client: Box<ClientOptionsFn>,
+}
+
+impl fmt::Debug for Configured {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Configured { .. }")
+    }
+}
+
 #[derive(Debug)]
 pub struct NatsCluster {
     binary: PathBuf,
     cluster_name: String,
     dir: TempDir,
     nodes: Vec<Node>,
+    /// `None`: every setting on the command line, no auth, no TLS.
+    configured: Option<Configured>,
 }
 
 impl NatsCluster {
@@ -59,6 +103,38 @@ impl NatsCluster {
     /// other node current and answers API requests. Retries with other ports if one was
     /// taken in the meantime (tests start servers in parallel).
     pub fn start(size: usize) -> Result<NatsCluster, NatsClusterError> {
+        let names: Vec<String> = (0..size).map(|i| format!("n{i}")).collect();
+        NatsCluster::start_nodes(&names, None)
+    }
+
+    /// Starts one node per name in `names`, each from the configuration file
+    /// `node_config` writes for it (`-c FILE --name NAME`, as a deployment runs them).
+    /// The command line adds only the listen addresses (`127.0.0.1`, the node's client,
+    /// monitoring and route ports) and `-js`; the file supplies the rest, and must set
+    /// the node's `store_dir` and name every node's route port in its `routes` (see
+    /// [`NodeSetup`]). The monitoring port must stay plain HTTP. `client` gives the
+    /// options (credentials, TLS) of the cluster's own probe connections, made to
+    /// `nats://127.0.0.1:PORT`, and has to be allowed `$JS.API.INFO`.
+    pub fn start_configured(
+        names: &[&str],
+        node_config: Box<NodeConfigFn>,
+        client: Box<ClientOptionsFn>,
+    ) -> Result<NatsCluster, NatsClusterError> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        NatsCluster::start_nodes(
+            &names,
+            Some(Configured {
+                node_config,
+                client,
+            }),
+        )
+    }
+
+    fn start_nodes(
+        names: &[String],
+        mut configured: Option<Configured>,
+    ) -> Result<NatsCluster, NatsClusterError> {
+        let size = names.len();
         assert!(size >= 1, "a cluster needs at least one node");
         let binary = super::nats_server::find_binary().ok_or(NatsClusterError::NotFound)?;
         let mut last_err = None;
@@ -68,7 +144,7 @@ impl NatsCluster {
             let ports = free_ports(size * 3)?;
             let nodes = (0..size)
                 .map(|i| Node {
-                    name: format!("n{i}"),
+                    name: names[i].clone(),
                     client_port: ports[i * 3],
                     cluster_port: ports[i * 3 + 1],
                     monitor_port: ports[i * 3 + 2],
@@ -80,12 +156,19 @@ impl NatsCluster {
                 cluster_name: format!("runner-test-{}", &token[..10]),
                 dir,
                 nodes,
+                configured: configured.take(),
             };
             let started = (0..size).try_for_each(|i| cluster.spawn(i));
             match started.and_then(|()| cluster.wait_healthy(HEALTH_WAIT)) {
                 Ok(()) => return Ok(cluster),
-                // Dropping the cluster stops whatever did start.
-                Err(e) => last_err = Some(e),
+                Err(e) => {
+                    // Stop what did start; keep the configuration for the next try.
+                    for i in 0..size {
+                        cluster.kill(i);
+                    }
+                    configured = cluster.configured.take();
+                    last_err = Some(e);
+                }
             }
         }
         Err(last_err.unwrap_or(NatsClusterError::NotFound))
@@ -117,6 +200,11 @@ impl NatsCluster {
     /// Node `i`'s HTTP monitoring endpoint (`/varz`, `/jsz`, `/connz`…).
     pub fn monitor_url(&self, i: usize) -> String {
         format!("http://127.0.0.1:{}", self.nodes[i].monitor_port)
+    }
+
+    /// Node `i`'s log file (it names refused connections and permissions violations).
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("{}.log", self.nodes[i].name))
     }
 
     /// Node `i`'s server name, as JetStream reports leaders and peers.
@@ -251,7 +339,11 @@ impl NatsCluster {
             .filter(|&i| self.is_running(i))
             .map(|i| self.node_url(i))
             .collect();
-        let nc = nats::Options::new()
+        let options = match &self.configured {
+            Some(c) => (c.client)(),
+            None => nats::Options::new(),
+        };
+        let nc = options
             .with_name("nats-cluster-probe")
             .connect(urls.join(","))
             .map_err(|e| format!("connect: {e}"))?;
@@ -282,18 +374,40 @@ impl NatsCluster {
             .filter(|n| n.name != name)
             .map(|n| format!("nats://127.0.0.1:{}", n.cluster_port))
             .collect();
-        let log = self.dir.path().join(format!("{name}.log"));
+        let log = self.log_path(i);
         let earlier = super::nats_server::ready_lines(&log);
         let mut cmd = Command::new(&self.binary);
         cmd.args(["-a", "127.0.0.1", "-p", &client_port.to_string()])
-            .args(["-n", &name, "-js", "-sd"])
-            .arg(self.dir.path().join(&name))
+            .args(["-n", &name, "-js"])
             .args(["-m", &monitor_port.to_string()])
-            .args(["--cluster_name", &self.cluster_name])
             .arg("--cluster")
             .arg(format!("nats://127.0.0.1:{cluster_port}"));
-        if !routes.is_empty() {
-            cmd.arg("--routes").arg(routes.join(","));
+        match &self.configured {
+            Some(configured) => {
+                let setup = NodeSetup {
+                    index: i,
+                    name: name.clone(),
+                    client_port,
+                    cluster_port,
+                    monitor_port,
+                    store_dir: self.dir.path().join(&name),
+                    routes: self
+                        .nodes
+                        .iter()
+                        .map(|n| (n.name.clone(), n.cluster_port))
+                        .collect(),
+                    dir: self.dir.path().to_path_buf(),
+                };
+                cmd.arg("-c").arg((configured.node_config)(&setup)?);
+            }
+            None => {
+                cmd.arg("-sd")
+                    .arg(self.dir.path().join(&name))
+                    .args(["--cluster_name", &self.cluster_name]);
+                if !routes.is_empty() {
+                    cmd.arg("--routes").arg(routes.join(","));
+                }
+            }
         }
         let mut child = cmd
             .arg("-l")
