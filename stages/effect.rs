@@ -592,7 +592,6 @@ fn keep_alive<T>(msg: &nats::Message, every: Duration, f: impl FnOnce() -> T) ->
     })
 }
 
-/// What every log line about a command names.
 /// A command published by someone other than the relay may carry its correlation id
 /// and trace context in headers only: they then stand in for the metadata's, so its log
 /// lines and its result event carry them (invariant 4). The metadata's win when set; a
@@ -614,6 +613,7 @@ fn context_from_headers(cmd: &mut EffectCommand, msg: &nats::Message) {
     }
 }
 
+/// What every log line about a command names.
 fn log_ctx(cmd: &EffectCommand) -> LogCtx {
     LogCtx {
         tenant: cmd.tenant_id.clone(),

@@ -13,28 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::ops::{admin_port, call, TOKEN};
-use common::{config_file, event, wait_until, Rig, RunnerProcess, WAIT};
+use common::{both_saga, config_file, event, wait_until, Rig, RunnerProcess, WAIT};
 use runner::dev::{read_stream, FakeGateway, Reply};
 use runner::keys::OutboxKind;
 use runner::types::TenantId;
 use serde_json::{json, Value};
-
-/// Each order event asks for one effect and sends one aggregate command.
-fn both_saga() -> Value {
-    json!([{
-        "name": "both",
-        "triggers": [{"subject": "{ns}.aggregate.*.order.*", "start": true,
-                      "correlate": {"$get": "event.aggregate_id"}}],
-        "on_event": {"output": {
-            "state": {"seen": true},
-            "commands": [
-                {"to": "effect", "effect": "charge", "payload": {"order": {"$get": "event.aggregate_id"}}},
-                {"to": "aggregate", "aggregate_type": "order", "aggregate_id": {"$get": "event.aggregate_id"},
-                 "command_type": "Ship", "payload": {}}
-            ]
-        }}
-    }])
-}
 
 /// A Gateway that holds every call while `paused` (at most a minute), then accepts it.
 fn paused_gateway() -> (FakeGateway, Arc<AtomicBool>) {

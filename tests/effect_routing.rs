@@ -59,6 +59,39 @@ fn start(rig: &Rig, settings: &Settings) -> Pipeline {
     Pipeline::start(settings.clone(), store, sagas, effects, rig.connect()).unwrap()
 }
 
+/// Starts the effect process `name` whose manifest (`{name}.json`) defines `effects`.
+fn start_process(
+    rig: &Rig,
+    name: &str,
+    effects: &[(&str, &FakeGateway)],
+    alert_secs: u64,
+) -> Pipeline {
+    let path = manifest(rig, &format!("{name}.json"), effects);
+    start(rig, &process_settings(rig, name, path, alert_secs))
+}
+
+/// The info of `effect`'s consumer on the commands stream.
+fn effect_consumer(
+    rig: &Rig,
+    js: &nats::jetstream::JetStream,
+    effect: &str,
+) -> std::io::Result<nats::jetstream::ConsumerInfo> {
+    let durable = &rig.settings.consumer.durable;
+    js.consumer_info(
+        &rig.settings.streams.workflow_commands,
+        format!("{durable}-effects-{effect}"),
+    )
+}
+
+/// `GET /admin/effects/unclaimed` of the ops server at `base`.
+fn unclaimed(base: &str) -> (u16, String) {
+    call(
+        "GET",
+        &format!("{base}/admin/effects/unclaimed"),
+        Some(TOKEN),
+    )
+}
+
 fn publish_command(rig: &Rig, nc: &nats::Connection, effect: &str, id: &str) {
     let subject = format!("{}.acme.{effect}", rig.settings.streams.command_prefix);
     let body = json!({"tenant_id": "acme", "command_id": id, "effect_name": effect,
@@ -93,24 +126,13 @@ fn two_effect_services_with_different_manifests_each_take_only_their_own_command
     let payments = FakeGateway::start(|_, _| Reply::status(200)).unwrap();
     let email = FakeGateway::start(|_, _| Reply::status(200)).unwrap();
     let rig = Rig::new(recorder_saga());
-    let pay_settings = process_settings(
+    let pay = start_process(
         &rig,
         "payments",
-        manifest(
-            &rig,
-            "payments.json",
-            &[("charge", &payments), ("refund", &payments)],
-        ),
+        &[("charge", &payments), ("refund", &payments)],
         60,
     );
-    let mail_settings = process_settings(
-        &rig,
-        "email",
-        manifest(&rig, "email.json", &[("send_email", &email)]),
-        60,
-    );
-    let pay = start(&rig, &pay_settings);
-    let mail = start(&rig, &mail_settings);
+    let mail = start_process(&rig, "email", &[("send_email", &email)], 60);
     let nc = rig.connect();
     let n = 30;
     for i in 0..n {
@@ -149,11 +171,8 @@ fn two_effect_services_with_different_manifests_each_take_only_their_own_command
     assert_eq!(pay.stats().effects_failed + mail.stats().effects_failed, 0);
     // Each process pulls the consumers of its own effects only.
     let js = nats::jetstream::new(nc.clone());
-    let stream = &rig.settings.streams.workflow_commands;
-    let durable = &rig.settings.consumer.durable;
     for effect in ["charge", "refund", "send_email"] {
-        let info = js
-            .consumer_info(stream, format!("{durable}-effects-{effect}"))
+        let info = effect_consumer(&rig, &js, effect)
             .unwrap_or_else(|e| panic!("the consumer of {effect}: {e}"));
         assert_eq!(
             info.config.filter_subject,
@@ -167,13 +186,7 @@ fn a_command_nobody_defines_waits_is_reported_unclaimed_and_runs_once_its_effect
     let payments = FakeGateway::start(|_, _| Reply::status(200)).unwrap();
     let email = FakeGateway::start(|_, _| Reply::status(200)).unwrap();
     let rig = Rig::new(recorder_saga());
-    let pay_settings = process_settings(
-        &rig,
-        "payments",
-        manifest(&rig, "payments.json", &[("charge", &payments)]),
-        1,
-    );
-    let pay = start(&rig, &pay_settings);
+    let pay = start_process(&rig, "payments", &[("charge", &payments)], 1);
     let ops = ops_for(&rig, &pay, Some(TOKEN));
     let base = format!("http://{}", ops.addr());
     let nc = rig.connect();
@@ -194,11 +207,7 @@ fn a_command_nobody_defines_waits_is_reported_unclaimed_and_runs_once_its_effect
     };
     let mut last = Value::Null;
     let reported = wait_until(WAIT, || {
-        let (status, text) = call(
-            "GET",
-            &format!("{base}/admin/effects/unclaimed"),
-            Some(TOKEN),
-        );
+        let (status, text) = unclaimed(&base);
         last = serde_json::from_str(&text).unwrap_or(Value::String(format!("{status} {text}")));
         status == 200 && listed(&last)
     });
@@ -210,11 +219,7 @@ fn a_command_nobody_defines_waits_is_reported_unclaimed_and_runs_once_its_effect
     );
     // charge was taken: it is not listed; send_email was not failed.
     assert!(wait_until(WAIT, || results(&rig, &nc).contains_key("c-1")));
-    let (_, text) = call(
-        "GET",
-        &format!("{base}/admin/effects/unclaimed"),
-        Some(TOKEN),
-    );
+    let (_, text) = unclaimed(&base);
     let body: Value = serde_json::from_str(&text).unwrap();
     assert!(
         body["effects"]
@@ -231,13 +236,7 @@ fn a_command_nobody_defines_waits_is_reported_unclaimed_and_runs_once_its_effect
     assert_eq!(pay.stats().effects_failed, 0);
 
     // A process that defines it takes it, once.
-    let mail_settings = process_settings(
-        &rig,
-        "email",
-        manifest(&rig, "email.json", &[("send_email", &email)]),
-        1,
-    );
-    let mail = start(&rig, &mail_settings);
+    let mail = start_process(&rig, "email", &[("send_email", &email)], 1);
     assert!(wait_until(WAIT, || results(&rig, &nc).contains_key("m-1")));
     assert_eq!(results(&rig, &nc)["m-1"]["result_type"], "succeeded");
     std::thread::sleep(Duration::from_millis(1_000));
@@ -246,11 +245,7 @@ fn a_command_nobody_defines_waits_is_reported_unclaimed_and_runs_once_its_effect
     assert_eq!(mail.stats().effects_called, 1);
     // No longer reported.
     let cleared = wait_until(WAIT, || {
-        let (_, text) = call(
-            "GET",
-            &format!("{base}/admin/effects/unclaimed"),
-            Some(TOKEN),
-        );
+        let (_, text) = unclaimed(&base);
         last = serde_json::from_str(&text).unwrap_or(Value::Null);
         last["effects"].as_array().is_some_and(|e| e.is_empty())
     });
@@ -262,9 +257,7 @@ fn a_reload_that_changes_the_effect_set_moves_the_process_to_the_new_consumers()
     let payments = FakeGateway::start(|_, _| Reply::status(200)).unwrap();
     let email = FakeGateway::start(|_, _| Reply::status(200)).unwrap();
     let rig = Rig::new(recorder_saga());
-    let path = manifest(&rig, "effects.json", &[("charge", &payments)]);
-    let settings = process_settings(&rig, "one", path.clone(), 60);
-    let pipeline = start(&rig, &settings);
+    let pipeline = start_process(&rig, "one", &[("charge", &payments)], 60);
     let ops = ops_for(&rig, &pipeline, Some(TOKEN));
     let base = format!("http://{}", ops.addr());
     let nc = rig.connect();
@@ -272,13 +265,11 @@ fn a_reload_that_changes_the_effect_set_moves_the_process_to_the_new_consumers()
     assert!(wait_until(WAIT, || results(&rig, &nc).contains_key("c-1")));
 
     // The manifest now defines send_email instead of charge.
-    manifest(&rig, "effects.json", &[("send_email", &email)]);
+    manifest(&rig, "one.json", &[("send_email", &email)]);
     let (status, body) = call("POST", &format!("{base}/admin/reload"), Some(TOKEN));
     assert_eq!(status, 200, "{body}");
     let js = nats::jetstream::new(nc.clone());
-    let stream = &rig.settings.streams.workflow_commands;
-    let durable = &rig.settings.consumer.durable;
-    let consumer = |effect: &str| js.consumer_info(stream, format!("{durable}-effects-{effect}"));
+    let consumer = |effect: &str| effect_consumer(&rig, &js, effect);
     // The process moves: the new effect's consumer is pulled, the old one no longer.
     assert!(
         wait_until(WAIT, || consumer("send_email")
@@ -305,7 +296,7 @@ fn a_reload_that_changes_the_effect_set_moves_the_process_to_the_new_consumers()
     // Back to both: c-2 runs, once.
     manifest(
         &rig,
-        "effects.json",
+        "one.json",
         &[("charge", &payments), ("send_email", &email)],
     );
     let (status, body) = call("POST", &format!("{base}/admin/reload"), Some(TOKEN));
@@ -368,13 +359,7 @@ fn an_effect_consumer_created_next_to_the_legacy_consumer_starts_after_its_ack_f
         .is_ok_and(|c| c.ack_floor.stream_seq == 1)));
     drop(sub);
 
-    let settings = process_settings(
-        &rig,
-        "upgraded",
-        manifest(&rig, "payments.json", &[("charge", &payments)]),
-        60,
-    );
-    let pipeline = start(&rig, &settings);
+    let pipeline = start_process(&rig, "upgraded", &[("charge", &payments)], 60);
     assert!(wait_until(WAIT, || results(&rig, &nc).contains_key("c-2")));
     std::thread::sleep(Duration::from_millis(1_000));
     let calls = calls(&payments);

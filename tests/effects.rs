@@ -224,6 +224,37 @@ fn retries_then_a_failed_result_and_an_effect_not_defined_here_waits() {
     assert_eq!(results.len(), 1);
 }
 
+/// A command that reaches a worker although this process does not define its effect
+/// (the way one does that was fetched just before a reload dropped the effect; here its
+/// body names another effect than its subject) is put back for a process that defines
+/// it: not called, not failed, not acked (invariants 1 and 3).
+#[test]
+fn a_command_of_an_effect_not_defined_here_that_reaches_a_worker_is_put_back_unacked() {
+    let upstream = FakeGateway::accepting().unwrap();
+    let rig = effect_rig(&upstream, 3);
+    let pipeline = rig.start();
+    let nc = rig.connect();
+    let (subject, mut cmd) = command(&rig, "cmd-t");
+    cmd["effect_name"] = json!("teleport");
+    rig.publish(&nc, &subject, &cmd);
+    await_stats(&pipeline, |s| s.effects_unknown_put_back >= 1);
+    let stats = pipeline.stats();
+    assert_eq!((stats.effects_called, stats.effects_failed), (0, 0));
+    assert_eq!(stats.effect_commands_acked, 0);
+    assert!(upstream.received().is_empty(), "no call");
+    assert!(results(&rig, &nc).is_empty(), "no result");
+    assert!(completion(&rig, "cmd-t").is_none(), "nothing recorded");
+    let consumer = runner::nats_io::effect_consumer(&rig.settings, "charge");
+    let info = nats::jetstream::new(nc.clone())
+        .consumer_info(&consumer.stream, &consumer.durable)
+        .unwrap();
+    assert_eq!(
+        (info.num_ack_pending, info.ack_floor.stream_seq),
+        (1, 0),
+        "left unacked, for redelivery"
+    );
+}
+
 #[test]
 fn a_command_that_is_not_an_effect_command_is_quarantined() {
     let upstream = FakeGateway::accepting().unwrap();

@@ -8,29 +8,12 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{config_file, event, wait_until, Rig, RunnerProcess};
+use common::{both_saga, config_file, event, wait_until, Rig, RunnerProcess};
 use runner::dev::{read_stream, FakeGateway};
 use runner::types::TenantId;
 use serde_json::json;
 
 const ORDERS: usize = 20;
-
-/// Each order event asks for one effect and sends one aggregate command.
-fn both_saga() -> serde_json::Value {
-    json!([{
-        "name": "both",
-        "triggers": [{"subject": "{ns}.aggregate.*.order.*", "start": true,
-                      "correlate": {"$get": "event.aggregate_id"}}],
-        "on_event": {"output": {
-            "state": {"seen": true},
-            "commands": [
-                {"to": "effect", "effect": "charge", "payload": {"order": {"$get": "event.aggregate_id"}}},
-                {"to": "aggregate", "aggregate_type": "order", "aggregate_id": {"$get": "event.aggregate_id"},
-                 "command_type": "Ship", "payload": {}}
-            ]
-        }}
-    }])
-}
 
 /// Publishes the orders, runs the binary until it crashes at `point`, runs it again, and
 /// checks what the outside saw.

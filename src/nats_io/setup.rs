@@ -27,19 +27,26 @@ fn stream_exists(js: &JetStream, name: &str) -> Result<bool, StreamError> {
 }
 
 fn consumer_exists(js: &JetStream, stream: &str, durable: &str) -> Result<bool, StreamError> {
+    Ok(listed_consumer(js, stream, durable)?.is_some())
+}
+
+/// The consumer's info as the listing gives it, `None` when it does not exist (listed
+/// for the reason [`stream_exists`] is).
+fn listed_consumer(
+    js: &JetStream,
+    stream: &str,
+    durable: &str,
+) -> Result<Option<ConsumerInfo>, StreamError> {
     let consumers = js
         .list_consumers(stream)
         .map_err(js_err(format!("list consumers of {stream}")))?;
     for info in consumers {
-        if info
-            .map_err(js_err(format!("list consumers of {stream}")))?
-            .name
-            == durable
-        {
-            return Ok(true);
+        let info = info.map_err(js_err(format!("list consumers of {stream}")))?;
+        if info.name == durable {
+            return Ok(Some(info));
         }
     }
-    Ok(false)
+    Ok(None)
 }
 
 fn ensure_stream(
@@ -222,15 +229,9 @@ pub fn legacy_effect_consumer(settings: &Settings) -> String {
 /// consumer exists (what it acked was executed), else at the stream's start (no consumer
 /// ever took a command of this effect).
 fn effect_start(js: &JetStream, settings: &Settings) -> Result<Option<u64>, StreamError> {
-    let stream = &settings.streams.workflow_commands;
     let legacy = legacy_effect_consumer(settings);
-    if !consumer_exists(js, stream, &legacy)? {
-        return Ok(None);
-    }
-    let info = js
-        .consumer_info(stream, &legacy)
-        .map_err(js_err(format!("info of consumer {legacy} on {stream}")))?;
-    Ok(Some(info.ack_floor.stream_seq + 1))
+    let info = listed_consumer(js, &settings.streams.workflow_commands, &legacy)?;
+    Ok(info.map(|info| info.ack_floor.stream_seq + 1))
 }
 
 /// The consumer the settings ask for. JetStream's own `max_deliver` is unlimited: the
@@ -298,10 +299,7 @@ pub fn ensure_consumer(
 ) -> Result<ConsumerInfo, StreamError> {
     let mut want = desired_config(spec, settings);
     let what = format!("consumer {} on {}", spec.durable, spec.stream);
-    if consumer_exists(js, &spec.stream, &spec.durable)? {
-        let have = js
-            .consumer_info(&spec.stream, &spec.durable)
-            .map_err(js_err(format!("info of {what}")))?;
+    if let Some(have) = listed_consumer(js, &spec.stream, &spec.durable)? {
         if differences(&have.config, &want).is_empty() {
             return Ok(have);
         }
@@ -333,11 +331,11 @@ pub fn ensure_consumer(
                 from_seq = from; "created durable consumer");
             Ok(info)
         }
-        // Another replica created it in the meantime.
-        Err(_) if consumer_exists(js, &spec.stream, &spec.durable)? => js
-            .consumer_info(&spec.stream, &spec.durable)
-            .map_err(js_err(format!("info of {what}"))),
-        Err(e) => Err(js_err(format!("create {what}"))(e)),
+        Err(e) => match listed_consumer(js, &spec.stream, &spec.durable)? {
+            // Another replica created it in the meantime.
+            Some(info) => Ok(info),
+            None => Err(js_err(format!("create {what}"))(e)),
+        },
     }
 }
 

@@ -217,6 +217,24 @@ pub fn recorder_saga() -> Value {
     }])
 }
 
+/// A saga whose every order event asks for one effect (`charge`) and sends one
+/// aggregate command (`Ship`): both kinds of outbox item.
+pub fn both_saga() -> Value {
+    json!([{
+        "name": "both",
+        "triggers": [{"subject": "{ns}.aggregate.*.order.*", "start": true,
+                      "correlate": {"$get": "event.aggregate_id"}}],
+        "on_event": {"output": {
+            "state": {"seen": true},
+            "commands": [
+                {"to": "effect", "effect": "charge", "payload": {"order": {"$get": "event.aggregate_id"}}},
+                {"to": "aggregate", "aggregate_type": "order", "aggregate_id": {"$get": "event.aggregate_id"},
+                 "command_type": "Ship", "payload": {}}
+            ]
+        }}
+    }])
+}
+
 /// A TCP port free on loopback right now (for an ops port, say).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
