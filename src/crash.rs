@@ -123,21 +123,29 @@ fn pause() -> Option<&'static Pause> {
 /// Checks `RUNNER_CRASH_AT` and `RUNNER_PAUSE_AT` at start-up: an unknown point is an
 /// error.
 pub fn validate() -> Result<(), String> {
-    if let Some(a) = armed().filter(|a| !POINTS.contains(&a.point.as_str())) {
-        return Err(format!(
-            "RUNNER_CRASH_AT names no crash point: {:?} (known: {})",
-            a.point,
-            POINTS.join(", ")
-        ));
+    known(
+        "RUNNER_CRASH_AT",
+        "crash",
+        armed().map(|a| a.point.as_str()),
+        POINTS,
+    )?;
+    known(
+        "RUNNER_PAUSE_AT",
+        "pause",
+        pause().map(|p| p.point.as_str()),
+        PAUSE_POINTS,
+    )
+}
+
+/// An error naming `var` if the `point` it armed is not one of `points`.
+fn known(var: &str, what: &str, point: Option<&str>, points: &[&str]) -> Result<(), String> {
+    match point {
+        Some(p) if !points.contains(&p) => Err(format!(
+            "{var} names no {what} point: {p:?} (known: {})",
+            points.join(", ")
+        )),
+        _ => Ok(()),
     }
-    if let Some(p) = pause().filter(|p| !PAUSE_POINTS.contains(&p.point.as_str())) {
-        return Err(format!(
-            "RUNNER_PAUSE_AT names no pause point: {:?} (known: {})",
-            p.point,
-            PAUSE_POINTS.join(", ")
-        ));
-    }
-    Ok(())
 }
 
 /// Aborts the process here if this is the armed point and its hit count is reached;

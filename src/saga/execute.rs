@@ -2,11 +2,12 @@
 //!
 //! Transitions are pipelined: the commit stage may not have made an instance's previous
 //! transition durable when its next event is executed. The executor therefore keeps an
-//! overlay of the records and dedupe keys it produced that are not yet known to be
-//! committed, and reads through it. Entries leave the overlay once the commit stage
-//! reports their batch committed; all of them go when a commit failed (the epoch
-//! changes), because the failed transitions will be redelivered and run again. The
-//! overlay is bounded by the work in flight between the two stages.
+//! overlay of the records (with the timers their transitions set and dropped) and the
+//! dedupe keys it produced that are not yet known to be committed, and reads through
+//! it. Entries leave the overlay once the commit stage reports their batch committed;
+//! all of them go when a commit failed (the epoch changes), because the failed
+//! transitions will be redelivered and run again. The overlay is bounded by the work in
+//! flight between the two stages.
 //!
 //! A reminder runs only while its instance still holds that exact timer (name and due
 //! time), read through the same overlay: the scheduler publishes reminders from a
@@ -93,15 +94,24 @@ impl Outcome {
 #[derive(Debug)]
 pub struct Executor {
     command_prefix: String,
-    overlay: HashMap<String, (SagaRecord, u64)>,
+    /// Instance key → the instance as its uncommitted transitions left it.
+    overlay: HashMap<String, Pending>,
     applied: HashMap<String, u64>,
-    /// Timers of the overlay's transitions: (instance key, timer name) → its due time
-    /// after them (`None`: dropped), with the batch that set it.
-    timers: HashMap<(String, String), (Option<i64>, u64)>,
     epoch: u64,
     ctx: Ctx,
     /// Retention of sagas that set none of their own.
     keep: Keep,
+}
+
+/// An instance as the executor's transitions left it, until their batch is committed.
+#[derive(Debug)]
+struct Pending {
+    record: SagaRecord,
+    /// Timer name → its due time after these transitions (`None`: dropped); names they
+    /// did not touch are as stored (as are those of its transitions already committed).
+    timers: HashMap<String, Option<i64>>,
+    /// The batch of the newest transition.
+    batch: u64,
 }
 
 /// The `ctx` object programs see. One object is rewritten in place for every route, so
@@ -171,7 +181,6 @@ impl Executor {
             command_prefix: command_prefix.to_string(),
             overlay: HashMap::new(),
             applied: HashMap::new(),
-            timers: HashMap::new(),
             epoch: 0,
             ctx: Ctx::new(),
             keep: Keep::of(&Retention::default()),
@@ -190,20 +199,16 @@ impl Executor {
         if epoch != self.epoch {
             self.overlay.clear();
             self.applied.clear();
-            self.timers.clear();
             self.epoch = epoch;
             return;
         }
-        self.overlay
-            .retain(|_, (_, batch)| *batch > committed_through);
+        self.overlay.retain(|_, p| p.batch > committed_through);
         self.applied.retain(|_, batch| *batch > committed_through);
-        self.timers
-            .retain(|_, (_, batch)| *batch > committed_through);
     }
 
     /// Entries not yet known to be committed.
     pub fn pending(&self) -> usize {
-        self.overlay.len() + self.applied.len() + self.timers.len()
+        self.overlay.len() + self.applied.len()
     }
 
     /// Whether the instance a reminder names still holds its timer: as the overlay's
@@ -216,14 +221,14 @@ impl Executor {
         info: &MessageInfo,
     ) -> Result<bool, StoreError> {
         let saga_key = keys::saga(tenant, &timer.saga, &timer.correlation);
-        if let Some((record, _)) = self.overlay.get(&saga_key) {
-            if record.status.is_done() {
+        if let Some(pending) = self.overlay.get(&saga_key) {
+            if pending.record.status.is_done() {
                 // A finished instance keeps no timers.
                 return Ok(false);
             }
-        }
-        if let Some((due, _)) = self.timers.get(&(saga_key, timer.name.clone())) {
-            return Ok(*due == Some(timer.due_ms));
+            if let Some(due) = pending.timers.get(&timer.name) {
+                return Ok(*due == Some(timer.due_ms));
+            }
         }
         let key = keys::schedule(
             tenant,
@@ -234,22 +239,31 @@ impl Executor {
         );
         // Published before this store kept timer records: an older Runner published it
         // and deleted its record then; it runs, as it would have there.
-        Ok(reader.holds_timer(&key)? || info.published_ms < reader.timer_records_since()?)
+        Ok(reader.holds_timer(&key)? || info.published_ms < reader.timer_records_since())
     }
 
-    /// Puts the timers a transition sets and drops into the overlay (in the order
-    /// `Store::commit` applies them: drops first, then sets, the last of a name winning).
-    fn note_timers(&mut self, saga_key: &str, t: &Transition, batch: u64) {
+    /// Puts the instance as `t` leaves it into the overlay: its record, and the timers
+    /// it drops and sets on top of those of its earlier uncommitted transitions (in the
+    /// order `Store::commit` applies them: drops first, then sets, the last of a name
+    /// winning).
+    fn note(&mut self, saga_key: String, t: &Transition, batch: u64) {
+        let mut timers = self
+            .overlay
+            .remove(&saga_key)
+            .map(|p| p.timers)
+            .unwrap_or_default();
         for name in t.cancel.iter().chain(t.fired.iter()) {
-            self.timers
-                .insert((saga_key.to_string(), name.clone()), (None, batch));
+            timers.insert(name.clone(), None);
         }
         for s in &t.schedules {
-            self.timers.insert(
-                (saga_key.to_string(), s.name.clone()),
-                (Some(s.due_at_ms), batch),
-            );
+            timers.insert(s.name.clone(), Some(s.due_at_ms));
         }
+        let pending = Pending {
+            record: t.record.clone(),
+            timers,
+            batch,
+        };
+        self.overlay.insert(saga_key, pending);
     }
 
     /// A message quarantined for too many deliveries whose event every saga it reaches
@@ -349,7 +363,7 @@ impl Executor {
             }
             let saga_key = keys::saga(&ev.tenant, &saga.name, &route.correlation);
             let existing = match self.overlay.get(&saga_key) {
-                Some((record, _)) => Some(record.clone()),
+                Some(pending) => Some(pending.record.clone()),
                 None => match reader.saga(&ev.tenant, &saga.name, &route.correlation) {
                     Ok(record) => record,
                     // An unreadable record stays unreadable: quarantine, do not stop.
@@ -406,9 +420,7 @@ impl Executor {
             if let Some(fault) = fault {
                 faults.push((saga.name.to_string(), QuarantineKind::Program, fault));
             }
-            self.note_timers(&saga_key, &transition, batch);
-            self.overlay
-                .insert(saga_key, (transition.record.clone(), batch));
+            self.note(saga_key, &transition, batch);
             self.applied.insert(dedupe_key, batch);
             out.transitions.push(transition);
         }

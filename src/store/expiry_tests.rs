@@ -428,15 +428,7 @@ fn a_full_map_grows_up_to_its_most_and_only_then_is_full() {
 }
 
 fn timer(corr: &str, name: &str, due_at_ms: i64) -> ScheduleItem {
-    ScheduleItem {
-        tenant: acme(),
-        saga: "order".parse().unwrap(),
-        correlation: corr.parse().unwrap(),
-        name: name.into(),
-        due_at_ms,
-        payload: json!({}),
-        metadata: Default::default(),
-    }
+    super::tests::timer(&acme(), corr, name, due_at_ms)
 }
 
 /// A timer's record outlives its reminder's publish (the reminder runs only while it is

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use lmdb::WriteFlags;
+use lmdb::{Transaction, WriteFlags};
 
 use super::expiry::{expiry_of, now_ms, Expiries};
 use super::instances::Indexed;
@@ -20,7 +20,7 @@ const RETENTION_MARKER: &str = "retention_index";
 
 /// `meta:` key: since when (ms since the epoch) this store keeps a timer's record until
 /// its reminder is applied. Before, a timer was deleted once its reminder was published.
-pub(super) const TIMER_RECORDS_SINCE: &str = "timer_records_since";
+const TIMER_RECORDS_SINCE: &str = "timer_records_since";
 
 impl Store {
     /// How long the record under `key` is kept from now, if it expires at all: dedupe
@@ -87,16 +87,24 @@ impl Store {
         Ok(())
     }
 
-    /// Notes since when timers keep their records (once). A store written by an older
+    /// Since when timers keep their records, noted at the first open that keeps them
+    /// (read once, at open). A store written by an older
     /// Runner may have reminders published whose timers it deleted then: the executor
     /// lets a reminder due before this moment run without its record, as the older
     /// Runner would have, so an upgrade in the middle of a timer's flight loses nothing.
     /// A new store has no such reminders (0).
-    pub(super) fn ensure_timer_records_since(&self) -> Result<(), StoreError> {
+    pub(super) fn ensure_timer_records_since(&self) -> Result<i64, StoreError> {
         let key = keys::meta(TIMER_RECORDS_SINCE);
         let reader = self.reader()?;
-        if super::exists(&reader.txn, self.db, &key)? {
-            return Ok(());
+        match reader.txn.get(self.db, &key) {
+            Ok(raw) => {
+                return Ok(std::str::from_utf8(raw)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0))
+            }
+            Err(lmdb::Error::NotFound) => {}
+            Err(e) => return Err(e.into()),
         }
         let mut older = false;
         let prefix = format!("{}:", space::SAGA);
@@ -109,6 +117,7 @@ impl Store {
         self.write(|txn| {
             txn.put(self.db, &key, &since.to_string(), WriteFlags::empty())?;
             Ok(())
-        })
+        })?;
+        Ok(since)
     }
 }

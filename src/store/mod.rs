@@ -156,6 +156,10 @@ pub struct Store {
     injected_unstorable: parking_lot::Mutex<Option<String>>,
     /// Extra time every saga commit takes (tests of backpressure).
     injected_commit_delay_ms: std::sync::atomic::AtomicU64,
+    /// Reminders published before this (ms since the epoch) may come from an older
+    /// Runner that deleted their timers at publish (`legacy.rs`); 0 for a store that
+    /// never did. Noted once, read at open.
+    timer_records_since: i64,
 }
 
 impl std::fmt::Debug for Store {
@@ -200,7 +204,7 @@ impl Store {
         // commit, and lose it (tests/store_restart.rs).
         drop(env.begin_rw_txn().map_err(open_err)?);
         let opened_map = env.info().map_err(open_err)?.map_size();
-        let store = Store {
+        let mut store = Store {
             env,
             db,
             path: path.to_path_buf(),
@@ -214,10 +218,11 @@ impl Store {
             injected_probe_failures: AtomicU32::new(0),
             injected_unstorable: parking_lot::Mutex::new(None),
             injected_commit_delay_ms: std::sync::atomic::AtomicU64::new(0),
+            timer_records_since: 0,
         };
         store.ensure_status_index()?;
         store.ensure_retention_index()?;
-        store.ensure_timer_records_since()?;
+        store.timer_records_since = store.ensure_timer_records_since()?;
         store.load_next_expiry(now_ms())?;
         Ok(store)
     }
@@ -297,6 +302,7 @@ impl Store {
             txn,
             db: self.db,
             _gate: gate,
+            timer_records_since: self.timer_records_since,
         })
     }
 
@@ -736,6 +742,7 @@ pub struct Reader<'env> {
     txn: lmdb::RoTransaction<'env>,
     db: Database,
     _gate: parking_lot::RwLockReadGuard<'env, ()>,
+    timer_records_since: i64,
 }
 
 impl Reader<'_> {
@@ -762,19 +769,11 @@ impl Reader<'_> {
         exists(&self.txn, self.db, schedule_key)
     }
 
-    /// Reminders due before this (ms since the epoch) may come from an older Runner that
-    /// deleted their timers at publish (`legacy.rs`); 0 for a store that never did.
-    pub fn timer_records_since(&self) -> Result<i64, StoreError> {
-        let key = keys::meta(legacy::TIMER_RECORDS_SINCE);
-        let raw = match self.txn.get(self.db, &key) {
-            Ok(raw) => raw,
-            Err(lmdb::Error::NotFound) => return Ok(0),
-            Err(e) => return Err(e.into()),
-        };
-        Ok(std::str::from_utf8(raw)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0))
+    /// Reminders published before this (ms since the epoch) may come from an older
+    /// Runner that deleted their timers at publish (`legacy.rs`); 0 for a store that
+    /// never did. Read once, when the store was opened.
+    pub fn timer_records_since(&self) -> i64 {
+        self.timer_records_since
     }
 
     fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {

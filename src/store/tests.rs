@@ -24,7 +24,7 @@ fn record(state: serde_json::Value, event: &str) -> SagaRecord {
     }
 }
 
-fn timer(tenant: &TenantId, corr: &str, name: &str, due: i64) -> ScheduleItem {
+pub(super) fn timer(tenant: &TenantId, corr: &str, name: &str, due: i64) -> ScheduleItem {
     ScheduleItem {
         tenant: tenant.clone(),
         saga: "order".parse().unwrap(),

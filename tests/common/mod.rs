@@ -256,9 +256,12 @@ pub fn await_stats(pipeline: &Pipeline, done: impl Fn(&StatsSnapshot) -> bool) {
 /// A running `runner run`, killed (SIGKILL) on drop.
 pub struct RunnerProcess(Child);
 
+/// No environment beyond the default.
+const NO_ENV: &[(&str, &str)] = &[];
+
 impl RunnerProcess {
     pub fn start(config: &std::path::Path, crash: Option<(&str, u32)>) -> RunnerProcess {
-        RunnerProcess::spawn(config, crash, &[], Stdio::inherit())
+        RunnerProcess::spawn(config, crash, NO_ENV, Stdio::inherit())
     }
 
     /// [`RunnerProcess::start`] with its log (stderr) appended to the file `log`.
@@ -267,7 +270,7 @@ impl RunnerProcess {
         crash: Option<(&str, u32)>,
         log: &std::path::Path,
     ) -> RunnerProcess {
-        RunnerProcess::start_with_env(config, crash, &[], log)
+        RunnerProcess::start_with_env(config, crash, NO_ENV, log)
     }
 
     /// [`RunnerProcess::start_logged`] with more environment (`RUNNER_LOG`,
@@ -277,8 +280,7 @@ impl RunnerProcess {
         log: &std::path::Path,
         env: &[(&str, &str)],
     ) -> RunnerProcess {
-        let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.to_string())).collect();
-        RunnerProcess::start_with_env(config, None, &env, log)
+        RunnerProcess::start_with_env(config, None, env, log)
     }
 
     /// Runs `runner run` to its end (for one that must fail at start-up): its exit code
@@ -298,10 +300,10 @@ impl RunnerProcess {
 
     /// [`RunnerProcess::start_logged`] with more environment (a pause point, say:
     /// `RUNNER_PAUSE_AT`, see `runner::crash`).
-    pub fn start_with_env(
+    pub fn start_with_env<V: AsRef<std::ffi::OsStr>>(
         config: &std::path::Path,
         crash: Option<(&str, u32)>,
-        env: &[(&str, String)],
+        env: &[(&str, V)],
         log: &std::path::Path,
     ) -> RunnerProcess {
         let file = std::fs::OpenOptions::new()
@@ -312,10 +314,10 @@ impl RunnerProcess {
         RunnerProcess::spawn(config, crash, env, Stdio::from(file))
     }
 
-    fn spawn(
+    fn spawn<V: AsRef<std::ffi::OsStr>>(
         config: &std::path::Path,
         crash: Option<(&str, u32)>,
-        env: &[(&str, String)],
+        env: &[(&str, V)],
         log: Stdio,
     ) -> RunnerProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
@@ -327,7 +329,7 @@ impl RunnerProcess {
             .env_remove("RUNNER_PAUSE_AT")
             .env_remove("RUNNER_PAUSE_UNTIL")
             .env_remove("RUNNER_PAUSE_MS")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(env.iter().map(|(k, v)| (*k, v)))
             .stdout(Stdio::null())
             .stderr(log);
         if let Some((point, after)) = crash {
