@@ -25,6 +25,22 @@ fn text(out: &Output) -> (String, String) {
     )
 }
 
+/// `runner check` with `env`, which must pass: its stdout.
+fn check_passes(env: &[(&str, &str)]) -> String {
+    let out = runner(&["check"], env);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{env:?}: {stdout}{stderr}");
+    stdout
+}
+
+/// The line of `check`'s output warning about `setting`.
+fn warning_about<'a>(stdout: &'a str, setting: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| l.starts_with("warning:") && l.contains(setting))
+        .unwrap_or_else(|| panic!("no {setting} warning in:\n{stdout}"))
+}
+
 #[test]
 fn help_lists_the_subcommands() {
     let out = runner(&["--help"], &[]);
@@ -421,13 +437,8 @@ fn run_refuses_to_start_without_a_secret() {
 #[test]
 fn check_warns_of_a_loopback_gateway_when_nats_is_remote() {
     let remote_nats = ("RUNNER_NATS_URL", "nats://nats-1.invalid:4222");
-    let out = runner(&["check"], &[remote_nats]);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
-    let warning = stdout
-        .lines()
-        .find(|l| l.starts_with("warning:") && l.contains("relay.gateway_url"))
-        .unwrap_or_else(|| panic!("no gateway warning in:\n{stdout}"));
+    let stdout = check_passes(&[remote_nats]);
+    let warning = warning_about(&stdout, "relay.gateway_url");
     assert!(warning.contains("http://127.0.0.1:8080"), "{warning}");
     assert!(stdout.contains("check passed"), "{stdout}");
 
@@ -440,9 +451,7 @@ fn check_warns_of_a_loopback_gateway_when_nats_is_remote() {
         // Effect processes have no relay.
         vec![remote_nats, ("RUNNER_MODE", "effect")],
     ] {
-        let out = runner(&["check"], &env);
-        let (stdout, stderr) = text(&out);
-        assert_eq!(out.status.code(), Some(0), "{env:?}: {stdout}{stderr}");
+        let stdout = check_passes(&env);
         assert!(
             !stdout.contains("relay.gateway_url"),
             "{env:?}: no gateway warning expected:\n{stdout}"
@@ -457,21 +466,11 @@ fn check_warns_of_a_loopback_gateway_when_nats_is_remote() {
 fn check_warns_of_single_replica_streams_on_a_cluster() {
     let cluster = runner::dev::NatsCluster::start(3).expect("start a NATS cluster");
     let url = cluster.url();
-    let out = runner(&["check"], &[("RUNNER_NATS_URL", &url)]);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
-    let warning = stdout
-        .lines()
-        .find(|l| l.starts_with("warning:") && l.contains("streams.replicas"))
-        .unwrap_or_else(|| panic!("no replicas warning in:\n{stdout}"));
+    let stdout = check_passes(&[("RUNNER_NATS_URL", &url)]);
+    let warning = warning_about(&stdout, "streams.replicas");
     assert!(warning.contains("cluster"), "{warning}");
 
-    let out = runner(
-        &["check"],
-        &[("RUNNER_NATS_URL", &url), ("RUNNER_STREAMS_REPLICAS", "3")],
-    );
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let stdout = check_passes(&[("RUNNER_NATS_URL", &url), ("RUNNER_STREAMS_REPLICAS", "3")]);
     assert!(!stdout.contains("warning:"), "{stdout}");
     assert!(
         stdout.contains("cluster"),
@@ -480,8 +479,6 @@ fn check_warns_of_single_replica_streams_on_a_cluster() {
     drop(cluster);
 
     let single = runner::dev::NatsServer::start().expect("start nats-server");
-    let out = runner(&["check"], &[("RUNNER_NATS_URL", &single.url())]);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let stdout = check_passes(&[("RUNNER_NATS_URL", &single.url())]);
     assert!(!stdout.contains("warning:"), "{stdout}");
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::shipped::{make_nats_secrets, root, str_list};
 use common::*;
 use runner::dev::TempDir;
 use runner::settings::Settings;
@@ -21,10 +22,6 @@ const COMPOSE: &str = "docker/docker-compose.yml";
 const OBSERVABILITY: &str = "docker/docker-compose.observability.yml";
 const DOCKERFILE: &str = "docker/Dockerfile.rust";
 const HEALTHCHECK: [&str; 3] = ["CMD", "/usr/local/bin/runner", "healthcheck"];
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn read(rel: &str) -> String {
     std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
@@ -66,16 +63,6 @@ fn stack_config(files: &[&str], vars: &[(&str, &str)]) -> Value {
 
 fn services(config: &Value) -> &serde_json::Map<String, Value> {
     config["services"].as_object().expect("services")
-}
-
-fn str_list(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| x.as_str().unwrap_or_default().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// A service's environment (`docker stack config` prints it as a map).
@@ -187,16 +174,7 @@ fn check_like_the_container(name: &str, config: &Value, service: &Value) {
     let secrets = TempDir::new("secrets").unwrap();
     // The NATS certificates, keys and passwords as docker/nats-secrets.sh makes them:
     // `runner check` reads and parses them. Stand-ins for the other secrets.
-    let made = Command::new("sh")
-        .arg(root().join("docker/nats-secrets.sh"))
-        .arg(secrets.path())
-        .output()
-        .expect("run docker/nats-secrets.sh (needs openssl)");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    make_nats_secrets(secrets.path(), &[]);
     for file in secret_files(service) {
         let path = secrets.path().join(&file);
         if !path.exists() {

@@ -15,13 +15,26 @@ use serde_json::Value;
 
 /// Generous: other builds share the machine.
 const WAIT: Duration = Duration::from_secs(60);
-/// How long `/health` is watched while NATS is down: well past the 3 s after which the
-/// old `/health` failed, and past the stack's healthcheck interval.
+/// How long `/health` is watched while NATS is down: well past the 3 s without a flush
+/// after which `/ready` fails, and past the stack's healthcheck interval.
 const WATCH: Duration = Duration::from_secs(12);
 
 fn status(url: &str) -> (u16, Value) {
     let (status, body) = call("GET", url, None);
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// Polls `/ready` until it answers `code`: whether it did within [`WAIT`], and the body
+/// of its last answer.
+fn ready_becomes(ready: &str, code: u16) -> (bool, Value) {
+    let mut last = Value::Null;
+    let done = wait_until(WAIT, || {
+        std::thread::sleep(Duration::from_millis(200));
+        let (status, body) = status(ready);
+        last = body;
+        status == code
+    });
+    (done, last)
 }
 
 #[test]
@@ -43,13 +56,7 @@ fn a_nats_outage_fails_readiness_and_never_liveness() {
     assert_eq!(status(&health).0, 200);
 
     server.kill();
-    let mut last = Value::Null;
-    let not_ready = wait_until(WAIT, || {
-        std::thread::sleep(Duration::from_millis(200));
-        let (code, body) = status(&ready);
-        last = body;
-        code == 503
-    });
+    let (not_ready, last) = ready_becomes(&ready, 503);
     assert!(not_ready, "/ready stays 200 with NATS down: {last}");
     assert_eq!(last["nats"], "unreachable", "{last}");
 
@@ -81,12 +88,7 @@ fn a_nats_outage_fails_readiness_and_never_liveness() {
     );
 
     server.restart().expect("restart nats-server");
-    let back = wait_until(WAIT, || {
-        std::thread::sleep(Duration::from_millis(200));
-        let (code, body) = status(&ready);
-        last = body;
-        code == 200
-    });
+    let (back, last) = ready_becomes(&ready, 200);
     assert!(
         back,
         "/ready never recovered after NATS returned: {last}\n{}",

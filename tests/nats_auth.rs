@@ -13,29 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::shipped::{make_nats_secrets, nats_client, root};
 use runner::dev::{FakeGateway, NatsServer, TempDir};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs docker/nats-secrets.sh into `dir` with the server names `names`.
-fn make_secrets(dir: &Path, names: &[&str]) {
-    let out = Command::new("sh")
-        .arg(root().join("docker/nats-secrets.sh"))
-        .arg(dir)
-        .args(names)
-        .output()
-        .expect("run docker/nats-secrets.sh (needs sh and openssl)");
-    assert!(
-        out.status.success(),
-        "docker/nats-secrets.sh failed (it needs openssl): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A nats-server running the shipped docker/nats.conf: the container's layout under a
 /// temp dir (`etc/nats/nats.conf`, `run/secrets/…`), so its relative include works as
@@ -51,7 +33,7 @@ impl Secured {
     fn start() -> Secured {
         let dir = TempDir::new("nats-auth").unwrap();
         let secrets = dir.path().join("run/secrets");
-        make_secrets(&secrets, &["localhost"]);
+        make_nats_secrets(&secrets, &["localhost"]);
         let etc = dir.path().join("etc/nats");
         std::fs::create_dir_all(&etc).unwrap();
         let shipped = std::fs::read_to_string(root().join("docker/nats.conf")).unwrap();
@@ -76,12 +58,7 @@ impl Secured {
     /// A client of `user` (its password and client certificate), by host name so that
     /// the server's certificate (for `localhost`) matches.
     fn client(&self, user: &str) -> nats::Connection {
-        nats::Options::with_user_pass(user, &self.password(user))
-            .add_root_certificate(self.secret("nats_ca.pem"))
-            .client_cert(
-                self.secret(&format!("{user}_nats_cert.pem")),
-                self.secret(&format!("{user}_nats_key.pem")),
-            )
+        nats_client(&self.secrets, user)
             .connect(format!("nats://localhost:{}", self.server.port()))
             .expect("connect as the test's client")
     }
@@ -153,9 +130,10 @@ fn runner(args: &[&str], env: &[(String, String)], log: Option<&Path>) -> Comman
     cmd
 }
 
-/// Runs `runner run` that must fail at start-up: its exit code and stdout + stderr.
-/// A process still running after [`WAIT`] (retrying in a loop, say) fails the test.
-fn run_to_failure(config: &Path, env: &[(String, String)]) -> (Option<i32>, String) {
+/// Runs `runner run` that must fail at start-up, and asserts that it exits with code 1:
+/// its stdout + stderr. A process still running after [`WAIT`] (retrying in a loop,
+/// say) fails the test.
+fn start_up_fails(config: &Path, env: &[(String, String)]) -> String {
     let mut child = runner(&["run", "--config", config.to_str().unwrap()], env, None)
         .spawn()
         .unwrap();
@@ -178,7 +156,8 @@ fn run_to_failure(config: &Path, env: &[(String, String)]) -> (Option<i32>, Stri
         .unwrap()
         .read_to_string(&mut text)
         .unwrap();
-    (status.code(), text)
+    assert_eq!(status.code(), Some(1), "{text}");
+    text
 }
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
@@ -282,14 +261,7 @@ fn the_runner_works_end_to_end_with_its_password_and_client_certificate_under_th
     assert!(!text.contains(&password), "the log holds the password");
 
     // What the shipped permissions refuse the Runner: publishing domain events.
-    let as_runner = nats::Options::with_user_pass("runner", &password)
-        .add_root_certificate(nats.secret("nats_ca.pem"))
-        .client_cert(
-            nats.secret("runner_nats_cert.pem"),
-            nats.secret("runner_nats_key.pem"),
-        )
-        .connect(format!("nats://localhost:{}", nats.server.port()))
-        .unwrap();
+    let as_runner = nats.client("runner");
     // Allowed, the stream would ack it; refused, nothing answers and the server logs why.
     let acked = as_runner
         .request_timeout(
@@ -351,8 +323,7 @@ fn a_wrong_password_fails_start_up_naming_the_authorization_violation() {
         "RUNNER_NATS_PASSWORD_FILE",
         wrong.to_str().unwrap(),
     );
-    let (code, text) = run_to_failure(&config, &env);
-    assert_eq!(code, Some(1), "{text}");
+    let text = start_up_fails(&config, &env);
     assert!(
         text.to_lowercase().contains("authorization violation"),
         "says the server refused the credentials: {text}"
@@ -362,8 +333,7 @@ fn a_wrong_password_fails_start_up_naming_the_authorization_violation() {
 
     // A user the server does not know is refused the same way.
     let env = with(&nats.runner_env(), "RUNNER_NATS_USER", "intruder");
-    let (code, text) = run_to_failure(&config, &env);
-    assert_eq!(code, Some(1), "{text}");
+    let text = start_up_fails(&config, &env);
     assert!(
         text.to_lowercase().contains("authorization violation"),
         "{text}"
@@ -376,7 +346,7 @@ fn an_untrusted_or_misnamed_certificate_fails_start_up_saying_so() {
     let config = nats.config("http://127.0.0.1:9");
     // Another deployment's CA: the server's certificate does not chain to it.
     let other = nats.dir.path().join("other");
-    make_secrets(&other, &["localhost"]);
+    make_nats_secrets(&other, &["localhost"]);
     let other_file = |name: &str| other.join(name).display().to_string();
 
     let env = with(
@@ -384,8 +354,7 @@ fn an_untrusted_or_misnamed_certificate_fails_start_up_saying_so() {
         "RUNNER_NATS_TLS_CA_FILE",
         &other_file("nats_ca.pem"),
     );
-    let (code, text) = run_to_failure(&config, &env);
-    assert_eq!(code, Some(1), "{text}");
+    let text = start_up_fails(&config, &env);
     assert!(
         text.contains("not trusted") && text.contains("nats.tls_ca_file"),
         "says the server's certificate is not trusted: {text}"
@@ -401,8 +370,7 @@ fn an_untrusted_or_misnamed_certificate_fails_start_up_saying_so() {
         "RUNNER_NATS_TLS_KEY_FILE",
         &other_file("runner_nats_key.pem"),
     );
-    let (code, text) = run_to_failure(&config, &env);
-    assert_eq!(code, Some(1), "{text}");
+    let text = start_up_fails(&config, &env);
     assert!(
         text.contains("nats.tls_cert_file"),
         "says the client certificate was refused: {text}"
@@ -414,8 +382,7 @@ fn an_untrusted_or_misnamed_certificate_fails_start_up_saying_so() {
         .into_iter()
         .filter(|(k, _)| k != "RUNNER_NATS_TLS_SERVER_NAME")
         .collect();
-    let (code, text) = run_to_failure(&config, &env);
-    assert_eq!(code, Some(1), "{text}");
+    let text = start_up_fails(&config, &env);
     assert!(
         text.contains("127.0.0.1") && text.contains("nats.tls_server_name"),
         "says the certificate does not name the server: {text}"
@@ -428,8 +395,7 @@ fn an_untrusted_or_misnamed_certificate_fails_start_up_saying_so() {
         .into_iter()
         .filter(|(k, _)| !k.starts_with("RUNNER_NATS_TLS_"))
         .collect();
-    let (code, text) = run_to_failure(&config, &env);
-    assert_eq!(code, Some(1), "{text}");
+    let text = start_up_fails(&config, &env);
     assert!(text.contains("not trusted"), "{text}");
 }
 
@@ -443,8 +409,7 @@ fn an_unreachable_server_still_fails_start_up_as_unreachable() {
         "RUNNER_NATS_URL",
         &format!("nats://127.0.0.1:{port}"),
     );
-    let (code, text) = run_to_failure(&config, &env);
-    assert_eq!(code, Some(1), "{text}");
+    let text = start_up_fails(&config, &env);
     assert!(text.contains("cannot connect to NATS"), "{text}");
     assert!(
         !text.contains("authorization") && !text.contains("not trusted"),
@@ -520,8 +485,7 @@ fn an_nkey_user_connects_with_its_seed_file_and_a_wrong_seed_is_refused() {
         "RUNNER_NATS_NKEY_FILE".to_string(),
         stranger.display().to_string(),
     )];
-    let (code, text) = run_to_failure(&config, &env);
-    assert_eq!(code, Some(1), "{text}");
+    let text = start_up_fails(&config, &env);
     assert!(
         text.to_lowercase().contains("authorization violation") && text.contains("nats.nkey_file"),
         "{text}"

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::ops::call;
+use common::shipped::{make_nats_secrets, nats_client, root, str_list};
 use common::{free_port, wait_until, RunnerProcess};
 use runner::dev::{FakeGateway, NatsCluster, NodeSetup, Reply, TempDir};
 use runner::settings::Settings;
@@ -35,10 +36,6 @@ const SECRETS: &str = "/run/secrets";
 const ADMIN_TOKEN: &str = "stack-test-admin-token";
 /// Generous: six processes share two cores with other builds.
 const WAIT: Duration = Duration::from_secs(90);
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 // ------------------------------------------------------------- the stack as Swarm reads it
 
@@ -261,16 +258,6 @@ impl Service<'_> {
 
 fn replicas(service: &Value) -> u64 {
     service["deploy"]["replicas"].as_u64().unwrap_or(1)
-}
-
-fn str_list(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| x.as_str().unwrap_or_default().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// YAML merge keys (`<<: *anchor`, or a list of them): the mapping's own keys win.
@@ -678,21 +665,6 @@ fn urls_in_text(text: &str) -> Vec<String> {
 
 // ------------------------------------------------------------- the stack's NATS, run
 
-/// Runs docker/nats-secrets.sh into `dir` with `names` in the server certificate.
-fn make_nats_secrets(dir: &Path, names: &[&str]) {
-    let out = std::process::Command::new("sh")
-        .arg(root().join("docker/nats-secrets.sh"))
-        .arg(dir)
-        .args(names)
-        .output()
-        .expect("run docker/nats-secrets.sh (needs sh and openssl)");
-    assert!(
-        out.status.success(),
-        "docker/nats-secrets.sh failed (it needs openssl): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A NATS node service of the stack as its container runs it.
 struct NatsNode {
     /// The service name: the host the Runners and the routes name.
@@ -841,18 +813,6 @@ fn start_stack_nats(nodes: &[NatsNode], root: &Path, probe_user: &str) -> NatsCl
         Box::new(move || nats_client(&secrets, &user)),
     )
     .expect("start the stack's NATS cluster")
-}
-
-/// A client of the stack's NATS as `user` (its password and client certificate).
-fn nats_client(secrets: &Path, user: &str) -> nats::Options {
-    let password = std::fs::read_to_string(secrets.join(format!("{user}_nats_password")))
-        .unwrap_or_else(|e| panic!("{user}'s password: {e}"));
-    nats::Options::with_user_pass(user, &password)
-        .add_root_certificate(secrets.join("nats_ca.pem"))
-        .client_cert(
-            secrets.join(format!("{user}_nats_cert.pem")),
-            secrets.join(format!("{user}_nats_key.pem")),
-        )
 }
 
 fn order_placed(tenant: &str, order: &str) -> Value {

@@ -368,12 +368,6 @@ impl NatsCluster {
     fn spawn(&mut self, i: usize) -> Result<(), NatsClusterError> {
         let (name, client_port) = (self.nodes[i].name.clone(), self.nodes[i].client_port);
         let (cluster_port, monitor_port) = (self.nodes[i].cluster_port, self.nodes[i].monitor_port);
-        let routes: Vec<String> = self
-            .nodes
-            .iter()
-            .filter(|n| n.name != name)
-            .map(|n| format!("nats://127.0.0.1:{}", n.cluster_port))
-            .collect();
         let log = self.log_path(i);
         let earlier = super::nats_server::ready_lines(&log);
         let mut cmd = Command::new(&self.binary);
@@ -401,6 +395,12 @@ impl NatsCluster {
                 cmd.arg("-c").arg((configured.node_config)(&setup)?);
             }
             None => {
+                let routes: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.name != name)
+                    .map(|n| format!("nats://127.0.0.1:{}", n.cluster_port))
+                    .collect();
                 cmd.arg("-sd")
                     .arg(self.dir.path().join(&name))
                     .args(["--cluster_name", &self.cluster_name]);

@@ -21,7 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::StreamError;
-use crate::settings::NatsSettings;
+use crate::settings::{NatsAuth, NatsSettings};
 
 /// A secret string: its `Debug` never shows it.
 #[derive(Clone)]
@@ -66,14 +66,13 @@ impl fmt::Debug for Auth {
 /// How the Runner connects: the server URL(s), its credentials and its TLS.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
-    url: String,
     auth: Auth,
     tls_required: bool,
     /// Set when `tls_ca_file` is: roots from the file, the client certificate, the name.
     tls: Option<Arc<TlsFiles>>,
     /// Without a CA file: the client certificate the client loads itself.
     client_cert: Option<(PathBuf, PathBuf)>,
-    /// Which settings decided what, for errors.
+    /// What it was made of: the URL, and which settings decided what, for errors.
     settings: NatsSettings,
 }
 
@@ -111,59 +110,63 @@ fn set(path: &Path) -> bool {
 impl ClientOptions {
     /// No credentials and TLS only if the server asks: development and test servers.
     pub fn plain(url: &str) -> ClientOptions {
-        let settings = NatsSettings {
-            url: url.to_string(),
-            ..NatsSettings::default()
-        };
         ClientOptions {
-            url: url.to_string(),
             auth: Auth::None,
             tls_required: false,
             tls: None,
             client_cert: None,
-            settings,
+            settings: NatsSettings {
+                url: url.to_string(),
+                ..NatsSettings::default()
+            },
         }
     }
 
     /// Reads and checks every file `[nats]` names.
     pub fn load(settings: &NatsSettings) -> Result<ClientOptions, StreamError> {
-        let auth = if set(&settings.creds_file) {
-            let text = read_text("nats.creds_file", &settings.creds_file)?;
-            // Parsed to check it only; the client reads the file again when it connects.
-            if nats::Options::with_static_credentials(&text).is_err() {
-                return Err(invalid(
-                    "nats.creds_file",
-                    &settings.creds_file,
-                    "is not a NATS credentials file (a user JWT and a user nkey seed, as nsc writes them)",
-                ));
+        let auth = match settings.auth() {
+            NatsAuth::Creds(path) => {
+                let text = read_text("nats.creds_file", path)?;
+                // Parsed to check it only; the client reads the file again when it connects.
+                if nats::Options::with_static_credentials(&text).is_err() {
+                    return Err(invalid(
+                        "nats.creds_file",
+                        path,
+                        "is not a NATS credentials file (a user JWT and a user nkey seed, as nsc writes them)",
+                    ));
+                }
+                Auth::Creds(path.to_path_buf())
             }
-            Auth::Creds(settings.creds_file.clone())
-        } else if set(&settings.nkey_file) {
-            let text = read_text("nats.nkey_file", &settings.nkey_file)?;
-            let pair = text
-                .lines()
-                .map(str::trim)
-                .find(|line| line.starts_with("SU"))
-                .and_then(|seed| nkeys::KeyPair::from_seed(seed).ok())
-                .ok_or_else(|| {
-                    invalid(
-                        "nats.nkey_file",
-                        &settings.nkey_file,
-                        "holds no user nkey seed (a line starting with SU)",
-                    )
-                })?;
-            Auth::Nkey {
-                public: pair.public_key(),
-                pair: Arc::new(pair),
+            NatsAuth::Nkey(path) => {
+                let text = read_text("nats.nkey_file", path)?;
+                let pair = text
+                    .lines()
+                    .map(str::trim)
+                    .find(|line| line.starts_with("SU"))
+                    .and_then(|seed| nkeys::KeyPair::from_seed(seed).ok())
+                    .ok_or_else(|| {
+                        invalid(
+                            "nats.nkey_file",
+                            path,
+                            "holds no user nkey seed (a line starting with SU)",
+                        )
+                    })?;
+                Auth::Nkey {
+                    public: pair.public_key(),
+                    pair: Arc::new(pair),
+                }
             }
-        } else if !settings.user.is_empty() {
-            let text = read_text("nats.password_file", &settings.password_file)?;
-            Auth::UserPassword {
-                user: settings.user.clone(),
-                password: Secret(text.trim_end_matches(['\r', '\n']).to_string()),
+            NatsAuth::UserPassword {
+                user,
+                password_file,
+            } => {
+                let text = read_text("nats.password_file", password_file)?;
+                Auth::UserPassword {
+                    user: user.to_string(),
+                    password: Secret(text.trim_end_matches(['\r', '\n']).to_string()),
+                }
             }
-        } else {
-            Auth::None
+            NatsAuth::None => Auth::None,
         };
 
         let has_cert = set(&settings.tls_cert_file);
@@ -181,7 +184,6 @@ impl ClientOptions {
             None
         };
         Ok(ClientOptions {
-            url: settings.url.clone(),
             auth,
             // TLS material is configured to be used: a server that offers no TLS is refused
             // rather than spoken to in the clear.
@@ -201,7 +203,7 @@ impl ClientOptions {
     }
 
     pub fn url(&self) -> &str {
-        &self.url
+        &self.settings.url
     }
 
     /// The client's options with these credentials and TLS; the caller adds the rest.
@@ -272,7 +274,7 @@ impl ClientOptions {
         }
         if text.contains("NotValidForName") {
             let name = if s.tls_server_name.is_empty() {
-                format!("the host it connected to (of {})", self.url)
+                format!("the host it connected to (of {})", s.url)
             } else {
                 format!("nats.tls_server_name ({})", s.tls_server_name)
             };

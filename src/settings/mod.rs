@@ -38,6 +38,7 @@ mod tenancy;
 #[cfg(test)]
 mod tests;
 
+pub use nats::NatsAuth;
 pub use streams::TENANT_PLACEHOLDER;
 
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@
 //! checks are of the settings alone; the files are read, and their contents checked,
 //! by `nats_io::ClientOptions::load` when the Runner (or `runner check`) starts.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -78,26 +78,51 @@ impl Default for NatsSettings {
 }
 
 /// Whether a path setting is set ("" is not).
-fn set(path: &std::path::Path) -> bool {
+fn set(path: &Path) -> bool {
     !path.as_os_str().is_empty()
 }
 
+/// The way of authenticating `[nats]` names: the one place that decides it, for the
+/// client (`nats_io::ClientOptions::load`) and for what `runner check` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatsAuth<'a> {
+    None,
+    Creds(&'a Path),
+    Nkey(&'a Path),
+    UserPassword {
+        user: &'a str,
+        password_file: &'a Path,
+    },
+}
+
 impl NatsSettings {
+    /// The way of authenticating set (validation allows at most one).
+    pub fn auth(&self) -> NatsAuth<'_> {
+        if set(&self.creds_file) {
+            NatsAuth::Creds(&self.creds_file)
+        } else if set(&self.nkey_file) {
+            NatsAuth::Nkey(&self.nkey_file)
+        } else if !self.user.is_empty() {
+            NatsAuth::UserPassword {
+                user: &self.user,
+                password_file: &self.password_file,
+            }
+        } else {
+            NatsAuth::None
+        }
+    }
+
     /// Which way of authenticating the settings name, as `runner check` prints it: the
     /// user and the files, never what they hold.
     pub fn auth_summary(&self) -> String {
-        if set(&self.creds_file) {
-            format!("credentials file {}", self.creds_file.display())
-        } else if set(&self.nkey_file) {
-            format!("nkey seed file {}", self.nkey_file.display())
-        } else if !self.user.is_empty() {
-            format!(
-                "user {} (password from {})",
-                self.user,
-                self.password_file.display()
-            )
-        } else {
-            "none".into()
+        match self.auth() {
+            NatsAuth::Creds(path) => format!("credentials file {}", path.display()),
+            NatsAuth::Nkey(path) => format!("nkey seed file {}", path.display()),
+            NatsAuth::UserPassword {
+                user,
+                password_file,
+            } => format!("user {user} (password from {})", password_file.display()),
+            NatsAuth::None => "none".into(),
         }
     }
 

@@ -9,6 +9,7 @@
 
 pub mod ops;
 pub mod proxy;
+pub mod shipped;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
