@@ -515,10 +515,17 @@ impl Relay<'_> {
             match entry.item.kind {
                 OutboxKind::Effect => {
                     let item = &entry.item;
+                    // Scoped by tenant and saga: a saga may name its command's id, and
+                    // another tenant may name the same one (saga::command_message_id).
+                    let msg_id = crate::saga::command_message_id(
+                        &item.tenant,
+                        &item.saga,
+                        item.work_id.as_str(),
+                    );
                     self.publisher.publish(
                         tag,
                         &item.destination,
-                        item.work_id.as_str(),
+                        &msg_id,
                         headers_of(item),
                         item.envelope.as_bytes().to_vec(),
                     );

@@ -79,7 +79,11 @@ fn effect_commands_carry_the_contract_headers_and_leave_the_outbox_once_acked() 
     assert_eq!(published.len(), 2);
     for msg in &published {
         let body: Value = serde_json::from_slice(&msg.data).unwrap();
-        assert_eq!(header(msg, "Nats-Msg-Id"), body["command_id"].as_str());
+        // The message id is scoped by tenant and saga; the envelope keeps the command id.
+        let command_id = body["command_id"].as_str().unwrap();
+        let msg_id =
+            runner::saga::command_message_id(&acme(), &"recorder".parse().unwrap(), command_id);
+        assert_eq!(header(msg, "Nats-Msg-Id"), Some(msg_id.as_str()));
         assert_eq!(header(msg, "x-tenant-id"), Some("acme"));
         assert_eq!(
             header(msg, "x-correlation-id"),

@@ -5,14 +5,16 @@ use serde_json::Value;
 
 use super::attempts::Final;
 use crate::envelope::{EffectCommand, EffectResult};
-use crate::relay::verdict::result_event_id;
+use crate::relay::verdict::{result_event_id, unscoped_result_event_id};
 use crate::store::{EffectCompletion, EffectOutcome, RawJson, StoredCompletion};
 
-/// The result event of `command` ended as `end`. Its `event_id` derives from the command
-/// id alone, so every re-publish of it is deduplicated by JetStream and by the saga.
+/// The result event of `command` ended as `end`. Its `event_id` derives from (tenant,
+/// command id), the effect side's dedupe key, so every re-publish of it is deduplicated
+/// by JetStream and by the saga, and another tenant's command of the same id gets a
+/// result of its own.
 pub fn result_event(command: &EffectCommand, end: &Final, now: &str) -> EffectResult {
     EffectResult {
-        event_id: result_event_id(&command.command_id),
+        event_id: result_event_id(&command.tenant_id, &command.command_id),
         tenant_id: command.tenant_id.clone(),
         command_id: command.command_id.clone(),
         effect_name: command.effect_name.clone(),
@@ -39,6 +41,7 @@ pub fn outcome(end: &Final, timestamp: &str) -> EffectOutcome {
         error: end.error.clone(),
         attempts: end.attempts,
         timestamp: timestamp.to_string(),
+        scoped_id: true,
     }
 }
 
@@ -57,7 +60,10 @@ pub fn completion_of(
                 error: o.error,
                 attempts: o.attempts,
             };
-            let event = result_event(command, &end, &o.timestamp);
+            let mut event = result_event(command, &end, &o.timestamp);
+            if !o.scoped_id {
+                event.event_id = unscoped_result_event_id(&command.command_id);
+            }
             Ok(EffectCompletion {
                 event_id: event.event_id.clone(),
                 result: RawJson::of(&event)?,
@@ -121,8 +127,16 @@ mod tests {
             let read = StoredCompletion::decode(text.as_bytes()).unwrap();
             let rebuilt = completion_of(read, &cmd).unwrap();
             assert_eq!(rebuilt.result.as_str(), published.as_str());
-            assert_eq!(rebuilt.event_id, result_event_id("c-1"));
+            assert_eq!(rebuilt.event_id, result_event_id("acme", "c-1"));
         }
+        // A record written before ids were scoped rebuilds its result under the id it
+        // went out with.
+        let unscoped = r#"{"t":"succeeded","a":1,"at":"2026-11-01T10:00:00Z"}"#;
+        let read = StoredCompletion::decode(unscoped.as_bytes()).unwrap();
+        let rebuilt = completion_of(read, &cmd).unwrap();
+        assert_eq!(rebuilt.event_id, unscoped_result_event_id("c-1"));
+        let body: Value = serde_json::from_str(rebuilt.result.as_str()).unwrap();
+        assert_eq!(body["event_id"], unscoped_result_event_id("c-1").as_str());
         // A record written before is read whole.
         let old = r#"{"event_id":"r-1","result":{"x":1},"recorded_at":"2026-11-01T10:00:00Z"}"#;
         let read = StoredCompletion::decode(old.as_bytes()).unwrap();
@@ -146,7 +160,12 @@ mod tests {
         };
         let cmd = command("acme");
         let r = result_event(&cmd, &end, "2026-11-27T10:00:05.000Z");
-        assert_eq!(r.event_id, result_event_id("c-1"));
+        assert_eq!(r.event_id, result_event_id("acme", "c-1"));
+        assert_ne!(
+            r.event_id,
+            result_event(&command("globex"), &end, "t").event_id,
+            "scoped by tenant"
+        );
         assert_eq!(
             r.event_id,
             result_event(&cmd, &end, "later").event_id,

@@ -7,7 +7,9 @@ use uuid::Uuid;
 
 use crate::envelope::{EffectResult, ResultError, ResultType};
 use crate::keys::OutboxKind;
+use crate::saga::scoped_uuid;
 use crate::store::{DeadLetterRecord, OutboxItem};
+use crate::types::TenantId;
 
 /// The `effect_name` of results about aggregate commands.
 pub const GATEWAY_EFFECT: &str = "gateway";
@@ -16,9 +18,24 @@ pub const GATEWAY_EFFECT: &str = "gateway";
 /// id to be deduplicated.
 const RESULT_NAMESPACE: Uuid = Uuid::from_u128(0x1d5c_07a4_8b39_4f0e_a2d6_93e1_7c48_b0f5);
 
-/// The event id of the result of `command_id`: derived from the command id alone, so
-/// every re-publish of one result carries the same id.
-pub fn result_event_id(command_id: &str) -> String {
+/// The event id (and `Nats-Msg-Id`) of the result of `command_id` of `tenant` (the
+/// tenant id as envelopes carry it: `""` or `_` for the single tenant): a UUIDv5 over
+/// (tenant, command id), the effect side's dedupe key, so every re-publish of one result
+/// carries the same id while two tenants' results never share one, whatever ids their
+/// sagas name.
+pub fn result_event_id(tenant: &str, command_id: &str) -> String {
+    let tenant = if tenant.is_empty() {
+        TenantId::SINGLE_TOKEN
+    } else {
+        tenant
+    };
+    scoped_uuid(&RESULT_NAMESPACE, &[tenant, command_id])
+}
+
+/// The result event id of completion records written before ids were scoped by tenant
+/// (derived from the command id alone): a redelivered command rebuilds the result under
+/// the id it was first published with.
+pub fn unscoped_result_event_id(command_id: &str) -> String {
     Uuid::new_v5(&RESULT_NAMESPACE, command_id.as_bytes()).to_string()
 }
 
@@ -87,7 +104,7 @@ pub fn result_event(
         _ => Default::default(),
     };
     let event = EffectResult {
-        event_id: result_event_id(item.work_id.as_str()),
+        event_id: result_event_id(item.tenant.as_str(), item.work_id.as_str()),
         tenant_id: item.tenant.to_string(),
         command_id: item.work_id.to_string(),
         effect_name,
@@ -140,7 +157,7 @@ mod tests {
         assert_eq!(subject, "workflow.result.acme.gateway");
         assert_eq!(event.result_type, ResultType::Rejected);
         assert_eq!(event.command_id, "cmd-1");
-        assert_eq!(event.event_id, result_event_id("cmd-1"));
+        assert_eq!(event.event_id, result_event_id("acme", "cmd-1"));
         assert_eq!(event.payload["command_type"], "MarkPaid");
         assert_eq!(event.payload["status"], 422);
         assert_eq!(event.metadata["extra"], 1, "metadata travels whole");
@@ -156,7 +173,23 @@ mod tests {
         let (_, event) = result_event(&record, "workflow.result", "t");
         assert_eq!(event.result_type, ResultType::Failed);
         assert_eq!(event.attempts, 12);
-        assert_eq!(result_event_id("cmd-1"), result_event_id("cmd-1"));
-        assert_ne!(result_event_id("cmd-1"), result_event_id("cmd-2"));
+    }
+
+    #[test]
+    fn result_ids_are_stable_and_scoped_by_tenant() {
+        let id = result_event_id("acme", "1001");
+        assert_eq!(id, result_event_id("acme", "1001"), "stable");
+        // A literal value (checked with Python's uuid5): changing the derivation would
+        // re-publish results under new ids.
+        assert_eq!(id, "f2eadc0b-77e2-5e27-b8d6-8d606a0f4f08");
+        assert_ne!(id, result_event_id("globex", "1001"), "tenant");
+        assert_ne!(id, result_event_id("acme", "1002"), "command");
+        assert_eq!(result_event_id("", "1001"), result_event_id("_", "1001"));
+        assert_ne!(id, unscoped_result_event_id("1001"));
+        // Records written before keep their ids (the value every such result went out with).
+        assert_eq!(
+            unscoped_result_event_id("cmd-1"),
+            Uuid::new_v5(&RESULT_NAMESPACE, b"cmd-1").to_string()
+        );
     }
 }

@@ -11,6 +11,39 @@ use crate::types::{CorrelationId, EventId, SagaName, TenantId};
 /// command ids would stop matching their re-derivations.
 const COMMAND_NAMESPACE: Uuid = Uuid::from_u128(0x6f2b_6b8e_4c1d_4a57_9a0e_2c3d_5e7f_8a91);
 
+/// Namespace of the message ids of commands. Never change it: a re-published command
+/// must keep its id to be deduplicated.
+const MESSAGE_NAMESPACE: Uuid = Uuid::from_u128(0x3a9c_52e1_0d7b_4f86_b4e2_8f15_c6a0_7d39);
+
+/// The `Nats-Msg-Id` of a command (and the seed of its span id when the saga named the
+/// command's id): a UUIDv5 over (tenant, saga, command id).
+///
+/// A saga may name its command's id (`command_id: {$get: event.payload.order_id}`), and
+/// two tenants may well name the same one: used as given, the second tenant's command
+/// would be dropped by JetStream as a duplicate of the first inside the stream's
+/// duplicate window, and its saga would wait for ever. Scoped, every id names one
+/// tenant's one saga's command, and it is a function of the stored outbox item alone,
+/// so every re-send (a relay retry, a restart after a crash) carries the same id.
+pub fn command_message_id(tenant: &TenantId, saga: &SagaName, command_id: &str) -> String {
+    scoped_uuid(
+        &MESSAGE_NAMESPACE,
+        &[tenant.token(), saga.as_str(), command_id],
+    )
+}
+
+/// A UUIDv5 in `namespace` over `parts` joined by the unit separator, which cannot appear
+/// in tenants, saga names or ids, so distinct tuples never join to the same name.
+pub(crate) fn scoped_uuid(namespace: &Uuid, parts: &[&str]) -> String {
+    let mut name = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            name.push('\u{1f}');
+        }
+        name.push_str(part);
+    }
+    Uuid::new_v5(namespace, name.as_bytes()).to_string()
+}
+
 /// The id of the `index`-th command of the transition (tenant, saga, correlation,
 /// event): index counts the commands kept after null entries were dropped, those of
 /// `on_event` first, then those of `compensation`.
@@ -116,6 +149,33 @@ mod tests {
         let in_time_order = ids.clone();
         ids.sort();
         assert_eq!(ids, in_time_order);
+    }
+
+    #[test]
+    fn command_message_ids_are_stable_and_scoped_by_tenant_and_saga() {
+        let (acme, order, _, _) = ids();
+        let globex: TenantId = "globex".parse().unwrap();
+        let shipping: SagaName = "shipping".parse().unwrap();
+        let id = command_message_id(&acme, &order, "1001");
+        assert_eq!(id, command_message_id(&acme, &order, "1001"), "stable");
+        // A literal value (checked with Python's uuid5): changing the derivation would re-send in-flight commands
+        // under new ids.
+        assert_eq!(id, "640a80cb-c069-5acf-95f4-f4c44c288317");
+        assert_ne!(id, command_message_id(&globex, &order, "1001"), "tenant");
+        assert_ne!(id, command_message_id(&acme, &shipping, "1001"), "saga");
+        assert_ne!(id, command_message_id(&acme, &order, "1002"), "command");
+        assert_ne!(id, "1001", "never the saga's id as given");
+        // "" and "_" are both the single tenant.
+        let single = TenantId::single();
+        assert_eq!(
+            command_message_id(&single, &order, "1001"),
+            command_message_id(&"_".parse().unwrap(), &order, "1001")
+        );
+        // Parts never run into each other.
+        assert_ne!(
+            scoped_uuid(&MESSAGE_NAMESPACE, &["ab", "c"]),
+            scoped_uuid(&MESSAGE_NAMESPACE, &["a", "bc"])
+        );
     }
 
     #[test]

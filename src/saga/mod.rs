@@ -15,7 +15,8 @@ use serde_json::Value;
 
 pub use decode::{decode, decode_message, DecodeConfig, Headers};
 pub use execute::{Disposition, Executor, Outcome};
-pub use ids::{derive_command_id, derive_span_id};
+pub(crate) use ids::scoped_uuid;
+pub use ids::{command_message_id, derive_command_id, derive_span_id};
 
 use crate::envelope::{EnvelopeKind, Metadata};
 use crate::manifest::SagaDef;

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
-use super::ids::{derive_command_id, write_span_id};
+use super::ids::{command_message_id, derive_command_id, write_span_id};
 use super::RoutedEvent;
 use crate::envelope::{meta, parse_traceparent, AggregateCommandRef, EffectCommandRef, Metadata};
 use crate::keys::OutboxKind;
@@ -192,7 +192,13 @@ pub fn outbox_item(
         ),
     };
     let work_id = WorkId::new(&command_id).map_err(|e| format!("commands.{index}: {e}"))?;
-    let metadata = meta.view(&command_id);
+    // A derived id is unique to its tenant and saga already; an id the saga named is
+    // scoped before it seeds the span id, so two tenants naming the same command id
+    // never share a span.
+    let metadata = match explicit {
+        Some(_) => meta.view(&command_message_id(&t.event.tenant, t.saga, &command_id)),
+        None => meta.view(&command_id),
+    };
     let traceparent = metadata.traceparent.clone();
     let tenant = &t.event.tenant;
     let (kind, destination, envelope) = match spec {

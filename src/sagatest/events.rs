@@ -118,7 +118,7 @@ fn result_base(
         let mut base = Map::new();
         let id = text("command_id").map_or_else(
             || format!("step-{n}"),
-            crate::relay::verdict::result_event_id,
+            |c| crate::relay::verdict::result_event_id(h.case.tenant.as_str(), c),
         );
         base.insert("event_id".into(), id.into());
         base.insert("tenant_id".into(), h.case.tenant.as_str().into());

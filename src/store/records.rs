@@ -177,7 +177,7 @@ pub struct EffectCompletion {
 
 /// `dedupe:{tenant}:effect:{command_id}` as stored. New records hold the outcome only
 /// (about 80 bytes instead of 650): the result event is a function of the command and
-/// its outcome (its id derives from the command id; tenant, effect name and metadata are
+/// its outcome (its id derives from tenant and command id; tenant, effect name and metadata are
 /// the command's), so a redelivered command rebuilds the very event that was first
 /// published (`effects::result::completion_of`). Records written before hold the event
 /// whole and are read as they are.
@@ -215,6 +215,11 @@ pub struct EffectOutcome {
     /// The result event's timestamp: when the call ended (RFC 3339).
     #[serde(rename = "at")]
     pub timestamp: String,
+    /// The result's event id is scoped by tenant (`relay::verdict::result_event_id`).
+    /// Absent in records written before ids were scoped: their result is rebuilt under
+    /// the unscoped id it was first published with.
+    #[serde(rename = "s", default, skip_serializing_if = "std::ops::Not::not")]
+    pub scoped_id: bool,
 }
 
 /// `checkpoint:{tenant}:{saga}`: the highest stream sequence applied, per stream.
