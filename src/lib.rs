@@ -2,6 +2,8 @@
 //! (in later stages) runs effects and durable timers, over NATS JetStream and LMDB.
 //! See ARCHITECTURE.md for the map.
 
+#![forbid(unsafe_code)]
+
 pub mod bench;
 pub mod cli;
 pub mod crash;

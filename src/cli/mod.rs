@@ -90,6 +90,7 @@ pub fn store_options(settings: &Settings) -> crate::store::StoreOptions {
             sweep_batch: r.sweep_batch,
             sweep_delay: settings.ack_wait() * 2,
         },
+        max_readers: crate::store::StoreOptions::readers_for(settings.effects.workers),
     }
 }
 

@@ -19,6 +19,7 @@ fn opened(dir: &TempDir, retention: Retention) -> Store {
         map_size: 64 << 20,
         max_size: 64 << 20,
         retention,
+        max_readers: StoreOptions::MIN_READERS,
     };
     Store::open_with(&dir.path().join("store"), &options).unwrap()
 }
@@ -368,6 +369,7 @@ fn a_full_map_grows_up_to_its_most_and_only_then_is_full() {
         map_size: 1 << 20,
         max_size: 8 << 20,
         retention: Retention::default(),
+        max_readers: StoreOptions::MIN_READERS,
     };
     let path = dir.path().join("store");
     let store = Store::open_with(&path, &options).unwrap();
@@ -414,6 +416,7 @@ fn a_full_map_grows_up_to_its_most_and_only_then_is_full() {
         map_size: 1 << 20,
         max_size: 16 << 20,
         retention: Retention::default(),
+        max_readers: StoreOptions::MIN_READERS,
     };
     let store = Store::open_with(&path, &smaller).unwrap();
     assert!(

@@ -125,16 +125,40 @@ pub struct StoreOptions {
     /// The most the map grows to when a commit finds it full (bytes).
     pub max_size: usize,
     pub retention: Retention,
+    /// Slots of LMDB's reader table: read transactions open at once, over every
+    /// process sharing the store ([`StoreOptions::readers_for`]).
+    pub max_readers: u32,
 }
 
 impl StoreOptions {
+    /// LMDB's own default, and the least a store opens with.
+    pub const MIN_READERS: u32 = 126;
+    /// Read transactions besides the effect workers' that may be open at once: the
+    /// pipeline's stage threads (fetch, decode, execute, commit, relay, scheduler,
+    /// sweep, effect fetch and recorder), the ops port's threads and `runner inspect`
+    /// against a live store, with room to spare.
+    pub const OTHER_READERS: u32 = 64;
+
     /// A map of `map_size` that never grows, and the default retention.
     pub fn fixed(map_size: usize) -> StoreOptions {
         StoreOptions {
             map_size,
             max_size: map_size,
             retention: Retention::default(),
+            max_readers: Self::MIN_READERS,
         }
+    }
+
+    /// Reader slots for a process with `effect_workers` effect workers: each worker may
+    /// hold a read transaction (its completion record) while every stage holds one
+    /// too, and a full table refuses the next one (`MDB_READERS_FULL`). The table lives
+    /// in the lock file and is sized by the first process to open the store; processes
+    /// sharing one (effect workers) should run with the same settings.
+    pub fn readers_for(effect_workers: usize) -> u32 {
+        let workers = u32::try_from(effect_workers).unwrap_or(u32::MAX);
+        workers
+            .saturating_add(Self::OTHER_READERS)
+            .max(Self::MIN_READERS)
     }
 }
 
@@ -191,7 +215,7 @@ impl Store {
         let env = Environment::new()
             .set_flags(EnvironmentFlags::NO_TLS)
             .set_map_size(map_size_bytes)
-            .set_max_readers(126)
+            .set_max_readers(options.max_readers.max(StoreOptions::MIN_READERS))
             .open(path)
             .map_err(open_err)?;
         let db = env.open_db(None).map_err(open_err)?;
