@@ -124,7 +124,7 @@ fn two_tenants_naming_the_same_command_id_both_get_their_effect_and_complete() {
     assert_eq!(result_ids.len(), 2, "one result per tenant, distinct ids");
 
     // The Gateway gets each tenant's command: the same idempotency key (the saga's
-    // command id), told apart by x-tenant-id (docs/guarantees.md, "Tenant isolation").
+    // command id), told apart by x-tenant-id (docs/guarantees.md, "Ids across tenants").
     assert!(wait_until(WAIT, || gateway.received().len() >= 2));
     let keys: BTreeSet<(String, String)> = gateway
         .received()
