@@ -12,6 +12,7 @@ pub mod dev;
 pub mod effects;
 pub mod envelope;
 pub mod error;
+pub mod https;
 pub mod keys;
 pub mod logging;
 pub mod manifest;

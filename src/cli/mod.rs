@@ -280,6 +280,9 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
     // The NATS credentials and certificates are read before anything else is touched:
     // a missing or unusable file stops start-up naming its setting.
     let nats_options = nats_io::ClientOptions::load(&settings.nats)?;
+    // Before any HTTP agent is built (the effect providers' at catalog load).
+    crate::https::install(&settings.tls.ca_file)
+        .map_err(|e| Error::Other(format!("tls.ca_file: {e}")))?;
     crate::crash::validate().map_err(Error::Other)?;
     let (catalog, effects) = catalogs_for_mode(&settings)?;
     let admin_token = crate::ops::read_admin_token(&settings.ops.admin_token_file)

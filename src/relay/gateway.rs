@@ -33,7 +33,8 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(url: String, timeout: Duration) -> Gateway {
-        let agent = ureq::AgentBuilder::new()
+        // TLS: the system's roots plus `tls.ca_file` (src/https.rs).
+        let agent = crate::https::agent_builder()
             .timeout(timeout)
             .max_idle_connections_per_host(64)
             .build();

@@ -37,6 +37,7 @@ mod streams;
 mod tenancy;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 pub use nats::NatsAuth;
 pub use streams::TENANT_PLACEHOLDER;
@@ -142,6 +143,7 @@ sections! { |s|
     effects: EffectSettings => validate(s.consumer.ack_wait_ms),
     scheduler: SchedulerSettings => validate(),
     ops: OpsSettings => validate(),
+    tls: TlsSettings => validate(),
     programs: ProgramSettings => validate(),
     manifests: ManifestSettings => validate(s.mode),
 }

@@ -115,7 +115,8 @@ impl Http {
             }
         }
         Ok(Http {
-            agent: ureq::AgentBuilder::new().timeout(ctx.timeout).build(),
+            // TLS: the system's roots plus `tls.ca_file` (src/https.rs).
+            agent: crate::https::agent_builder().timeout(ctx.timeout).build(),
             method,
             url,
             headers,
