@@ -253,10 +253,14 @@ fn items_left_in_the_store_are_found_and_sent_at_start_up() {
     let pipeline = rig.start();
     let nc = rig.connect();
     await_stats(&pipeline, |s| s.relayed == 320);
+    // The envelopes' command ids (the message ids are scoped by tenant and saga).
     let published: Vec<String> = rig
         .published_commands(&nc, 1000)
         .iter()
-        .filter_map(|m| header(m, "Nats-Msg-Id").map(str::to_string))
+        .filter_map(|m| {
+            let body: Value = serde_json::from_slice(&m.data).ok()?;
+            body["command_id"].as_str().map(str::to_string)
+        })
         .collect();
     let mut sorted = published.clone();
     sorted.sort();
