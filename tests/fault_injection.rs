@@ -595,7 +595,12 @@ fn check(world: &World, point: &str) {
             );
         }
         if command_ids.is_empty() {
-            command_ids = ids(&msgs);
+            // The envelopes' ids (the message ids are scoped by tenant and saga).
+            command_ids = msgs
+                .iter()
+                .filter_map(|m| serde_json::from_slice::<Value>(&m.data).ok())
+                .filter_map(|c| c["command_id"].as_str().map(str::to_string))
+                .collect();
         }
         if what == "reminders" {
             reminded_cancelled = msgs
