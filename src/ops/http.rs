@@ -58,6 +58,7 @@ impl std::fmt::Display for Method {
 }
 
 /// What the handler answers.
+#[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
@@ -75,6 +76,7 @@ impl Reply {
 }
 
 /// One request: its head, and its body once [`Request::body`] read it.
+#[derive(Debug)]
 pub struct Request {
     pub method: Method,
     pub path: String,
@@ -325,6 +327,7 @@ fn serve(mut stream: TcpStream, counts: &ServerCounts, handler: &Handler) {
     }
 }
 
+#[derive(Debug)]
 enum HeadError {
     TimedOut,
     Bad(String),
@@ -530,7 +533,7 @@ mod tests {
         let mut request = read_head(&mut server, Instant::now() + HEAD_DEADLINE)
             .unwrap()
             .unwrap();
-        let refused = request.body().err().expect("no body came");
+        let refused = request.body().expect_err("no body came");
         assert_eq!(refused.status, 408, "{}", refused.body);
     }
 

@@ -260,6 +260,8 @@ mod tests {
         }
         for name in [
             "runner_draining",
+            "runner_ops_connections_refused_total",
+            "runner_ops_head_timeouts_total",
             "runner_relay_latency_seconds",
             "runner_timer_lag_seconds",
             "runner_timer_scan_seconds",

@@ -325,4 +325,28 @@ mod tests {
         assert!(!constant_time_eq(b"s3cret", b"s3cre"));
         assert!(!constant_time_eq(b"", b"x"));
     }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_token_file_others_may_read_is_refused_at_load() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = crate::dev::TempDir::new("token").unwrap();
+        let file = dir.path().join("admin-token");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let chmod = |mode| std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode));
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            chmod(mode).unwrap();
+            let err = read_admin_token(&file)
+                .err()
+                .unwrap_or_else(|| panic!("mode {mode:o} was accepted"))
+                .to_string();
+            assert!(err.contains(&file.display().to_string()), "{err}");
+            assert!(err.contains("chmod 600"), "{err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+        for mode in [0o600, 0o400] {
+            chmod(mode).unwrap();
+            assert_eq!(read_admin_token(&file).unwrap().as_deref(), Some("s3cret"));
+        }
+    }
 }
