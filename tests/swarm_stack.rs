@@ -226,7 +226,7 @@ impl Service<'_> {
     }
 
     /// The file mode the stack gives the secret mounted as `name`: Docker's 0444 unless
-    /// the long syntax says `mode` (an octal spelling like `0400`, or its value).
+    /// the long syntax says `mode` (octal, as Docker reads `0400`).
     fn secret_mode(&self, name: &str) -> u32 {
         let entry = self.def["secrets"]
             .as_array()
@@ -248,7 +248,12 @@ impl Service<'_> {
                 u32::from_str_radix(digits, 8)
                     .unwrap_or_else(|_| panic!("secret {name}: mode {octal:?} is not octal"))
             }
-            Some(Value::Number(n)) => n.as_u64().unwrap() as u32,
+            // YAML 1.2 reads `0400` as the number 400; Docker (YAML 1.1) as octal.
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .filter(|f| f.fract() == 0.0)
+                .and_then(|f| u32::from_str_radix(&(f as u64).to_string(), 8).ok())
+                .unwrap_or_else(|| panic!("secret {name}: mode {n} is not octal")),
             _ => 0o444,
         }
     }
