@@ -31,8 +31,7 @@ fn cluster_rig(cluster: &NatsCluster, sink: &FakeGateway) -> (Rig, u16) {
     let manifest = json!({"effects": [{"name": "note", "provider": "http", "timeout_ms": 2000,
         "http": {"url": format!("{}/v1/notes", sink.url())}}]});
     std::fs::write(&effects, manifest.to_string()).unwrap();
-    let token_file = rig.dir.path().join("admin-token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let token_file = common::ops::token_file(&rig);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -30,8 +30,7 @@ fn shard_settings(rig: &Rig, name: &str, bucket: &str) -> Settings {
     s.streams.workflow_filter = format!("{}.workflow.*.{{tenant}}.>", rig.ns);
     s.storage.path = rig.dir.path().join(format!("store-{name}"));
     s.ops.listen = format!("127.0.0.1:{}", free_port());
-    let token_file = rig.dir.path().join("admin-token");
-    std::fs::write(&token_file, TOKEN).unwrap();
+    let token_file = common::ops::token_file(rig);
     s.ops.admin_token_file = token_file;
     s
 }

@@ -57,8 +57,7 @@ fn shard_settings(rig: &Rig, spec: &ShardSpec<'_>) -> Settings {
     s.tenancy.default_tenant = String::new();
     s.tenancy.allowed_tenants = spec.tenants.iter().map(|t| t.to_string()).collect();
     s.ops.listen = format!("127.0.0.1:{}", free_port());
-    let token_file = rig.dir.path().join("admin-token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let token_file = common::ops::token_file(rig);
     s.ops.admin_token_file = token_file;
     s
 }

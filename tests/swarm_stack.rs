@@ -16,6 +16,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -222,6 +223,39 @@ impl Service<'_> {
                     .to_string()
             })
             .collect()
+    }
+
+    /// The file mode the stack gives the secret mounted as `name`: Docker's 0444 unless
+    /// the long syntax says `mode` (octal, as Docker reads `0400`).
+    fn secret_mode(&self, name: &str) -> u32 {
+        let entry = self.def["secrets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| {
+                let target = match s {
+                    Value::String(n) => n.as_str(),
+                    m => m["target"].as_str().or(m["source"].as_str()).unwrap(),
+                };
+                target
+                    .strip_prefix(&format!("{SECRETS}/"))
+                    .unwrap_or(target)
+                    == name
+            });
+        match entry.map(|e| &e["mode"]) {
+            Some(Value::String(octal)) => {
+                let digits = octal.strip_prefix("0o").unwrap_or(octal);
+                u32::from_str_radix(digits, 8)
+                    .unwrap_or_else(|_| panic!("secret {name}: mode {octal:?} is not octal"))
+            }
+            // YAML 1.2 reads `0400` as the number 400; Docker (YAML 1.1) as octal.
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .filter(|f| f.fract() == 0.0)
+                .and_then(|f| u32::from_str_radix(&(f as u64).to_string(), 8).ok())
+                .unwrap_or_else(|| panic!("secret {name}: mode {n} is not octal")),
+            _ => 0o444,
+        }
     }
 
     /// Mount points of named volumes (`name:/path[:mode]` or the long syntax).
@@ -450,6 +484,14 @@ fn every_runner_service_of_the_stack_is_production_ready() {
             service.secrets().contains(&token_name),
             "{name}: mounts the secret {token_name} that ops.admin_token_file names"
         );
+        // The Runner refuses a token file others may read (Docker mounts 0444 unless
+        // told otherwise).
+        let mode = service.secret_mode(&token_name);
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{name}: the secret {token_name} is mounted with mode {mode:o}; the Runner refuses it: give it mode 0400"
+        );
         // NATS credentials and the CA, each a mounted secret, are checked on `docker
         // stack config`'s output by tests/containers.rs (assert_runner_service); the
         // e2e test below runs them against the stack's own nats.conf.
@@ -541,7 +583,13 @@ impl Mapping {
                 None if file.is_file() => std::fs::read(&file).unwrap(),
                 None => format!("stand-in-{secret}").into_bytes(),
             };
-            std::fs::write(secrets.join(&secret), value).unwrap();
+            // Mounted as the stack says (the Runner refuses an admin token file
+            // others may read).
+            let path = secrets.join(&secret);
+            let _ = std::fs::remove_file(&path);
+            std::fs::write(&path, value).unwrap();
+            let mode = service.secret_mode(&secret);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
         }
         let volumes = service.volume_targets();
         let original = service.settings();

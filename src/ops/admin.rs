@@ -3,9 +3,9 @@
 //! replay, instance migration, and retry/discard of quarantine and dead-letter records.
 //! Authentication happens before any of this (see `super::admin`).
 
+use super::http::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tiny_http::Method;
 
 use super::control::Control;
 use super::inspect::{self, Params, Refusal};

@@ -106,6 +106,28 @@ pub fn render(
     out
 }
 
+/// What the ops port's server refused: connections past its cap, heads that did not
+/// arrive in time (slow or stuck clients, or a flood).
+pub fn render_server(out: &mut String, counts: &super::http::ServerCounts) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (name, help, value) in [
+        (
+            "runner_ops_connections_refused_total",
+            "Connections to the ops port answered 503 because too many were open.",
+            counts.busy.load(Relaxed),
+        ),
+        (
+            "runner_ops_head_timeouts_total",
+            "Connections to the ops port closed because the request head did not arrive in time.",
+            counts.head_timeouts.load(Relaxed),
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
+
 fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} gauge");
@@ -238,6 +260,8 @@ mod tests {
         }
         for name in [
             "runner_draining",
+            "runner_ops_connections_refused_total",
+            "runner_ops_head_timeouts_total",
             "runner_relay_latency_seconds",
             "runner_timer_lag_seconds",
             "runner_timer_scan_seconds",

@@ -1,10 +1,12 @@
 //! The ops port (CONTRACTS.md §6): `/health`, `/ready`, `/metrics`, `/info` and the
 //! admin API (drain, resume, reload, replay, quarantine and dead letters, the store's
-//! contents), served by a couple of threads of their own (tiny_http), so a slow scraper
-//! never touches the pipeline.
+//! contents), served by threads of their own (`http`), so a slow scraper never touches
+//! the pipeline, and a slow or stuck client holds only its own connection, for a
+//! bounded time. The admin token is checked before a body is read.
 
 mod admin;
 mod control;
+mod http;
 mod inspect;
 mod metrics;
 mod probe;
@@ -14,16 +16,13 @@ mod storage;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use serde_json::{json, Value};
 
+use http::{Method, Reply, Request};
+
 pub use control::Control;
 pub use probe::{ConsumerLag, Heartbeat, NatsProbe};
-
-/// Threads answering requests: bounded, and enough that a slow `/health` (it writes
-/// to the store) does not queue up `/metrics`.
-const WORKERS: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -34,6 +33,8 @@ pub enum OpsError {
         path: String,
         source: std::io::Error,
     },
+    #[error("the admin token file {path} is readable by others (mode {mode:o}): allow its owner only (chmod 600 {path}; a Docker or Swarm secret: mode 0400)")]
+    TokenExposed { path: String, mode: u32 },
 }
 
 /// What the endpoints read and steer.
@@ -44,21 +45,21 @@ pub struct OpsState {
     pub admin_token: Option<String>,
 }
 
-/// Bytes of a request body read at most (admin calls carry small JSON documents).
-const MAX_BODY: u64 = 64 * 1024;
-
 /// What the serving threads share: the state they were given and what they keep
 /// between requests.
 struct Served {
     state: OpsState,
     /// Quarantine and dead-letter counts, walked at most every 30 s for `/metrics`.
     held: storage::HeldCache,
+    /// The store write behind `/health`, done at most once a second however many
+    /// probes come.
+    store_probe: probe::StoreProbe,
+    /// What the server refused, for `/metrics`.
+    counts: Arc<http::ServerCounts>,
 }
 
 pub struct OpsServer {
-    addr: SocketAddr,
-    server: Arc<tiny_http::Server>,
-    threads: Vec<JoinHandle<()>>,
+    server: http::Server,
 }
 
 impl OpsServer {
@@ -67,52 +68,22 @@ impl OpsServer {
             listen: listen.to_string(),
             message,
         };
-        let server = tiny_http::Server::http(listen)
-            .map(Arc::new)
-            .map_err(|e| err(e.to_string()))?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| err("not an IP address".into()))?;
-        let state = Arc::new(Served {
+        let counts = Arc::new(http::ServerCounts::default());
+        let served = Arc::new(Served {
             state,
             held: storage::HeldCache::default(),
+            store_probe: probe::StoreProbe::default(),
+            counts: counts.clone(),
         });
-        let threads = (0..WORKERS)
-            .map(|n| {
-                let (server, state) = (server.clone(), state.clone());
-                std::thread::Builder::new()
-                    .name(format!("ops-{n}"))
-                    .spawn(move || {
-                        while let Ok(request) = server.recv() {
-                            respond(&state, request);
-                        }
-                    })
-                    .map_err(|e| err(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        log::info!(listen = addr.to_string(); "ops port listening");
-        Ok(OpsServer {
-            addr,
-            server,
-            threads,
-        })
+        let server = http::Server::start(listen, counts, move |request| respond(&served, request))
+            .map_err(|e| err(e.to_string()))?;
+        log::info!(listen = server.addr().to_string(); "ops port listening");
+        Ok(OpsServer { server })
     }
 
     /// Where it listens (the port, when the settings asked for port 0).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for OpsServer {
-    fn drop(&mut self) {
-        for _ in 0..self.threads.len() {
-            self.server.unblock();
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        self.server.addr()
     }
 }
 
@@ -200,96 +171,91 @@ pub fn read_admin_token(path: &Path) -> Result<Option<String>, OpsError> {
     if path.as_os_str().is_empty() {
         return Ok(None);
     }
+    let display = || path.display().to_string();
+    refuse_exposed(path)?;
     let text = std::fs::read_to_string(path).map_err(|source| OpsError::Token {
-        path: path.display().to_string(),
+        path: display(),
         source,
     })?;
     let token = text.trim().to_string();
     Ok((!token.is_empty()).then_some(token))
 }
 
-struct Reply {
-    status: u16,
-    content_type: &'static str,
-    body: String,
+/// Refuses a token file any group or other may read or write (as ssh refuses a
+/// private key): a token others can read is a token others have. A symlink (as
+/// Kubernetes mounts secrets) is judged by the file it names.
+#[cfg(unix)]
+fn refuse_exposed(path: &Path) -> Result<(), OpsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|source| OpsError::Token {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(OpsError::TokenExposed {
+            path: path.display().to_string(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn refuse_exposed(_path: &Path) -> Result<(), OpsError> {
+    Ok(())
 }
 
 fn json_reply(status: u16, body: Value) -> Reply {
-    Reply {
-        status,
-        content_type: "application/json",
-        body: body.to_string(),
+    Reply::json(status, &body)
+}
+
+fn respond(served: &Served, request: &mut Request) -> Reply {
+    let state = &served.state;
+    let shared = state.control.shared();
+    let path = request.path.clone();
+    if path.starts_with("/admin/") {
+        return admin(served, request);
+    }
+    match (&request.method, path.as_str()) {
+        (Method::Get, "/health") => {
+            let (alive, body) = probe::liveness(state, &shared, &served.store_probe);
+            json_reply(if alive { 200 } else { 503 }, body)
+        }
+        (Method::Get, "/ready") => {
+            let (ready, body) = probe::readiness(state, &shared, &served.store_probe);
+            json_reply(if ready { 200 } else { 503 }, body)
+        }
+        (Method::Get, "/metrics") => {
+            let mut body = metrics::render(
+                &shared,
+                shared.intake.is_shutting_down(),
+                &state.probe.consumers(),
+                &served.held,
+            );
+            metrics::render_server(&mut body, &served.counts);
+            Reply {
+                status: 200,
+                content_type: "text/plain; version=0.0.4",
+                body,
+            }
+        }
+        (Method::Get, "/info") => json_reply(
+            200,
+            info(
+                &shared.settings,
+                &shared.catalogs.sagas(),
+                &shared.catalogs.effects(),
+                &shared.store,
+            ),
+        ),
+        (method, _) => json_reply(404, json!({"error": format!("no {method} {path}")})),
     }
 }
 
-fn respond(served: &Served, mut request: tiny_http::Request) {
-    let state = &served.state;
-    let (path, query) = match request.url().split_once('?') {
-        Some((p, q)) => (p.to_string(), q.to_string()),
-        None => (request.url().to_string(), String::new()),
-    };
-    let method = request.method().clone();
-    let shared = state.control.shared();
-    let reply = if path.starts_with("/admin/") {
-        let mut body = String::new();
-        let read = std::io::Read::read_to_string(
-            &mut std::io::Read::take(request.as_reader(), MAX_BODY),
-            &mut body,
-        );
-        match read {
-            Ok(_) => admin(served, &request, &method, &path, &query, &body),
-            Err(e) => json_reply(400, json!({"error": format!("unreadable body: {e}")})),
-        }
-    } else {
-        match (&method, path.as_str()) {
-            (tiny_http::Method::Get, "/health") => {
-                let (alive, body) = probe::liveness(state, &shared);
-                json_reply(if alive { 200 } else { 503 }, body)
-            }
-            (tiny_http::Method::Get, "/ready") => {
-                let (ready, body) = probe::readiness(state, &shared);
-                json_reply(if ready { 200 } else { 503 }, body)
-            }
-            (tiny_http::Method::Get, "/metrics") => Reply {
-                status: 200,
-                content_type: "text/plain; version=0.0.4",
-                body: metrics::render(
-                    &shared,
-                    shared.intake.is_shutting_down(),
-                    &state.probe.consumers(),
-                    &served.held,
-                ),
-            },
-            (tiny_http::Method::Get, "/info") => json_reply(
-                200,
-                info(
-                    &shared.settings,
-                    &shared.catalogs.sagas(),
-                    &shared.catalogs.effects(),
-                    &shared.store,
-                ),
-            ),
-            _ => json_reply(404, json!({"error": format!("no {method} {path}")})),
-        }
-    };
-    let header =
-        tiny_http::Header::from_bytes("Content-Type", reply.content_type).unwrap_or_else(|_| {
-            tiny_http::Header::from_bytes("Content-Type", "text/plain").expect("static header")
-        });
-    let response = tiny_http::Response::from_string(reply.body)
-        .with_status_code(reply.status)
-        .with_header(header);
-    let _ = request.respond(response);
-}
-
-fn admin(
-    served: &Served,
-    request: &tiny_http::Request,
-    method: &tiny_http::Method,
-    path: &str,
-    query: &str,
-    body: &str,
-) -> Reply {
+/// `/admin/*`: the token is checked on the head alone, before any body is read, so a
+/// caller without it cannot hold a thread by declaring a body and not sending it.
+fn admin(served: &Served, request: &mut Request) -> Reply {
     let state = &served.state;
     let Some(token) = &state.admin_token else {
         return json_reply(
@@ -297,21 +263,31 @@ fn admin(
             json!({"error": "admin endpoints are closed: no ops.admin_token_file configured"}),
         );
     };
+    let (method, path, query) = (
+        request.method.clone(),
+        request.path.clone(),
+        request.query.clone(),
+    );
     let given = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Authorization"))
-        .and_then(|h| h.value.as_str().strip_prefix("Bearer "))
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        log::warn!(path = path; "admin call refused: missing or wrong bearer token");
+        log::warn!(path = path.as_str(); "admin call refused: missing or wrong bearer token");
         return json_reply(401, json!({"error": "missing or wrong bearer token"}));
     }
-    if *method != tiny_http::Method::Get {
+    let body = match request.body() {
+        Ok(body) => body,
+        Err(refusal) => {
+            log::warn!(method = method.to_string(), path = path.as_str(), status = refusal.status; "admin call refused: its body could not be read");
+            return refusal;
+        }
+    };
+    if method != Method::Get {
         // Every change an operator makes is on the record (the token never is).
-        log::warn!(method = method.to_string(), path = path, body = body.chars().take(512).collect::<String>(); "admin call");
+        log::warn!(method = method.to_string(), path = path.as_str(), body = body.chars().take(512).collect::<String>(); "admin call");
     }
-    match admin::route(&state.control, &served.held, method, path, query, body) {
+    match admin::route(&state.control, &served.held, &method, &path, &query, &body) {
         Some(Ok((status, body))) => json_reply(status, body),
         Some(Err(refusal)) => refused(refusal),
         None => json_reply(404, json!({"error": format!("no {method} {path}")})),
@@ -348,5 +324,29 @@ mod tests {
         assert!(!constant_time_eq(b"s3cret", b"s3creT"));
         assert!(!constant_time_eq(b"s3cret", b"s3cre"));
         assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_token_file_others_may_read_is_refused_at_load() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = crate::dev::TempDir::new("token").unwrap();
+        let file = dir.path().join("admin-token");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let chmod = |mode| std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode));
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            chmod(mode).unwrap();
+            let err = read_admin_token(&file)
+                .err()
+                .unwrap_or_else(|| panic!("mode {mode:o} was accepted"))
+                .to_string();
+            assert!(err.contains(&file.display().to_string()), "{err}");
+            assert!(err.contains("chmod 600"), "{err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+        for mode in [0o600, 0o400] {
+            chmod(mode).unwrap();
+            assert_eq!(read_admin_token(&file).unwrap().as_deref(), Some("s3cret"));
+        }
     }
 }

@@ -18,7 +18,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -38,9 +38,54 @@ const NATS_FRESH: Duration = Duration::from_secs(3);
 /// tick for its request timeout (5 s). Far longer than that: wedged.
 const MAIN_LOOP_STALL: Duration = Duration::from_secs(60);
 
-/// `GET /health`: (alive, body). A real store write, and the main loop's heartbeat.
-pub(super) fn liveness(state: &OpsState, shared: &Shared) -> (bool, Value) {
-    let storage = shared.store.probe_write().map_err(|e| e.to_string());
+/// A store write probe's result is reused this long: a flood of probes costs at most
+/// one write (and fsync, competing with the commit stage for the writer lock) per
+/// interval.
+const STORE_PROBE_FRESH: Duration = Duration::from_secs(1);
+/// A probe that waits this long for another probe's write to come back answers that
+/// the store is wedged, rather than holding its connection.
+const STORE_PROBE_WEDGED: Duration = Duration::from_secs(10);
+
+/// The store write behind `/health`, done by one probe at a time and its result kept
+/// for [`STORE_PROBE_FRESH`].
+#[derive(Default)]
+pub(super) struct StoreProbe {
+    last: Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl StoreProbe {
+    /// The last result if fresh, else `write`'s (one caller writes; the others wait
+    /// for it, at most [`STORE_PROBE_WEDGED`]).
+    pub(super) fn check(&self, write: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+        self.check_within(STORE_PROBE_FRESH, write)
+    }
+
+    fn check_within(
+        &self,
+        fresh: Duration,
+        write: impl FnOnce() -> Result<(), String>,
+    ) -> Result<(), String> {
+        let Some(mut last) = self.last.try_lock_for(STORE_PROBE_WEDGED) else {
+            return Err(format!(
+                "a store write probe has not come back for over {} s",
+                STORE_PROBE_WEDGED.as_secs()
+            ));
+        };
+        if let Some((at, result)) = last.as_ref() {
+            if at.elapsed() < fresh {
+                return result.clone();
+            }
+        }
+        let result = write();
+        *last = Some((Instant::now(), result.clone()));
+        result
+    }
+}
+
+/// `GET /health`: (alive, body). A real store write (at most one a second, however
+/// many probes come), and the main loop's heartbeat.
+pub(super) fn liveness(state: &OpsState, shared: &Shared, store: &StoreProbe) -> (bool, Value) {
+    let storage = store.check(|| shared.store.probe_write().map_err(|e| e.to_string()));
     let stalled = state
         .control
         .heartbeat()
@@ -63,8 +108,8 @@ pub(super) fn liveness(state: &OpsState, shared: &Shared) -> (bool, Value) {
 
 /// `GET /ready`: (ready, body). Alive, NATS answering, not draining, intake running,
 /// the store not nearly full; the body says which.
-pub(super) fn readiness(state: &OpsState, shared: &Shared) -> (bool, Value) {
-    let (alive, health) = liveness(state, shared);
+pub(super) fn readiness(state: &OpsState, shared: &Shared, store: &StoreProbe) -> (bool, Value) {
+    let (alive, health) = liveness(state, shared, store);
     let nats = state.probe.is_connected(NATS_FRESH);
     let draining = shared.intake.is_shutting_down();
     // Stopped intake (a failed commit: store full, I/O error) takes no work.
@@ -212,6 +257,41 @@ fn monotonic_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_of_health_probes_writes_the_store_once_per_interval() {
+        const HOUR: Duration = Duration::from_secs(3600);
+        let probe = StoreProbe::default();
+        let writes = std::sync::atomic::AtomicU32::new(0);
+        let write = || {
+            writes.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        };
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        assert_eq!(probe.check_within(HOUR, write), Ok(()));
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            writes.load(Ordering::SeqCst),
+            1,
+            "400 probes within the interval"
+        );
+        // A failure is kept as long, and the next write comes once it aged.
+        let failing = StoreProbe::default();
+        assert!(failing
+            .check_within(HOUR, || Err("disk full".into()))
+            .is_err());
+        assert_eq!(
+            failing.check_within(HOUR, || Ok(())),
+            Err("disk full".into())
+        );
+        assert_eq!(failing.check_within(Duration::ZERO, || Ok(())), Ok(()));
+    }
 
     #[test]
     fn a_heartbeat_is_watched_only_between_a_beat_and_a_pause() {

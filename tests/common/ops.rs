@@ -66,8 +66,16 @@ pub fn metric(body: &str, name: &str) -> Option<f64> {
 pub fn admin_port(rig: &mut Rig) -> String {
     let port = super::free_port();
     rig.settings.ops.listen = format!("127.0.0.1:{port}");
-    let token_file = rig.dir.path().join("admin-token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    rig.settings.ops.admin_token_file = token_file;
+    rig.settings.ops.admin_token_file = token_file(rig);
     format!("http://127.0.0.1:{port}")
+}
+
+/// Writes [`TOKEN`] to the rig's admin token file, readable by its owner only (the
+/// Runner refuses one others may read), and returns its path.
+pub fn token_file(rig: &Rig) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let file = rig.dir.path().join("admin-token");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    file
 }
