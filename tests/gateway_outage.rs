@@ -42,7 +42,11 @@ fn a_gateway_that_answers_503_until_the_budget_is_spent_gives_the_saga_timed_out
     let pipeline = rig.start();
     let nc = rig.connect();
     let subject = rig.aggregate_subject("acme", "OrderPlaced");
-    rig.publish(&nc, &subject, &event("e-1", "acme", "o-1", "OrderPlaced", json!({})));
+    rig.publish(
+        &nc,
+        &subject,
+        &event("e-1", "acme", "o-1", "OrderPlaced", json!({})),
+    );
     await_stats(&pipeline, |s| s.dead_letters == 1);
     let acme = "acme".parse().unwrap();
     let dead = rig.store.dead_letters(&acme, 10).unwrap();
@@ -67,6 +71,10 @@ fn a_gateway_that_answers_503_until_the_budget_is_spent_gives_the_saga_timed_out
             .is_some_and(|(_, i)| i.state["gateway"] != "none")
     });
     let (_, instance) = &rig.store.instances(&acme, &saga, 10).unwrap()[0];
-    assert_eq!(instance.state["gateway"], "timed_out", "{:?}", instance.state);
+    assert_eq!(
+        instance.state["gateway"], "timed_out",
+        "{:?}",
+        instance.state
+    );
     assert_eq!(instance.state["kind"], "retry_budget_spent");
 }

@@ -167,7 +167,9 @@ mod tests {
         };
         let record = dead_letter(&command(), &why, 40, "t");
         assert!(
-            record.reason.contains("retry budget of 21600s spent after 40 attempts")
+            record
+                .reason
+                .contains("retry budget of 21600s spent after 40 attempts")
                 && record.reason.contains("gateway answered 503"),
             "{}",
             record.reason
