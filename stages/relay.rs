@@ -600,24 +600,40 @@ impl Relay<'_> {
     }
 
     /// A counted failure: retry after a backoff (at least what the destination asked
-    /// for), or give up once the attempts are spent.
+    /// for), or give up once the retry budget is spent.
     fn failed(&mut self, key: &str, reason: String, after: Option<Duration>) {
         let Some(entry) = self.tracker.get(key) else {
             return;
         };
         let attempts = entry.attempts;
-        if entry.verdict.is_none() && attempts >= self.cfg.max_attempts {
-            self.give_up(key, GiveUp::Exhausted { last_error: reason });
-            return;
-        }
-        let max = Duration::from_millis(self.cfg.backoff_max_ms);
-        let delay = backoff::delay(
-            attempts,
-            Duration::from_millis(self.cfg.backoff_initial_ms),
-            max,
-            self.jitter.draw(),
-        )
-        .max(after.unwrap_or_default().min(max));
+        let policy = backoff::RetryPolicy {
+            initial: Duration::from_millis(self.cfg.backoff_initial_ms),
+            max: Duration::from_millis(self.cfg.backoff_max_ms),
+            budget: Duration::from_secs(self.cfg.retry_budget_secs),
+        };
+        let since_first = entry.first_attempt.map_or(Duration::ZERO, |t| t.elapsed());
+        let random = self.jitter.draw();
+        let step = match entry.verdict {
+            // A verdict's result event is published however long it takes.
+            Some(_) => backoff::AfterFailure::RetryIn(backoff::delay(
+                attempts,
+                policy.initial,
+                policy.max,
+                random,
+            )),
+            None => policy.after_failure(attempts, since_first, after, random),
+        };
+        let delay = match step {
+            backoff::AfterFailure::RetryIn(delay) => delay,
+            backoff::AfterFailure::BudgetSpent => {
+                let why = GiveUp::BudgetSpent {
+                    last_error: reason,
+                    budget: policy.budget,
+                };
+                self.give_up(key, why);
+                return;
+            }
+        };
         let (tenant, correlation, trace) = ids_of(&entry.item);
         log::warn!(outbox_key = key, tenant_id = tenant, correlation_id = correlation, trace_id = trace,
             attempts = attempts, retry_in_ms = delay.as_millis() as u64, reason = reason.as_str();

@@ -215,24 +215,6 @@ fn a_gateway_that_never_answers_times_out_and_the_item_waits_in_the_outbox() {
     assert!(got.iter().all(|c| c.command_id() == got[0].command_id()));
 }
 
-#[test]
-fn exhausted_retries_are_dead_lettered_with_a_failed_event() {
-    let gateway = FakeGateway::start(|_, _| Reply::status(503)).unwrap();
-    let mut rig = rig_with(shipper_saga(), &gateway);
-    rig.settings.relay.max_attempts = 3;
-    let pipeline = rig.start();
-    let nc = rig.connect();
-    send_for(&rig, &nc, "acme", "e-1", "o-1");
-    await_stats(&pipeline, |s| s.dead_letters == 1);
-    assert_eq!(gateway.received().len(), 3, "exactly max_attempts calls");
-    let dead = rig.store.dead_letters(&acme(), 10).unwrap();
-    assert_eq!((dead[0].attempts, dead[0].status), (3, None));
-    let events = result_events(&rig, &nc, 10);
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0]["result_type"], "failed");
-    assert_eq!(events[0]["attempts"], 3);
-}
-
 fn seed_outbox(rig: &Rig, tenant: &str, kind: OutboxKind, n: usize) -> Vec<String> {
     runner::dev::seed_outbox(
         &rig.store,

@@ -45,8 +45,13 @@ pub fn run(
                     };
                 }
                 Outcome::Failed(f) => {
-                    // Only the upstream's own failures count against it.
-                    def.breaker.record(!f.retryable, Instant::now());
+                    // Only the upstream's own failures count against it; a command that
+                    // never reached it (its own fault) is no news about the upstream.
+                    if f.command_fault {
+                        def.breaker.not_asked();
+                    } else {
+                        def.breaker.record(!f.retryable, Instant::now());
+                    }
                     f
                 }
             }
@@ -87,7 +92,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::effects::breaker::{Breaker, BreakerPolicy};
+    use crate::effects::breaker::{Breaker, BreakerPolicy, BreakerState};
     use crate::effects::manifest::RetryPolicy;
     use crate::effects::provider::Provider;
 
@@ -153,6 +158,26 @@ mod tests {
 
     fn retryable(kind: &str) -> Outcome {
         Outcome::Failed(Failure::retryable(kind, "down"))
+    }
+
+    #[test]
+    fn commands_that_never_reach_the_upstream_leave_the_breaker_alone() {
+        let invalid = Outcome::Failed(Failure::invalid("bad_request", "bad header"));
+        let d = def(vec![retryable("connection"), invalid], 1, 2);
+        assert_eq!(run_def(&d).0.error.unwrap().kind, "connection");
+        for _ in 0..5 {
+            let (f, _) = run_def(&d);
+            assert_eq!(f.result_type, ResultType::Failed);
+            assert_eq!(
+                (f.attempts, f.error.unwrap().kind.as_str()),
+                (1, "bad_request")
+            );
+        }
+        assert_eq!(
+            d.breaker.state(),
+            BreakerState::Closed { failures: 1 },
+            "neither counted as failures nor as successes"
+        );
     }
 
     #[test]

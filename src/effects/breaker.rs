@@ -76,6 +76,22 @@ impl Breaker {
         }
     }
 
+    /// An allowed call that never reached the upstream (the command's own fault): not a
+    /// failure nor a success; a half-open probe it took is given back.
+    pub fn not_asked(&self) {
+        let mut state = self.state.lock();
+        if let BreakerState::HalfOpen {
+            admitted,
+            succeeded,
+        } = *state
+        {
+            *state = BreakerState::HalfOpen {
+                admitted: admitted.saturating_sub(1),
+                succeeded,
+            };
+        }
+    }
+
     /// The outcome of an allowed call. Only failures of the upstream count (a refused
     /// request, a 4xx of the caller's making, is a success for the breaker).
     pub fn record(&self, upstream_ok: bool, now: Instant) {
@@ -148,6 +164,28 @@ mod tests {
         assert!(!b.allow(t0 + Duration::from_secs(10)), "only one probe");
         b.record(true, t0 + Duration::from_secs(10));
         assert_eq!(b.state(), BreakerState::Closed { failures: 0 });
+    }
+
+    #[test]
+    fn a_call_that_never_reached_the_upstream_gives_its_probe_back() {
+        let b = breaker(1);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            b.record(false, t0);
+        }
+        let later = t0 + Duration::from_secs(10);
+        assert!(b.allow(later));
+        b.not_asked();
+        assert!(
+            matches!(b.state(), BreakerState::HalfOpen { .. }),
+            "not closed by it"
+        );
+        assert!(b.allow(later), "the probe is free again");
+        b.not_asked();
+        b.record(false, t0);
+        assert!(matches!(b.state(), BreakerState::Open { .. }));
+        b.not_asked();
+        assert!(matches!(b.state(), BreakerState::Open { .. }));
     }
 
     #[test]

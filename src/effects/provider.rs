@@ -35,7 +35,7 @@ impl<'a> Call<'a> {
             .get_or_init(|| serde_json::from_slice(self.raw).map_err(|e| e.to_string()))
             .as_ref()
             .map_err(|e| {
-                Failure::permanent("bad_command", format!("the command is not valid JSON: {e}"))
+                Failure::invalid("bad_command", format!("the command is not valid JSON: {e}"))
             })
     }
 }
@@ -57,6 +57,10 @@ pub struct Failure {
     /// Short machine-readable kind: `timeout`, `connection`, `http_503`, `circuit_open`…
     pub kind: String,
     pub message: String,
+    /// The command itself made the request impossible (a header value, a URL, a body
+    /// it cannot form): the upstream was never asked, so this is no news about it and
+    /// the circuit breaker ignores it. Always permanent.
+    pub command_fault: bool,
 }
 
 impl Failure {
@@ -65,6 +69,7 @@ impl Failure {
             retryable: true,
             kind: kind.into(),
             message: message.into(),
+            command_fault: false,
         }
     }
 
@@ -73,6 +78,15 @@ impl Failure {
             retryable: false,
             kind: kind.into(),
             message: message.into(),
+            command_fault: false,
+        }
+    }
+
+    /// A permanent failure the command caused before any request went out.
+    pub fn invalid(kind: &str, message: impl Into<String>) -> Failure {
+        Failure {
+            command_fault: true,
+            ..Failure::permanent(kind, message)
         }
     }
 }

@@ -67,10 +67,22 @@ impl Text {
             .map_err(|e| format!("secret {name}: cannot read {}: {e}", path.display()))?;
         let value = value.strip_suffix('\n').unwrap_or(&value);
         let value = value.strip_suffix('\r').unwrap_or(value).to_string();
+        check_value(&value).map_err(|why| format!("secret {name}: its value {why}"))?;
         Ok(Text::Secret(Secret {
             name: name.to_string(),
             value,
         }))
+    }
+
+    /// `text` with every occurrence of this secret's value replaced by its name, for
+    /// text that came back from outside (an upstream may echo a credential).
+    pub fn redact(&self, text: &str) -> String {
+        match self {
+            Text::Secret(s) if !s.value.is_empty() && text.contains(&s.value) => {
+                text.replace(&s.value, &s.to_string())
+            }
+            _ => text.to_string(),
+        }
     }
 
     pub fn expose(&self) -> &str {
@@ -79,6 +91,25 @@ impl Text {
             Text::Secret(s) => s.expose(),
         }
     }
+}
+
+/// Why a secret's value cannot be sent as it is, never quoting it: a file written with
+/// an editor's BOM, a stray space or a second newline would otherwise go out as part of
+/// a credential and fail far from its cause.
+fn check_value(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() {
+        return Err("is empty");
+    }
+    if value.starts_with('\u{feff}') {
+        return Err("starts with a byte order mark");
+    }
+    if value.starts_with(char::is_whitespace) || value.ends_with(char::is_whitespace) {
+        return Err("has leading or trailing whitespace");
+    }
+    if value.chars().any(|c| c.is_control() || c == '\u{feff}') {
+        return Err("contains control characters");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

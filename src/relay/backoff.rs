@@ -17,6 +17,48 @@ pub fn delay(attempt: u32, initial: Duration, max: Duration, random: u64) -> Dur
     Duration::from_millis(half + random % (nominal - half + 1))
 }
 
+/// How an item's transient failures are retried: delays from [`delay`], all within a
+/// time budget counted from the item's first attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max: Duration,
+    pub budget: Duration,
+}
+
+/// What to do after a transient failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Try again after this long.
+    RetryIn(Duration),
+    /// The budget is spent: give up (the outcome at the destination is unknown).
+    BudgetSpent,
+}
+
+impl RetryPolicy {
+    /// After `attempts` failed attempts, the first of them `since_first` ago: the backoff
+    /// (at least what the destination `asked` for, up to the cap), shortened so that the
+    /// last attempt falls at the end of the budget; once the budget is spent, give up.
+    pub fn after_failure(
+        &self,
+        attempts: u32,
+        since_first: Duration,
+        asked: Option<Duration>,
+        random: u64,
+    ) -> AfterFailure {
+        let Some(left) = self
+            .budget
+            .checked_sub(since_first)
+            .filter(|d| !d.is_zero())
+        else {
+            return AfterFailure::BudgetSpent;
+        };
+        let wait = delay(attempts, self.initial, self.max, random)
+            .max(asked.unwrap_or_default().min(self.max));
+        AfterFailure::RetryIn(wait.min(left))
+    }
+}
+
 /// A small, fast generator for jitter (xorshift64*); not for anything secret.
 #[derive(Debug)]
 pub struct Jitter(u64);
@@ -62,6 +104,37 @@ mod tests {
             assert!(
                 high <= nominal * MS && high >= low,
                 "attempt {attempt}: {high:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn failures_within_the_budget_are_retried_and_the_last_retry_ends_it() {
+        let policy = RetryPolicy {
+            initial: 100 * MS,
+            max: 1000 * MS,
+            budget: Duration::from_secs(10),
+        };
+        // Many attempts are fine while time is left: attempts do not end it.
+        assert_eq!(
+            policy.after_failure(500, Duration::from_secs(3), None, 0),
+            AfterFailure::RetryIn(500 * MS)
+        );
+        // What the destination asked for counts, up to the cap.
+        assert_eq!(
+            policy.after_failure(1, Duration::ZERO, Some(Duration::from_secs(60)), 0),
+            AfterFailure::RetryIn(1000 * MS)
+        );
+        // The last retry falls at the budget's end, not after it.
+        assert_eq!(
+            policy.after_failure(9, 9_800 * MS, None, 0),
+            AfterFailure::RetryIn(200 * MS)
+        );
+        for spent in [Duration::from_secs(10), Duration::from_secs(11)] {
+            assert_eq!(
+                policy.after_failure(2, spent, None, 0),
+                AfterFailure::BudgetSpent,
+                "{spent:?}"
             );
         }
     }

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::effects::providers::http::header_value;
 use crate::envelope::header;
 use crate::store::OutboxItem;
 
@@ -17,7 +18,9 @@ pub enum GatewayOutcome {
         reason: String,
         after: Option<Duration>,
     },
-    /// Any other 4xx: the command will never be accepted.
+    /// Any other 4xx, or a 3xx (redirects are not followed: a `Location` is no proof the
+    /// command was taken, and following one could send it elsewhere): the command will
+    /// never be accepted as sent.
     Rejected { status: u16, body: String },
 }
 
@@ -36,6 +39,8 @@ impl Gateway {
         // TLS: the system's roots plus `tls.ca_file` (src/https.rs).
         let agent = crate::https::agent_builder()
             .timeout(timeout)
+            // A redirect is an answer, not a confirmation (see `classify`).
+            .redirects(0)
             .max_idle_connections_per_host(64)
             .build();
         Gateway { agent, url }
@@ -46,13 +51,13 @@ impl Gateway {
             .agent
             .post(&self.url)
             .set("content-type", "application/json")
-            .set(header::TENANT, item.tenant.as_str())
-            .set("idempotency-key", item.work_id.as_str());
+            .set(header::TENANT, &header_value(item.tenant.as_str()))
+            .set("idempotency-key", &header_value(item.work_id.as_str()));
         if let Some(c) = &headers.correlation_id {
-            req = req.set(header::CORRELATION, c);
+            req = req.set(header::CORRELATION, &header_value(c));
         }
         if let Some(tp) = &headers.traceparent {
-            req = req.set(header::TRACEPARENT, tp);
+            req = req.set(header::TRACEPARENT, &header_value(tp));
         }
         match req.send_bytes(item.envelope.as_bytes()) {
             Ok(resp) => {
@@ -229,6 +234,70 @@ mod tests {
             );
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_redirect_is_not_followed_and_is_not_an_acceptance() {
+        use crate::dev::{HttpStub, StubResponse};
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = seen.clone();
+        let stub = HttpStub::start(move |req| {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            match req.path.as_str() {
+                "/v1/commands" => StubResponse {
+                    status: 303,
+                    headers: vec![("location".into(), "/elsewhere".into())],
+                    body: Vec::new(),
+                },
+                _ => StubResponse {
+                    status: 200,
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                },
+            }
+        })
+        .unwrap();
+        let gateway = Gateway::new(
+            format!("{}/v1/commands", stub.url()),
+            Duration::from_secs(5),
+        );
+        let outcome = gateway.send(&item("o-1"), &CommandHeaders::default());
+        assert!(
+            matches!(outcome, GatewayOutcome::Rejected { status: 303, .. }),
+            "{outcome:?}"
+        );
+        assert_eq!(
+            seen.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "not followed"
+        );
+    }
+
+    #[test]
+    fn a_non_ascii_correlation_id_goes_out_percent_encoded() {
+        let upstream = crate::dev::FakeGateway::accepting().unwrap();
+        let gateway = Gateway::new(upstream.url().to_string(), Duration::from_secs(5));
+        let item = item("Zürich 1");
+        assert_eq!(
+            gateway.send(&item, &CommandHeaders::of(&item)),
+            GatewayOutcome::Accepted { status: 202 }
+        );
+        let got = upstream.received();
+        assert_eq!(got[0].header("x-correlation-id"), Some("Z%C3%BCrich%201"));
+    }
+
+    fn item(correlation: &str) -> OutboxItem {
+        OutboxItem {
+            kind: crate::keys::OutboxKind::Aggregate,
+            tenant: "acme".parse().unwrap(),
+            work_id: "cmd-1".parse().unwrap(),
+            saga: "order".parse().unwrap(),
+            correlation: correlation.parse().unwrap(),
+            destination: "order".into(),
+            envelope: crate::store::RawJson::of(&serde_json::json!({"command_id": "cmd-1"}))
+                .unwrap(),
+            traceparent: None,
+        }
     }
 
     #[test]

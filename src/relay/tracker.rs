@@ -39,6 +39,9 @@ pub struct Entry {
     pub item: OutboxItem,
     /// Dispatches made so far (outages of the broker itself are not counted).
     pub attempts: u32,
+    /// When the first counted dispatch began: the retry budget is measured from here. Kept
+    /// in memory only, so a restart starts the budget again (the longer, safe way).
+    pub first_attempt: Option<Instant>,
     /// Set once the relay gave up on the item: what remains is publishing its result
     /// event and filing the dead letter.
     pub verdict: Option<DeadLetterRecord>,
@@ -142,6 +145,7 @@ impl Tracker {
             Box::new(Entry {
                 item,
                 attempts: 0,
+                first_attempt: None,
                 verdict: None,
                 state: State::Ready,
             }),
@@ -190,6 +194,7 @@ impl Tracker {
             entry.state = State::InFlight;
             if entry.verdict.is_none() {
                 entry.attempts += 1;
+                entry.first_attempt.get_or_insert_with(Instant::now);
             }
             return Some((key, &**entry));
         }
@@ -254,6 +259,10 @@ impl Tracker {
             entry.state = State::Waiting(at);
             if !counted && entry.verdict.is_none() {
                 entry.attempts = entry.attempts.saturating_sub(1);
+                if entry.attempts == 0 {
+                    // No counted attempt yet: the budget starts with the first one.
+                    entry.first_attempt = None;
+                }
             }
         }
     }

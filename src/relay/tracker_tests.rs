@@ -152,3 +152,27 @@ fn a_confirmed_item_frees_its_slot_but_stays_held_until_done() {
     t.done(&k0);
     assert_eq!((t.len(), t.in_flight()), (1, 1));
 }
+
+#[test]
+fn the_retry_budget_starts_at_the_first_counted_attempt_and_stays() {
+    let mut t = Tracker::new(limits(4, 10, 10));
+    let (k, i) = item("a", OutboxKind::Aggregate, 0);
+    t.admit(k.clone(), i);
+    assert_eq!(t.get(&k).unwrap().first_attempt, None);
+    // A NATS outage on the first dispatch gives it back: no budget spent yet.
+    t.next(any_room).unwrap();
+    let now = Instant::now();
+    t.retry_at(&k, now, false);
+    assert_eq!(t.get(&k).unwrap().first_attempt, None);
+    t.wake(now);
+    let first = t.next(any_room).unwrap().1.first_attempt.unwrap();
+    t.retry_at(&k, now, true);
+    t.wake(now);
+    t.next(any_room).unwrap();
+    t.retry_at(&k, now, false);
+    assert_eq!(
+        t.get(&k).unwrap().first_attempt,
+        Some(first),
+        "later attempts keep the start"
+    );
+}

@@ -1,6 +1,7 @@
 //! Giving up on an outbox item: the dead-letter record that keeps it for redrive, and
 //! the result event that tells its saga (CONTRACTS.md §2: a Gateway rejection is a
-//! `rejected` result on `workflow.result.{tenant}.gateway`).
+//! `rejected` result on `workflow.result.{tenant}.gateway`; a spent retry budget is
+//! `timed_out`, since the destination may have taken the command without our hearing).
 
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -44,17 +45,28 @@ pub fn unscoped_result_event_id(command_id: &str) -> String {
 pub enum GiveUp {
     /// The destination refused the command for good (a Gateway 4xx).
     Rejected { status: u16, body: String },
-    /// Every attempt failed.
-    Exhausted { last_error: String },
+    /// Transient failures (timeouts, 5xx, connection errors) lasted the whole retry
+    /// budget: whether the destination took the command is unknown.
+    BudgetSpent {
+        last_error: String,
+        budget: std::time::Duration,
+    },
 }
+
+/// The error kind of a `timed_out` result after a spent retry budget.
+pub const BUDGET_SPENT: &str = "retry_budget_spent";
 
 pub fn dead_letter(item: &OutboxItem, why: &GiveUp, attempts: u32, now: &str) -> DeadLetterRecord {
     let (reason, status) = match why {
         GiveUp::Rejected { status, body } => {
             (format!("rejected with {status}: {body}"), Some(*status))
         }
-        GiveUp::Exhausted { last_error } => (
-            format!("gave up after {attempts} attempts: {last_error}"),
+        GiveUp::BudgetSpent { last_error, budget } => (
+            format!(
+                "retry budget of {}s spent after {attempts} attempts (outcome unknown: \
+                 the destination may have accepted it); last error: {last_error}",
+                budget.as_secs()
+            ),
             None,
         ),
     };
@@ -96,7 +108,7 @@ pub fn result_event(
     };
     let (result_type, kind) = match record.status {
         Some(_) => (ResultType::Rejected, "rejected"),
-        None => (ResultType::Failed, "relay_gave_up"),
+        None => (ResultType::TimedOut, BUDGET_SPENT),
     };
     let subject = format!("{result_prefix}.{}.{effect_name}", item.tenant.token());
     let metadata = match envelope.get("metadata") {
@@ -165,14 +177,26 @@ mod tests {
     }
 
     #[test]
-    fn exhausted_retries_fail_and_ids_are_stable() {
-        let why = GiveUp::Exhausted {
+    fn a_spent_retry_budget_times_out_never_fails_and_ids_are_stable() {
+        let why = GiveUp::BudgetSpent {
             last_error: "gateway answered 503".into(),
+            budget: std::time::Duration::from_secs(21_600),
         };
-        let record = dead_letter(&command(), &why, 12, "t");
+        let record = dead_letter(&command(), &why, 40, "t");
+        assert!(
+            record
+                .reason
+                .contains("retry budget of 21600s spent after 40 attempts")
+                && record.reason.contains("gateway answered 503"),
+            "{}",
+            record.reason
+        );
         let (_, event) = result_event(&record, "workflow.result", "t");
-        assert_eq!(event.result_type, ResultType::Failed);
-        assert_eq!(event.attempts, 12);
+        assert_eq!(event.result_type, ResultType::TimedOut);
+        let error = event.error.unwrap();
+        assert_eq!(error.kind, BUDGET_SPENT);
+        assert_eq!(error.message, record.reason);
+        assert_eq!(event.attempts, 40);
     }
 
     #[test]

@@ -29,9 +29,12 @@ pub struct RelaySettings {
     pub queue_per_tenant: usize,
     /// Tenants with items waiting in memory at once.
     pub max_tenants: usize,
-    /// Attempts at one item before it is dead-lettered. Outages of NATS itself do not
-    /// count: they pause the lane instead.
-    pub max_attempts: u32,
+    /// How long the relay keeps retrying one item after transient failures (Gateway
+    /// timeouts, connection errors, 408, 429, 5xx), counted from its first attempt; then
+    /// it is dead-lettered and its saga hears `timed_out` (the destination may have taken
+    /// it). Outages of NATS itself do not count: they pause the lane instead. The clock
+    /// lives in memory: a restart starts it again.
+    pub retry_budget_secs: u64,
     /// First retry delay; doubles per attempt, with jitter, up to `backoff_max_ms`.
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
@@ -54,7 +57,7 @@ impl Default for RelaySettings {
             max_in_flight_per_tenant: 256,
             queue_per_tenant: 1_024,
             max_tenants: 1_024,
-            max_attempts: 12,
+            retry_budget_secs: 6 * 3_600,
             backoff_initial_ms: 200,
             backoff_max_ms: 60_000,
             scan_interval_ms: 10_000,
@@ -113,7 +116,12 @@ impl RelaySettings {
                 1_000_000,
             ),
             ("relay.max_tenants", self.max_tenants as u64, 1, 1_000_000),
-            ("relay.max_attempts", self.max_attempts.into(), 1, 1_000),
+            (
+                "relay.retry_budget_secs",
+                self.retry_budget_secs,
+                1,
+                7 * 86_400,
+            ),
             (
                 "relay.backoff_initial_ms",
                 self.backoff_initial_ms,
@@ -168,7 +176,16 @@ mod tests {
             ("RUNNER_RELAY_COMMANDS_PATH", "v1", "relay.commands_path"),
             ("RUNNER_RELAY_GATEWAY_WORKERS", "0", "relay.gateway_workers"),
             ("RUNNER_RELAY_PUBLISH_WINDOW", "0", "relay.publish_window"),
-            ("RUNNER_RELAY_MAX_ATTEMPTS", "0", "relay.max_attempts"),
+            (
+                "RUNNER_RELAY_RETRY_BUDGET_SECS",
+                "0",
+                "relay.retry_budget_secs",
+            ),
+            (
+                "RUNNER_RELAY_RETRY_BUDGET_SECS",
+                "604801",
+                "relay.retry_budget_secs",
+            ),
             ("RUNNER_RELAY_BACKOFF_MAX_MS", "1", "relay.backoff_max_ms"),
             (
                 "RUNNER_RELAY_SCAN_INTERVAL_MS",

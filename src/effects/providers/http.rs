@@ -13,8 +13,17 @@
 //!
 //! Every request carries `idempotency-key: <command_id>` (so an upstream that honours it
 //! turns a repeated call into a no-op), `x-tenant-id`, and `x-correlation-id` and
-//! `traceparent` when the command has them. URL placeholders are `{dotted.path}` into
-//! the command, percent-encoded; the body is a program expression over `command`.
+//! `traceparent` when the command has them; values from the command are sent through
+//! [`header_value`] (percent-encoded outside visible ASCII). URL placeholders are
+//! `{dotted.path}` into the command, allowed only after the host (a command cannot pick
+//! where its request goes), percent-encoded, and a value that is empty or a dot segment
+//! (`.`, `..`) fails the command. The body is a program expression over `command`.
+//!
+//! Redirects are not followed: a 3xx is an answer like any other non-success (permanent
+//! unless listed in `retry_statuses`), so no header, secret or not, reaches another
+//! host. A request the command itself makes impossible (a bad header, URL or body) fails
+//! that command for good without counting against the breaker. Secret values that an
+//! upstream echoes back are replaced by the secret's name in results and errors.
 
 use std::collections::BTreeMap;
 
@@ -91,9 +100,25 @@ impl Http {
             .headers
             .iter()
             .map(|(name, value)| {
-                Text::resolve(value, ctx.secrets_dir)
-                    .map(|text| (name.to_ascii_lowercase(), text))
-                    .map_err(|e| format!("http.headers.{name}: {e}"))
+                let text = Text::resolve(value, ctx.secrets_dir)
+                    .map_err(|e| format!("http.headers.{name}: {e}"))?;
+                let name_ok = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                if !name_ok {
+                    return Err(format!("http.headers: {name:?} is not a header name"));
+                }
+                // (A secret's value was checked when it was read, without quoting it.)
+                if let Text::Plain(v) = &text {
+                    if header_value(v) != v.as_str() || v.starts_with(' ') || v.ends_with(' ') {
+                        return Err(format!(
+                            "http.headers.{name}: the value must be printable ASCII without \
+                             '%' or leading/trailing spaces"
+                        ));
+                    }
+                }
+                Ok((name.to_ascii_lowercase(), text))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let body = s
@@ -115,8 +140,11 @@ impl Http {
             }
         }
         Ok(Http {
-            // TLS: the system's roots plus `tls.ca_file` (src/https.rs).
-            agent: crate::https::agent_builder().timeout(ctx.timeout).build(),
+            // TLS: the system's roots plus `tls.ca_file` (src/https.rs); no redirects.
+            agent: crate::https::agent_builder()
+                .timeout(ctx.timeout)
+                .redirects(0)
+                .build(),
             method,
             url,
             headers,
@@ -137,7 +165,7 @@ impl Http {
                         Some(Value::String(s)) => s.clone(),
                         Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
                         _ => {
-                            return Err(Failure::permanent(
+                            return Err(Failure::invalid(
                                 "bad_request",
                                 format!(
                                     "url placeholder {{command.{}}} has no string or number value",
@@ -146,6 +174,15 @@ impl Http {
                             ))
                         }
                     };
+                    if is_dot_segment(&text) {
+                        return Err(Failure::invalid(
+                            "bad_request",
+                            format!(
+                                "url placeholder {{command.{}}} is empty or a dot segment",
+                                path.join(".")
+                            ),
+                        ));
+                    }
                     url.push_str(&percent_encode(&text));
                 }
             }
@@ -184,7 +221,7 @@ impl Provider for Http {
             Some(expr) => match expr.eval(&[json], BODY_GAS) {
                 Ok(v) => v,
                 Err(fault) => {
-                    return Outcome::Failed(Failure::permanent(
+                    return Outcome::Failed(Failure::invalid(
                         "bad_request",
                         format!("http.body: {fault}"),
                     ))
@@ -197,14 +234,14 @@ impl Provider for Http {
             .agent
             .request(&self.method, &url)
             .set("content-type", "application/json")
-            .set("idempotency-key", &c.command_id)
-            .set(header::TENANT, &c.tenant_id);
+            .set("idempotency-key", &header_value(&c.command_id))
+            .set(header::TENANT, &header_value(&c.tenant_id));
         for (key, name) in [
             (meta::CORRELATION_ID, header::CORRELATION),
             (meta::TRACEPARENT, header::TRACEPARENT),
         ] {
             if let Some(v) = c.meta(key) {
-                req = req.set(name, v);
+                req = req.set(name, &header_value(v));
             }
         }
         for (name, value) in &self.headers {
@@ -218,9 +255,13 @@ impl Provider for Http {
         let (status, resp) = match sent {
             Ok(resp) => (resp.status(), resp),
             Err(ureq::Error::Status(status, resp)) => (status, resp),
-            Err(ureq::Error::Transport(t)) => return Outcome::Failed(transport_failure(&t)),
+            Err(ureq::Error::Transport(t)) => {
+                let mut failure = transport_failure(&t);
+                failure.message = self.redact(&failure.message);
+                return Outcome::Failed(failure);
+            }
         };
-        let text = read_limited(resp);
+        let text = self.redact(&read_limited(resp));
         match self.classify(status) {
             None => {
                 let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
@@ -230,13 +271,49 @@ impl Provider for Http {
                 retryable,
                 kind: format!("http_{status}"),
                 message: format!("{} answered {status}: {}", self.method, excerpt(&text)),
+                command_fault: false,
             }),
         }
     }
 }
 
+impl Http {
+    /// `text` from outside with every secret value of this effect replaced by its name.
+    fn redact(&self, text: &str) -> String {
+        self.headers
+            .iter()
+            .fold(text.to_string(), |text, (_, value)| value.redact(&text))
+    }
+}
+
+/// A header value the wire takes: visible ASCII as it is, every other byte and `%`
+/// itself as `%XX` (so the encoding is one-to-one: two command ids never share an
+/// `idempotency-key`). Ids may hold any character but controls; an HTTP header may not,
+/// and a refused header must not look like an upstream outage.
+pub fn header_value(value: &str) -> std::borrow::Cow<'_, str> {
+    const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b' ').add(b'%');
+    percent_encoding::utf8_percent_encode(value, ESCAPED).into()
+}
+
+/// Whether a URL placeholder's value would change the path's structure: empty (`//`)
+/// or a dot segment, also when percent-decoded once by a lenient server.
+fn is_dot_segment(value: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
+    [value, decoded.as_ref()]
+        .iter()
+        .any(|v| matches!(*v, "" | "." | ".."))
+}
+
 fn transport_failure(t: &ureq::Transport) -> Failure {
     use std::error::Error as _;
+    use ureq::ErrorKind;
+    if matches!(
+        t.kind(),
+        ErrorKind::BadHeader | ErrorKind::InvalidUrl | ErrorKind::UnknownScheme
+    ) {
+        // Nothing was sent: the request the command asked for cannot be made.
+        return Failure::invalid("bad_request", t.to_string());
+    }
     let timed_out = t
         .source()
         .and_then(|s| s.downcast_ref::<std::io::Error>())
@@ -267,6 +344,17 @@ fn excerpt(text: &str) -> String {
 
 /// Splits `http://x/{command.payload.id}/y` into literals and command fields.
 fn parse_url_template(raw: &str) -> Result<Vec<UrlPart>, String> {
+    // Scheme, host and port are fixed: the first placeholder comes after the '/' that
+    // ends the authority.
+    let authority = raw.find("://").map_or(0, |i| i + 3);
+    let path_start = raw[authority..].find('/').map(|i| authority + i);
+    if let Some(open) = raw.find('{') {
+        if path_start.is_none_or(|p| open < p) {
+            return Err(format!(
+                "http.url: placeholders are allowed only in the path, after the host (in {raw:?})"
+            ));
+        }
+    }
     let mut parts = Vec::new();
     let mut rest = raw;
     while let Some(open) = rest.find('{') {

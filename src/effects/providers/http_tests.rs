@@ -158,3 +158,165 @@ fn a_missing_url_field_fails_the_call_permanently() {
         other => panic!("{other:?}"),
     }
 }
+
+fn call_with(p: &Http, metadata: Value, payload: Value) -> Outcome {
+    let json = json!({"tenant_id": "acme", "command_id": "cmd-1", "effect_name": "charge",
+        "payload": payload, "metadata": metadata, "issued_at": "2026-11-27T10:00:00Z"});
+    let cmd: EffectCommand = serde_json::from_value(json.clone()).unwrap();
+    let raw = json.to_string().into_bytes();
+    p.call(&Call::new(&cmd, &raw))
+}
+
+#[test]
+fn a_non_ascii_correlation_id_goes_out_percent_encoded() {
+    let upstream = FakeGateway::start(|_, _| Reply::status(200)).unwrap();
+    let secrets = TempDir::new("secrets").unwrap();
+    let p = provider(
+        json!({"url": format!("{}/charge", upstream.url())}),
+        &secrets,
+        2_000,
+    )
+    .unwrap();
+    let outcome = call_with(&p, json!({"correlation_id": "Zürich 1"}), json!({}));
+    assert!(matches!(outcome, Outcome::Succeeded(_)), "{outcome:?}");
+    assert_eq!(
+        upstream.received()[0].header("x-correlation-id"),
+        Some("Z%C3%BCrich%201")
+    );
+}
+
+#[test]
+fn a_redirect_is_not_followed_so_no_secret_header_leaves_the_host() {
+    use crate::dev::{HttpStub, StubResponse};
+    let keys = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let seen = keys.clone();
+    let upstream = HttpStub::start(move |req| {
+        let key = req
+            .headers
+            .iter()
+            .find(|(n, _)| n == "x-api-key")
+            .map(|(_, v)| v.clone());
+        seen.lock().push((req.path.clone(), key));
+        StubResponse {
+            status: if req.path == "/charge" { 302 } else { 200 },
+            headers: vec![("location".into(), "/elsewhere".into())],
+            body: Vec::new(),
+        }
+    })
+    .unwrap();
+    let secrets = TempDir::new("secrets").unwrap();
+    std::fs::write(secrets.path().join("api_key"), "k3y").unwrap();
+    let p = provider(
+        json!({"url": format!("{}/charge", upstream.url()), "headers": {"x-api-key": "secret:api_key"}}),
+        &secrets,
+        2_000,
+    )
+    .unwrap();
+    match call_with(&p, json!({}), json!({})) {
+        Outcome::Failed(f) => assert_eq!((f.kind.as_str(), f.retryable), ("http_302", false)),
+        other => panic!("{other:?}"),
+    }
+    let keys = keys.lock();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0].0, "/charge");
+}
+
+#[test]
+fn dot_segments_in_a_placeholder_fail_the_command_without_a_request() {
+    let upstream = FakeGateway::start(|_, _| Reply::status(200)).unwrap();
+    let secrets = TempDir::new("secrets").unwrap();
+    let p = provider(
+        json!({"url": format!("{}/v1/orders/{{command.payload.id}}/charge", upstream.url())}),
+        &secrets,
+        2_000,
+    )
+    .unwrap();
+    for id in ["..", ".", "%2e%2e"] {
+        match call_with(&p, json!({}), json!({"id": id})) {
+            Outcome::Failed(f) => assert!(!f.retryable && f.kind == "bad_request", "{id}: {f:?}"),
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+    assert_eq!(upstream.count(), 0);
+    assert!(matches!(
+        call_with(&p, json!({}), json!({"id": "a..b"})),
+        Outcome::Succeeded(_)
+    ));
+}
+
+#[test]
+fn placeholders_before_the_path_are_refused_at_load() {
+    let secrets = TempDir::new("secrets").unwrap();
+    for url in [
+        "http://{command.payload.host}/x",
+        "http://api.{command.payload.host}/x",
+        "http://api:{command.payload.port}/x",
+        "https://api{command.payload.path}",
+    ] {
+        let err = provider(json!({"url": url}), &secrets, 100)
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("only in the path"), "{url}: {err:?}");
+    }
+    for url in [
+        "http://api/{command.payload.id}",
+        "http://api:8080/v1?id={command.payload.id}",
+    ] {
+        assert!(
+            provider(json!({"url": url}), &secrets, 100).is_ok(),
+            "{url}"
+        );
+    }
+}
+
+#[test]
+fn secret_values_with_stray_bytes_are_refused_at_load_without_showing_them() {
+    let secrets = TempDir::new("secrets").unwrap();
+    for (i, value) in [
+        " Bearer tok-1",
+        "Bearer tok-1 ",
+        "\u{feff}Bearer tok-1",
+        "Bearer\ttok-1",
+        "Bearer tok-1\n\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let name = format!("token{i}");
+        std::fs::write(secrets.path().join(&name), value).unwrap();
+        let err = provider(
+            json!({"url": "http://x/", "headers": {"authorization": format!("secret:{name}")}}),
+            &secrets,
+            100,
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(err.contains(&name), "{value:?}: {err:?}");
+        assert!(!err.contains("tok-1"), "the value is not shown: {err}");
+    }
+}
+
+#[test]
+fn a_secret_echoed_by_the_upstream_never_reaches_the_result() {
+    // An upstream that echoes the request's credentials in its error body.
+    let upstream = FakeGateway::start(|c, _| Reply {
+        body: format!(
+            "bad credentials: {}",
+            c.header("x-api-key").unwrap_or_default()
+        ),
+        ..Reply::status(401)
+    })
+    .unwrap();
+    let secrets = TempDir::new("secrets").unwrap();
+    std::fs::write(secrets.path().join("api_key"), "k3y-s3cr3t").unwrap();
+    let p = provider(
+        json!({"url": format!("{}/charge", upstream.url()), "headers": {"x-api-key": "secret:api_key"}}),
+        &secrets,
+        2_000,
+    )
+    .unwrap();
+    let outcome = call_with(&p, json!({}), json!({}));
+    let shown = format!("{outcome:?}");
+    assert!(!shown.contains("k3y-s3cr3t"), "{shown}");
+    assert!(shown.contains("secret:api_key"), "{shown}");
+}
