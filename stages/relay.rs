@@ -116,7 +116,7 @@ pub fn run(shared: &Shared, nc: &nats::Connection, inbox: NoticeInbox) {
         Duration::from_millis(cfg.publish_timeout_ms),
         3,
     ) {
-        Ok(p) => p,
+        Ok(p) => p.with_max_payload(shared.max_payload),
         Err(e) => {
             log::error!(error = e.to_string(); "relay cannot subscribe to its ack inbox; relay stage ends");
             return;
@@ -550,6 +550,20 @@ impl Relay<'_> {
         match (c.result, purpose) {
             (Ok(_), Purpose::Send) => self.confirmed(key),
             (Ok(_), Purpose::Verdict) => self.file_dead_letter(&key),
+            // The server would never take it: no attempt is spent, none is made again.
+            (Err(e @ PublishError::TooLarge { .. }), Purpose::Send) => {
+                Stats::add(&self.shared.stats.relay_too_large, 1);
+                let detail = e.to_string();
+                self.give_up(&key, GiveUp::TooLarge { detail });
+            }
+            // Its result cannot be told either (its metadata is cut to a few ids, so this
+            // is all but impossible): the dead letter is filed without it.
+            (Err(e @ PublishError::TooLarge { .. }), Purpose::Verdict) => {
+                let (tenant, correlation, trace) = self.ids(&key);
+                log::error!(outbox_key = key.as_str(), tenant_id = tenant, correlation_id = correlation, trace_id = trace,
+                    error = e.to_string(); "the result event of a dead letter is too large to publish; filing the dead letter without it");
+                self.file_dead_letter(&key);
+            }
             // NATS itself is unavailable: not the item's fault, so no attempt is used.
             (Err(e @ (PublishError::Timeout { .. } | PublishError::Io(_))), _) => {
                 let (tenant, correlation, trace) = self.ids(&key);
