@@ -137,6 +137,7 @@ pub fn run(shared: &Shared, nc: &nats::Connection, inbox: NoticeInbox) {
             per_tenant_in_flight: cfg.max_in_flight_per_tenant,
             per_tenant_held: cfg.queue_per_tenant,
             tenants: cfg.max_tenants,
+            held_bytes: cfg.max_held_bytes,
         }),
         publisher,
         deleter,
@@ -276,6 +277,10 @@ impl Relay<'_> {
                 self.on_publish(completion);
             }
             Stats::set(&self.shared.stats.relay_held, self.tracker.len() as u64);
+            Stats::set(
+                &self.shared.stats.relay_held_bytes,
+                self.tracker.bytes() as u64,
+            );
             let due = self.delete_due.is_some_and(|at| at <= Instant::now());
             if self.to_delete.len() >= DELETE_BATCH || due || drain.is_some() {
                 self.flush_deletes();
@@ -447,6 +452,14 @@ impl Relay<'_> {
         };
         let mut next = page.next;
         for (key, item) in page.items {
+            if self.tracker.bytes_full() {
+                // The byte budget is spent: nothing more is taken this pass (admitting
+                // records that items were left); the next pass comes once sends freed
+                // some.
+                self.tracker.admit(key, item);
+                next = None;
+                break;
+            }
             if !self.tracker.has_room_for(&item.tenant) {
                 // This tenant is full: skip the rest of its items (admitting this one
                 // records that items were left behind). ';' sorts right after ':', so
