@@ -226,7 +226,9 @@ impl Tracker {
             return;
         };
         self.leave_state(key, &entry);
-        self.bytes = self.bytes.saturating_sub(entry.item.envelope.as_str().len());
+        self.bytes = self
+            .bytes
+            .saturating_sub(entry.item.envelope.as_str().len());
         let tenant = &entry.item.tenant;
         if let Some(n) = self.held.get_mut(tenant) {
             *n -= 1;

@@ -47,7 +47,11 @@ fn the_byte_budget_stops_taking_items_of_every_tenant_until_some_leave() {
     }
     assert!(t.bytes() >= 1_000 && t.bytes_full());
     let (k, i) = big("b", 9);
-    assert_eq!(t.admit(k, i), Admit::Full, "another tenant waits in the store too");
+    assert_eq!(
+        t.admit(k, i),
+        Admit::Full,
+        "another tenant waits in the store too"
+    );
     assert!(t.take_overflow());
     t.done(&keys[0]);
     assert!(!t.bytes_full());
