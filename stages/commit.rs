@@ -281,7 +281,12 @@ fn count_message(shared: &Shared, o: &crate::saga::Outcome) {
     Stats::add(&shared.stats.ignored, o.ignored.into());
     Stats::add(&shared.stats.duplicates, o.duplicates.into());
     Stats::add(&shared.stats.timers_stale, o.stale.into());
-    Stats::add(&shared.stats.faults, o.faults.into());
+    // A transition refused as too large is its own count, not a program fault.
+    Stats::add(
+        &shared.stats.faults,
+        o.faults.saturating_sub(o.too_large).into(),
+    );
+    Stats::add(&shared.stats.too_large_quarantined, o.too_large.into());
     Stats::add(&shared.stats.program_gas, o.gas);
 }
 

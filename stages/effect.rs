@@ -200,6 +200,7 @@ impl<'a> Worker<'a> {
                 let end = self.call(&msg, &delivery, &cmd, &def);
                 crate::crash::point(crate::crash::AFTER_CALL);
                 let ended_at = now_rfc3339();
+                let end = self.fitting(&cmd, end, &ended_at, &log_ctx);
                 let event = result_event(&cmd, &end, &ended_at);
                 let result = match RawJson::of(&event) {
                     Ok(result) => result,
@@ -236,6 +237,44 @@ impl<'a> Worker<'a> {
             }
         };
         self.finish(msg, delivery, &cmd, ended, log_ctx);
+    }
+
+    /// `end`, or, when its result event would be over the server's `max_payload`, a
+    /// `failed` end of kind `result_too_large` with a small payload: the call happened
+    /// and is recorded as ended, so the command ends once and is never called again.
+    fn fitting(&self, cmd: &EffectCommand, end: Final, ended_at: &str, log: &LogCtx) -> Final {
+        let size = |end: &Final| {
+            let body = serde_json::to_vec(&result_event(cmd, end, ended_at)).map_or(0, |b| b.len());
+            let headers = nats_io::context_headers(
+                &cmd.tenant_id,
+                cmd.meta(meta::CORRELATION_ID),
+                cmd.meta(meta::TRACEPARENT),
+            );
+            // The result's event id is a UUID.
+            nats_io::wire_size(&headers, Some(36), body)
+        };
+        let (size, max) = (size(&end), self.shared.max_payload);
+        if size <= max {
+            return end;
+        }
+        Stats::add(&self.shared.stats.effect_results_too_large, 1);
+        let message = format!(
+            "the effect's result is {size} bytes, over the server's max_payload of {max}; \
+             it ended {:?} and is not called again",
+            end.result_type
+        );
+        log::error!(tenant_id = log.tenant.as_str(), correlation_id = log.correlation.as_str(),
+            trace_id = log.trace.as_str(), command_id = cmd.command_id.as_str(), size = size as u64,
+            max_payload = max as u64; "effect result too large to publish; a failed result (result_too_large) goes instead");
+        Final {
+            result_type: ResultType::Failed,
+            payload: serde_json::json!({"result_bytes": size, "max_payload": max}),
+            error: Some(crate::envelope::ResultError {
+                kind: "result_too_large".into(),
+                message,
+            }),
+            attempts: end.attempts,
+        }
     }
 
     /// Hands the ended command to the `effect-commit` thread and waits until its record
@@ -275,6 +314,18 @@ impl<'a> Worker<'a> {
             reason,
             tenant: TenantId::new(header_tenant).unwrap_or_default(),
         };
+        // Never executed, never read: a command is bounded as an event is.
+        let max = self.shared.settings.pipeline.max_message_bytes;
+        if msg.data.len() > max {
+            Stats::add(&self.shared.stats.effect_commands_too_large, 1);
+            return Err(poison(
+                QuarantineKind::Decode,
+                format!(
+                    "too large: {} bytes, pipeline.max_message_bytes is {max}",
+                    msg.data.len()
+                ),
+            ));
+        }
         // Straight into the command, without a JSON tree in between (only a provider
         // that asks for one builds it). UTF-8 is checked whole first: fields the command
         // ignores are skipped, not read, by the parser.

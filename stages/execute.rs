@@ -13,7 +13,8 @@ use crate::store::{Reader, StoreError};
 pub fn run(shared: &Shared, input: &Receiver<DecodedBatch>, out: &Sender<ExecutedBatch>) {
     // The store was opened with the settings' retention: sagas without their own keep it.
     let mut executor = Executor::new(&shared.settings.streams.command_prefix)
-        .with_retention(crate::store::Keep::of(shared.store.retention()));
+        .with_retention(crate::store::Keep::of(shared.store.retention()))
+        .with_max_payload(shared.max_payload);
     let mut batch_no = 0u64;
     for batch in input {
         Stats::set(&shared.stats.queue_execute, input.len() as u64);

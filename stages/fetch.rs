@@ -2,7 +2,8 @@
 //!
 //! `fetch(n)` on a pull subscription would block until n messages exist, so each pull
 //! request carries an expiry and the stage forwards whatever has arrived so far; a
-//! forwarded batch holds at most `fetch_batch` messages. A full downstream channel
+//! forwarded batch holds at most `fetch_batch` messages, and no more than
+//! `consumer.fetch_max_bytes` worth of the largest message the server takes. A full downstream channel
 //! blocks the send, which stops further pull requests: that is the backpressure.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -165,7 +166,8 @@ fn pull(
     last_request: &mut Instant,
 ) -> PullEnd {
     let intake = &shared.intake;
-    let batch = shared.settings.consumer.fetch_batch;
+    // Bounded in bytes too: never more than `fetch_max_bytes` of the largest messages.
+    let batch = shared.settings.consumer.pull_batch(shared.max_payload);
     let wait = Duration::from_millis(shared.settings.consumer.fetch_wait_ms);
     let request = BatchOptions {
         batch,

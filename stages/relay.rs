@@ -116,7 +116,7 @@ pub fn run(shared: &Shared, nc: &nats::Connection, inbox: NoticeInbox) {
         Duration::from_millis(cfg.publish_timeout_ms),
         3,
     ) {
-        Ok(p) => p,
+        Ok(p) => p.with_max_payload(shared.max_payload),
         Err(e) => {
             log::error!(error = e.to_string(); "relay cannot subscribe to its ack inbox; relay stage ends");
             return;
@@ -137,6 +137,7 @@ pub fn run(shared: &Shared, nc: &nats::Connection, inbox: NoticeInbox) {
             per_tenant_in_flight: cfg.max_in_flight_per_tenant,
             per_tenant_held: cfg.queue_per_tenant,
             tenants: cfg.max_tenants,
+            held_bytes: cfg.max_held_bytes,
         }),
         publisher,
         deleter,
@@ -276,6 +277,10 @@ impl Relay<'_> {
                 self.on_publish(completion);
             }
             Stats::set(&self.shared.stats.relay_held, self.tracker.len() as u64);
+            Stats::set(
+                &self.shared.stats.relay_held_bytes,
+                self.tracker.bytes() as u64,
+            );
             let due = self.delete_due.is_some_and(|at| at <= Instant::now());
             if self.to_delete.len() >= DELETE_BATCH || due || drain.is_some() {
                 self.flush_deletes();
@@ -447,6 +452,14 @@ impl Relay<'_> {
         };
         let mut next = page.next;
         for (key, item) in page.items {
+            if self.tracker.bytes_full() {
+                // The byte budget is spent: nothing more is taken this pass (admitting
+                // records that items were left); the next pass comes once sends freed
+                // some.
+                self.tracker.admit(key, item);
+                next = None;
+                break;
+            }
             if !self.tracker.has_room_for(&item.tenant) {
                 // This tenant is full: skip the rest of its items (admitting this one
                 // records that items were left behind). ';' sorts right after ':', so
@@ -557,6 +570,20 @@ impl Relay<'_> {
         match (c.result, purpose) {
             (Ok(_), Purpose::Send) => self.confirmed(key),
             (Ok(_), Purpose::Verdict) => self.file_dead_letter(&key),
+            // The server would never take it: no attempt is spent, none is made again.
+            (Err(e @ PublishError::TooLarge { .. }), Purpose::Send) => {
+                Stats::add(&self.shared.stats.relay_too_large, 1);
+                let detail = e.to_string();
+                self.give_up(&key, GiveUp::TooLarge { detail });
+            }
+            // Its result cannot be told either (its metadata is cut to a few ids, so this
+            // is all but impossible): the dead letter is filed without it.
+            (Err(e @ PublishError::TooLarge { .. }), Purpose::Verdict) => {
+                let (tenant, correlation, trace) = self.ids(&key);
+                log::error!(outbox_key = key.as_str(), tenant_id = tenant, correlation_id = correlation, trace_id = trace,
+                    error = e.to_string(); "the result event of a dead letter is too large to publish; filing the dead letter without it");
+                self.file_dead_letter(&key);
+            }
             // NATS itself is unavailable: not the item's fault, so no attempt is used.
             (Err(e @ (PublishError::Timeout { .. } | PublishError::Io(_))), _) => {
                 let (tenant, correlation, trace) = self.ids(&key);

@@ -10,6 +10,11 @@
 //! so after a crash between publish and the index delete the reminder is simply
 //! published again: JetStream and the saga's dedupe both see the same event id.
 //!
+//! A reminder over the server's `max_payload` is never published: its timer leaves the
+//! due index (counted in `timers_too_large` and logged with its reason) instead of being
+//! tried again every pass. The executor refuses such timers before commit, so only one
+//! written under a larger limit can meet this.
+//!
 //! Due times come from event time (programs compute them); the scheduler compares them
 //! with the wall clock. A clock that jumps back only delays timers; after downtime the
 //! overdue ones fire at once, oldest first, one batch at a time.
@@ -32,7 +37,7 @@ pub fn run(shared: &Shared, nc: &nats::Connection) {
     let cfg = shared.settings.scheduler.clone();
     let timeout = Duration::from_millis(shared.settings.relay.publish_timeout_ms);
     let mut publisher = match Publisher::new(nc, cfg.batch, timeout, 3) {
-        Ok(p) => p,
+        Ok(p) => p.with_max_payload(shared.max_payload),
         Err(e) => {
             log::error!(error = e.to_string(); "scheduler cannot subscribe to its ack inbox; scheduler stage ends");
             return;
@@ -80,6 +85,8 @@ pub fn run(shared: &Shared, nc: &nats::Connection) {
         }
         let mut fired = Vec::with_capacity(due.len());
         let mut failed = 0;
+        // Timers whose reminder can never be published.
+        let mut dropped = Vec::new();
         for c in publisher.finish() {
             let Some((key, item)) = due.get(c.tag as usize) else {
                 continue;
@@ -90,6 +97,16 @@ pub fn run(shared: &Shared, nc: &nats::Connection) {
                     shared.timer_lag.record(Duration::from_millis(lag));
                     fired.push(key.clone());
                 }
+                // The server would never take it (the executor refuses such timers
+                // before commit; this one was written under a larger limit): it leaves
+                // the due index like a fired one, so it is never tried again.
+                Err(e) if e.is_too_large() => {
+                    Stats::add(&shared.stats.timers_too_large, 1);
+                    log::error!(tenant_id = item.tenant.as_str(), correlation_id = item.correlation.as_str(),
+                        trace_id = trace_id(item), timer = item.name.as_str(), error = e.to_string();
+                        "reminder too large to publish; the timer is dropped from the due index and never fires");
+                    dropped.push(key.clone());
+                }
                 Err(e) => {
                     failed += 1;
                     log::warn!(tenant_id = item.tenant.as_str(), correlation_id = item.correlation.as_str(),
@@ -99,6 +116,12 @@ pub fn run(shared: &Shared, nc: &nats::Connection) {
             }
         }
         crate::crash::point(crate::crash::AFTER_REMINDER);
+        if !dropped.is_empty() {
+            if let Err(e) = shared.store.timers_published(&dropped) {
+                log::error!(timers = dropped.len() as u64, error = e.to_string();
+                    "cannot take too-large timers out of the due index; they are dropped again next pass");
+            }
+        }
         match shared.store.timers_published(&fired) {
             // Counted by publish: a reminder applied before this (a quick saga side)
             // took its index entry with it.

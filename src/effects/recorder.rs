@@ -31,7 +31,7 @@ use crossbeam_channel::{bounded, select, Receiver, Sender};
 use nats::header::HeaderMap;
 
 use crate::effects::claims::{ClaimWrite, Claims};
-use crate::nats_io::{Completion, Delivery, Publisher};
+use crate::nats_io::{Completion, Delivery, PublishError, Publisher};
 use crate::oneshot;
 use crate::pipeline::{Shared, Stats};
 use crate::store::{EffectCompletion, StoreError, StoredCompletion};
@@ -115,7 +115,8 @@ pub fn recorder(
     workers: usize,
 ) -> std::io::Result<(Recorder, Committer)> {
     let timeout = Duration::from_millis(shared.settings.relay.publish_timeout_ms);
-    let publisher = Publisher::new(nc, PUBLISH_WINDOW, timeout, 3)?;
+    let publisher =
+        Publisher::new(nc, PUBLISH_WINDOW, timeout, 3)?.with_max_payload(shared.max_payload);
     let claim_publisher = Publisher::new(nc, BATCH_MAX, timeout, 3)?;
     let (tx, rx) = bounded(workers.max(1));
     Ok((
@@ -311,6 +312,21 @@ impl Committer {
             return;
         };
         let shared = &self.shared;
+        if let Err(e @ PublishError::TooLarge { .. }) = &c.result {
+            // Only a result recorded under a larger limit (new ones are cut to fit
+            // before their record): republishing it can never succeed, so the command
+            // ends here instead of being redelivered for ever.
+            Stats::add(&shared.stats.effect_results_too_large, 1);
+            log::error!(tenant_id = f.log.tenant.as_str(), correlation_id = f.log.correlation.as_str(),
+                trace_id = f.log.trace.as_str(), error = e.to_string();
+                "recorded effect result too large to publish; the command is terminated");
+            shared
+                .intake
+                .drops()
+                .settle(&f.delivery.stream, f.delivery.stream_seq);
+            let _ = f.msg.ack_kind(nats::jetstream::AckKind::Term);
+            return;
+        }
         if let Err(e) = c.result {
             log::warn!(tenant_id = f.log.tenant.as_str(), correlation_id = f.log.correlation.as_str(),
                 trace_id = f.log.trace.as_str(), error = e.to_string(); "effect result publish failed; the command will be redelivered");

@@ -6,6 +6,7 @@ mod flusher;
 mod publisher;
 mod requester;
 mod setup;
+mod size;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub use setup::{
     ensure_streams, key_value, kv_write, kv_write_via, legacy_effect_consumer, reposition_consumer,
     saga_consumers, ConsumerSpec,
 };
+pub use size::{is_too_large_error, max_payload, wire_size, DEFAULT_MAX_PAYLOAD};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {

@@ -8,6 +8,10 @@
 //! window turns the retry into a no-op if the first attempt was stored. A 503 (no
 //! responders, or JetStream temporarily unavailable) is retried too, after a pause;
 //! other errors are final. Every publish ends after at most `max_attempts` sends.
+//!
+//! A message over the connection's `max_payload` is never sent: the server would refuse
+//! it and close the connection. It completes at once with [`PublishError::TooLarge`], a
+//! permanent outcome, as does a publish the server reports over its maximum payload.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -27,6 +31,16 @@ pub enum PublishError {
     Timeout { attempts: u32 },
     #[error("connection error: {0}")]
     Io(String),
+    /// Over the server's `max_payload`: never sent, and no retry can help.
+    #[error("too large: {size} bytes, the server takes at most {max} (max_payload)")]
+    TooLarge { size: usize, max: usize },
+}
+
+impl PublishError {
+    /// Whether retrying can never help: the message itself is too large.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, PublishError::TooLarge { .. })
+    }
 }
 
 /// The outcome of one publish, identified by the caller's tag.
@@ -104,6 +118,8 @@ pub struct Publisher {
     deadlines: BTreeSet<(Instant, u64)>,
     done: Vec<Completion>,
     unflushed: bool,
+    /// Largest publish (headers and body) the server takes.
+    max_payload: usize,
 }
 
 impl Publisher {
@@ -133,7 +149,20 @@ impl Publisher {
             deadlines: BTreeSet::new(),
             done: Vec::new(),
             unflushed: false,
+            max_payload: super::max_payload(nc, super::DEFAULT_MAX_PAYLOAD),
         })
+    }
+
+    /// Refuses publishes over `max_payload` bytes (the pipeline's shared figure: the
+    /// server's, or the setting's fallback) instead of the connection's own.
+    pub fn with_max_payload(mut self, max_payload: usize) -> Publisher {
+        self.max_payload = max_payload.max(1);
+        self
+    }
+
+    /// Largest publish, headers included, this publisher sends.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
     }
 
     pub fn outstanding(&self) -> usize {
@@ -186,6 +215,17 @@ impl Publisher {
         mut headers: HeaderMap,
         body: Vec<u8>,
     ) {
+        let size = super::wire_size(&headers, Some(msg_id.len()), body.len());
+        if size > self.max_payload {
+            self.done.push(Completion {
+                tag,
+                result: Err(PublishError::TooLarge {
+                    size,
+                    max: self.max_payload,
+                }),
+            });
+            return;
+        }
         while self.pending.len() >= self.window {
             self.collect(self.ack_timeout);
         }
@@ -242,10 +282,21 @@ impl Publisher {
                 self.unflushed = true;
                 self.track(p);
             }
-            Err(e) => self.done.push(Completion {
-                tag: p.tag,
-                result: Err(PublishError::Io(e.to_string())),
-            }),
+            Err(e) => {
+                let text = e.to_string();
+                let error = if super::is_too_large_error(&text) {
+                    PublishError::TooLarge {
+                        size: super::wire_size(&p.headers, None, p.body.len()),
+                        max: self.max_payload,
+                    }
+                } else {
+                    PublishError::Io(text)
+                };
+                self.done.push(Completion {
+                    tag: p.tag,
+                    result: Err(error),
+                })
+            }
         }
     }
 
@@ -292,6 +343,13 @@ impl Publisher {
                 Err((e, retryable)) => (Err(e), retryable),
             }
         };
+        let result = result.map_err(|e| match e {
+            PublishError::TooLarge { .. } => PublishError::TooLarge {
+                size: super::wire_size(&p.headers, None, p.body.len()),
+                max: self.max_payload,
+            },
+            e => e,
+        });
         match result {
             Err(_) if retryable && p.attempts < self.max_attempts => {
                 // Re-sent by `expire` after a pause.
@@ -330,6 +388,11 @@ impl Publisher {
 /// that reason passes (a 503: JetStream briefly unavailable).
 pub(super) fn read_ack(data: &[u8]) -> Result<Ack, (PublishError, bool)> {
     match serde_json::from_slice::<AckReply>(data) {
+        Ok(AckReply {
+            error: Some(err), ..
+        }) if super::is_too_large_error(&err.description) => {
+            Err((PublishError::TooLarge { size: 0, max: 0 }, false))
+        }
         Ok(AckReply {
             error: Some(err), ..
         }) => Err((PublishError::Rejected(err.description), err.code == 503)),

@@ -105,6 +105,9 @@ pub struct Shared {
     pub retries: Sender<Retry>,
     /// Effect commands nobody takes, as `stages::unclaimed` last found them.
     pub unclaimed: parking_lot::Mutex<crate::effects::unclaimed::UnclaimedReport>,
+    /// Largest publish (headers and body) the server takes: its `max_payload`, read
+    /// once from the connection, or `pipeline.max_payload_bytes` when it states none.
+    pub max_payload: usize,
 }
 
 /// Processing time per stage, each on its own unit of work.
@@ -186,7 +189,9 @@ impl Pipeline {
         // The relay and the commit stage keep this up to date from here on.
         Stats::set(&stats.outbox_depth, store.outbox_len()?);
         let (retries, retry_inbox) = bounded(RETRY_QUEUE);
+        let max_payload = nats_io::max_payload(&nc, settings.pipeline.max_payload_bytes);
         let shared = Arc::new(Shared {
+            max_payload,
             retries,
             unclaimed: Default::default(),
             notices,

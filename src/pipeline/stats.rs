@@ -68,6 +68,12 @@ counters! {
     queue_effects: "Gauge: effect commands waiting for a worker, as the workers last saw them.",
     relay_held: "Gauge: outbox items the relay holds in memory (ready, in flight, waiting to retry, awaiting delete).",
     outbox_depth: "Gauge: outbox items in the store (counted at start-up, then kept by the commit stage and the relay).",
+    relay_held_bytes: "Gauge: bytes of outbox envelopes the relay holds in memory (bounded by relay.max_held_bytes).",
+    too_large_quarantined: "Saga transitions refused because a command or reminder they would send is over the server's max_payload: the event quarantined, nothing written.",
+    relay_too_large: "Outbox items over the server's max_payload: never sent, dead-lettered at once with a failed result (too_large).",
+    timers_too_large: "Reminders over the server's max_payload: never published; the timer leaves the due index (counted, logged with its reason).",
+    effect_results_too_large: "Effect results over the server's max_payload, replaced by a small failed result (result_too_large).",
+    effect_commands_too_large: "Effect commands over pipeline.max_message_bytes: quarantined, never executed.",
 }
 
 impl Stats {

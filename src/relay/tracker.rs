@@ -22,6 +22,9 @@ pub struct Limits {
     pub per_tenant_held: usize,
     /// Tenants with items held.
     pub tenants: usize,
+    /// Bytes of envelopes held, all tenants together: an item is taken only while the
+    /// total is below it (so at most one envelope over it).
+    pub held_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +80,8 @@ pub struct Tracker {
     waiting: BTreeSet<(Instant, String)>,
     /// An item was turned away since the last [`Tracker::take_overflow`].
     overflowed: bool,
+    /// Bytes of the envelopes held.
+    bytes: usize,
 }
 
 impl Tracker {
@@ -91,7 +96,18 @@ impl Tracker {
             in_flight_total: 0,
             waiting: BTreeSet::new(),
             overflowed: false,
+            bytes: 0,
         }
+    }
+
+    /// Bytes of the envelopes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether the byte budget is spent: no item of any tenant is taken.
+    pub fn bytes_full(&self) -> bool {
+        self.bytes >= self.limits.held_bytes
     }
 
     pub fn len(&self) -> usize {
@@ -112,6 +128,9 @@ impl Tracker {
 
     /// Whether this tenant can take one more item.
     pub fn has_room_for(&self, tenant: &TenantId) -> bool {
+        if self.bytes_full() {
+            return false;
+        }
         match self.held.get(tenant) {
             Some(n) => *n < self.limits.per_tenant_held,
             None => self.held.len() < self.limits.tenants,
@@ -140,6 +159,7 @@ impl Tracker {
             &item.tenant,
             item.kind,
         );
+        self.bytes += item.envelope.as_str().len();
         self.entries.insert(
             key,
             Box::new(Entry {
@@ -211,6 +231,9 @@ impl Tracker {
             return;
         };
         self.leave_state(key, &entry);
+        self.bytes = self
+            .bytes
+            .saturating_sub(entry.item.envelope.as_str().len());
         let tenant = &entry.item.tenant;
         if let Some(n) = self.held.get_mut(tenant) {
             *n -= 1;

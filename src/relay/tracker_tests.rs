@@ -24,7 +24,39 @@ fn limits(in_flight: usize, held: usize, tenants: usize) -> Limits {
         per_tenant_in_flight: in_flight,
         per_tenant_held: held,
         tenants,
+        held_bytes: usize::MAX,
     }
+}
+
+#[test]
+fn the_byte_budget_stops_taking_items_of_every_tenant_until_some_leave() {
+    let mut t = Tracker::new(Limits {
+        held_bytes: 1_000,
+        ..limits(4, 100, 10)
+    });
+    let big = |tenant: &str, n: usize| {
+        let (k, mut i) = item(tenant, OutboxKind::Effect, n);
+        i.envelope = RawJson::of(&serde_json::json!({"blob": "x".repeat(400)})).unwrap();
+        (k, i)
+    };
+    let mut keys = Vec::new();
+    for n in 0..3 {
+        let (k, i) = big("a", n);
+        keys.push(k.clone());
+        assert_eq!(t.admit(k, i), Admit::Added);
+    }
+    assert!(t.bytes() >= 1_000 && t.bytes_full());
+    let (k, i) = big("b", 9);
+    assert_eq!(
+        t.admit(k, i),
+        Admit::Full,
+        "another tenant waits in the store too"
+    );
+    assert!(t.take_overflow());
+    t.done(&keys[0]);
+    assert!(!t.bytes_full());
+    let (k, i) = big("b", 9);
+    assert_eq!(t.admit(k, i), Admit::Added);
 }
 
 fn any_room(_: OutboxKind, _: usize) -> bool {

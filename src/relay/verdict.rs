@@ -51,10 +51,20 @@ pub enum GiveUp {
         last_error: String,
         budget: std::time::Duration,
     },
+    /// Over the server's `max_payload`: no attempt can ever deliver it, so none is made.
+    TooLarge { detail: String },
 }
 
 /// The error kind of a `timed_out` result after a spent retry budget.
 pub const BUDGET_SPENT: &str = "retry_budget_spent";
+
+/// How a dead letter's reason begins when the item was too large to send; its result
+/// event then says `too_large`.
+pub const TOO_LARGE: &str = "too large";
+
+/// The metadata keys a `too_large` result keeps: the item's metadata may be what made
+/// it too large, and the result must fit where the item did not.
+const SMALL_METADATA: [&str; 4] = ["correlation_id", "causation_id", "saga_name", "traceparent"];
 
 pub fn dead_letter(item: &OutboxItem, why: &GiveUp, attempts: u32, now: &str) -> DeadLetterRecord {
     let (reason, status) = match why {
@@ -69,6 +79,7 @@ pub fn dead_letter(item: &OutboxItem, why: &GiveUp, attempts: u32, now: &str) ->
             ),
             None,
         ),
+        GiveUp::TooLarge { detail } => (format!("{TOO_LARGE}, never sent: {detail}"), None),
     };
     DeadLetterRecord {
         item: item.clone(),
@@ -106,15 +117,20 @@ pub fn result_event(
         ),
         OutboxKind::Effect => (text("effect_name"), json!({})),
     };
+    let too_large = is_too_large(record);
     let (result_type, kind) = match record.status {
         Some(_) => (ResultType::Rejected, "rejected"),
+        None if too_large => (ResultType::Failed, "too_large"),
         None => (ResultType::TimedOut, BUDGET_SPENT),
     };
     let subject = format!("{result_prefix}.{}.{effect_name}", item.tenant.token());
-    let metadata = match envelope.get("metadata") {
+    let mut metadata = match envelope.get("metadata") {
         Some(Value::Object(m)) => m.clone(),
         _ => Default::default(),
     };
+    if too_large {
+        metadata.retain(|k, v| SMALL_METADATA.contains(&k.as_str()) && v.is_string());
+    }
     let event = EffectResult {
         event_id: result_event_id(item.tenant.as_str(), item.work_id.as_str()),
         tenant_id: item.tenant.to_string(),
@@ -131,6 +147,11 @@ pub fn result_event(
         metadata,
     };
     (subject, event)
+}
+
+/// Whether the item was dead-lettered for being over the server's `max_payload`.
+pub fn is_too_large(record: &DeadLetterRecord) -> bool {
+    record.status.is_none() && record.reason.starts_with(TOO_LARGE)
 }
 
 #[cfg(test)]
@@ -215,5 +236,19 @@ mod tests {
             unscoped_result_event_id("cmd-1"),
             Uuid::new_v5(&RESULT_NAMESPACE, b"cmd-1").to_string()
         );
+    }
+
+    #[test]
+    fn a_too_large_item_fails_with_too_large_and_small_metadata() {
+        let why = GiveUp::TooLarge {
+            detail: "5000 bytes, the server takes at most 4096".into(),
+        };
+        let record = dead_letter(&command(), &why, 0, "t");
+        assert!(record.reason.starts_with("too large"), "{}", record.reason);
+        let (_, event) = result_event(&record, "workflow.result", "t");
+        assert_eq!(event.result_type, ResultType::Failed);
+        assert_eq!(event.error.as_ref().unwrap().kind, "too_large");
+        assert_eq!(event.metadata["correlation_id"], "o-1");
+        assert!(event.metadata.get("extra").is_none(), "only small metadata");
     }
 }

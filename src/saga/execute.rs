@@ -60,6 +60,9 @@ pub struct Outcome {
     pub stale: u32,
     /// Routes that could not run: program or correlate faults, unreadable records.
     pub faults: u32,
+    /// Routes refused because what they would send is over the server's `max_payload`
+    /// (their transition is not written; the message is quarantined).
+    pub too_large: u32,
     /// Gas its programs used (those that finished).
     pub gas: u64,
     /// Sagas that had applied it already (their checkpoints still move).
@@ -85,6 +88,7 @@ impl Outcome {
             duplicates: 0,
             stale: 0,
             faults: 0,
+            too_large: 0,
             gas: 0,
             seen: Vec::new(),
         }
@@ -101,6 +105,8 @@ pub struct Executor {
     ctx: Ctx,
     /// Retention of sagas that set none of their own.
     keep: Keep,
+    /// Largest publish the server takes: a transition that would send more is refused.
+    max_payload: usize,
 }
 
 /// An instance as the executor's transitions left it, until their batch is committed.
@@ -184,7 +190,14 @@ impl Executor {
             epoch: 0,
             ctx: Ctx::new(),
             keep: Keep::of(&Retention::default()),
+            max_payload: crate::nats_io::DEFAULT_MAX_PAYLOAD,
         }
+    }
+
+    /// Refuses transitions whose commands or reminders are over `max_payload` bytes.
+    pub fn with_max_payload(mut self, max_payload: usize) -> Executor {
+        self.max_payload = max_payload;
+        self
     }
 
     /// Keeps what sagas that set no retention of their own write as long as `keep` says.
@@ -416,6 +429,13 @@ impl Executor {
                 if timer.saga == saga.name && timer.correlation == route.correlation {
                     transition.fired = Some(timer.name.clone());
                 }
+            }
+            if let Some(reason) = super::envelope_size::oversized(&transition, self.max_payload) {
+                // Not written at all (no half of it): the message is quarantined and
+                // may be retried once the limit or the saga changed.
+                out.too_large += 1;
+                faults.push((saga.name.to_string(), QuarantineKind::Program, reason));
+                continue;
             }
             if let Some(fault) = fault {
                 faults.push((saga.name.to_string(), QuarantineKind::Program, fault));

@@ -4,6 +4,7 @@
 //! The pipeline stages in `stages/` only move these values between threads.
 
 mod decode;
+mod envelope_size;
 mod execute;
 mod ids;
 mod outputs;

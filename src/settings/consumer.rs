@@ -15,8 +15,13 @@ pub struct ConsumerSettings {
     pub ack_wait_ms: u64,
     /// Deliveries after which a message is quarantined instead of processed again.
     pub max_deliver: i64,
-    /// Messages asked for per pull request.
+    /// Messages asked for per pull request (at most; see `fetch_max_bytes`).
     pub fetch_batch: usize,
+    /// Bytes one pull request may bring in the worst case: a pull asks for no more
+    /// messages than this many bytes of the largest the server takes (`max_payload`).
+    /// (The client library sends no `max_bytes` with a pull, so the bound is kept by
+    /// the count.)
+    pub fetch_max_bytes: usize,
     /// How long a pull request waits for messages before it expires.
     pub fetch_wait_ms: u64,
 }
@@ -29,12 +34,21 @@ impl Default for ConsumerSettings {
             ack_wait_ms: 30_000,
             max_deliver: 5,
             fetch_batch: 256,
+            fetch_max_bytes: 64 * 1024 * 1024,
             fetch_wait_ms: 1_000,
         }
     }
 }
 
 impl ConsumerSettings {
+    /// Messages one pull request asks for when no message may exceed `max_payload`
+    /// bytes: `fetch_batch`, fewer when that many of the largest would pass
+    /// `fetch_max_bytes`, and at least one.
+    pub fn pull_batch(&self, max_payload: usize) -> usize {
+        let by_bytes = self.fetch_max_bytes / max_payload.max(1);
+        self.fetch_batch.min(by_bytes).max(1)
+    }
+
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
         if self.durable.is_empty() || !is_name(&self.durable) {
             return bad(
@@ -73,6 +87,12 @@ impl ConsumerSettings {
                 ),
             );
         }
+        within(
+            "consumer.fetch_max_bytes",
+            self.fetch_max_bytes as u64,
+            1024 * 1024,
+            4 * 1024 * 1024 * 1024,
+        )?;
         within("consumer.fetch_wait_ms", self.fetch_wait_ms, 10, 60_000)?;
         if self.fetch_wait_ms >= self.ack_wait_ms {
             return bad(
@@ -105,6 +125,11 @@ mod tests {
             ("RUNNER_CONSUMER_MAX_DELIVER", "0", "consumer.max_deliver"),
             ("RUNNER_CONSUMER_FETCH_BATCH", "0", "consumer.fetch_batch"),
             (
+                "RUNNER_CONSUMER_FETCH_MAX_BYTES",
+                "1000",
+                "consumer.fetch_max_bytes",
+            ),
+            (
                 "RUNNER_CONSUMER_FETCH_WAIT_MS",
                 "1",
                 "consumer.fetch_wait_ms",
@@ -124,5 +149,16 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(invalid_field(err), "consumer.fetch_batch");
+    }
+
+    #[test]
+    fn a_pull_asks_for_no_more_than_fetch_max_bytes_of_the_largest_messages() {
+        let c = super::ConsumerSettings::default();
+        // 64 MiB of 1 MiB messages: 64, not 256.
+        assert_eq!(c.pull_batch(1024 * 1024), 64);
+        // Small messages: fetch_batch.
+        assert_eq!(c.pull_batch(64 * 1024), 256);
+        // A payload over the whole budget still pulls one.
+        assert_eq!(c.pull_batch(usize::MAX), 1);
     }
 }

@@ -11,8 +11,12 @@ pub struct PipelineSettings {
     pub channel_capacity: usize,
     /// Most transitions in one LMDB write transaction (group commit).
     pub commit_batch_max: usize,
-    /// Largest message body accepted; larger ones are quarantined.
+    /// Largest message body accepted (events, and commands on the effect side); larger
+    /// ones are quarantined, never executed.
     pub max_message_bytes: usize,
+    /// Largest publish (headers and body) when the NATS server states no `max_payload`
+    /// in its INFO; the server's own figure is used when it does.
+    pub max_payload_bytes: usize,
     /// How often a stopped intake probes the store for writability again.
     pub storage_retry_ms: u64,
     /// How long the commit stage waits for more work after the first batch when the
@@ -28,6 +32,7 @@ impl Default for PipelineSettings {
             channel_capacity: 16,
             commit_batch_max: 1024,
             max_message_bytes: 1024 * 1024,
+            max_payload_bytes: crate::nats_io::DEFAULT_MAX_PAYLOAD,
             storage_retry_ms: 1_000,
             commit_linger_us: 0,
         }
@@ -51,6 +56,12 @@ impl PipelineSettings {
         within(
             "pipeline.max_message_bytes",
             self.max_message_bytes as u64,
+            1024,
+            64 * 1024 * 1024,
+        )?;
+        within(
+            "pipeline.max_payload_bytes",
+            self.max_payload_bytes as u64,
             1024,
             64 * 1024 * 1024,
         )?;
@@ -91,6 +102,11 @@ mod tests {
                 "RUNNER_PIPELINE_MAX_MESSAGE_BYTES",
                 "10",
                 "pipeline.max_message_bytes",
+            ),
+            (
+                "RUNNER_PIPELINE_MAX_PAYLOAD_BYTES",
+                "100",
+                "pipeline.max_payload_bytes",
             ),
             (
                 "RUNNER_PIPELINE_STORAGE_RETRY_MS",

@@ -29,6 +29,10 @@ pub struct RelaySettings {
     pub queue_per_tenant: usize,
     /// Tenants with items waiting in memory at once.
     pub max_tenants: usize,
+    /// Bytes of envelopes held in memory, all tenants together: once reached, no more
+    /// items are taken from the store until sends free some (the item counts above
+    /// times the largest envelope would be far beyond a container's memory).
+    pub max_held_bytes: usize,
     /// How long the relay keeps retrying one item after transient failures (Gateway
     /// timeouts, connection errors, 408, 429, 5xx), counted from its first attempt; then
     /// it is dead-lettered and its saga hears `timed_out` (the destination may have taken
@@ -57,6 +61,7 @@ impl Default for RelaySettings {
             max_in_flight_per_tenant: 256,
             queue_per_tenant: 1_024,
             max_tenants: 1_024,
+            max_held_bytes: 64 * 1024 * 1024,
             retry_budget_secs: 6 * 3_600,
             backoff_initial_ms: 200,
             backoff_max_ms: 60_000,
@@ -83,7 +88,7 @@ impl RelaySettings {
                 format!("must start with '/' (got {:?})", self.commands_path),
             );
         }
-        let ranges: [(&str, u64, u64, u64); 11] = [
+        let ranges: [(&str, u64, u64, u64); 12] = [
             (
                 "relay.gateway_timeout_ms",
                 self.gateway_timeout_ms,
@@ -116,6 +121,12 @@ impl RelaySettings {
                 1_000_000,
             ),
             ("relay.max_tenants", self.max_tenants as u64, 1, 1_000_000),
+            (
+                "relay.max_held_bytes",
+                self.max_held_bytes as u64,
+                1024 * 1024,
+                16 * 1024 * 1024 * 1024,
+            ),
             (
                 "relay.retry_budget_secs",
                 self.retry_budget_secs,

@@ -1,0 +1,58 @@
+//! The size check before commit: what a transition would publish (effect commands and
+//! reminders, headers included) must fit the server's `max_payload`. A transition that
+//! would send more is never written: the server would refuse the publish (and close the
+//! connection on every tenant), so the relay or the scheduler could never deliver it.
+//! Aggregate commands go to the Gateway over HTTP and are not bound by it.
+
+use crate::keys::OutboxKind;
+use crate::nats_io::{context_headers, wire_size};
+use crate::store::Transition;
+
+/// Room left for a `Nats-Msg-Id` the relay sets (ids are at most 128 bytes; a scoped id
+/// adds its tenant and saga).
+const MSG_ID_ROOM: usize = 384;
+
+/// Why the transition cannot be sent, if it cannot: the first envelope over
+/// `max_payload`, its size and the limit.
+pub fn oversized(t: &Transition, max_payload: usize) -> Option<String> {
+    for item in t.outbox.iter().filter(|i| i.kind == OutboxKind::Effect) {
+        let headers = context_headers(
+            item.tenant.as_str(),
+            Some(item.correlation.as_str()),
+            item.traceparent.as_deref(),
+        );
+        let size = wire_size(&headers, Some(MSG_ID_ROOM), item.envelope.as_str().len());
+        if size > max_payload {
+            return Some(too_large(
+                "command",
+                item.work_id.as_str(),
+                size,
+                max_payload,
+            ));
+        }
+    }
+    for timer in &t.schedules {
+        let reminder = crate::timers::reminder(timer);
+        let body = serde_json::to_vec(&reminder).map_or(usize::MAX / 2, |b| b.len());
+        let headers = context_headers(
+            timer.tenant.as_str(),
+            Some(timer.correlation.as_str()),
+            timer
+                .metadata
+                .get(crate::envelope::meta::TRACEPARENT)
+                .and_then(|v| v.as_str()),
+        );
+        let size = wire_size(&headers, Some(MSG_ID_ROOM), body);
+        if size > max_payload {
+            return Some(too_large("reminder", &timer.name, size, max_payload));
+        }
+    }
+    None
+}
+
+fn too_large(what: &str, name: &str, size: usize, max: usize) -> String {
+    format!(
+        "too large: its {what} {name:?} would be {size} bytes, over the server's max_payload \
+         of {max}; nothing was written"
+    )
+}
