@@ -337,9 +337,9 @@ enum HeadError {
 fn read_head(stream: &mut TcpStream, deadline: Instant) -> Result<Option<Request>, HeadError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
-    let end = loop {
-        if let Some(at) = find(&buf, b"\r\n\r\n") {
-            break at;
+    let ((method, target, headers), end) = loop {
+        if let Some(parsed) = parse_head(&buf).map_err(HeadError::Bad)? {
+            break parsed;
         }
         if buf.len() > MAX_HEAD {
             return Err(HeadError::Bad(format!(
@@ -359,9 +359,6 @@ fn read_head(stream: &mut TcpStream, deadline: Instant) -> Result<Option<Request
             "request head over {MAX_HEAD} bytes"
         )));
     }
-    let head = std::str::from_utf8(&buf[..end])
-        .map_err(|_| HeadError::Bad("request head is not UTF-8".into()))?;
-    let (method, target, headers) = parse_head(head).map_err(HeadError::Bad)?;
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p.to_string(), q.to_string()),
         None => (target, String::new()),
@@ -375,42 +372,42 @@ fn read_head(stream: &mut TcpStream, deadline: Instant) -> Result<Option<Request
         query,
         headers,
         stream,
-        buffered: buf[end + 4..].to_vec(),
+        buffered: buf[end..].to_vec(),
         continued: false,
     }))
 }
 
 type Head = (Method, String, Vec<(String, String)>);
 
-fn parse_head(head: &str) -> Result<Head, String> {
-    let mut lines = head.split("\r\n");
-    let line = lines.next().unwrap_or_default();
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+/// Headers a request may have; more is a bad request.
+const MAX_HEADERS: usize = 64;
+
+/// Parses the request head at the start of `buf` (httparse: the request line and
+/// header syntax of RFC 9112, as hyper parses them). `None` while the head is not
+/// complete; else the head and the length it took, body bytes follow.
+fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut slots);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("malformed request head: {e}")),
+    };
+    let (Some(method), Some(target)) = (req.method, req.path) else {
         return Err("malformed request line".into());
     };
-    if !version.starts_with("HTTP/1.") {
-        return Err(format!("unsupported protocol {version:?}"));
-    }
     let method = match method {
         "GET" => Method::Get,
         "POST" => Method::Post,
         m => Method::Other(m.chars().take(16).collect()),
     };
-    let mut headers = Vec::new();
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            return Err("malformed header line".into());
-        };
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    let mut headers = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| format!("header {} is not UTF-8", h.name))?;
+        headers.push((h.name.to_ascii_lowercase(), value.trim().to_string()));
     }
-    Ok((method, target.to_string(), headers))
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    Ok(Some(((method, target.to_string(), headers), len)))
 }
 
 fn encode(reply: &Reply) -> Vec<u8> {
@@ -492,10 +489,8 @@ mod tests {
 
     #[test]
     fn parses_a_head() {
-        let (method, target, headers) = parse_head(
-            "POST /admin/replay?x=1 HTTP/1.1\r\nAuthorization: Bearer t\r\nContent-Length: 2",
-        )
-        .unwrap();
+        let sent = b"POST /admin/replay?x=1 HTTP/1.1\r\nAuthorization: Bearer t\r\nContent-Length: 2\r\n\r\n{}";
+        let ((method, target, headers), len) = parse_head(sent).unwrap().unwrap();
         assert_eq!(method, Method::Post);
         assert_eq!(target, "/admin/replay?x=1");
         assert_eq!(
@@ -505,10 +500,11 @@ mod tests {
                 ("content-length".to_string(), "2".to_string())
             ]
         );
-        assert!(parse_head("GET / HTTP/1.1 extra").is_err());
-        assert!(parse_head("GET /").is_err());
-        assert!(parse_head("GET / SPDY/3").is_err());
-        assert!(parse_head("GET / HTTP/1.1\r\nno colon").is_err());
+        assert_eq!(&sent[len..], b"{}", "the body follows the head");
+        assert!(parse_head(b"GET / HTTP/1.1\r\nHost: x").unwrap().is_none());
+        assert!(parse_head(b"GET / HTTP/1.1 extra\r\n\r\n").is_err());
+        assert!(parse_head(b"GET / SPDY/3\r\n\r\n").is_err());
+        assert!(parse_head(b"GET / HTTP/1.1\r\nno colon\r\n\r\n").is_err());
     }
 
     /// The server end of a connection whose client end sends `sent` and then nothing.
