@@ -13,6 +13,10 @@ pub struct PipelineSettings {
     pub commit_batch_max: usize,
     /// Largest message body accepted; larger ones are quarantined.
     pub max_message_bytes: usize,
+    /// Largest `metadata` (serialised) an event, result or reminder may carry; larger
+    /// ones are quarantined at decode. Commands and reminders copy the causing event's
+    /// metadata whole, so this bounds what each copy adds.
+    pub max_metadata_bytes: usize,
     /// How often a stopped intake probes the store for writability again.
     pub storage_retry_ms: u64,
     /// How long the commit stage waits for more work after the first batch when the
@@ -28,6 +32,7 @@ impl Default for PipelineSettings {
             channel_capacity: 16,
             commit_batch_max: 1024,
             max_message_bytes: 1024 * 1024,
+            max_metadata_bytes: 16 * 1024,
             storage_retry_ms: 1_000,
             commit_linger_us: 0,
         }
@@ -54,6 +59,21 @@ impl PipelineSettings {
             1024,
             64 * 1024 * 1024,
         )?;
+        within(
+            "pipeline.max_metadata_bytes",
+            self.max_metadata_bytes as u64,
+            256,
+            1024 * 1024,
+        )?;
+        if self.max_metadata_bytes > self.max_message_bytes {
+            return bad(
+                "pipeline.max_metadata_bytes",
+                format!(
+                    "must not exceed pipeline.max_message_bytes ({}; got {})",
+                    self.max_message_bytes, self.max_metadata_bytes
+                ),
+            );
+        }
         if self.storage_retry_ms == 0 {
             return bad("pipeline.storage_retry_ms", "must be greater than 0");
         }
@@ -91,6 +111,11 @@ mod tests {
                 "RUNNER_PIPELINE_MAX_MESSAGE_BYTES",
                 "10",
                 "pipeline.max_message_bytes",
+            ),
+            (
+                "RUNNER_PIPELINE_MAX_METADATA_BYTES",
+                "100",
+                "pipeline.max_metadata_bytes",
             ),
             (
                 "RUNNER_PIPELINE_STORAGE_RETRY_MS",
