@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::ops::{call, ops_for, TOKEN};
 use common::{await_stats, both_saga, event, wait_until, Rig, WAIT};
 use runner::dev::{FakeGateway, Reply};
 use runner::settings::Mode;
@@ -193,4 +194,30 @@ fn quarantine_records_are_filed_under_a_tenant_only_when_the_message_proved_it()
     let unattributed = rig.store.quarantined(None, 10).unwrap();
     assert_eq!(unattributed.len(), 1);
     assert_eq!(unattributed[0].event_id.as_deref(), Some("e-globex"));
+    assert!(unattributed[0].unattributed);
+
+    // The same through the admin API: per tenant, and the operator's unattributed view.
+    let ops = ops_for(&rig, &pipeline, Some(TOKEN));
+    let listed = |query: &str| {
+        let url = format!("http://{}/admin/quarantine?{query}", ops.addr());
+        let (status, body) = call("GET", &url, Some(TOKEN));
+        assert_eq!(status, 200, "{body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut ids: Vec<String> = body["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r["record"]["event_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(listed("tenant=acme"), ["e-acme", "e-fat"]);
+    assert!(listed("tenant=globex").is_empty());
+    assert_eq!(listed("unattributed=true"), ["e-globex"]);
 }
