@@ -623,7 +623,10 @@ impl Commands {
                 seq: i,
                 delivered: 1,
                 forgiven: 0,
-                subject: format!("aggregate.{tenant}.order.OrderPlaced"),
+                subject: format!(
+                    "{}.{tenant}.order.OrderPlaced",
+                    self.decode.aggregate_prefix
+                ),
                 published_ms: 0,
             };
             let body = placed(i, tenant).to_string().into_bytes();

@@ -174,6 +174,7 @@ fn quarantine_unstorable(item: &mut ExecutedMsg, e: &StoreError, transitions: &[
         correlation_id: Some(item.log.correlation_id.clone()).filter(|c| !c.is_empty()),
         saga,
         body_excerpt: excerpt(&item.msg.data),
+        unattributed: false,
         quarantined_at: None,
     });
     item.outcome.disposition = Disposition::Term;

@@ -42,6 +42,7 @@ use crate::effects::recorder::{self, Finished, LogCtx, RecordWrite, Recorder};
 use crate::effects::result::{completion_of, outcome, result_event, result_subject};
 use crate::effects::EffectDef;
 use crate::envelope::{header, meta, trace_id, EffectCommand, ResultType};
+use crate::manifest::proven_tenant;
 use crate::nats_io::{self, Delivery};
 use crate::pipeline::{FetchedBatch, Shared, Stats};
 use crate::relay::backoff::Jitter;
@@ -101,6 +102,9 @@ struct Poison {
     kind: QuarantineKind,
     reason: String,
     tenant: TenantId,
+    /// The command did not prove `tenant` (see [`decode_command`]): its record is filed
+    /// under no tenant.
+    unattributed: bool,
 }
 
 impl<'a> Worker<'a> {
@@ -156,6 +160,7 @@ impl<'a> Worker<'a> {
                         kind: QuarantineKind::MaxDeliver,
                         reason,
                         tenant,
+                        unattributed: false,
                     };
                     return self.quarantine(&msg, &delivery, poison);
                 }
@@ -308,57 +313,18 @@ impl<'a> Worker<'a> {
     }
 
     fn decode(&self, msg: &nats::Message) -> Result<(EffectCommand, TenantId, WorkId), Poison> {
-        let header_tenant = nats_io::header(msg, header::TENANT).unwrap_or_default();
-        let poison = |kind, reason: String| Poison {
-            kind,
-            reason,
-            tenant: TenantId::new(header_tenant).unwrap_or_default(),
-        };
-        // Never executed, never read: a command is bounded as an event is.
+        let header_tenant = nats_io::header(msg, header::TENANT);
+        let prefix = &self.shared.settings.streams.command_prefix;
         let max = self.shared.settings.pipeline.max_message_bytes;
-        if msg.data.len() > max {
-            Stats::add(&self.shared.stats.effect_commands_too_large, 1);
-            return Err(poison(
-                QuarantineKind::Decode,
-                format!(
-                    "too large: {} bytes, pipeline.max_message_bytes is {max}",
-                    msg.data.len()
-                ),
-            ));
-        }
-        // Straight into the command, without a JSON tree in between (only a provider
-        // that asks for one builds it). UTF-8 is checked whole first: fields the command
-        // ignores are skipped, not read, by the parser.
-        let text = std::str::from_utf8(&msg.data).map_err(|e| {
-            poison(
-                QuarantineKind::Decode,
-                format!("body is not valid JSON: {e}"),
-            )
-        })?;
-        let mut cmd: EffectCommand = serde_json::from_str(text).map_err(|e| {
-            let reason = match e.classify() {
-                serde_json::error::Category::Data => format!("not a valid effect command: {e}"),
-                _ => format!("body is not valid JSON: {e}"),
-            };
-            poison(QuarantineKind::Decode, reason)
-        })?;
-        if !header_tenant.is_empty() && header_tenant != cmd.tenant_id {
-            return Err(poison(
-                QuarantineKind::TenantAccess,
-                format!(
-                    "body tenant {:?} differs from header tenant {header_tenant:?}",
-                    cmd.tenant_id
-                ),
-            ));
-        }
-        let tenant = TenantId::new(&cmd.tenant_id)
-            .map_err(|e| poison(QuarantineKind::Decode, e.to_string()))?;
+        let (mut cmd, tenant, work_id) =
+            decode_command(prefix, max, &msg.subject, header_tenant, &msg.data).inspect_err(
+                |p| {
+                    if p.reason.starts_with("too large") {
+                        Stats::add(&self.shared.stats.effect_commands_too_large, 1);
+                    }
+                },
+            )?;
         context_from_headers(&mut cmd, msg);
-        let work_id = WorkId::new(&cmd.command_id).map_err(|e| Poison {
-            kind: QuarantineKind::Decode,
-            reason: e.to_string(),
-            tenant: tenant.clone(),
-        })?;
         Ok((cmd, tenant, work_id))
     }
 
@@ -451,6 +417,7 @@ impl<'a> Worker<'a> {
             correlation_id: None,
             saga: None,
             body_excerpt: excerpt(&msg.data),
+            unattributed: p.unattributed,
             quarantined_at: None,
         };
         let batch = CommitBatch {
@@ -643,6 +610,62 @@ fn keep_alive<T>(msg: &nats::Message, every: Duration, f: impl FnOnce() -> T) ->
     })
 }
 
+/// Reads a command delivered on `subject` (`{command_prefix}.{tenant}.{effect}`). The
+/// subject names its tenant (NATS permissions restrict subjects, not bodies): a header or
+/// body naming another, or a subject naming none, is a tenant violation, quarantined
+/// under no tenant and never executed. Any other poison is filed under the subject's
+/// tenant only when header and body agree with it.
+fn decode_command(
+    command_prefix: &str,
+    max_bytes: usize,
+    subject: &str,
+    header_tenant: Option<&str>,
+    data: &[u8],
+) -> Result<(EffectCommand, TenantId, WorkId), Poison> {
+    // Subject and header first: all an unreadable body leaves to go by.
+    let proven = proven_tenant(subject, command_prefix, header_tenant, None);
+    let claimed = header_tenant.unwrap_or_default();
+    let poison = |kind, reason: String, proven: Option<&TenantId>| Poison {
+        kind,
+        reason,
+        tenant: proven
+            .cloned()
+            .unwrap_or_else(|| TenantId::new(claimed).unwrap_or_default()),
+        unattributed: proven.is_none(),
+    };
+    // Never executed, never read: a command is bounded as an event is.
+    if data.len() > max_bytes {
+        let reason = format!(
+            "too large: {} bytes, pipeline.max_message_bytes is {max_bytes}",
+            data.len()
+        );
+        return Err(poison(QuarantineKind::Decode, reason, proven.as_ref().ok()));
+    }
+    // Straight into the command, without a JSON tree in between (only a provider
+    // that asks for one builds it). UTF-8 is checked whole first: fields the command
+    // ignores are skipped, not read, by the parser.
+    let text = std::str::from_utf8(data).map_err(|e| {
+        let reason = format!("body is not valid JSON: {e}");
+        poison(QuarantineKind::Decode, reason, proven.as_ref().ok())
+    })?;
+    let mut cmd: EffectCommand = serde_json::from_str(text).map_err(|e| {
+        let reason = match e.classify() {
+            serde_json::error::Category::Data => format!("not a valid effect command: {e}"),
+            _ => format!("body is not valid JSON: {e}"),
+        };
+        poison(QuarantineKind::Decode, reason, proven.as_ref().ok())
+    })?;
+    let tenant = proven_tenant(subject, command_prefix, header_tenant, Some(&cmd.tenant_id))
+        .map_err(|reason| poison(QuarantineKind::TenantAccess, reason, None))?;
+    // A body without a tenant is the subject's: its result goes to that tenant's subject.
+    if cmd.tenant_id.is_empty() {
+        cmd.tenant_id = tenant.to_string();
+    }
+    let work_id = WorkId::new(&cmd.command_id)
+        .map_err(|e| poison(QuarantineKind::Decode, e.to_string(), Some(&tenant)))?;
+    Ok((cmd, tenant, work_id))
+}
+
 /// A command published by someone other than the relay may carry its correlation id
 /// and trace context in headers only: they then stand in for the metadata's, so its log
 /// lines and its result event carry them (invariant 4). The metadata's win when set; a
@@ -676,6 +699,70 @@ fn log_ctx(cmd: &EffectCommand) -> LogCtx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PREFIX: &str = "workflow.cmd";
+    const MAX: usize = 1024 * 1024;
+
+    fn command(tenant: &str) -> Vec<u8> {
+        serde_json::json!({"tenant_id": tenant, "command_id": "c-1", "effect_name": "charge",
+            "payload": {}, "metadata": {}, "issued_at": "2026-11-27T10:00:00Z"})
+        .to_string()
+        .into_bytes()
+    }
+
+    fn poison(r: Result<(EffectCommand, TenantId, WorkId), Poison>) -> Poison {
+        match r {
+            Ok((cmd, ..)) => panic!("command {} was taken", cmd.command_id),
+            Err(p) => p,
+        }
+    }
+
+    #[test]
+    fn a_command_whose_header_or_body_names_another_tenant_than_its_subject_is_poison() {
+        let subject = "workflow.cmd.acme.charge";
+        for (header, body) in [
+            (None, "globex"),
+            (Some("globex"), "acme"),
+            (Some("globex"), ""),
+        ] {
+            let p = poison(decode_command(PREFIX, MAX, subject, header, &command(body)));
+            assert_eq!(p.kind, QuarantineKind::TenantAccess, "{header:?}/{body}");
+            assert!(p.unattributed, "{header:?}/{body}: filed under no tenant");
+        }
+        let p = poison(decode_command(
+            PREFIX,
+            MAX,
+            "workflow.cmd",
+            None,
+            &command("acme"),
+        ));
+        assert_eq!(p.kind, QuarantineKind::TenantAccess, "no tenant token");
+        assert!(p.unattributed);
+    }
+
+    #[test]
+    fn a_command_agreeing_with_its_subject_is_the_subjects_tenants() {
+        let subject = "workflow.cmd.acme.charge";
+        for (header, body) in [(None, "acme"), (Some("acme"), ""), (None, "")] {
+            let Ok((cmd, tenant, _)) = decode_command(PREFIX, MAX, subject, header, &command(body))
+            else {
+                panic!("{header:?}/{body} refused")
+            };
+            assert_eq!((tenant.as_str(), cmd.tenant_id.as_str()), ("acme", "acme"));
+        }
+        // Poison that proved its tenant is filed under it; otherwise under none.
+        let p = poison(decode_command(PREFIX, MAX, subject, Some("acme"), b"{nope"));
+        assert_eq!((p.kind, p.unattributed), (QuarantineKind::Decode, false));
+        assert_eq!(p.tenant.as_str(), "acme");
+        let p = poison(decode_command(
+            PREFIX,
+            MAX,
+            subject,
+            Some("globex"),
+            b"{nope",
+        ));
+        assert!(p.unattributed);
+    }
 
     #[test]
     fn only_a_fresh_command_skips_the_first_in_progress_ack() {

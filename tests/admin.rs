@@ -131,9 +131,10 @@ fn a_quarantined_event_retried_after_a_fix_applies_once() {
     let base = format!("http://{}", ops.addr());
     let nc = rig.connect();
     rig.send(&nc, "e-1", "o-1", 1);
+    // On the single tenant's subject: its record is filed under `_`, not acme.
     rig.publish_raw(
         &nc,
-        &rig.aggregate_subject("acme", "OrderPlaced"),
+        &rig.aggregate_subject("_", "OrderPlaced"),
         b"{ not json",
     );
     await_stats(&pipeline, |s| s.quarantined == 2);
@@ -497,9 +498,10 @@ fn the_store_view_counts_keys_per_keyspace_and_tenant() {
     rig.send(&nc, "e-2", "o-2", 2);
     let body = common::event("e-3", "beta", "o-1", "OrderPlaced", json!({"n": 3}));
     rig.publish(&nc, &rig.aggregate_subject("beta", "OrderPlaced"), &body);
+    // On the single tenant's subject: its record is filed under `_`, not acme.
     rig.publish_raw(
         &nc,
-        &rig.aggregate_subject("acme", "OrderPlaced"),
+        &rig.aggregate_subject("_", "OrderPlaced"),
         b"{ not json",
     );
     await_stats(&pipeline, |s| {
@@ -558,7 +560,7 @@ fn the_store_view_counts_keys_per_keyspace_and_tenant() {
     );
     assert_eq!(view["keyspaces"]["deadletter"]["keys"], 1, "{body}");
     assert_eq!(tenants["acme"].get("outbox"), None, "relayed and deleted");
-    // No tenant header and no readable body: filed under the single tenant, `_`.
+    // The single tenant's subject and no readable body: filed under `_`.
     assert_eq!(keys("_", "quarantine"), 1, "{body}");
     assert_eq!(view["quarantine"]["records"], 1, "{body}");
     assert_eq!(view["quarantine"]["undated"], 0, "{body}");

@@ -444,6 +444,7 @@ fn streams_are_created_with_the_configured_replicas_and_existing_ones_are_kept()
     settings.streams.workflow_commands = format!("CMD1_{token}");
     settings.streams.workflow_events = format!("WFE1_{token}");
     settings.streams.aggregate_subjects = vec![format!("{token}.aggregate.>")];
+    settings.streams.aggregate_prefix = format!("{token}.aggregate");
     settings.streams.command_prefix = format!("{token}.cmd");
     settings.streams.result_prefix = format!("{token}.result");
     settings.streams.timer_prefix = format!("{token}.timer");

@@ -205,12 +205,12 @@ fn admin_views_show_quarantine_and_an_instance() {
     rig.send(&nc, "e-1", "o:1", 7);
     rig.publish_raw(
         &nc,
-        &rig.aggregate_subject("acme", "OrderPlaced"),
+        &rig.aggregate_subject("_", "OrderPlaced"),
         b"{ not json",
     );
     await_stats(&pipeline, |s| s.acked == 1 && s.quarantined == 1);
 
-    // No tenant header and no readable body: filed under the default (single) tenant.
+    // The single tenant's subject and no readable body: filed under the single tenant.
     let url = format!("{base}/admin/quarantine?tenant=");
     assert_eq!(call("GET", &url, None).0, 401, "reads need the token too");
     let (status, body) = call("GET", &url, Some(TOKEN));

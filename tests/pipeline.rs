@@ -181,8 +181,10 @@ fn poison_message_is_quarantined_and_terminated() {
     headers.insert("x-tenant-id", "acme");
     let subject = rig.aggregate_subject("acme", "OrderPlaced");
     let js = nats::jetstream::new(nc.clone());
+    // On the single tenant's subject, without a header: filed under `_`; the one on
+    // acme's subject is acme's (the subject names the tenant).
     js.publish_with_options(
-        &subject,
+        &rig.aggregate_subject("_", "OrderPlaced"),
         b"{\"event_id\": 17",
         &nats::jetstream::PublishOptions::default(),
     )

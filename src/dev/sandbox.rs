@@ -101,6 +101,7 @@ pub fn namespace(settings: &mut Settings, ns: &str, token: &str) {
     s.streams.workflow_commands = format!("CMD_{token}");
     s.streams.workflow_events = format!("WFE_{token}");
     s.streams.aggregate_subjects = vec![format!("{ns}.aggregate.>")];
+    s.streams.aggregate_prefix = format!("{ns}.aggregate");
     s.streams.command_prefix = format!("{ns}.workflow.cmd");
     s.streams.result_prefix = format!("{ns}.workflow.result");
     s.streams.timer_prefix = format!("{ns}.workflow.timer");

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use document::{parse_document, read_document, MAX_DOCUMENT_BYTES};
-pub use subject::SubjectFilter;
+pub use subject::{proven_tenant, tenant_token, SubjectFilter};
 
 use crate::keys::EFFECT_DEDUPE_SEGMENT;
 use crate::program::{Expr, Limits, Program};

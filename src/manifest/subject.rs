@@ -1,6 +1,50 @@
-//! NATS subject filters (`*` one token, `>` the rest), as trigger subjects use them.
+//! NATS subject filters (`*` one token, `>` the rest), as trigger subjects use them, and
+//! the tenant a subject names (`{prefix}.{tenant}.…`, CONTRACTS.md §1).
 
 use std::fmt;
+
+use crate::envelope::clip;
+use crate::types::TenantId;
+
+/// The tenant token of `subject`: the token right after `prefix` (`{prefix}.{tenant}.…`);
+/// `None` when the subject does not start with the prefix or has nothing after it.
+pub fn tenant_token<'a>(subject: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = subject.strip_prefix(prefix)?.strip_prefix('.')?;
+    rest.split('.').next().filter(|t| !t.is_empty())
+}
+
+/// The tenant a message belongs to: the one its subject names. NATS permissions restrict
+/// subjects, not bodies, so the subject is the authority; the `x-tenant-id` header and
+/// the body's `tenant_id` may each be absent (or "") or agree with it, nothing else. The
+/// error says why the message proves no tenant (a tenant violation).
+pub fn proven_tenant(
+    subject: &str,
+    prefix: &str,
+    header: Option<&str>,
+    body: Option<&str>,
+) -> Result<TenantId, String> {
+    let token = tenant_token(subject, prefix).ok_or_else(|| {
+        format!(
+            "subject {:?} names no tenant (expected {prefix}.{{tenant}}.…)",
+            clip(subject)
+        )
+    })?;
+    let tenant = TenantId::new(token).map_err(|e| format!("the subject's tenant token: {e}"))?;
+    for (what, claim) in [("header tenant", header), ("body tenant", body)] {
+        let Some(claim) = claim.filter(|c| !c.is_empty()) else {
+            continue;
+        };
+        let claimed = TenantId::new(claim).map_err(|e| format!("{what}: {e}"))?;
+        if claimed != tenant {
+            return Err(format!(
+                "{what} {:?} disagrees with the subject's tenant {:?}",
+                clip(claim),
+                tenant.token()
+            ));
+        }
+    }
+    Ok(tenant)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubjectFilter {
@@ -81,5 +125,36 @@ mod tests {
         assert!(SubjectFilter::parse("a..b").is_err());
         assert!(SubjectFilter::parse("a.b*").is_err());
         assert!(SubjectFilter::parse("").is_err());
+    }
+
+    #[test]
+    fn the_subject_names_the_tenant_and_header_and_body_may_only_agree() {
+        let p = "workflow.result";
+        assert_eq!(tenant_token("workflow.result.acme.charge", p), Some("acme"));
+        assert_eq!(tenant_token("workflow.result._.charge", p), Some("_"));
+        assert_eq!(tenant_token("workflow.resultx.acme.charge", p), None);
+        assert_eq!(tenant_token("workflow.result", p), None);
+        assert_eq!(tenant_token("workflow.result.", p), None);
+        let s = "workflow.result.acme.charge";
+        let ok = |h, b| proven_tenant(s, p, h, b).map(|t| t.to_string());
+        assert_eq!(ok(None, None).as_deref(), Ok("acme"));
+        assert_eq!(ok(Some("acme"), Some("")).as_deref(), Ok("acme"));
+        assert!(ok(Some("globex"), None)
+            .unwrap_err()
+            .contains("header tenant"));
+        assert!(ok(None, Some("globex"))
+            .unwrap_err()
+            .contains("body tenant"));
+        assert!(
+            ok(None, Some("_")).is_err(),
+            "the single tenant is another tenant"
+        );
+        assert!(ok(None, Some("a b"))
+            .unwrap_err()
+            .contains("invalid tenant id"));
+        let single = proven_tenant("workflow.result._.charge", p, Some(""), Some("_"));
+        assert!(single.unwrap().is_single());
+        assert!(proven_tenant("elsewhere.acme", p, None, None).is_err());
+        assert!(proven_tenant("workflow.result.a*b.x", p, None, None).is_err());
     }
 }

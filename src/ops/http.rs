@@ -403,8 +403,8 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
     };
     let mut headers = Vec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
-        let value = std::str::from_utf8(h.value)
-            .map_err(|_| format!("header {} is not UTF-8", h.name))?;
+        let value =
+            std::str::from_utf8(h.value).map_err(|_| format!("header {} is not UTF-8", h.name))?;
         headers.push((h.name.to_ascii_lowercase(), value.trim().to_string()));
     }
     Ok(Some(((method, target.to_string(), headers), len)))

@@ -25,7 +25,8 @@ const RETRY_WAIT: Duration = Duration::from_secs(30);
 pub struct Selection {
     /// Required (`""` is the single tenant), unless `unattributed`.
     pub tenant: Option<String>,
-    /// Quarantine records whose tenant was in doubt (tenant-access errors).
+    /// Quarantine records whose tenant was in doubt: messages that did not prove it
+    /// (subject, header and body disagree, or the subject names none).
     #[serde(default)]
     pub unattributed: bool,
     pub saga: Option<String>,

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::{kind_name, Decoded, LogCtx, MessageInfo, Route, RouteFault, RoutedEvent};
 use crate::envelope::{clip, trace_id, EnvelopeKind, EnvelopeView};
 use crate::error::Error;
-use crate::manifest::{SagaCatalog, SagaDef, Trigger};
+use crate::manifest::{proven_tenant, SagaCatalog, SagaDef, Trigger};
 use crate::settings::Settings;
 use crate::store::{excerpt, QuarantineKind, QuarantineRecord};
 use crate::timefmt::parse_rfc3339_ms;
@@ -19,9 +19,13 @@ use crate::types::{CorrelationId, EventId, TenantId};
 #[derive(Debug, Clone)]
 pub struct DecodeConfig {
     pub aggregate_stream: String,
+    /// Subject prefixes (without the trailing '.'): the token after each is the tenant.
+    pub aggregate_prefix: String,
     pub result_prefix: String,
     pub timer_prefix: String,
     pub max_message_bytes: usize,
+    /// Largest serialised `metadata` accepted (commands and reminders copy it whole).
+    pub max_metadata_bytes: usize,
     pub max_deliver: u64,
     pub multi_tenant: bool,
     pub default_tenant: TenantId,
@@ -33,9 +37,11 @@ impl DecodeConfig {
     pub fn from_settings(s: &Settings) -> DecodeConfig {
         DecodeConfig {
             aggregate_stream: s.streams.aggregate_events.clone(),
-            result_prefix: format!("{}.", s.streams.result_prefix),
-            timer_prefix: format!("{}.", s.streams.timer_prefix),
+            aggregate_prefix: s.streams.aggregate_prefix.clone(),
+            result_prefix: s.streams.result_prefix.clone(),
+            timer_prefix: s.streams.timer_prefix.clone(),
             max_message_bytes: s.pipeline.max_message_bytes,
+            max_metadata_bytes: s.pipeline.max_metadata_bytes,
             max_deliver: s.consumer.max_deliver.max(1) as u64,
             multi_tenant: s.tenancy.multi_tenant,
             default_tenant: s.default_tenant(),
@@ -93,11 +99,16 @@ pub fn decode_message(
         trace_id: header_trace(headers).unwrap_or_default().to_string(),
         ..LogCtx::default()
     };
-    let mut event_id = None;
-    match decode_inner(cfg, catalog, info, headers, body, &mut log, &mut event_id) {
+    let mut seen = Seen::default();
+    match decode_inner(cfg, catalog, info, headers, body, &mut log, &mut seen) {
         Ok(event) => Decoded::Event(Box::new(event)),
         Err(r) => {
-            let tenant = TenantId::new(&log.tenant_id).unwrap_or_default();
+            // Filed under a tenant only when the message proved it (point 3 of the
+            // tenant rules, docs/guarantees.md); otherwise `tenant` is what it claimed.
+            let tenant = seen
+                .proven
+                .clone()
+                .unwrap_or_else(|| TenantId::new(&log.tenant_id).unwrap_or_default());
             let record = QuarantineRecord {
                 kind: r.quarantine_kind().unwrap_or(QuarantineKind::Decode),
                 reason: r.to_string(),
@@ -106,16 +117,27 @@ pub fn decode_message(
                 subject: info.subject.clone(),
                 delivered: info.delivered,
                 tenant,
-                event_id,
+                event_id: seen.event_id,
                 correlation_id: (!log.correlation_id.is_empty())
                     .then(|| log.correlation_id.clone()),
                 saga: None,
                 body_excerpt: excerpt(body),
+                unattributed: seen.proven.is_none(),
                 quarantined_at: None,
             };
             Decoded::Quarantine(Box::new(record), log)
         }
     }
+}
+
+/// What decoding learnt about a message before it failed, for its quarantine record.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The body's event id (capped).
+    event_id: Option<String>,
+    /// The tenant the message proved: subject, header and body agree (absent ones
+    /// aside), and it is one this process serves.
+    proven: Option<TenantId>,
 }
 
 /// The trace id of the `traceparent` header, when it is there and well formed.
@@ -130,9 +152,21 @@ fn decode_inner(
     headers: Headers<'_>,
     body: &[u8],
     log: &mut LogCtx,
-    event_id_out: &mut Option<String>,
+    seen: &mut Seen,
 ) -> Result<RoutedEvent, Error> {
     let header_tenant = headers.tenant;
+    // The subject names the tenant; header and body may only agree (checked before
+    // anything else is read, so even an unreadable body is attributed only to the
+    // tenant its subject and header prove).
+    let prefix = tenant_prefix(cfg, info);
+    let prove = |body_tenant: Option<&str>| match prefix {
+        Some(prefix) => proven_tenant(&info.subject, prefix, header_tenant, body_tenant),
+        None => Err(format!(
+            "subject {:?} is not one whose tenant the Runner knows how to read",
+            clip(&info.subject)
+        )),
+    };
+    seen.proven = prove(None).ok().and_then(|t| served(cfg, t).ok());
     if body.len() > cfg.max_message_bytes {
         return Err(reject(
             Error::Decode,
@@ -147,10 +181,11 @@ fn decode_inner(
     // still names its tenant and event.
     let parsed: Result<Value, String> =
         serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"));
+    let mut body_tenant = None;
     if let Ok(Value::Object(obj)) = &parsed {
         // Capped like the correlation id below: a hostile megabyte-long event id must
         // not be copied whole into the quarantine record.
-        *event_id_out = obj
+        seen.event_id = obj
             .get("event_id")
             .and_then(Value::as_str)
             .map(|id| id.chars().take(128).collect());
@@ -166,15 +201,25 @@ fn decode_inner(
                 log.trace_id = t.to_string();
             }
         }
-        if let Some(t) = obj
-            .get("tenant_id")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-        {
-            if log.tenant_id.is_empty() {
-                log.tenant_id = t.chars().take(64).collect();
+        match obj.get("tenant_id") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(t)) => {
+                if log.tenant_id.is_empty() && !t.is_empty() {
+                    log.tenant_id = t.chars().take(64).collect();
+                }
+                body_tenant = Some(t.as_str());
             }
+            // Not a tenant at all: the envelope check below names it; the message
+            // proves no tenant.
+            Some(_) => seen.proven = None,
         }
+    }
+    let proof = prove(body_tenant);
+    if seen.proven.is_some() {
+        seen.proven = proof.clone().ok().and_then(|t| served(cfg, t).ok());
+    }
+    if let Some(t) = &seen.proven {
+        log.tenant_id = t.to_string();
     }
     if info.delivered.saturating_sub(info.forgiven) > cfg.max_deliver {
         return Err(reject(
@@ -193,11 +238,14 @@ fn decode_inner(
         reject(
             Error::Decode,
             format!(
-                "subject {} is neither a result ({}…) nor a timer ({}…) subject",
-                info.subject, cfg.result_prefix, cfg.timer_prefix
+                "subject {} is neither a result ({}.…) nor a timer ({}.…) subject",
+                clip(&info.subject),
+                cfg.result_prefix,
+                cfg.timer_prefix
             ),
         )
     })?;
+    let subject_tenant = proof.map_err(|reason| reject(Error::TenantAccess, reason))?;
     let incoming = EnvelopeView::of(kind, &value).map_err(|e| {
         reject(
             Error::Decode,
@@ -205,10 +253,22 @@ fn decode_inner(
         )
     })?;
 
-    let tenant = resolve_tenant(cfg, incoming.tenant_id, header_tenant)?;
+    let tenant = served(cfg, subject_tenant)?;
     log.tenant_id = tenant.to_string();
     if let Some(c) = incoming.correlation_id() {
         log.correlation_id = c.chars().take(128).collect();
+    }
+    if let Some(meta) = value.get("metadata") {
+        let bytes = json_len(meta);
+        if bytes > cfg.max_metadata_bytes {
+            return Err(reject(
+                Error::Decode,
+                format!(
+                    "metadata of {bytes} bytes exceeds the limit of {} bytes (pipeline.max_metadata_bytes)",
+                    cfg.max_metadata_bytes
+                ),
+            ));
+        }
     }
     let event_id =
         EventId::new(incoming.event_id).map_err(|e| reject(Error::Decode, e.to_string()))?;
@@ -299,42 +359,46 @@ fn correlate(
 }
 
 fn envelope_kind(cfg: &DecodeConfig, info: &MessageInfo) -> Option<EnvelopeKind> {
+    let under = |prefix: &str| {
+        info.subject
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('.'))
+    };
     if info.stream == cfg.aggregate_stream {
         Some(EnvelopeKind::Aggregate)
-    } else if info.subject.starts_with(&cfg.result_prefix) {
+    } else if under(&cfg.result_prefix) {
         Some(EnvelopeKind::Result)
-    } else if info.subject.starts_with(&cfg.timer_prefix) {
+    } else if under(&cfg.timer_prefix) {
         Some(EnvelopeKind::Reminder)
     } else {
         None
     }
 }
 
-/// Body and header must agree; a missing tenant falls back to the default; the result
-/// must be one this process serves.
-fn resolve_tenant(cfg: &DecodeConfig, body: &str, header: Option<&str>) -> Result<TenantId, Error> {
-    let header = header.unwrap_or_default();
-    if !body.is_empty() && !header.is_empty() && body != header {
-        return Err(reject(
-            Error::TenantAccess,
-            format!(
-                "body tenant {:?} and header tenant {:?} disagree",
-                clip(body),
-                clip(header)
-            ),
-        ));
+/// The prefix after which the message's subject names its tenant, by its stream and
+/// kind; `None` for a subject of no kind the Runner consumes.
+fn tenant_prefix<'c>(cfg: &'c DecodeConfig, info: &MessageInfo) -> Option<&'c str> {
+    match envelope_kind(cfg, info)? {
+        EnvelopeKind::Aggregate => Some(&cfg.aggregate_prefix),
+        EnvelopeKind::Result => Some(&cfg.result_prefix),
+        EnvelopeKind::Reminder => Some(&cfg.timer_prefix),
     }
-    let claimed = if body.is_empty() { header } else { body };
-    let tenant = if claimed.is_empty() {
+}
+
+/// The tenant the subject proved, as this process serves it: the single tenant (`_`)
+/// is the default tenant, and the tenant must be one this process serves.
+fn served(cfg: &DecodeConfig, proven: TenantId) -> Result<TenantId, Error> {
+    let tenant = if proven.is_single() {
         cfg.default_tenant.clone()
     } else {
-        TenantId::new(claimed).map_err(|e| reject(Error::TenantAccess, e.to_string()))?
+        proven
     };
     if !cfg.multi_tenant && tenant != cfg.default_tenant {
         return Err(reject(
             Error::TenantAccess,
             format!(
-                "tenant {tenant:?} is not served: multi-tenancy is off and the tenant is {:?}",
+                "tenant {:?} is not served: multi-tenancy is off and the tenant is {:?}",
+                tenant.as_str(),
                 cfg.default_tenant.as_str()
             ),
         ));
@@ -349,4 +413,22 @@ fn resolve_tenant(cfg: &DecodeConfig, body: &str, header: Option<&str>) -> Resul
         ));
     }
     Ok(tenant)
+}
+
+/// Bytes of `value` serialised as compact JSON, counted without building the text.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a `Value` into a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }

@@ -463,6 +463,8 @@ impl Executor {
                 correlation_id: Some(ev.log.correlation_id.clone()).filter(|c| !c.is_empty()),
                 saga: Some(first_saga.clone()),
                 body_excerpt: crate::store::excerpt(ev.value.to_string().as_bytes()),
+                // A decoded event: its tenant is proven.
+                unattributed: false,
                 quarantined_at: None,
             });
             out.disposition = Disposition::Term;

@@ -163,19 +163,19 @@ fn tenant_disagreement_and_unserved_tenants_are_access_errors() {
     ));
     assert_eq!(q.kind, QuarantineKind::TenantAccess);
     assert!(q.reason.contains("disagree"), "{}", q.reason);
-    // Header alone names the tenant when the body does not.
+    // The header may name the subject's tenant when the body names none.
     let mut no_tenant = placed("o-1", "e-1");
     no_tenant["tenant_id"] = json!("");
     let Decoded::Event(ev) = decode(
         &cfg(),
         &catalog,
         &agg_info(1),
-        Some("globex"),
+        Some("acme"),
         no_tenant.to_string().as_bytes(),
     ) else {
         panic!("header tenant should be accepted")
     };
-    assert_eq!(ev.tenant.as_str(), "globex");
+    assert_eq!(ev.tenant.as_str(), "acme");
 
     let mut single = cfg();
     single.multi_tenant = false;
@@ -187,10 +187,11 @@ fn tenant_disagreement_and_unserved_tenants_are_access_errors() {
         body.as_bytes(),
     ));
     assert_eq!(q.kind, QuarantineKind::TenantAccess);
+    let single_subject = info("AGGREGATE_EVENTS", "aggregate._.order.OrderPlaced", 1);
     let Decoded::Event(ev) = decode(
         &single,
         &catalog,
-        &agg_info(1),
+        &single_subject,
         None,
         no_tenant.to_string().as_bytes(),
     ) else {
@@ -1127,4 +1128,200 @@ fn a_store_notes_since_when_it_keeps_timer_records() {
         since,
         "noted once"
     );
+}
+
+// The subject names the tenant (docs/guarantees.md, "Tenant isolation"): body and
+// header may only agree with it, and a record is filed under a tenant only when the
+// message proved it.
+
+fn reminder_body(tenant: &str) -> Value {
+    json!({
+        "event_id": "t-1", "tenant_id": tenant, "saga_name": "order_fulfilment",
+        "correlation_id": "o-1", "name": "payment_timeout", "due_at": "2026-11-27T10:15:00Z",
+        "payload": {}, "metadata": {"correlation_id": "o-1"}
+    })
+}
+
+/// One envelope of each stream the saga side consumes, on a subject of tenant acme,
+/// its body naming `body_tenant`.
+fn each_stream(body_tenant: &str) -> Vec<(&'static str, MessageInfo, Value)> {
+    let mut event = placed("o-1", "e-1");
+    event["tenant_id"] = json!(body_tenant);
+    let mut result = charge_result("o-1", "r-1", "succeeded");
+    result["tenant_id"] = json!(body_tenant);
+    let timer = info("WORKFLOW_EVENTS", "workflow.timer.acme.order_fulfilment", 3);
+    vec![
+        ("event", agg_info(1), event),
+        ("result", result_info(2), result),
+        ("reminder", timer, reminder_body(body_tenant)),
+    ]
+}
+
+fn assert_unattributed_violation(what: &str, q: &crate::store::QuarantineRecord) {
+    assert_eq!(q.kind, QuarantineKind::TenantAccess, "{what}: {}", q.reason);
+    assert_eq!(q.filing_tenant(), None, "{what}: filed under no tenant");
+}
+
+#[test]
+fn a_body_tenant_other_than_the_subjects_is_a_violation_on_every_stream() {
+    let catalog = example_catalog();
+    for (what, info, body) in each_stream("globex") {
+        let d = decode(&cfg(), &catalog, &info, None, body.to_string().as_bytes());
+        let q = quarantine_of(d);
+        assert_unattributed_violation(what, &q);
+        assert!(q.reason.contains("subject"), "{what}: {}", q.reason);
+    }
+}
+
+#[test]
+fn a_header_tenant_other_than_the_subjects_is_a_violation_on_every_stream() {
+    let catalog = example_catalog();
+    // Header disagreeing with subject and body; then with the subject alone (no body
+    // tenant, so nothing else names one).
+    for body_tenant in ["acme", ""] {
+        for (what, info, body) in each_stream(body_tenant) {
+            let d = decode(
+                &cfg(),
+                &catalog,
+                &info,
+                Some("globex"),
+                body.to_string().as_bytes(),
+            );
+            assert_unattributed_violation(what, &quarantine_of(d));
+        }
+    }
+}
+
+#[test]
+fn body_and_header_may_be_absent_or_agree_with_the_subject() {
+    let catalog = example_catalog();
+    for body_tenant in ["acme", ""] {
+        for header in [None, Some("acme"), Some("")] {
+            for (what, info, body) in each_stream(body_tenant) {
+                let d = decode(&cfg(), &catalog, &info, header, body.to_string().as_bytes());
+                let Decoded::Event(ev) = d else {
+                    panic!("{what} (body {body_tenant:?}, header {header:?}) was quarantined")
+                };
+                assert_eq!(ev.tenant.as_str(), "acme", "{what}");
+            }
+        }
+    }
+    // `_` is the single tenant: a body naming a tenant there is a violation.
+    let single = info("AGGREGATE_EVENTS", "aggregate._.order.OrderPlaced", 4);
+    let mut none = placed("o-1", "e-1");
+    none["tenant_id"] = json!("");
+    let Decoded::Event(ev) = decode(&cfg(), &catalog, &single, None, none.to_string().as_bytes())
+    else {
+        panic!("the single tenant's subject and no body tenant agree")
+    };
+    assert!(ev.tenant.is_single());
+    let q = quarantine_of(decode(
+        &cfg(),
+        &catalog,
+        &single,
+        None,
+        placed("o-1", "e-1").to_string().as_bytes(),
+    ));
+    assert_unattributed_violation("acme on `_`", &q);
+}
+
+#[test]
+fn a_subject_without_a_tenant_token_is_a_violation() {
+    let catalog = example_catalog();
+    for subject in ["aggregate", "elsewhere.acme.order.OrderPlaced"] {
+        let i = info("AGGREGATE_EVENTS", subject, 5);
+        let q = quarantine_of(decode(
+            &cfg(),
+            &catalog,
+            &i,
+            Some("acme"),
+            placed("o-1", "e-1").to_string().as_bytes(),
+        ));
+        assert_unattributed_violation(subject, &q);
+    }
+}
+
+#[test]
+fn a_quarantine_record_names_a_tenant_only_when_the_message_proved_it() {
+    let catalog = example_catalog();
+    let mut broken = placed("o-1", "e-1");
+    broken.as_object_mut().unwrap().remove("aggregate_id");
+    // Subject and body agree: filed under acme.
+    let q = quarantine_of(decode(
+        &cfg(),
+        &catalog,
+        &agg_info(1),
+        None,
+        broken.to_string().as_bytes(),
+    ));
+    assert_eq!(q.kind, QuarantineKind::Decode);
+    assert_eq!(q.filing_tenant().map(|t| t.as_str()), Some("acme"));
+    // The body names another tenant: whatever else is wrong, no tenant's record.
+    broken["tenant_id"] = json!("globex");
+    let q = quarantine_of(decode(
+        &cfg(),
+        &catalog,
+        &agg_info(2),
+        None,
+        broken.to_string().as_bytes(),
+    ));
+    assert_eq!(q.filing_tenant(), None, "{:?}: {}", q.kind, q.reason);
+    // Unreadable body: subject and header prove acme.
+    let q = quarantine_of(decode(
+        &cfg(),
+        &catalog,
+        &agg_info(3),
+        Some("acme"),
+        b"{nope",
+    ));
+    assert_eq!(q.filing_tenant().map(|t| t.as_str()), Some("acme"));
+    // Unreadable body, header naming another tenant: unattributed.
+    let q = quarantine_of(decode(
+        &cfg(),
+        &catalog,
+        &agg_info(4),
+        Some("globex"),
+        b"{nope",
+    ));
+    assert_eq!(q.filing_tenant(), None, "{:?}: {}", q.kind, q.reason);
+    // Over-delivered, body naming another tenant: unattributed too.
+    let mut over = agg_info(5);
+    over.delivered = 99;
+    let q = quarantine_of(decode(
+        &cfg(),
+        &catalog,
+        &over,
+        None,
+        broken.to_string().as_bytes(),
+    ));
+    assert_eq!(q.filing_tenant(), None, "{:?}: {}", q.kind, q.reason);
+}
+
+#[test]
+fn metadata_over_the_bound_is_quarantined_at_decode_on_every_stream() {
+    let catalog = example_catalog();
+    // The default bound is 16 KiB; 20 KiB of metadata is over it, the body well under
+    // the message limit.
+    let big = "x".repeat(20 * 1024);
+    for (what, info, mut body) in each_stream("acme") {
+        body["metadata"]["note"] = json!(big);
+        let q = quarantine_of(decode(
+            &cfg(),
+            &catalog,
+            &info,
+            None,
+            body.to_string().as_bytes(),
+        ));
+        assert_eq!(q.kind, QuarantineKind::Decode, "{what}: {}", q.reason);
+        assert!(q.reason.contains("metadata"), "{what}: {}", q.reason);
+        assert_eq!(
+            q.filing_tenant().map(|t| t.as_str()),
+            Some("acme"),
+            "{what}"
+        );
+        assert!(
+            q.reason.len() < 200,
+            "{what}: the reason quotes no metadata"
+        );
+    }
 }

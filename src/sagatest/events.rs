@@ -235,7 +235,8 @@ fn subject(
     };
     Ok(match kind {
         EnvelopeKind::Aggregate => format!(
-            "aggregate.{tenant}.{}.{}",
+            "{}.{tenant}.{}.{}",
+            streams.aggregate_prefix,
             field("aggregate_type")?,
             field("event_type")?
         ),

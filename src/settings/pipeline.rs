@@ -17,6 +17,10 @@ pub struct PipelineSettings {
     /// Largest publish (headers and body) when the NATS server states no `max_payload`
     /// in its INFO; the server's own figure is used when it does.
     pub max_payload_bytes: usize,
+    /// Largest `metadata` (serialised) an event, result or reminder may carry; larger
+    /// ones are quarantined at decode. Commands and reminders copy the causing event's
+    /// metadata whole, so this bounds what each copy adds.
+    pub max_metadata_bytes: usize,
     /// How often a stopped intake probes the store for writability again.
     pub storage_retry_ms: u64,
     /// How long the commit stage waits for more work after the first batch when the
@@ -33,6 +37,7 @@ impl Default for PipelineSettings {
             commit_batch_max: 1024,
             max_message_bytes: 1024 * 1024,
             max_payload_bytes: crate::nats_io::DEFAULT_MAX_PAYLOAD,
+            max_metadata_bytes: 16 * 1024,
             storage_retry_ms: 1_000,
             commit_linger_us: 0,
         }
@@ -65,6 +70,21 @@ impl PipelineSettings {
             1024,
             64 * 1024 * 1024,
         )?;
+        within(
+            "pipeline.max_metadata_bytes",
+            self.max_metadata_bytes as u64,
+            256,
+            1024 * 1024,
+        )?;
+        if self.max_metadata_bytes > self.max_message_bytes {
+            return bad(
+                "pipeline.max_metadata_bytes",
+                format!(
+                    "must not exceed pipeline.max_message_bytes ({}; got {})",
+                    self.max_message_bytes, self.max_metadata_bytes
+                ),
+            );
+        }
         if self.storage_retry_ms == 0 {
             return bad("pipeline.storage_retry_ms", "must be greater than 0");
         }
@@ -107,6 +127,11 @@ mod tests {
                 "RUNNER_PIPELINE_MAX_PAYLOAD_BYTES",
                 "100",
                 "pipeline.max_payload_bytes",
+            ),
+            (
+                "RUNNER_PIPELINE_MAX_METADATA_BYTES",
+                "100",
+                "pipeline.max_metadata_bytes",
             ),
             (
                 "RUNNER_PIPELINE_STORAGE_RETRY_MS",

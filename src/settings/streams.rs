@@ -21,7 +21,11 @@ pub struct StreamSettings {
     pub aggregate_filter: String,
     /// Subject filter of the saga consumer on the workflow events stream.
     pub workflow_filter: String,
-    /// Subject prefixes that identify envelope kinds (CONTRACTS.md §1).
+    /// Prefix of the aggregate events' subjects: the token after it is the tenant
+    /// (`{aggregate_prefix}.{tenant}.{aggregate_type}.{event_type}`).
+    pub aggregate_prefix: String,
+    /// Subject prefixes that identify envelope kinds (CONTRACTS.md §1); the token after
+    /// each is the tenant.
     pub command_prefix: String,
     pub result_prefix: String,
     pub timer_prefix: String,
@@ -41,6 +45,7 @@ impl Default for StreamSettings {
             aggregate_subjects: vec!["aggregate.>".into()],
             aggregate_filter: String::new(),
             workflow_filter: String::new(),
+            aggregate_prefix: "aggregate".into(),
             command_prefix: "workflow.cmd".into(),
             result_prefix: "workflow.result".into(),
             timer_prefix: "workflow.timer".into(),
@@ -76,6 +81,7 @@ impl StreamSettings {
             );
         }
         for (field, prefix) in [
+            ("streams.aggregate_prefix", &self.aggregate_prefix),
             ("streams.command_prefix", &self.command_prefix),
             ("streams.result_prefix", &self.result_prefix),
             ("streams.timer_prefix", &self.timer_prefix),
@@ -103,6 +109,11 @@ mod tests {
                 "RUNNER_STREAMS_AGGREGATE_EVENTS",
                 "a.b",
                 "streams.aggregate_events",
+            ),
+            (
+                "RUNNER_STREAMS_AGGREGATE_PREFIX",
+                "aggregate.>",
+                "streams.aggregate_prefix",
             ),
             (
                 "RUNNER_STREAMS_RESULT_PREFIX",

@@ -270,6 +270,11 @@ pub struct QuarantineRecord {
     pub saga: Option<String>,
     /// The start of the body (bounded), for whoever investigates.
     pub body_excerpt: String,
+    /// The message did not prove its tenant (its subject names none, or its header or
+    /// body names another): `tenant` is only what it claimed, and the record is filed
+    /// under no tenant.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unattributed: bool,
     /// When it was quarantined (RFC 3339, wall clock; set by the store when it is
     /// written, absent from records written before it was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -277,10 +282,12 @@ pub struct QuarantineRecord {
 }
 
 impl QuarantineRecord {
-    /// The tenant whose namespace the record is filed under: none when the tenant is
-    /// exactly what is in doubt (tenant-access errors).
+    /// The tenant whose namespace the record is filed under: only one the message
+    /// proved (subject, header and body agree, absent ones aside); none when the tenant
+    /// is in doubt (unattributed records, tenant-access errors), so one tenant's list
+    /// never shows a message that merely claimed to be its own.
     pub fn filing_tenant(&self) -> Option<&TenantId> {
-        (self.kind != QuarantineKind::TenantAccess).then_some(&self.tenant)
+        (self.kind != QuarantineKind::TenantAccess && !self.unattributed).then_some(&self.tenant)
     }
 }
 

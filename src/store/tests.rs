@@ -618,6 +618,7 @@ fn quarantine_records_are_tenant_scoped() {
         correlation_id: None,
         saga: None,
         body_excerpt: excerpt(b"\xff\xfe not json"),
+        unattributed: false,
         quarantined_at: None,
     };
     store

@@ -263,8 +263,17 @@ fn expected(kind: Kind, field: &str, value: Option<&Value>) -> Expect {
         ("tenant_id", Some(Value::String(t))) if TenantId::new(t).is_err() => {
             quarantine(TenantAccess, "invalid tenant id")
         }
+        // The subject (tenant acme) names the tenant: the body may only agree.
+        ("tenant_id", Some(Value::String(t))) if t != "acme" => {
+            quarantine(TenantAccess, "disagrees with the subject's tenant")
+        }
         ("tenant_id", Some(Value::String(_))) => Expect::Anything,
         ("tenant_id", Some(_)) => envelope("field `tenant_id` must be a string".into()),
+        ("metadata", Some(m @ Value::Object(_)))
+            if m.to_string().len() > default_cfg().max_metadata_bytes =>
+        {
+            quarantine(Decode, "pipeline.max_metadata_bytes")
+        }
         ("metadata", Some(Value::Object(_))) => Expect::Anything,
         ("metadata", Some(_)) => envelope("field `metadata` must be an object".into()),
         ("version", Some(v)) if kind == Kind::Aggregate && !v.is_u64() => {
@@ -454,9 +463,9 @@ proptest! {
         prop_assert_eq!(record.reason, words);
     }
 
-    /// Body and `x-tenant-id` header: they must agree, and the tenant must be a valid id;
-    /// otherwise a tenant-access quarantine whose reason stays short however long the
-    /// claimed tenants are.
+    /// Body and `x-tenant-id` header: each must be absent or agree with the subject's
+    /// tenant (acme), and be a valid id; otherwise a tenant-access quarantine, filed under
+    /// no tenant, whose reason stays short however long the claimed tenants are.
     #[test]
     fn hostile_tenants_in_body_and_header_are_refused(
         kind in kind(),
@@ -477,15 +486,22 @@ proptest! {
         prop_assume!(body.len() <= cfg.max_message_bytes);
         let decoded = decode(&cfg, example_catalog(), &kind.info(), header.as_deref(), &body);
         let (b, h) = (body_tenant.as_deref().unwrap_or(""), header.as_deref().unwrap_or(""));
-        let claimed = if b.is_empty() { h } else { b };
-        let expect = if !b.is_empty() && !h.is_empty() && b != h {
-            quarantine(QuarantineKind::TenantAccess, "disagree")
-        } else if !claimed.is_empty() && TenantId::new(claimed).is_err() {
-            quarantine(QuarantineKind::TenantAccess, "invalid tenant id")
-        } else {
-            Expect::Anything
-        };
+        // The header is checked first, then the body.
+        let expect = [h, b]
+            .into_iter()
+            .filter(|claim| !claim.is_empty())
+            .find_map(|claim| match TenantId::new(claim) {
+                Err(_) => Some(quarantine(QuarantineKind::TenantAccess, "invalid tenant id")),
+                Ok(t) if t.as_str() != "acme" => {
+                    Some(quarantine(QuarantineKind::TenantAccess, "disagrees with the subject"))
+                }
+                Ok(_) => None,
+            })
+            .unwrap_or(Expect::Anything);
         check_expected(&decoded, &expect)?;
+        if let Decoded::Quarantine(record, _) = &decoded {
+            prop_assert_eq!(record.filing_tenant(), None, "filed under no tenant");
+        }
         if let (Expect::Anything, Decoded::Quarantine(record, _)) = (&expect, &decoded) {
             prop_assert!(false, "unexpected quarantine: {}", record.reason);
         }
@@ -504,7 +520,8 @@ proptest! {
         let metadata = json!({ "correlation_id": correlation });
         fields.push(("metadata".into(), metadata.to_string().into_bytes()));
         let body = body_of(&fields);
-        let cfg = default_cfg();
+        // Routing is the point here, not the metadata bound (its own property below).
+        let cfg = DecodeConfig { max_metadata_bytes: usize::MAX, ..default_cfg() };
         prop_assume!(body.len() <= cfg.max_message_bytes);
         let decoded = decode(&cfg, example_catalog(), &Kind::Result.info(), None, &body);
         check_bounded(&decoded)?;
@@ -535,6 +552,61 @@ proptest! {
                 let reason = &event.route_faults[0].reason;
                 prop_assert!(reason.contains("not a string"), "{}", reason);
             }
+        }
+    }
+
+    /// The subject names the tenant: whatever its tenant token, an envelope whose body
+    /// says acme is taken only on acme's subject; anywhere else (another tenant, no
+    /// token, a token that is no tenant id) it is a tenant violation filed under no
+    /// tenant, and never attributed to the tenant the body claims.
+    #[test]
+    fn the_subjects_tenant_token_is_the_authority(kind in kind(), token in hostile_string()) {
+        let mut info = kind.info();
+        let prefix = match kind {
+            Kind::Aggregate => "aggregate",
+            Kind::Result => "workflow.result",
+            Kind::Reminder => "workflow.timer",
+        };
+        let rest = info.subject[prefix.len() + 1..].split_once('.').map(|(_, r)| r).unwrap_or("");
+        info.subject = format!("{prefix}.{token}.{rest}");
+        let body = envelope_with(kind, "tenant_id", json!("acme"));
+        let decoded = decode(&default_cfg(), example_catalog(), &info, None, &body);
+        check_bounded(&decoded)?;
+        let subject_token = token.split('.').next().unwrap_or("");
+        match &decoded {
+            Decoded::Event(event) => {
+                prop_assert_eq!(subject_token, "acme");
+                prop_assert_eq!(event.tenant.as_str(), "acme");
+            }
+            Decoded::Quarantine(record, _) => {
+                prop_assert!(subject_token != "acme", "acme's own envelope refused: {}", record.reason);
+                prop_assert_eq!(record.filing_tenant(), None, "{}", record.reason);
+            }
+        }
+    }
+
+    /// Metadata is bounded at decode: an envelope whose serialised `metadata` is over
+    /// `pipeline.max_metadata_bytes` is a decode quarantine of the tenant that sent it;
+    /// at or under it, the envelope is taken.
+    #[test]
+    fn metadata_over_the_bound_is_refused_at_decode(
+        kind in kind(),
+        filler in 0usize..40_000,
+    ) {
+        let metadata = json!({"correlation_id": "o-1", "blob": "m".repeat(filler)});
+        let size = metadata.to_string().len();
+        let body = envelope_with(kind, "metadata", metadata);
+        let cfg = default_cfg();
+        let decoded = decode(&cfg, example_catalog(), &kind.info(), None, &body);
+        check_bounded(&decoded)?;
+        match &decoded {
+            Decoded::Quarantine(record, _) => {
+                prop_assert!(size > cfg.max_metadata_bytes, "{}", record.reason);
+                prop_assert_eq!(record.kind, QuarantineKind::Decode);
+                prop_assert!(record.reason.contains("max_metadata_bytes"), "{}", record.reason);
+                prop_assert_eq!(record.filing_tenant().map(|t| t.as_str()), Some("acme"));
+            }
+            Decoded::Event(_) => prop_assert!(size <= cfg.max_metadata_bytes),
         }
     }
 
@@ -680,13 +752,31 @@ fn reasons_quote_hostile_fields_briefly() {
     let record = quarantined(decode_body(Kind::Aggregate, Some("acme"), &body));
     assert_eq!(record.kind, QuarantineKind::TenantAccess);
     assert!(
-        record.reason.starts_with("body tenant \"xxx"),
+        record
+            .reason
+            .starts_with("body tenant: invalid tenant id \"xxx"),
         "{}",
         record.reason
     );
-    assert!(record
-        .reason
-        .ends_with("…\" and header tenant \"acme\" disagree"));
+    assert!(
+        record.reason.ends_with("…\": is too long"),
+        "{}",
+        record.reason
+    );
+    assert!(record.reason.len() < 200, "{} bytes", record.reason.len());
+    let body = envelope_with(
+        Kind::Aggregate,
+        "tenant_id",
+        json!(format!("g{}", "x".repeat(60))),
+    );
+    let record = quarantined(decode_body(Kind::Aggregate, None, &body));
+    assert!(
+        record
+            .reason
+            .ends_with("disagrees with the subject's tenant \"acme\""),
+        "{}",
+        record.reason
+    );
     assert!(record.reason.len() < 200, "{} bytes", record.reason.len());
 
     let body = envelope_with(Kind::Result, "result_type", json!(huge));
@@ -697,7 +787,20 @@ fn reasons_quote_hostile_fields_briefly() {
     assert!(record.reason.len() < 300, "{} bytes", record.reason.len());
 
     let body = envelope_with(Kind::Result, "metadata", json!({"correlation_id": [huge]}));
-    let Decoded::Event(event) = decode_body(Kind::Result, None, &body) else {
+    // Over the default metadata bound: refused, naming only sizes.
+    let record = quarantined(decode_body(Kind::Result, None, &body));
+    assert!(
+        record.reason.contains("max_metadata_bytes"),
+        "{}",
+        record.reason
+    );
+    assert!(record.reason.len() < 200, "{} bytes", record.reason.len());
+    let wide = DecodeConfig {
+        max_metadata_bytes: usize::MAX,
+        ..default_cfg()
+    };
+    let decoded = decode(&wide, example_catalog(), &Kind::Result.info(), None, &body);
+    let Decoded::Event(event) = decoded else {
         panic!("a valid result envelope was quarantined");
     };
     let reason = &event.route_faults[0].reason;
