@@ -76,15 +76,6 @@ impl PipelineSettings {
             256,
             1024 * 1024,
         )?;
-        if self.max_metadata_bytes > self.max_message_bytes {
-            return bad(
-                "pipeline.max_metadata_bytes",
-                format!(
-                    "must not exceed pipeline.max_message_bytes ({}; got {})",
-                    self.max_message_bytes, self.max_metadata_bytes
-                ),
-            );
-        }
         if self.storage_retry_ms == 0 {
             return bad("pipeline.storage_retry_ms", "must be greater than 0");
         }
