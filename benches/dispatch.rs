@@ -600,7 +600,12 @@ impl Commands {
         Commands {
             catalog: SagaCatalog::load(&[example_manifest()], 20_000, &Limits::default())
                 .expect("example manifest"),
-            decode: DecodeConfig::from_settings(settings),
+            // The example manifest's triggers name plain `aggregate.…` subjects, not the
+            // bench space's namespaced ones: decode those (the subject names the tenant).
+            decode: DecodeConfig {
+                aggregate_prefix: "aggregate".into(),
+                ..DecodeConfig::from_settings(settings)
+            },
             prefix: settings.streams.command_prefix.clone(),
             stream: settings.streams.aggregate_events.clone(),
             store,
@@ -623,10 +628,7 @@ impl Commands {
                 seq: i,
                 delivered: 1,
                 forgiven: 0,
-                subject: format!(
-                    "{}.{tenant}.order.OrderPlaced",
-                    self.decode.aggregate_prefix
-                ),
+                subject: format!("aggregate.{tenant}.order.OrderPlaced"),
                 published_ms: 0,
             };
             let body = placed(i, tenant).to_string().into_bytes();
@@ -635,6 +637,11 @@ impl Commands {
                 Decoded::Quarantine(q, ..) => panic!("bench event must decode: {q:?}"),
             };
             let outcome = exec.execute(&reader, &event, &info, 1).expect("execute");
+            assert!(
+                !outcome.transitions.is_empty(),
+                "the example saga must take {}",
+                info.subject
+            );
             out.extend(
                 outcome
                     .transitions
