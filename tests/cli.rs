@@ -459,6 +459,20 @@ fn check_warns_of_a_loopback_gateway_when_nats_is_remote() {
     }
 }
 
+/// The subject names the tenant after `streams.aggregate_prefix`: a prefix the shipped
+/// sagas' triggers do not use would quarantine every event they take, so `check` warns.
+#[test]
+fn check_warns_of_triggers_under_no_tenant_prefix() {
+    let stdout = check_passes(&[("RUNNER_STREAMS_AGGREGATE_PREFIX", "events")]);
+    let warning = warning_about(&stdout, "streams.aggregate_prefix");
+    assert!(warning.contains("\"aggregate.*.order"), "{warning}");
+    let stdout = check_passes(&[]);
+    assert!(
+        !stdout.contains("streams.aggregate_prefix"),
+        "no prefix warning with the defaults:\n{stdout}"
+    );
+}
+
 /// `check` asks the server named by nats.url whether it is part of a cluster: with
 /// streams.replicas 1 there, the streams and buckets the Runner creates would live on
 /// one node, so it warns. Replicas matching the cluster, or a single server, do not.

@@ -127,7 +127,11 @@ pub fn catalogs_for_mode(
     Error,
 > {
     let sagas = if settings.mode.runs_sagas() {
-        load_catalog(settings)?
+        let catalog = load_catalog(settings)?;
+        for warning in deployment::trigger_warnings(settings, &catalog) {
+            log::warn!("{warning}");
+        }
+        catalog
     } else {
         Default::default()
     };
@@ -228,6 +232,7 @@ fn check(config: Option<&Path>) -> Result<(), Error> {
     }
     if settings.mode.runs_sagas() || !settings.manifests.sagas.is_empty() {
         let catalog = load_catalog(&settings)?;
+        warnings.extend(deployment::trigger_warnings(&settings, &catalog));
         for saga in &catalog.sagas {
             println!(
                 "saga {} v{}: ok ({} triggers, gas {}, compensation: {}) from {}",

@@ -82,6 +82,20 @@ impl SubjectFilter {
         })
     }
 
+    /// Whether a subject this filter matches may begin with `prefix`'s tokens (a `*` in
+    /// the filter stands for any one token, a `>` for the rest).
+    pub fn may_lie_under(&self, prefix: &str) -> bool {
+        let mut tokens = self.tokens.iter();
+        for want in prefix.split('.') {
+            match tokens.next().map(String::as_str) {
+                Some(">") => return true,
+                Some(t) if t == "*" || t == want => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
     pub fn as_str(&self) -> &str {
         &self.raw
     }
@@ -156,5 +170,17 @@ mod tests {
         assert!(single.unwrap().is_single());
         assert!(proven_tenant("elsewhere.acme", p, None, None).is_err());
         assert!(proven_tenant("workflow.result.a*b.x", p, None, None).is_err());
+    }
+
+    #[test]
+    fn a_filter_may_lie_under_a_prefix_token_by_token() {
+        let f = |raw: &str| SubjectFilter::parse(raw).unwrap();
+        assert!(f("aggregate.*.order.OrderPlaced").may_lie_under("aggregate"));
+        assert!(f("ns.aggregate.>").may_lie_under("ns.aggregate"));
+        assert!(f("*.aggregate.acme.>").may_lie_under("ns.aggregate"));
+        assert!(f(">").may_lie_under("aggregate"));
+        assert!(!f("events.*.order.OrderPlaced").may_lie_under("aggregate"));
+        assert!(!f("ns.aggregate.>").may_lie_under("aggregate"));
+        assert!(!f("aggregate").may_lie_under("ns.aggregate"));
     }
 }
