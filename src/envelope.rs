@@ -1,4 +1,4 @@
-//! The JSON envelopes of CONTRACTS.md §2. Decoders ignore unknown fields; `metadata` is
+//! The JSON envelopes of docs/contracts.md §2. Decoders ignore unknown fields; `metadata` is
 //! kept whole as a JSON object so that whatever a producer put there travels on.
 
 use serde::{Deserialize, Serialize};

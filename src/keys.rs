@@ -1,5 +1,5 @@
 //! Storage key composition: the one place that knows the key layout of every keyspace
-//! (CONTRACTS.md §3 plus the namespaces this project adds).
+//! (docs/contracts.md §3 plus the namespaces this project adds).
 //!
 //! Segments are joined with `:`. Tenants and names cannot contain `:` (see `types`);
 //! free-text segments (correlation, event and work ids) are escaped (`%` → `%25`,

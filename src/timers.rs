@@ -1,4 +1,4 @@
-//! Reminder events (CONTRACTS.md §2): what a due timer becomes on `WORKFLOW_EVENTS`,
+//! Reminder events (docs/contracts.md §2): what a due timer becomes on `WORKFLOW_EVENTS`,
 //! with an `event_id` derived from the timer itself, so a reminder published twice (a
 //! crash between its publish and its delete) is one event to JetStream and to the saga.
 

@@ -798,7 +798,7 @@ fn ids_of(item: &OutboxItem) -> (&str, &str, &str) {
     (item.tenant.as_str(), item.correlation.as_str(), trace)
 }
 
-/// The headers of CONTRACTS.md §1 (the caller adds `Nats-Msg-Id`).
+/// The headers of docs/contracts.md §1 (the caller adds `Nats-Msg-Id`).
 fn headers_of(item: &OutboxItem) -> HeaderMap {
     crate::nats_io::context_headers(
         item.tenant.as_str(),

@@ -234,7 +234,7 @@ fn low_load_latency(
 }
 
 /// Publishes `n` copies of `sample` as the relay sends it (its envelope and its
-/// CONTRACTS.md §1 headers, distinct `Nats-Msg-Id`s) to a scratch stream with the relay's
+/// docs/contracts.md §1 headers, distinct `Nats-Msg-Id`s) to a scratch stream with the relay's
 /// pipelined publisher and window. Returns msgs/s. The headers matter to the baseline:
 /// with the tenant header alone the server spent 6.4–7.0 µs per message against
 /// 8.4–9.8 µs with all three, a cost of the contract the relay cannot avoid.

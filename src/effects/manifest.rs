@@ -1,4 +1,4 @@
-//! Effect manifests (CONTRACTS.md §4): each effect names its provider and the policy the
+//! Effect manifests (docs/contracts.md §4): each effect names its provider and the policy the
 //! pool applies around it.
 //!
 //! ```yaml

@@ -48,7 +48,7 @@ const TICK: Duration = Duration::from_millis(100);
 pub struct Finished {
     pub msg: nats::Message,
     pub delivery: Delivery,
-    /// Where its result goes, with the headers of CONTRACTS.md §1 (tenant, correlation,
+    /// Where its result goes, with the headers of docs/contracts.md §1 (tenant, correlation,
     /// trace context); `Nats-Msg-Id` is the result's event id.
     pub subject: String,
     pub headers: HeaderMap,

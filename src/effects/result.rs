@@ -1,4 +1,4 @@
-//! The result event that ends an effect command (CONTRACTS.md §2), and the completion
+//! The result event that ends an effect command (docs/contracts.md §2), and the completion
 //! record that makes a redelivered command re-publish it instead of calling again.
 
 use serde_json::Value;

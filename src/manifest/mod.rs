@@ -1,4 +1,4 @@
-//! Saga manifests (CONTRACTS.md §4): which sagas exist, which subjects trigger them, how
+//! Saga manifests (docs/contracts.md §4): which sagas exist, which subjects trigger them, how
 //! an event finds its instance, and which programs run. Everything is validated and
 //! compiled at load; a bad manifest stops start-up with a message naming the file, the
 //! saga and the problem.

@@ -1,5 +1,5 @@
 //! NATS subject filters (`*` one token, `>` the rest), as trigger subjects use them, and
-//! the tenant a subject names (`{prefix}.{tenant}.…`, CONTRACTS.md §1).
+//! the tenant a subject names (`{prefix}.{tenant}.…`, docs/contracts.md §1).
 
 use std::fmt;
 

@@ -147,7 +147,7 @@ pub fn is_status(msg: &nats::Message) -> bool {
 
 /// One header value of a message. Header names are case-insensitive (as in HTTP), but
 /// the client's map is not, so an exact match is tried first and then any spelling.
-/// The context headers of CONTRACTS.md §1 every publish carries: `x-tenant-id`, and
+/// The context headers of docs/contracts.md §1 every publish carries: `x-tenant-id`, and
 /// `x-correlation-id` and `traceparent` when known (empty counts as unknown). The
 /// publisher adds `Nats-Msg-Id`.
 pub fn context_headers(

@@ -1,4 +1,4 @@
-//! The ops port (CONTRACTS.md §6): `/health`, `/ready`, `/metrics`, `/info` and the
+//! The ops port (docs/contracts.md §6): `/health`, `/ready`, `/metrics`, `/info` and the
 //! admin API (drain, resume, reload, replay, quarantine and dead letters, the store's
 //! contents), served by threads of their own (`http`), so a slow scraper never touches
 //! the pipeline, and a slow or stuck client holds only its own connection, for a

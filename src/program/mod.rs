@@ -1,6 +1,6 @@
 //! Saga programs: a deterministic DAG language written as data (see
-//! `spec/PROGRAMS.md`). This comment is the authoring reference: it records every
-//! decision the spec leaves open.
+//! `docs/program-language.md`). This comment is the authoring reference: it records
+//! every decision that page leaves open.
 //!
 //! # Program shape
 //!

@@ -1,4 +1,4 @@
-//! Aggregate commands to the Gateway (CONTRACTS.md §2): one HTTP POST per command, and
+//! Aggregate commands to the Gateway (docs/contracts.md §2): one HTTP POST per command, and
 //! what its answer means for the outbox item.
 
 use std::time::{Duration, SystemTime};

@@ -1,5 +1,5 @@
 //! Giving up on an outbox item: the dead-letter record that keeps it for redrive, and
-//! the result event that tells its saga (CONTRACTS.md §2: a Gateway rejection is a
+//! the result event that tells its saga (docs/contracts.md §2: a Gateway rejection is a
 //! `rejected` result on `workflow.result.{tenant}.gateway`; a spent retry budget is
 //! `timed_out`, since the destination may have taken the command without our hearing).
 

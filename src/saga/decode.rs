@@ -60,7 +60,7 @@ fn reject(kind: fn(String) -> Error, reason: impl Into<String>) -> Error {
     kind(reason.into())
 }
 
-/// The headers decoding reads (CONTRACTS.md §1).
+/// The headers decoding reads (docs/contracts.md §1).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Headers<'a> {
     /// `x-tenant-id`: must agree with the body's tenant.

@@ -1,5 +1,5 @@
 //! Deterministic ids: re-running a transition after a crash yields the same command ids
-//! (CONTRACTS.md §3), which is what makes relay retries and effect dedupe safe.
+//! (docs/contracts.md §3), which is what makes relay retries and effect dedupe safe.
 
 use std::fmt::Write as _;
 

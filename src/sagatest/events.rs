@@ -218,7 +218,7 @@ fn own_timer(
     })
 }
 
-/// The subject the envelope would be published on (CONTRACTS.md §1).
+/// The subject the envelope would be published on (docs/contracts.md §1).
 fn subject(
     kind: EnvelopeKind,
     body: &Map<String, Value>,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{bad, within, SettingsError};
 
-/// The ops port (CONTRACTS.md §6) and shutdown.
+/// The ops port (docs/contracts.md §6) and shutdown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OpsSettings {

@@ -24,7 +24,7 @@ pub struct StreamSettings {
     /// Prefix of the aggregate events' subjects: the token after it is the tenant
     /// (`{aggregate_prefix}.{tenant}.{aggregate_type}.{event_type}`).
     pub aggregate_prefix: String,
-    /// Subject prefixes that identify envelope kinds (CONTRACTS.md §1); the token after
+    /// Subject prefixes that identify envelope kinds (docs/contracts.md §1); the token after
     /// each is the tenant.
     pub command_prefix: String,
     pub result_prefix: String,

@@ -31,7 +31,7 @@ impl Kind {
         }
     }
 
-    /// A valid envelope of this kind (CONTRACTS.md §2), field by field, in order.
+    /// A valid envelope of this kind (docs/contracts.md §2), field by field, in order.
     fn fields(self) -> Vec<(&'static str, Value)> {
         let common_tail = [
             ("payload", json!({"total": 42, "items": [1, 2]})),

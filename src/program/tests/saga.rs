@@ -1,4 +1,4 @@
-//! The program from PROGRAMS.md's "Shape" section.
+//! The program from docs/program-language.md's "Shape" section.
 
 use serde_json::{json, Value};
 
