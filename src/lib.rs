@@ -1,5 +1,5 @@
-//! Runner: executes sagas, relays their work through a transactional outbox and
-//! (in later stages) runs effects and durable timers, over NATS JetStream and LMDB.
+//! Runner: executes sagas, relays their work through a transactional outbox, runs
+//! effects and fires durable timers, over NATS JetStream and LMDB.
 //! See ARCHITECTURE.md for the map.
 
 #![forbid(unsafe_code)]

@@ -9,7 +9,8 @@ use super::{bad, within, SettingsError};
 pub struct PipelineSettings {
     /// Capacity, in batches, of each channel between stages.
     pub channel_capacity: usize,
-    /// Most transitions in one LMDB write transaction (group commit).
+    /// Most messages plus transitions in one LMDB write transaction (group commit): a
+    /// message counts 1, and each transition it made 1 more.
     pub commit_batch_max: usize,
     /// Largest message body accepted (events, and commands on the effect side); larger
     /// ones are quarantined, never executed.
