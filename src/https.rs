@@ -133,6 +133,15 @@ fn config_with(roots: RootCertStore) -> ClientConfig {
     }
 }
 
+/// A header value the wire takes: visible ASCII as it is, every other byte and `%`
+/// itself as `%XX` (so the encoding is one-to-one: two command ids never share an
+/// `idempotency-key`). Ids may hold any character but controls; an HTTP header may not,
+/// and a refused header must not look like an upstream outage.
+pub fn header_value(value: &str) -> std::borrow::Cow<'_, str> {
+    const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b' ').add(b'%');
+    percent_encoding::utf8_percent_encode(value, ESCAPED).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

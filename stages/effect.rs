@@ -316,14 +316,12 @@ impl<'a> Worker<'a> {
         let header_tenant = nats_io::header(msg, header::TENANT);
         let prefix = &self.shared.settings.streams.command_prefix;
         let max = self.shared.settings.pipeline.max_message_bytes;
+        if msg.data.len() > max {
+            // decode_command quarantines it; counted here, where the stats are.
+            Stats::add(&self.shared.stats.effect_commands_too_large, 1);
+        }
         let (mut cmd, tenant, work_id) =
-            decode_command(prefix, max, &msg.subject, header_tenant, &msg.data).inspect_err(
-                |p| {
-                    if p.reason.starts_with("too large") {
-                        Stats::add(&self.shared.stats.effect_commands_too_large, 1);
-                    }
-                },
-            )?;
+            decode_command(prefix, max, &msg.subject, header_tenant, &msg.data)?;
         context_from_headers(&mut cmd, msg);
         Ok((cmd, tenant, work_id))
     }

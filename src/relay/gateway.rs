@@ -3,8 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::effects::providers::http::header_value;
 use crate::envelope::header;
+use crate::https::header_value;
 use crate::store::OutboxItem;
 
 /// What to do with an item after one Gateway call.

@@ -14,7 +14,7 @@
 //! Every request carries `idempotency-key: <command_id>` (so an upstream that honours it
 //! turns a repeated call into a no-op), `x-tenant-id`, and `x-correlation-id` and
 //! `traceparent` when the command has them; values from the command are sent through
-//! [`header_value`] (percent-encoded outside visible ASCII). URL placeholders are
+//! [`header_value`](crate::https::header_value) (percent-encoded outside visible ASCII). URL placeholders are
 //! `{dotted.path}` into the command, allowed only after the host (a command cannot pick
 //! where its request goes), percent-encoded, and a value that is empty or a dot segment
 //! (`.`, `..`) fails the command. The body is a program expression over `command`.
@@ -34,6 +34,7 @@ use crate::effects::manifest::LoadContext;
 use crate::effects::provider::{Call, Failure, Outcome, Provider};
 use crate::effects::secrets::Text;
 use crate::envelope::{header, meta};
+use crate::https::header_value;
 use crate::program::Expr;
 
 /// Bytes of a response body kept in a result or an error.
@@ -284,15 +285,6 @@ impl Http {
             .iter()
             .fold(text.to_string(), |text, (_, value)| value.redact(&text))
     }
-}
-
-/// A header value the wire takes: visible ASCII as it is, every other byte and `%`
-/// itself as `%XX` (so the encoding is one-to-one: two command ids never share an
-/// `idempotency-key`). Ids may hold any character but controls; an HTTP header may not,
-/// and a refused header must not look like an upstream outage.
-pub fn header_value(value: &str) -> std::borrow::Cow<'_, str> {
-    const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b' ').add(b'%');
-    percent_encoding::utf8_percent_encode(value, ESCAPED).into()
 }
 
 /// Whether a URL placeholder's value would change the path's structure: empty (`//`)
