@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::dev::{publish_all, read_stream, wait_until, FakeGateway, Reply, Sandbox};
 use crate::envelope::header;
 use crate::keys::OutboxKind;
-use crate::pipeline::Pipeline;
+use crate::stages::Pipeline;
 use crate::store::Store;
 use crate::types::{CorrelationId, IdError, SagaName, TenantId};
 

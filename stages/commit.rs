@@ -13,11 +13,12 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::pipeline::{ExecutedBatch, ExecutedMsg, RetryOutcome, RetryTicket, Shared, Stats};
 use crate::saga::Disposition;
+use crate::stages::StageError;
 use crate::store::{
     excerpt, CommitBatch, CommitOutcome, QuarantineKind, QuarantineRecord, StoreError, Transition,
 };
 
-pub fn run(shared: &Shared, input: &Receiver<ExecutedBatch>) {
+pub fn run(shared: &Shared, input: &Receiver<ExecutedBatch>) -> Result<(), StageError> {
     // Told however the loop ends (a panic too): a draining relay sends the outbox's last
     // items once no commit can add more.
     let _ended = Ended(&shared.intake);
@@ -31,7 +32,7 @@ pub fn run(shared: &Shared, input: &Receiver<ExecutedBatch>) {
         let first = match input.recv_timeout(retry) {
             Ok(b) => b,
             Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
         Stats::set(&shared.stats.queue_commit, input.len() as u64);
         let linger_until = std::time::Instant::now() + linger;

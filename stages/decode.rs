@@ -11,23 +11,25 @@ use crate::manifest::SagaCatalog;
 use crate::nats_io::{self, Delivery};
 use crate::pipeline::{Admission, DecodedBatch, DecodedMsg, FetchedBatch, Retry, Shared, Stats};
 use crate::saga::{self, Decoded, MessageInfo};
+use crate::stages::StageError;
 
 pub fn run(
     shared: &Shared,
     input: &Receiver<FetchedBatch>,
     retries: &Receiver<Retry>,
     out: &Sender<DecodedBatch>,
-) {
+) -> Result<(), StageError> {
+    let gone = || StageError::DownstreamGone { next: "execute" };
     loop {
         let batch = select! {
             recv(input) -> batch => match batch {
                 Ok(batch) => batch,
-                Err(_) => return,
+                Err(_) => return Ok(()),
             },
             recv(retries) -> retry => match retry {
                 Ok(retry) => {
                     if !send(shared, out, retried(shared, retry)) {
-                        return;
+                        return Err(gone());
                     }
                     continue;
                 }
@@ -55,7 +57,7 @@ pub fn run(
             items,
         };
         if !send(shared, out, decoded) {
-            return;
+            return Err(gone());
         }
     }
 }

@@ -46,6 +46,7 @@ use crate::manifest::proven_tenant;
 use crate::nats_io::{self, Delivery};
 use crate::pipeline::{FetchedBatch, Shared, Stats};
 use crate::relay::backoff::Jitter;
+use crate::stages::StageError;
 use crate::store::{
     excerpt, CommitBatch, EffectCompletion, QuarantineKind, QuarantineRecord, RawJson, StoreError,
     StoredCompletion,
@@ -54,7 +55,11 @@ use crate::timefmt::{now_ms, now_rfc3339};
 use crate::types::{TenantId, WorkId};
 
 /// Hands fetched commands to the workers one by one (a full channel blocks fetching).
-pub fn split(shared: &Shared, input: &Receiver<FetchedBatch>, out: &Sender<nats::Message>) {
+pub fn split(
+    shared: &Shared,
+    input: &Receiver<FetchedBatch>,
+    out: &Sender<nats::Message>,
+) -> Result<(), StageError> {
     for batch in input {
         if batch.epoch != shared.intake.epoch() {
             batch.msgs.iter().for_each(|m| shared.drop_unacked_msg(m));
@@ -62,10 +67,13 @@ pub fn split(shared: &Shared, input: &Receiver<FetchedBatch>, out: &Sender<nats:
         }
         for msg in batch.msgs {
             if out.send(msg).is_err() {
-                return;
+                return Err(StageError::DownstreamGone {
+                    next: "effect worker",
+                });
             }
         }
     }
+    Ok(())
 }
 
 /// One worker thread: commands in, results out.
@@ -74,7 +82,7 @@ pub fn work(
     claims: Option<&Claims>,
     recorder: Recorder,
     input: &Receiver<nats::Message>,
-) {
+) -> Result<(), StageError> {
     let mut worker = Worker {
         shared,
         claims,
@@ -85,6 +93,7 @@ pub fn work(
         Stats::set(&shared.stats.queue_effects, input.len() as u64);
         worker.handle(msg);
     }
+    Ok(())
 }
 
 struct Worker<'a> {

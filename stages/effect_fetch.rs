@@ -22,7 +22,7 @@ use nats::jetstream::{JetStream, PullSubscription};
 use crate::effects::EffectCatalog;
 use crate::nats_io::{self, ConsumerSpec, Flusher};
 use crate::pipeline::{FetchedBatch, Shared};
-use crate::stages::fetch;
+use crate::stages::{fetch, StageError};
 
 /// How soon a reload's new effect set is pulled.
 const RECONCILE: Duration = Duration::from_millis(200);
@@ -30,7 +30,7 @@ const RECONCILE: Duration = Duration::from_millis(200);
 /// A fetch thread of one effect consumer.
 struct Pulling<'scope> {
     stop: Arc<AtomicBool>,
-    thread: std::thread::ScopedJoinHandle<'scope, ()>,
+    thread: std::thread::ScopedJoinHandle<'scope, Result<(), StageError>>,
 }
 
 /// Runs until the pipeline shuts down and every fetch thread it started has handed
@@ -42,9 +42,11 @@ pub fn run(
     flusher: &Flusher,
     started: Vec<(ConsumerSpec, PullSubscription)>,
     out: Sender<FetchedBatch>,
-) {
+) -> Result<(), StageError> {
     let mut catalog = shared.catalogs.effects();
     std::thread::scope(|scope| {
+        // Why this stage ends other than by shutdown: the first failure it met.
+        let mut failure = None;
         let mut pulling: BTreeMap<String, Pulling<'_>> = BTreeMap::new();
         let start = |spec: ConsumerSpec, sub: PullSubscription| {
             let stop = Arc::new(AtomicBool::new(false));
@@ -65,6 +67,10 @@ pub fn run(
                 Err(e) => {
                     log::error!(consumer = durable.as_str(), error = e.to_string(); "cannot start an effect fetch thread; stopping");
                     shared.intake.request_shutdown();
+                    failure.get_or_insert(StageError::FetchThreadStart {
+                        consumer: durable,
+                        source: e,
+                    });
                 }
             }
         }
@@ -74,8 +80,19 @@ pub fn run(
             // Threads told to stop end within a pull request's expiry.
             pulling.retain(|_, p| !(p.stop.load(Ordering::Relaxed) && p.thread.is_finished()));
             // One that ended by itself failed: end too, so the process is restarted.
-            if let Some((durable, _)) = pulling.iter().find(|(_, p)| p.thread.is_finished()) {
-                log::error!(consumer = durable.as_str(); "an effect fetch thread stopped unexpectedly");
+            let ended = pulling.iter().find(|(_, p)| p.thread.is_finished());
+            if let Some(durable) = ended.map(|(durable, _)| durable.clone()) {
+                // Joined here, so that its reason (a panic too) is this stage's.
+                let reason = match pulling.remove(&durable).map(|p| p.thread.join()) {
+                    Some(Ok(Err(e))) => e.to_string(),
+                    Some(Err(_)) => "it panicked".to_string(),
+                    Some(Ok(Ok(()))) | None => "it returned".to_string(),
+                };
+                log::error!(consumer = durable.as_str(), reason = reason.as_str(); "an effect fetch thread stopped unexpectedly");
+                failure.get_or_insert(StageError::FetchThreadEnded {
+                    consumer: durable,
+                    reason,
+                });
                 break;
             }
             let now = shared.catalogs.effects();
@@ -92,7 +109,8 @@ pub fn run(
         for p in pulling.values() {
             p.stop.store(true, Ordering::Relaxed);
         }
-    });
+        failure.map_or(Ok(()), Err)
+    })
 }
 
 /// Stops pulling consumers of effects `catalog` no longer defines and starts pulling

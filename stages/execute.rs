@@ -8,9 +8,14 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::manifest::SagaCatalog;
 use crate::pipeline::{DecodedBatch, DecodedMsg, ExecutedBatch, ExecutedMsg, Shared, Stats};
 use crate::saga::{Decoded, Executor, Outcome};
+use crate::stages::StageError;
 use crate::store::{Reader, StoreError};
 
-pub fn run(shared: &Shared, input: &Receiver<DecodedBatch>, out: &Sender<ExecutedBatch>) {
+pub fn run(
+    shared: &Shared,
+    input: &Receiver<DecodedBatch>,
+    out: &Sender<ExecutedBatch>,
+) -> Result<(), StageError> {
     // The store was opened with the settings' retention: sagas without their own keep it.
     let mut executor = Executor::new(&shared.settings.streams.command_prefix)
         .with_retention(crate::store::Keep::of(shared.store.retention()))
@@ -60,9 +65,10 @@ pub fn run(shared: &Shared, input: &Receiver<DecodedBatch>, out: &Sender<Execute
             })
             .is_err()
         {
-            return;
+            return Err(StageError::DownstreamGone { next: "commit" });
         }
     }
+    Ok(())
 }
 
 /// Runs every message of the batch; a storage error fails the whole batch. The read

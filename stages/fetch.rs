@@ -14,6 +14,7 @@ use nats::jetstream::{BatchOptions, JetStream, PullSubscribeOptions, PullSubscri
 
 use crate::nats_io::{ensure_consumer, header, is_status, ConsumerSpec, Flusher, StreamError};
 use crate::pipeline::{FetchedBatch, Shared, Stats};
+use crate::stages::StageError;
 
 /// Binds to the durable consumer `spec` (which must exist).
 pub fn subscribe(js: &JetStream, spec: &ConsumerSpec) -> Result<PullSubscription, StreamError> {
@@ -59,8 +60,8 @@ pub fn run(
     sub: PullSubscription,
     flusher: &Flusher,
     out: &Sender<FetchedBatch>,
-) {
-    run_until(shared, js, spec, sub, flusher, out, &AtomicBool::new(false));
+) -> Result<(), StageError> {
+    run_until(shared, js, spec, sub, flusher, out, &AtomicBool::new(false))
 }
 
 /// [`run`] that also ends, handing back what its last pull still delivers, once `stop`
@@ -73,7 +74,7 @@ pub fn run_until(
     flusher: &Flusher,
     out: &Sender<FetchedBatch>,
     stop: &AtomicBool,
-) {
+) -> Result<(), StageError> {
     let intake = &shared.intake;
     let stopped = || intake.is_shutting_down() || stop.load(Ordering::Relaxed);
     // When the last pull request went out: at shutdown it may still be open.
@@ -95,7 +96,7 @@ pub fn run_until(
         }
         let rebind = match pull(shared, &sub, flusher, out, &mut last_request) {
             PullEnd::Done => false,
-            PullEnd::Closed => return,
+            PullEnd::Closed => return Err(StageError::DownstreamGone { next: "decode" }),
             PullEnd::Unsubscribed => true,
             PullEnd::Status { code, description } => {
                 log::warn!(stream = spec.stream.as_str(), consumer = spec.durable.as_str(), status = code.as_str(),
@@ -114,7 +115,7 @@ pub fn run_until(
             match resubscribe(shared, js, spec) {
                 Some(again) => sub = again,
                 // Shutting down, with no subscription left to hand anything back from.
-                None => return,
+                None => return Ok(()),
             }
         }
     }
@@ -122,6 +123,7 @@ pub fn run_until(
         hand_back(shared, &sub, last_request);
     }
     log::info!(stream = spec.stream.as_str(), consumer = spec.durable.as_str(); "fetch stage stopped");
+    Ok(())
 }
 
 /// At shutdown: what the last pull request still delivers is negatively acked, so that

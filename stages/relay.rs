@@ -1,11 +1,12 @@
 //! Relay: sends committed outbox items to their destinations and deletes each only after
 //! its destination confirmed it (invariant 2). Effect commands are published to
 //! `WORKFLOW_COMMANDS` with pipelined acks; aggregate commands are POSTed to the Gateway
-//! by a small pool of HTTP worker threads. The thread learns of new items from the commit
-//! stage's notices and finds the rest (left by a crash, or announced while it was full)
-//! by scanning the outbox keyspace page by page, at start-up and periodically. Confirmed
-//! items are deleted in batches by a thread of their own, so that the relay keeps
-//! sending while a delete's fsync runs; an item leaves memory once its delete committed.
+//! by a small pool of HTTP worker threads (`stages/gateway.rs`). The thread learns of
+//! new items from the commit stage's notices and finds the rest (left by a crash, or
+//! announced while it was full) by scanning the outbox keyspace page by page, at
+//! start-up and periodically. Confirmed items are deleted in batches by a thread of
+//! their own (`stages/relay_delete.rs`), so that the relay keeps sending while a
+//! delete's fsync runs; an item leaves memory once its delete committed.
 //!
 //! A drain (shutdown) does not end the relay at once: it keeps taking notices while the
 //! last commits finish, and ends when the outbox is empty after the commit stage ended,
@@ -21,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver, Sender};
 use nats::header::HeaderMap;
 
 use crate::keys::{self, OutboxKind};
@@ -29,11 +30,13 @@ use crate::nats_io::{Completion, PublishError, Publisher};
 use crate::pipeline::{Shared, Stats};
 use crate::relay::backoff::{self, Jitter};
 use crate::relay::deleter::{Deleted, Deleter};
-use crate::relay::gateway::{CommandHeaders, Gateway, GatewayOutcome};
+use crate::relay::gateway::GatewayOutcome;
 use crate::relay::tracker::{Admit, Limits, Tracker};
 use crate::relay::verdict::{self, GiveUp};
 use crate::relay::{Notice, NoticeInbox};
 use crate::settings::RelaySettings;
+use crate::stages::gateway::{Job, Lanes};
+use crate::stages::StageError;
 use crate::store::{OutboxItem, Store};
 use crate::timefmt::now_rfc3339;
 
@@ -103,12 +106,15 @@ enum Purpose {
     Verdict,
 }
 
-struct Job {
-    tag: u64,
-    item: OutboxItem,
-}
-
-pub fn run(shared: &Shared, nc: &nats::Connection, inbox: NoticeInbox) {
+/// Runs until a drain ends it. `deleter` and `gateway` link it to its `relay-delete`
+/// thread and `gateway-N` workers, which end once this returns and drops them.
+pub fn run(
+    shared: &Shared,
+    nc: &nats::Connection,
+    inbox: NoticeInbox,
+    deleter: Deleter,
+    gateway: Lanes,
+) -> Result<(), StageError> {
     let cfg = shared.settings.relay.clone();
     let publisher = match Publisher::new(
         nc,
@@ -119,17 +125,10 @@ pub fn run(shared: &Shared, nc: &nats::Connection, inbox: NoticeInbox) {
         Ok(p) => p.with_max_payload(shared.max_payload),
         Err(e) => {
             log::error!(error = e.to_string(); "relay cannot subscribe to its ack inbox; relay stage ends");
-            return;
+            return Err(StageError::AckInbox(e));
         }
     };
-    let deleter = match Deleter::start(shared.store.clone()) {
-        Ok(d) => d,
-        Err(e) => {
-            log::error!(error = e.to_string(); "relay cannot start its delete thread; relay stage ends");
-            return;
-        }
-    };
-    let (jobs, results) = start_gateway_workers(&cfg);
+    let Lanes { jobs, results } = gateway;
     let mut relay = Relay {
         shared,
         store: shared.store.clone(),
@@ -157,35 +156,7 @@ pub fn run(shared: &Shared, nc: &nats::Connection, inbox: NoticeInbox) {
         cfg,
     };
     log::info!("relay stage started");
-    relay.run(&inbox, &results);
-}
-
-/// HTTP workers: each takes a job, makes the call, reports the outcome. They end when the
-/// job channel closes; they are not joined, as a call may take up to its timeout.
-fn start_gateway_workers(cfg: &RelaySettings) -> (Sender<Job>, Receiver<(u64, GatewayOutcome)>) {
-    let (jobs, job_rx) = bounded::<Job>(cfg.gateway_workers);
-    let (result_tx, results) = bounded(cfg.gateway_workers);
-    let gateway = Gateway::new(
-        cfg.commands_url(),
-        Duration::from_millis(cfg.gateway_timeout_ms),
-    );
-    for n in 0..cfg.gateway_workers {
-        let (job_rx, result_tx, gateway) = (job_rx.clone(), result_tx.clone(), gateway.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("gateway-{n}"))
-            .spawn(move || {
-                for job in job_rx {
-                    let outcome = gateway.send(&job.item, &CommandHeaders::of(&job.item));
-                    if result_tx.send((job.tag, outcome)).is_err() {
-                        return;
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            log::error!(error = e.to_string(); "cannot start a gateway worker");
-        }
-    }
-    (jobs, results)
+    relay.run(&inbox, &results)
 }
 
 struct Relay<'a> {
@@ -227,7 +198,11 @@ enum Event {
 }
 
 impl Relay<'_> {
-    fn run(&mut self, inbox: &NoticeInbox, results: &Receiver<(u64, GatewayOutcome)>) {
+    fn run(
+        &mut self,
+        inbox: &NoticeInbox,
+        results: &Receiver<(u64, GatewayOutcome)>,
+    ) -> Result<(), StageError> {
         let mut drain: Option<Drain> = None;
         loop {
             if drain.is_none() && self.shared.intake.is_shutting_down() {
@@ -318,8 +293,9 @@ impl Relay<'_> {
 
     /// The drain's end: deletes what was confirmed, counts what the outbox still holds
     /// (for the log and `/ready`) and ends the stage. Items left are sent after the
-    /// next start; one in flight now may then arrive twice (idempotently).
-    fn stop(&mut self, d: &Drain) {
+    /// next start; one in flight now may then arrive twice (idempotently). An outbox
+    /// that cannot be counted is the stage's failure (it leaves `outbox_left` unknown).
+    fn stop(&mut self, d: &Drain) -> Result<(), StageError> {
         self.finish_deletes(d.deadline.saturating_duration_since(Instant::now()));
         if !self.to_delete.is_empty() {
             log::warn!(items = self.to_delete.len() as u64; "relay stops with confirmed items not deleted; they are sent again (idempotently) after restart");
@@ -336,7 +312,7 @@ impl Relay<'_> {
             Err(e) => {
                 log::error!(error = e.to_string(), held = self.tracker.len() as u64;
                     "relay stage stopped; cannot count the outbox items left in the store");
-                return;
+                return Err(StageError::Store(e));
             }
         };
         self.shared.intake.set_outbox_left(left);
@@ -349,6 +325,7 @@ impl Relay<'_> {
                 took_ms = took_ms, drain_deadline_ms = self.shared.settings.ops.drain_deadline_ms;
                 "relay stage stopped with outbox items left in the store (drain deadline); they are sent after the next start");
         }
+        Ok(())
     }
 
     /// The next event, or `Idle` when the next thing to do is due. `sending`: false

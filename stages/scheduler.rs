@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use crate::envelope::meta;
 use crate::nats_io::{context_headers, Publisher};
 use crate::pipeline::{Shared, Stats};
+use crate::stages::StageError;
 use crate::store::ScheduleItem;
 use crate::timefmt::now_ms;
 use crate::timers::{reminder, reminder_subject};
@@ -33,14 +34,14 @@ const PAUSE: Duration = Duration::from_secs(1);
 /// Longest single sleep, so shutdown is noticed promptly.
 const TICK: Duration = Duration::from_millis(100);
 
-pub fn run(shared: &Shared, nc: &nats::Connection) {
+pub fn run(shared: &Shared, nc: &nats::Connection) -> Result<(), StageError> {
     let cfg = shared.settings.scheduler.clone();
     let timeout = Duration::from_millis(shared.settings.relay.publish_timeout_ms);
     let mut publisher = match Publisher::new(nc, cfg.batch, timeout, 3) {
         Ok(p) => p.with_max_payload(shared.max_payload),
         Err(e) => {
             log::error!(error = e.to_string(); "scheduler cannot subscribe to its ack inbox; scheduler stage ends");
-            return;
+            return Err(StageError::AckInbox(e));
         }
     };
     let prefix = shared.settings.streams.timer_prefix.clone();
@@ -141,6 +142,7 @@ pub fn run(shared: &Shared, nc: &nats::Connection) {
         }
     }
     log::info!("scheduler stage stopped");
+    Ok(())
 }
 
 /// The trace id of the event that set the timer ("" when it carried none).

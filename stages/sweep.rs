@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use crate::pipeline::Shared;
+use crate::stages::StageError;
 use crate::store::now_ms;
 
 /// How long no other transaction swept before this thread does.
@@ -17,7 +18,7 @@ const TICK: Duration = Duration::from_millis(250);
 /// Pause after a failed sweep (a full or failing store), so it is not hammered.
 const PAUSE: Duration = Duration::from_secs(5);
 
-pub fn run(shared: &Shared) {
+pub fn run(shared: &Shared) -> Result<(), StageError> {
     // When this thread swept last: while the last sweep is its own, it is the one
     // sweeping (a backlog, nothing else writing), so it goes on without waiting.
     let mut mine = -1;
@@ -42,4 +43,5 @@ pub fn run(shared: &Shared) {
             }
         }
     }
+    Ok(())
 }

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use crate::effects::unclaimed;
 use crate::pipeline::{Shared, Stats};
+use crate::stages::StageError;
 
 /// How often a command that still waits is logged again.
 const REPEAT: Duration = Duration::from_secs(15 * 60);
 /// Longest a sleep blocks, so shutdown is noticed promptly.
 const POLL: Duration = Duration::from_millis(100);
 
-pub fn run(shared: &Shared, nc: &nats::Connection) {
+pub fn run(shared: &Shared, nc: &nats::Connection) -> Result<(), StageError> {
     let alert = Duration::from_secs(shared.settings.effects.unclaimed_alert_secs);
     let every = (alert / 2).clamp(Duration::from_millis(500), Duration::from_secs(60));
     // (effect → oldest command's seq, when logged): one entry per reported effect.
@@ -59,4 +60,5 @@ pub fn run(shared: &Shared, nc: &nats::Connection) {
         Stats::set(&shared.stats.effect_commands_unclaimed, report.waiting());
         *shared.unclaimed.lock() = report;
     }
+    Ok(())
 }

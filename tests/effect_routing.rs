@@ -13,8 +13,8 @@ use std::time::Duration;
 use common::ops::{call, metric, ops_for, TOKEN};
 use common::{recorder_saga, wait_until, Rig, WAIT};
 use runner::dev::{FakeGateway, Reply};
-use runner::pipeline::Pipeline;
 use runner::settings::{Mode, Settings};
+use runner::stages::Pipeline;
 use runner::store::Store;
 use serde_json::{json, Value};
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::{await_stats, event, recorder_saga, wait_until, Rig, WAIT};
 use runner::dev::{FakeGateway, Reply};
 use runner::keys::OutboxKind;
-use runner::pipeline::Pipeline;
+use runner::stages::Pipeline;
 use runner::types::TenantId;
 use serde_json::{json, Value};
 

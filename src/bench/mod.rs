@@ -368,7 +368,7 @@ fn effects(
 /// Publishes `count` commands of `effect` and waits until the pool acked them all;
 /// returns commands/s from the first publish.
 fn run_effects(
-    pipeline: &crate::pipeline::Pipeline,
+    pipeline: &crate::stages::Pipeline,
     nc: &nats::Connection,
     settings: &crate::settings::Settings,
     effect: &str,

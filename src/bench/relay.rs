@@ -16,7 +16,7 @@ use super::{cpu_time, order_placed, per_event_by_thread, proc_cpu, thread_cpu};
 use crate::dev::{seed_outbox_as, wait_until, Sandbox};
 use crate::keys::OutboxKind;
 use crate::nats_io::Publisher;
-use crate::pipeline::Pipeline;
+use crate::stages::Pipeline;
 use crate::store::Store;
 
 /// Raw-then-drain pairs measured.

@@ -17,9 +17,9 @@ pub use args::{parse, Command, USAGE};
 use crate::error::Error;
 use crate::manifest::SagaCatalog;
 use crate::nats_io;
-use crate::pipeline::Pipeline;
 use crate::program::Limits;
 use crate::settings::Settings;
+use crate::stages::Pipeline;
 use crate::store::Store;
 
 /// Runs the command line; returns the process exit code.

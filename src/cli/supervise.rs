@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::ops::Control;
-use crate::pipeline::{Catalogs, Pipeline};
+use crate::pipeline::Catalogs;
 use crate::placement::{Placement, Plan};
 use crate::settings::Settings;
+use crate::stages::Pipeline;
 use crate::store::Store;
 use crate::types::TenantId;
 

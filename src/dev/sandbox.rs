@@ -12,8 +12,8 @@ use super::{NatsServer, TempDir};
 use crate::envelope::header;
 use crate::manifest::SagaCatalog;
 use crate::nats_io::{self, Publisher};
-use crate::pipeline::Pipeline;
 use crate::settings::Settings;
+use crate::stages::Pipeline;
 use crate::store::Store;
 
 pub struct Sandbox {

@@ -92,7 +92,7 @@ pub struct Recorder {
     tx: Sender<Request>,
 }
 
-/// The committing and publishing side, run by its own thread ([`Committer::run`]).
+/// The committing and publishing side, driven by its own thread ([`Committer::step`]).
 pub struct Committer {
     shared: Arc<Shared>,
     rx: Receiver<Request>,
@@ -151,59 +151,66 @@ impl Recorder {
 }
 
 impl Committer {
-    /// Runs until every [`Recorder`] is dropped and every result publish has ended.
-    pub fn run(mut self) {
-        let mut open = true;
-        while open || !self.publishing.is_empty() {
-            self.publisher.tick();
-            let wait = self
-                .publisher
-                .next_deadline()
-                .map_or(TICK, |d| {
-                    d.saturating_duration_since(std::time::Instant::now())
-                })
-                .min(TICK);
-            // While closed, only acks are waited for (a closed channel is always ready).
-            let first = if open {
-                select! {
-                    recv(self.rx) -> f => match f {
-                        Ok(f) => Some(f),
-                        Err(_) => {
-                            open = false;
-                            None
-                        }
-                    },
-                    recv(self.publisher.acks()) -> m => {
-                        if let Ok(m) = m {
-                            self.publisher.on_message(m);
-                        }
+    /// Whether result publishes are still awaiting their acks.
+    pub fn is_publishing(&self) -> bool {
+        !self.publishing.is_empty()
+    }
+
+    /// One round of the `effect-commit` thread (`stages/effect_commit.rs`): waits up to
+    /// [`TICK`] (less when a publish is due for a resend) for a request or an ack,
+    /// commits and publishes the batch of requests waiting, and acks the commands whose
+    /// result publish ended. `open`: whether the request channel was open at the last
+    /// round; returns whether it still is (closed once every [`Recorder`] is dropped).
+    pub fn step(&mut self, mut open: bool) -> bool {
+        self.publisher.tick();
+        let wait = self
+            .publisher
+            .next_deadline()
+            .map_or(TICK, |d| {
+                d.saturating_duration_since(std::time::Instant::now())
+            })
+            .min(TICK);
+        // While closed, only acks are waited for (a closed channel is always ready).
+        let first = if open {
+            select! {
+                recv(self.rx) -> f => match f {
+                    Ok(f) => Some(f),
+                    Err(_) => {
+                        open = false;
                         None
-                    },
-                    default(wait) => None,
-                }
-            } else {
-                if let Ok(m) = self.publisher.acks().recv_timeout(wait) {
-                    self.publisher.on_message(m);
-                }
-                None
-            };
-            if let Some(first) = first {
-                let mut batch = vec![first];
-                while batch.len() < BATCH_MAX {
-                    match self.rx.try_recv() {
-                        Ok(f) => batch.push(f),
-                        Err(_) => break,
                     }
-                }
-                self.commit_and_publish(batch);
+                },
+                recv(self.publisher.acks()) -> m => {
+                    if let Ok(m) = m {
+                        self.publisher.on_message(m);
+                    }
+                    None
+                },
+                default(wait) => None,
             }
-            while let Ok(m) = self.publisher.acks().try_recv() {
+        } else {
+            if let Ok(m) = self.publisher.acks().recv_timeout(wait) {
                 self.publisher.on_message(m);
             }
-            for c in self.publisher.take_completions() {
-                self.published(c);
+            None
+        };
+        if let Some(first) = first {
+            let mut batch = vec![first];
+            while batch.len() < BATCH_MAX {
+                match self.rx.try_recv() {
+                    Ok(f) => batch.push(f),
+                    Err(_) => break,
+                }
             }
+            self.commit_and_publish(batch);
         }
+        while let Ok(m) = self.publisher.acks().try_recv() {
+            self.publisher.on_message(m);
+        }
+        for c in self.publisher.take_completions() {
+            self.published(c);
+        }
+        open
     }
 
     /// Writes the batch's results into their claims and its records in one transaction

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use runner::dev::{NatsServer, TempDir};
-use runner::pipeline::Pipeline;
 use runner::settings::Settings;
+use runner::stages::Pipeline;
 use runner::store::Store;
 use serde_json::{json, Value};
 

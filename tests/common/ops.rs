@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use runner::ops::{Control, NatsProbe, OpsServer, OpsState};
-use runner::pipeline::Pipeline;
+use runner::stages::Pipeline;
 
 use super::Rig;
 
