@@ -60,7 +60,7 @@ pub struct Report {
 /// Runs the comparison; the error is a message for the operator.
 pub fn run(opts: &Options, settings: &Settings) -> Result<Report, String> {
     let saga = SagaName::new(&opts.saga).map_err(|e| e.to_string())?;
-    let current = crate::cli::load_catalog(settings).map_err(|e| e.to_string())?;
+    let current = crate::pipeline::load_catalog(settings).map_err(|e| e.to_string())?;
     let current_version = current
         .get(&saga)
         .map(|s| s.version)
@@ -69,10 +69,10 @@ pub fn run(opts: &Options, settings: &Settings) -> Result<Report, String> {
         Some(path) => SagaCatalog::load(
             std::slice::from_ref(path),
             settings.programs.gas,
-            &crate::cli::limits(settings),
+            &crate::pipeline::limits(settings),
         )
         .map_err(|e| e.to_string())?,
-        None => crate::cli::load_catalog(settings).map_err(|e| e.to_string())?,
+        None => crate::pipeline::load_catalog(settings).map_err(|e| e.to_string())?,
     };
     candidate.pin(&saga, opts.version)?;
     eprintln!(

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::manifest::SagaCatalog;
 use crate::settings::Settings;
 
 /// Connecting to one server, and reading its INFO line.
@@ -38,34 +37,6 @@ pub fn offline_warnings(settings: &Settings) -> Vec<String> {
                  dead-lettered; name the Gateway's host (e.g. http://gateway:8080)",
                 remote.join(", ")
             ));
-        }
-    }
-    warnings
-}
-
-/// Warnings about saga triggers no message can reach: the subject names the tenant
-/// (`{prefix}.{tenant}.…`), so a trigger under none of `streams.aggregate_prefix`,
-/// `result_prefix` and `timer_prefix` only ever sees messages that are quarantined as
-/// naming no tenant.
-pub fn trigger_warnings(settings: &Settings, catalog: &SagaCatalog) -> Vec<String> {
-    let s = &settings.streams;
-    let prefixes = [&s.aggregate_prefix, &s.result_prefix, &s.timer_prefix];
-    let mut warnings = Vec::new();
-    for saga in &catalog.sagas {
-        for trigger in &saga.triggers {
-            if !prefixes.iter().any(|p| trigger.subject.may_lie_under(p)) {
-                warnings.push(format!(
-                    "saga {} triggers on {:?}, which lies under none of streams.aggregate_prefix {:?}, \
-                     result_prefix {:?} and timer_prefix {:?}: the token after the prefix names the tenant, \
-                     so every message it takes would be quarantined as naming no tenant; set the prefix the \
-                     subjects use",
-                    saga.name,
-                    trigger.subject.as_str(),
-                    s.aggregate_prefix,
-                    s.result_prefix,
-                    s.timer_prefix
-                ));
-            }
         }
     }
     warnings

@@ -15,9 +15,7 @@ use std::time::Duration;
 pub use args::{parse, Command, USAGE};
 
 use crate::error::Error;
-use crate::manifest::SagaCatalog;
 use crate::nats_io;
-use crate::program::Limits;
 use crate::settings::Settings;
 use crate::stages::Pipeline;
 use crate::store::Store;
@@ -64,15 +62,9 @@ pub fn main_with(args: &[String]) -> i32 {
     }
 }
 
-/// Program limits from the settings.
-pub fn limits(settings: &Settings) -> Limits {
-    Limits {
-        max_depth: settings.programs.max_depth,
-        max_output_bytes: settings.programs.max_output_bytes,
-        max_state_bytes: settings.programs.max_state_bytes,
-        ..Limits::default()
-    }
-}
+// Catalog loading is the library's (the ops port's reload and `runner shadow` use it
+// too); re-exported for the subcommands and tests that reach it here.
+pub use crate::pipeline::{catalogs_for_mode, limits, load_catalog, load_effects};
 
 /// How `runner run` opens its store: the map and the retention the settings ask for.
 /// Sweeping waits two ack waits after start-up, so messages a predecessor left unacked
@@ -92,77 +84,6 @@ pub fn store_options(settings: &Settings) -> crate::store::StoreOptions {
         },
         max_readers: crate::store::StoreOptions::readers_for(settings.effects.workers),
     }
-}
-
-/// Loads and compiles the saga manifests named by the settings.
-pub fn load_catalog(settings: &Settings) -> Result<SagaCatalog, Error> {
-    let catalog = SagaCatalog::load(
-        &settings.manifests.sagas,
-        settings.programs.gas,
-        &limits(settings),
-    )?;
-    let least = settings.least_record_secs();
-    for saga in &catalog.sagas {
-        if let Some(dedupe) = saga.retention.dedupe.filter(|d| d.as_secs() < least) {
-            return Err(Error::Other(format!(
-                "{}: saga {}: retention.dedupe_secs is {} but must be at least {least}: {}",
-                saga.source.display(),
-                saga.name,
-                dedupe.as_secs(),
-                crate::settings::MARKER_FLOOR_REASON,
-            )));
-        }
-    }
-    Ok(catalog)
-}
-
-/// The sagas and effects the mode runs (an empty catalog for the side it does not).
-pub fn catalogs_for_mode(
-    settings: &Settings,
-) -> Result<
-    (
-        Arc<crate::manifest::SagaCatalog>,
-        Arc<crate::effects::EffectCatalog>,
-    ),
-    Error,
-> {
-    let sagas = if settings.mode.runs_sagas() {
-        let catalog = load_catalog(settings)?;
-        for warning in deployment::trigger_warnings(settings, &catalog) {
-            log::warn!("{warning}");
-        }
-        catalog
-    } else {
-        Default::default()
-    };
-    let effects = if settings.mode.runs_effects() {
-        load_effects(settings)?
-    } else {
-        Default::default()
-    };
-    Ok((Arc::new(sagas), Arc::new(effects)))
-}
-
-/// Loads the effect manifests, resolving their secrets.
-pub fn load_effects(settings: &Settings) -> Result<crate::effects::EffectCatalog, Error> {
-    let catalog = crate::effects::EffectCatalog::load(
-        &settings.manifests.effects,
-        &settings.manifests.secrets_dir,
-        &limits(settings),
-    )
-    .map_err(Error::Other)?;
-    let least = settings.least_record_secs();
-    for def in catalog.effects.values() {
-        if let Some(keep) = def.retention.filter(|d| d.as_secs() < least) {
-            return Err(Error::Other(format!(
-                "effect {}: retention_secs is {} but must be at least {least}: {}",
-                def.name,
-                keep.as_secs(),
-                crate::settings::RECORD_FLOOR_REASON,
-            )));
-        }
-    }
-    Ok(catalog)
 }
 
 /// `runner shadow`: 0 no differences, 1 differences, 2 the run failed.
@@ -232,7 +153,7 @@ fn check(config: Option<&Path>) -> Result<(), Error> {
     }
     if settings.mode.runs_sagas() || !settings.manifests.sagas.is_empty() {
         let catalog = load_catalog(&settings)?;
-        warnings.extend(deployment::trigger_warnings(&settings, &catalog));
+        warnings.extend(crate::pipeline::trigger_warnings(&settings, &catalog));
         for saga in &catalog.sagas {
             println!(
                 "saga {} v{}: ok ({} triggers, gas {}, compensation: {}) from {}",

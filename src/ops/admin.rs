@@ -151,7 +151,7 @@ fn resume(control: &Control) -> Answer {
 /// already under way finishes on the programs it started with.
 fn reload(control: &Control) -> Answer {
     let shared = control.shared();
-    let (sagas, effects) = crate::cli::catalogs_for_mode(&shared.settings)
+    let (sagas, effects) = crate::pipeline::catalogs_for_mode(&shared.settings)
         .map_err(|e| Refusal::BadRequest(format!("manifests not reloaded: {e}")))?;
     if shared.settings.mode.runs_sagas() {
         crate::saga::versions::check_in_use(&shared.store, &sagas)

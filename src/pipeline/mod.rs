@@ -8,6 +8,7 @@ mod catalogs;
 mod drops;
 mod histogram;
 mod intake;
+mod load;
 pub mod recovery;
 mod retry;
 mod stats;
@@ -20,6 +21,7 @@ pub use catalogs::Catalogs;
 pub use drops::{Admission, Drops};
 pub use histogram::{Histogram, Recorded};
 pub use intake::Intake;
+pub use load::{catalogs_for_mode, limits, load_catalog, load_effects, trigger_warnings};
 pub use retry::{Retry, RetryOutcome, RetryTicket};
 pub use stats::{Stats, StatsSnapshot};
 

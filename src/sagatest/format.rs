@@ -157,7 +157,7 @@ pub fn load_file(path: &Path) -> Result<TestFile, SagaTestError> {
     let catalog = SagaCatalog::load(
         std::slice::from_ref(&manifest),
         settings.programs.gas,
-        &crate::cli::limits(&settings),
+        &crate::pipeline::limits(&settings),
     )
     .map_err(|e| invalid(format!("manifest: {e}")))?;
     if raw.cases.is_empty() {
