@@ -1,7 +1,9 @@
 //! The outbox relay's parts: which items it holds and in what order it sends them
 //! ([`tracker`]), the Gateway client ([`gateway`]), retry delays ([`backoff`]), what
-//! happens when it gives up ([`verdict`]) and the thread that deletes confirmed items
-//! ([`deleter`]). The thread that drives them is `stages/relay.rs`.
+//! happens when it gives up ([`verdict`]) and the hand-over of confirmed items to their
+//! delete thread ([`deleter`]). No thread starts here: the relay's loop is
+//! `stages/relay.rs`, its delete thread's `stages/relay_delete.rs` and its Gateway
+//! workers' `stages/gateway.rs`.
 
 pub mod backoff;
 pub mod deleter;
