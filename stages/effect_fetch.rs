@@ -79,7 +79,11 @@ pub fn run(
             std::thread::sleep(RECONCILE);
             // Threads told to stop end within a pull request's expiry.
             pulling.retain(|_, p| !(p.stop.load(Ordering::Relaxed) && p.thread.is_finished()));
-            // One that ended by itself failed: end too, so the process is restarted.
+            // One that ended by itself failed: end too, so the process is restarted. A
+            // shutdown that began during the sleep ends them all (no failure).
+            if shared.intake.is_shutting_down() {
+                break;
+            }
             let ended = pulling.iter().find(|(_, p)| p.thread.is_finished());
             if let Some(durable) = ended.map(|(durable, _)| durable.clone()) {
                 // Joined here, so that its reason (a panic too) is this stage's.
