@@ -14,9 +14,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::pipeline::{ExecutedBatch, ExecutedMsg, RetryOutcome, RetryTicket, Shared, Stats};
 use crate::saga::Disposition;
 use crate::stages::StageError;
-use crate::store::{
-    excerpt, CommitBatch, CommitOutcome, QuarantineKind, QuarantineRecord, StoreError, Transition,
-};
+use crate::store::{CommitBatch, CommitOutcome, StoreError, Transition};
 
 pub fn run(shared: &Shared, input: &Receiver<ExecutedBatch>) -> Result<(), StageError> {
     // Told however the loop ends (a panic too): a draining relay sends the outbox's last
@@ -143,43 +141,12 @@ fn commit_one_by_one(shared: &Shared, items: Vec<ExecutedMsg>) -> bool {
     true
 }
 
-/// Replaces the message's work by a quarantine record naming the store's refusal;
-/// `transitions`: its transitions (taken out of it for the refused commit). The record
-/// names a saga only when it is clear which one was refused.
+/// Replaces the message's work by a quarantine record naming the store's refusal
+/// (`saga::unstorable` decides what it names); `transitions`: its transitions (taken out
+/// of it for the refused commit).
 fn quarantine_unstorable(item: &mut ExecutedMsg, e: &StoreError, transitions: &[Transition]) {
-    let first = transitions.first();
-    let tenant = first
-        .map(|t| t.tenant.clone())
-        .or_else(|| item.log.tenant_id.parse().ok())
-        .unwrap_or_default();
-    // One message, one event: every transition carries the same event id.
-    let event_id = first.map(|t| t.event_id.to_string());
-    let refused = match e {
-        StoreError::Encode { key, .. } => transitions
-            .iter()
-            .find(|t| crate::keys::saga(&t.tenant, &t.saga, &t.correlation) == *key),
-        _ => None,
-    };
-    let only = (transitions.len() == 1).then_some(first).flatten();
-    let saga = refused.or(only).map(|t| t.saga.to_string());
-    item.outcome.transitions.clear();
-    item.outcome.quarantine = Some(QuarantineRecord {
-        kind: QuarantineKind::Store,
-        reason: format!("its transition cannot be stored: {e}"),
-        stream: item.info.stream.clone(),
-        seq: item.info.seq,
-        subject: item.info.subject.clone(),
-        delivered: item.info.delivered,
-        tenant,
-        event_id,
-        correlation_id: Some(item.log.correlation_id.clone()).filter(|c| !c.is_empty()),
-        saga,
-        body_excerpt: excerpt(&item.msg.data),
-        unattributed: false,
-        quarantined_at: None,
-    });
-    item.outcome.disposition = Disposition::Term;
-    item.outcome.faults += 1;
+    let record = crate::saga::unstorable(&item.info, &item.log, &item.msg.data, transitions, e);
+    item.outcome.quarantine_instead(record);
 }
 
 /// Moves the transitions out of the items (after the commit only messages and counts

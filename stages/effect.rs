@@ -27,6 +27,9 @@
 //! the command back with a delay (not held against `max_deliver`). No claim can be had
 //! (NATS KV down): no call.
 //!
+//! Which of these a command gets is decided by `effects::gate::decide`, over the facts
+//! a worker read for it; the worker here only reads them and does what it decides.
+//!
 //! Commands arrive from the consumers of the effects this process defines
 //! (`stages::effect_fetch`); one of an effect not defined here (fetched just before a
 //! reload dropped it) is put back for a process that defines it, never failed.
@@ -37,7 +40,8 @@ use crossbeam_channel::{Receiver, Sender};
 use nats::jetstream::AckKind;
 
 use crate::effects::attempts::{self, Final};
-use crate::effects::claims::{ClaimWrite, Claims, Gate, Held};
+use crate::effects::claims::{ClaimError, ClaimWrite, Claims, Gate, Held};
+use crate::effects::gate::{self, Deliveries, GateAction, GateInput, PutBackWhy};
 use crate::effects::recorder::{self, Finished, LogCtx, RecordWrite, Recorder};
 use crate::effects::result::{completion_of, outcome, result_event, result_subject};
 use crate::effects::EffectDef;
@@ -117,6 +121,8 @@ struct Poison {
 }
 
 impl<'a> Worker<'a> {
+    /// Reads the facts the gate (`effects::gate`) asks for, in the order it asks, then
+    /// does what it decides.
     fn handle(&mut self, msg: nats::Message) {
         let delivery = Delivery::of(&msg).unwrap_or(Delivery {
             stream: String::new(),
@@ -124,133 +130,192 @@ impl<'a> Worker<'a> {
             delivered: 1,
             published_ms: 0,
         });
-        let command = match self.decode(&msg) {
+        let (cmd, tenant, work_id) = match self.decode(&msg) {
             Ok(c) => c,
             Err(p) => return self.quarantine(&msg, &delivery, p),
         };
-        let (cmd, tenant, work_id) = command;
         let log_ctx = log_ctx(&cmd);
-        let done = match self.recorded(&tenant, &work_id, &cmd) {
-            Ok(done) => done,
-            Err(e) => return self.store_failed(&delivery, &log_ctx, &e),
+        // The definition in force now is the one the call runs on: a reload does not
+        // touch it. Looked up before the claim, so a command this process cannot run
+        // never holds one.
+        let catalog = self.shared.catalogs.effects();
+        let def = catalog.get(&cmd.effect_name).map(AsRef::as_ref);
+        let mut input = GateInput::new(
+            def.is_some(),
+            self.deliveries(&delivery),
+            self.claims.is_some(),
+        );
+        let mut read = Read::default();
+        let action = loop {
+            match gate::decide(&input) {
+                GateAction::ReadRecord => {
+                    let record = self.recorded(&tenant, &work_id, &cmd);
+                    input.record = record_fact(&record);
+                    read.record = Some(record);
+                }
+                GateAction::Claim => {
+                    let claim = self.claim(&tenant, &work_id, &log_ctx);
+                    input.claim = claim.fact();
+                    read.claim = Some(claim);
+                }
+                GateAction::ReadRecordUnderClaim => {
+                    let record = self.recorded(&tenant, &work_id, &cmd);
+                    input.record_under_claim = record_fact(&record);
+                    read.record_under_claim = Some(record);
+                }
+                action => break action,
+            }
         };
-        // The claim stays held (a redelivery here meets "busy") until the record is
-        // durable, i.e. until `finish` returned.
-        let mut _held = None;
-        let ended = match done {
-            Some(record) => {
+        let job = Job {
+            msg,
+            delivery,
+            cmd,
+            tenant,
+            work_id,
+            log_ctx,
+        };
+        self.perform(action, job, def, read);
+    }
+
+    /// Does what the gate decided, with the facts it decided on. The claim (in `read`)
+    /// stays held until this returns, i.e. until the record is durable: a redelivery
+    /// meanwhile meets "busy".
+    fn perform(&mut self, action: GateAction, job: Job, def: Option<&EffectDef>, read: Read<'a>) {
+        let log = &job.log_ctx;
+        match action {
+            GateAction::StoreFailed => match read.record_under_claim.or(read.record) {
+                Some(Err(e)) => self.store_failed(&job.delivery, log, &e),
+                _ => self.not_read(&job, &action),
+            },
+            GateAction::Replay { repair_claim } => {
+                let Some(Ok(Some(record))) = read.record else {
+                    return self.not_read(&job, &action);
+                };
                 Stats::add(&self.shared.stats.effect_results_replayed, 1);
-                log::info!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
-                    trace_id = log_ctx.trace.as_str(), command_id = cmd.command_id.as_str();
+                log::info!(tenant_id = log.tenant.as_str(), correlation_id = log.correlation.as_str(),
+                    trace_id = log.trace.as_str(), command_id = job.cmd.command_id.as_str();
                     "effect command seen before: publishing its recorded result, not calling again");
-                // Its claim may have stayed running (the completion write failed): mark it
-                // done now, or another replica calls again once the lease runs out.
                 let claim = self
                     .claims
-                    .and_then(|c| c.repair(&tenant, &work_id, &record));
-                Ended {
+                    .filter(|_| repair_claim)
+                    .and_then(|c| c.repair(&job.tenant, &job.work_id, &record));
+                let ended = Ended {
                     record,
                     write: None,
                     claim,
-                }
+                };
+                self.finish(job, ended);
             }
-            None => {
-                // The definition in force now is the one the call runs on: a reload does
-                // not touch it. Taken before the claim, so a command this process cannot
-                // run never holds one.
-                let catalog = self.shared.catalogs.effects();
-                let Some(def) = catalog.get(&cmd.effect_name).cloned() else {
-                    return self.not_defined_here(&msg, &delivery, &cmd, &log_ctx);
+            GateAction::ReplayUnderClaim => {
+                let (Some(Claimed::Mine { revision, held }), Some(Ok(Some(record)))) =
+                    (read.claim, read.record_under_claim)
+                else {
+                    return self.not_read(&job, &action);
                 };
-                // Only a command still to be called counts its deliveries: one whose call
-                // is recorded is published and acked however often it came.
-                if let Some(reason) = self.over_delivered(&delivery) {
-                    let poison = Poison {
-                        kind: QuarantineKind::MaxDeliver,
-                        reason,
-                        tenant,
-                        unattributed: false,
-                    };
-                    return self.quarantine(&msg, &delivery, poison);
-                }
-                let revision = match self.claim(&tenant, &work_id, &log_ctx) {
-                    Claimed::Mine(Some((revision, held))) => {
-                        // Another worker here may have recorded the call between the check
-                        // above and this claim (a worker lets go of its claim once its
-                        // record is durable): look again now that no one else can.
-                        match self.recorded(&tenant, &work_id, &cmd) {
-                            Ok(None) => Some((revision, held)),
-                            Ok(Some(record)) => {
-                                let claim = self.claim_write(&tenant, &work_id, revision, &record);
-                                let ended = Ended {
-                                    record,
-                                    write: None,
-                                    claim,
-                                };
-                                return self.finish(msg, delivery, &cmd, ended, log_ctx);
-                            }
-                            Err(e) => return self.store_failed(&delivery, &log_ctx, &e),
-                        }
-                    }
-                    Claimed::Mine(None) => None,
-                    Claimed::Done(record) => {
-                        // Another replica's result, kept whole (a rare path: no need to
-                        // take it apart).
-                        let write = Some(RecordWrite {
-                            tenant,
-                            command: work_id,
-                            stored: StoredCompletion::Whole(record.clone()),
-                            keep: self.keep_for(&cmd),
-                        });
-                        let ended = Ended {
-                            record,
-                            write,
-                            claim: None,
-                        };
-                        return self.finish(msg, delivery, &cmd, ended, log_ctx);
-                    }
-                    Claimed::Later(delay) => return self.put_back(&msg, &delivery, delay),
-                };
-                let end = self.call(&msg, &delivery, &cmd, &def);
-                crate::crash::point(crate::crash::AFTER_CALL);
-                let ended_at = now_rfc3339();
-                let end = self.fitting(&cmd, end, &ended_at, &log_ctx);
-                let event = result_event(&cmd, &end, &ended_at);
-                let result = match RawJson::of(&event) {
-                    Ok(result) => result,
-                    // A result is ids, text and JSON values: writing it cannot fail.
-                    Err(e) => {
-                        log::error!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
-                            trace_id = log_ctx.trace.as_str(), error = e.to_string(); "cannot serialise an effect result");
-                        return self
-                            .shared
-                            .drop_unacked(&delivery.stream, delivery.stream_seq);
-                    }
-                };
-                let record = EffectCompletion {
-                    event_id: event.event_id.clone(),
-                    result,
-                    recorded_at: ended_at.clone(),
-                };
-                let mut claim = None;
-                if let Some((revision, held)) = revision {
-                    claim = self.claim_write(&tenant, &work_id, revision, &record);
-                    _held = Some(held);
-                }
-                let write = RecordWrite {
-                    tenant,
-                    command: work_id,
-                    stored: StoredCompletion::Outcome(outcome(&end, &ended_at)),
-                    keep: self.keep_for(&cmd),
-                };
-                Ended {
+                let claim = self.claim_write(&job.tenant, &job.work_id, revision, &record);
+                let ended = Ended {
                     record,
-                    write: Some(write),
+                    write: None,
                     claim,
-                }
+                };
+                self.finish(job, ended);
+                drop(held);
+            }
+            GateAction::AdoptFinished => {
+                let Some(Claimed::Done(record)) = read.claim else {
+                    return self.not_read(&job, &action);
+                };
+                Stats::add(&self.shared.stats.effect_results_replayed, 1);
+                log::info!(tenant_id = log.tenant.as_str(), correlation_id = log.correlation.as_str(),
+                    trace_id = log.trace.as_str(), command_id = job.work_id.as_str();
+                    "effect command executed by another replica: publishing its result, not calling again");
+                // Another replica's result, kept whole (a rare path: no need to take it
+                // apart).
+                let write = Some(RecordWrite {
+                    tenant: job.tenant.clone(),
+                    command: job.work_id.clone(),
+                    stored: StoredCompletion::Whole(record.clone()),
+                    keep: self.keep_for(&job.cmd),
+                });
+                let ended = Ended {
+                    record,
+                    write,
+                    claim: None,
+                };
+                self.finish(job, ended);
+            }
+            GateAction::PutBack { delay, why } => {
+                self.log_put_back(&job, why, delay, read.claim.as_ref());
+                self.put_back(&job.msg, &job.delivery, delay);
+            }
+            GateAction::GiveUp { reason } => {
+                let poison = Poison {
+                    kind: QuarantineKind::MaxDeliver,
+                    reason,
+                    tenant: job.tenant.clone(),
+                    unattributed: false,
+                };
+                self.quarantine(&job.msg, &job.delivery, poison);
+            }
+            GateAction::Call { claimed } => {
+                let Some(def) = def else {
+                    return self.not_read(&job, &action);
+                };
+                let held = match read.claim {
+                    Some(Claimed::Mine { revision, held }) if claimed => Some((revision, held)),
+                    _ if !claimed => None,
+                    _ => return self.not_read(&job, &action),
+                };
+                self.call_and_finish(job, def, held);
+            }
+            // Facts to read: `handle` reads them all before acting.
+            GateAction::ReadRecord | GateAction::Claim | GateAction::ReadRecordUnderClaim => {
+                self.not_read(&job, &action)
+            }
+        }
+    }
+
+    /// Calls the command's effect and hands its end to the effect-commit thread; `held`:
+    /// the claim won for it (revision and hold), kept until the record is durable.
+    fn call_and_finish(&mut self, job: Job, def: &EffectDef, held: Option<(u64, Held<'a>)>) {
+        let (cmd, log) = (&job.cmd, &job.log_ctx);
+        let end = self.call(&job.msg, &job.delivery, cmd, def);
+        crate::crash::point(crate::crash::AFTER_CALL);
+        let ended_at = now_rfc3339();
+        let end = self.fitting(cmd, end, &ended_at, log);
+        let event = result_event(cmd, &end, &ended_at);
+        let result = match RawJson::of(&event) {
+            Ok(result) => result,
+            // A result is ids, text and JSON values: writing it cannot fail.
+            Err(e) => {
+                log::error!(tenant_id = log.tenant.as_str(), correlation_id = log.correlation.as_str(),
+                    trace_id = log.trace.as_str(), error = e.to_string(); "cannot serialise an effect result");
+                return self
+                    .shared
+                    .drop_unacked(&job.delivery.stream, job.delivery.stream_seq);
             }
         };
-        self.finish(msg, delivery, &cmd, ended, log_ctx);
+        let record = EffectCompletion {
+            event_id: event.event_id.clone(),
+            result,
+            recorded_at: ended_at.clone(),
+        };
+        let claim = held.as_ref().and_then(|(revision, _)| {
+            self.claim_write(&job.tenant, &job.work_id, *revision, &record)
+        });
+        let write = RecordWrite {
+            tenant: job.tenant.clone(),
+            command: job.work_id.clone(),
+            stored: StoredCompletion::Outcome(outcome(&end, &ended_at)),
+            keep: self.keep_for(cmd),
+        };
+        let ended = Ended {
+            record,
+            write: Some(write),
+            claim,
+        };
+        self.finish(job, ended);
+        drop(held);
     }
 
     /// `end`, or, when its result event would be over the server's `max_payload`, a
@@ -293,18 +358,18 @@ impl<'a> Worker<'a> {
 
     /// Hands the ended command to the `effect-commit` thread and waits until its record
     /// (when `write`) is durable; that thread then publishes the result and acks.
-    fn finish(
-        &self,
-        msg: nats::Message,
-        delivery: Delivery,
-        cmd: &EffectCommand,
-        ended: Ended,
-        log: LogCtx,
-    ) {
-        let on_failure = (delivery.clone(), log.clone());
+    fn finish(&self, job: Job, ended: Ended) {
+        let Job {
+            msg,
+            delivery,
+            cmd,
+            log_ctx,
+            ..
+        } = job;
+        let on_failure = (delivery.clone(), log_ctx.clone());
         let finished = Finished {
             msg,
-            subject: result_subject(&self.shared.settings.streams.result_prefix, cmd),
+            subject: result_subject(&self.shared.settings.streams.result_prefix, &cmd),
             headers: nats_io::context_headers(
                 &cmd.tenant_id,
                 cmd.meta(meta::CORRELATION_ID),
@@ -314,7 +379,7 @@ impl<'a> Worker<'a> {
             record: ended.record,
             write: ended.write,
             claim: ended.claim,
-            log,
+            log: log_ctx,
         };
         if let Err(e) = self.recorder.finish(finished) {
             self.store_failed(&on_failure.0, &on_failure.1, &e);
@@ -457,23 +522,25 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Why the command has been delivered too often to be called, if it has; deliveries
-    /// this process caused itself (put back, store failures) do not count.
-    fn over_delivered(&self, delivery: &Delivery) -> Option<String> {
-        let max = self.shared.settings.consumer.max_deliver.max(1) as u64;
-        let forgiven = self
-            .shared
-            .intake
-            .drops()
-            .forgiven(&delivery.stream, delivery.stream_seq);
-        (delivery.delivered.saturating_sub(forgiven) > max)
-            .then(|| format!("delivered {} times (max_deliver {max})", delivery.delivered))
+    /// How often the command was delivered, and how many of those this process caused
+    /// itself (put back, store failures): those are not held against `max_deliver`.
+    fn deliveries(&self, delivery: &Delivery) -> Deliveries {
+        Deliveries {
+            delivered: delivery.delivered,
+            forgiven: self
+                .shared
+                .intake
+                .drops()
+                .forgiven(&delivery.stream, delivery.stream_seq),
+            max_deliver: self.shared.settings.consumer.max_deliver,
+        }
     }
 
-    /// Asks the shared claims whether this worker may call.
+    /// Asks the shared claims whether this worker may call (only asked with claims in
+    /// use).
     fn claim(&self, tenant: &TenantId, work_id: &WorkId, log_ctx: &LogCtx) -> Claimed<'a> {
         let Some(claims) = self.claims else {
-            return Claimed::Mine(None);
+            return Claimed::Unavailable(None);
         };
         match claims.acquire(tenant, work_id) {
             Ok(Gate::Mine {
@@ -487,29 +554,11 @@ impl<'a> Worker<'a> {
                         age_ms = t.age.as_millis() as u64;
                         "effect claim expired unfinished; taking the command over (called again under the same idempotency key)");
                 }
-                Claimed::Mine(Some((revision, held)))
+                Claimed::Mine { revision, held }
             }
-            Ok(Gate::Done(record)) => {
-                Stats::add(&self.shared.stats.effect_results_replayed, 1);
-                log::info!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
-                    trace_id = log_ctx.trace.as_str(), command_id = work_id.as_str();
-                    "effect command executed by another replica: publishing its result, not calling again");
-                Claimed::Done(record)
-            }
-            Ok(Gate::Busy { retry_after }) => {
-                Stats::add(&self.shared.stats.effect_claims_busy, 1);
-                log::info!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
-                    trace_id = log_ctx.trace.as_str(), command_id = work_id.as_str(), retry_in_ms = retry_after.as_millis() as u64;
-                    "effect command claimed by another replica; put back");
-                Claimed::Later(retry_after)
-            }
-            Err(e) => {
-                Stats::add(&self.shared.stats.effect_claims_busy, 1);
-                log::warn!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
-                    trace_id = log_ctx.trace.as_str(), error = e.to_string();
-                    "no effect claim to be had; not calling, the command is put back");
-                Claimed::Later(CLAIM_RETRY)
-            }
+            Ok(Gate::Done(record)) => Claimed::Done(record),
+            Ok(Gate::Busy { retry_after }) => Claimed::Busy(retry_after),
+            Err(e) => Claimed::Unavailable(Some(e)),
         }
     }
 
@@ -526,23 +575,49 @@ impl<'a> Worker<'a> {
         Some(claims.completion(tenant, work_id, revision, record))
     }
 
-    /// A command of an effect this process does not define. Its effect's consumer is
-    /// pulled only by processes that define it, so this is one fetched just before a
-    /// reload dropped the effect: put back (after [`NOT_DEFINED_RETRY`]) for a process
-    /// that defines it, never failed. If none runs, it waits in the stream, reported as
+    /// Counts and logs why a command is put back. A command of an effect not defined
+    /// here: its effect's consumer is pulled only by processes that define it, so this
+    /// is one fetched just before a reload dropped the effect, put back for a process
+    /// that defines it, never failed; if none runs, it waits in the stream, reported as
     /// unclaimed after `effects.unclaimed_alert_secs`.
-    fn not_defined_here(
-        &self,
-        msg: &nats::Message,
-        delivery: &Delivery,
-        cmd: &EffectCommand,
-        log_ctx: &LogCtx,
-    ) {
-        Stats::add(&self.shared.stats.effects_unknown_put_back, 1);
-        log::warn!(tenant_id = log_ctx.tenant.as_str(), correlation_id = log_ctx.correlation.as_str(),
-            trace_id = log_ctx.trace.as_str(), command_id = cmd.command_id.as_str(), effect = cmd.effect_name.as_str();
-            "effect command of an effect not defined here: put back for a process that defines it");
-        self.put_back(msg, delivery, NOT_DEFINED_RETRY);
+    fn log_put_back(&self, job: &Job, why: PutBackWhy, delay: Duration, claim: Option<&Claimed>) {
+        let (log, id) = (&job.log_ctx, job.cmd.command_id.as_str());
+        match why {
+            PutBackWhy::NotDefinedHere => {
+                Stats::add(&self.shared.stats.effects_unknown_put_back, 1);
+                log::warn!(tenant_id = log.tenant.as_str(), correlation_id = log.correlation.as_str(),
+                    trace_id = log.trace.as_str(), command_id = id, effect = job.cmd.effect_name.as_str();
+                    "effect command of an effect not defined here: put back for a process that defines it");
+            }
+            PutBackWhy::ClaimedElsewhere => {
+                Stats::add(&self.shared.stats.effect_claims_busy, 1);
+                log::info!(tenant_id = log.tenant.as_str(), correlation_id = log.correlation.as_str(),
+                    trace_id = log.trace.as_str(), command_id = id, retry_in_ms = delay.as_millis() as u64;
+                    "effect command claimed by another replica; put back");
+            }
+            PutBackWhy::NoClaim => {
+                Stats::add(&self.shared.stats.effect_claims_busy, 1);
+                let error = match claim {
+                    Some(Claimed::Unavailable(Some(e))) => e.to_string(),
+                    _ => "no claims bucket".to_string(),
+                };
+                log::warn!(tenant_id = log.tenant.as_str(), correlation_id = log.correlation.as_str(),
+                    trace_id = log.trace.as_str(), error = error;
+                    "no effect claim to be had; not calling, the command is put back");
+            }
+        }
+    }
+
+    /// The gate decided on a fact `handle` did not read. Every action is decided on
+    /// facts read, so this cannot happen; were it to, the command is neither called nor
+    /// acked (it comes back), as after a store failure.
+    fn not_read(&self, job: &Job, action: &GateAction) {
+        let log = &job.log_ctx;
+        log::error!(tenant_id = log.tenant.as_str(), correlation_id = log.correlation.as_str(),
+            trace_id = log.trace.as_str(), action = format!("{action:?}");
+            "effect gate acted on a fact not read; the command stays unacked");
+        self.shared
+            .drop_unacked(&job.delivery.stream, job.delivery.stream_seq);
     }
 
     /// Leaves the command unacked and asks for redelivery after `delay`; the delivery
@@ -567,14 +642,59 @@ struct Ended {
     claim: Option<ClaimWrite>,
 }
 
-/// What the claims say this worker does with a command.
+/// A decoded command and its delivery.
+struct Job {
+    msg: nats::Message,
+    delivery: Delivery,
+    cmd: EffectCommand,
+    tenant: TenantId,
+    work_id: WorkId,
+    log_ctx: LogCtx,
+}
+
+/// A read of the completion record: the result it holds, if the call ended.
+type RecordRead = Result<Option<EffectCompletion>, StoreError>;
+
+/// The facts read for one command, whole; the gate sees them as plain [`GateInput`].
+#[derive(Default)]
+struct Read<'a> {
+    record: Option<RecordRead>,
+    claim: Option<Claimed<'a>>,
+    record_under_claim: Option<RecordRead>,
+}
+
+fn record_fact(read: &RecordRead) -> gate::Record {
+    match read {
+        Ok(None) => gate::Record::Absent,
+        Ok(Some(_)) => gate::Record::Present,
+        Err(_) => gate::Record::Unreadable,
+    }
+}
+
+/// What the shared claims answered.
 enum Claimed<'a> {
-    /// Call (holding the claim at this revision, when claims are in use).
-    Mine(Option<(u64, Held<'a>)>),
-    /// Publish this result, recorded by another replica.
+    /// This worker holds the claim at `revision`; no other worker here takes the
+    /// command while `held` lives.
+    Mine { revision: u64, held: Held<'a> },
+    /// Another replica's result.
     Done(EffectCompletion),
-    /// Put it back for this long.
-    Later(Duration),
+    /// Another worker or replica holds it: try again after this.
+    Busy(Duration),
+    /// No claim to be had (the error, when there was one).
+    Unavailable(Option<ClaimError>),
+}
+
+impl Claimed<'_> {
+    fn fact(&self) -> gate::Claim {
+        match self {
+            Claimed::Mine { .. } => gate::Claim::Won,
+            Claimed::Done(_) => gate::Claim::Finished,
+            Claimed::Busy(retry_after) => gate::Claim::HeldElsewhere {
+                retry_after: *retry_after,
+            },
+            Claimed::Unavailable(_) => gate::Claim::Unavailable,
+        }
+    }
 }
 
 /// Slack for the difference between nats-server's clock and this host's.
@@ -592,13 +712,6 @@ fn first_attempt_needs_progress(
     let age = Duration::from_millis(now_ms.saturating_sub(published_ms).max(0) as u64);
     age + timeout * 2 + CLOCK_MARGIN > ack_wait
 }
-
-/// How soon a command of an effect not defined here comes back (to whoever pulls its
-/// consumer then).
-const NOT_DEFINED_RETRY: Duration = Duration::from_secs(5);
-
-/// How soon a command comes back when the claims bucket could not be reached.
-const CLAIM_RETRY: Duration = Duration::from_secs(2);
 
 /// Runs `f` while a ticker thread sends in-progress acks for `msg` every `every`.
 fn keep_alive<T>(msg: &nats::Message, every: Duration, f: impl FnOnce() -> T) -> T {

@@ -6,6 +6,7 @@
 pub mod attempts;
 pub mod breaker;
 pub mod claims;
+pub mod gate;
 pub mod limit;
 pub mod manifest;
 pub mod provider;

@@ -8,6 +8,7 @@ mod envelope_size;
 mod execute;
 mod ids;
 mod outputs;
+mod quarantine;
 pub mod versions;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ pub use decode::{decode, decode_message, DecodeConfig, Headers};
 pub use execute::{Disposition, Executor, Outcome};
 pub(crate) use ids::scoped_uuid;
 pub use ids::{command_message_id, derive_command_id, derive_span_id};
+pub use quarantine::unstorable;
 
 use crate::envelope::{EnvelopeKind, Metadata};
 use crate::manifest::SagaDef;
