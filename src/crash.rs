@@ -9,9 +9,16 @@
 //! exists (it first creates `<file>.paused`, so the test knows the point was reached),
 //! and with `RUNNER_PAUSE_MS=<n>` sleeps n ms at every pass (a slow stage). A wait for
 //! the file ends after [`PAUSE_LIMIT`] whatever happens.
+//!
+//! Points exist only in builds with the `dev` feature (tests get it). Without it
+//! [`point`] is empty and inlined away, and [`validate`] refuses `RUNNER_CRASH_AT` and
+//! `RUNNER_PAUSE_AT` at start-up: a test that armed a point against a release binary
+//! would otherwise pass without ever crashing.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+#[cfg(feature = "dev")]
+pub use armed::{point, validate};
+#[cfg(not(feature = "dev"))]
+pub use inert::{point, validate};
 
 /// After a batch was pulled from JetStream, before decode sees it.
 pub const AFTER_FETCH: &str = "fetch.after_fetch_before_decode";
@@ -68,115 +75,147 @@ pub const PAUSE_POINTS: &[&str] = &[BEFORE_REMINDER];
 /// The longest a paused thread waits for its file.
 pub const PAUSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
-struct Armed {
-    point: String,
-    after: u64,
-    hits: AtomicU64,
-}
+/// The points, armed from the environment.
+#[cfg(feature = "dev")]
+mod armed {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
 
-fn armed() -> Option<&'static Armed> {
-    static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
-    ARMED
-        .get_or_init(|| {
-            let point = std::env::var("RUNNER_CRASH_AT").ok()?;
-            let after = std::env::var("RUNNER_CRASH_AFTER")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(1);
-            Some(Armed {
-                point,
-                after,
-                hits: AtomicU64::new(0),
-            })
-        })
-        .as_ref()
-}
+    use super::{PAUSE_LIMIT, PAUSE_POINTS, POINTS};
 
-/// How a pause point is armed (`RUNNER_PAUSE_AT`).
-struct Pause {
-    point: String,
-    /// Block until this file exists.
-    until: Option<std::path::PathBuf>,
-    /// Sleep this long at every pass.
-    sleep: std::time::Duration,
-}
-
-fn pause() -> Option<&'static Pause> {
-    static PAUSE: OnceLock<Option<Pause>> = OnceLock::new();
-    PAUSE
-        .get_or_init(|| {
-            let point = std::env::var("RUNNER_PAUSE_AT").ok()?;
-            let until = std::env::var_os("RUNNER_PAUSE_UNTIL").map(std::path::PathBuf::from);
-            let ms = std::env::var("RUNNER_PAUSE_MS")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            Some(Pause {
-                point,
-                until,
-                sleep: std::time::Duration::from_millis(ms),
-            })
-        })
-        .as_ref()
-}
-
-/// Checks `RUNNER_CRASH_AT` and `RUNNER_PAUSE_AT` at start-up: an unknown point is an
-/// error.
-pub fn validate() -> Result<(), String> {
-    known(
-        "RUNNER_CRASH_AT",
-        "crash",
-        armed().map(|a| a.point.as_str()),
-        POINTS,
-    )?;
-    known(
-        "RUNNER_PAUSE_AT",
-        "pause",
-        pause().map(|p| p.point.as_str()),
-        PAUSE_POINTS,
-    )
-}
-
-/// An error naming `var` if the `point` it armed is not one of `points`.
-fn known(var: &str, what: &str, point: Option<&str>, points: &[&str]) -> Result<(), String> {
-    match point {
-        Some(p) if !points.contains(&p) => Err(format!(
-            "{var} names no {what} point: {p:?} (known: {})",
-            points.join(", ")
-        )),
-        _ => Ok(()),
+    struct Armed {
+        point: String,
+        after: u64,
+        hits: AtomicU64,
     }
-}
 
-/// Aborts the process here if this is the armed point and its hit count is reached;
-/// pauses here if this is the paused point.
-pub fn point(name: &str) {
-    if let Some(a) = armed() {
-        if a.point == name && a.hits.fetch_add(1, Ordering::SeqCst) + 1 >= a.after {
-            eprintln!("crash point {name} reached: aborting (RUNNER_CRASH_AT)");
-            std::process::abort();
+    fn armed() -> Option<&'static Armed> {
+        static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+        ARMED
+            .get_or_init(|| {
+                let point = std::env::var("RUNNER_CRASH_AT").ok()?;
+                let after = std::env::var("RUNNER_CRASH_AFTER")
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1);
+                Some(Armed {
+                    point,
+                    after,
+                    hits: AtomicU64::new(0),
+                })
+            })
+            .as_ref()
+    }
+
+    /// How a pause point is armed (`RUNNER_PAUSE_AT`).
+    struct Pause {
+        point: String,
+        /// Block until this file exists.
+        until: Option<std::path::PathBuf>,
+        /// Sleep this long at every pass.
+        sleep: std::time::Duration,
+    }
+
+    fn pause() -> Option<&'static Pause> {
+        static PAUSE: OnceLock<Option<Pause>> = OnceLock::new();
+        PAUSE
+            .get_or_init(|| {
+                let point = std::env::var("RUNNER_PAUSE_AT").ok()?;
+                let until = std::env::var_os("RUNNER_PAUSE_UNTIL").map(std::path::PathBuf::from);
+                let ms = std::env::var("RUNNER_PAUSE_MS")
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                Some(Pause {
+                    point,
+                    until,
+                    sleep: std::time::Duration::from_millis(ms),
+                })
+            })
+            .as_ref()
+    }
+
+    /// Checks `RUNNER_CRASH_AT` and `RUNNER_PAUSE_AT` at start-up: an unknown point is an
+    /// error.
+    pub fn validate() -> Result<(), String> {
+        known(
+            "RUNNER_CRASH_AT",
+            "crash",
+            armed().map(|a| a.point.as_str()),
+            POINTS,
+        )?;
+        known(
+            "RUNNER_PAUSE_AT",
+            "pause",
+            pause().map(|p| p.point.as_str()),
+            PAUSE_POINTS,
+        )
+    }
+
+    /// An error naming `var` if the `point` it armed is not one of `points`.
+    fn known(var: &str, what: &str, point: Option<&str>, points: &[&str]) -> Result<(), String> {
+        match point {
+            Some(p) if !points.contains(&p) => Err(format!(
+                "{var} names no {what} point: {p:?} (known: {})",
+                points.join(", ")
+            )),
+            _ => Ok(()),
         }
     }
-    if let Some(p) = pause().filter(|p| p.point == name) {
-        wait_at(name, p);
+
+    /// Aborts the process here if this is the armed point and its hit count is reached;
+    /// pauses here if this is the paused point.
+    pub fn point(name: &str) {
+        if let Some(a) = armed() {
+            if a.point == name && a.hits.fetch_add(1, Ordering::SeqCst) + 1 >= a.after {
+                eprintln!("crash point {name} reached: aborting (RUNNER_CRASH_AT)");
+                std::process::abort();
+            }
+        }
+        if let Some(p) = pause().filter(|p| p.point == name) {
+            wait_at(name, p);
+        }
+    }
+
+    fn wait_at(name: &str, p: &Pause) {
+        std::thread::sleep(p.sleep);
+        let Some(until) = &p.until else {
+            return;
+        };
+        if until.exists() {
+            return;
+        }
+        let mut paused = until.clone().into_os_string();
+        paused.push(".paused");
+        if let Err(e) = std::fs::write(&paused, name) {
+            eprintln!("pause point {name}: cannot create {paused:?}: {e}");
+        }
+        let deadline = std::time::Instant::now() + PAUSE_LIMIT;
+        while !until.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }
 
-fn wait_at(name: &str, p: &Pause) {
-    std::thread::sleep(p.sleep);
-    let Some(until) = &p.until else {
-        return;
-    };
-    if until.exists() {
-        return;
+/// A build without the `dev` feature: no points.
+#[cfg(not(feature = "dev"))]
+mod inert {
+    /// There are no points to arm, so arming one is an error (the variables that only
+    /// tune an armed point are ignored, as they are when nothing is armed).
+    pub fn validate() -> Result<(), String> {
+        for var in ["RUNNER_CRASH_AT", "RUNNER_PAUSE_AT"] {
+            if let Some(point) = std::env::var_os(var) {
+                return Err(format!(
+                    "{var} is set ({point:?}), but this build has no crash or pause points: \
+                     they are for the fault-injection tests, in builds with the `dev` feature \
+                     (`cargo build --features dev`, or the binary `cargo test` builds)"
+                ));
+            }
+        }
+        Ok(())
     }
-    let mut paused = until.clone().into_os_string();
-    paused.push(".paused");
-    if let Err(e) = std::fs::write(&paused, name) {
-        eprintln!("pause point {name}: cannot create {paused:?}: {e}");
-    }
-    let deadline = std::time::Instant::now() + PAUSE_LIMIT;
-    while !until.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+
+    /// Nothing: the call compiles away.
+    #[inline(always)]
+    pub fn point(_name: &str) {}
 }

@@ -4,10 +4,16 @@
 
 #![forbid(unsafe_code)]
 
+// The `dev` feature (off in release builds, on for tests and benches through the
+// dev-dependency on this package) brings the test rig and what runs on it:
+// `runner demo`, `runner bench`. See ARCHITECTURE.md, "The `dev` feature".
+#[cfg(feature = "dev")]
 pub mod bench;
 pub mod cli;
 pub mod crash;
+#[cfg(feature = "dev")]
 pub mod demo;
+#[cfg(feature = "dev")]
 pub mod dev;
 pub mod effects;
 pub mod envelope;
@@ -30,6 +36,7 @@ pub mod shadow;
 #[path = "../stages/mod.rs"]
 pub mod stages;
 pub mod store;
+pub mod temp_dir;
 pub mod timefmt;
 pub mod timers;
 pub mod types;

@@ -17,11 +17,11 @@ use nats::jetstream::{
 };
 use serde_json::{json, Value};
 
-use crate::dev::TempDir;
 use crate::manifest::SagaCatalog;
 use crate::saga::{decode, DecodeConfig, Decoded, Executor, MessageInfo};
 use crate::settings::Settings;
 use crate::store::{CommitBatch, Store, Transition};
+use crate::temp_dir::TempDir;
 use crate::types::SagaName;
 
 /// Most events one run reads unless `--limit` says otherwise.

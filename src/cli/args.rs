@@ -24,8 +24,10 @@ COMMANDS:
               --ctx FILE      ctx object (default: built from the event)
               --gas N         gas budget (default 20000)
     demo    Run the example order saga end to end against a throwaway nats-server
+            (dev builds only: cargo run --release --features dev -- demo)
               --nats-url URL  use this server instead of starting one
     bench   Measure throughput and latency next to raw JetStream rates of the same server
+            (dev builds only: cargo run --release --features dev -- bench)
               --events N      events of the saga, relay and effect phases (default 20000)
               --workflows N   orders of the workflow phase (default 5000)
               --rate R        their rate per second (default 1000)
@@ -75,10 +77,16 @@ pub enum Command {
         ctx: Option<PathBuf>,
         gas: u64,
     },
+    #[cfg(feature = "dev")]
     Demo {
         nats_url: Option<String>,
     },
+    #[cfg(feature = "dev")]
     Bench(crate::bench::Options),
+    /// `demo` or `bench` in a build without the `dev` feature: answered with how to get
+    /// them, whatever options came with it.
+    #[cfg(not(feature = "dev"))]
+    DevOnly(&'static str),
     Healthcheck {
         url: Option<String>,
         config: Option<PathBuf>,
@@ -99,7 +107,13 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         "run" => &["config", "mode"],
         "check" => &["config"],
         "eval" => &["program", "event", "state", "ctx", "gas"],
+        #[cfg(not(feature = "dev"))]
+        "demo" => return Ok(Command::DevOnly("demo")),
+        #[cfg(not(feature = "dev"))]
+        "bench" => return Ok(Command::DevOnly("bench")),
+        #[cfg(feature = "dev")]
         "demo" => &["nats-url"],
+        #[cfg(feature = "dev")]
         "bench" => &[
             "events",
             "workflows",
@@ -146,6 +160,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             ctx: take("ctx").map(PathBuf::from),
             gas: number(take("gas"), "gas", 20_000)?,
         },
+        #[cfg(feature = "dev")]
         "demo" => Command::Demo {
             nats_url: take("nats-url"),
         },
@@ -172,7 +187,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             to: take("to").map(|t| number(Some(t), "to", 1)).transpose()?,
             limit: number(take("limit"), "limit", crate::shadow::DEFAULT_LIMIT)?,
         }),
-        _ => Command::Bench(crate::bench::Options {
+        #[cfg(feature = "dev")]
+        "bench" => Command::Bench(crate::bench::Options {
             events: number(take("events"), "events", 20_000)?,
             workflows: number(take("workflows"), "workflows", 5_000)?,
             rate: number(take("rate"), "rate", 1_000)?,
@@ -186,6 +202,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 .unwrap_or_else(crate::bench::default_sections),
             nats_url: take("nats-url"),
         }),
+        // `allowed` above answered every other name already.
+        other => return Err(format!("unknown command {other:?}")),
     };
     Ok(command)
 }

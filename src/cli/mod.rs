@@ -44,10 +44,18 @@ pub fn main_with(args: &[String]) -> i32 {
             gas,
         } => eval::eval(&program, &event, state.as_deref(), ctx.as_deref(), gas)
             .map_err(Error::Other),
+        #[cfg(feature = "dev")]
         Command::Demo { nats_url } => crate::demo::run(nats_url.as_deref()).map_err(Error::Other),
+        // A usage error's code: this build has no such command.
+        #[cfg(not(feature = "dev"))]
+        Command::DevOnly(name) => {
+            eprintln!("error: {}", dev_only(name));
+            return 2;
+        }
         Command::Healthcheck { url, config } => {
             healthcheck::healthcheck(url.as_deref(), config.as_deref())
         }
+        #[cfg(feature = "dev")]
         Command::Bench(options) => crate::bench::run(&options).map_err(Error::Other),
         // Exit codes of its own: 1 for failed cases, 2 for invalid test files.
         Command::Test { path } => return crate::sagatest::main(path.as_deref()),
@@ -65,6 +73,17 @@ pub fn main_with(args: &[String]) -> i32 {
 // Catalog loading is the library's (the ops port's reload and `runner shadow` use it
 // too); re-exported for the subcommands and tests that reach it here.
 pub use crate::pipeline::{catalogs_for_mode, limits, load_catalog, load_effects};
+
+/// What `runner demo` and `runner bench` answer in a build without the `dev` feature.
+#[cfg(not(feature = "dev"))]
+fn dev_only(name: &str) -> String {
+    format!(
+        "`runner {name}` is not in this build: it runs on the test rig (a throwaway \
+         nats-server, which the shipped image does not have), which only builds with the \
+         `dev` feature; from a checkout of the repository, with nats-server on the PATH or \
+         in RUNNER_NATS_SERVER_BIN: cargo run --release --features dev -- {name}"
+    )
+}
 
 /// How `runner run` opens its store: the map and the retention the settings ask for.
 /// Sweeping waits two ack waits after start-up, so messages a predecessor left unacked

@@ -13,12 +13,12 @@ use super::format::{Case, Given, TestFile, EXPECT_KEYS};
 use super::matcher::{compare, Mismatch};
 use super::observe::{observe, Instance};
 use super::SagaTestError;
-use crate::dev::TempDir;
 use crate::envelope::{EffectCommand, EnvelopeKind};
 use crate::keys::{self, OutboxKind};
 use crate::saga::{decode, DecodeConfig, Decoded, Executor, MessageInfo, Outcome};
 use crate::settings::Settings;
 use crate::store::{CommitBatch, SagaRecord, Store, StoreError};
+use crate::temp_dir::TempDir;
 use crate::timefmt::format_rfc3339_ms;
 use crate::types::CorrelationId;
 

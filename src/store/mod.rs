@@ -21,7 +21,8 @@ mod usage;
 mod writer_lock;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+#[cfg(feature = "dev")]
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use lmdb::{Cursor, Database, Environment, EnvironmentFlags, Transaction, WriteFlags};
 use serde::de::DeserializeOwned;
@@ -75,7 +76,8 @@ pub enum StoreError {
     Corrupt { key: String, message: String },
     #[error("cannot encode record for {key}: {message}")]
     Encode { key: String, message: String },
-    /// A commit failed on purpose (test fault injection).
+    /// A commit or write probe failed on purpose (test fault injection: `dev` builds
+    /// only, see `Store::inject_commit_failures`).
     #[error("injected commit failure")]
     Injected,
     /// What a write was based on changed under it; nothing was written.
@@ -171,15 +173,9 @@ pub struct Store {
     max_map_bytes: usize,
     retention: Retention,
     sweep: expiry::SweepState,
-    /// Commits still to fail on purpose (tests of the no-ack-on-failure path).
-    injected_commit_failures: AtomicU32,
-    /// Write probes still to fail on purpose (tests of the health check).
-    injected_probe_failures: AtomicU32,
-    /// A correlation id whose transitions are refused as unstorable (tests of the
-    /// isolate-and-quarantine path).
-    injected_unstorable: parking_lot::Mutex<Option<String>>,
-    /// Extra time every saga commit takes (tests of backpressure).
-    injected_commit_delay_ms: std::sync::atomic::AtomicU64,
+    /// What the tests' `inject_*` hooks arm (`dev` builds only).
+    #[cfg(feature = "dev")]
+    faults: Faults,
     /// Reminders published before this (ms since the epoch) may come from an older
     /// Runner that deleted their timers at publish (`legacy.rs`); 0 for a store that
     /// never did. Noted once, read at open.
@@ -238,10 +234,8 @@ impl Store {
             max_map_bytes: options.max_size.max(map_size_bytes).max(opened_map),
             retention: options.retention,
             sweep: expiry::SweepState::new(options.retention.sweep_delay),
-            injected_commit_failures: AtomicU32::new(0),
-            injected_probe_failures: AtomicU32::new(0),
-            injected_unstorable: parking_lot::Mutex::new(None),
-            injected_commit_delay_ms: std::sync::atomic::AtomicU64::new(0),
+            #[cfg(feature = "dev")]
+            faults: Faults::default(),
             timer_records_since: 0,
         };
         store.ensure_status_index()?;
@@ -254,44 +248,6 @@ impl Store {
     /// Where the store lives.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Makes every commit take `ms` longer, as a slow disk would (test fault injection
-    /// for backpressure); 0 turns it off.
-    pub fn inject_commit_delay(&self, ms: u64) {
-        self.injected_commit_delay_ms.store(ms, Ordering::SeqCst);
-    }
-
-    fn injected_delay(&self) {
-        let ms = self.injected_commit_delay_ms.load(Ordering::Relaxed);
-        if ms > 0 {
-            std::thread::sleep(std::time::Duration::from_millis(ms));
-        }
-    }
-
-    /// Makes the next `n` commits fail after all their writes, before the LMDB commit:
-    /// the on-disk effect is that of a transaction that never happened.
-    pub fn inject_commit_failures(&self, n: u32) {
-        self.injected_commit_failures.store(n, Ordering::SeqCst);
-    }
-
-    /// Makes the next `n` write probes ([`Store::probe_write`]) fail, as on a full or
-    /// read-only disk (test fault injection for health checks).
-    pub fn inject_probe_failures(&self, n: u32) {
-        self.injected_probe_failures.store(n, Ordering::SeqCst);
-    }
-
-    /// Makes every transition of this correlation id, or of the event with this id, fail
-    /// to store as if LMDB refused its record (a deterministic error), until called with
-    /// `None`.
-    pub fn inject_unstorable(&self, correlation_or_event: Option<&str>) {
-        *self.injected_unstorable.lock() = correlation_or_event.map(str::to_string);
-    }
-
-    fn is_injected_unstorable(&self, t: &Transition) -> bool {
-        let injected = self.injected_unstorable.lock();
-        injected.as_deref() == Some(t.correlation.as_str())
-            || injected.as_deref() == Some(t.event_id.as_str())
     }
 
     /// Writes raw bytes under a key: for tests that need a record no current code
@@ -311,12 +267,6 @@ impl Store {
             txn.del(self.db, &key, None)?;
             Ok(())
         })
-    }
-
-    fn take_injected_failure(&self) -> bool {
-        self.injected_commit_failures
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
     }
 
     /// A short-lived reader for lookups that belong together (one pipeline batch).
@@ -733,10 +683,7 @@ impl Store {
 
     /// Proves the store is writable: one durable write of a probe record.
     pub fn probe_write(&self) -> Result<(), StoreError> {
-        let injected =
-            self.injected_probe_failures
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        if injected.is_ok() {
+        if self.take_injected_probe_failure() {
             return Err(StoreError::Injected);
         }
         let stamp = now_ms().to_string();
@@ -750,6 +697,100 @@ impl Store {
     pub fn entries(&self) -> Result<usize, StoreError> {
         let _gate = self.gate.enter();
         Ok(self.env.stat()?.entries())
+    }
+}
+
+/// Faults the tests inject on purpose through [`Store`]'s `inject_*` hooks. Only `dev`
+/// builds have them; without the feature the checks below are empty and inlined away.
+#[cfg(feature = "dev")]
+#[derive(Default)]
+struct Faults {
+    /// Commits still to fail on purpose (tests of the no-ack-on-failure path).
+    commit_failures: AtomicU32,
+    /// Write probes still to fail on purpose (tests of the health check).
+    probe_failures: AtomicU32,
+    /// A correlation id whose transitions are refused as unstorable (tests of the
+    /// isolate-and-quarantine path).
+    unstorable: parking_lot::Mutex<Option<String>>,
+    /// Extra time every saga commit takes (tests of backpressure).
+    commit_delay_ms: AtomicU64,
+}
+
+#[cfg(feature = "dev")]
+impl Store {
+    /// Makes every commit take `ms` longer, as a slow disk would (test fault injection
+    /// for backpressure); 0 turns it off.
+    pub fn inject_commit_delay(&self, ms: u64) {
+        self.faults.commit_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Makes the next `n` commits fail after all their writes, before the LMDB commit:
+    /// the on-disk effect is that of a transaction that never happened.
+    pub fn inject_commit_failures(&self, n: u32) {
+        self.faults.commit_failures.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes the next `n` write probes ([`Store::probe_write`]) fail, as on a full or
+    /// read-only disk (test fault injection for health checks).
+    pub fn inject_probe_failures(&self, n: u32) {
+        self.faults.probe_failures.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes every transition of this correlation id, or of the event with this id, fail
+    /// to store as if LMDB refused its record (a deterministic error), until called with
+    /// `None`.
+    pub fn inject_unstorable(&self, correlation_or_event: Option<&str>) {
+        *self.faults.unstorable.lock() = correlation_or_event.map(str::to_string);
+    }
+
+    fn injected_delay(&self) {
+        let ms = self.faults.commit_delay_ms.load(Ordering::Relaxed);
+        if ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+    }
+
+    fn is_injected_unstorable(&self, t: &Transition) -> bool {
+        let injected = self.faults.unstorable.lock();
+        injected.as_deref() == Some(t.correlation.as_str())
+            || injected.as_deref() == Some(t.event_id.as_str())
+    }
+
+    fn take_injected_failure(&self) -> bool {
+        take_one(&self.faults.commit_failures)
+    }
+
+    fn take_injected_probe_failure(&self) -> bool {
+        take_one(&self.faults.probe_failures)
+    }
+}
+
+/// Counts one injected failure off `left`; false once none are left.
+#[cfg(feature = "dev")]
+fn take_one(left: &AtomicU32) -> bool {
+    left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// A build without the `dev` feature injects nothing.
+#[cfg(not(feature = "dev"))]
+impl Store {
+    #[inline(always)]
+    fn injected_delay(&self) {}
+
+    #[inline(always)]
+    fn is_injected_unstorable(&self, _t: &Transition) -> bool {
+        false
+    }
+
+    #[inline(always)]
+    fn take_injected_failure(&self) -> bool {
+        false
+    }
+
+    #[inline(always)]
+    fn take_injected_probe_failure(&self) -> bool {
+        false
     }
 }
 

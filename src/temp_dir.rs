@@ -1,3 +1,6 @@
+//! Throwaway directories: `runner test` and `runner shadow` run on a store of their own
+//! in one, and tests and the dev rig use them too (`crate::dev` re-exports it).
+
 use std::path::{Path, PathBuf};
 
 /// A directory under the system temp dir, removed with everything in it on drop.
