@@ -150,7 +150,7 @@ pub fn load_effects(settings: &Settings) -> Result<crate::effects::EffectCatalog
         &settings.manifests.secrets_dir,
         &limits(settings),
     )
-    .map_err(Error::Other)?;
+    .map_err(|e| Error::Other(e.to_string()))?;
     let least = settings.least_record_secs();
     for def in catalog.effects.values() {
         if let Some(keep) = def.retention.filter(|d| d.as_secs() < least) {
@@ -185,7 +185,7 @@ fn load_settings(config: Option<&Path>, mode: Option<&str>) -> Result<Settings, 
     if let Some(mode) = mode {
         settings.mode = mode
             .parse()
-            .map_err(|e: String| Error::Other(format!("--mode: {e}")))?;
+            .map_err(|e: crate::settings::UnknownMode| Error::Other(format!("--mode: {e}")))?;
         settings.validate()?;
     }
     Ok(settings)
@@ -310,7 +310,8 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
         &store_options(&settings),
     )?);
     if settings.mode.runs_sagas() {
-        crate::saga::versions::check_in_use(&store, &catalog).map_err(Error::Other)?;
+        crate::saga::versions::check_in_use(&store, &catalog)
+            .map_err(|e| Error::Other(e.to_string()))?;
     }
     let link = Arc::new(nats_io::Link::default());
     let nc = nats_io::connect_linked(&nats_options, "runner", link.clone())?;
