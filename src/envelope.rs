@@ -255,17 +255,33 @@ fn required(kind: EnvelopeKind) -> &'static [&'static str] {
     }
 }
 
+/// Why a JSON value is not an envelope of its kind; names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("the envelope is not a JSON object")]
+    NotObject,
+    #[error("missing field `{0}`")]
+    Missing(&'static str),
+    #[error("field `{0}` must be a string")]
+    NotString(&'static str),
+    #[error("field `metadata` must be an object")]
+    Metadata,
+    #[error("field `version` must be a non-negative integer")]
+    Version,
+    /// The received value is clipped: it may be hostile and long.
+    #[error("field `result_type` must be succeeded, failed, timed_out or rejected (got {0:?})")]
+    ResultType(String),
+}
+
 impl<'a> EnvelopeView<'a> {
     /// Validates `value` as an envelope of `kind`; the error names the field.
-    pub fn of(kind: EnvelopeKind, value: &'a Value) -> Result<EnvelopeView<'a>, String> {
-        let obj = value
-            .as_object()
-            .ok_or("the envelope is not a JSON object")?;
-        let string = |field: &str| -> Result<&'a str, String> {
+    pub fn of(kind: EnvelopeKind, value: &'a Value) -> Result<EnvelopeView<'a>, EnvelopeError> {
+        let obj = value.as_object().ok_or(EnvelopeError::NotObject)?;
+        let string = |field: &'static str| -> Result<&'a str, EnvelopeError> {
             match obj.get(field) {
                 Some(Value::String(s)) => Ok(s.as_str()),
-                None | Some(Value::Null) => Err(format!("missing field `{field}`")),
-                Some(_) => Err(format!("field `{field}` must be a string")),
+                None | Some(Value::Null) => Err(EnvelopeError::Missing(field)),
+                Some(_) => Err(EnvelopeError::NotString(field)),
             }
         };
         for field in required(kind) {
@@ -274,12 +290,12 @@ impl<'a> EnvelopeView<'a> {
         let tenant_id = match obj.get("tenant_id") {
             None | Some(Value::Null) => "",
             Some(Value::String(s)) => s.as_str(),
-            Some(_) => return Err("field `tenant_id` must be a string".into()),
+            Some(_) => return Err(EnvelopeError::NotString("tenant_id")),
         };
         let metadata = match obj.get("metadata") {
             None | Some(Value::Null) => None,
             Some(Value::Object(m)) => Some(m),
-            Some(_) => return Err("field `metadata` must be an object".into()),
+            Some(_) => return Err(EnvelopeError::Metadata),
         };
         match kind {
             EnvelopeKind::Aggregate => {
@@ -287,16 +303,13 @@ impl<'a> EnvelopeView<'a> {
                     .get("version")
                     .is_some_and(|v| !v.is_null() && !v.is_u64())
                 {
-                    return Err("field `version` must be a non-negative integer".into());
+                    return Err(EnvelopeError::Version);
                 }
             }
             EnvelopeKind::Result => {
                 let rt = string("result_type")?;
                 if serde_json::from_value::<ResultType>(Value::String(rt.to_string())).is_err() {
-                    return Err(format!(
-                        "field `result_type` must be succeeded, failed, timed_out or rejected (got {:?})",
-                        clip(rt)
-                    ));
+                    return Err(EnvelopeError::ResultType(clip(rt)));
                 }
             }
             EnvelopeKind::Reminder => {}
@@ -410,10 +423,14 @@ mod tests {
     fn missing_required_field_is_named() {
         let mut value = order_placed();
         value.as_object_mut().unwrap().remove("aggregate_id");
-        let err = EnvelopeView::of(EnvelopeKind::Aggregate, &value).unwrap_err();
+        let err = EnvelopeView::of(EnvelopeKind::Aggregate, &value)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`aggregate_id`"), "{err}");
         value["aggregate_id"] = json!(7);
-        let err = EnvelopeView::of(EnvelopeKind::Aggregate, &value).unwrap_err();
+        let err = EnvelopeView::of(EnvelopeKind::Aggregate, &value)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("must be a string"), "{err}");
         value["aggregate_id"] = json!("o-1");
         value["metadata"] = json!("flat");
@@ -435,6 +452,7 @@ mod tests {
         bad["result_type"] = json!("exploded");
         assert!(EnvelopeView::of(EnvelopeKind::Result, &bad)
             .unwrap_err()
+            .to_string()
             .contains("result_type"));
 
         let reminder = json!({"event_id": "t-1", "saga_name": "s", "correlation_id": "o-9",
@@ -455,7 +473,9 @@ mod tests {
         let mut bad = json!({"event_id": "r-1", "command_id": "c-1", "effect_name": "e",
             "timestamp": "2026-11-27T10:00:01Z"});
         bad["result_type"] = json!("x".repeat(100_000));
-        let err = EnvelopeView::of(EnvelopeKind::Result, &bad).unwrap_err();
+        let err = EnvelopeView::of(EnvelopeKind::Result, &bad)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.ends_with(&format!("(got \"{}…\")", "x".repeat(CLIP_CHARS))),
             "{err}"

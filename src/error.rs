@@ -13,6 +13,7 @@
 //!
 //! Settings and manifest errors stop start-up (or a reload) and never reach a message.
 
+use crate::effects::EffectManifestError;
 use crate::manifest::ManifestError;
 use crate::nats_io::StreamError;
 use crate::program::{Fault, LoadError};
@@ -25,6 +26,8 @@ pub enum Error {
     Settings(#[from] SettingsError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    EffectManifest(#[from] EffectManifestError),
     #[error(transparent)]
     ProgramLoad(#[from] LoadError),
     #[error(transparent)]

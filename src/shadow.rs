@@ -74,7 +74,9 @@ pub fn run(opts: &Options, settings: &Settings) -> Result<Report, String> {
         .map_err(|e| e.to_string())?,
         None => crate::pipeline::load_catalog(settings).map_err(|e| e.to_string())?,
     };
-    candidate.pin(&saga, opts.version)?;
+    candidate
+        .pin(&saga, opts.version)
+        .map_err(|e| e.to_string())?;
     eprintln!(
         "shadow: saga {saga}, version {current_version} (in force) against version {} (candidate), stream {} from {}",
         opts.version, opts.stream, opts.from

@@ -776,7 +776,7 @@ fn decode_command(
         poison(QuarantineKind::Decode, reason, proven.as_ref().ok())
     })?;
     let tenant = proven_tenant(subject, command_prefix, header_tenant, Some(&cmd.tenant_id))
-        .map_err(|reason| poison(QuarantineKind::TenantAccess, reason, None))?;
+        .map_err(|reason| poison(QuarantineKind::TenantAccess, reason.to_string(), None))?;
     // A body without a tenant is the subject's: its result goes to that tenant's subject.
     if cmd.tenant_id.is_empty() {
         cmd.tenant_id = tenant.to_string();

@@ -32,7 +32,7 @@ pub fn run(shared: &Shared, nc: &nats::Connection) -> Result<(), StageError> {
         let report = match unclaimed::scan(nc, &shared.settings) {
             Ok(report) => report,
             Err(e) => {
-                log::warn!(error = e.as_str(); "cannot look for unclaimed effect commands");
+                log::warn!(error = e.to_string().as_str(); "cannot look for unclaimed effect commands");
                 continue;
             }
         };

@@ -125,7 +125,7 @@ fn load_settings(config: Option<&Path>, mode: Option<&str>) -> Result<Settings, 
     if let Some(mode) = mode {
         settings.mode = mode
             .parse()
-            .map_err(|e: String| Error::Other(format!("--mode: {e}")))?;
+            .map_err(|e: crate::settings::UnknownMode| Error::Other(format!("--mode: {e}")))?;
         settings.validate()?;
     }
     Ok(settings)
@@ -250,7 +250,8 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
         &store_options(&settings),
     )?);
     if settings.mode.runs_sagas() {
-        crate::saga::versions::check_in_use(&store, &catalog).map_err(Error::Other)?;
+        crate::saga::versions::check_in_use(&store, &catalog)
+            .map_err(|e| Error::Other(e.to_string()))?;
     }
     let link = Arc::new(nats_io::Link::default());
     let nc = nats_io::connect_linked(&nats_options, "runner", link.clone())?;

@@ -160,7 +160,7 @@ impl Shards {
         // their events would be quarantined. Say so now, loudly, rather than per event.
         if let Ok(catalog) = crate::cli::load_catalog(settings) {
             if let Err(e) = crate::saga::versions::check_in_use(&self.store, &catalog) {
-                log::error!(error = e.as_str(); "after the handover, instances run on a saga version this shard does not load; their events will be quarantined until it is loaded");
+                log::error!(error = e.to_string().as_str(); "after the handover, instances run on a saga version this shard does not load; their events will be quarantined until it is loaded");
             }
         }
         log::warn!(tenants = format!("{serve:?}"); "serving tenants");

@@ -22,10 +22,30 @@ use crate::types::{TenantId, WorkId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
-    #[error("claims bucket {bucket}: {message}")]
-    Bucket { bucket: String, message: String },
-    #[error("claim {key}: {message}")]
-    Claim { key: String, message: String },
+    #[error("claims bucket {bucket}: {source}")]
+    Bucket {
+        bucket: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("claim {key}: {source}")]
+    Claim {
+        key: String,
+        #[source]
+        source: ClaimIoError,
+    },
+}
+
+/// Why one claim could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimIoError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("unreadable claim: {0}")]
+    Unreadable(#[source] serde_json::Error),
+    /// Other replicas kept writing it between our reads and writes.
+    #[error("the claim kept changing; will try again")]
+    KeptChanging,
 }
 
 /// What the claim says about a command.
@@ -113,9 +133,9 @@ impl Claims {
         replicas: usize,
     ) -> Result<Claims, ClaimError> {
         let js = nats::jetstream::new(nc.clone());
-        let err = |e: std::io::Error| ClaimError::Bucket {
+        let err = |source: std::io::Error| ClaimError::Bucket {
             bucket: bucket.to_string(),
-            message: e.to_string(),
+            source,
         };
         let config = nats::kv::Config {
             bucket: bucket.to_string(),
@@ -164,9 +184,9 @@ impl Claims {
             at_ms: now_ms(),
             done: None,
         });
-        let err = |message: String| ClaimError::Claim {
+        let err = |source: ClaimIoError| ClaimError::Claim {
             key: key.clone(),
-            message,
+            source,
         };
         for _ in 0..ATTEMPTS {
             if let Ok(revision) = self.write(&key, &fresh, 0) {
@@ -209,7 +229,7 @@ impl Claims {
                 retry_after: (self.lease - age).min(MAX_BUSY_WAIT),
             });
         }
-        Err(err("the claim kept changing; will try again".into()))
+        Err(err(ClaimIoError::KeptChanging))
     }
 
     /// Writes the result into the claim held at `revision`. If the claim moved on (a
@@ -227,7 +247,7 @@ impl Claims {
             .map(|_| ())
             .map_err(|e| ClaimError::Claim {
                 key,
-                message: e.to_string(),
+                source: e.into(),
             })
     }
 
@@ -307,16 +327,15 @@ impl ClaimWrite {
 impl Claims {
     /// The claim stored under `key` now, with its revision; `None` when there is none
     /// (never created, deleted or purged).
-    fn read(&self, key: &str) -> Result<Option<(u64, Claim)>, String> {
+    fn read(&self, key: &str) -> Result<Option<(u64, Claim)>, ClaimIoError> {
         self.flusher.kick();
-        let Some(entry) = self.kv.entry(key).map_err(|e| e.to_string())? else {
+        let Some(entry) = self.kv.entry(key)? else {
             return Ok(None);
         };
         if entry.operation != nats::kv::Operation::Put {
             return Ok(None);
         }
-        let claim =
-            serde_json::from_slice(&entry.value).map_err(|e| format!("unreadable claim: {e}"))?;
+        let claim = serde_json::from_slice(&entry.value).map_err(ClaimIoError::Unreadable)?;
         Ok(Some((entry.revision, claim)))
     }
 

@@ -24,10 +24,57 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::breaker::{Breaker, BreakerPolicy};
-use super::provider::{self, Provider};
-use crate::manifest::read_document;
+use super::provider::{self, Provider, ProviderError};
+use crate::manifest::{read_document, DocumentError, MAX_RETENTION_SECS};
 use crate::program::Limits;
-use crate::types::EffectName;
+use crate::types::{EffectName, IdError};
+
+/// Why the effect manifests could not be loaded; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum EffectManifestError {
+    #[error("{file}: {source}")]
+    Document {
+        file: String,
+        #[source]
+        source: DocumentError,
+    },
+    /// The document is not an effect manifest (unknown or missing fields, wrong types).
+    #[error("{file}: {source}")]
+    Shape {
+        file: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{file}: effect {name} is defined twice")]
+    Duplicate { file: String, name: String },
+    /// `label` is "effect NAME", or "effect #N" for one without a name.
+    #[error("{file}: {label}: {source}")]
+    Effect {
+        file: String,
+        label: String,
+        // Boxed: a program's load error inside is large.
+        #[source]
+        source: Box<EffectProblem>,
+    },
+}
+
+/// What is wrong with one effect of a manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum EffectProblem {
+    #[error(transparent)]
+    Name(#[from] IdError),
+    #[error("{field} must be between {min} and {max} (got {got})")]
+    OutOfRange {
+        field: &'static str,
+        min: u64,
+        max: u64,
+        got: u64,
+    },
+    #[error("retention_secs must be between 1 and {MAX_RETENTION_SECS} (got {0})")]
+    Retention(u64),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+}
 
 /// What providers need while they are built.
 pub struct LoadContext<'a> {
@@ -85,7 +132,7 @@ impl EffectCatalog {
         paths: &[std::path::PathBuf],
         secrets_dir: &Path,
         limits: &Limits,
-    ) -> Result<EffectCatalog, String> {
+    ) -> Result<EffectCatalog, EffectManifestError> {
         let mut catalog = EffectCatalog::default();
         for path in paths {
             for def in load_file(path, secrets_dir, limits)? {
@@ -95,10 +142,10 @@ impl EffectCatalog {
                     .insert(name.clone(), Arc::new(def))
                     .is_some()
                 {
-                    return Err(format!(
-                        "{}: effect {name} is defined twice",
-                        path.display()
-                    ));
+                    return Err(EffectManifestError::Duplicate {
+                        file: path.display().to_string(),
+                        name,
+                    });
                 }
             }
         }
@@ -187,10 +234,17 @@ pub fn load_file(
     path: &Path,
     secrets_dir: &Path,
     limits: &Limits,
-) -> Result<Vec<EffectDef>, String> {
+) -> Result<Vec<EffectDef>, EffectManifestError> {
     let file = path.display().to_string();
-    let doc = read_document(path).map_err(|e| format!("{file}: {e}"))?;
-    let raw: RawManifest = serde_json::from_value(doc).map_err(|e| format!("{file}: {e}"))?;
+    let doc = read_document(path).map_err(|source| EffectManifestError::Document {
+        file: file.clone(),
+        source,
+    })?;
+    let raw: RawManifest =
+        serde_json::from_value(doc).map_err(|source| EffectManifestError::Shape {
+            file: file.clone(),
+            source,
+        })?;
     raw.effects
         .into_iter()
         .enumerate()
@@ -200,8 +254,13 @@ pub fn load_file(
             } else {
                 format!("effect {}", e.name)
             };
-            compile(e, &format!("{file}: {label}"), secrets_dir, limits)
-                .map_err(|m| format!("{file}: {label}: {m}"))
+            compile(e, &format!("{file}: {label}"), secrets_dir, limits).map_err(|source| {
+                EffectManifestError::Effect {
+                    file: file.clone(),
+                    label,
+                    source: Box::new(source),
+                }
+            })
         })
         .collect()
 }
@@ -211,12 +270,12 @@ fn compile(
     origin: &str,
     secrets_dir: &Path,
     limits: &Limits,
-) -> Result<EffectDef, String> {
-    let name = EffectName::new(&raw.name).map_err(|e| e.to_string())?;
+) -> Result<EffectDef, EffectProblem> {
+    let name = EffectName::new(&raw.name)?;
     // Every count and duration is bounded, so a typo is a load error. (`breaker.open_ms`
     // had no bound: 18446744073709551615 loaded, and the first few failures then opened
     // the breaker for 584 million years — the effect silently off until a restart.)
-    let checks: [(&str, u64, u64, u64); 8] = [
+    let checks: [(&'static str, u64, u64, u64); 8] = [
         ("timeout_ms", raw.timeout_ms, 1, 3_600_000),
         ("concurrency", raw.concurrency as u64, 1, 1_024),
         ("retry.max_attempts", raw.retry.max_attempts.into(), 1, 100),
@@ -246,19 +305,19 @@ fn compile(
             1_000,
         ),
     ];
-    for (field, value, min, max) in checks {
-        if !(min..=max).contains(&value) {
-            return Err(format!(
-                "{field} must be between {min} and {max} (got {value})"
-            ));
+    for (field, got, min, max) in checks {
+        if !(min..=max).contains(&got) {
+            return Err(EffectProblem::OutOfRange {
+                field,
+                min,
+                max,
+                got,
+            });
         }
     }
     if let Some(secs) = raw.retention_secs {
-        let most = crate::manifest::MAX_RETENTION_SECS;
-        if !(1..=most).contains(&secs) {
-            return Err(format!(
-                "retention_secs must be between 1 and {most} (got {secs})"
-            ));
+        if !(1..=MAX_RETENTION_SECS).contains(&secs) {
+            return Err(EffectProblem::Retention(secs));
         }
     }
     let timeout = Duration::from_millis(raw.timeout_ms);
@@ -301,7 +360,7 @@ mod tests {
     use super::*;
     use crate::dev::TempDir;
 
-    fn load(text: &str) -> Result<EffectCatalog, String> {
+    fn load(text: &str) -> Result<EffectCatalog, EffectManifestError> {
         let dir = TempDir::new("effects").unwrap();
         let path = dir.path().join("effects.yaml");
         std::fs::write(&path, text).unwrap();
@@ -343,7 +402,7 @@ mod tests {
             ("effects:\n  - name: \"a b\"\n    provider: noop\n", "effect a b:"),
             ("effects:\n  - name: x\n    provider: http\n    http: { url: \"http://h\", headers: { a: \"secret:nope\" } }\n", "secret nope"),
         ] {
-            let err = load(text).unwrap_err();
+            let err = load(text).unwrap_err().to_string();
             assert!(err.contains("effects.yaml"), "{err}");
             assert!(err.contains(needle), "{needle:?} not in {err}");
         }

@@ -16,4 +16,4 @@ pub mod result;
 pub mod secrets;
 pub mod unclaimed;
 
-pub use manifest::{EffectCatalog, EffectDef};
+pub use manifest::{EffectCatalog, EffectDef, EffectManifestError};

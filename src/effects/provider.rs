@@ -14,7 +14,7 @@ pub struct Call<'a> {
     /// ([`Call::json`]): building that tree for every command cost the noop pool a
     /// fifth of its time, and most providers never look at it.
     raw: &'a [u8],
-    json: std::cell::OnceCell<Result<Value, String>>,
+    json: std::cell::OnceCell<Result<Value, serde_json::Error>>,
 }
 
 impl<'a> Call<'a> {
@@ -32,7 +32,7 @@ impl<'a> Call<'a> {
     /// it ignores): that call fails for good, naming why.
     pub fn json(&self) -> Result<&Value, Failure> {
         self.json
-            .get_or_init(|| serde_json::from_slice(self.raw).map_err(|e| e.to_string()))
+            .get_or_init(|| serde_json::from_slice(self.raw))
             .as_ref()
             .map_err(|e| {
                 Failure::invalid("bad_command", format!("the command is not valid JSON: {e}"))
@@ -95,24 +95,34 @@ pub trait Provider: Send + Sync {
     fn call(&self, call: &Call<'_>) -> Outcome;
 }
 
+/// Why an effect's provider could not be built from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("unknown provider {0:?} (known: http, log, noop)")]
+    Unknown(String),
+    #[error(transparent)]
+    Noop(#[from] super::providers::noop::NoopSettingsError),
+    #[error(transparent)]
+    Http(#[from] super::providers::http::HttpSettingsError),
+}
+
 /// The provider an effect definition names, built from its settings.
 pub fn build(
     def_name: &str,
     provider: &str,
     settings: &Value,
     ctx: &super::manifest::LoadContext<'_>,
-) -> Result<Box<dyn Provider>, String> {
-    match provider {
-        "noop" => super::providers::noop::Noop::from_settings(def_name, settings, false)
-            .map(|p| Box::new(p) as Box<dyn Provider>),
-        "log" => super::providers::noop::Noop::from_settings(def_name, settings, true)
-            .map(|p| Box::new(p) as Box<dyn Provider>),
-        "http" => super::providers::http::Http::from_settings(settings, ctx)
-            .map(|p| Box::new(p) as Box<dyn Provider>),
-        other => Err(format!(
-            "unknown provider {other:?} (known: http, log, noop)"
-        )),
-    }
+) -> Result<Box<dyn Provider>, ProviderError> {
+    Ok(match provider {
+        "noop" => Box::new(super::providers::noop::Noop::from_settings(
+            def_name, settings, false,
+        )?),
+        "log" => Box::new(super::providers::noop::Noop::from_settings(
+            def_name, settings, true,
+        )?),
+        "http" => Box::new(super::providers::http::Http::from_settings(settings, ctx)?),
+        other => return Err(ProviderError::Unknown(other.to_string())),
+    })
 }
 
 #[cfg(test)]

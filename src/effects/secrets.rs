@@ -38,6 +38,25 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Why a `secret:NAME` could not be resolved. The secret's value is never in it.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(
+        "secret name {0:?} must be 1-128 letters, digits, '_', '-' or '.', not starting with '.'"
+    )]
+    Name(String),
+    #[error("secret {name}: cannot read {}: {source}", path.display())]
+    Read {
+        name: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `why` says what is wrong with the value without quoting it.
+    #[error("secret {name}: its value {why}")]
+    Value { name: String, why: &'static str },
+}
+
 /// A manifest string: literal text, or a secret resolved from the secrets directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Text {
@@ -47,7 +66,7 @@ pub enum Text {
 
 impl Text {
     /// Resolves `raw` (`secret:NAME` reads `dir/NAME`, without a trailing newline).
-    pub fn resolve(raw: &str, dir: &Path) -> Result<Text, String> {
+    pub fn resolve(raw: &str, dir: &Path) -> Result<Text, SecretError> {
         let Some(name) = raw.strip_prefix(PREFIX) else {
             return Ok(Text::Plain(raw.to_string()));
         };
@@ -58,16 +77,25 @@ impl Text {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
             && !name.starts_with('.');
         if !valid {
-            return Err(format!(
-                "secret name {name:?} must be 1-128 letters, digits, '_', '-' or '.', not starting with '.'"
-            ));
+            return Err(SecretError::Name(name.to_string()));
         }
         let path = dir.join(name);
-        let value = std::fs::read_to_string(&path)
-            .map_err(|e| format!("secret {name}: cannot read {}: {e}", path.display()))?;
+        let value = match std::fs::read_to_string(&path) {
+            Ok(value) => value,
+            Err(source) => {
+                return Err(SecretError::Read {
+                    name: name.to_string(),
+                    path,
+                    source,
+                })
+            }
+        };
         let value = value.strip_suffix('\n').unwrap_or(&value);
         let value = value.strip_suffix('\r').unwrap_or(value).to_string();
-        check_value(&value).map_err(|why| format!("secret {name}: its value {why}"))?;
+        check_value(&value).map_err(|why| SecretError::Value {
+            name: name.to_string(),
+            why,
+        })?;
         Ok(Text::Secret(Secret {
             name: name.to_string(),
             value,
@@ -136,7 +164,9 @@ mod tests {
     #[test]
     fn a_missing_or_badly_named_secret_is_a_clear_error() {
         let dir = TempDir::new("secrets").unwrap();
-        let err = Text::resolve("secret:absent", dir.path()).unwrap_err();
+        let err = Text::resolve("secret:absent", dir.path())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("secret absent") && err.contains("cannot read"),
             "{err}"

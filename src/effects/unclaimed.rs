@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 
 use crate::envelope::trace_id;
 use crate::settings::Settings;
-use crate::timefmt::{now_ms, parse_rfc3339_ms};
+use crate::timefmt::{now_ms, parse_rfc3339_ms, TimeError};
 
 /// Effects looked at per scan at most (names taken in order); more are logged as
 /// skipped.
@@ -78,8 +78,49 @@ pub struct OldestCommand {
     pub command_id: String,
 }
 
+/// Why a scan of the commands stream found nothing out (it is tried again later).
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("stream {0} does not exist")]
+    NoStream(String),
+    #[error(transparent)]
+    Consumers(std::io::Error),
+    #[error("list consumers of {stream}: {source}")]
+    Consumer {
+        stream: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("message time {time:?}: {source}")]
+    MessageTime {
+        time: String,
+        #[source]
+        source: TimeError,
+    },
+    #[error("stored message: {0}")]
+    MessageShape(#[source] serde_json::Error),
+    #[error("stored message: {0}")]
+    Message(#[source] std::io::Error),
+    /// The JetStream API request `subject` got no answer.
+    #[error("{subject}: {source}")]
+    Request {
+        subject: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{subject}: {source}")]
+    Answer {
+        subject: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The API answered with an error (other than 404); `error` is its JSON.
+    #[error("{subject}: {error}")]
+    Api { subject: String, error: Value },
+}
+
 /// One scan of the commands stream (see the module doc).
-pub fn scan(nc: &nats::Connection, settings: &Settings) -> Result<UnclaimedReport, String> {
+pub fn scan(nc: &nats::Connection, settings: &Settings) -> Result<UnclaimedReport, ScanError> {
     let js = nats::jetstream::new(nc.clone());
     let stream = settings.streams.workflow_commands.as_str();
     let prefix = settings.streams.command_prefix.as_str();
@@ -99,8 +140,11 @@ pub fn scan(nc: &nats::Connection, settings: &Settings) -> Result<UnclaimedRepor
     }
     let legacy = crate::nats_io::legacy_effect_consumer(settings);
     let mut legacy_floor = 0;
-    for info in js.list_consumers(stream).map_err(|e| e.to_string())? {
-        let info = info.map_err(|e| format!("list consumers of {stream}: {e}"))?;
+    for info in js.list_consumers(stream).map_err(ScanError::Consumers)? {
+        let info = info.map_err(|source| ScanError::Consumer {
+            stream: stream.to_string(),
+            source,
+        })?;
         if info.name == legacy {
             legacy_floor = info.ack_floor.stream_seq;
         }
@@ -145,13 +189,13 @@ fn subjects(
     nc: &nats::Connection,
     stream: &str,
     filter: &str,
-) -> Result<Vec<(String, u64)>, String> {
+) -> Result<Vec<(String, u64)>, ScanError> {
     let answer = js_request(
         nc,
         &format!("$JS.API.STREAM.INFO.{stream}"),
         &json!({ "subjects_filter": filter }),
     )?
-    .ok_or_else(|| format!("stream {stream} does not exist"))?;
+    .ok_or_else(|| ScanError::NoStream(stream.to_string()))?;
     let Some(subjects) = answer["state"]["subjects"].as_object() else {
         return Ok(Vec::new());
     };
@@ -173,7 +217,7 @@ fn first_message(
     stream: &str,
     filter: &str,
     from: u64,
-) -> Result<Option<Found>, String> {
+) -> Result<Option<Found>, ScanError> {
     let Some(answer) = js_request(
         nc,
         &format!("$JS.API.STREAM.MSG.GET.{stream}"),
@@ -184,11 +228,13 @@ fn first_message(
     };
     let raw = &answer["message"];
     let time = raw["time"].as_str().unwrap_or_default();
-    let at_ms = parse_rfc3339_ms(time).map_err(|e| format!("message time {time:?}: {e}"))?;
+    let at_ms = parse_rfc3339_ms(time).map_err(|source| ScanError::MessageTime {
+        time: time.to_string(),
+        source,
+    })?;
     let message: nats::jetstream::RawStreamMessage =
-        serde_json::from_value(raw.clone()).map_err(|e| format!("stored message: {e}"))?;
-    let message = nats::jetstream::StreamMessage::try_from(message)
-        .map_err(|e| format!("stored message: {e}"))?;
+        serde_json::from_value(raw.clone()).map_err(ScanError::MessageShape)?;
+    let message = nats::jetstream::StreamMessage::try_from(message).map_err(ScanError::Message)?;
     let body: Value = serde_json::from_slice(&message.data).unwrap_or(Value::Null);
     let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
     let header = |name: &str| {
@@ -223,17 +269,30 @@ fn first_message(
 }
 
 /// A JetStream API request: its answer, `None` for a 404 (no such stream or message).
-fn js_request(nc: &nats::Connection, subject: &str, body: &Value) -> Result<Option<Value>, String> {
+fn js_request(
+    nc: &nats::Connection,
+    subject: &str,
+    body: &Value,
+) -> Result<Option<Value>, ScanError> {
     let reply = nc
         .request_timeout(subject, body.to_string(), JS_TIMEOUT)
-        .map_err(|e| format!("{subject}: {e}"))?;
+        .map_err(|source| ScanError::Request {
+            subject: subject.to_string(),
+            source,
+        })?;
     let answer: Value =
-        serde_json::from_slice(&reply.data).map_err(|e| format!("{subject}: {e}"))?;
+        serde_json::from_slice(&reply.data).map_err(|source| ScanError::Answer {
+            subject: subject.to_string(),
+            source,
+        })?;
     if let Some(error) = answer.get("error") {
         if error["code"] == 404 {
             return Ok(None);
         }
-        return Err(format!("{subject}: {error}"));
+        return Err(ScanError::Api {
+            subject: subject.to_string(),
+            error: error.clone(),
+        });
     }
     Ok(Some(answer))
 }

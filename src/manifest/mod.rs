@@ -13,23 +13,119 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use document::{parse_document, read_document, MAX_DOCUMENT_BYTES};
-pub use subject::{proven_tenant, tenant_token, SubjectFilter};
+pub use document::{parse_document, read_document, DocumentError, MAX_DOCUMENT_BYTES};
+pub use subject::{
+    proven_tenant, tenant_token, SubjectFilter, SubjectFilterError, TenantProofError,
+};
 
 use crate::keys::EFFECT_DEDUPE_SEGMENT;
-use crate::program::{Expr, Limits, Program};
-use crate::types::SagaName;
+use crate::program::{Expr, Limits, LoadError, Program};
+use crate::types::{IdError, SagaName};
 
 /// Most gas a saga may ask for per transition.
 pub const MAX_SAGA_GAS: u64 = 10_000_000;
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{file}: {context}{message}")]
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {context}{problem}")]
 pub struct ManifestError {
     pub file: String,
     /// "saga NAME: " or "" when the problem is the whole file.
     pub context: String,
-    pub message: String,
+    // Boxed: a program's load error inside is large, and this travels in every
+    // start-up `Result`.
+    #[source]
+    pub problem: Box<ManifestProblem>,
+}
+
+/// What is wrong with a manifest file (named by the [`ManifestError`] around it).
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestProblem {
+    #[error(transparent)]
+    Document(#[from] DocumentError),
+    /// The document is not a manifest (unknown or missing fields, wrong types).
+    #[error(transparent)]
+    Shape(#[from] serde_json::Error),
+    #[error("lists no sagas")]
+    NoSagas,
+    #[error("is declared more than once")]
+    Duplicate,
+    #[error(transparent)]
+    Saga(#[from] SagaProblem),
+}
+
+/// What is wrong with one saga of a manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum SagaProblem {
+    #[error(transparent)]
+    Name(#[from] IdError),
+    #[error("the name {EFFECT_DEDUPE_SEGMENT:?} is reserved (effect dedupe records use it)")]
+    ReservedName,
+    #[error("version must be at least 1")]
+    ZeroVersion,
+    #[error("needs at least one trigger")]
+    NoTriggers,
+    /// `trigger` counts from 1, as a reader of the file does.
+    #[error("trigger {trigger}: {source}")]
+    Subject {
+        trigger: usize,
+        #[source]
+        source: SubjectFilterError,
+    },
+    #[error("trigger {trigger}: {source}")]
+    Correlate {
+        trigger: usize,
+        #[source]
+        source: LoadError,
+    },
+    #[error("no trigger has `start: true`, so no instance could ever begin")]
+    NoStart,
+    #[error("gas must be between 1 and {MAX_SAGA_GAS} (got {0})")]
+    Gas(u64),
+    #[error(transparent)]
+    Program(#[from] ProgramSpecError),
+    #[error("previous version {version}: must be at least 1 and older than the saga's version {current}")]
+    PreviousNotOlder { version: u32, current: u32 },
+    #[error("previous version {0}: is listed twice")]
+    PreviousTwice(u32),
+    #[error("previous version {version}: {source}")]
+    PreviousProgram {
+        version: u32,
+        #[source]
+        source: ProgramSpecError,
+    },
+    #[error("migrate from {from}: must move from a version older than {current}")]
+    MigrateNotOlder { from: u32, current: u32 },
+    #[error("migrate from {0}: is listed twice")]
+    MigrateTwice(u32),
+    #[error("migrate from {from}: {source}")]
+    MigrateProgram {
+        from: u32,
+        #[source]
+        source: ProgramSpecError,
+    },
+    #[error("retention.{field} must be between {least} and {MAX_RETENTION_SECS} (got {got})")]
+    Retention {
+        field: &'static str,
+        least: u64,
+        got: u64,
+    },
+}
+
+/// Why a manifest's program field (`on_event`, `compensation`, a migration's `program`)
+/// gave no program.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramSpecError {
+    #[error("{field}: {}: {source}", path.display())]
+    Read {
+        field: &'static str,
+        path: PathBuf,
+        #[source]
+        source: DocumentError,
+    },
+    #[error(transparent)]
+    Compile(#[from] LoadError),
+    #[error("{field} must be a program file path or an inline program object")]
+    NotAProgram { field: &'static str },
 }
 
 /// One trigger: which subjects reach the saga, whether they may start an instance, and
@@ -129,7 +225,7 @@ impl SagaCatalog {
                     return Err(ManifestError {
                         file: path.display().to_string(),
                         context: format!("saga {}: ", saga.name),
-                        message: "is declared more than once".into(),
+                        problem: Box::new(ManifestProblem::Duplicate),
                     });
                 }
                 catalog.sagas.push(Arc::new(saga));
@@ -150,14 +246,14 @@ impl SagaCatalog {
 
     /// Makes version `version` of saga `name` the one new instances start on (for a
     /// side-by-side run of a candidate): its programs take the newest place.
-    pub fn pin(&mut self, name: &SagaName, version: u32) -> Result<(), String> {
+    pub fn pin(&mut self, name: &SagaName, version: u32) -> Result<(), PinError> {
         let def = self
             .sagas
             .iter_mut()
             .find(|s| &s.name == name)
-            .ok_or_else(|| format!("saga {name} is not in the manifest"))?;
+            .ok_or_else(|| PinError::NoSaga(name.clone()))?;
         let loaded = def.versions();
-        let def = Arc::get_mut(def).ok_or("the catalog is shared; pin a fresh one")?;
+        let def = Arc::get_mut(def).ok_or(PinError::Shared)?;
         if def.version == version {
             return Ok(());
         }
@@ -165,7 +261,11 @@ impl SagaCatalog {
             .previous
             .iter()
             .position(|p| p.version == version)
-            .ok_or_else(|| format!("saga {name} has no version {version} (loaded: {loaded:?})"))?;
+            .ok_or_else(|| PinError::NoVersion {
+                saga: name.clone(),
+                version,
+                loaded,
+            })?;
         let older = def.previous.remove(at);
         def.version = older.version;
         def.on_event = older.on_event;
@@ -176,6 +276,21 @@ impl SagaCatalog {
     pub fn get(&self, name: &SagaName) -> Option<&Arc<SagaDef>> {
         self.sagas.iter().find(|s| &s.name == name)
     }
+}
+
+/// Why [`SagaCatalog::pin`] could not pin a version.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PinError {
+    #[error("saga {0} is not in the manifest")]
+    NoSaga(SagaName),
+    #[error("the catalog is shared; pin a fresh one")]
+    Shared,
+    #[error("saga {saga} has no version {version} (loaded: {loaded:?})")]
+    NoVersion {
+        saga: SagaName,
+        version: u32,
+        loaded: Vec<u32>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -249,15 +364,15 @@ pub fn load_file(
     limits: &Limits,
 ) -> Result<Vec<SagaDef>, ManifestError> {
     let file = path.display().to_string();
-    let whole = |message: String| ManifestError {
+    let whole = |problem: ManifestProblem| ManifestError {
         file: file.clone(),
         context: String::new(),
-        message,
+        problem: Box::new(problem),
     };
-    let doc = read_document(path).map_err(whole)?;
-    let raw: RawManifest = serde_json::from_value(doc).map_err(|e| whole(e.to_string()))?;
+    let doc = read_document(path).map_err(|e| whole(e.into()))?;
+    let raw: RawManifest = serde_json::from_value(doc).map_err(|e| whole(e.into()))?;
     if raw.sagas.is_empty() {
-        return Err(whole("lists no sagas".into()));
+        return Err(whole(ManifestProblem::NoSagas));
     }
     let base = path.parent().unwrap_or(Path::new("."));
     raw.sagas
@@ -269,10 +384,10 @@ pub fn load_file(
             } else {
                 format!("saga {}: ", saga.name)
             };
-            compile_saga(saga, base, path, default_gas, limits).map_err(|message| ManifestError {
+            compile_saga(saga, base, path, default_gas, limits).map_err(|problem| ManifestError {
                 file: file.clone(),
                 context: label,
-                message,
+                problem: Box::new(problem.into()),
             })
         })
         .collect()
@@ -284,26 +399,25 @@ fn compile_saga(
     source: &Path,
     default_gas: u64,
     limits: &Limits,
-) -> Result<SagaDef, String> {
-    let name = SagaName::new(&raw.name).map_err(|e| e.to_string())?;
+) -> Result<SagaDef, SagaProblem> {
+    let name = SagaName::new(&raw.name)?;
     if name.as_str() == EFFECT_DEDUPE_SEGMENT {
-        return Err(format!(
-            "the name {EFFECT_DEDUPE_SEGMENT:?} is reserved (effect dedupe records use it)"
-        ));
+        return Err(SagaProblem::ReservedName);
     }
     if raw.version == 0 {
-        return Err("version must be at least 1".into());
+        return Err(SagaProblem::ZeroVersion);
     }
     if raw.triggers.is_empty() {
-        return Err("needs at least one trigger".into());
+        return Err(SagaProblem::NoTriggers);
     }
     let mut triggers = Vec::with_capacity(raw.triggers.len());
     for (i, t) in raw.triggers.into_iter().enumerate() {
-        let at = |m: String| format!("trigger {}: {m}", i + 1);
-        let subject = SubjectFilter::parse(&t.subject).map_err(at)?;
+        let trigger = i + 1;
+        let subject = SubjectFilter::parse(&t.subject)
+            .map_err(|source| SagaProblem::Subject { trigger, source })?;
         let origin = format!("{} triggers.{i}.correlate", source.display());
         let correlate = Expr::compile(&t.correlate, &origin, &["event", "ctx"], limits)
-            .map_err(|e| at(e.to_string()))?;
+            .map_err(|source| SagaProblem::Correlate { trigger, source })?;
         triggers.push(Trigger {
             subject,
             start: t.start,
@@ -311,27 +425,28 @@ fn compile_saga(
         });
     }
     if !triggers.iter().any(|t| t.start) {
-        return Err("no trigger has `start: true`, so no instance could ever begin".into());
+        return Err(SagaProblem::NoStart);
     }
     let gas = raw.gas.unwrap_or(default_gas);
     if gas == 0 || gas > MAX_SAGA_GAS {
-        return Err(format!(
-            "gas must be between 1 and {MAX_SAGA_GAS} (got {gas})"
-        ));
+        return Err(SagaProblem::Gas(gas));
     }
     let on_event = load_program(&raw.on_event, base, "on_event", limits)?;
     let compensation = optional_program(raw.compensation.as_ref(), base, "compensation", limits)?;
     let mut previous: Vec<ProgramVersion> = Vec::with_capacity(raw.previous.len());
     for p in &raw.previous {
-        let at = |m: String| format!("previous version {}: {m}", p.version);
+        let at = |source| SagaProblem::PreviousProgram {
+            version: p.version,
+            source,
+        };
         if p.version == 0 || p.version >= raw.version {
-            return Err(at(format!(
-                "must be at least 1 and older than the saga's version {}",
-                raw.version
-            )));
+            return Err(SagaProblem::PreviousNotOlder {
+                version: p.version,
+                current: raw.version,
+            });
         }
         if previous.iter().any(|q| q.version == p.version) {
-            return Err(at("is listed twice".into()));
+            return Err(SagaProblem::PreviousTwice(p.version));
         }
         previous.push(ProgramVersion {
             version: p.version,
@@ -342,15 +457,18 @@ fn compile_saga(
     }
     let mut migrations = std::collections::BTreeMap::new();
     for m in &raw.migrate {
-        let at = |e: String| format!("migrate from {}: {e}", m.from);
+        let at = |source| SagaProblem::MigrateProgram {
+            from: m.from,
+            source,
+        };
         if m.from == 0 || m.from >= raw.version {
-            return Err(at(format!(
-                "must move from a version older than {}",
-                raw.version
-            )));
+            return Err(SagaProblem::MigrateNotOlder {
+                from: m.from,
+                current: raw.version,
+            });
         }
         if migrations.contains_key(&m.from) {
-            return Err(at("is listed twice".into()));
+            return Err(SagaProblem::MigrateTwice(m.from));
         }
         migrations.insert(
             m.from,
@@ -372,14 +490,14 @@ fn compile_saga(
     })
 }
 
-fn saga_retention(raw: Option<&RawRetention>) -> Result<SagaRetention, String> {
+fn saga_retention(raw: Option<&RawRetention>) -> Result<SagaRetention, SagaProblem> {
     let Some(raw) = raw else {
         return Ok(SagaRetention::default());
     };
-    let secs = |field: &str, value: Option<u64>, least: u64| match value {
-        Some(v) if !(least..=MAX_RETENTION_SECS).contains(&v) => Err(format!(
-            "retention.{field} must be between {least} and {MAX_RETENTION_SECS} (got {v})"
-        )),
+    let secs = |field: &'static str, value: Option<u64>, least: u64| match value {
+        Some(got) if !(least..=MAX_RETENTION_SECS).contains(&got) => {
+            Err(SagaProblem::Retention { field, least, got })
+        }
         v => Ok(v.map(std::time::Duration::from_secs)),
     };
     Ok(SagaRetention {
@@ -391,9 +509,9 @@ fn saga_retention(raw: Option<&RawRetention>) -> Result<SagaRetention, String> {
 fn optional_program(
     spec: Option<&Value>,
     base: &Path,
-    field: &str,
+    field: &'static str,
     limits: &Limits,
-) -> Result<Option<Arc<Program>>, String> {
+) -> Result<Option<Arc<Program>>, ProgramSpecError> {
     match spec {
         None | Some(Value::Null) => Ok(None),
         Some(v) => load_program(v, base, field, limits).map(Some),
@@ -404,26 +522,30 @@ fn optional_program(
 fn load_program(
     spec: &Value,
     base: &Path,
-    field: &str,
+    field: &'static str,
     limits: &Limits,
-) -> Result<Arc<Program>, String> {
+) -> Result<Arc<Program>, ProgramSpecError> {
     match spec {
         Value::String(rel) => {
             let path = base.join(rel);
-            let doc =
-                read_document(&path).map_err(|e| format!("{field}: {}: {e}", path.display()))?;
-            let program = Program::compile(&doc, &path.display().to_string(), limits)
-                .map_err(|e| e.to_string())?;
+            let doc = match read_document(&path) {
+                Ok(doc) => doc,
+                Err(source) => {
+                    return Err(ProgramSpecError::Read {
+                        field,
+                        path,
+                        source,
+                    })
+                }
+            };
+            let program = Program::compile(&doc, &path.display().to_string(), limits)?;
             Ok(Arc::new(program))
         }
         Value::Object(_) => {
-            let program = Program::compile(spec, &format!("(inline {field})"), limits)
-                .map_err(|e| e.to_string())?;
+            let program = Program::compile(spec, &format!("(inline {field})"), limits)?;
             Ok(Arc::new(program))
         }
-        _ => Err(format!(
-            "{field} must be a program file path or an inline program object"
-        )),
+        _ => Err(ProgramSpecError::NotAProgram { field }),
     }
 }
 

@@ -4,13 +4,39 @@
 use std::fmt;
 
 use crate::envelope::clip;
-use crate::types::TenantId;
+use crate::types::{IdError, TenantId};
 
 /// The tenant token of `subject`: the token right after `prefix` (`{prefix}.{tenant}.…`);
 /// `None` when the subject does not start with the prefix or has nothing after it.
 pub fn tenant_token<'a>(subject: &'a str, prefix: &str) -> Option<&'a str> {
     let rest = subject.strip_prefix(prefix)?.strip_prefix('.')?;
     rest.split('.').next().filter(|t| !t.is_empty())
+}
+
+/// Why a message proves no tenant (a tenant violation, quarantined as such).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TenantProofError {
+    /// The subject is clipped: it is the message's, so it may be hostile and long.
+    #[error("subject {subject:?} names no tenant (expected {prefix}.{{tenant}}.…)")]
+    NoTenant { subject: String, prefix: String },
+    #[error("the subject's tenant token: {0}")]
+    Token(#[source] IdError),
+    /// `what` is "header tenant" or "body tenant".
+    #[error("{what}: {source}")]
+    Claim {
+        what: &'static str,
+        #[source]
+        source: IdError,
+    },
+    /// A subject under no prefix whose tenant token the Runner knows where to find.
+    #[error("subject {0:?} is not one whose tenant the Runner knows how to read")]
+    UnknownSubject(String),
+    #[error("{what} {claim:?} disagrees with the subject's tenant {tenant:?}")]
+    Disagrees {
+        what: &'static str,
+        claim: String,
+        tenant: String,
+    },
 }
 
 /// The tenant a message belongs to: the one its subject names. NATS permissions restrict
@@ -22,28 +48,42 @@ pub fn proven_tenant(
     prefix: &str,
     header: Option<&str>,
     body: Option<&str>,
-) -> Result<TenantId, String> {
-    let token = tenant_token(subject, prefix).ok_or_else(|| {
-        format!(
-            "subject {:?} names no tenant (expected {prefix}.{{tenant}}.…)",
-            clip(subject)
-        )
+) -> Result<TenantId, TenantProofError> {
+    let token = tenant_token(subject, prefix).ok_or_else(|| TenantProofError::NoTenant {
+        subject: clip(subject),
+        prefix: prefix.to_string(),
     })?;
-    let tenant = TenantId::new(token).map_err(|e| format!("the subject's tenant token: {e}"))?;
+    let tenant = TenantId::new(token).map_err(TenantProofError::Token)?;
     for (what, claim) in [("header tenant", header), ("body tenant", body)] {
         let Some(claim) = claim.filter(|c| !c.is_empty()) else {
             continue;
         };
-        let claimed = TenantId::new(claim).map_err(|e| format!("{what}: {e}"))?;
+        let claimed =
+            TenantId::new(claim).map_err(|source| TenantProofError::Claim { what, source })?;
         if claimed != tenant {
-            return Err(format!(
-                "{what} {:?} disagrees with the subject's tenant {:?}",
-                clip(claim),
-                tenant.token()
-            ));
+            return Err(TenantProofError::Disagrees {
+                what,
+                claim: clip(claim),
+                tenant: tenant.token().to_string(),
+            });
         }
     }
     Ok(tenant)
+}
+
+/// Why a trigger's subject filter is not one NATS would accept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectFilterError {
+    #[error("subject filter must not be empty")]
+    Empty,
+    #[error("subject filter {0:?} contains whitespace")]
+    Whitespace(String),
+    #[error("subject filter {0:?} has an empty token")]
+    EmptyToken(String),
+    #[error("subject filter {0:?}: '>' must be the last token")]
+    TailNotLast(String),
+    #[error("subject filter {0:?}: wildcards must be whole tokens")]
+    PartialWildcard(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,27 +93,23 @@ pub struct SubjectFilter {
 }
 
 impl SubjectFilter {
-    pub fn parse(raw: &str) -> Result<SubjectFilter, String> {
+    pub fn parse(raw: &str) -> Result<SubjectFilter, SubjectFilterError> {
         if raw.is_empty() {
-            return Err("subject filter must not be empty".into());
+            return Err(SubjectFilterError::Empty);
         }
         if raw.contains(char::is_whitespace) {
-            return Err(format!("subject filter {raw:?} contains whitespace"));
+            return Err(SubjectFilterError::Whitespace(raw.to_string()));
         }
         let tokens: Vec<String> = raw.split('.').map(str::to_string).collect();
         for (i, token) in tokens.iter().enumerate() {
             if token.is_empty() {
-                return Err(format!("subject filter {raw:?} has an empty token"));
+                return Err(SubjectFilterError::EmptyToken(raw.to_string()));
             }
             if token == ">" && i + 1 != tokens.len() {
-                return Err(format!(
-                    "subject filter {raw:?}: '>' must be the last token"
-                ));
+                return Err(SubjectFilterError::TailNotLast(raw.to_string()));
             }
             if token.len() > 1 && token.contains(['*', '>']) {
-                return Err(format!(
-                    "subject filter {raw:?}: wildcards must be whole tokens"
-                ));
+                return Err(SubjectFilterError::PartialWildcard(raw.to_string()));
             }
         }
         Ok(SubjectFilter {
@@ -151,13 +187,15 @@ mod tests {
         assert_eq!(tenant_token("workflow.result.", p), None);
         let s = "workflow.result.acme.charge";
         let ok = |h, b| proven_tenant(s, p, h, b).map(|t| t.to_string());
-        assert_eq!(ok(None, None).as_deref(), Ok("acme"));
-        assert_eq!(ok(Some("acme"), Some("")).as_deref(), Ok("acme"));
+        assert_eq!(ok(None, None).ok().as_deref(), Some("acme"));
+        assert_eq!(ok(Some("acme"), Some("")).ok().as_deref(), Some("acme"));
         assert!(ok(Some("globex"), None)
             .unwrap_err()
+            .to_string()
             .contains("header tenant"));
         assert!(ok(None, Some("globex"))
             .unwrap_err()
+            .to_string()
             .contains("body tenant"));
         assert!(
             ok(None, Some("_")).is_err(),
@@ -165,6 +203,7 @@ mod tests {
         );
         assert!(ok(None, Some("a b"))
             .unwrap_err()
+            .to_string()
             .contains("invalid tenant id"));
         let single = proven_tenant("workflow.result._.charge", p, Some(""), Some("_"));
         assert!(single.unwrap().is_single());

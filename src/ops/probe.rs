@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 use super::OpsState;
 use crate::nats_io::ConsumerSpec;
 use crate::pipeline::Shared;
+use crate::store::StoreError;
 use crate::timefmt::now_ms;
 
 /// How often the probe flushes.
@@ -46,37 +47,47 @@ const STORE_PROBE_FRESH: Duration = Duration::from_secs(1);
 /// the store is wedged, rather than holding its connection.
 const STORE_PROBE_WEDGED: Duration = Duration::from_secs(10);
 
+/// Why the store write behind `/health` failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(super) enum ProbeError {
+    #[error("a store write probe has not come back for over {} s", STORE_PROBE_WEDGED.as_secs())]
+    Wedged,
+    /// Shared: one failed write answers every probe for [`STORE_PROBE_FRESH`].
+    #[error(transparent)]
+    Write(Arc<StoreError>),
+}
+
 /// The store write behind `/health`, done by one probe at a time and its result kept
 /// for [`STORE_PROBE_FRESH`].
 #[derive(Default)]
 pub(super) struct StoreProbe {
-    last: Mutex<Option<(Instant, Result<(), String>)>>,
+    last: Mutex<Option<(Instant, Result<(), ProbeError>)>>,
 }
 
 impl StoreProbe {
     /// The last result if fresh, else `write`'s (one caller writes; the others wait
     /// for it, at most [`STORE_PROBE_WEDGED`]).
-    pub(super) fn check(&self, write: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    pub(super) fn check(
+        &self,
+        write: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), ProbeError> {
         self.check_within(STORE_PROBE_FRESH, write)
     }
 
     fn check_within(
         &self,
         fresh: Duration,
-        write: impl FnOnce() -> Result<(), String>,
-    ) -> Result<(), String> {
+        write: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), ProbeError> {
         let Some(mut last) = self.last.try_lock_for(STORE_PROBE_WEDGED) else {
-            return Err(format!(
-                "a store write probe has not come back for over {} s",
-                STORE_PROBE_WEDGED.as_secs()
-            ));
+            return Err(ProbeError::Wedged);
         };
         if let Some((at, result)) = last.as_ref() {
             if at.elapsed() < fresh {
                 return result.clone();
             }
         }
-        let result = write();
+        let result = write().map_err(|e| ProbeError::Write(Arc::new(e)));
         *last = Some((Instant::now(), result.clone()));
         result
     }
@@ -85,7 +96,7 @@ impl StoreProbe {
 /// `GET /health`: (alive, body). A real store write (at most one a second, however
 /// many probes come), and the main loop's heartbeat.
 pub(super) fn liveness(state: &OpsState, shared: &Shared, store: &StoreProbe) -> (bool, Value) {
-    let storage = store.check(|| shared.store.probe_write().map_err(|e| e.to_string()));
+    let storage = store.check(|| shared.store.probe_write());
     let stalled = state
         .control
         .heartbeat()
@@ -100,7 +111,7 @@ pub(super) fn liveness(state: &OpsState, shared: &Shared, store: &StoreProbe) ->
         ok,
         json!({
             "healthy": ok,
-            "storage": storage.err().unwrap_or_else(|| "ok".into()),
+            "storage": storage.err().map_or_else(|| "ok".into(), |e| e.to_string()),
             "main_loop": main_loop,
         }),
     )
@@ -271,7 +282,7 @@ mod tests {
             for _ in 0..8 {
                 s.spawn(|| {
                     for _ in 0..50 {
-                        assert_eq!(probe.check_within(HOUR, write), Ok(()));
+                        assert!(probe.check_within(HOUR, write).is_ok());
                     }
                 });
             }
@@ -284,13 +295,13 @@ mod tests {
         // A failure is kept as long, and the next write comes once it aged.
         let failing = StoreProbe::default();
         assert!(failing
-            .check_within(HOUR, || Err("disk full".into()))
+            .check_within(HOUR, || Err(StoreError::MapFull))
             .is_err());
-        assert_eq!(
+        assert!(matches!(
             failing.check_within(HOUR, || Ok(())),
-            Err("disk full".into())
-        );
-        assert_eq!(failing.check_within(Duration::ZERO, || Ok(())), Ok(()));
+            Err(ProbeError::Write(e)) if matches!(*e, StoreError::MapFull)
+        ));
+        assert!(failing.check_within(Duration::ZERO, || Ok(())).is_ok());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::inspect::{Params, Refusal};
 use crate::pipeline::Shared;
-use crate::store::{Held, HeldRecords, Store, MAX_SCAN};
+use crate::store::{Held, HeldRecords, Store, StoreError, MAX_SCAN};
 use crate::timefmt::now_ms;
 
 /// Keys `GET /admin/store` walks unless `limit` says otherwise, and the most it may say.
@@ -27,14 +27,14 @@ pub(super) const HELD_FRESH: Duration = Duration::from_secs(30);
 pub struct HeldCache(Mutex<Option<(Instant, HeldRecords)>>);
 
 impl HeldCache {
-    pub fn get(&self, store: &Store) -> Result<HeldRecords, String> {
+    pub fn get(&self, store: &Store) -> Result<HeldRecords, StoreError> {
         let mut cached = self.0.lock();
         if let Some((at, held)) = cached.as_ref() {
             if at.elapsed() < HELD_FRESH {
                 return Ok(*held);
             }
         }
-        let held = store.held_records(MAX_SCAN).map_err(|e| e.to_string())?;
+        let held = store.held_records(MAX_SCAN)?;
         *cached = Some((Instant::now(), held));
         Ok(held)
     }

@@ -70,8 +70,7 @@ pub fn load_effects(settings: &Settings) -> Result<EffectCatalog, Error> {
         &settings.manifests.effects,
         &settings.manifests.secrets_dir,
         &limits(settings),
-    )
-    .map_err(Error::Other)?;
+    )?;
     let least = settings.least_record_secs();
     for def in catalog.effects.values() {
         if let Some(keep) = def.retention.filter(|d| d.as_secs() < least) {

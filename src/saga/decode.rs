@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::{kind_name, Decoded, LogCtx, MessageInfo, Route, RouteFault, RoutedEvent};
 use crate::envelope::{clip, trace_id, EnvelopeKind, EnvelopeView};
 use crate::error::Error;
-use crate::manifest::{proven_tenant, SagaCatalog, SagaDef, Trigger};
+use crate::manifest::{proven_tenant, SagaCatalog, SagaDef, TenantProofError, Trigger};
 use crate::settings::Settings;
 use crate::store::{excerpt, QuarantineKind, QuarantineRecord};
 use crate::timefmt::parse_rfc3339_ms;
@@ -161,10 +161,7 @@ fn decode_inner(
     let prefix = tenant_prefix(cfg, info);
     let prove = |body_tenant: Option<&str>| match prefix {
         Some(prefix) => proven_tenant(&info.subject, prefix, header_tenant, body_tenant),
-        None => Err(format!(
-            "subject {:?} is not one whose tenant the Runner knows how to read",
-            clip(&info.subject)
-        )),
+        None => Err(TenantProofError::UnknownSubject(clip(&info.subject))),
     };
     seen.proven = prove(None).ok().and_then(|t| served(cfg, t).ok());
     if body.len() > cfg.max_message_bytes {
@@ -179,8 +176,7 @@ fn decode_inner(
     }
     // Parse what we can first so the quarantine record of an over-delivered message
     // still names its tenant and event.
-    let parsed: Result<Value, String> =
-        serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"));
+    let parsed: Result<Value, serde_json::Error> = serde_json::from_slice(body);
     let mut body_tenant = None;
     if let Ok(Value::Object(obj)) = &parsed {
         // Capped like the correlation id below: a hostile megabyte-long event id must
@@ -230,7 +226,8 @@ fn decode_inner(
             ),
         ));
     }
-    let value = parsed.map_err(|e| reject(Error::Decode, e))?;
+    let value =
+        parsed.map_err(|e| reject(Error::Decode, format!("body is not valid JSON: {e}")))?;
     if !value.is_object() {
         return Err(reject(Error::Decode, "body is not a JSON object"));
     }
@@ -245,7 +242,8 @@ fn decode_inner(
             ),
         )
     })?;
-    let subject_tenant = proof.map_err(|reason| reject(Error::TenantAccess, reason))?;
+    // The quarantine record keeps the reason as text (docs/contracts.md).
+    let subject_tenant = proof.map_err(|reason| reject(Error::TenantAccess, reason.to_string()))?;
     let incoming = EnvelopeView::of(kind, &value).map_err(|e| {
         reject(
             Error::Decode,

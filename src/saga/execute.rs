@@ -24,13 +24,13 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::outputs::{
-    due_in_range, outbox_item, schedule_item, timer_name_ok, work_metadata, Target,
+    due_in_range, outbox_item, schedule_item, timer_name_ok, work_metadata, OutputError, Target,
 };
 use super::{kind_name, MessageInfo, RoutedEvent};
 use crate::envelope::EnvelopeKind;
 use crate::keys;
 use crate::manifest::SagaDef;
-use crate::program::{Program, ProgramInput, ProgramOutput, Status};
+use crate::program::{Fault, Program, ProgramInput, ProgramOutput, Status};
 use crate::store::{
     InstanceStatus, Keep, QuarantineKind, QuarantineRecord, Reader, Retention, SagaRecord, Seen,
     StoreError, StreamPosition, Transition,
@@ -553,7 +553,7 @@ fn run_saga(
     let (on_event, compensation) = programs;
     let applied = on_event
         .eval(&input, saga.gas)
-        .map_err(|f| f.to_string())
+        .map_err(RunFault::from)
         .and_then(|output| {
             *gas += output.gas_used;
             apply_output(&mut transition, target, output, 0)
@@ -567,7 +567,8 @@ fn run_saga(
             transition.schedules.clear();
             transition.cancel.clear();
             transition.record.state = prior_state.clone();
-            let mut text = fault;
+            // The record and the quarantine keep the fault as text.
+            let mut text = fault.to_string();
             if let Err(comp) = compensate(saga, compensation, &mut transition, target, ctx, 0, gas)
             {
                 text.push_str(&format!("; compensation also failed: {comp}"));
@@ -595,6 +596,16 @@ fn run_saga(
     (transition, None)
 }
 
+/// Why a program's run gave no transition: it faulted, or its output cannot become work.
+/// Either way the instance faults and its record keeps this text.
+#[derive(Debug, thiserror::Error)]
+enum RunFault {
+    #[error(transparent)]
+    Program(#[from] Fault),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+}
+
 /// Runs the compensation program (when the saga has one) over the transition's current
 /// state, adding its work. Its status is ignored: the instance ends failed or faulted.
 fn compensate(
@@ -605,7 +616,7 @@ fn compensate(
     ctx: &Value,
     first_index: usize,
     gas: &mut u64,
-) -> Result<(), String> {
+) -> Result<(), RunFault> {
     let Some(program) = compensation else {
         return Ok(());
     };
@@ -615,7 +626,7 @@ fn compensate(
         event: &target.event.value,
         ctx,
     };
-    let output = program.eval(&input, saga.gas).map_err(|f| f.to_string())?;
+    let output = program.eval(&input, saga.gas)?;
     *gas += output.gas_used;
     apply_output(transition, target, output, first_index).map(|_| ())
 }
@@ -626,7 +637,7 @@ fn apply_output(
     target: &Target<'_>,
     output: ProgramOutput,
     first_index: usize,
-) -> Result<Status, String> {
+) -> Result<Status, RunFault> {
     // Everything is built first, so a bad item leaves the transition untouched.
     let (outbox, schedules) = if output.commands.is_empty() && output.schedules.is_empty() {
         (Vec::new(), Vec::new())

@@ -12,7 +12,7 @@ use crate::envelope::{meta, parse_traceparent, AggregateCommandRef, EffectComman
 use crate::keys::OutboxKind;
 use crate::program::{CommandSpec, ScheduleSpec, ScheduleWhen};
 use crate::store::{OutboxItem, RawJson, ScheduleItem};
-use crate::types::{key_segment_len, CorrelationId, EffectName, SagaName, WorkId};
+use crate::types::{key_segment_len, CorrelationId, EffectName, IdError, SagaName, WorkId};
 
 /// The instance a transition belongs to, and where commands go.
 pub struct Target<'a> {
@@ -168,13 +168,37 @@ impl Serialize for MetadataView<'_> {
     }
 }
 
+/// A command or timer a program output that cannot become work: a program output fault
+/// (the instance faults, its record keeping this text). `index` is the item's place in
+/// the output's `commands` or `schedules`.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The command id or effect name is not a valid id.
+    #[error("commands.{index}: {source}")]
+    CommandId {
+        index: usize,
+        #[source]
+        source: IdError,
+    },
+    #[error("commands.{index}: {source}")]
+    Envelope {
+        index: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("schedules.{index}: due time must fall between 1970 and 9999")]
+    DueTime { index: usize },
+    #[error("schedules.{index}: timer name must be 1-128 bytes of printable characters (':' and '%' count 3)")]
+    TimerName { index: usize },
+}
+
 /// Builds the outbox item of the `index`-th command. Errors are program output faults.
 pub fn outbox_item(
     t: &Target<'_>,
     meta: &WorkMetadata<'_>,
     spec: &CommandSpec,
     index: usize,
-) -> Result<OutboxItem, String> {
+) -> Result<OutboxItem, OutputError> {
     let explicit = match spec {
         CommandSpec::Aggregate { command_id, .. } | CommandSpec::Effect { command_id, .. } => {
             command_id.as_deref()
@@ -191,7 +215,8 @@ pub fn outbox_item(
             index,
         ),
     };
-    let work_id = WorkId::new(&command_id).map_err(|e| format!("commands.{index}: {e}"))?;
+    let id_error = |source| OutputError::CommandId { index, source };
+    let work_id = WorkId::new(&command_id).map_err(id_error)?;
     // A derived id is unique to its tenant and saga already; an id the saga named is
     // scoped before it seeds the span id, so two tenants naming the same command id
     // never share a span.
@@ -205,7 +230,7 @@ pub fn outbox_item(
         CommandSpec::Effect {
             effect, payload, ..
         } => {
-            let effect = EffectName::new(effect).map_err(|e| format!("commands.{index}: {e}"))?;
+            let effect = EffectName::new(effect).map_err(id_error)?;
             let envelope = EffectCommandRef {
                 tenant_id: tenant.as_str(),
                 command_id: &command_id,
@@ -249,7 +274,7 @@ pub fn outbox_item(
         saga: t.saga.clone(),
         correlation: t.correlation.clone(),
         destination,
-        envelope: envelope.map_err(|e| format!("commands.{index}: {e}"))?,
+        envelope: envelope.map_err(|source| OutputError::Envelope { index, source })?,
         traceparent,
     })
 }
@@ -285,18 +310,16 @@ pub fn schedule_item(
     meta: &WorkMetadata<'_>,
     spec: ScheduleSpec,
     index: usize,
-) -> Result<ScheduleItem, String> {
+) -> Result<ScheduleItem, OutputError> {
     let due_at_ms = match spec.when {
         ScheduleWhen::AfterMs(ms) => t.event.event_time_ms.checked_add(ms),
         ScheduleWhen::AtMs(ms) => Some(ms),
     }
     .filter(|ms| due_in_range(*ms))
-    .ok_or_else(|| format!("schedules.{index}: due time must fall between 1970 and 9999"))?;
+    .ok_or(OutputError::DueTime { index })?;
     let name = &spec.name;
     if !timer_name_ok(name) {
-        return Err(format!(
-            "schedules.{index}: timer name must be 1-128 bytes of printable characters (':' and '%' count 3)"
-        ));
+        return Err(OutputError::TimerName { index });
     }
     // The span seed of a timer: its instance, name and due time.
     let mut seed = String::with_capacity(t.correlation.as_str().len() + name.len() + 24);

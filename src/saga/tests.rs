@@ -744,7 +744,7 @@ fn instances_keep_their_version_new_ones_take_the_newest_and_migration_moves_the
 
     // A catalog without version 1 is refused while o-1 is live on it.
     check_in_use(&store, &v2).unwrap();
-    let refused = check_in_use(&store, &v2_alone).unwrap_err();
+    let refused = check_in_use(&store, &v2_alone).unwrap_err().to_string();
     assert!(
         refused.contains("version 1") && refused.contains("acme"),
         "{refused}"

@@ -13,10 +13,24 @@ use crate::types::{CorrelationId, SagaName, TenantId};
 /// Most instances one migration call moves.
 pub const MAX_MIGRATE: usize = 1000;
 
+/// Why a catalog may not be put in force over `store`.
+#[derive(Debug, thiserror::Error)]
+pub enum InUseError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("saga {saga}: version {version} is not loaded (loaded: {loaded:?}) but live instances still run on it (tenant {tenant}, perhaps others); keep it under `previous:` or migrate those instances first")]
+    NotLoaded {
+        saga: String,
+        version: u32,
+        loaded: Vec<u32>,
+        tenant: String,
+    },
+}
+
 /// Fails, naming saga, version and a tenant, when `catalog` no longer loads a version
 /// (or a saga) that active instances in `store` run on.
-pub fn check_in_use(store: &Store, catalog: &SagaCatalog) -> Result<(), String> {
-    let in_use = store.versions_in_use().map_err(|e| e.to_string())?;
+pub fn check_in_use(store: &Store, catalog: &SagaCatalog) -> Result<(), InUseError> {
+    let in_use = store.versions_in_use()?;
     for (saga, versions) in &in_use.active {
         let loaded = SagaName::new(saga)
             .ok()
@@ -25,9 +39,12 @@ pub fn check_in_use(store: &Store, catalog: &SagaCatalog) -> Result<(), String> 
             .unwrap_or_default();
         for (version, tenant) in versions {
             if !loaded.contains(version) {
-                return Err(format!(
-                    "saga {saga}: version {version} is not loaded (loaded: {loaded:?}) but live instances still run on it (tenant {tenant}, perhaps others); keep it under `previous:` or migrate those instances first"
-                ));
+                return Err(InUseError::NotLoaded {
+                    saga: saga.clone(),
+                    version: *version,
+                    loaded,
+                    tenant: tenant.clone(),
+                });
             }
         }
     }

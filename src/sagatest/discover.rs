@@ -14,11 +14,11 @@ const MAX_DEPTH: usize = 32;
 /// in a stable order. Finding none is an error: a suite that silently tests nothing
 /// would pass in CI.
 pub fn test_files(root: &Path) -> Result<Vec<PathBuf>, SagaTestError> {
-    let problem = |problem: String| SagaTestError::Discover {
+    let problem = |problem: DiscoverProblem| SagaTestError::Discover {
         path: root.to_path_buf(),
         problem,
     };
-    let meta = std::fs::metadata(root).map_err(|e| problem(format!("cannot read: {e}")))?;
+    let meta = std::fs::metadata(root).map_err(|e| problem(DiscoverProblem::Read(e)))?;
     if meta.is_file() {
         return Ok(vec![root.to_path_buf()]);
     }
@@ -26,25 +26,45 @@ pub fn test_files(root: &Path) -> Result<Vec<PathBuf>, SagaTestError> {
     let mut found = Vec::new();
     walk(root, in_tests, 0, &mut found).map_err(problem)?;
     if found.is_empty() {
-        return Err(problem(
-            "no test files found (.yaml, .yml or .json files in a `tests` directory)".into(),
-        ));
+        return Err(problem(DiscoverProblem::NoneFound));
     }
     found.sort();
     Ok(found)
 }
 
-fn walk(dir: &Path, in_tests: bool, depth: usize, found: &mut Vec<PathBuf>) -> Result<(), String> {
+/// Why the path to search gave no test files.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverProblem {
+    #[error("cannot read: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("{}: nested more than {MAX_DEPTH} directories deep (a symlink loop?)", .0.display())]
+    TooDeep(PathBuf),
+    #[error("{}: cannot list: {source}", dir.display())]
+    List {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no test files found (.yaml, .yml or .json files in a `tests` directory)")]
+    NoneFound,
+}
+
+fn walk(
+    dir: &Path,
+    in_tests: bool,
+    depth: usize,
+    found: &mut Vec<PathBuf>,
+) -> Result<(), DiscoverProblem> {
     if depth > MAX_DEPTH {
-        return Err(format!(
-            "{}: nested more than {MAX_DEPTH} directories deep (a symlink loop?)",
-            dir.display()
-        ));
+        return Err(DiscoverProblem::TooDeep(dir.to_path_buf()));
     }
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| format!("{}: cannot list: {e}", dir.display()))?;
+    let list = |source| DiscoverProblem::List {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let entries = std::fs::read_dir(dir).map_err(list)?;
     for entry in entries {
-        let entry = entry.map_err(|e| format!("{}: cannot list: {e}", dir.display()))?;
+        let entry = entry.map_err(list)?;
         let path = entry.path();
         let name = entry.file_name();
         // Hidden entries (editor swap files, .git) are never tests.

@@ -68,7 +68,7 @@ pub fn build(step: &Step, n: usize, now_ms: i64, h: &History<'_>) -> Result<Buil
     body.extend(step.fields.clone());
     let subject = match &step.subject {
         Some(s) => s.clone(),
-        None => subject(step.kind, &body, h.streams).map_err(BuildError::Step)?,
+        None => subject(step.kind, &body, h.streams)?,
     };
     let stream = match step.kind {
         EnvelopeKind::Aggregate => h.streams.aggregate_events.clone(),
@@ -223,10 +223,12 @@ fn subject(
     kind: EnvelopeKind,
     body: &Map<String, Value>,
     streams: &StreamSettings,
-) -> Result<String, String> {
+) -> Result<String, BuildError> {
     let field = |key: &str| {
         body.get(key).and_then(Value::as_str).ok_or_else(|| {
-            format!("cannot build the subject without `{key}`; give it, or the step's `subject`")
+            BuildError::Step(format!(
+                "cannot build the subject without `{key}`; give it, or the step's `subject`"
+            ))
         })
     };
     let tenant = match body.get("tenant_id").and_then(Value::as_str) {

@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::matcher::check_expected;
+use super::matcher::{check_expected, ExpectError};
 use super::SagaTestError;
 use crate::envelope::EnvelopeKind;
-use crate::manifest::{read_document, SagaCatalog};
+use crate::manifest::{read_document, DocumentError, ManifestError, SagaCatalog};
 use crate::settings::Settings;
 use crate::store::InstanceStatus;
-use crate::timefmt::parse_rfc3339_ms;
-use crate::types::{CorrelationId, SagaName, TenantId};
+use crate::timefmt::{parse_rfc3339_ms, TimeError};
+use crate::types::{CorrelationId, IdError, SagaName, TenantId};
 
 /// The manifest a test file uses when it names none: the usual layout puts tests in
 /// `manifests/<name>/tests/` beside `manifests/<name>/sagas.yaml`.
@@ -135,21 +135,98 @@ struct RawStep {
     expect: Map<String, Value>,
 }
 
+/// What is wrong with a test file (named by the [`SagaTestError`] around it).
+#[derive(Debug, thiserror::Error)]
+pub enum FormatProblem {
+    #[error(transparent)]
+    Document(#[from] DocumentError),
+    /// The document as a whole is not a test file.
+    #[error(transparent)]
+    Shape(serde_json::Error),
+    /// A field is not what the format says (`at`: its path, `cases[0].steps`).
+    #[error("{at}: {source}")]
+    ShapeAt {
+        at: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("manifest: {0}")]
+    Manifest(#[source] ManifestError),
+    #[error("lists no cases")]
+    NoCases,
+    /// `at` names the case: `cases[1] ("its name")`.
+    #[error("{at}: another case has the same name")]
+    DuplicateCase { at: String },
+    #[error("{at}.{source}")]
+    Case {
+        at: String,
+        #[source]
+        source: CaseError,
+    },
+}
+
+/// What is wrong with one case; the message starts with the field, to follow `cases[i].`.
+#[derive(Debug, thiserror::Error)]
+pub enum CaseError {
+    #[error("saga: {0}")]
+    Saga(#[source] IdError),
+    /// `known` lists the manifest's sagas, comma-separated.
+    #[error("saga: {saga:?} is not in the manifest (it has: {known})")]
+    UnknownSaga { saga: String, known: String },
+    #[error("tenant: {0}")]
+    Tenant(#[source] IdError),
+    #[error("start: {start:?} is not RFC 3339: {source}")]
+    Start {
+        start: String,
+        #[source]
+        source: TimeError,
+    },
+    #[error("given.correlation: {0}")]
+    GivenCorrelation(#[source] IdError),
+    #[error("steps: a case needs at least one step")]
+    NoSteps,
+    #[error("steps[{index}].{source}")]
+    Step {
+        index: usize,
+        #[source]
+        source: StepError,
+    },
+}
+
+/// What is wrong with one step; the message starts with the field, to follow `steps[i].`.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("a step needs one of `aggregate`, `result` or `reminder` (the event's envelope)")]
+    NoEnvelope,
+    #[error("a step has exactly one of `aggregate`, `result` or `reminder`")]
+    TwoEnvelopes,
+    #[error("expect.{key}: unknown key (expect may use {})", EXPECT_KEYS.join(", "))]
+    UnknownExpectKey { key: String },
+    #[error(transparent)]
+    Expect(#[from] ExpectError),
+    #[error("expect.{key}: {value:?} is none of {}", allowed.join(", "))]
+    NotAllowed {
+        key: String,
+        value: String,
+        allowed: &'static [&'static str],
+    },
+}
+
 /// Reads and validates `path`, and loads the manifest it names (with the default gas
 /// and limits of the settings, as `runner check` and `runner run` do).
 pub fn load_file(path: &Path) -> Result<TestFile, SagaTestError> {
-    let invalid = |problem: String| SagaTestError::Invalid {
+    let invalid = |problem: FormatProblem| SagaTestError::Invalid {
         file: path.to_path_buf(),
-        problem,
+        problem: Box::new(problem),
     };
-    let doc = read_document(path).map_err(invalid)?;
+    let doc = read_document(path).map_err(|e| invalid(e.into()))?;
     let raw: RawFile = serde_path_to_error::deserialize(doc).map_err(|e| {
         let at = e.path().to_string();
-        let inner = e.into_inner();
+        let source = e.into_inner();
         invalid(if at == "." {
-            inner.to_string()
+            FormatProblem::Shape(source)
         } else {
-            format!("{at}: {inner}")
+            FormatProblem::ShapeAt { at, source }
         })
     })?;
     let manifest = resolve_manifest(path, raw.manifest.as_deref());
@@ -159,9 +236,9 @@ pub fn load_file(path: &Path) -> Result<TestFile, SagaTestError> {
         settings.programs.gas,
         &crate::pipeline::limits(&settings),
     )
-    .map_err(|e| invalid(format!("manifest: {e}")))?;
+    .map_err(|e| invalid(FormatProblem::Manifest(e)))?;
     if raw.cases.is_empty() {
-        return Err(invalid("lists no cases".into()));
+        return Err(invalid(FormatProblem::NoCases));
     }
     let file_tenant = raw.tenant.as_deref().unwrap_or("");
     let file_start = raw.start.as_deref().unwrap_or(DEFAULT_START);
@@ -170,10 +247,10 @@ pub fn load_file(path: &Path) -> Result<TestFile, SagaTestError> {
     for (i, rc) in raw.cases.into_iter().enumerate() {
         let at = format!("cases[{i}] ({:?})", rc.name);
         if !names.insert(rc.name.clone()) {
-            return Err(invalid(format!("{at}: another case has the same name")));
+            return Err(invalid(FormatProblem::DuplicateCase { at }));
         }
         let case = case(rc, &catalog, file_tenant, file_start)
-            .map_err(|e| invalid(format!("{at}.{e}")))?;
+            .map_err(|source| invalid(FormatProblem::Case { at, source }))?;
         cases.push(case);
     }
     Ok(TestFile {
@@ -222,38 +299,38 @@ fn case(
     catalog: &SagaCatalog,
     file_tenant: &str,
     file_start: &str,
-) -> Result<Case, String> {
-    let saga = SagaName::new(&rc.saga).map_err(|e| format!("saga: {e}"))?;
+) -> Result<Case, CaseError> {
+    let saga = SagaName::new(&rc.saga).map_err(CaseError::Saga)?;
     if catalog.get(&saga).is_none() {
         let known: Vec<&str> = catalog.sagas.iter().map(|s| s.name.as_str()).collect();
-        return Err(format!(
-            "saga: {:?} is not in the manifest (it has: {})",
-            rc.saga,
-            known.join(", ")
-        ));
+        return Err(CaseError::UnknownSaga {
+            saga: rc.saga,
+            known: known.join(", "),
+        });
     }
-    let tenant = TenantId::new(rc.tenant.as_deref().unwrap_or(file_tenant))
-        .map_err(|e| format!("tenant: {e}"))?;
+    let tenant =
+        TenantId::new(rc.tenant.as_deref().unwrap_or(file_tenant)).map_err(CaseError::Tenant)?;
     let start = rc.start.as_deref().unwrap_or(file_start);
-    let start_ms =
-        parse_rfc3339_ms(start).map_err(|e| format!("start: {start:?} is not RFC 3339: {e}"))?;
+    let start_ms = parse_rfc3339_ms(start).map_err(|source| CaseError::Start {
+        start: start.to_string(),
+        source,
+    })?;
     let given = match rc.given {
         None => None,
         Some(g) => Some(Given {
-            correlation: CorrelationId::new(&g.correlation)
-                .map_err(|e| format!("given.correlation: {e}"))?,
+            correlation: CorrelationId::new(&g.correlation).map_err(CaseError::GivenCorrelation)?,
             state: g.state,
             status: g.status.unwrap_or(InstanceStatus::Active),
         }),
     };
     if rc.steps.is_empty() {
-        return Err("steps: a case needs at least one step".into());
+        return Err(CaseError::NoSteps);
     }
     let steps = rc
         .steps
         .into_iter()
         .enumerate()
-        .map(|(i, s)| step(s).map_err(|e| format!("steps[{i}].{e}")))
+        .map(|(index, s)| step(s).map_err(|source| CaseError::Step { index, source }))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Case {
         name: rc.name,
@@ -265,38 +342,34 @@ fn case(
     })
 }
 
-fn step(rs: RawStep) -> Result<Step, String> {
+fn step(rs: RawStep) -> Result<Step, StepError> {
     let kinds = [
         (EnvelopeKind::Aggregate, rs.aggregate),
         (EnvelopeKind::Result, rs.result),
         (EnvelopeKind::Reminder, rs.reminder),
     ];
     let mut given = kinds.into_iter().filter_map(|(k, f)| f.map(|f| (k, f)));
-    let (kind, fields) = given
-        .next()
-        .ok_or("a step needs one of `aggregate`, `result` or `reminder` (the event's envelope)")?;
+    let (kind, fields) = given.next().ok_or(StepError::NoEnvelope)?;
     if given.next().is_some() {
-        return Err("a step has exactly one of `aggregate`, `result` or `reminder`".into());
+        return Err(StepError::TwoEnvelopes);
     }
     for (key, value) in &rs.expect {
         if !EXPECT_KEYS.contains(&key.as_str()) {
-            return Err(format!(
-                "expect.{key}: unknown key (expect may use {})",
-                EXPECT_KEYS.join(", ")
-            ));
+            return Err(StepError::UnknownExpectKey { key: key.clone() });
         }
         check_expected(value, &format!("expect.{key}"))?;
-        let allowed: &[&str] = match key.as_str() {
+        let allowed: &'static [&'static str] = match key.as_str() {
             "outcome" => &OUTCOMES,
             "status" => &STATUSES,
             _ => continue,
         };
         if let Value::String(s) = value {
             if !allowed.contains(&s.as_str()) {
-                return Err(format!(
-                    "expect.{key}: {s:?} is none of {}",
-                    allowed.join(", ")
-                ));
+                return Err(StepError::NotAllowed {
+                    key: key.clone(),
+                    value: s.clone(),
+                    allowed,
+                });
             }
         }
     }

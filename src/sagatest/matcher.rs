@@ -38,9 +38,22 @@ pub fn compare(expected: &Value, actual: Option<&Value>, path: &str) -> Vec<Mism
     out
 }
 
+/// A matcher in an expectation that is misspelt or misused; `at` names where
+/// (`expect.state.a[0]`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpectError {
+    #[error("{at}: $contains takes a list or a string")]
+    ContainsArgument { at: String },
+    #[error(
+        "{at}: unknown matcher {op} (there are $exact and $contains; to expect an object \
+         with a single `$` key literally, write {{$exact: {{...}}}})"
+    )]
+    UnknownMatcher { at: String, op: String },
+}
+
 /// Checks the operators in an expectation before anything runs, so a misspelt one is a
 /// problem of the test file rather than a failing case. `at` names `expected`.
-pub fn check_expected(expected: &Value, at: &str) -> Result<(), String> {
+pub fn check_expected(expected: &Value, at: &str) -> Result<(), ExpectError> {
     match operator(expected) {
         Some(("$exact", _)) => Ok(()),
         Some(("$contains", Value::Array(items))) => items
@@ -48,11 +61,11 @@ pub fn check_expected(expected: &Value, at: &str) -> Result<(), String> {
             .enumerate()
             .try_for_each(|(i, v)| check_expected(v, &format!("{at}.$contains[{i}]"))),
         Some(("$contains", Value::String(_))) => Ok(()),
-        Some(("$contains", _)) => Err(format!("{at}: $contains takes a list or a string")),
-        Some((op, _)) => Err(format!(
-            "{at}: unknown matcher {op} (there are $exact and $contains; to expect an object \
-             with a single `$` key literally, write {{$exact: {{...}}}})"
-        )),
+        Some(("$contains", _)) => Err(ExpectError::ContainsArgument { at: at.to_string() }),
+        Some((op, _)) => Err(ExpectError::UnknownMatcher {
+            at: at.to_string(),
+            op: op.to_string(),
+        }),
         None => match expected {
             Value::Object(map) => map
                 .iter()
@@ -412,14 +425,20 @@ mod tests {
     fn unknown_operators_are_problems_of_the_file() {
         assert!(check_expected(&json!({"a": [{"$exact": {"$x": 1}}]}), "expect.state").is_ok());
         assert!(check_expected(&json!({"$contains": [{"a": 1}]}), "e").is_ok());
-        let e = check_expected(&json!({"a": [{"$has": 1}]}), "expect.state").unwrap_err();
+        let e = check_expected(&json!({"a": [{"$has": 1}]}), "expect.state")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with("expect.state.a[0]: unknown matcher $has"),
             "{e}"
         );
-        let e = check_expected(&json!({"$contains": {"a": 1}}), "e").unwrap_err();
+        let e = check_expected(&json!({"$contains": {"a": 1}}), "e")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("takes a list or a string"), "{e}");
-        let e = check_expected(&json!({"$contains": [{"$nope": 1}]}), "e").unwrap_err();
+        let e = check_expected(&json!({"$contains": [{"$nope": 1}]}), "e")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("e.$contains[0]: unknown matcher $nope"), "{e}");
     }
 }

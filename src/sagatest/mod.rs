@@ -23,9 +23,9 @@ mod run;
 
 use std::path::{Path, PathBuf};
 
-pub use discover::test_files;
-pub use format::{load_file, Case, Given, Step, TestFile};
-pub use matcher::{check_expected, compare, Mismatch};
+pub use discover::{test_files, DiscoverProblem};
+pub use format::{load_file, Case, CaseError, FormatProblem, Given, Step, StepError, TestFile};
+pub use matcher::{check_expected, compare, ExpectError, Mismatch};
 pub use run::{run_case, run_file, CaseReport, CaseVerdict};
 
 use crate::store::StoreError;
@@ -47,10 +47,19 @@ pub const EXIT_INVALID: i32 = 2;
 pub enum SagaTestError {
     /// A test file that cannot be read or does not follow the format.
     #[error("{file}: {problem}")]
-    Invalid { file: PathBuf, problem: String },
+    Invalid {
+        file: PathBuf,
+        // Boxed: a manifest's error inside is large.
+        #[source]
+        problem: Box<format::FormatProblem>,
+    },
     /// The path to search is missing or unreadable, or holds no test file.
     #[error("{path}: {problem}")]
-    Discover { path: PathBuf, problem: String },
+    Discover {
+        path: PathBuf,
+        #[source]
+        problem: discover::DiscoverProblem,
+    },
     /// The throwaway store of a case failed: the machine, not the saga.
     #[error("{file}: case {case:?}: throwaway store: {source}")]
     Store {

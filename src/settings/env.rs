@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::SettingsError;
+use super::{EnvProblem, FileProblem, SettingsError};
 
 /// Environment variables under `RUNNER_` that are not settings.
 const RESERVED_ENV: &[&str] = &[
@@ -23,13 +23,13 @@ pub(super) fn read_file(path: &Path) -> Result<Value, SettingsError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let parse_err = |message: String| SettingsError::Parse {
+    let parse_err = |problem: FileProblem| SettingsError::Parse {
         path: path.to_path_buf(),
-        message,
+        problem,
     };
     match path.extension().and_then(|e| e.to_str()) {
-        Some("toml") => toml::from_str::<Value>(&text).map_err(|e| parse_err(e.to_string())),
-        Some("json") => serde_json::from_str::<Value>(&text).map_err(|e| parse_err(e.to_string())),
+        Some("toml") => toml::from_str::<Value>(&text).map_err(|e| parse_err(e.into())),
+        Some("json") => serde_json::from_str::<Value>(&text).map_err(|e| parse_err(e.into())),
         _ => Err(SettingsError::Extension {
             path: path.to_path_buf(),
         }),
@@ -64,13 +64,13 @@ pub(super) fn apply_env(
     if RESERVED_ENV.contains(&var) || RESERVED_ENV_PREFIXES.iter().any(|p| var.starts_with(p)) {
         return Ok(None);
     }
-    let env_err = |message: String| SettingsError::Env {
+    let env_err = |problem: EnvProblem| SettingsError::Env {
         var: var.to_string(),
-        message,
+        problem,
     };
     let name = var["RUNNER_".len()..].to_ascii_lowercase();
     let Value::Object(root) = tree else {
-        return Err(env_err("settings tree is not an object".into()));
+        return Err(env_err(EnvProblem::NotObject));
     };
     // Top-level field, or `<section>_<field>` where the section is an object.
     let (path, slot) = if root.get(&name).is_some_and(|v| !v.is_object()) {
@@ -91,30 +91,41 @@ pub(super) fn apply_env(
         }
     };
     let Some(slot) = slot else {
-        return Err(env_err("names no setting".into()));
+        return Err(env_err(EnvProblem::NoSetting));
     };
-    *slot = typed_like(slot, raw).map_err(env_err)?;
+    *slot = typed_like(slot, raw).map_err(|e| env_err(e.into()))?;
     Ok(Some(path))
 }
 
-fn typed_like(current: &Value, raw: &str) -> Result<Value, String> {
+/// A variable's text that is not of its setting's type (the text is quoted trimmed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvValueError {
+    #[error("expected true or false, got {0:?}")]
+    Bool(String),
+    #[error("expected an integer, got {0:?}")]
+    Integer(String),
+    #[error("expected a number, got {0:?}")]
+    Number(String),
+}
+
+fn typed_like(current: &Value, raw: &str) -> Result<Value, EnvValueError> {
     let raw = raw.trim();
     Ok(match current {
         Value::Bool(_) => match raw {
             "true" | "1" | "yes" => Value::Bool(true),
             "false" | "0" | "no" => Value::Bool(false),
-            _ => return Err(format!("expected true or false, got {raw:?}")),
+            _ => return Err(EnvValueError::Bool(raw.to_string())),
         },
         Value::Number(n) if n.is_i64() || n.is_u64() => {
             let parsed: i64 = raw
                 .parse()
-                .map_err(|_| format!("expected an integer, got {raw:?}"))?;
+                .map_err(|_| EnvValueError::Integer(raw.to_string()))?;
             Value::from(parsed)
         }
         Value::Number(_) => {
             let parsed: f64 = raw
                 .parse()
-                .map_err(|_| format!("expected a number, got {raw:?}"))?;
+                .map_err(|_| EnvValueError::Number(raw.to_string()))?;
             Value::from(parsed)
         }
         Value::Array(_) => Value::Array(
@@ -213,12 +224,12 @@ mod tests {
         assert!(err.to_string().contains("expected an integer"), "{err}");
         let err = Settings::load(None, env(&[("RUNNER_MODE", "turbo")])).unwrap_err();
         assert!(
-            matches!(&err, SettingsError::Env { var, message } if var == "RUNNER_MODE" && message.contains("setting mode") && message.contains("turbo")),
+            matches!(&err, SettingsError::Env { var, problem } if var == "RUNNER_MODE" && problem.to_string().contains("setting mode") && problem.to_string().contains("turbo")),
             "{err}"
         );
         let err = Settings::load(None, env(&[("RUNNER_STORAGE_MAP_SIZE_MIB", "-5")])).unwrap_err();
         assert!(
-            matches!(&err, SettingsError::Env { var, message } if var == "RUNNER_STORAGE_MAP_SIZE_MIB" && message.contains("storage.map_size_mib")),
+            matches!(&err, SettingsError::Env { var, problem } if var == "RUNNER_STORAGE_MAP_SIZE_MIB" && problem.to_string().contains("storage.map_size_mib")),
             "{err}"
         );
         let typed = dir.path().join("typed.toml");

@@ -39,6 +39,7 @@ mod tenancy;
 mod tests;
 mod tls;
 
+pub use env::EnvValueError;
 pub use nats::NatsAuth;
 pub use streams::TENANT_PLACEHOLDER;
 
@@ -49,14 +50,56 @@ pub enum SettingsError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("settings file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    #[error("settings file {path}: {problem}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        problem: FileProblem,
+    },
     #[error("settings file {path}: unsupported extension (use .toml or .json)")]
     Extension { path: PathBuf },
-    #[error("environment variable {var}: {message}")]
-    Env { var: String, message: String },
+    #[error("environment variable {var}: {problem}")]
+    Env {
+        var: String,
+        #[source]
+        problem: EnvProblem,
+    },
     #[error("setting {field}: {problem}")]
     Invalid { field: String, problem: String },
+}
+
+/// Why a settings file's text gives no settings.
+#[derive(Debug, thiserror::Error)]
+pub enum FileProblem {
+    #[error(transparent)]
+    Toml(#[from] toml::de::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// A value the file set does not fit its setting (`field` is the dotted path).
+    #[error("setting {field}: {source}")]
+    Setting {
+        field: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Why a `RUNNER_*` environment variable sets no setting.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvProblem {
+    #[error("settings tree is not an object")]
+    NotObject,
+    #[error("names no setting")]
+    NoSetting,
+    #[error(transparent)]
+    Value(#[from] EnvValueError),
+    /// The value does not fit its setting (`field` is the dotted path).
+    #[error("setting {field}: {source}")]
+    Setting {
+        field: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// Which stages a process runs.
@@ -80,16 +123,19 @@ impl Mode {
     }
 }
 
+/// A mode name that is none of `saga`, `effect`, `combined`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown mode {0:?} (expected saga, effect or combined)")]
+pub struct UnknownMode(pub String);
+
 impl std::str::FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Mode, String> {
+    type Err = UnknownMode;
+    fn from_str(s: &str) -> Result<Mode, UnknownMode> {
         match s {
             "saga" => Ok(Mode::Saga),
             "effect" => Ok(Mode::Effect),
             "combined" => Ok(Mode::Combined),
-            other => Err(format!(
-                "unknown mode {other:?} (expected saga, effect or combined)"
-            )),
+            other => Err(UnknownMode(other.to_string())),
         }
     }
 }
@@ -176,19 +222,20 @@ impl Settings {
         }
         let settings: Settings = serde_path_to_error::deserialize(tree).map_err(|e| {
             let field = e.path().to_string();
-            let message = e.into_inner().to_string();
+            let source = e.into_inner();
             match (from_env.iter().find(|(path, _)| *path == field), file) {
                 (Some((_, var)), _) => SettingsError::Env {
                     var: var.clone(),
-                    message: format!("setting {field}: {message}"),
+                    problem: EnvProblem::Setting { field, source },
                 },
                 (None, Some(path)) => SettingsError::Parse {
                     path: path.to_path_buf(),
-                    message: format!("setting {field}: {message}"),
+                    problem: FileProblem::Setting { field, source },
                 },
+                // Only the defaults were deserialised: no file or variable to name.
                 (None, None) => SettingsError::Invalid {
                     field,
-                    problem: message,
+                    problem: source.to_string(),
                 },
             }
         })?;

@@ -21,7 +21,7 @@ use proptest::sample::select;
 use serde_json::{json, Map, Value};
 
 use runner::dev::TempDir;
-use runner::effects::EffectCatalog;
+use runner::effects::{EffectCatalog, EffectManifestError};
 use runner::manifest::{ManifestError, SagaCatalog};
 use runner::program::{Expr, Fault, FaultKind, Limits, Program, ProgramInput, ProgramOutput};
 use runner::saga::{decode, DecodeConfig, Decoded, MessageInfo};

@@ -186,14 +186,14 @@ fn breakages(
 
 enum Loaded {
     Sagas(Result<SagaCatalog, ManifestError>),
-    Effects(Result<EffectCatalog, String>),
+    Effects(Result<EffectCatalog, EffectManifestError>),
 }
 
 impl Loaded {
     fn error(&self) -> Option<String> {
         match self {
             Loaded::Sagas(r) => r.as_ref().err().map(ToString::to_string),
-            Loaded::Effects(r) => r.as_ref().err().cloned(),
+            Loaded::Effects(r) => r.as_ref().err().map(ToString::to_string),
         }
     }
 }

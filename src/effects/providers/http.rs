@@ -32,10 +32,10 @@ use serde_json::Value;
 
 use crate::effects::manifest::LoadContext;
 use crate::effects::provider::{Call, Failure, Outcome, Provider};
-use crate::effects::secrets::Text;
+use crate::effects::secrets::{SecretError, Text};
 use crate::envelope::{header, meta};
 use crate::https::header_value;
-use crate::program::Expr;
+use crate::program::{Expr, LoadError};
 
 /// Bytes of a response body kept in a result or an error.
 const BODY_LIMIT: u64 = 64 * 1024;
@@ -79,44 +79,78 @@ fn post() -> String {
     "POST".into()
 }
 
+/// What is wrong with an effect's `http:` settings.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpSettingsError {
+    #[error("http settings: {0}")]
+    Settings(#[source] serde_json::Error),
+    #[error("http.method {0:?} is not one of GET, POST, PUT, PATCH, DELETE")]
+    Method(String),
+    #[error("http.url must start with http:// or https:// (got {0:?})")]
+    Scheme(String),
+    #[error("http.url: placeholders are allowed only in the path, after the host (in {0:?})")]
+    PlaceholderOutsidePath(String),
+    #[error("http.url: unclosed '{{' in {0:?}")]
+    Unclosed(String),
+    /// The placeholder's text, without its braces.
+    #[error("http.url: placeholder {{{0}}} must start with command.")]
+    NotCommand(String),
+    #[error("http.url: placeholder {{{0}}} is not a dotted path")]
+    NotDotted(String),
+    #[error("http.headers.{name}: {source}")]
+    Secret {
+        name: String,
+        #[source]
+        source: SecretError,
+    },
+    #[error("http.headers: {0:?} is not a header name")]
+    HeaderName(String),
+    #[error(
+        "http.headers.{0}: the value must be printable ASCII without '%' or leading/trailing spaces"
+    )]
+    HeaderValue(String),
+    #[error(transparent)]
+    Body(#[from] LoadError),
+    #[error("http: {0} is not an HTTP status")]
+    Status(u16),
+}
+
 impl Http {
-    pub fn from_settings(settings: &Value, ctx: &LoadContext<'_>) -> Result<Http, String> {
+    pub fn from_settings(
+        settings: &Value,
+        ctx: &LoadContext<'_>,
+    ) -> Result<Http, HttpSettingsError> {
         let s: Settings =
-            serde_json::from_value(settings.clone()).map_err(|e| format!("http settings: {e}"))?;
+            serde_json::from_value(settings.clone()).map_err(HttpSettingsError::Settings)?;
         let method = s.method.to_ascii_uppercase();
         if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
-            return Err(format!(
-                "http.method {:?} is not one of GET, POST, PUT, PATCH, DELETE",
-                s.method
-            ));
+            return Err(HttpSettingsError::Method(s.method));
         }
         if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
-            return Err(format!(
-                "http.url must start with http:// or https:// (got {:?})",
-                s.url
-            ));
+            return Err(HttpSettingsError::Scheme(s.url));
         }
         let url = parse_url_template(&s.url)?;
         let headers = s
             .headers
             .iter()
             .map(|(name, value)| {
-                let text = Text::resolve(value, ctx.secrets_dir)
-                    .map_err(|e| format!("http.headers.{name}: {e}"))?;
+                let text = Text::resolve(value, ctx.secrets_dir).map_err(|source| {
+                    HttpSettingsError::Secret {
+                        name: name.clone(),
+                        source,
+                    }
+                })?;
                 let name_ok = !name.is_empty()
                     && name
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
                 if !name_ok {
-                    return Err(format!("http.headers: {name:?} is not a header name"));
+                    return Err(HttpSettingsError::HeaderName(name.clone()));
                 }
                 // (A secret's value was checked when it was read, without quoting it.)
                 if let Text::Plain(v) = &text {
                     if header_value(v) != v.as_str() || v.starts_with(' ') || v.ends_with(' ') {
-                        return Err(format!(
-                            "http.headers.{name}: the value must be printable ASCII without \
-                             '%' or leading/trailing spaces"
-                        ));
+                        return Err(HttpSettingsError::HeaderValue(name.clone()));
                     }
                 }
                 Ok((name.to_ascii_lowercase(), text))
@@ -133,11 +167,10 @@ impl Http {
                     ctx.limits,
                 )
             })
-            .transpose()
-            .map_err(|e| e.to_string())?;
+            .transpose()?;
         for status in s.success.iter().chain(&s.retry_statuses) {
             if !(100..=599).contains(status) {
-                return Err(format!("http: {status} is not an HTTP status"));
+                return Err(HttpSettingsError::Status(*status));
             }
         }
         Ok(Http {
@@ -335,16 +368,14 @@ fn excerpt(text: &str) -> String {
 }
 
 /// Splits `http://x/{command.payload.id}/y` into literals and command fields.
-fn parse_url_template(raw: &str) -> Result<Vec<UrlPart>, String> {
+fn parse_url_template(raw: &str) -> Result<Vec<UrlPart>, HttpSettingsError> {
     // Scheme, host and port are fixed: the first placeholder comes after the '/' that
     // ends the authority.
     let authority = raw.find("://").map_or(0, |i| i + 3);
     let path_start = raw[authority..].find('/').map(|i| authority + i);
     if let Some(open) = raw.find('{') {
         if path_start.is_none_or(|p| open < p) {
-            return Err(format!(
-                "http.url: placeholders are allowed only in the path, after the host (in {raw:?})"
-            ));
+            return Err(HttpSettingsError::PlaceholderOutsidePath(raw.to_string()));
         }
     }
     let mut parts = Vec::new();
@@ -355,15 +386,13 @@ fn parse_url_template(raw: &str) -> Result<Vec<UrlPart>, String> {
         }
         let close = rest[open..]
             .find('}')
-            .ok_or_else(|| format!("http.url: unclosed '{{' in {raw:?}"))?;
+            .ok_or_else(|| HttpSettingsError::Unclosed(raw.to_string()))?;
         let field = &rest[open + 1..open + close];
         let path = field
             .strip_prefix("command.")
-            .ok_or_else(|| format!("http.url: placeholder {{{field}}} must start with command."))?;
+            .ok_or_else(|| HttpSettingsError::NotCommand(field.to_string()))?;
         if path.is_empty() || path.split('.').any(str::is_empty) {
-            return Err(format!(
-                "http.url: placeholder {{{field}}} is not a dotted path"
-            ));
+            return Err(HttpSettingsError::NotDotted(field.to_string()));
         }
         parts.push(UrlPart::Field(
             path.split('.').map(str::to_string).collect(),

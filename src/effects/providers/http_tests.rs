@@ -7,7 +7,11 @@ use crate::dev::{FakeGateway, Reply, TempDir};
 use crate::envelope::EffectCommand;
 use crate::program::Limits;
 
-fn provider(settings: Value, secrets: &TempDir, timeout_ms: u64) -> Result<Http, String> {
+fn provider(
+    settings: Value,
+    secrets: &TempDir,
+    timeout_ms: u64,
+) -> Result<Http, HttpSettingsError> {
     let limits = Limits::default();
     Http::from_settings(
         &settings,
@@ -136,6 +140,7 @@ fn bad_settings_and_missing_secrets_are_refused_at_load() {
     ] {
         let err = provider(settings.clone(), &secrets, 100)
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains(needle), "{settings}: {err}");
     }
@@ -255,6 +260,7 @@ fn placeholders_before_the_path_are_refused_at_load() {
     ] {
         let err = provider(json!({"url": url}), &secrets, 100)
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("only in the path"), "{url}: {err:?}");
     }
@@ -290,6 +296,7 @@ fn secret_values_with_stray_bytes_are_refused_at_load_without_showing_them() {
             100,
         )
         .err()
+        .map(|e| e.to_string())
         .unwrap_or_default();
         assert!(err.contains(&name), "{value:?}: {err:?}");
         assert!(!err.contains("tok-1"), "the value is not shown: {err}");

@@ -21,12 +21,21 @@ struct Settings {
     result: Option<Value>,
 }
 
+/// The `noop:` / `log:` settings of an effect are not what these providers take.
+#[derive(Debug, thiserror::Error)]
+#[error("settings: {0}")]
+pub struct NoopSettingsError(#[source] serde_json::Error);
+
 impl Noop {
-    pub fn from_settings(effect: &str, settings: &Value, log: bool) -> Result<Noop, String> {
+    pub fn from_settings(
+        effect: &str,
+        settings: &Value,
+        log: bool,
+    ) -> Result<Noop, NoopSettingsError> {
         let s: Settings = if settings.is_null() {
             Settings::default()
         } else {
-            serde_json::from_value(settings.clone()).map_err(|e| format!("settings: {e}"))?
+            serde_json::from_value(settings.clone()).map_err(NoopSettingsError)?
         };
         Ok(Noop {
             effect: effect.to_string(),
