@@ -17,6 +17,27 @@
 
 #[cfg(feature = "dev")]
 pub use armed::{point, validate};
+
+/// Why `RUNNER_CRASH_AT` / `RUNNER_PAUSE_AT` is refused at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum PointError {
+    #[error("{var} names no {what} point: {point:?} (known: {known})")]
+    Unknown {
+        var: &'static str,
+        what: &'static str,
+        point: String,
+        known: String,
+    },
+    #[error(
+        "{var} is set ({point:?}), but this build has no crash or pause points: they are \
+         for the fault-injection tests, in builds with the `dev` feature (`cargo build \
+         --features dev`, or the binary `cargo test` builds)"
+    )]
+    NoPoints {
+        var: &'static str,
+        point: std::ffi::OsString,
+    },
+}
 #[cfg(not(feature = "dev"))]
 pub use inert::{point, validate};
 
@@ -137,7 +158,7 @@ mod armed {
 
     /// Checks `RUNNER_CRASH_AT` and `RUNNER_PAUSE_AT` at start-up: an unknown point is an
     /// error.
-    pub fn validate() -> Result<(), String> {
+    pub fn validate() -> Result<(), super::PointError> {
         known(
             "RUNNER_CRASH_AT",
             "crash",
@@ -153,12 +174,19 @@ mod armed {
     }
 
     /// An error naming `var` if the `point` it armed is not one of `points`.
-    fn known(var: &str, what: &str, point: Option<&str>, points: &[&str]) -> Result<(), String> {
+    fn known(
+        var: &'static str,
+        what: &'static str,
+        point: Option<&str>,
+        points: &[&str],
+    ) -> Result<(), super::PointError> {
         match point {
-            Some(p) if !points.contains(&p) => Err(format!(
-                "{var} names no {what} point: {p:?} (known: {})",
-                points.join(", ")
-            )),
+            Some(p) if !points.contains(&p) => Err(super::PointError::Unknown {
+                var,
+                what,
+                point: p.to_string(),
+                known: points.join(", "),
+            }),
             _ => Ok(()),
         }
     }
@@ -202,14 +230,10 @@ mod armed {
 mod inert {
     /// There are no points to arm, so arming one is an error (the variables that only
     /// tune an armed point are ignored, as they are when nothing is armed).
-    pub fn validate() -> Result<(), String> {
+    pub fn validate() -> Result<(), super::PointError> {
         for var in ["RUNNER_CRASH_AT", "RUNNER_PAUSE_AT"] {
             if let Some(point) = std::env::var_os(var) {
-                return Err(format!(
-                    "{var} is set ({point:?}), but this build has no crash or pause points: \
-                     they are for the fault-injection tests, in builds with the `dev` feature \
-                     (`cargo build --features dev`, or the binary `cargo test` builds)"
-                ));
+                return Err(super::PointError::NoPoints { var, point });
             }
         }
         Ok(())

@@ -228,7 +228,7 @@ fn run(config: Option<&Path>, mode: Option<&str>) -> Result<(), Error> {
     // Before any HTTP agent is built (the effect providers' at catalog load).
     crate::https::install(&settings.tls.ca_file)
         .map_err(|e| Error::Other(format!("tls.ca_file: {e}")))?;
-    crate::crash::validate().map_err(Error::Other)?;
+    crate::crash::validate().map_err(|e| Error::Other(e.to_string()))?;
     let (catalog, effects) = catalogs_for_mode(&settings)?;
     let admin_token = crate::ops::read_admin_token(&settings.ops.admin_token_file)
         .map_err(|e| Error::Other(e.to_string()))?;

@@ -229,7 +229,7 @@ fn replay(control: &Control, body: &str) -> Answer {
     let js = nats::jetstream::new(control.nats().clone());
     let horizon = Horizon::of(&shared);
     let first = records::published_at_or_after(control.nats(), &stream, req.from_seq)
-        .map_err(Refusal::Store)?;
+        .map_err(|e| Refusal::Store(e.to_string()))?;
     let past = first.filter(|m| m.at_ms < horizon.at_ms);
     if let (Some(m), false) = (past, req.past_horizon) {
         return Err(Refusal::ConflictWith(horizon.refusal(

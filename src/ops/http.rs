@@ -338,7 +338,7 @@ fn read_head(stream: &mut TcpStream, deadline: Instant) -> Result<Option<Request
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     let ((method, target, headers), end) = loop {
-        if let Some(parsed) = parse_head(&buf).map_err(HeadError::Bad)? {
+        if let Some(parsed) = parse_head(&buf).map_err(|e| HeadError::Bad(e.to_string()))? {
             break parsed;
         }
         if buf.len() > MAX_HEAD {
@@ -385,16 +385,27 @@ const MAX_HEADERS: usize = 64;
 /// Parses the request head at the start of `buf` (httparse: the request line and
 /// header syntax of RFC 9112, as hyper parses them). `None` while the head is not
 /// complete; else the head and the length it took, body bytes follow.
-fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
+/// Why a request head does not parse; answered as a 400 with this text.
+#[derive(Debug, thiserror::Error)]
+enum BadHead {
+    #[error("malformed request head: {0}")]
+    Malformed(#[from] httparse::Error),
+    #[error("malformed request line")]
+    RequestLine,
+    #[error("header {0} is not UTF-8")]
+    NotUtf8(String),
+}
+
+fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, BadHead> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut slots);
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(format!("malformed request head: {e}")),
+        Err(e) => return Err(BadHead::Malformed(e)),
     };
     let (Some(method), Some(target)) = (req.method, req.path) else {
-        return Err("malformed request line".into());
+        return Err(BadHead::RequestLine);
     };
     let method = match method {
         "GET" => Method::Get,
@@ -404,7 +415,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
     let mut headers = Vec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         let value =
-            std::str::from_utf8(h.value).map_err(|_| format!("header {} is not UTF-8", h.name))?;
+            std::str::from_utf8(h.value).map_err(|_| BadHead::NotUtf8(h.name.to_string()))?;
         headers.push((h.name.to_ascii_lowercase(), value.trim().to_string()));
     }
     Ok(Some(((method, target.to_string(), headers), len)))

@@ -216,29 +216,68 @@ pub fn published_at_or_after(
     nc: &nats::Connection,
     stream: &str,
     seq: u64,
-) -> Result<Option<Published>, String> {
+) -> Result<Option<Published>, PublishedError> {
     let request = json!({"seq": seq, "next_by_subj": ">"}).to_string();
     let subject = format!("$JS.API.STREAM.MSG.GET.{stream}");
     let what = || format!("the first message of {stream} from {seq} on");
     let reply = nc
         .request_timeout(&subject, request, JS_TIMEOUT)
-        .map_err(|e| format!("cannot read {}: {e}", what()))?;
+        .map_err(|source| PublishedError::Request {
+            what: what(),
+            source,
+        })?;
     let answer: Value =
-        serde_json::from_slice(&reply.data).map_err(|e| format!("cannot read {}: {e}", what()))?;
+        serde_json::from_slice(&reply.data).map_err(|source| PublishedError::Reply {
+            what: what(),
+            source,
+        })?;
     if let Some(error) = answer.get("error") {
         if error["code"] == 404 {
             return Ok(None);
         }
-        return Err(format!("cannot read {}: {error}", what()));
+        return Err(PublishedError::Refused {
+            what: what(),
+            error: error.to_string(),
+        });
     }
     let message = &answer["message"];
     let seq = message["seq"]
         .as_u64()
-        .ok_or_else(|| format!("cannot read {}: no seq in {answer}", what()))?;
+        .ok_or_else(|| PublishedError::NoSeq {
+            what: what(),
+            answer: answer.to_string(),
+        })?;
     let time = message["time"].as_str().unwrap_or_default();
-    let at_ms = crate::timefmt::parse_rfc3339_ms(time)
-        .map_err(|e| format!("cannot read {}: {e}", what()))?;
+    let at_ms = crate::timefmt::parse_rfc3339_ms(time).map_err(|source| PublishedError::Time {
+        what: what(),
+        source,
+    })?;
     Ok(Some(Published { seq, at_ms }))
+}
+
+/// Why [`published_at_or_after`] could not say; each names what it was reading.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishedError {
+    #[error("cannot read {what}: {source}")]
+    Request {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("cannot read {what}: {source}")]
+    Reply {
+        what: String,
+        source: serde_json::Error,
+    },
+    /// The server's JetStream API error, as it sent it.
+    #[error("cannot read {what}: {error}")]
+    Refused { what: String, error: String },
+    #[error("cannot read {what}: no seq in {answer}")]
+    NoSeq { what: String, answer: String },
+    #[error("cannot read {what}: {source}")]
+    Time {
+        what: String,
+        source: crate::timefmt::TimeError,
+    },
 }
 
 /// How long a JetStream API request may take (the client's own requests wait 5 s).
