@@ -33,6 +33,9 @@ pub mod saga;
 pub mod sagatest;
 pub mod settings;
 pub mod shadow;
+// The runtime's top floor, one file per thread, lives at the repository's top level
+// (stages/) so the architecture shows at a glance; it is part of this crate, and
+// nothing below it imports it (tests/layering.rs).
 #[path = "../stages/mod.rs"]
 pub mod stages;
 pub mod store;
