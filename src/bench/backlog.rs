@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::child::{memory_mib, spawn, stop};
 use super::{order_placed, per_event_by_thread, proc_cpu, threads_of};
 use crate::dev::{publish_all, Sandbox};
 use crate::nats_io::Publisher;
@@ -191,51 +192,6 @@ fn spawn_runner(
     settings.ops.listen = String::new();
     let child = spawn(sandbox, &settings, "backlog-runner", &[])?;
     Ok((child, settings))
-}
-
-/// Starts `runner run` in a process of its own with `settings` (written to
-/// `{name}.json` in the sandbox's directory) and `env` on top of this process's
-/// environment; its log, at `warn`, goes to this process's stderr.
-pub(super) fn spawn(
-    sandbox: &Sandbox,
-    settings: &crate::settings::Settings,
-    name: &str,
-    env: &[(&str, String)],
-) -> Result<std::process::Child, String> {
-    let config = sandbox.dir.path().join(format!("{name}.json"));
-    let text = serde_json::to_vec_pretty(settings).map_err(|e| e.to_string())?;
-    std::fs::write(&config, text).map_err(|e| e.to_string())?;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    std::process::Command::new(exe)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUNNER_LOG", "warn")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start the runner: {e}"))
-}
-
-/// Stops a runner [`spawn`] started (SIGTERM: it drains and exits) and waits for it.
-pub(super) fn stop(child: &mut std::process::Child) {
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-}
-
-/// VmRSS, RssAnon and RssFile of a process, in MiB.
-pub(super) fn memory_mib(pid: u32) -> (u64, u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kib| kib.parse::<u64>().ok())
-            .map_or(0, |kib| kib / 1024)
-    };
-    (field("VmRSS:"), field("RssAnon:"), field("RssFile:"))
 }
 
 pub fn print(b: &Backlog) {

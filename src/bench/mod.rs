@@ -6,6 +6,7 @@
 //! for, that workflow for many minutes with a short retention (`retention.rs`).
 
 mod backlog;
+mod child;
 mod raw;
 mod relay;
 mod retention;

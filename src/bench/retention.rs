@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use super::backlog::{memory_mib, spawn, stop};
+use super::child::{memory_mib, spawn, stop};
 use super::order_placed;
 use super::workflow::{noop_effects, publish_paced, FIRST_ORDER};
 use crate::dev::{

@@ -1,8 +1,10 @@
 //! The whole order workflow at a steady rate: `OrderPlaced` → `charge_card` effect
 //! (`noop` provider) → its `succeeded` result → the saga completes and its `MarkPaid`
 //! command reaches the Gateway (a local stand-in). Three hops through JetStream, each
-//! behind a group commit to LMDB, in one `combined` process. Latency is per workflow:
-//! from the `OrderPlaced` publish to the Gateway receiving its `MarkPaid`.
+//! behind a group commit to LMDB, in one `runner run --mode combined` of its own, so
+//! its CPU and memory leave out this process's publisher and stand-in Gateway. Latency
+//! is per workflow: from the `OrderPlaced` publish to the Gateway receiving its
+//! `MarkPaid`.
 //!
 //! Half a second of orders at the same rate goes first and is not counted. Without it
 //! the first run after the machine sat idle had its p99 at 60–150 ms, every slow
@@ -15,11 +17,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-use super::{cpu_time, order_placed, peak_rss_mib, per_event_by_thread, proc_cpu, thread_cpu};
+use super::child::{peak_and_anon_mib, Metrics, Runner};
+use super::{cpu_time, order_placed, per_event_by_thread, proc_cpu, threads_of};
 use crate::dev::{read_all, wait_until, FakeGateway, Sandbox};
 use crate::envelope::header;
 use crate::nats_io::Publisher;
-use crate::store::Store;
+use crate::settings::Settings;
 
 /// What the workflow phase measured.
 pub struct Workflows {
@@ -31,21 +34,32 @@ pub struct Workflows {
     pub p99: Duration,
     pub p999: Duration,
     pub max: Duration,
+    /// The Runner process's CPU (user + system) per workflow over the measured orders.
     pub cpu_per_workflow: Duration,
+    /// This process's: the publisher and the stand-in Gateway.
+    pub bench_per_workflow: Duration,
     /// nats-server's CPU per workflow, when this run started the server.
     pub server_per_workflow: Option<Duration>,
+    /// The Runner process's peak resident memory (VmHWM, start-up and warm-up
+    /// included) and its anonymous memory at the end, in MiB.
+    pub peak_rss_mib: u64,
+    pub anon_mib: u64,
     /// (p50, p99) of each hop, read from the streams' own timestamps: OrderPlaced
     /// publish → charge command stored; command stored → result stored; result stored →
     /// MarkPaid at the Gateway. `None` when the streams could not be read.
     pub hops: Option<[(Duration, Duration); 3]>,
-    /// CPU per workflow of each thread (by name), the busiest first.
+    /// The Runner's CPU per workflow of each thread (by name), the busiest first.
     pub by_thread: Vec<(String, Duration)>,
-    /// Where the saga hops' time went, over the measured orders.
-    pub stages: Stages,
+    /// Where the saga hops' time went, over the measured orders; `None` when the
+    /// Runner's `/metrics` could not be read.
+    pub stages: Option<Stages>,
+    /// p50 of one 4 KiB write and `fdatasync` in the store's directory, the pipeline
+    /// idle (after the warm-up).
+    pub idle_sync: Option<Duration>,
 }
 
-/// The saga side's group commits and relay over the measured orders, and the disk's
-/// sync time just before them: a hop's latency moves with these from hour to hour.
+/// The saga side's group commits and relay over the measured orders, from the Runner's
+/// `/metrics` before and after them: a hop's latency moves with these from hour to hour.
 pub struct Stages {
     pub commits: u64,
     pub transitions: u64,
@@ -56,21 +70,15 @@ pub struct Stages {
     /// (p50, p99) from a transition's commit to its item's confirmation by its
     /// destination (JetStream's publish ack, or the Gateway's answer).
     pub relay: Option<(Duration, Duration)>,
-    /// p50 of one 4 KiB write and `fdatasync` in the store's directory, the pipeline
-    /// idle (after the warm-up).
-    pub idle_sync: Option<Duration>,
 }
 
 pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
     let gateway = FakeGateway::accepting().map_err(|e| format!("stand-in gateway: {e}"))?;
-    let mut settings = sandbox.settings.clone();
-    settings.mode = crate::settings::Mode::Combined;
-    settings.relay.gateway_url = gateway.url().to_string();
-    settings.manifests.effects = vec![noop_effects(sandbox, "bench-workflow-effects.json")?];
-    let store = Store::open(&sandbox.dir.path().join("workflow-store"), 4 << 30)
-        .map(std::sync::Arc::new)
-        .map_err(|e| e.to_string())?;
-    let pipeline = sandbox.start_pipeline_with(settings.clone(), store)?;
+    let settings = runner_settings(sandbox, gateway.url())?;
+    // Stopped when dropped: on every way out below.
+    let mut runner = Runner::start(sandbox, settings.clone(), "workflow-runner", &[])?;
+    runner.ready(Duration::from_secs(60))?;
+    let pid = runner.pid();
 
     let nc = sandbox.connect()?;
     let mut publisher =
@@ -83,8 +91,11 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
     })?;
     if !wait_until(Duration::from_secs(60), || gateway.count() as u64 >= warmup) {
         return Err(format!(
-            "{} of {warmup} warm-up workflows completed within 60 s",
-            gateway.count()
+            "{} of {warmup} warm-up workflows completed within 60 s{}",
+            gateway.count(),
+            runner
+                .exited()
+                .map_or(String::new(), |why| format!(" ({why})"))
         ));
     }
     let idle_sync = idle_sync(sandbox.dir.path())
@@ -97,12 +108,13 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
         .and_then(|s| s.pid())
         .map(|pid| format!("/proc/{pid}/stat"));
     let server_cpu = || server_stat.as_deref().map(proc_cpu);
-    let cpu_before = cpu_time();
+    let (runner_stat, runner_tasks) = (format!("/proc/{pid}/stat"), pid.to_string());
+    // Scraped outside the CPU window: rendering the page is not the workflow's cost.
+    let metrics_before = scrape(&runner);
+    let cpu_before = proc_cpu(&runner_stat);
+    let bench_before = cpu_time();
     let server_before = server_cpu();
-    let threads_before = thread_cpu();
-    let (shared, stats_before) = (pipeline.shared().clone(), pipeline.stats());
-    let commit_before = shared.stage_latency.commit.recorded();
-    let relay_before = shared.relay_latency.recorded();
+    let threads_before = threads_of(&runner_tasks);
     let started = Instant::now();
     let wall_started = SystemTime::now();
     publish_paced(
@@ -119,25 +131,22 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
     publisher.finish();
     let deadline = Duration::from_secs(60);
     let all_in = wait_until(deadline, || gateway.count() as u64 >= warmup + n);
-    let cpu = cpu_time().saturating_sub(cpu_before);
+    let measured = started.elapsed();
+    // A process that exited has no `/proc` entry left to read.
+    if let Some(why) = runner.exited() {
+        return Err(format!("during the measured orders, {why}"));
+    }
+    let cpu = proc_cpu(&runner_stat).saturating_sub(cpu_before);
+    let bench_cpu = cpu_time().saturating_sub(bench_before);
     let server = server_cpu()
         .zip(server_before)
         .map(|(after, before)| after.saturating_sub(before) / n.max(1) as u32);
-    let by_thread = per_event_by_thread(&threads_before, thread_cpu(), n);
-    let commit = shared.stage_latency.commit.recorded().since(&commit_before);
-    let relay = shared.relay_latency.recorded().since(&relay_before);
-    let stats = pipeline.stats();
-    let p50_p99 = |r: &crate::pipeline::Recorded| r.quantile(0.5).zip(r.quantile(0.99));
-    let stages = Stages {
-        commits: stats.commits.saturating_sub(stats_before.commits),
-        transitions: stats.transitions.saturating_sub(stats_before.transitions),
-        commit: p50_p99(&commit),
-        commit_busy: commit.sum().as_secs_f64() / started.elapsed().as_secs_f64().max(1e-9),
-        relay: p50_p99(&relay),
-        idle_sync,
-    };
-    drop(shared);
-    pipeline.shutdown();
+    let by_thread = per_event_by_thread(&threads_before, threads_of(&runner_tasks), n);
+    let (peak_rss_mib, anon_mib) = peak_and_anon_mib(pid);
+    let stages = metrics_before
+        .zip(scrape(&runner))
+        .map(|(before, after)| stages(&before, &after, measured));
+    runner.stop();
     let first = completed(&gateway.received());
     if !all_in {
         return Err(format!(
@@ -162,6 +171,7 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
         .ok();
     let last = first.values().max().copied().unwrap_or(started);
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    let per_workflow = |d: Duration| d / n.max(1) as u32;
     Ok(Workflows {
         warmup,
         completed: latencies.len(),
@@ -170,12 +180,60 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
         p99: at(0.99),
         p999: at(0.999),
         max: latencies[latencies.len() - 1],
-        cpu_per_workflow: cpu / n.max(1) as u32,
+        cpu_per_workflow: per_workflow(cpu),
+        bench_per_workflow: per_workflow(bench_cpu),
         server_per_workflow: server,
+        peak_rss_mib,
+        anon_mib,
         by_thread,
         hops,
         stages,
+        idle_sync,
     })
+}
+
+/// The settings the Runner ran with when it ran inside this process: the sandbox's
+/// streams, consumer and saga manifest in `combined` mode, the `noop` effect, the
+/// stand-in Gateway, and a store of its own with a 4 GiB map.
+fn runner_settings(sandbox: &Sandbox, gateway_url: &str) -> Result<Settings, String> {
+    let mut settings = sandbox.settings.clone();
+    settings.mode = crate::settings::Mode::Combined;
+    settings.relay.gateway_url = gateway_url.to_string();
+    settings.manifests.effects = vec![noop_effects(sandbox, "bench-workflow-effects.json")?];
+    settings.storage.path = sandbox.dir.path().join("workflow-store");
+    settings.storage.map_size_mib = 4096;
+    settings
+        .validate()
+        .map_err(|e| format!("the workflow phase's settings: {e}"))?;
+    Ok(settings)
+}
+
+/// The Runner's `/metrics`; `None`, with a warning, when it does not answer.
+fn scrape(runner: &Runner) -> Option<Metrics> {
+    runner
+        .metrics()
+        .map_err(|e| log::warn!(error = e.as_str(); "the saga side's figures not measured"))
+        .ok()
+}
+
+/// The saga side between two scrapes `measured` apart.
+fn stages(before: &Metrics, after: &Metrics, measured: Duration) -> Stages {
+    let count = |name: &str| after.grew(before, name).map_or(0, |v| v.max(0.0) as u64);
+    let p50_p99 = |name: &str| {
+        after
+            .quantile(before, name, 0.5)
+            .zip(after.quantile(before, name, 0.99))
+    };
+    let commit_secs = after
+        .grew(before, "runner_commit_group_seconds_sum")
+        .unwrap_or(0.0);
+    Stages {
+        commits: count("runner_commits_total"),
+        transitions: count("runner_transitions_total"),
+        commit: p50_p99("runner_commit_group_seconds"),
+        commit_busy: commit_secs / measured.as_secs_f64().max(1e-9),
+        relay: p50_p99("runner_relay_latency_seconds"),
+    }
 }
 
 /// p50 of 20 rounds of writing one 4 KiB page in `dir` and `fdatasync`: what one
@@ -320,9 +378,10 @@ fn completed(received: &[crate::dev::ReceivedCommand]) -> HashMap<String, Instan
 /// Prints the phase's table.
 pub fn print(w: &Workflows, n: u64, rate: u64) {
     let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
+    let us = |d: Duration| format!("{:.0}", d.as_secs_f64() * 1e6);
     println!();
     println!(
-        "workflow: {n} orders at {rate}/s, OrderPlaced → charge (noop) → result → completed (MarkPaid at the Gateway); {} warm-up orders before them not counted",
+        "workflow: {n} orders at {rate}/s, OrderPlaced → charge (noop) → result → completed (MarkPaid at the Gateway), by `runner run --mode combined` in its own process; {} warm-up orders before them not counted",
         w.warmup
     );
     println!(
@@ -334,21 +393,25 @@ pub fn print(w: &Workflows, n: u64, rate: u64) {
         ms(w.p999),
         ms(w.max)
     );
-    let server = w.server_per_workflow.map_or(String::new(), |d| {
-        format!("; nats-server {:.0} µs", d.as_secs_f64() * 1e6)
-    });
+    let server = w
+        .server_per_workflow
+        .map_or(String::new(), |d| format!("; nats-server {} µs", us(d)));
     println!(
-        "  CPU {:.0} µs per workflow (this process: pipeline, publisher, stand-in gateway){server}; peak RSS {} MiB",
-        w.cpu_per_workflow.as_secs_f64() * 1e6,
-        peak_rss_mib().map_or("?".into(), |m| m.to_string())
+        "  CPU per workflow: Runner {} µs{server}; this bench process (publisher, stand-in Gateway) {} µs",
+        us(w.cpu_per_workflow),
+        us(w.bench_per_workflow)
+    );
+    println!(
+        "  Runner memory: peak RSS {} MiB (start-up and warm-up included); anonymous {} MiB at the end",
+        w.peak_rss_mib, w.anon_mib
     );
     let threads: Vec<String> = w
         .by_thread
         .iter()
         .take(12)
-        .map(|(name, d)| format!("{name} {:.0}", d.as_secs_f64() * 1e6))
+        .map(|(name, d)| format!("{name} {}", us(*d)))
         .collect();
-    println!("  µs per workflow by thread: {}", threads.join(", "));
+    println!("  Runner µs per workflow by thread: {}", threads.join(", "));
     if let Some([saga, effect, last]) = w.hops {
         let hop = |(p50, p99): (Duration, Duration)| format!("{} / {}", ms(p50), ms(p99));
         println!(
@@ -358,21 +421,22 @@ pub fn print(w: &Workflows, n: u64, rate: u64) {
             hop(last)
         );
     }
-    let st = &w.stages;
     let pair = |p: Option<(Duration, Duration)>| {
         p.map_or("–".into(), |(p50, p99)| {
             format!("{} / {}", ms(p50), ms(p99))
         })
     };
-    println!(
-        "  saga side, p50 / p99 ms: group commit {} ({} commits of {:.1} transitions; the commit thread committing {:.0}% of the time); relay, commit → confirmed by the destination {}",
-        pair(st.commit),
-        st.commits,
-        st.transitions as f64 / st.commits.max(1) as f64,
-        st.commit_busy * 100.0,
-        pair(st.relay)
-    );
-    if let Some(sync) = st.idle_sync {
+    if let Some(st) = &w.stages {
+        println!(
+            "  saga side, p50 / p99 ms: group commit {} ({} commits of {:.1} transitions; the commit thread committing {:.0}% of the time); relay, commit → confirmed by the destination {} (quantiles interpolated within the Runner's /metrics buckets)",
+            pair(st.commit),
+            st.commits,
+            st.transitions as f64 / st.commits.max(1) as f64,
+            st.commit_busy * 100.0,
+            pair(st.relay)
+        );
+    }
+    if let Some(sync) = w.idle_sync {
         println!(
             "  the store's disk, idle before the run: one 4 KiB write + fdatasync {} ms (p50 of 20)",
             ms(sync)
