@@ -58,6 +58,55 @@ pub(super) fn peak_and_anon_mib(pid: u32) -> (u64, u64) {
     (field_mib(&status, "VmHWM:"), field_mib(&status, "RssAnon:"))
 }
 
+/// Samples a process's RssAnon and RssFile every 50 ms on a thread of its own until
+/// [`MemorySampler::peaks`]: VmHWM alone cannot tell the Runner's own heap from LMDB's
+/// pages mapped from the page cache (file-backed, reclaimable), and the two peak at
+/// different moments.
+pub(super) struct MemorySampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(u64, u64)>>,
+}
+
+impl Drop for MemorySampler {
+    /// An error path that never asks for the peaks still ends the thread.
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl MemorySampler {
+    pub(super) fn start(pid: u32) -> Result<MemorySampler, String> {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("bench-memory".into())
+            .spawn(move || {
+                let (mut anon, mut file) = (0, 0);
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (_, a, f) = memory_mib(pid);
+                    anon = anon.max(a);
+                    file = file.max(f);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                (anon, file)
+            })
+            .map_err(|e| format!("cannot start the memory sampler: {e}"))?;
+        Ok(MemorySampler {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The highest RssAnon and RssFile seen, in MiB.
+    pub(super) fn peaks(mut self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or((0, 0))
+    }
+}
+
 fn status_of(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()
 }

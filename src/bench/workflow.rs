@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-use super::child::{peak_and_anon_mib, Metrics, Runner};
+use super::child::{peak_and_anon_mib, MemorySampler, Metrics, Runner};
 use super::{cpu_time, order_placed, per_event_by_thread, proc_cpu, threads_of};
 use crate::dev::{read_all, wait_until, FakeGateway, Sandbox};
 use crate::envelope::header;
@@ -44,6 +44,10 @@ pub struct Workflows {
     /// included) and its anonymous memory at the end, in MiB.
     pub peak_rss_mib: u64,
     pub anon_mib: u64,
+    /// The highest RssAnon (heap, stacks) and RssFile (LMDB's mapped pages, the binary)
+    /// sampled every 50 ms over the measured orders.
+    pub peak_anon_mib: u64,
+    pub peak_file_mib: u64,
     /// (p50, p99) of each hop, read from the streams' own timestamps: OrderPlaced
     /// publish → charge command stored; command stored → result stored; result stored →
     /// MarkPaid at the Gateway. `None` when the streams could not be read.
@@ -115,6 +119,7 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
     let bench_before = cpu_time();
     let server_before = server_cpu();
     let threads_before = threads_of(&runner_tasks);
+    let sampler = MemorySampler::start(pid)?;
     let started = Instant::now();
     let wall_started = SystemTime::now();
     publish_paced(
@@ -143,6 +148,7 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
         .map(|(after, before)| after.saturating_sub(before) / n.max(1) as u32);
     let by_thread = per_event_by_thread(&threads_before, threads_of(&runner_tasks), n);
     let (peak_rss_mib, anon_mib) = peak_and_anon_mib(pid);
+    let (peak_anon_mib, peak_file_mib) = sampler.peaks();
     let stages = metrics_before
         .zip(scrape(&runner))
         .map(|(before, after)| stages(&before, &after, measured));
@@ -185,6 +191,8 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
         server_per_workflow: server,
         peak_rss_mib,
         anon_mib,
+        peak_anon_mib,
+        peak_file_mib,
         by_thread,
         hops,
         stages,
@@ -404,6 +412,10 @@ pub fn print(w: &Workflows, n: u64, rate: u64) {
     println!(
         "  Runner memory: peak RSS {} MiB (start-up and warm-up included); anonymous {} MiB at the end",
         w.peak_rss_mib, w.anon_mib
+    );
+    println!(
+        "  Runner memory over the measured orders (sampled every 50 ms): RssAnon up to {} MiB, RssFile (LMDB pages, binary) up to {} MiB",
+        w.peak_anon_mib, w.peak_file_mib
     );
     let threads: Vec<String> = w
         .by_thread
