@@ -300,6 +300,36 @@ fn bench_smoke_run_prints_its_tables_and_its_counts_add_up() {
     );
 }
 
+/// The latency floor alone, small: the three raw hops carry every order to the
+/// Gateway and the section prints its figures. Figures are not asserted.
+#[test]
+fn bench_floor_smoke_run_completes_every_order() {
+    let out = runner(
+        &[
+            "bench",
+            "--sections",
+            "floor",
+            "--workflows",
+            "200",
+            "--rate",
+            "200",
+        ],
+        &[("RUNNER_LOG", "warn")],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    for expected in [
+        "floor: 200 orders at 200/s through the workflow's three hops by raw primitives",
+        "completed 200; latency p50 ",
+        "µs per workflow (this process)",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing from:\n{stdout}"
+        );
+    }
+}
+
 /// The retention phase, small: the example workflow in a `runner run` of its own with
 /// everything kept 5 s prints a line per interval and its summary, and its checks pass
 /// (what the sweep deleted equals what was written before the horizon). Figures are

@@ -2,11 +2,13 @@
 //! pull+ack rate measured in the same run on the same server, so the figure is a ratio
 //! that means something on any machine; then the relay's throughput next to raw
 //! pipelined publishing and its latency at low load, the effect pool, the scheduler,
-//! and the whole order workflow's latency at a steady rate (`workflow.rs`); when asked
+//! and the whole order workflow's latency at a steady rate (`workflow.rs`) next to its
+//! floor, the same hops by raw primitives at the same rate (`floor.rs`); when asked
 //! for, that workflow for many minutes with a short retention (`retention.rs`).
 
 mod backlog;
 mod child;
+mod floor;
 mod raw;
 mod relay;
 mod retention;
@@ -39,17 +41,19 @@ pub struct Options {
     /// What the retention phase keeps (finished instances, dedupe markers, effect
     /// records), in seconds.
     pub retention_secs: u64,
-    /// Phases to run: saga, relay, effects, scheduler, workflow, backlog, soak, retention.
+    /// Phases to run: saga, relay, effects, scheduler, workflow, floor, backlog, soak,
+    /// retention.
     pub sections: Vec<String>,
     pub nats_url: Option<String>,
 }
 
-pub const SECTIONS: [&str; 8] = [
+pub const SECTIONS: [&str; 9] = [
     "saga",
     "relay",
     "effects",
     "scheduler",
     "workflow",
+    "floor",
     "backlog",
     "soak",
     "retention",
@@ -120,9 +124,18 @@ pub fn run(options: &Options) -> Result<(), String> {
     if options.runs("scheduler") {
         scheduler(&sandbox)?;
     }
+    let mut workflow = None;
     if options.runs("workflow") {
         let w = workflow::run(&sandbox, options.workflows, options.rate)?;
         workflow::print(&w, options.workflows, options.rate);
+        workflow = Some(w);
+    }
+    if options.runs("floor") {
+        let f = floor::run(&sandbox, options.workflows, options.rate).map_err(|e| e.to_string())?;
+        floor::print(&f, options.workflows, options.rate);
+        if let Some(w) = &workflow {
+            floor::print_beside(&f, w.p50, w.p99);
+        }
     }
     if options.runs("backlog") {
         backlog::print(&backlog::run(&sandbox, options.backlog)?);

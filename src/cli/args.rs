@@ -35,8 +35,8 @@ COMMANDS:
               --soak-secs N   seconds of the soak phase, at --rate events/s (default 600), and of
                               the retention phase, at --rate orders/s (default 1200)
               --retention-secs N  what the retention phase keeps, and how long (default 120)
-              --sections S    comma list of saga,relay,effects,scheduler,workflow,backlog,soak,
-                              retention (default all but soak and retention)
+              --sections S    comma list of saga,relay,effects,scheduler,workflow,floor,backlog,
+                              soak,retention (default all but soak and retention)
               --nats-url URL  use this server instead of starting one
     test    Run the saga test files (docs/saga-tests.md) and report each case
               [PATH]          a test file, or a directory searched for `tests/` directories
