@@ -124,7 +124,8 @@ fn field_mib(status: &str, name: &str) -> u64 {
 /// A `runner run` with its ops port on a free loopback port, stopped when dropped so
 /// that no way out of a phase leaves it running.
 pub(super) struct Runner {
-    child: Child,
+    /// Behind a lock so a phase's reporting thread can watch it while another publishes.
+    child: parking_lot::Mutex<Child>,
     /// `http://` and its ops port.
     ops: String,
     agent: ureq::Agent,
@@ -144,7 +145,7 @@ impl Runner {
         settings.ops.listen = format!("127.0.0.1:{port}");
         let child = spawn(sandbox, &settings, name, env)?;
         Ok(Runner {
-            child,
+            child: parking_lot::Mutex::new(child),
             ops: format!("http://{}", settings.ops.listen),
             agent: ureq::AgentBuilder::new()
                 .timeout(Duration::from_secs(5))
@@ -154,12 +155,12 @@ impl Runner {
     }
 
     pub(super) fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.lock().id()
     }
 
     /// Waits up to `timeout` until its `/ready` answers 200 (its stages run, NATS
     /// answers); fails at once if it exits.
-    pub(super) fn ready(&mut self, timeout: Duration) -> Result<(), String> {
+    pub(super) fn ready(&self, timeout: Duration) -> Result<(), String> {
         let url = format!("{}/ready", self.ops);
         let mut exited = None;
         let ready = wait_until(timeout, || {
@@ -174,8 +175,8 @@ impl Runner {
     }
 
     /// Why it is no longer running, if it is not.
-    pub(super) fn exited(&mut self) -> Option<String> {
-        match self.child.try_wait() {
+    pub(super) fn exited(&self) -> Option<String> {
+        match self.child.lock().try_wait() {
             Ok(Some(status)) => Some(format!("the runner exited: {status}")),
             Ok(None) => None,
             Err(e) => Some(format!("cannot watch the runner: {e}")),
@@ -199,7 +200,7 @@ impl Runner {
     pub(super) fn stop(&mut self) {
         if !self.stopped {
             self.stopped = true;
-            stop(&mut self.child);
+            stop(&mut self.child.lock());
         }
     }
 }
@@ -224,6 +225,11 @@ impl Metrics {
                 })
                 .collect(),
         )
+    }
+
+    /// The value of sample `name` (labels included).
+    pub(super) fn get(&self, name: &str) -> Option<f64> {
+        self.0.get(name).copied()
     }
 
     /// How much `name` grew since `earlier` (a counter, or a histogram's `_sum`).

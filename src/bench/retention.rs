@@ -20,21 +20,17 @@
 //! that namespace. The stand-in Gateway is the dev HTTP server keeping one arrival time
 //! per order: `FakeGateway` keeps every request, 1.2 million of them in 20 minutes.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use super::child::{memory_mib, spawn, stop};
+use super::child::{memory_mib, Runner};
 use super::order_placed;
 use super::workflow::{noop_effects, publish_paced, FIRST_ORDER};
-use crate::dev::{
-    example_manifest, free_port, namespace, wait_until, HttpStub, Sandbox, StubResponse,
-};
+use crate::dev::{example_manifest, namespace, wait_until, HttpStub, Sandbox, StubResponse};
 use crate::nats_io::Publisher;
 use crate::settings::Settings;
 
@@ -80,14 +76,7 @@ pub fn run(sandbox: &Sandbox, rate: u64, secs: u64, retention: u64) -> Result<()
     let markers = markers_per_order(&settings, &prefix)?;
     let js = nats::jetstream::new(sandbox.connect()?);
     crate::nats_io::ensure_streams(&js, &settings).map_err(|e| e.to_string())?;
-    let process = spawn(sandbox, &settings, "retention-runner", &env)?;
-    let runner = Runner {
-        process: Mutex::new(process),
-        ops: format!("http://{}", settings.ops.listen),
-        agent: ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(5))
-            .build(),
-    };
+    let mut runner = Runner::start(sandbox, settings.clone(), "retention-runner", &env)?;
     let plan = Plan {
         rate,
         secs,
@@ -99,11 +88,11 @@ pub fn run(sandbox: &Sandbox, rate: u64, secs: u64, retention: u64) -> Result<()
     };
     // The clock starts as publishing does, once the runner is ready. The runner is
     // stopped on every way out, and before the summary (its last log lines come first).
-    let measured = runner.ready().and_then(|()| {
+    let measured = runner.ready(Duration::from_secs(60)).and_then(|()| {
         let t = timeline.get_or_init(|| Timeline::new(total as usize));
         measure(sandbox, &runner, t, &plan).map(|m| (t, m))
     });
-    stop(&mut runner.process.lock());
+    runner.stop();
     let (t, (rows, last, end)) = measured?;
     summarize(&rows, &last, end, t, &plan)
 }
@@ -153,8 +142,6 @@ fn child_settings(sandbox: &Sandbox, retention: u64, gateway_url: &str) -> Resul
     s.consumer.ack_wait_ms = s.consumer.ack_wait_ms.min(retention * 1000 / deliveries);
     // A pull request must expire well within the ack wait.
     s.consumer.fetch_wait_ms = s.consumer.fetch_wait_ms.min(s.consumer.ack_wait_ms / 5);
-    let port = free_port().map_err(|e| format!("no free port: {e}"))?;
-    s.ops.listen = format!("127.0.0.1:{port}");
     s.validate()
         .map_err(|e| format!("the retention phase's settings: {e}"))?;
     let env = vec![
@@ -382,80 +369,22 @@ struct Sample {
     anon_mib: u64,
 }
 
-/// The `runner run` under measurement.
-struct Runner {
-    process: Mutex<std::process::Child>,
-    /// `http://` and its ops port.
-    ops: String,
-    agent: ureq::Agent,
-}
-
-impl Runner {
-    /// Waits until its `/ready` answers 200 (its stages run, NATS answers).
-    fn ready(&self) -> Result<(), String> {
-        let url = format!("{}/ready", self.ops);
-        let mut exited = None;
-        let ready = wait_until(Duration::from_secs(60), || {
-            exited = self.exited();
-            exited.is_some() || matches!(self.agent.get(&url).call(), Ok(r) if r.status() == 200)
-        });
-        match exited {
-            Some(why) => Err(why),
-            None if ready => Ok(()),
-            None => Err(format!("{url} did not answer 200 within 60 s")),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.process.lock().id()
-    }
-
-    fn exited(&self) -> Option<String> {
-        match self.process.lock().try_wait() {
-            Ok(Some(status)) => Some(format!("the runner exited during the run: {status}")),
-            Ok(None) => None,
-            Err(e) => Some(format!("cannot watch the runner: {e}")),
-        }
-    }
-
-    fn sample(&self) -> Sample {
-        let metrics = self.metrics();
-        let get = |name: &str| metrics.get(name).map(|v| *v as u64);
-        let kind = |k: &str| get(&format!("runner_retention_expired_total{{kind=\"{k}\"}}"));
-        let expired = match (kind("instance"), kind("marker"), kind("effect_record")) {
-            (Some(i), Some(m), Some(e)) => Some([i, m, e]),
-            _ => None,
-        };
-        let (rss_mib, anon_mib, _) = memory_mib(self.pid());
-        Sample {
-            used: get("runner_store_used_bytes"),
-            file: get("runner_store_file_bytes"),
-            expired,
-            rss_mib,
-            anon_mib,
-        }
-    }
-
-    /// Its `/metrics`, each sample line's name (with its labels) and value; empty when
-    /// it does not answer.
-    fn metrics(&self) -> HashMap<String, f64> {
-        let url = format!("{}/metrics", self.ops);
-        let Some(text) = self
-            .agent
-            .get(&url)
-            .call()
-            .ok()
-            .and_then(|r| r.into_string().ok())
-        else {
-            return HashMap::new();
-        };
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (name, value) = l.rsplit_once(' ')?;
-                Some((name.to_string(), value.parse().ok()?))
-            })
-            .collect()
+/// The runner's store, expiries and memory now (from its `/metrics` and `/proc`).
+fn sample(runner: &Runner) -> Sample {
+    let metrics = runner.metrics().ok();
+    let get = |name: &str| metrics.as_ref()?.get(name).map(|v| v as u64);
+    let kind = |k: &str| get(&format!("runner_retention_expired_total{{kind=\"{k}\"}}"));
+    let expired = match (kind("instance"), kind("marker"), kind("effect_record")) {
+        (Some(i), Some(m), Some(e)) => Some([i, m, e]),
+        _ => None,
+    };
+    let (rss_mib, anon_mib, _) = memory_mib(runner.pid());
+    Sample {
+        used: get("runner_store_used_bytes"),
+        file: get("runner_store_file_bytes"),
+        expired,
+        rss_mib,
+        anon_mib,
     }
 }
 
@@ -513,7 +442,7 @@ fn measure(
     // The last orders, then the figures the checks compare.
     wait_until(Duration::from_secs(60), || t.completed() >= plan.total);
     let end = t.elapsed();
-    Ok((rows, runner.sample(), end))
+    Ok((rows, sample(runner), end))
 }
 
 /// Samples the runner at the end of every interval and prints its line, until the run's
@@ -544,7 +473,7 @@ fn report(
         }
         let row = Row {
             window: t.window(from, to),
-            sample: runner.sample(),
+            sample: sample(runner),
         };
         print_row(&row);
         rows.push(row);
