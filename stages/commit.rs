@@ -1,6 +1,7 @@
 //! Commit: group commit. Takes as many executed batches as are waiting (up to
-//! `commit_batch_max` messages plus transitions), writes them in one LMDB transaction,
-//! and only then acks (or terminates, for quarantined messages) every message in them.
+//! `commit_batch_max` messages plus transitions), has the `store-writer` thread write
+//! them in one LMDB transaction (shared with whatever else waits to be written), and
+//! only then acks (or terminates, for quarantined messages) every message in them.
 //!
 //! A failed commit acks nothing. When the store itself is the problem (I/O, map full)
 //! intake stops (see `pipeline::Intake`). When the *data* is the problem (a record LMDB
@@ -14,9 +15,13 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::pipeline::{ExecutedBatch, ExecutedMsg, RetryOutcome, RetryTicket, Shared, Stats};
 use crate::saga::Disposition;
 use crate::stages::StageError;
-use crate::store::{CommitBatch, CommitOutcome, StoreError, Transition};
+use crate::store::{CommitBatch, CommitOutcome, StoreError, Transition, Writer};
 
-pub fn run(shared: &Shared, input: &Receiver<ExecutedBatch>) -> Result<(), StageError> {
+pub fn run(
+    shared: &Shared,
+    input: &Receiver<ExecutedBatch>,
+    writer: Writer,
+) -> Result<(), StageError> {
     // Told however the loop ends (a panic too): a draining relay sends the outbox's last
     // items once no commit can add more.
     let _ended = Ended(&shared.intake);
@@ -59,7 +64,7 @@ pub fn run(shared: &Shared, input: &Receiver<ExecutedBatch>) -> Result<(), Stage
         drop_unacked(shared, stale.iter().map(|(_, item)| item));
         let items: Vec<ExecutedMsg> = current.into_iter().map(|(_, item)| item).collect();
         let started = std::time::Instant::now();
-        if !items.is_empty() && commit_group(shared, items) {
+        if !items.is_empty() && commit_group(shared, &writer, items) {
             shared.intake.mark_committed(newest);
         }
         shared.stage_latency.commit.record(started.elapsed());
@@ -84,10 +89,10 @@ fn weight_of(b: &ExecutedBatch) -> usize {
 }
 
 /// Commits the items and finishes their deliveries; false if any was left unacked.
-fn commit_group(shared: &Shared, mut items: Vec<ExecutedMsg>) -> bool {
+fn commit_group(shared: &Shared, writer: &Writer, mut items: Vec<ExecutedMsg>) -> bool {
     let (batch, counts) = take_batch(&mut items);
-    match shared.store.commit(&batch) {
-        Ok(outcomes) => {
+    match writer.commit(batch) {
+        (batch, Ok(outcomes)) => {
             crate::crash::point(crate::crash::AFTER_COMMIT);
             count_outcomes(shared, &outcomes);
             announce(shared, batch, &outcomes);
@@ -99,12 +104,12 @@ fn commit_group(shared: &Shared, mut items: Vec<ExecutedMsg>) -> bool {
             }
             true
         }
-        Err(e) if e.is_deterministic() => {
+        (batch, Err(e)) if e.is_deterministic() => {
             log::warn!(error = e.to_string(), messages = items.len() as u64; "a record of the group cannot be stored; committing message by message");
             give_back(&mut items, batch, &counts);
-            commit_one_by_one(shared, items)
+            commit_one_by_one(shared, writer, items)
         }
-        Err(e) => {
+        (_, Err(e)) => {
             fail(shared, &items, &e);
             false
         }
@@ -112,17 +117,18 @@ fn commit_group(shared: &Shared, mut items: Vec<ExecutedMsg>) -> bool {
 }
 
 /// Isolates the message whose data the store refuses: it is quarantined, the rest commit.
-fn commit_one_by_one(shared: &Shared, items: Vec<ExecutedMsg>) -> bool {
+fn commit_one_by_one(shared: &Shared, writer: &Writer, items: Vec<ExecutedMsg>) -> bool {
     let mut items = items.into_iter();
     while let Some(mut item) = items.next() {
         let (batch, _) = take_batch(std::slice::from_mut(&mut item));
-        let committed = match shared.store.commit(&batch) {
-            Err(e) if e.is_deterministic() => {
+        let committed = match writer.commit(batch) {
+            (batch, Err(e)) if e.is_deterministic() => {
                 quarantine_unstorable(&mut item, &e, &batch.transitions);
                 let (quarantine, _) = take_batch(std::slice::from_mut(&mut item));
-                shared.store.commit(&quarantine).map(|o| (o, quarantine))
+                let (quarantine, result) = writer.commit(quarantine);
+                result.map(|o| (o, quarantine))
             }
-            other => other.map(|o| (o, batch)),
+            (batch, result) => result.map(|o| (o, batch)),
         };
         match committed {
             Ok((outcomes, batch)) => {

@@ -18,9 +18,8 @@
 //! | `fetch-idle` (saga side, no saga consumer) | `fetch_idle.rs` | — | holds the decode channel open | — | shutdown |
 //! | `decode` | `decode.rs` | fetch channel, operator retries | execute channel | `channel_capacity` batches; retries 64 | every fetch thread ended; execute gone: error |
 //! | `execute` | `execute.rs` | decode channel | commit channel | `channel_capacity` batches | decode ended; commit gone: error |
-//! | `commit` | `commit.rs` | execute channel | LMDB, acks, relay notices | `commit_batch_max` per transaction; notices `4 × channel_capacity`, never waited on | execute ended (then `Intake::commits_ended`) |
-//! | `relay` | `relay.rs` | notices, outbox scans, publish acks, Gateway outcomes, delete outcomes | `WORKFLOW_COMMANDS`, Gateway jobs, delete batches | `relay.*` (window, per-tenant queues, held bytes) | drained (outbox empty after the last commit) or its share of `ops.drain_deadline_ms`; ack inbox refused or outbox not countable: error |
-//! | `relay-delete` | `relay_delete.rs` | confirmed outbox keys | LMDB deletes, outcomes to the relay | one batch in flight, ≤ 2,048 keys | the relay ended |
+//! | `commit` | `commit.rs` | execute channel | store-writer, acks, relay notices | `commit_batch_max` per transaction; notices `4 × channel_capacity`, never waited on | execute ended (then `Intake::commits_ended`) |
+//! | `relay` | `relay.rs` | notices, outbox scans, publish acks, Gateway outcomes, delete outcomes | `WORKFLOW_COMMANDS`, Gateway jobs, delete batches to store-writer (one in flight, ≤ 2,048 keys) | `relay.*` (window, per-tenant queues, held bytes) | drained (outbox empty after the last commit) or its share of `ops.drain_deadline_ms`; ack inbox refused or outbox not countable: error |
 //! | `gateway-{n}` (`relay.gateway_workers`) | `gateway.rs` | Gateway jobs | HTTP calls, outcomes to the relay | one job per worker | the relay ended (after the call in hand, up to its timeout; not waited for) |
 //! | `scheduler` | `scheduler.rs` | due timers in LMDB | reminder events (publish), LMDB | `scheduler.batch` per scan | shutdown; ack inbox refused: error |
 //! | `effect-fetch` | `effect_fetch.rs` | the effect catalog in force | starts/stops `fetch-effect-*` | — | shutdown, after its fetch threads ended; one of them failed: error |
@@ -29,7 +28,8 @@
 //! | `effect-split` | `effect.rs` `split` | effect fetch channel | worker channel | `effects.workers` commands | every effect fetch thread ended; workers gone: error |
 //! | `effect-{n}` (`effects.workers`) | `effect.rs` `work` | worker channel | provider calls, the recorder | one command each; its `effects.*` limits | effect-split ended |
 //! | (unnamed, scoped in `effect-{n}`) | `effect.rs` `keep_alive` | — | in-progress acks | one per command in a long call | the call ended |
-//! | `effect-commit` | `effect_commit.rs` | completed commands from the workers | claims, LMDB, result publishes, acks | workers' requests: `effects.workers`; 256 records per transaction; 256 publishes in flight | every worker ended and every result publish ended |
+//! | `effect-commit` | `effect_commit.rs` | completed commands from the workers | claims, store-writer, result publishes, acks | workers' requests: `effects.workers`; 256 records per transaction; 256 publishes in flight | every worker ended and every result publish ended |
+//! | `store-writer` | `store_writer.rs` | writes of `commit`, `effect-commit` and the relay (outbox deletes) | LMDB: every waiting write in one transaction; answers | 16 writes queued, 64 per transaction | every writer ended (commit, relay, effect-commit) |
 //! | `sweep` | `sweep.rs` | expiry index in LMDB | LMDB deletes | `retention.sweep_batch` per transaction | shutdown |
 //! | main | `cli/supervise.rs` (`runner run`) | signals, the ops port's requests | starts/drains [`Pipeline`]s | — | the process exits |
 //!
@@ -60,8 +60,8 @@ pub mod fetch_idle;
 pub mod gateway;
 mod pipeline;
 pub mod relay;
-pub mod relay_delete;
 pub mod scheduler;
+pub mod store_writer;
 pub mod sweep;
 pub mod unclaimed;
 

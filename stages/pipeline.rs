@@ -28,7 +28,7 @@ use crate::relay::NoticeInbox;
 use crate::saga::DecodeConfig;
 use crate::settings::Settings;
 use crate::stages::{self, StageError};
-use crate::store::Store;
+use crate::store::{Store, Writer};
 
 /// Retried quarantine records waiting for the decode stage.
 const RETRY_QUEUE: usize = 64;
@@ -41,11 +41,10 @@ pub struct Pipeline {
     shared: Arc<Shared>,
     /// The stages: each one's end outside a drain is a failure ([`Pipeline::all_running`]).
     threads: Vec<Stage>,
-    /// Threads the relay owns the work of (`relay-delete`, `gateway-N`): the relay deletes
-    /// on its own thread when its deleter is gone and counts a missing Gateway worker as a
-    /// retryable failure, so their end is no reason to restart. They end once the relay
-    /// has; a Gateway worker may still be in a call up to its timeout, so at drop only
-    /// those that ended are joined.
+    /// Threads the relay owns the work of (`gateway-N`): the relay counts a missing
+    /// Gateway worker as a retryable failure, so their end is no reason to restart. They
+    /// end once the relay has; a Gateway worker may still be in a call up to its
+    /// timeout, so at drop only those that ended are joined.
     helpers: Vec<Stage>,
 }
 
@@ -159,22 +158,32 @@ impl Pipeline {
             pipeline.spawn("fetch-idle", move || stages::fetch_idle::run(&shared, tx))?;
         }
         drop((fetch_tx, effect_fetch_tx));
+        // The hot paths' one writer: it ends once the commit stage, the relay and the
+        // effect-commit thread have ended and dropped their handles.
+        let (writer, writer_jobs) = crate::store::writer(shared.store.clone());
+        let s = shared.clone();
+        pipeline.spawn("store-writer", move || {
+            stages::store_writer::run(&s, writer_jobs)
+        })?;
         if mode.runs_sagas() {
-            pipeline.start_saga_stages(&shared, fetch_rx, retry_inbox, &nc, notice_inbox)?;
+            let (rx, retries) = (fetch_rx, retry_inbox);
+            pipeline.start_saga_stages(&shared, &writer, rx, retries, &nc, notice_inbox)?;
         }
         if mode.runs_effects() {
-            pipeline.start_effect_stages(&shared, effect_fetch_rx, &nc)?;
+            pipeline.start_effect_stages(&shared, &writer, effect_fetch_rx, &nc)?;
         }
+        drop(writer);
         let s = shared.clone();
         pipeline.spawn("sweep", move || stages::sweep::run(&s))?;
         Ok(pipeline)
     }
 
-    /// decode → execute → commit, the relay (with its delete thread and Gateway workers)
+    /// decode → execute → commit, the relay (with its Gateway workers)
     /// and the scheduler.
     fn start_saga_stages(
         &mut self,
         shared: &Arc<Shared>,
+        writer: &Writer,
         fetched: Receiver<FetchedBatch>,
         retries: Receiver<Retry>,
         nc: &nats::Connection,
@@ -191,13 +200,10 @@ impl Pipeline {
         self.spawn("execute", move || {
             stages::execute::run(&s, &decode_rx, &exec_tx)
         })?;
-        let s = shared.clone();
-        self.spawn("commit", move || stages::commit::run(&s, &exec_rx))?;
+        let (s, w) = (shared.clone(), writer.clone());
+        self.spawn("commit", move || stages::commit::run(&s, &exec_rx, w))?;
+        let deleter = crate::relay::deleter::deleter(writer.clone());
         // The relay's helpers end when the relay drops its ends of their channels.
-        let (deleter, delete_jobs) = crate::relay::deleter::deleter(shared.store.clone());
-        self.spawn_helper("relay-delete", move || {
-            stages::relay_delete::run(delete_jobs)
-        })?;
         let (lanes, workers) = stages::gateway::pool(&shared.settings.relay);
         for (n, worker) in workers.into_iter().enumerate() {
             self.spawn_helper(&format!("gateway-{n}"), move || {
@@ -216,6 +222,7 @@ impl Pipeline {
     fn start_effect_stages(
         &mut self,
         shared: &Arc<Shared>,
+        writer: &Writer,
         fetched: Receiver<FetchedBatch>,
         nc: &nats::Connection,
     ) -> Result<(), Error> {
@@ -239,11 +246,14 @@ impl Pipeline {
             .map_err(|e| Error::Other(format!("effects cannot run without their claims: {e}")))?;
             Some(Arc::new(claims))
         };
-        let (recorder, committer) =
-            crate::effects::recorder::recorder(shared.clone(), nc, claims.clone(), workers)
-                .map_err(|e| {
-                    Error::Other(format!("effects cannot subscribe to their ack inbox: {e}"))
-                })?;
+        let (recorder, committer) = crate::effects::recorder::recorder(
+            shared.clone(),
+            writer.clone(),
+            nc,
+            claims.clone(),
+            workers,
+        )
+        .map_err(|e| Error::Other(format!("effects cannot subscribe to their ack inbox: {e}")))?;
         // Ends once every worker (every recorder) is gone and its publishes ended.
         self.spawn("effect-commit", move || {
             stages::effect_commit::run(committer)

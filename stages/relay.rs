@@ -4,9 +4,9 @@
 //! by a small pool of HTTP worker threads (`stages/gateway.rs`). The thread learns of
 //! new items from the commit stage's notices and finds the rest (left by a crash, or
 //! announced while it was full) by scanning the outbox keyspace page by page, at
-//! start-up and periodically. Confirmed items are deleted in batches by a thread of
-//! their own (`stages/relay_delete.rs`), so that the relay keeps sending while a
-//! delete's fsync runs; an item leaves memory once its delete committed.
+//! start-up and periodically. Confirmed items are deleted in batches by the
+//! `store-writer` thread (`stages/store_writer.rs`), so that the relay keeps sending
+//! while a delete's fsync runs; an item leaves memory once its delete committed.
 //!
 //! A drain (shutdown) does not end the relay at once: it keeps taking notices while the
 //! last commits finish, and ends when the outbox is empty after the commit stage ended,
@@ -14,7 +14,7 @@
 //! left for the log and `/ready`.
 //!
 //! ```text
-//! commit ─notices─▶ relay ─▶ publisher ─▶ WORKFLOW_COMMANDS ─acks─▶ relay ─▶ relay-delete
+//! commit ─notices─▶ relay ─▶ publisher ─▶ WORKFLOW_COMMANDS ─acks─▶ relay ─▶ store-writer
 //!    store ─scan──▶   │ ──jobs─▶ gateway workers ─HTTP─▶ Gateway ─outcomes─▶ relay
 //! ```
 
@@ -106,8 +106,9 @@ enum Purpose {
     Verdict,
 }
 
-/// Runs until a drain ends it. `deleter` and `gateway` link it to its `relay-delete`
-/// thread and `gateway-N` workers, which end once this returns and drops them.
+/// Runs until a drain ends it. `deleter` hands its deletes to the `store-writer`
+/// thread; `gateway` links it to its `gateway-N` workers, which end once this returns
+/// and drops them.
 pub fn run(
     shared: &Shared,
     nc: &nats::Connection,
@@ -705,7 +706,8 @@ impl Relay<'_> {
         let batch = std::mem::replace(&mut self.to_delete, rest);
         self.delete_due = (!self.to_delete.is_empty()).then(Instant::now);
         if let Err(batch) = self.deleter.submit(batch) {
-            // The delete thread is gone (it logged so): delete here, as before it existed.
+            // Not reached (a batch is in flight only while busy, checked above); deleting
+            // here keeps the batch all the same.
             let result = self.store.delete_outbox(&batch);
             self.on_deleted(Ok(Deleted {
                 keys: batch,

@@ -74,6 +74,9 @@ pub struct Stages {
     /// (p50, p99) from a transition's commit to its item's confirmation by its
     /// destination (JetStream's publish ack, or the Gateway's answer).
     pub relay: Option<(Duration, Duration)>,
+    /// Write transactions of the store-writer thread, and the writes they held.
+    pub store_groups: u64,
+    pub store_jobs: u64,
 }
 
 pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
@@ -241,6 +244,8 @@ fn stages(before: &Metrics, after: &Metrics, measured: Duration) -> Stages {
         commit: p50_p99("runner_commit_group_seconds"),
         commit_busy: commit_secs / measured.as_secs_f64().max(1e-9),
         relay: p50_p99("runner_relay_latency_seconds"),
+        store_groups: count("runner_store_groups_total"),
+        store_jobs: count("runner_store_jobs_total"),
     }
 }
 
@@ -447,6 +452,14 @@ pub fn print(w: &Workflows, n: u64, rate: u64) {
             st.commit_busy * 100.0,
             pair(st.relay)
         );
+        if st.store_groups > 0 {
+            println!(
+                "  the store: {} write transactions of the store-writer ({:.2} per workflow), {:.1} writes each (saga commits, effect records, outbox deletes)",
+                st.store_groups,
+                st.store_groups as f64 / w.completed.max(1) as f64,
+                st.store_jobs as f64 / st.store_groups as f64
+            );
+        }
     }
     if let Some(sync) = w.idle_sync {
         println!(

@@ -34,7 +34,7 @@ use crate::effects::claims::{ClaimWrite, Claims};
 use crate::nats_io::{Completion, Delivery, PublishError, Publisher};
 use crate::oneshot;
 use crate::pipeline::{Shared, Stats};
-use crate::store::{EffectCompletion, StoreError, StoredCompletion};
+use crate::store::{EffectCompletion, StoreError, StoredCompletion, Writer};
 use crate::types::{TenantId, WorkId};
 
 /// Most records in one transaction.
@@ -100,6 +100,8 @@ pub struct Committer {
     /// The batch's claim completions, all outstanding at once, sent before its records'
     /// transaction.
     claim_publisher: Publisher,
+    /// Where the records are written (the `store-writer` thread's group commits).
+    writer: Writer,
     /// For reading back a claim whose completion write was refused or unanswered.
     claims: Option<Arc<Claims>>,
     /// Commands whose result publish is outstanding, by publish tag.
@@ -110,6 +112,7 @@ pub struct Committer {
 /// A recorder for `workers` workers; the committer publishes on `nc`.
 pub fn recorder(
     shared: Arc<Shared>,
+    writer: Writer,
     nc: &nats::Connection,
     claims: Option<Arc<Claims>>,
     workers: usize,
@@ -123,6 +126,7 @@ pub fn recorder(
         Recorder { tx },
         Committer {
             shared,
+            writer,
             rx,
             publisher,
             claim_publisher,
@@ -227,7 +231,7 @@ impl Committer {
         let recorded = if records.is_empty() {
             Ok(())
         } else {
-            self.shared.store.record_effect_completions(&records)
+            self.writer.record_effect_completions(&records)
         };
         if claims_sent {
             self.settle_claims(&batch);
@@ -235,7 +239,7 @@ impl Committer {
         if let Err(e) = recorded {
             // The workers deal with it (unacked, intake stopped if the store failed).
             for r in batch {
-                r.recorded.send(Err(same_error(&e)));
+                r.recorded.send(Err(e.copy()));
             }
             return;
         }
@@ -351,42 +355,6 @@ impl Committer {
             log::warn!(tenant_id = f.log.tenant.as_str(), correlation_id = f.log.correlation.as_str(),
                 trace_id = f.log.trace.as_str(), error = e.to_string(); "ack failed after the result was recorded and published");
         }
-    }
-}
-
-/// The batch's error for each of its requests (`StoreError` is not `Clone`: it may hold
-/// an `io::Error`, which a commit never returns).
-fn same_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::MapFull => StoreError::MapFull,
-        StoreError::Lmdb(e) => StoreError::Lmdb(*e),
-        StoreError::Corrupt { key, message } => StoreError::Corrupt {
-            key: key.clone(),
-            message: message.clone(),
-        },
-        StoreError::Encode { key, message } => StoreError::Encode {
-            key: key.clone(),
-            message: message.clone(),
-        },
-        StoreError::Injected => StoreError::Injected,
-        StoreError::Transfer(m) => StoreError::Transfer(m.clone()),
-        StoreError::WriterGone(m) => StoreError::WriterGone(m.clone()),
-        StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
-        StoreError::Stale {
-            key,
-            stored,
-            based_on,
-        } => StoreError::Stale {
-            key: key.clone(),
-            stored: *stored,
-            based_on: *based_on,
-        },
-        // These come from opening the store, never from a commit; an I/O
-        // error (EIO) is the safe reading: not the data's fault, so intake stops.
-        StoreError::Open { .. }
-        | StoreError::CreateDir { .. }
-        | StoreError::InUse { .. }
-        | StoreError::LockFile { .. } => StoreError::Lmdb(lmdb::Error::Other(5)),
     }
 }
 

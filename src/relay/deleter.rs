@@ -1,17 +1,15 @@
-//! Deletes of confirmed outbox items, on a thread of their own. A delete batch is one
-//! LMDB write transaction and its fsync (0.7–1 ms each in the relay bench, about an
-//! eighth of the drain's wall time); on the relay's thread, acks would wait behind it
-//! and the publish window would not be refilled meanwhile. One batch is in flight at a
-//! time: the relay gathers the next while this one commits. The relay holds the
-//! [`Deleter`]; the `relay-delete` thread (`stages/relay_delete.rs`) drives the
-//! [`DeleteJobs`].
+//! Deletes of confirmed outbox items, handed to the `store-writer` thread
+//! (`stages/store_writer.rs`) without waiting. A delete batch is a write transaction and
+//! its fsyncs; on the relay's thread, acks would wait behind it and the publish window
+//! would not be refilled meanwhile. On the writer's thread it shares its transaction with
+//! the saga commits and effect records waiting at the same time. One batch is in flight
+//! at a time: the relay gathers the next while this one commits.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, never, Receiver, Sender};
+use crossbeam_channel::{bounded, never, Receiver};
 
-use crate::store::{Store, StoreError};
+use crate::store::{StoreError, Writer};
 
 /// A batch of outbox keys that was submitted, and what its transaction did.
 #[derive(Debug)]
@@ -21,49 +19,23 @@ pub struct Deleted {
     pub result: Result<usize, StoreError>,
 }
 
-/// The relay's side: hands batches over, one in flight at a time, and takes their outcomes.
+/// The relay's side: hands batches to the store writer, one in flight at a time, and
+/// takes their outcomes.
 pub struct Deleter {
-    jobs: Sender<Vec<String>>,
+    writer: Writer,
+    /// The batch in flight's outcome: a channel of its own per batch, so that a batch
+    /// dropped unanswered (a failed writer thread) shows as a closed channel;
+    /// [`never`] while none is in flight.
     done: Receiver<Deleted>,
     busy: bool,
 }
 
-/// The delete thread's side: batches in, their outcomes out.
-pub struct DeleteJobs {
-    store: Arc<Store>,
-    jobs: Receiver<Vec<String>>,
-    done: Sender<Deleted>,
-}
-
-/// The relay's deleter and the jobs for its delete thread, linked; the thread's jobs end
-/// when the deleter is dropped.
-pub fn deleter(store: Arc<Store>) -> (Deleter, DeleteJobs) {
-    let (jobs, job_rx) = bounded::<Vec<String>>(1);
-    let (done_tx, done) = bounded(1);
-    let deleter = Deleter {
-        jobs,
-        done,
+/// The relay's deleter, writing through `writer`.
+pub fn deleter(writer: Writer) -> Deleter {
+    Deleter {
+        writer,
+        done: never(),
         busy: false,
-    };
-    let side = DeleteJobs {
-        store,
-        jobs: job_rx,
-        done: done_tx,
-    };
-    (deleter, side)
-}
-
-impl DeleteJobs {
-    /// The next batch, waiting for it; `None` once the deleter is dropped.
-    pub fn next_batch(&self) -> Option<Vec<String>> {
-        self.jobs.recv().ok()
-    }
-
-    /// Deletes one batch in one transaction and reports it; false when the relay is gone
-    /// (it gave up waiting at the end of a drain) and nobody reads outcomes any more.
-    pub fn delete(&self, keys: Vec<String>) -> bool {
-        let result = self.store.delete_outbox(&keys);
-        self.done.send(Deleted { keys, result }).is_ok()
     }
 }
 
@@ -73,14 +45,20 @@ impl Deleter {
         self.busy
     }
 
-    /// Hands a batch over, keys in key order. Never blocks: one batch at most is in
-    /// flight, so the caller checks [`Deleter::is_busy`] first. Gives the batch back if
-    /// one is still in flight or the thread is gone (the caller then deletes it itself).
+    /// Hands a batch over, keys in key order. Never blocks on the transaction: one
+    /// batch at most is in flight, so the caller checks [`Deleter::is_busy`] first.
+    /// Gives the batch back if one is still in flight.
     pub fn submit(&mut self, keys: Vec<String>) -> Result<(), Vec<String>> {
         if self.busy {
             return Err(keys);
         }
-        self.jobs.send(keys).map_err(|e| e.into_inner())?;
+        let (tx, rx) = bounded(1);
+        self.writer.delete_outbox(keys, move |keys, result| {
+            // Never full (one outcome per channel); the relay may be gone at the end
+            // of a drain, which loses nothing (the keys are deleted again on restart).
+            let _ = tx.send(Deleted { keys, result });
+        });
+        self.done = rx;
         self.busy = true;
         Ok(())
     }
@@ -90,17 +68,17 @@ impl Deleter {
         &self.done
     }
 
-    /// Records what arrived on [`Deleter::outcomes`]. A closed channel means the thread
-    /// is gone: nothing more arrives (so a `select!` does not wake on it again), and
-    /// [`Deleter::submit`] gives every batch back from now on.
+    /// Records what arrived on [`Deleter::outcomes`]. A closed channel means the batch
+    /// was dropped unanswered (the store-writer thread failed, which ends the pipeline):
+    /// its items stay in the outbox and are sent and deleted again after a restart.
     pub fn taken(
         &mut self,
         arrived: Result<Deleted, crossbeam_channel::RecvError>,
     ) -> Option<Deleted> {
         self.busy = false;
+        self.done = never();
         if arrived.is_err() {
-            log::error!("the relay's delete thread is gone; the relay deletes on its own thread");
-            self.done = never();
+            log::error!("a batch of outbox deletes was dropped unanswered; its items are deleted again after a restart");
         }
         arrived.ok()
     }

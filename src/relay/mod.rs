@@ -1,9 +1,8 @@
 //! The outbox relay's parts: which items it holds and in what order it sends them
 //! ([`tracker`]), the Gateway client ([`gateway`]), retry delays ([`backoff`]), what
-//! happens when it gives up ([`verdict`]) and the hand-over of confirmed items to their
-//! delete thread ([`deleter`]). No thread starts here: the relay's loop is
-//! `stages/relay.rs`, its delete thread's `stages/relay_delete.rs` and its Gateway
-//! workers' `stages/gateway.rs`.
+//! happens when it gives up ([`verdict`]) and the hand-over of confirmed items to the
+//! store writer ([`deleter`]). No thread starts here: the relay's loop is
+//! `stages/relay.rs`, its Gateway workers' `stages/gateway.rs`.
 
 pub mod backoff;
 pub mod deleter;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use lmdb::{Cursor, Transaction, WriteFlags};
 
 use super::expiry::{expiry_of, now_ms, Expiries, Retention};
+use super::group::{Job, Writer};
 use super::instances::Indexed;
 use super::InstanceStatus;
 use super::{
@@ -16,6 +17,7 @@ use super::{
     Store, StoreError, StreamPosition,
 };
 use crate::keys;
+use crate::oneshot;
 use crate::types::{CorrelationId, EventId, SagaName, TenantId};
 
 /// Everything one event did to one saga instance.
@@ -203,6 +205,68 @@ impl Store {
         }
         crate::crash::point(crate::crash::MID_TRANSACTION);
         Ok((outcomes, expiries))
+    }
+}
+
+/// A [`CommitBatch`] handed to the writer thread ([`Writer::commit`]).
+struct CommitJob {
+    batch: CommitBatch,
+    /// What the last write made of it (its outcomes and the expiries to tell the sweep).
+    written: Option<(Vec<CommitOutcome>, Expiries)>,
+    answer: oneshot::Sender<Committed>,
+}
+
+/// The batch back, with what became of its transitions.
+pub type Committed = (CommitBatch, Result<Vec<CommitOutcome>, StoreError>);
+
+impl Job for CommitJob {
+    fn write(
+        &mut self,
+        store: &Store,
+        txn: &mut lmdb::RwTransaction<'_>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.written = None;
+        self.written = Some(store.commit_in(txn, &self.batch, now_ms)?);
+        Ok(())
+    }
+
+    fn committed(self: Box<Self>, store: &Store, _now_ms: i64) {
+        let this = *self;
+        let result = match this.written {
+            Some((outcomes, expiries)) => {
+                expiries.written(store);
+                Ok(outcomes)
+            }
+            // Not reached: a job is answered as committed only after its write.
+            None => Err(StoreError::WriterGone(
+                "commit answered before its write".into(),
+            )),
+        };
+        this.answer.send((this.batch, result));
+    }
+
+    fn failed(self: Box<Self>, error: StoreError) {
+        let this = *self;
+        this.answer.send((this.batch, Err(error)));
+    }
+}
+
+impl Writer {
+    /// [`Store::commit`] in the writer's next group transaction: waits until it is
+    /// durable (or failed), and gives the batch back.
+    pub fn commit(&self, batch: CommitBatch) -> Committed {
+        self.store().injected_delay();
+        let (answer, committed) = oneshot::oneshot();
+        self.submit(Box::new(CommitJob {
+            batch,
+            written: None,
+            answer,
+        }));
+        committed.recv().unwrap_or_else(|_| {
+            let gone = StoreError::WriterGone("the store-writer thread is gone".into());
+            (CommitBatch::default(), Err(gone))
+        })
     }
 }
 

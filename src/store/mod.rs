@@ -12,6 +12,7 @@
 mod admin;
 mod commit;
 mod expiry;
+mod group;
 mod instances;
 mod legacy;
 mod map;
@@ -28,8 +29,10 @@ use lmdb::{Cursor, Database, Environment, EnvironmentFlags, Transaction, WriteFl
 use serde::de::DeserializeOwned;
 
 pub use admin::{Found, MAX_SCAN};
+pub use commit::Committed;
 pub use commit::{CommitBatch, CommitOutcome, Keep, Seen, Transition};
 pub use expiry::{expiry_of, now_ms, Expired, Retention, Swept};
+pub use group::{writer, Writer, WriterJobs, GROUP_MAX};
 pub use instances::{
     FoundInstance, InstancePage, InstanceQuery, VersionCounts, VersionsInUse, MAX_PAGE,
 };
@@ -102,6 +105,43 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The same error again, for each of the writes a failed transaction held
+    /// (`StoreError` is not `Clone`: it may hold an `io::Error`, which a write
+    /// transaction never returns).
+    pub fn copy(&self) -> StoreError {
+        match self {
+            StoreError::MapFull => StoreError::MapFull,
+            StoreError::Lmdb(e) => StoreError::Lmdb(*e),
+            StoreError::Corrupt { key, message } => StoreError::Corrupt {
+                key: key.clone(),
+                message: message.clone(),
+            },
+            StoreError::Encode { key, message } => StoreError::Encode {
+                key: key.clone(),
+                message: message.clone(),
+            },
+            StoreError::Injected => StoreError::Injected,
+            StoreError::Transfer(m) => StoreError::Transfer(m.clone()),
+            StoreError::WriterGone(m) => StoreError::WriterGone(m.clone()),
+            StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
+            StoreError::Stale {
+                key,
+                stored,
+                based_on,
+            } => StoreError::Stale {
+                key: key.clone(),
+                stored: *stored,
+                based_on: *based_on,
+            },
+            // These come from opening the store, never from a write; an I/O error (EIO)
+            // is the safe reading: not the data's fault, so intake stops.
+            StoreError::Open { .. }
+            | StoreError::CreateDir { .. }
+            | StoreError::InUse { .. }
+            | StoreError::LockFile { .. } => StoreError::Lmdb(lmdb::Error::Other(5)),
+        }
+    }
+
     /// The data is the problem (a key LMDB cannot hold, a record that no longer
     /// decodes): retrying the same write or read cannot help, so the message involved is
     /// quarantined instead of stopping intake.
@@ -595,21 +635,9 @@ impl Store {
         records: &[(&TenantId, &WorkId, &StoredCompletion, std::time::Duration)],
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        let mut encoded = Vec::with_capacity(records.len());
-        let mut expiries = expiry::Expiries::default();
-        for (tenant, command, completion, keep) in records {
-            let key = keys::effect_dedupe(tenant, command);
-            let bytes = encode(&key, completion)?;
-            expiries.add(expiry_of(now, *keep), key.clone());
-            encoded.push((key, bytes));
-        }
-        self.write(|txn| {
-            for (key, bytes) in &encoded {
-                txn.put(self.db, key, bytes, WriteFlags::empty())?;
-            }
-            expiries.write(self, txn)
-        })?;
-        expiries.written(self);
+        let mut job = RecordsJob::new(records, now)?;
+        self.write(|txn| group::Job::write(&mut job, self, txn, now))?;
+        job.expiries.written(self);
         Ok(())
     }
 
@@ -633,16 +661,24 @@ impl Store {
     pub fn delete_outbox(&self, keys: &[String]) -> Result<usize, StoreError> {
         let now = now_ms();
         let (deleted, sweep) = self.write(|txn| {
-            let deleted = self.delete_keys_in(
-                txn,
-                keys,
-                &[crate::keys::space::OUTBOX],
-                "not an outbox key",
-            )?;
+            let deleted = self.delete_outbox_in(txn, keys)?;
             Ok((deleted, self.sweep_in(txn, now)?))
         })?;
         self.swept(&sweep, now);
         Ok(deleted)
+    }
+
+    fn delete_outbox_in(
+        &self,
+        txn: &mut lmdb::RwTransaction<'_>,
+        keys: &[String],
+    ) -> Result<usize, StoreError> {
+        self.delete_keys_in(
+            txn,
+            keys,
+            &[crate::keys::space::OUTBOX],
+            "not an outbox key",
+        )
     }
 
     /// Deletes keys of the `allowed` keyspaces in one transaction (any other key fails
@@ -697,6 +733,143 @@ impl Store {
     pub fn entries(&self) -> Result<usize, StoreError> {
         let _gate = self.gate.enter();
         Ok(self.env.stat()?.entries())
+    }
+}
+
+/// Effect completion records, encoded (by the caller's thread) for one transaction.
+struct RecordsJob {
+    encoded: Vec<(String, Vec<u8>)>,
+    expiries: expiry::Expiries,
+    answer: Option<crate::oneshot::Sender<Result<(), StoreError>>>,
+}
+
+impl RecordsJob {
+    fn new(
+        records: &[(&TenantId, &WorkId, &StoredCompletion, std::time::Duration)],
+        now: i64,
+    ) -> Result<RecordsJob, StoreError> {
+        let mut encoded = Vec::with_capacity(records.len());
+        let mut expiries = expiry::Expiries::default();
+        for (tenant, command, completion, keep) in records {
+            let key = keys::effect_dedupe(tenant, command);
+            let bytes = encode(&key, completion)?;
+            expiries.add(expiry_of(now, *keep), key.clone());
+            encoded.push((key, bytes));
+        }
+        Ok(RecordsJob {
+            encoded,
+            expiries,
+            answer: None,
+        })
+    }
+}
+
+impl group::Job for RecordsJob {
+    fn write(
+        &mut self,
+        store: &Store,
+        txn: &mut lmdb::RwTransaction<'_>,
+        _now_ms: i64,
+    ) -> Result<(), StoreError> {
+        for (key, bytes) in &self.encoded {
+            txn.put(store.db, key, bytes, WriteFlags::empty())?;
+        }
+        self.expiries.write(store, txn)
+    }
+
+    fn committed(self: Box<Self>, store: &Store, _now_ms: i64) {
+        self.expiries.written(store);
+        if let Some(answer) = self.answer {
+            answer.send(Ok(()));
+        }
+    }
+
+    fn failed(self: Box<Self>, error: StoreError) {
+        if let Some(answer) = self.answer {
+            answer.send(Err(error));
+        }
+    }
+}
+
+/// Confirmed outbox items to delete, with the sweep riding along
+/// ([`Store::delete_outbox`]); the outcome goes to `done` with the keys.
+struct DeleteJob<F: FnOnce(Vec<String>, Result<usize, StoreError>) + Send> {
+    keys: Vec<String>,
+    written: Option<(usize, expiry::Sweep)>,
+    done: F,
+}
+
+impl<F: FnOnce(Vec<String>, Result<usize, StoreError>) + Send> group::Job for DeleteJob<F> {
+    fn write(
+        &mut self,
+        store: &Store,
+        txn: &mut lmdb::RwTransaction<'_>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.written = None;
+        let deleted = store.delete_outbox_in(txn, &self.keys)?;
+        self.written = Some((deleted, store.sweep_in(txn, now_ms)?));
+        Ok(())
+    }
+
+    fn committed(self: Box<Self>, store: &Store, now_ms: i64) {
+        let this = *self;
+        let result = match this.written {
+            Some((deleted, sweep)) => {
+                store.swept(&sweep, now_ms);
+                Ok(deleted)
+            }
+            // Not reached: a job is answered as committed only after its write.
+            None => Err(StoreError::WriterGone(
+                "delete answered before its write".into(),
+            )),
+        };
+        (this.done)(this.keys, result);
+    }
+
+    fn failed(self: Box<Self>, error: StoreError) {
+        let this = *self;
+        (this.done)(this.keys, Err(error));
+    }
+
+    /// The items were confirmed: deleting them a little later is as safe (a restart in
+    /// between sends them again, which their ids make duplicates), and nobody waits.
+    fn may_wait(&self) -> bool {
+        true
+    }
+}
+
+impl Writer {
+    /// [`Store::record_effect_completions`] in the writer's next group transaction:
+    /// waits until the records are durable (or failed).
+    pub fn record_effect_completions(
+        &self,
+        records: &[(&TenantId, &WorkId, &StoredCompletion, std::time::Duration)],
+    ) -> Result<(), StoreError> {
+        let mut job = RecordsJob::new(records, now_ms())?;
+        let (answer, recorded) = crate::oneshot::oneshot();
+        job.answer = Some(answer);
+        self.submit(Box::new(job));
+        recorded.recv().unwrap_or_else(|_| {
+            Err(StoreError::WriterGone(
+                "the store-writer thread is gone".into(),
+            ))
+        })
+    }
+
+    /// [`Store::delete_outbox`] in the writer's next group transaction, without
+    /// waiting: `done` gets the keys back with how many existed, once the transaction
+    /// committed (or failed), on the writer's thread.
+    pub fn delete_outbox(
+        &self,
+        keys: Vec<String>,
+        done: impl FnOnce(Vec<String>, Result<usize, StoreError>) + Send + 'static,
+    ) {
+        self.submit(Box::new(DeleteJob {
+            keys,
+            written: None,
+            done,
+        }));
     }
 }
 
@@ -912,5 +1085,7 @@ fn encode<V: serde::Serialize>(key: &str, value: &V) -> Result<Vec<u8>, StoreErr
 
 #[cfg(test)]
 mod expiry_tests;
+#[cfg(test)]
+mod group_tests;
 #[cfg(test)]
 mod tests;

@@ -4,11 +4,11 @@ use super::*;
 use crate::dev::TempDir;
 use crate::keys::OutboxKind;
 
-fn t(s: &str) -> TenantId {
+pub(super) fn t(s: &str) -> TenantId {
     s.parse().unwrap()
 }
 
-fn open(dir: &TempDir, mib: usize) -> Store {
+pub(super) fn open(dir: &TempDir, mib: usize) -> Store {
     Store::open(&dir.path().join("store"), mib * 1024 * 1024).unwrap()
 }
 
@@ -36,7 +36,7 @@ pub(super) fn timer(tenant: &TenantId, corr: &str, name: &str, due: i64) -> Sche
     }
 }
 
-fn outbox_item(tenant: &TenantId, work: &str) -> OutboxItem {
+pub(super) fn outbox_item(tenant: &TenantId, work: &str) -> OutboxItem {
     OutboxItem {
         kind: OutboxKind::Effect,
         tenant: tenant.clone(),
@@ -49,7 +49,7 @@ fn outbox_item(tenant: &TenantId, work: &str) -> OutboxItem {
     }
 }
 
-fn transition(
+pub(super) fn transition(
     tenant: &TenantId,
     corr: &str,
     event: &str,
@@ -74,7 +74,7 @@ fn transition(
     }
 }
 
-fn batch(transitions: Vec<Transition>) -> CommitBatch {
+pub(super) fn batch(transitions: Vec<Transition>) -> CommitBatch {
     CommitBatch {
         transitions,
         quarantine: vec![],
@@ -241,7 +241,7 @@ fn a_transition_based_on_an_older_record_is_refused_whole() {
 }
 
 /// Snapshot of everything a transition can touch, for before/after comparisons.
-fn snapshot(store: &Store, tenant: &TenantId) -> serde_json::Value {
+pub(super) fn snapshot(store: &Store, tenant: &TenantId) -> serde_json::Value {
     let corr: CorrelationId = "o-1".parse().unwrap();
     json!({
         "saga": store.saga(tenant, &saga_name(), &corr).unwrap(),
