@@ -495,3 +495,47 @@ fn the_dashboard_is_provisioned_and_stands_alone() {
         "vmalert loads the rules: {rules}"
     );
 }
+
+/// `ops.metrics_tenant_label`: series carry the tenant, for the first
+/// `ops.metrics_max_tenants` tenants; later ones count under `(other)`.
+#[test]
+fn the_tenant_label_is_opt_in_and_capped() {
+    let rig = Rig::new(common::recorder_saga());
+    let mut settings = rig.settings.clone();
+    settings.ops.metrics_tenant_label = true;
+    settings.ops.metrics_max_tenants = 1;
+    let nc = rig.connect();
+    let pipeline = rig.start_with(settings);
+    let ops = common::ops::ops_for(&rig, &pipeline, None);
+    let base = format!("http://{}", ops.addr());
+    // acme first (its series of its own), then two more tenants over the cap.
+    rig.send(&nc, "e-1", "o-1", 1);
+    common::await_stats(&pipeline, |s| s.transitions == 1);
+    for (i, tenant) in ["globex", "initech"].iter().enumerate() {
+        let subject = rig.aggregate_subject(tenant, "OrderPlaced");
+        let id = format!("e-{tenant}");
+        let body = common::event(
+            &id,
+            tenant,
+            &format!("o-{i}"),
+            "OrderPlaced",
+            json!({"n": i}),
+        );
+        rig.publish(&nc, &subject, &body);
+    }
+    common::await_stats(&pipeline, |s| s.transitions == 3);
+    let page = scrape(&base);
+    let count = |tenant: &str| {
+        metric(
+            &page,
+            &format!("runner_saga_transitions_total{{saga=\"recorder\",tenant=\"{tenant}\"}}"),
+        )
+    };
+    assert_eq!(count("acme"), Some(1.0), "{page}");
+    assert_eq!(count("(other)"), Some(2.0), "{page}");
+    assert_eq!(count("globex"), None, "past the cap: {page}");
+    assert!(
+        !page.contains("runner_saga_transitions_total{saga=\"recorder\"} "),
+        "no series without the tenant: {page}"
+    );
+}
