@@ -200,6 +200,7 @@ fn count_outcomes(shared: &Shared, outcomes: &[CommitOutcome]) {
 /// Tells the relay about the outbox items the commit wrote (not those of duplicates,
 /// which wrote nothing).
 fn announce(shared: &Shared, batch: CommitBatch, outcomes: &[CommitOutcome]) {
+    shared.labelled.transitions(&batch.transitions, outcomes);
     let items: Vec<_> = batch
         .transitions
         .into_iter()
@@ -236,6 +237,7 @@ fn finish(shared: &Shared, mut item: ExecutedMsg, committed: &[CommitOutcome]) {
         }
         Disposition::Term => {
             Stats::add(&shared.stats.quarantined, 1);
+            shared.labelled.quarantined(o.quarantine.as_ref());
             if let Some(q) = &o.quarantine {
                 log::warn!(tenant_id = log.tenant_id.as_str(), correlation_id = log.correlation_id.as_str(),
                     trace_id = log.trace_id.as_str(), stream = item.info.stream.as_str(), seq = item.info.seq,
@@ -261,6 +263,7 @@ fn count_message(shared: &Shared, o: &crate::saga::Outcome) {
         &shared.stats.faults,
         o.faults.saturating_sub(o.too_large).into(),
     );
+    shared.labelled.faults(o);
     Stats::add(&shared.stats.too_large_quarantined, o.too_large.into());
     Stats::add(&shared.stats.program_gas, o.gas);
 }

@@ -470,6 +470,12 @@ impl<'a> Worker<'a> {
             run()
         };
         self.shared.stage_latency.effect.record(started.elapsed());
+        self.shared.labelled.effect_ended(
+            def.name.as_str(),
+            &cmd.tenant_id,
+            end.result_type,
+            started.elapsed(),
+        );
         if end.result_type != ResultType::Succeeded {
             Stats::add(&self.shared.stats.effects_failed, 1);
         }
@@ -500,6 +506,7 @@ impl<'a> Worker<'a> {
         match self.shared.store.commit(&batch) {
             Ok(_) => {
                 Stats::add(&self.shared.stats.quarantined, 1);
+                self.shared.labelled.quarantined(Some(&record));
                 // Its envelope was not read: the headers name its context, if anything does.
                 let correlation = nats_io::header(msg, header::CORRELATION).unwrap_or_default();
                 let trace = nats_io::header(msg, header::TRACEPARENT)

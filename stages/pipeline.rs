@@ -108,6 +108,7 @@ impl Pipeline {
                 // effect consumers a reload may add).
                 4 * consumers.len().max(8) * settings.consumer.max_ack_pending.max(1) as usize,
             ),
+            labelled: crate::pipeline::Labelled::new(&settings.ops),
             stats,
             settings,
             store,

@@ -667,6 +667,7 @@ impl Relay<'_> {
         match self.store.dead_letter(key, &record) {
             Ok(()) => {
                 Stats::add(&self.shared.stats.dead_letters, 1);
+                self.shared.labelled.dead_letter(&record.item);
                 Stats::sub(&self.shared.stats.outbox_depth, 1);
                 self.announced.remove(key);
                 self.tracker.done(key);

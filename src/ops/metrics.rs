@@ -8,8 +8,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::labelled_metrics::escape_label;
+use super::process_metrics::ProcessFigures;
 use super::storage::HeldCache;
-use super::ConsumerLag;
+use super::{ConsumerLag, NatsProbe};
 use crate::pipeline::{Histogram, Shared};
 use crate::timefmt::now_ms;
 
@@ -18,12 +20,8 @@ const BOUNDS_MS: [u64; 14] = [
     1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 60_000,
 ];
 
-pub fn render(
-    shared: &Shared,
-    draining: bool,
-    consumers: &[ConsumerLag],
-    held: &HeldCache,
-) -> String {
+pub fn render(shared: &Shared, draining: bool, probe: &NatsProbe, held: &HeldCache) -> String {
+    let consumers = probe.consumers();
     let mut out = String::with_capacity(8 * 1024);
     for (name, doc, value) in shared.stats.snapshot().named() {
         let (metric, kind, help) = match doc.strip_prefix("Gauge: ") {
@@ -59,11 +57,12 @@ pub fn render(
     ] {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} gauge");
-        for c in consumers {
-            let _ = writeln!(out, "{name}{{consumer=\"{}\"}} {}", c.durable, value(c));
+        for c in &consumers {
+            let consumer = escape_label(&c.durable);
+            let _ = writeln!(out, "{name}{{consumer=\"{consumer}\"}} {}", value(c));
         }
     }
-    for (name, help, h) in [
+    let list: [(&'static str, &str, &Histogram); 7] = [
         (
             "runner_relay_latency_seconds",
             "Commit to destination confirmation of relayed outbox items.",
@@ -99,10 +98,12 @@ pub fn render(
             "One effect command, every attempt and backoff wait included.",
             &shared.stage_latency.effect,
         ),
-    ] {
+    ];
+    for (name, help, h) in list {
         histogram(&mut out, name, help, h);
     }
     store(&mut out, shared, held);
+    operator(&mut out, shared, probe);
     out
 }
 
@@ -127,6 +128,80 @@ pub fn render_server(out: &mut String, counts: &super::http::ServerCounts) {
         let _ = writeln!(out, "{name} {value}");
     }
 }
+
+/// What an operator reaches for first: which build runs in which mode, whether intake
+/// is stopped and why, whether NATS answers, the counts by saga and effect, the effect
+/// breakers and the process's own CPU, memory and file descriptors.
+fn operator(out: &mut String, shared: &Shared, probe: &NatsProbe) {
+    let name = "runner_build_info";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Always 1: the version, git commit and mode of this process."
+    );
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    let mode = serde_json::to_value(shared.settings.mode)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "{name}{{version=\"{}\",git_sha=\"{}\",mode=\"{}\"}} 1",
+        escape_label(env!("CARGO_PKG_VERSION")),
+        escape_label(option_env!("RUNNER_GIT_SHA").unwrap_or("unknown")),
+        escape_label(&mode)
+    );
+    let name = "runner_intake_stopped";
+    let _ = writeln!(
+        out,
+        "# HELP {name} 1 while intake is stopped, on the series of the reason (store_full, stale_commit, storage_error); 0 on the others. A drain is runner_draining."
+    );
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    let stopped = shared.intake.stop_reason().map(|r| intake_stop_reason(&r));
+    for reason in INTAKE_STOP_REASONS {
+        let value = u8::from(stopped == Some(reason));
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {value}");
+    }
+    gauge(
+        out,
+        "runner_nats_connected",
+        "1 while NATS answered a flush (PING) within the last 3 s, as /ready requires; 0 while it does not.",
+        u8::from(probe.is_connected(super::probe::NATS_FRESH)),
+    );
+    gauge(
+        out,
+        "runner_nats_ping_unanswered_seconds",
+        "How long the probe's PING now waiting has waited for its PONG (0: none waits).",
+        probe.unanswered_for().as_secs_f64(),
+    );
+    let catalogs = &shared.catalogs;
+    let (sagas, effects) = (catalogs.sagas(), catalogs.effects());
+    let saga_names: Vec<&str> = sagas.sagas.iter().map(|s| s.name.as_str()).collect();
+    let effect_names: Vec<&str> = effects.effects.keys().map(String::as_str).collect();
+    let snapshot = shared.labelled.snapshot(&saga_names, &effect_names);
+    super::labelled_metrics::render(out, &snapshot);
+    super::labelled_metrics::render_breakers(out, &effects);
+    ProcessFigures::read(std::path::Path::new("/proc")).render(out);
+}
+
+/// The values of `runner_intake_stopped`'s `reason` label.
+pub const INTAKE_STOP_REASONS: [&str; 3] = ["store_full", "stale_commit", "storage_error"];
+
+/// The bounded reason of an intake stop, from the text the stage stopped it with (the
+/// store error's message: `intake_stop_reasons_follow_the_store_errors` keeps the two
+/// in step).
+fn intake_stop_reason(reason: &str) -> &'static str {
+    use crate::store::StoreError;
+    if reason == StoreError::MapFull.to_string() {
+        "store_full"
+    } else if reason.ends_with(STALE_TAIL) {
+        "stale_commit"
+    } else {
+        "storage_error"
+    }
+}
+
+/// How the message of `StoreError::Stale` ends.
+const STALE_TAIL: &str = "this commit was refused whole, and its messages will run again";
 
 fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -222,29 +297,114 @@ fn store(out: &mut String, shared: &Shared, held: &HeldCache) {
     }
 }
 
-fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
-    let bounds: Vec<Duration> = BOUNDS_MS
-        .iter()
-        .map(|ms| Duration::from_millis(*ms))
-        .collect();
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} histogram");
-    for (bound, count) in bounds.iter().zip(h.cumulative(&bounds)) {
+fn histogram(out: &mut String, name: &'static str, help: &str, h: &Histogram) {
+    let family = HistogramFamily::start(out, name, help);
+    histogram_series(out, &family, "", h);
+}
+
+/// A histogram family whose `# HELP` and `# TYPE` lines are written: its series follow.
+pub struct HistogramFamily {
+    name: &'static str,
+    bounds: Vec<Duration>,
+}
+
+impl HistogramFamily {
+    pub fn start(out: &mut String, name: &'static str, help: &str) -> HistogramFamily {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        HistogramFamily {
+            name,
+            bounds: BOUNDS_MS
+                .iter()
+                .map(|ms| Duration::from_millis(*ms))
+                .collect(),
+        }
+    }
+}
+
+/// One series of `family`; `labels`: its labels rendered (`a="x",b="y"`), or "".
+pub fn histogram_series(out: &mut String, family: &HistogramFamily, labels: &str, h: &Histogram) {
+    let name = family.name;
+    let (open, sep) = if labels.is_empty() {
+        (String::new(), "")
+    } else {
+        (labels.to_string(), ",")
+    };
+    for (bound, count) in family.bounds.iter().zip(h.cumulative(&family.bounds)) {
         let _ = writeln!(
             out,
-            "{name}_bucket{{le=\"{}\"}} {count}",
+            "{name}_bucket{{{open}{sep}le=\"{}\"}} {count}",
             bound.as_secs_f64()
         );
     }
     let count = h.count();
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-    let _ = writeln!(out, "{name}_sum {}", h.sum().as_secs_f64());
-    let _ = writeln!(out, "{name}_count {count}");
+    let _ = writeln!(out, "{name}_bucket{{{open}{sep}le=\"+Inf\"}} {count}");
+    let braces = |s: &str| {
+        if s.is_empty() {
+            String::new()
+        } else {
+            format!("{{{s}}}")
+        }
+    };
+    let _ = writeln!(
+        out,
+        "{name}_sum{} {}",
+        braces(labels),
+        h.sum().as_secs_f64()
+    );
+    let _ = writeln!(out, "{name}_count{} {count}", braces(labels));
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::pipeline::StatsSnapshot;
+
+    #[test]
+    fn intake_stop_reasons_follow_the_store_errors() {
+        use crate::store::StoreError;
+        assert_eq!(
+            intake_stop_reason(&StoreError::MapFull.to_string()),
+            "store_full"
+        );
+        let stale = StoreError::Stale {
+            key: "saga:acme:order:o-1".into(),
+            stored: 4,
+            based_on: 3,
+        };
+        assert_eq!(intake_stop_reason(&stale.to_string()), "stale_commit");
+        assert_eq!(
+            intake_stop_reason(&StoreError::Injected.to_string()),
+            "storage_error"
+        );
+        assert_eq!(intake_stop_reason("disk"), "storage_error");
+        for reason in ["store_full", "stale_commit", "storage_error"] {
+            assert!(INTAKE_STOP_REASONS.contains(&reason));
+        }
+    }
+
+    #[test]
+    fn a_labelled_histogram_puts_le_last() {
+        let h = Histogram::default();
+        h.record(Duration::from_millis(3));
+        let mut out = String::new();
+        let family = HistogramFamily::start(&mut out, "runner_x_seconds", "x");
+        histogram_series(&mut out, &family, "effect=\"a\"", &h);
+        histogram_series(&mut out, &family, "", &h);
+        assert!(
+            out.contains("runner_x_seconds_bucket{effect=\"a\",le=\"0.005\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("runner_x_seconds_bucket{le=\"0.002\"} 0\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("runner_x_seconds_count{effect=\"a\"} 1\n"),
+            "{out}"
+        );
+        assert!(out.contains("runner_x_seconds_sum 0.003\n"), "{out}");
+    }
 
     /// The README documents every metric the page exports.
     #[test]
@@ -282,6 +442,24 @@ mod tests {
             "runner_quarantine_oldest_age_seconds",
             "runner_dead_letters",
             "runner_dead_letters_oldest_age_seconds",
+            "runner_build_info",
+            "runner_intake_stopped",
+            "runner_nats_connected",
+            "runner_nats_ping_unanswered_seconds",
+            "runner_saga_transitions_total",
+            "runner_saga_faults_total",
+            "runner_saga_quarantined_total",
+            "runner_saga_dead_letters_total",
+            "runner_effect_outcomes_total",
+            "runner_effect_duration_seconds",
+            "runner_effect_breaker_state",
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+            "process_threads",
         ] {
             // Labelled metrics are listed with their labels: `name{label}`.
             assert!(

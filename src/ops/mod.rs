@@ -8,8 +8,10 @@ mod admin;
 mod control;
 mod http;
 mod inspect;
+mod labelled_metrics;
 mod metrics;
 mod probe;
+mod process_metrics;
 mod records;
 mod storage;
 
@@ -230,7 +232,7 @@ fn respond(served: &Served, request: &mut Request) -> Reply {
             let mut body = metrics::render(
                 &shared,
                 shared.intake.is_shutting_down(),
-                &state.probe.consumers(),
+                &state.probe,
                 &served.held,
             );
             metrics::render_server(&mut body, &served.counts);

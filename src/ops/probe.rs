@@ -34,7 +34,7 @@ const EVERY: Duration = Duration::from_secs(1);
 /// Consumer info is read every this many flushes.
 const CONSUMERS_EVERY: u32 = 5;
 /// NATS counts as up if a flush came back this recently.
-const NATS_FRESH: Duration = Duration::from_secs(3);
+pub(super) const NATS_FRESH: Duration = Duration::from_secs(3);
 /// The main loop ticks every 200 ms; a placement read during a NATS outage can hold a
 /// tick for its request timeout (5 s). Far longer than that: wedged.
 const MAIN_LOOP_STALL: Duration = Duration::from_secs(60);

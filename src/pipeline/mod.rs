@@ -8,6 +8,7 @@ mod catalogs;
 mod drops;
 mod histogram;
 mod intake;
+pub mod labelled;
 mod load;
 pub mod recovery;
 mod retry;
@@ -21,6 +22,7 @@ pub use catalogs::Catalogs;
 pub use drops::{Admission, Drops};
 pub use histogram::{Histogram, Recorded};
 pub use intake::Intake;
+pub use labelled::Labelled;
 pub use load::{catalogs_for_mode, limits, load_catalog, load_effects, trigger_warnings};
 pub use retry::{Retry, RetryOutcome, RetryTicket};
 pub use stats::{Stats, StatsSnapshot};
@@ -76,6 +78,8 @@ pub struct Shared {
     pub decode: DecodeConfig,
     pub intake: Intake,
     pub stats: Stats,
+    /// Counts by saga and effect (and tenant, when asked for), for `/metrics`.
+    pub labelled: Labelled,
     /// New outbox items, from the commit stage to the relay.
     pub notices: Notices,
     /// Time from commit to destination confirmation (publish ack, Gateway 2xx) of items

@@ -18,6 +18,12 @@ pub struct OpsSettings {
     /// After SIGTERM/SIGINT or `/admin/drain`, how long in-flight work may take to
     /// finish before the process exits without acking it (it is redelivered).
     pub drain_deadline_ms: u64,
+    /// Adds a `tenant` label to the saga- and effect-labelled metrics (off: a tenant
+    /// count is not bounded by the manifests, and every tenant multiplies the series).
+    pub metrics_tenant_label: bool,
+    /// With the tenant label on, the most tenants with series of their own; the rest
+    /// count under `tenant="(other)"`.
+    pub metrics_max_tenants: usize,
 }
 
 impl Default for OpsSettings {
@@ -26,6 +32,8 @@ impl Default for OpsSettings {
             listen: "0.0.0.0:9090".into(),
             admin_token_file: PathBuf::new(),
             drain_deadline_ms: 30_000,
+            metrics_tenant_label: false,
+            metrics_max_tenants: 100,
         }
     }
 }
@@ -46,6 +54,12 @@ impl OpsSettings {
             self.drain_deadline_ms,
             100,
             3_600_000,
+        )?;
+        within(
+            "ops.metrics_max_tenants",
+            self.metrics_max_tenants as u64,
+            1,
+            10_000,
         )
     }
 }
@@ -56,6 +70,18 @@ mod tests {
 
     #[test]
     fn validation_rejects_each_bad_field() {
-        assert_each_rejected(&[("RUNNER_OPS_LISTEN", "localhost", "ops.listen")]);
+        assert_each_rejected(&[
+            ("RUNNER_OPS_LISTEN", "localhost", "ops.listen"),
+            (
+                "RUNNER_OPS_METRICS_MAX_TENANTS",
+                "0",
+                "ops.metrics_max_tenants",
+            ),
+            (
+                "RUNNER_OPS_METRICS_MAX_TENANTS",
+                "10001",
+                "ops.metrics_max_tenants",
+            ),
+        ]);
     }
 }
