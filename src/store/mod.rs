@@ -2,7 +2,7 @@
 //! quarantine records in one environment, one database, prefixed keys (`crate::keys`).
 //!
 //! Saga transitions are written by one door, [`Store::commit`] (state + outbox +
-//! schedules + checkpoint + dedupe, all or nothing, many per LMDB transaction); the
+//! schedules + checkpoint + dedupe + history, all or nothing, many per LMDB transaction); the
 //! other writes each have a method of their own (outbox deletes, dead letters, effect
 //! records, published timers, operator actions, tenant moves, the retention sweep). Every
 //! write runs through [`Store::write`](map.rs), which grows a full map and tries again.
@@ -12,6 +12,7 @@
 mod admin;
 mod commit;
 mod expiry;
+mod history;
 mod instances;
 mod legacy;
 mod map;
@@ -30,6 +31,7 @@ use serde::de::DeserializeOwned;
 pub use admin::{Found, MAX_SCAN};
 pub use commit::{CommitBatch, CommitOutcome, Keep, Seen, Transition};
 pub use expiry::{expiry_of, now_ms, Expired, Retention, Swept};
+pub use history::{History, HistoryBound, HistoryEntry, HistoryFacts, MAX_FIRST, MAX_LAST};
 pub use instances::{
     FoundInstance, InstancePage, InstanceQuery, VersionCounts, VersionsInUse, MAX_PAGE,
 };
@@ -912,5 +914,7 @@ fn encode<V: serde::Serialize>(key: &str, value: &V) -> Result<Vec<u8>, StoreErr
 
 #[cfg(test)]
 mod expiry_tests;
+#[cfg(test)]
+mod history_tests;
 #[cfg(test)]
 mod tests;
