@@ -29,10 +29,13 @@ pub mod space {
     /// The retention index (`store/expiry.rs`): `expire:{at_ms}:{nonce}`, its value the
     /// keys that expire at `at_ms`, one per line.
     pub const EXPIRE: &str = "expire";
+    /// An instance's transitions, one entry each (`store/history.rs`):
+    /// `history:{tenant}:{saga}:{corr}:{n:020}`, deleted with the instance.
+    pub const HISTORY: &str = "history";
 
     /// The keyspaces of a tenant's own records, whose keys start `{space}:{tenant}:`
     /// (what a tenant's move carries; its indexes are rebuilt from them).
-    pub const TENANT_RECORDS: [&str; 7] = [
+    pub const TENANT_RECORDS: [&str; 8] = [
         SAGA,
         CHECKPOINT,
         OUTBOX,
@@ -40,6 +43,7 @@ pub mod space {
         DEDUPE,
         QUARANTINE,
         DEAD_LETTER,
+        HISTORY,
     ];
 }
 
@@ -203,6 +207,48 @@ pub fn status_index_parts(key: &str) -> Option<(String, u32)> {
     let _ = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let version = parts.next()?.parse().ok()?;
     Some((unescape(parts.next()?), version))
+}
+
+/// Entry `n` of an instance's history (`n` zero-padded to 20 digits, all of a `u64`, so
+/// byte order is transition order).
+pub fn history(tenant: &TenantId, saga: &SagaName, corr: &CorrelationId, n: u64) -> String {
+    let n = format!("{n:020}");
+    join(
+        space::HISTORY,
+        &[
+            Part::Raw(tenant.token()),
+            Part::Raw(saga.as_str()),
+            Part::Free(corr.as_str()),
+            Part::Raw(&n),
+        ],
+    )
+}
+
+/// Every history entry of one instance.
+pub fn history_prefix(tenant: &TenantId, saga: &SagaName, corr: &CorrelationId) -> String {
+    format!(
+        "{}:{}:{}:{}:",
+        space::HISTORY,
+        tenant.token(),
+        saga,
+        escape(corr.as_str())
+    )
+}
+
+/// The history prefix of the instance stored under `saga_key` (`saga:…`): what goes
+/// with the instance when it expires.
+pub fn history_prefix_of_saga_key(saga_key: &str) -> Option<String> {
+    let rest = saga_key.strip_prefix(space::SAGA)?.strip_prefix(':')?;
+    Some(format!("{}:{rest}:", space::HISTORY))
+}
+
+/// The transition number of a history entry's key.
+pub fn history_n(key: &str) -> Option<u64> {
+    let (_, n) = key.strip_prefix(space::HISTORY)?.rsplit_once(':')?;
+    if n.len() != 20 {
+        return None;
+    }
+    n.parse().ok()
 }
 
 pub fn checkpoint(tenant: &TenantId, saga: &SagaName) -> String {
@@ -564,6 +610,30 @@ mod tests {
             &s("order"),
             &"effect".parse().unwrap()
         )));
+    }
+
+    #[test]
+    fn history_entries_sort_by_transition_and_belong_to_one_instance() {
+        let (acme, order) = (t("acme"), s("order"));
+        let key = history(&acme, &order, &c("o:1"), 7);
+        assert_eq!(key, "history:acme:order:o%3A1:00000000000000000007");
+        assert_eq!(history_n(&key), Some(7));
+        assert!(key.starts_with(&history_prefix(&acme, &order, &c("o:1"))));
+        assert_eq!(
+            history_prefix_of_saga_key(&saga(&acme, &order, &c("o:1"))).as_deref(),
+            Some(history_prefix(&acme, &order, &c("o:1")).as_str())
+        );
+        assert!(history(&acme, &order, &c("o"), 9) < history(&acme, &order, &c("o"), 10));
+        assert!(
+            history(&acme, &order, &c("o"), u64::MAX).len()
+                == history(&acme, &order, &c("o"), 1).len()
+        );
+        // Another instance whose id starts the same, or another tenant, never matches.
+        let prefix = history_prefix(&acme, &order, &c("o"));
+        assert!(!history(&acme, &order, &c("o:1"), 1).starts_with(&prefix));
+        assert!(!history(&t("acme2"), &order, &c("o"), 1).starts_with(&prefix));
+        assert_eq!(history_n("history:acme:order:o:7"), None);
+        assert_eq!(history_n("saga:acme:order:00000000000000000007"), None);
     }
 
     #[test]

@@ -100,6 +100,7 @@ pub fn store_options(settings: &Settings) -> crate::store::StoreOptions {
             effect_records: Duration::from_secs(r.effect_records_secs),
             sweep_batch: r.sweep_batch,
             sweep_delay: settings.ack_wait() * 2,
+            history: r.history_bound(),
         },
         max_readers: crate::store::StoreOptions::readers_for(settings.effects.workers),
     }

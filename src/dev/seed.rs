@@ -141,5 +141,6 @@ fn seeded_transition(
         cancel: Vec::new(),
         fired: None,
         keep: crate::store::Keep::of(&Default::default()),
+        history: Default::default(),
     })
 }

@@ -1,5 +1,5 @@
 //! The admin API's routes. Reads: quarantine, dead letters, instance lists, one saga
-//! instance and the store's contents. Changes: drain and resume, manifest reload,
+//! instance, its history and the store's contents. Changes: drain and resume, manifest reload,
 //! replay, instance migration, and retry/discard of quarantine and dead-letter records.
 //! Authentication happens before any of this (see `super::admin`).
 
@@ -57,7 +57,7 @@ pub fn route(
         }
         (Method::Get, _) => {
             let rest = path.strip_prefix("/admin/instances/")?;
-            ok(inspect::instance(&shared.store, rest))
+            ok(inspect::instance_or_history(&shared.store, rest))
         }
         _ => return None,
     };

@@ -1,9 +1,9 @@
-//! Read-only admin view of one saga instance (state, status, pending timers and outbox
-//! items), and the query-string parsing the admin API shares.
+//! Read-only admin views of one saga instance (state, status, pending timers and outbox
+//! items; its history), and the query-string parsing the admin API shares.
 
 use serde_json::{json, Value};
 
-use crate::store::{InstanceQuery, InstanceStatus, Store, MAX_PAGE};
+use crate::store::{HistoryEntry, InstanceQuery, InstanceStatus, Store, MAX_PAGE};
 use crate::types::{CorrelationId, SagaName, TenantId};
 
 pub enum Refusal {
@@ -40,32 +40,56 @@ fn store_err(e: crate::store::StoreError) -> Refusal {
     Refusal::Store(e.to_string())
 }
 
-/// `{tenant}/{saga}/{correlation}` (percent-encoded; `_` is the single tenant).
-pub fn instance(store: &Store, rest: &str) -> Result<Value, Refusal> {
+/// `{tenant}/{saga}/{correlation}` (percent-encoded; `_` is the single tenant): the
+/// instance; with `/history` after it, its history.
+pub fn instance_or_history(store: &Store, rest: &str) -> Result<Value, Refusal> {
     let parts = path_segments(rest);
-    let [tenant, saga, corr] = parts.as_slice() else {
-        return Err(Refusal::BadRequest(
-            "use /admin/instances/{tenant}/{saga}/{correlation}".into(),
-        ));
-    };
+    match parts.as_slice() {
+        [tenant, saga, corr] => instance(store, instance_id(tenant, saga, corr)?),
+        [tenant, saga, corr, last] if last == "history" => {
+            history(store, instance_id(tenant, saga, corr)?)
+        }
+        _ => Err(Refusal::BadRequest(
+            "use /admin/instances/{tenant}/{saga}/{correlation}[/history]".into(),
+        )),
+    }
+}
+
+/// An instance's ids from decoded path segments.
+fn instance_id(
+    tenant: &str,
+    saga: &str,
+    corr: &str,
+) -> Result<(TenantId, SagaName, CorrelationId), Refusal> {
     let tenant = if tenant == TenantId::SINGLE_TOKEN {
         ""
     } else {
-        tenant.as_str()
+        tenant
     };
     let bad = |e: crate::types::IdError| Refusal::BadRequest(e.to_string());
-    let tenant = TenantId::new(tenant).map_err(bad)?;
-    let saga = SagaName::new(saga).map_err(bad)?;
-    let corr = CorrelationId::new(corr).map_err(bad)?;
+    Ok((
+        TenantId::new(tenant).map_err(bad)?,
+        SagaName::new(saga).map_err(bad)?,
+        CorrelationId::new(corr).map_err(bad)?,
+    ))
+}
+
+fn unknown_instance(tenant: &TenantId, saga: &SagaName, corr: &CorrelationId) -> Refusal {
+    Refusal::NotFound(format!(
+        "no instance {saga}/{corr} for tenant {:?}",
+        tenant.as_str()
+    ))
+}
+
+/// The instance: status, state, pending timers and outbox items.
+fn instance(
+    store: &Store,
+    (tenant, saga, corr): (TenantId, SagaName, CorrelationId),
+) -> Result<Value, Refusal> {
     let record = store
         .saga(&tenant, &saga, &corr)
         .map_err(store_err)?
-        .ok_or_else(|| {
-            Refusal::NotFound(format!(
-                "no instance {saga}/{corr} for tenant {:?}",
-                tenant.as_str()
-            ))
-        })?;
+        .ok_or_else(|| unknown_instance(&tenant, &saga, &corr))?;
     let timers = store
         .instance_schedules(&tenant, &saga, &corr)
         .map_err(store_err)?;
@@ -85,6 +109,34 @@ pub fn instance(store: &Store, rest: &str) -> Result<Value, Refusal> {
         "timers": timers.iter().map(|t| json!({"name": t.name, "due_at": crate::timefmt::format_rfc3339_ms(t.due_at_ms).unwrap_or_default()})).collect::<Vec<_>>(),
         "outbox": outbox,
     }))
+}
+
+/// The instance's history (`store/history.rs`), in the shape docs/contracts.md §6 gives.
+fn history(
+    store: &Store,
+    (tenant, saga, corr): (TenantId, SagaName, CorrelationId),
+) -> Result<Value, Refusal> {
+    let history = store
+        .history(&tenant, &saga, &corr)
+        .map_err(store_err)?
+        .ok_or_else(|| unknown_instance(&tenant, &saga, &corr))?;
+    let entries: Vec<Value> = history.entries.iter().map(entry_view).collect();
+    Ok(json!({
+        "tenant": tenant.as_str(), "saga": saga.as_str(), "correlation": corr.as_str(),
+        "entries": entries, "dropped": history.dropped,
+    }))
+}
+
+fn entry_view(e: &HistoryEntry) -> Value {
+    json!({
+        "n": e.n,
+        "at": crate::timefmt::format_rfc3339_ms(e.at_ms).unwrap_or_default(),
+        "event": {"id": e.event_id, "subject": e.subject, "stream": e.stream, "seq": e.seq,
+                  "type": e.event_type},
+        "status_before": e.status_before, "status_after": e.status_after,
+        "commands": e.commands, "timers": e.timers, "cancelled": e.cancelled,
+        "gas": e.gas, "fault": e.fault,
+    })
 }
 
 /// `GET /admin/instances?tenant=&saga=[&status=][&version=][&timer_before=][&after=]
@@ -222,6 +274,25 @@ mod tests {
             Some(json!({"instances": [], "next": null, "scan_truncated": false}))
         );
         assert_eq!(unhex("6f3a31"), Some("o:1".to_string()));
+    }
+
+    #[test]
+    fn a_path_names_an_instance_or_its_history() {
+        let dir = crate::dev::TempDir::new("inspect").unwrap();
+        let store = Store::open(&dir.path().join("store"), 16 << 20).unwrap();
+        let answer = |rest: &str| match instance_or_history(&store, rest) {
+            Ok(v) => format!("ok {v}"),
+            Err(Refusal::NotFound(m)) => format!("404 {m}"),
+            Err(Refusal::BadRequest(m)) => format!("400 {m}"),
+            Err(_) => "another refusal".into(),
+        };
+        // An instance whose correlation is "history" is an instance, not a history.
+        assert!(answer("acme/order/history").starts_with("404 no instance order/history"));
+        assert!(answer("acme/order/o-1/history").starts_with("404 no instance order/o-1"));
+        assert!(answer("_/order/o-1/history").contains("for tenant \"\""));
+        assert!(answer("acme/order/o-1/other").starts_with("400 use "));
+        assert!(answer("acme/order").starts_with("400 use "));
+        assert!(answer("acme/order/o-1/history/x").starts_with("400 use "));
     }
 
     #[test]

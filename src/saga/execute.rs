@@ -32,8 +32,8 @@ use crate::keys;
 use crate::manifest::SagaDef;
 use crate::program::{Fault, Program, ProgramInput, ProgramOutput, Status};
 use crate::store::{
-    InstanceStatus, Keep, QuarantineKind, QuarantineRecord, Reader, Retention, SagaRecord, Seen,
-    StoreError, StreamPosition, Transition,
+    HistoryFacts, InstanceStatus, Keep, QuarantineKind, QuarantineRecord, Reader, Retention,
+    SagaRecord, Seen, StoreError, StreamPosition, Transition,
 };
 use crate::types::{CorrelationId, EventId, SagaName, TenantId};
 
@@ -416,8 +416,10 @@ impl Executor {
                 command_prefix: &self.command_prefix,
             };
             let ctx = self.ctx.fill(ev, &saga.name, &route.correlation, info);
+            let gas_before = out.gas;
             let (mut transition, fault) =
                 run_saga(saga, programs, &target, existing, ctx, info, &mut out.gas);
+            transition.history.gas = out.gas - gas_before;
             transition.keep = Keep {
                 dedupe: saga.retention.dedupe.unwrap_or(self.keep.dedupe),
                 finished: saga
@@ -543,6 +545,12 @@ fn run_saga(
         fired: None,
         // Set by the executor from the saga's retention.
         keep: Keep::of(&Retention::default()),
+        // Its gas is set by the executor, which counts it over every route.
+        history: HistoryFacts {
+            subject: info.subject.clone(),
+            event_type: event_type(ev).to_string(),
+            gas: 0,
+        },
     };
 
     let input = ProgramInput {
@@ -594,6 +602,20 @@ fn run_saga(
         }
     }
     (transition, None)
+}
+
+/// What the history calls the event's type: `event_type` of an aggregate event,
+/// `result_type` of an effect result, the timer's `name` of a reminder.
+fn event_type(ev: &RoutedEvent) -> &str {
+    let field = match ev.kind {
+        EnvelopeKind::Aggregate => "event_type",
+        EnvelopeKind::Result => "result_type",
+        EnvelopeKind::Reminder => "name",
+    };
+    ev.value
+        .get(field)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 /// Why a program's run gave no transition: it faulted, or its output cannot become work.

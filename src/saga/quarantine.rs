@@ -98,6 +98,7 @@ mod tests {
             cancel: vec![],
             fired: None,
             keep: Keep::of(&Default::default()),
+            history: Default::default(),
         }
     }
 

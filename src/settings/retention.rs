@@ -1,9 +1,11 @@
 //! `[retention]`: how long finished instances, dedupe records and effect completion
-//! records are kept before the sweep deletes them.
+//! records are kept before the sweep deletes them, and how many history entries an
+//! instance keeps.
 
 use serde::{Deserialize, Serialize};
 
 use super::{bad, within, SettingsError};
+use crate::store::{HistoryBound, MAX_FIRST, MAX_LAST};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -21,6 +23,10 @@ pub struct RetentionSettings {
     pub effect_records_secs: u64,
     /// Most expired records deleted in one transaction.
     pub sweep_batch: usize,
+    /// History entries an instance keeps from its start (`store/history.rs`)…
+    pub history_first: u32,
+    /// …and from its end; those between are dropped (and counted). 0 and 0: none.
+    pub history_last: u32,
 }
 
 impl Default for RetentionSettings {
@@ -30,6 +36,8 @@ impl Default for RetentionSettings {
             dedupe_secs: 24 * 60 * 60,
             effect_records_secs: 24 * 60 * 60,
             sweep_batch: 512,
+            history_first: HistoryBound::default().first,
+            history_last: HistoryBound::default().last,
         }
     }
 }
@@ -72,6 +80,14 @@ pub const MARKER_FLOOR_REASON: &str = "an event that comes again (re-published w
 pub const RECORD_FLOOR_REASON: &str = "a command that comes again (re-published by the outbox where the stream's duplicate window no longer drops it, or redelivered after a lost ack) must still find its completion record";
 
 impl RetentionSettings {
+    /// The history entries kept per instance.
+    pub fn history_bound(&self) -> HistoryBound {
+        HistoryBound {
+            first: self.history_first,
+            last: self.history_last,
+        }
+    }
+
     /// A dedupe or completion record must outlive every way its message comes again
     /// while the process runs: a re-publish the stream's duplicate window no longer
     /// drops (a publisher retrying as long as the window, `duplicate_window_secs`, is
@@ -117,7 +133,21 @@ impl RetentionSettings {
         ] {
             within(field, secs, 0, most)?;
         }
-        within("retention.sweep_batch", self.sweep_batch as u64, 1, 100_000)
+        within("retention.sweep_batch", self.sweep_batch as u64, 1, 100_000)?;
+        // The history answer holds every entry kept, and the sweep deletes them with
+        // their instance: both stay bounded.
+        within(
+            "retention.history_first",
+            u64::from(self.history_first),
+            0,
+            u64::from(MAX_FIRST),
+        )?;
+        within(
+            "retention.history_last",
+            u64::from(self.history_last),
+            0,
+            u64::from(MAX_LAST),
+        )
     }
 }
 
@@ -196,6 +226,43 @@ mod tests {
             ),
         ]);
         Settings::load(None, env(&[("RUNNER_RETENTION_SWEEP_BATCH", "100000")])).unwrap();
+    }
+
+    #[test]
+    fn history_keeps_at_most_a_thousand_first_and_last_entries() {
+        assert_each_rejected(&[
+            (
+                "RUNNER_RETENTION_HISTORY_FIRST",
+                "1001",
+                "retention.history_first",
+            ),
+            (
+                "RUNNER_RETENTION_HISTORY_LAST",
+                "1001",
+                "retention.history_last",
+            ),
+        ]);
+        for (first, last) in [("0", "1000"), ("1000", "0"), ("0", "0")] {
+            let s = Settings::load(
+                None,
+                env(&[
+                    ("RUNNER_RETENTION_HISTORY_FIRST", first),
+                    ("RUNNER_RETENTION_HISTORY_LAST", last),
+                ]),
+            )
+            .unwrap();
+            assert_eq!(
+                s.retention.history_bound(),
+                crate::store::HistoryBound {
+                    first: first.parse().unwrap(),
+                    last: last.parse().unwrap()
+                }
+            );
+        }
+        assert_eq!(
+            Settings::default().retention.history_bound(),
+            crate::store::HistoryBound::default()
+        );
     }
 
     #[test]

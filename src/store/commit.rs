@@ -1,7 +1,8 @@
 //! The one way saga transitions reach the store: a [`CommitBatch`] applied in a single
 //! LMDB write transaction (group commit). Each [`Transition`] carries every part of a
 //! transition as a required field, so a caller cannot write state without its outbox,
-//! schedules, checkpoint and dedupe marker; either the whole batch commits or none of it.
+//! schedules, checkpoint, dedupe marker and history entry; either the whole batch
+//! commits or none of it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -10,6 +11,7 @@ use lmdb::{Cursor, Transaction, WriteFlags};
 
 use super::expiry::{expiry_of, now_ms, Expiries, Retention};
 use super::group::{Job, Writer};
+use super::history::{self, HistoryBound, HistoryFacts};
 use super::instances::Indexed;
 use super::InstanceStatus;
 use super::{
@@ -45,6 +47,8 @@ pub struct Transition {
     pub fired: Option<String>,
     /// How long its dedupe marker, and the instance once finished, are kept.
     pub keep: Keep,
+    /// What its history entry says beyond the parts above (`store/history.rs`).
+    pub history: HistoryFacts,
 }
 
 /// How long a transition's traces stay in the store (its saga's retention).
@@ -159,7 +163,7 @@ impl Store {
                     message: "refused on purpose (test fault injection)".into(),
                 });
             }
-            if let Some(finished) = apply(txn, self.db, t)? {
+            if let Some(finished) = apply(txn, self.db, t, now, self.retention.history)? {
                 expiries.add(expiry_of(now, t.keep.finished), finished);
             }
             // The marker's value is only the stream sequence the event came at (for
@@ -319,12 +323,14 @@ pub(super) fn reindex(
     Ok(())
 }
 
-/// Writes state, timers and outbox of one transition. The instance's key when the
-/// transition finished it (it then expires).
+/// Writes state, timers, outbox and history entry (committed at `now`) of one
+/// transition. The instance's key when the transition finished it (it then expires).
 fn apply(
     txn: &mut lmdb::RwTransaction<'_>,
     db: lmdb::Database,
     t: &Transition,
+    now: i64,
+    bound: HistoryBound,
 ) -> Result<Option<String>, StoreError> {
     let saga_key = keys::saga(&t.tenant, &t.saga, &t.correlation);
     // Status, version and count only: the prior state is skipped over, never built.
@@ -354,6 +360,7 @@ fn apply(
         before,
         &t.record,
     )?;
+    history::append(txn, db, t, before.map(|b| b.status), now, bound)?;
 
     // A finished instance keeps no timers; otherwise drop cancelled, replaced and fired
     // names.

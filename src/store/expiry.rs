@@ -16,9 +16,10 @@
 //! while, in one of its own ([`Store::sweep`], the `sweep` stage: at low load, and in
 //! effect mode, which has no relay). What a key is says
 //! how it goes: a marker or an effect record is deleted; a finished instance is
-//! deleted with its status index entry (an instance that is not finished is left
-//! alone: only finishing schedules one); a timer whose reminder was published and never
-//! applied is deleted (one back in the due index, pending again, is left alone).
+//! deleted with its status index entry and its history (an instance that is not
+//! finished is left alone: only finishing schedules one); a timer whose reminder was
+//! published and never applied is deleted (one back in the due index, pending again,
+//! is left alone).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use lmdb::{Cursor, Transaction, WriteFlags};
 
+use super::history::HistoryBound;
 use super::instances::Indexed;
 use super::{Store, StoreError};
 use crate::keys::{self, space};
@@ -41,8 +43,10 @@ const RECHECK_MS: i64 = 1000;
 /// What the sweep deletes, by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Swept {
-    /// Finished instances (with their status index entries).
+    /// Finished instances (with their status index entries and history).
     pub instances: u64,
+    /// History entries of those instances.
+    pub history: u64,
     /// Saga dedupe markers.
     pub markers: u64,
     /// Effect completion records.
@@ -56,6 +60,7 @@ pub struct Swept {
 impl Swept {
     fn add(&mut self, other: Swept) {
         self.instances += other.instances;
+        self.history += other.history;
         self.markers += other.markers;
         self.effect_records += other.effect_records;
         self.timers += other.timers;
@@ -73,12 +78,16 @@ pub struct Retention {
     pub dedupe: Duration,
     /// An effect's completion record is kept this long.
     pub effect_records: Duration,
-    /// Records deleted per transaction at most (an index entry is taken whole).
+    /// Records deleted per transaction at most (an index entry is taken whole; a
+    /// finished instance counts as one, and its history, at most `history.first +
+    /// history.last` entries, goes with it).
     pub sweep_batch: usize,
     /// Nothing is swept before this long after the store was opened: messages a
     /// predecessor left unacked come back first and still find their markers, however
     /// long the process was down.
     pub sweep_delay: Duration,
+    /// History entries kept per instance (`store/history.rs`).
+    pub history: HistoryBound,
 }
 
 impl Default for Retention {
@@ -90,6 +99,7 @@ impl Default for Retention {
             effect_records: day,
             sweep_batch: 512,
             sweep_delay: Duration::ZERO,
+            history: HistoryBound::default(),
         }
     }
 }
@@ -461,6 +471,7 @@ fn sweep_key(
         }
         if delete(store, txn, key)? {
             swept.instances += 1;
+            swept.history += super::history::delete_of_instance(txn, store.db, key)?;
         }
     } else if space_of == space::SCHEDULE {
         // Published and never applied (`Store::timers_published`). Back in the due

@@ -49,6 +49,7 @@ fn step(corr: &str, event: &str, n: u64, status: InstanceStatus, keep: Keep) -> 
         cancel: vec![],
         fired: None,
         keep,
+        history: Default::default(),
     }
 }
 

@@ -2,7 +2,7 @@
 //! quarantine records in one environment, one database, prefixed keys (`crate::keys`).
 //!
 //! Saga transitions are written by one door, [`Store::commit`] (state + outbox +
-//! schedules + checkpoint + dedupe, all or nothing, many per LMDB transaction); the
+//! schedules + checkpoint + dedupe + history, all or nothing, many per LMDB transaction); the
 //! other writes each have a method of their own (outbox deletes, dead letters, effect
 //! records, published timers, operator actions, tenant moves, the retention sweep). Every
 //! write runs through [`Store::write`](map.rs), which grows a full map and tries again.
@@ -13,6 +13,7 @@ mod admin;
 mod commit;
 mod expiry;
 mod group;
+mod history;
 mod instances;
 mod legacy;
 mod map;
@@ -33,6 +34,7 @@ pub use commit::Committed;
 pub use commit::{CommitBatch, CommitOutcome, Keep, Seen, Transition};
 pub use expiry::{expiry_of, now_ms, Expired, Retention, Swept};
 pub use group::{writer, Writer, WriterJobs, GROUP_MAX};
+pub use history::{History, HistoryBound, HistoryEntry, HistoryFacts, MAX_FIRST, MAX_LAST};
 pub use instances::{
     FoundInstance, InstancePage, InstanceQuery, VersionCounts, VersionsInUse, MAX_PAGE,
 };
@@ -1087,5 +1089,7 @@ fn encode<V: serde::Serialize>(key: &str, value: &V) -> Result<Vec<u8>, StoreErr
 mod expiry_tests;
 #[cfg(test)]
 mod group_tests;
+#[cfg(test)]
+mod history_tests;
 #[cfg(test)]
 mod tests;

@@ -71,6 +71,7 @@ pub(super) fn transition(
         cancel: vec![],
         fired: None,
         keep: Keep::of(&Retention::default()),
+        history: Default::default(),
     }
 }
 
