@@ -49,6 +49,7 @@ struct Running {
     rig: Rig,
     base: String,
     token_file: PathBuf,
+    config: PathBuf,
     _process: RunnerProcess,
 }
 
@@ -73,6 +74,7 @@ fn start(orders: &[&str]) -> Running {
         rig,
         base,
         token_file,
+        config,
         _process: process,
     }
 }
@@ -318,6 +320,19 @@ fn lists_shows_and_steers_one_runner() {
     let (stdout, _) = text(&out);
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout.contains("0 records"), "{stdout}");
+
+    // Without --url and --token-file: the ops port and token file of RUNNER_CONFIG.
+    let out = admin_with(&["reload"], &[]);
+    assert_eq!(out.status.code(), Some(2), "no settings, no port");
+    let out = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["admin", "reload"])
+        .env("RUNNER_CONFIG", &r.config)
+        .env_remove("RUNNER_ADMIN_TOKEN_FILE")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.starts_with(&format!("{url}: reloaded")), "{stdout}");
 
     // The store view, a reload, a drain and a resume.
     let out = run(&["store"]);

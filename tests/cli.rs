@@ -331,6 +331,11 @@ fn check_passes_on_the_example_and_names_bad_settings() {
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("saga order_fulfilment v1: ok"), "{stdout}");
     assert!(stdout.contains("check passed"));
+    // Variables of the build and of `runner admin` are no settings, and no typos either.
+    check_passes(&[
+        ("RUNNER_ADMIN_TOKEN_FILE", "/run/secrets/runner_admin_token"),
+        ("RUNNER_GIT_SHA", "abc1234"),
+    ]);
 
     let out = runner(&["check"], &[("RUNNER_CONSUMER_MAX_DELIVER", "0")]);
     assert_eq!(out.status.code(), Some(1));
