@@ -15,6 +15,23 @@ use super::{
     Selection, ShowArgs,
 };
 
+/// `println!` that leaves quietly when stdout is closed (`runner admin … | head`):
+/// the reader chose to stop, which is no failure to report with a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!`, likewise.
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Pages one port is asked for by `instances list --all`.
 const MAX_PAGES: usize = 100;
 /// How often `drain --wait` asks `/ready`.
@@ -119,9 +136,9 @@ fn report(ctx: &Context, answers: Vec<Answer<Value>>, human: fn(&Value) -> Strin
             Ok(body) => {
                 let text = human(body);
                 if text.contains('\n') {
-                    println!("{url}:\n{text}");
+                    say!("{url}:\n{text}");
                 } else {
-                    println!("{url}: {text}");
+                    say!("{url}: {text}");
                 }
             }
             Err(f) => print_failure(url, f),
@@ -139,7 +156,7 @@ fn print_failure(url: &str, f: &Failure) {
 }
 
 fn print_json(value: &Value) {
-    println!(
+    say!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
     );
@@ -258,8 +275,8 @@ fn instances_list(ctx: &Context, args: &ListArgs) -> Result<bool, AdminError> {
             count += 1;
         }
     }
-    print!("{}", table.render());
-    println!(
+    say_raw!("{}", table.render());
+    say!(
         "{count} instance{} of {} for tenant {}",
         plural(count),
         args.saga,
@@ -269,10 +286,10 @@ fn instances_list(ctx: &Context, args: &ListArgs) -> Result<bool, AdminError> {
         match page {
             Ok(p) => {
                 if let Some(next) = &p.next {
-                    println!("more on {url}: --url {url} --after {next}");
+                    say!("more on {url}: --url {url} --after {next}");
                 }
                 if p.scan_truncated {
-                    println!("note: {url} stopped its scan at its bound; narrow the filters or page on with --after");
+                    say!("note: {url} stopped its scan at its bound; narrow the filters or page on with --after");
                 }
             }
             Err(f) => print_failure(url, f),
@@ -358,7 +375,7 @@ fn instances_show(ctx: &Context, args: &ShowArgs) -> bool {
                     shards.push(json!({"url": url, "found": true, "instance": instance,
                                        "history": history, "history_note": note}));
                 } else {
-                    print!("{}", render::instance(url, instance, history));
+                    say_raw!("{}", render::instance(url, instance, history));
                 }
             }
             Shown::Absent(f) => {
@@ -565,12 +582,12 @@ fn records_list(ctx: &Context, which: Records, sel: &Selection) -> Result<bool, 
             count += 1;
         }
     }
-    print!("{}", table.render());
-    println!("{count} record{}", plural(count));
+    say_raw!("{}", table.render());
+    say!("{count} record{}", plural(count));
     for (url, a) in &answers {
         match a {
             Ok(body) if body["scan_truncated"] == true => {
-                println!("note: {url} stopped its scan at its bound; narrow the filters");
+                say!("note: {url} stopped its scan at its bound; narrow the filters");
             }
             Ok(_) => {}
             Err(f) => print_failure(url, f),
