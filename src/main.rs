@@ -6,6 +6,5 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    std::process::exit(runner::cli::main_with(&args));
+    std::process::exit(runner::cli::main_with(std::env::args_os()));
 }

@@ -43,18 +43,285 @@ fn warning_about<'a>(stdout: &'a str, setting: &str) -> &'a str {
 
 #[test]
 fn help_lists_the_subcommands() {
-    let out = runner(&["--help"], &[]);
-    let (stdout, _) = text(&out);
-    assert_eq!(out.status.code(), Some(0));
-    for sub in ["run", "check", "eval", "demo", "bench"] {
-        assert!(
-            stdout.contains(&format!("    {sub} ")),
-            "{sub} missing from:\n{stdout}"
-        );
+    for args in [&["--help"][..], &["-h"], &["help"], &[]] {
+        let out = runner(args, &[]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        for sub in [
+            "run",
+            "check",
+            "eval",
+            "test",
+            "shadow",
+            "healthcheck",
+            "demo",
+            "bench",
+            "admin",
+            "version",
+            "completions",
+        ] {
+            assert!(
+                stdout.contains(&format!("\n  {sub} ")),
+                "{args:?}: {sub} missing from:\n{stdout}"
+            );
+        }
     }
     let out = runner(&["launch"], &[]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).1.contains("unknown command"));
+    assert!(
+        text(&out).1.contains("unrecognized subcommand 'launch'"),
+        "{}",
+        text(&out).1
+    );
+}
+
+/// Every subcommand, at every level, answers `--help` and `-h` on stdout with exit 0,
+/// naming each of its options.
+#[test]
+fn every_subcommand_answers_help_with_its_options() {
+    let admin_globals = [
+        "--url",
+        "--urls-file",
+        "--token-file",
+        "--json",
+        "--timeout",
+    ];
+    let selection = [
+        "--tenant",
+        "--unattributed",
+        "--saga",
+        "--kind",
+        "--reason",
+        "--key",
+        "--limit",
+    ];
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        ("run", vec!["--config", "--mode", "saga", "RUNNER_CONFIG"]),
+        ("check", vec!["--config"]),
+        (
+            "eval",
+            vec!["--program", "--event", "--state", "--ctx", "--gas"],
+        ),
+        ("test", vec!["[PATH]"]),
+        (
+            "shadow",
+            vec![
+                "--saga",
+                "--version",
+                "--candidate",
+                "--from",
+                "--to",
+                "--stream",
+                "--limit",
+                "--config",
+            ],
+        ),
+        ("healthcheck", vec!["--url", "--config"]),
+        ("demo", vec!["--nats-url"]),
+        (
+            "bench",
+            vec![
+                "--events",
+                "--workflows",
+                "--rate",
+                "--backlog",
+                "--soak-secs",
+                "--retention-secs",
+                "--sections",
+                "--nats-url",
+            ],
+        ),
+        ("version", vec![]),
+        ("completions", vec!["bash", "zsh", "fish"]),
+        (
+            "admin",
+            [
+                &admin_globals[..],
+                &[
+                    "instances",
+                    "quarantine",
+                    "deadletters",
+                    "drain",
+                    "resume",
+                    "reload",
+                    "replay",
+                    "migrate",
+                    "store",
+                ],
+            ]
+            .concat(),
+        ),
+        ("admin instances", vec!["list", "show"]),
+        (
+            "admin instances list",
+            [
+                &admin_globals[..],
+                &[
+                    "--tenant",
+                    "--saga",
+                    "--status",
+                    "--version",
+                    "--timer-before",
+                    "--after",
+                    "--limit",
+                    "--all",
+                ],
+            ]
+            .concat(),
+        ),
+        (
+            "admin instances show",
+            vec!["--tenant", "--saga", "<CORRELATION>"],
+        ),
+        ("admin quarantine", vec!["list", "retry", "discard"]),
+        ("admin quarantine list", selection.to_vec()),
+        ("admin quarantine retry", selection.to_vec()),
+        (
+            "admin quarantine discard",
+            [&selection[..], &["--all"]].concat(),
+        ),
+        ("admin deadletters", vec!["list", "retry", "discard"]),
+        ("admin deadletters list", selection.to_vec()),
+        ("admin deadletters retry", selection.to_vec()),
+        (
+            "admin deadletters discard",
+            [&selection[..], &["--all"]].concat(),
+        ),
+        ("admin drain", vec!["--wait"]),
+        ("admin resume", admin_globals.to_vec()),
+        ("admin reload", admin_globals.to_vec()),
+        (
+            "admin replay",
+            vec![
+                "--tenant",
+                "--saga",
+                "--from-seq",
+                "--stream",
+                "--confirm",
+                "--past-horizon",
+            ],
+        ),
+        (
+            "admin migrate",
+            vec!["--tenant", "--saga", "<CORRELATIONS>..."],
+        ),
+        ("admin store", vec!["--limit"]),
+    ];
+    for (command, options) in cases {
+        for flag in ["--help", "-h"] {
+            let mut args: Vec<&str> = command.split(' ').collect();
+            args.push(flag);
+            let out = runner(&args, &[]);
+            let (stdout, stderr) = text(&out);
+            assert_eq!(out.status.code(), Some(0), "{args:?}: {stdout}{stderr}");
+            assert!(
+                stdout.contains(&format!("Usage: runner {command}")),
+                "{args:?}:\n{stdout}"
+            );
+            for option in &options {
+                assert!(
+                    stdout.contains(option),
+                    "{args:?}: {option} missing from:\n{stdout}"
+                );
+            }
+        }
+    }
+}
+
+/// `runner --version` and `runner version`: the package version and the commit.
+#[test]
+fn version_names_the_package_version_and_the_commit() {
+    let flag = runner(&["--version"], &[]);
+    let word = runner(&["version"], &[]);
+    assert_eq!(flag.status.code(), Some(0));
+    assert_eq!(word.status.code(), Some(0));
+    let (stdout, _) = text(&flag);
+    assert_eq!(stdout, text(&word).0, "both spell it the same");
+    let prefix = format!("runner {} (git ", env!("CARGO_PKG_VERSION"));
+    assert!(stdout.starts_with(&prefix), "{stdout}");
+    let sha = stdout[prefix.len()..].trim_end().trim_end_matches(')');
+    assert!(!sha.is_empty(), "{stdout}");
+    // build.rs sets it for every target of the package, this test's too.
+    assert_eq!(sha, env!("RUNNER_GIT_SHA"));
+    // From this checkout's HEAD, unless the build was told a sha.
+    let head = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    if let Ok(head) = head {
+        if head.status.success() && std::env::var_os("RUNNER_GIT_SHA").is_none() {
+            assert_eq!(
+                sha,
+                String::from_utf8_lossy(&head.stdout).trim(),
+                "{stdout}"
+            );
+        }
+    }
+}
+
+/// A mistyped flag is a usage error (exit 2) that names the closest valid one.
+#[test]
+fn an_unknown_flag_names_the_closest_valid_one() {
+    for (args, closest) in [
+        (&["run", "--confg", "a.toml"][..], "--config"),
+        (&["eval", "--progam", "p.yaml"], "--program"),
+        (
+            &["admin", "instances", "list", "--tenat", "acme"],
+            "--tenant",
+        ),
+        (&["shadow", "--sga", "s"], "--saga"),
+    ] {
+        let out = runner(args, &[]);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("a similar argument exists: '{closest}'")),
+            "{args:?}: {stderr}"
+        );
+    }
+    // Today's invocations keep working, and a value-taking flag still needs its value.
+    let out = runner(&["run", "--config"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out)
+        .1
+        .contains("a value is required for '--config <FILE>'"));
+}
+
+/// `runner completions SHELL` prints a script that shell loads.
+#[test]
+fn completions_are_generated_for_bash_zsh_and_fish() {
+    for (shell, marker) in [
+        ("bash", "complete -F _runner"),
+        ("zsh", "#compdef runner"),
+        ("fish", "complete -c runner"),
+    ] {
+        let out = runner(&["completions", shell], &[]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {stderr}");
+        assert!(stdout.contains(marker), "{shell}: {marker} missing");
+        for word in ["healthcheck", "instances", "deadletters", "token-file"] {
+            assert!(stdout.contains(word), "{shell}: {word} missing");
+        }
+    }
+    let bash = Command::new("bash")
+        .arg("-n")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    if let Ok(mut bash) = bash {
+        use std::io::Write;
+        let script = runner(&["completions", "bash"], &[]).stdout;
+        bash.stdin.take().unwrap().write_all(&script).unwrap();
+        let checked = bash.wait_with_output().unwrap();
+        assert!(
+            checked.status.success(),
+            "bash -n: {}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
+    }
+    let out = runner(&["completions", "tcsh"], &[]);
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
@@ -64,6 +331,11 @@ fn check_passes_on_the_example_and_names_bad_settings() {
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("saga order_fulfilment v1: ok"), "{stdout}");
     assert!(stdout.contains("check passed"));
+    // Variables of the build and of `runner admin` are no settings, and no typos either.
+    check_passes(&[
+        ("RUNNER_ADMIN_TOKEN_FILE", "/run/secrets/runner_admin_token"),
+        ("RUNNER_GIT_SHA", "abc1234"),
+    ]);
 
     let out = runner(&["check"], &[("RUNNER_CONSUMER_MAX_DELIVER", "0")]);
     assert_eq!(out.status.code(), Some(1));

@@ -56,9 +56,14 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The `/health` URL of an ops port listening on `listen`: a wildcard address is asked
-/// on the loopback of the same family.
+/// The `/health` URL of an ops port listening on `listen` (see [`base_url`]).
 pub fn health_url(listen: &str) -> Result<String, String> {
+    base_url(listen).map(|base| format!("{base}/health"))
+}
+
+/// The base URL of an ops port listening on `listen`: a wildcard address is asked on
+/// the loopback of the same family.
+pub fn base_url(listen: &str) -> Result<String, String> {
     if listen.is_empty() {
         return Err("the ops port is off (ops.listen is empty): nothing to check".into());
     }
@@ -73,7 +78,7 @@ pub fn health_url(listen: &str) -> Result<String, String> {
         "[::]" | "::" => "[::1]",
         h => h,
     };
-    Ok(format!("http://{host}:{port}/health"))
+    Ok(format!("http://{host}:{port}"))
 }
 
 #[cfg(test)]

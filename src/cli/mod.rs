@@ -1,5 +1,7 @@
-//! The `runner` command line: parsing in [`args`], one function per subcommand.
+//! The `runner` command line: parsing in [`args`] (clap), one function per subcommand,
+//! the ops port's client in [`admin`].
 
+mod admin;
 mod args;
 mod deployment;
 mod eval;
@@ -8,11 +10,14 @@ mod supervise;
 
 pub use supervise::EXIT_SILENT_NATS;
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use args::{parse, Command, USAGE};
+use clap::CommandFactory;
+
+pub use args::{parse, Cli, Command, VERSION};
 
 use crate::error::Error;
 use crate::nats_io;
@@ -20,46 +25,73 @@ use crate::settings::Settings;
 use crate::stages::Pipeline;
 use crate::store::Store;
 
-/// Runs the command line; returns the process exit code.
-pub fn main_with(args: &[String]) -> i32 {
-    let command = match parse(args) {
+/// Exit code of a usage error (clap's, and this command line's before clap).
+pub const EXIT_USAGE: i32 = 2;
+
+/// Runs the command line (`args` as the process got them, the program's name first);
+/// returns the process exit code.
+pub fn main_with<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match parse(args) {
         Ok(c) => c,
+        // --help and --version come this way too: clap prints them to stdout and
+        // answers 0; usage errors go to stderr with 2.
         Err(e) => {
-            eprintln!("error: {e}\n\n{USAGE}");
-            return 2;
+            let _ = e.print();
+            return e.exit_code();
         }
     };
+    let Some(command) = cli.command else {
+        // No subcommand: the overview, as `--help` prints it.
+        let _ = Cli::command().print_help();
+        return 0;
+    };
     let result = match command {
-        Command::Help => {
-            print!("{USAGE}");
-            Ok(())
-        }
-        Command::Check { config } => check(config.as_deref()),
-        Command::Run { config, mode } => run(config.as_deref(), mode.as_deref()),
-        Command::Eval {
-            program,
-            event,
-            state,
-            ctx,
-            gas,
-        } => eval::eval(&program, &event, state.as_deref(), ctx.as_deref(), gas)
-            .map_err(Error::Other),
+        Command::Check(a) => check(a.config.as_deref()),
+        Command::Run(a) => run(a.config.as_deref(), a.mode.as_deref()),
+        Command::Eval(a) => eval::eval(
+            &a.program,
+            &a.event,
+            a.state.as_deref(),
+            a.ctx.as_deref(),
+            a.gas,
+        )
+        .map_err(Error::Other),
         #[cfg(feature = "dev")]
-        Command::Demo { nats_url } => crate::demo::run(nats_url.as_deref()).map_err(Error::Other),
+        Command::Demo(a) => crate::demo::run(a.nats_url.as_deref()).map_err(Error::Other),
         // A usage error's code: this build has no such command.
         #[cfg(not(feature = "dev"))]
-        Command::DevOnly(name) => {
-            eprintln!("error: {}", dev_only(name));
-            return 2;
+        Command::Demo(_) => {
+            eprintln!("error: {}", dev_only("demo"));
+            return EXIT_USAGE;
         }
-        Command::Healthcheck { url, config } => {
-            healthcheck::healthcheck(url.as_deref(), config.as_deref())
+        #[cfg(not(feature = "dev"))]
+        Command::Bench(_) => {
+            eprintln!("error: {}", dev_only("bench"));
+            return EXIT_USAGE;
         }
+        Command::Healthcheck(a) => healthcheck::healthcheck(a.url.as_deref(), a.config.as_deref()),
         #[cfg(feature = "dev")]
-        Command::Bench(options) => crate::bench::run(&options).map_err(Error::Other),
+        Command::Bench(a) => crate::bench::run(&a.options()).map_err(Error::Other),
         // Exit codes of its own: 1 for failed cases, 2 for invalid test files.
-        Command::Test { path } => return crate::sagatest::main(path.as_deref()),
-        Command::Shadow(options) => return shadow(&options),
+        Command::Test(a) => return crate::sagatest::main(a.path.as_deref()),
+        Command::Shadow(a) => return shadow(&a.options()),
+        Command::Admin(a) => return admin::main(a),
+        Command::Version => {
+            println!("runner {VERSION}");
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "runner", &mut script);
+            // A closed pipe (`| head`) is the reader's choice, not a failure to report.
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&script);
+            Ok(())
+        }
     };
     match result {
         Ok(()) => 0,

@@ -15,6 +15,10 @@ const RESERVED_ENV: &[&str] = &[
     "RUNNER_LOG_FORMAT",
     // Where the dev tools and tests find nats-server.
     "RUNNER_NATS_SERVER_BIN",
+    // `runner admin`'s token file (src/cli/admin), not a setting of the Runner's.
+    "RUNNER_ADMIN_TOKEN_FILE",
+    // The build's commit (build.rs); `cargo run`/`cargo test` put it in the environment.
+    "RUNNER_GIT_SHA",
 ];
 const RESERVED_ENV_PREFIXES: &[&str] = &["RUNNER_TEST_", "RUNNER_CRASH_", "RUNNER_PAUSE_"];
 
