@@ -238,6 +238,7 @@ fn respond(served: &Served, request: &mut Request) -> Reply {
                 status: 200,
                 content_type: "text/plain; version=0.0.4",
                 body,
+                headers: &[],
             }
         }
         (Method::Get, "/info") => json_reply(
