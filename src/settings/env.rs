@@ -15,6 +15,8 @@ const RESERVED_ENV: &[&str] = &[
     "RUNNER_LOG_FORMAT",
     // Where the dev tools and tests find nats-server.
     "RUNNER_NATS_SERVER_BIN",
+    // tests/console.rs skips its browser test when set (CI without a browser).
+    "RUNNER_SKIP_BROWSER",
 ];
 const RESERVED_ENV_PREFIXES: &[&str] = &["RUNNER_TEST_", "RUNNER_CRASH_", "RUNNER_PAUSE_"];
 
