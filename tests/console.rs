@@ -1,12 +1,13 @@
 //! The web console (`GET /ui`, docs/console.md) in a real headless browser: Debian's
 //! `chromium` driven by Playwright (`tests/console/console_test.py`), against a real
 //! `runner run --mode combined` and a real nats-server. The example order workflow runs
-//! three orders (o-1's customer id is markup, which must show as text; o-3's `MarkPaid`
-//! is rejected by the Gateway: a dead letter); o-4 arrives while a bad manifest is in
-//! force and is quarantined, then the manifest is fixed. The browser lists the
-//! instances, pages through them, retries o-4's record (which then applies), discards
-//! the dead letter, and opens o-1 with its history timeline. Screenshots of each page go
-//! to `target/console-screenshots/`.
+//! three orders: o-1's customer id is markup, which must show as text; o-2's
+//! `MarkPaid` waits in the outbox (the Gateway answers 503); o-3's is rejected (a dead
+//! letter). o-4 arrives while a bad manifest is in force and is quarantined, then the
+//! manifest is fixed. The browser lists the instances, pages through them, retries
+//! o-4's record (which then applies), discards the dead letter, opens o-2 with its
+//! outbox item and o-1 with its history timeline. Screenshots of each page go to
+//! `target/console-screenshots/`.
 //!
 //! Needs `/usr/bin/chromium` and the Python package `playwright` (`.ci/ensure-browser`
 //! installs both). `RUNNER_SKIP_BROWSER=1` skips the test; nothing else does.
@@ -72,10 +73,13 @@ fn example_sagas(rig: &Rig, faulty: bool) -> Value {
     doc
 }
 
+/// An `OrderPlaced` that happened now: the saga's payment timer (15 minutes after the
+/// event) must not be due already, or it would race the charge's result.
 fn order_placed(order: &str, customer: &str) -> Value {
+    let now = runner::timefmt::format_rfc3339_ms(runner::timefmt::now_ms()).unwrap();
     json!({
         "event_id": format!("e-{order}"), "tenant_id": "acme", "aggregate_type": "order",
-        "aggregate_id": order, "event_type": "OrderPlaced", "occurred_at": "2026-12-06T04:00:00Z",
+        "aggregate_id": order, "event_type": "OrderPlaced", "occurred_at": now,
         "payload": {"customer_id": customer, "total": 4200}, "metadata": {"correlation_id": order}
     })
 }
@@ -129,6 +133,8 @@ fn the_console_lists_opens_and_retries_in_a_real_browser() {
             body: r#"{"error": "order is closed"}"#.into(),
             ..Reply::status(400)
         },
+        // o-2's MarkPaid stays in the outbox, retried.
+        Some("o-2") => Reply::status(503),
         _ => Reply::status(202),
     })
     .unwrap();
@@ -155,14 +161,26 @@ fn the_console_lists_opens_and_retries_in_a_real_browser() {
     for (order, customer) in [("o-1", MARKUP), ("o-2", "c-2"), ("o-3", "c-3")] {
         rig.publish(&nc, &subject, &order_placed(order, customer));
     }
+    let orders = ["o-1", "o-2", "o-3"];
+    let settled = || {
+        orders
+            .iter()
+            .all(|o| status_of(&base, o).as_deref() == Some("completed"))
+            && records(&base, "deadletters") == 1
+    };
     assert!(
-        wait_until(WAIT, || ["o-1", "o-2", "o-3"].iter().all(|o| status_of(
-            &base, o
-        )
-        .as_deref()
-            == Some("completed"))
-            && records(&base, "deadletters") == 1),
-        "three orders completed, o-3's MarkPaid dead-lettered"
+        wait_until(WAIT, settled),
+        "three orders completed ({:?}), o-3's MarkPaid dead-lettered ({}); the runner's log:\n{}",
+        orders.map(|o| status_of(&base, o)),
+        records(&base, "deadletters"),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        wait_until(WAIT, || gateway
+            .received()
+            .iter()
+            .any(|c| c.body["aggregate_id"] == "o-2")),
+        "o-2's MarkPaid tried"
     );
     // A bad deploy: o-4 faults in its correlate and is quarantined; then the fix.
     std::fs::write(&sagas, example_sagas(&rig, true).to_string()).unwrap();

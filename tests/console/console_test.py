@@ -2,8 +2,9 @@
 """Drives the Runner's web console in headless chromium (Playwright), as an operator
 would. Run by tests/console.rs, which starts the Runner and sets the scene:
 
-- orders o-1, o-2, o-3 of tenant acme completed (o-1's customer id is markup), o-3's
-  MarkPaid rejected by the Gateway: one dead letter;
+- orders o-1, o-2, o-3 of tenant acme completed (o-1's customer id is markup); o-2's
+  MarkPaid waits in the outbox (the Gateway answers 503), o-3's was rejected: one dead
+  letter;
 - o-4 quarantined by a faulty manifest, since fixed and reloaded.
 
 Environment: CONSOLE_BASE (the ops port's URL), CONSOLE_TOKEN (the admin token),
@@ -174,6 +175,16 @@ def main():
         rows.get_by_role("button", name="Discard").click()
         expect(page.locator("#deadletters-result")).to_contain_text("1 discarded")
         expect(page.locator("#deadletters")).to_contain_text("no dead letters match")
+
+        step("one instance: o-2's MarkPaid waiting in its outbox")
+        page.click("#views a[data-view=instances]")
+        page.fill("#find-form [name=correlation]", "o-2")
+        page.click("#find-form button[type=submit]")
+        expect(page.locator("#instance-title")).to_contain_text("o-2")
+        outbox = page.locator("#instance-outbox tbody tr")
+        expect(outbox).to_have_count(1)
+        expect(outbox).to_contain_text("aggregate")
+        expect(outbox).to_contain_text("MarkPaid")
 
         step("one instance: o-1's state (markup shown as text), timers, outbox, history")
         page.click("#views a[data-view=instances]")
