@@ -63,6 +63,8 @@ pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
     pub body: String,
+    /// Headers besides the content's type and length (the console's security policy).
+    pub headers: &'static [(&'static str, &'static str)],
 }
 
 impl Reply {
@@ -71,6 +73,7 @@ impl Reply {
             status,
             content_type: "application/json",
             body: body.to_string(),
+            headers: &[],
         }
     }
 }
@@ -422,14 +425,18 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, BadHead> {
 }
 
 fn encode(reply: &Reply) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         reply.status,
         reason(reply.status),
         reply.content_type,
         reply.body.len()
-    )
-    .into_bytes();
+    );
+    for (name, value) in reply.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
     out.extend_from_slice(reply.body.as_bytes());
     out
 }

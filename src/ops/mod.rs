@@ -1,10 +1,11 @@
-//! The ops port (docs/contracts.md §6): `/health`, `/ready`, `/metrics`, `/info` and the
+//! The ops port (docs/contracts.md §6): `/health`, `/ready`, `/metrics`, `/info`, the
 //! admin API (drain, resume, reload, replay, quarantine and dead letters, the store's
-//! contents), served by threads of their own (`http`), so a slow scraper never touches
+//! contents) and the web console over it (`/ui`, `console/`), served by threads of their own (`http`), so a slow scraper never touches
 //! the pipeline, and a slow or stuck client holds only its own connection, for a
 //! bounded time. The admin token is checked before a body is read.
 
 mod admin;
+mod console;
 mod control;
 mod http;
 mod inspect;
@@ -240,6 +241,7 @@ fn respond(served: &Served, request: &mut Request) -> Reply {
                 status: 200,
                 content_type: "text/plain; version=0.0.4",
                 body,
+                headers: &[],
             }
         }
         (Method::Get, "/info") => json_reply(
@@ -251,6 +253,12 @@ fn respond(served: &Served, request: &mut Request) -> Reply {
                 &shared.store,
             ),
         ),
+        // The web console: no token, it holds no data (docs/console.md).
+        (Method::Get, p) if p == "/ui" || p.starts_with("/ui/") => {
+            let settings = &shared.settings;
+            console::serve(p, &settings.tenancy.shard, &settings.ops.console_shards)
+                .unwrap_or_else(|| json_reply(404, json!({"error": format!("no GET {path}")})))
+        }
         (method, _) => json_reply(404, json!({"error": format!("no {method} {path}")})),
     }
 }

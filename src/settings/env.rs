@@ -19,6 +19,8 @@ const RESERVED_ENV: &[&str] = &[
     "RUNNER_ADMIN_TOKEN_FILE",
     // The build's commit (build.rs); `cargo run`/`cargo test` put it in the environment.
     "RUNNER_GIT_SHA",
+    // tests/console.rs skips its browser test when set (CI without a browser).
+    "RUNNER_SKIP_BROWSER",
 ];
 const RESERVED_ENV_PREFIXES: &[&str] = &["RUNNER_TEST_", "RUNNER_CRASH_", "RUNNER_PAUSE_"];
 

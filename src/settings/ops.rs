@@ -24,6 +24,9 @@ pub struct OpsSettings {
     /// With the tenant label on, the most tenants with series of their own; the rest
     /// count under `tenant="(other)"`.
     pub metrics_max_tenants: usize,
+    /// Ops-port URLs of the other shards (`http://runner-b:9090`): the web console
+    /// (`GET /ui`) links to their consoles. Each shard serves its own console.
+    pub console_shards: Vec<String>,
 }
 
 impl Default for OpsSettings {
@@ -34,6 +37,7 @@ impl Default for OpsSettings {
             drain_deadline_ms: 30_000,
             metrics_tenant_label: false,
             metrics_max_tenants: 100,
+            console_shards: Vec::new(),
         }
     }
 }
@@ -49,6 +53,17 @@ impl OpsSettings {
                 ),
             );
         }
+        if self.console_shards.len() > MAX_CONSOLE_SHARDS {
+            return bad(
+                "ops.console_shards",
+                format!("at most {MAX_CONSOLE_SHARDS} URLs"),
+            );
+        }
+        for url in &self.console_shards {
+            if let Err(why) = console_shard_url(url) {
+                return bad("ops.console_shards", format!("{url:?}: {why}"));
+            }
+        }
         within(
             "ops.drain_deadline_ms",
             self.drain_deadline_ms,
@@ -62,6 +77,29 @@ impl OpsSettings {
             10_000,
         )
     }
+}
+
+/// Shards the console links to, at most (a bound on what `/ui/shards` serves).
+const MAX_CONSOLE_SHARDS: usize = 256;
+
+/// A shard's ops-port URL: `http(s)://host[:port][/path]`, no credentials, nothing the
+/// page could turn into a script link.
+fn console_shard_url(url: &str) -> Result<(), &'static str> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or("must start with http:// or https://")?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err("names no host");
+    }
+    if host.contains('@') {
+        return Err("must not carry credentials");
+    }
+    if url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must be a URL of at most 2048 characters without spaces");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -82,6 +120,33 @@ mod tests {
                 "10001",
                 "ops.metrics_max_tenants",
             ),
+            (
+                "RUNNER_OPS_CONSOLE_SHARDS",
+                "javascript:alert(1)",
+                "ops.console_shards",
+            ),
+            (
+                "RUNNER_OPS_CONSOLE_SHARDS",
+                "http://u:p@b:9090",
+                "ops.console_shards",
+            ),
+            (
+                "RUNNER_OPS_CONSOLE_SHARDS",
+                "https://",
+                "ops.console_shards",
+            ),
         ]);
+        let s = crate::settings::Settings::load(
+            None,
+            vec![(
+                "RUNNER_OPS_CONSOLE_SHARDS".into(),
+                "http://runner-a:9090,https://runner-b.example/ops".into(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            s.ops.console_shards,
+            ["http://runner-a:9090", "https://runner-b.example/ops"]
+        );
     }
 }
