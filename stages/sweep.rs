@@ -1,6 +1,6 @@
 //! Sweep: deletes what expired (`store/expiry.rs`) when nothing else does. The relay's
-//! outbox deletes carry the sweep (transactions the process commits anyway, off the
-//! workflow's path), so under load a saga-side process's thread never writes; once none
+//! outbox deletes carry the sweep (a store-writer group of deletes alone: transactions
+//! the process commits anyway, off the workflow's path), so under load a saga-side process's thread never writes; once none
 //! swept for [`QUIET`] and something is due (low load, or an effect-mode process, which
 //! has no relay), it sweeps a batch in a transaction of its own, and keeps going while a
 //! backlog lasts.

@@ -12,8 +12,9 @@
 //! the future: no scan of the records themselves.
 //!
 //! The sweep ([`Store::sweep_in`]) rides in a transaction the process commits anyway
-//! and off the workflow's path (the relay's outbox deletes) and, when none came for a
-//! while, in one of its own ([`Store::sweep`], the `sweep` stage: at low load, and in
+//! and off the workflow's path (a store-writer group of the relay's outbox deletes alone,
+//! never one holding a saga commit or an effect record: `group.rs`) and, when none came
+//! for a while, in one of its own ([`Store::sweep`], the `sweep` stage: at low load, and in
 //! effect mode, which has no relay). What a key is says
 //! how it goes: a marker or an effect record is deleted; a finished instance is
 //! deleted with its status index entry and its history (an instance that is not

@@ -482,3 +482,65 @@ fn a_published_timer_nobody_applies_expires_after_the_dedupe_horizon() {
     assert_eq!(store.timers_len().unwrap(), 1);
     assert_eq!(store.expired().timers, 1);
 }
+
+#[test]
+fn the_sweep_rides_in_a_group_of_deletes_alone_and_never_in_one_with_a_commit() {
+    let dir = TempDir::new("expiry").unwrap();
+    let store = std::sync::Arc::new(opened(
+        &dir,
+        Retention {
+            sweep_batch: 1,
+            ..Retention::default()
+        },
+    ));
+    let gone = keep(Duration::ZERO, Duration::ZERO);
+    for i in 0..2 {
+        let (corr, event) = (format!("o-{i}"), format!("e-{i}"));
+        commit(
+            &store,
+            vec![step(&corr, &event, 1, InstanceStatus::Active, gone)],
+        );
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let (writer, mut jobs) = crate::store::writer(store.clone());
+    let delete = |w: &crate::store::Writer| {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        w.delete_outbox(vec![], move |_, result| {
+            let _ = tx.send(result);
+        });
+        rx
+    };
+
+    // A delete and a commit in one group: the commit does not wait behind a sweep.
+    let deleted = delete(&writer);
+    let committing = {
+        let writer = writer.clone();
+        std::thread::spawn(move || {
+            let t = step(
+                "o-9",
+                "e-9",
+                1,
+                InstanceStatus::Active,
+                Keep::of(&Retention::default()),
+            );
+            writer.commit(CommitBatch {
+                transitions: vec![t],
+                ..Default::default()
+            })
+        })
+    };
+    let group = jobs.next_group().unwrap();
+    assert_eq!(group.len(), 2, "the delete waited for the commit");
+    jobs.write(group);
+    assert!(committing.join().unwrap().1.is_ok());
+    assert!(deleted.try_recv().unwrap().is_ok());
+    assert_eq!(keys_of(&store, "dedupe").len(), 3, "nothing swept");
+
+    // A delete alone (after its wait): it carries a sweep batch.
+    let deleted = delete(&writer);
+    let group = jobs.next_group().unwrap();
+    assert_eq!(group.len(), 1);
+    jobs.write(group);
+    assert!(deleted.try_recv().unwrap().is_ok());
+    assert_eq!(keys_of(&store, "dedupe").len(), 2, "one marker swept");
+}

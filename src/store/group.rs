@@ -180,6 +180,9 @@ impl Store {
     /// Writes the jobs in one transaction (see the module doc for failures) and answers
     /// every one of them.
     pub(super) fn write_group(&self, mut jobs: Vec<Box<dyn Job>>) {
+        // The retention sweep rides only in a group nobody waits on (outbox deletes
+        // alone): a saga commit or an effect record never waits behind a sweep batch.
+        let mut sweep_rides = jobs.iter().all(|job| job.may_wait());
         'group: while !jobs.is_empty() {
             let now = now_ms();
             let mut w = match self.begin_rw() {
@@ -205,8 +208,33 @@ impl Store {
                     }
                 }
             }
+            let sweep = if sweep_rides {
+                match self.sweep_in(&mut w.txn, now) {
+                    Ok(sweep) => Some(sweep),
+                    Err(StoreError::MapFull) => {
+                        drop(w);
+                        if let Err(e) = self.grow() {
+                            return fail_all(jobs, &e);
+                        }
+                        continue 'group;
+                    }
+                    Err(e) => {
+                        // The jobs do not fail for it: written again without the sweep
+                        // (the `sweep` stage retries it on its own).
+                        log::warn!(error = e.to_string(); "the sweep riding in a write failed; writing without it");
+                        drop(w);
+                        sweep_rides = false;
+                        continue 'group;
+                    }
+                }
+            } else {
+                None
+            };
             match w.commit() {
                 Ok(()) => {
+                    if let Some(sweep) = sweep {
+                        self.swept(&sweep, now);
+                    }
                     for job in jobs {
                         job.committed(self, now);
                     }

@@ -793,11 +793,11 @@ impl group::Job for RecordsJob {
     }
 }
 
-/// Confirmed outbox items to delete, with the sweep riding along
-/// ([`Store::delete_outbox`]); the outcome goes to `done` with the keys.
+/// Confirmed outbox items to delete ([`Store::delete_outbox`]); the outcome goes to
+/// `done` with the keys. (The sweep rides in a group of deletes alone: `group.rs`.)
 struct DeleteJob<F: FnOnce(Vec<String>, Result<usize, StoreError>) + Send> {
     keys: Vec<String>,
-    written: Option<(usize, expiry::Sweep)>,
+    deleted: Option<usize>,
     done: F,
 }
 
@@ -806,26 +806,19 @@ impl<F: FnOnce(Vec<String>, Result<usize, StoreError>) + Send> group::Job for De
         &mut self,
         store: &Store,
         txn: &mut lmdb::RwTransaction<'_>,
-        now_ms: i64,
+        _now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.written = None;
-        let deleted = store.delete_outbox_in(txn, &self.keys)?;
-        self.written = Some((deleted, store.sweep_in(txn, now_ms)?));
+        self.deleted = None;
+        self.deleted = Some(store.delete_outbox_in(txn, &self.keys)?);
         Ok(())
     }
 
-    fn committed(self: Box<Self>, store: &Store, now_ms: i64) {
+    fn committed(self: Box<Self>, _store: &Store, _now_ms: i64) {
         let this = *self;
-        let result = match this.written {
-            Some((deleted, sweep)) => {
-                store.swept(&sweep, now_ms);
-                Ok(deleted)
-            }
+        let result = this.deleted.ok_or_else(|| {
             // Not reached: a job is answered as committed only after its write.
-            None => Err(StoreError::WriterGone(
-                "delete answered before its write".into(),
-            )),
-        };
+            StoreError::WriterGone("delete answered before its write".into())
+        });
         (this.done)(this.keys, result);
     }
 
@@ -869,7 +862,7 @@ impl Writer {
     ) {
         self.submit(Box::new(DeleteJob {
             keys,
-            written: None,
+            deleted: None,
             done,
         }));
     }
