@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::tests::{keys_of, opened_with as opened};
 use super::*;
 use crate::dev::TempDir;
 
@@ -12,16 +13,6 @@ const DAY: Duration = Duration::from_secs(86_400);
 
 fn acme() -> TenantId {
     "acme".parse().unwrap()
-}
-
-fn opened(dir: &TempDir, retention: Retention) -> Store {
-    let options = StoreOptions {
-        map_size: 64 << 20,
-        max_size: 64 << 20,
-        retention,
-        max_readers: StoreOptions::MIN_READERS,
-    };
-    Store::open_with(&dir.path().join("store"), &options).unwrap()
 }
 
 /// Transition number `n` of instance `corr`, with the given status and retention.
@@ -64,21 +55,6 @@ fn commit(store: &Store, transitions: Vec<Transition>) -> Vec<CommitOutcome> {
 
 fn keep(dedupe: Duration, finished: Duration) -> Keep {
     Keep { dedupe, finished }
-}
-
-/// Keys of a keyspace.
-fn keys_of(store: &Store, space: &str) -> Vec<String> {
-    let prefix = format!("{space}:");
-    let mut out = Vec::new();
-    store
-        .reader()
-        .unwrap()
-        .for_each_raw_from(&prefix, &prefix, |k, _| {
-            out.push(k.to_string());
-            Ok(true)
-        })
-        .unwrap();
-    out
 }
 
 fn later(secs: i64) -> i64 {

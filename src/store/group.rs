@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use super::expiry::now_ms;
+use super::expiry::{now_ms, Sweep};
 use super::{Store, StoreError};
 
 /// Most jobs written in one transaction: bounds a transaction's size (each job is a
@@ -61,12 +61,12 @@ pub(super) trait Job: Send {
     }
 }
 
-/// Where writes go: to the writer thread, or (with none, as in tools and tests) straight
-/// into a transaction of their own on the caller's thread. Both write a job the same way.
+/// Where writes go: to the writer thread, or (once it is gone) straight into a
+/// transaction of their own on the caller's thread. Both write a job the same way.
 #[derive(Clone)]
 pub struct Writer {
     store: Arc<Store>,
-    jobs: Option<Sender<Box<dyn Job>>>,
+    jobs: Sender<Box<dyn Job>>,
 }
 
 /// The writer thread's side: jobs in; it ends once every [`Writer`] linked to it is gone.
@@ -84,7 +84,7 @@ pub fn writer(store: Arc<Store>) -> (Writer, WriterJobs) {
     (
         Writer {
             store: store.clone(),
-            jobs: Some(tx),
+            jobs: tx,
         },
         WriterJobs {
             store,
@@ -96,26 +96,16 @@ pub fn writer(store: Arc<Store>) -> (Writer, WriterJobs) {
 }
 
 impl Writer {
-    /// Writes on the caller's thread, one transaction per job.
-    pub fn direct(store: Arc<Store>) -> Writer {
-        Writer { store, jobs: None }
-    }
-
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
 
-    /// Hands the job over; with no writer thread (or once it is gone) the caller writes
-    /// it itself, so a write is never lost to a missing thread.
+    /// Hands the job over; once the writer thread is gone the caller writes it itself,
+    /// so a write is never lost to a missing thread.
     pub(super) fn submit(&self, job: Box<dyn Job>) {
-        let job = match &self.jobs {
-            Some(tx) => match tx.send(job) {
-                Ok(()) => return,
-                Err(e) => e.into_inner(),
-            },
-            None => job,
-        };
-        self.store.write_group(vec![job]);
+        if let Err(gone) = self.jobs.send(job) {
+            self.store.write_group(vec![gone.into_inner()]);
+        }
     }
 }
 
@@ -182,7 +172,9 @@ impl Store {
     pub(super) fn write_group(&self, mut jobs: Vec<Box<dyn Job>>) {
         // The retention sweep rides only in a group nobody waits on (outbox deletes
         // alone): a saga commit or an effect record never waits behind a sweep batch.
-        let mut sweep_rides = jobs.iter().all(|job| job.may_wait());
+        if jobs.iter().all(|job| job.may_wait()) {
+            jobs.push(Box::new(SweepJob { swept: None }));
+        }
         'group: while !jobs.is_empty() {
             let now = now_ms();
             let mut w = match self.begin_rw() {
@@ -208,33 +200,8 @@ impl Store {
                     }
                 }
             }
-            let sweep = if sweep_rides {
-                match self.sweep_in(&mut w.txn, now) {
-                    Ok(sweep) => Some(sweep),
-                    Err(StoreError::MapFull) => {
-                        drop(w);
-                        if let Err(e) = self.grow() {
-                            return fail_all(jobs, &e);
-                        }
-                        continue 'group;
-                    }
-                    Err(e) => {
-                        // The jobs do not fail for it: written again without the sweep
-                        // (the `sweep` stage retries it on its own).
-                        log::warn!(error = e.to_string(); "the sweep riding in a write failed; writing without it");
-                        drop(w);
-                        sweep_rides = false;
-                        continue 'group;
-                    }
-                }
-            } else {
-                None
-            };
             match w.commit() {
                 Ok(()) => {
-                    if let Some(sweep) = sweep {
-                        self.swept(&sweep, now);
-                    }
                     for job in jobs {
                         job.committed(self, now);
                     }
@@ -248,6 +215,40 @@ impl Store {
                 Err(e) => return fail_all(jobs, &e),
             }
         }
+    }
+}
+
+/// A batch of the retention sweep riding in a group ([`Store::sweep_in`]). Nobody waits
+/// on it: a failure only leaves the batch to the next sweep (the `sweep` stage's, at the
+/// latest), and the group is written again without it.
+struct SweepJob {
+    swept: Option<Sweep>,
+}
+
+impl Job for SweepJob {
+    fn write(
+        &mut self,
+        store: &Store,
+        txn: &mut lmdb::RwTransaction<'_>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.swept = None;
+        self.swept = Some(store.sweep_in(txn, now_ms)?);
+        Ok(())
+    }
+
+    fn committed(self: Box<Self>, store: &Store, now_ms: i64) {
+        if let Some(sweep) = &self.swept {
+            store.swept(sweep, now_ms);
+        }
+    }
+
+    fn failed(self: Box<Self>, error: StoreError) {
+        log::warn!(error = error.to_string(); "the sweep riding in a write failed; the writes went without it");
+    }
+
+    fn may_wait(&self) -> bool {
+        true
     }
 }
 

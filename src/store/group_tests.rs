@@ -201,7 +201,6 @@ fn without_its_thread_a_writer_writes_on_the_callers_thread() {
             .unwrap(),
         1
     );
-    let direct = Writer::direct(store.clone());
     let cmd: WorkId = "cmd-1".parse().unwrap();
     let done = StoredCompletion::Whole(EffectCompletion {
         event_id: "r-1".into(),
@@ -209,7 +208,7 @@ fn without_its_thread_a_writer_writes_on_the_callers_thread() {
         recorded_at: "2026-12-06T04:00:00.000Z".into(),
     });
     let keep = Duration::from_secs(60);
-    direct
+    writer
         .record_effect_completions(&[(&acme, &cmd, &done, keep)])
         .unwrap();
     assert_eq!(store.effect_completion(&acme, &cmd).unwrap(), Some(done));

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::tests::{keys_of, opened_with};
 use super::*;
 use crate::dev::TempDir;
 use crate::keys::OutboxKind;
@@ -23,16 +24,11 @@ fn corr(s: &str) -> CorrelationId {
 }
 
 fn opened(dir: &TempDir, history: HistoryBound) -> Store {
-    let options = StoreOptions {
-        map_size: 64 << 20,
-        max_size: 64 << 20,
-        retention: Retention {
-            history,
-            ..Retention::default()
-        },
-        max_readers: StoreOptions::MIN_READERS,
+    let retention = Retention {
+        history,
+        ..Retention::default()
     };
-    Store::open_with(&dir.path().join("store"), &options).unwrap()
+    opened_with(dir, retention)
 }
 
 /// Transition `n` of instance `corr_id` of `tenant_id`, caused by event `e-{n}`.
@@ -78,17 +74,7 @@ fn commit(store: &Store, transitions: Vec<Transition>) -> Result<Vec<CommitOutco
 
 /// Every `history:` key in the store.
 fn history_keys(store: &Store) -> Vec<String> {
-    let prefix = format!("{}:", keys::space::HISTORY);
-    let mut out = Vec::new();
-    store
-        .reader()
-        .unwrap()
-        .for_each_raw_from(&prefix, &prefix, |k, _| {
-            out.push(k.to_string());
-            Ok(true)
-        })
-        .unwrap();
-    out
+    keys_of(store, keys::space::HISTORY)
 }
 
 fn numbers(h: &History) -> Vec<u64> {

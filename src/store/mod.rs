@@ -33,7 +33,7 @@ pub use admin::{Found, MAX_SCAN};
 pub use commit::Committed;
 pub use commit::{CommitBatch, CommitOutcome, Keep, Seen, Transition};
 pub use expiry::{expiry_of, now_ms, Expired, Retention, Swept};
-pub use group::{writer, Writer, WriterJobs, GROUP_MAX};
+pub use group::{writer, Writer, WriterJobs};
 pub use history::{History, HistoryBound, HistoryEntry, HistoryFacts, MAX_FIRST, MAX_LAST};
 pub use instances::{
     FoundInstance, InstancePage, InstanceQuery, VersionCounts, VersionsInUse, MAX_PAGE,

@@ -831,3 +831,29 @@ fn only_the_datas_own_faults_are_deterministic() {
     };
     assert!(unencodable.is_deterministic());
 }
+
+/// A 64 MiB store with this retention.
+pub(super) fn opened_with(dir: &TempDir, retention: Retention) -> Store {
+    let options = StoreOptions {
+        map_size: 64 << 20,
+        max_size: 64 << 20,
+        retention,
+        max_readers: StoreOptions::MIN_READERS,
+    };
+    Store::open_with(&dir.path().join("store"), &options).unwrap()
+}
+
+/// Keys of a keyspace.
+pub(super) fn keys_of(store: &Store, space: &str) -> Vec<String> {
+    let prefix = format!("{space}:");
+    let mut out = Vec::new();
+    store
+        .reader()
+        .unwrap()
+        .for_each_raw_from(&prefix, &prefix, |k, _| {
+            out.push(k.to_string());
+            Ok(true)
+        })
+        .unwrap();
+    out
+}
