@@ -707,13 +707,9 @@ impl Relay<'_> {
         let batch = std::mem::replace(&mut self.to_delete, rest);
         self.delete_due = (!self.to_delete.is_empty()).then(Instant::now);
         if let Err(batch) = self.deleter.submit(batch) {
-            // Not reached (a batch is in flight only while busy, checked above); deleting
-            // here keeps the batch all the same.
-            let result = self.store.delete_outbox(&batch);
-            self.on_deleted(Ok(Deleted {
-                keys: batch,
-                result,
-            }));
+            // Not reached (a batch is refused only while one is in flight, checked
+            // above): the keys wait for the next batch.
+            self.to_delete.extend(batch);
         }
     }
 
