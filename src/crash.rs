@@ -110,15 +110,17 @@ mod armed {
         hits: AtomicU64,
     }
 
+    /// The number in `var`, if it is set to one.
+    fn number(var: &str) -> Option<u64> {
+        std::env::var(var).ok()?.parse().ok()
+    }
+
     fn armed() -> Option<&'static Armed> {
         static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
         ARMED
             .get_or_init(|| {
                 let point = std::env::var("RUNNER_CRASH_AT").ok()?;
-                let after = std::env::var("RUNNER_CRASH_AFTER")
-                    .ok()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(1);
+                let after = number("RUNNER_CRASH_AFTER").unwrap_or(1);
                 Some(Armed {
                     point,
                     after,
@@ -143,10 +145,7 @@ mod armed {
             .get_or_init(|| {
                 let point = std::env::var("RUNNER_PAUSE_AT").ok()?;
                 let until = std::env::var_os("RUNNER_PAUSE_UNTIL").map(std::path::PathBuf::from);
-                let ms = std::env::var("RUNNER_PAUSE_MS")
-                    .ok()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
+                let ms = number("RUNNER_PAUSE_MS").unwrap_or(0);
                 Some(Pause {
                     point,
                     until,

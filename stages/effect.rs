@@ -469,13 +469,11 @@ impl<'a> Worker<'a> {
         } else {
             run()
         };
-        self.shared.stage_latency.effect.record(started.elapsed());
-        self.shared.labelled.effect_ended(
-            def.name.as_str(),
-            &cmd.tenant_id,
-            end.result_type,
-            started.elapsed(),
-        );
+        let took = started.elapsed();
+        self.shared.stage_latency.effect.record(took);
+        self.shared
+            .labelled
+            .effect_ended(def.name.as_str(), &cmd.tenant_id, end.result_type, took);
         if end.result_type != ResultType::Succeeded {
             Stats::add(&self.shared.stats.effects_failed, 1);
         }

@@ -17,18 +17,24 @@ fn admin(token_file: &Path, args: &[&str]) -> Output {
 }
 
 fn admin_with(args: &[&str], leading: &[(&str, &Path)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
+    let mut cmd = runner();
     cmd.arg("admin");
     for (flag, path) in leading {
         cmd.arg(flag).arg(path);
     }
     cmd.args(args);
+    cmd.output().expect("run runner admin")
+}
+
+/// The `runner` binary with the test's RUNNER_* left out.
+fn runner() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
     for (k, _) in std::env::vars() {
         if k.starts_with("RUNNER_") {
             cmd.env_remove(k);
         }
     }
-    cmd.output().expect("run runner admin")
+    cmd
 }
 
 fn text(out: &Output) -> (String, String) {
@@ -417,13 +423,7 @@ fn listings_merge_over_several_runners() {
 
     // The token from RUNNER_ADMIN_TOKEN_FILE; a third port that is not there.
     let closed = format!("http://127.0.0.1:{}", common::free_port());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RUNNER_") {
-            cmd.env_remove(k);
-        }
-    }
-    let out = cmd
+    let out = runner()
         .args([
             "admin", "--url", &a.base, "--url", &b.base, "--url", &closed,
         ])

@@ -90,7 +90,8 @@ fn rule_queries(rules: &Value) -> Vec<(String, String)> {
 fn metric_names(expr: &str) -> BTreeSet<String> {
     // Aggregations too: `sum by (x) (…)` puts the clause between the name and its
     // parenthesis.
-    const KEYWORDS: [&str; 27] = [
+    // The grouping clauses are in `CLAUSES`, which is checked first.
+    const KEYWORDS: [&str; 21] = [
         "sum",
         "min",
         "max",
@@ -104,12 +105,6 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
         "topk",
         "quantile",
         "limitk",
-        "by",
-        "without",
-        "on",
-        "ignoring",
-        "group_left",
-        "group_right",
         "and",
         "or",
         "unless",

@@ -38,8 +38,8 @@ use nats::jetstream::{
 };
 use serde_json::Value;
 
-use super::cpu_time;
 use super::workflow::publish_paced;
+use super::{cpu_time, quantile};
 use crate::dev::{wait_until, FakeGateway, Sandbox};
 use crate::nats_io::{Flusher, Publisher};
 
@@ -287,15 +287,6 @@ fn latencies(
         .iter()
         .filter_map(|(order, at)| Some(at.saturating_duration_since(*sent_at.get(*order)?)))
         .collect()
-}
-
-/// The `q` quantile of `sorted` (ascending), as the workflow phase reads its own: the
-/// element at `len × q`, the last for `q` = 1; zero when empty.
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    let Some(last) = sorted.len().checked_sub(1) else {
-        return Duration::ZERO;
-    };
-    sorted[((sorted.len() as f64 * q) as usize).min(last)]
 }
 
 fn nats_err(what: &str, source: std::io::Error) -> FloorError {

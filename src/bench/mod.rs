@@ -59,6 +59,16 @@ pub const SECTIONS: [&str; 9] = [
     "retention",
 ];
 
+/// The `q` quantile of `sorted` (ascending), read the same way by every phase (the
+/// floor's figures are set beside the workflow phase's): the element at `len × q`, the
+/// last for `q` = 1; zero when empty.
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return Duration::ZERO;
+    };
+    sorted[((sorted.len() as f64 * q) as usize).min(last)]
+}
+
 /// Phases run when `--sections` is not given: all but the soak and the retention run,
 /// which take minutes.
 pub fn default_sections() -> Vec<String> {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 
 use super::child::{peak_and_anon_mib, MemorySampler, Metrics, Runner};
-use super::{cpu_time, order_placed, per_event_by_thread, proc_cpu, threads_of};
+use super::{cpu_time, order_placed, per_event_by_thread, proc_cpu, quantile, threads_of};
 use crate::dev::{read_all, wait_until, FakeGateway, Sandbox};
 use crate::envelope::header;
 use crate::nats_io::Publisher;
@@ -179,7 +179,7 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
         .map_err(|e| log::warn!(error = e.as_str(); "per-hop latencies not measured"))
         .ok();
     let last = first.values().max().copied().unwrap_or(started);
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    let at = |q: f64| quantile(&latencies, q);
     let per_workflow = |d: Duration| d / n.max(1) as u32;
     Ok(Workflows {
         warmup,
@@ -370,7 +370,7 @@ fn hops(
     }
     Ok(hops.map(|mut h| {
         h.sort();
-        let at = |q: f64| h[((h.len() as f64 * q) as usize).min(h.len() - 1)];
+        let at = |q: f64| quantile(&h, q);
         (at(0.5), at(0.99))
     }))
 }

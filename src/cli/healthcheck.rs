@@ -52,7 +52,8 @@ fn unhealthy(url: &str, status: u16, resp: ureq::Response) -> Error {
     Error::Other(format!("unhealthy: {url} answered {status}: {body}"))
 }
 
-fn one_line(text: &str) -> String {
+/// `text` on one line, its runs of whitespace made one space.
+pub(crate) fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 

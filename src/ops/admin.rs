@@ -1,6 +1,7 @@
 //! The admin API's routes. Reads: quarantine, dead letters, instance lists, one saga
-//! instance, its history and the store's contents. Changes: drain and resume, manifest reload,
-//! replay, instance migration, and retry/discard of quarantine and dead-letter records.
+//! instance, its history and the store's contents. Changes: drain and resume, manifest
+//! reload, replay, instance migration, and retry/discard of quarantine and dead-letter
+//! records.
 //! Authentication happens before any of this (see `super::admin`).
 
 use super::http::Method;

@@ -385,9 +385,6 @@ type Head = (Method, String, Vec<(String, String)>);
 /// Headers a request may have; more is a bad request.
 const MAX_HEADERS: usize = 64;
 
-/// Parses the request head at the start of `buf` (httparse: the request line and
-/// header syntax of RFC 9112, as hyper parses them). `None` while the head is not
-/// complete; else the head and the length it took, body bytes follow.
 /// Why a request head does not parse; answered as a 400 with this text.
 #[derive(Debug, thiserror::Error)]
 enum BadHead {
@@ -399,6 +396,9 @@ enum BadHead {
     NotUtf8(String),
 }
 
+/// Parses the request head at the start of `buf` (httparse: the request line and
+/// header syntax of RFC 9112, as hyper parses them). `None` while the head is not
+/// complete; else the head and the length it took, body bytes follow.
 fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, BadHead> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut slots);

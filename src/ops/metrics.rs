@@ -325,34 +325,23 @@ impl HistogramFamily {
 /// One series of `family`; `labels`: its labels rendered (`a="x",b="y"`), or "".
 pub fn histogram_series(out: &mut String, family: &HistogramFamily, labels: &str, h: &Histogram) {
     let name = family.name;
-    let (open, sep) = if labels.is_empty() {
-        (String::new(), "")
+    // The labels go before `le` in a bucket, alone in braces on the sum and count.
+    let (before_le, braced) = if labels.is_empty() {
+        (String::new(), String::new())
     } else {
-        (labels.to_string(), ",")
+        (format!("{labels},"), format!("{{{labels}}}"))
     };
     for (bound, count) in family.bounds.iter().zip(h.cumulative(&family.bounds)) {
         let _ = writeln!(
             out,
-            "{name}_bucket{{{open}{sep}le=\"{}\"}} {count}",
+            "{name}_bucket{{{before_le}le=\"{}\"}} {count}",
             bound.as_secs_f64()
         );
     }
     let count = h.count();
-    let _ = writeln!(out, "{name}_bucket{{{open}{sep}le=\"+Inf\"}} {count}");
-    let braces = |s: &str| {
-        if s.is_empty() {
-            String::new()
-        } else {
-            format!("{{{s}}}")
-        }
-    };
-    let _ = writeln!(
-        out,
-        "{name}_sum{} {}",
-        braces(labels),
-        h.sum().as_secs_f64()
-    );
-    let _ = writeln!(out, "{name}_count{} {count}", braces(labels));
+    let _ = writeln!(out, "{name}_bucket{{{before_le}le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum{braced} {}", h.sum().as_secs_f64());
+    let _ = writeln!(out, "{name}_count{braced} {count}");
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The ops port (docs/contracts.md §6): `/health`, `/ready`, `/metrics`, `/info`, the
 //! admin API (drain, resume, reload, replay, quarantine and dead letters, the store's
-//! contents) and the web console over it (`/ui`, `console/`), served by threads of their own (`http`), so a slow scraper never touches
-//! the pipeline, and a slow or stuck client holds only its own connection, for a
-//! bounded time. The admin token is checked before a body is read.
+//! contents) and the web console over it (`/ui`, `console/`), served by threads of
+//! their own (`http`), so a slow scraper never touches the pipeline, and a slow or
+//! stuck client holds only its own connection, for a bounded time. The admin token is
+//! checked before a body is read.
 
 mod admin;
 mod console;

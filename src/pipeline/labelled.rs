@@ -167,20 +167,7 @@ impl Labelled {
         let mut inner = self.inner.lock();
         let tenant = self.tenant_key(&mut inner, tenant);
         let inner = &mut *inner;
-        let fresh = !inner
-            .effects
-            .get(effect)
-            .is_some_and(|t| t.contains_key(&tenant));
-        let (effect, tenant) = if fresh && inner.effect_series >= MAX_SERIES {
-            (OTHER, OTHER.to_string())
-        } else {
-            (effect, tenant)
-        };
-        let per_tenant = inner.effects.entry(effect.to_string()).or_default();
-        if !per_tenant.contains_key(&tenant) {
-            inner.effect_series += 1;
-        }
-        let series = per_tenant.entry(tenant).or_default();
+        let series = capped_series(&mut inner.effects, &mut inner.effect_series, effect, tenant);
         let i = OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(1);
         series.outcomes[i] += 1;
         series.seconds.record(took);
@@ -198,40 +185,15 @@ impl Labelled {
         };
         drop(inner);
         if !snap.tenant_label {
-            for saga in sagas {
-                snap.sagas
-                    .entry(saga.to_string())
-                    .or_default()
-                    .entry(String::new())
-                    .or_default();
-            }
-            for effect in effects {
-                snap.effects
-                    .entry(effect.to_string())
-                    .or_default()
-                    .entry(String::new())
-                    .or_default();
-            }
+            zero_series(&mut snap.sagas, sagas);
+            zero_series(&mut snap.effects, effects);
         }
         snap
     }
 
     fn add_saga(&self, inner: &mut Inner, saga: &str, tenant: &str, what: SagaCount) {
         let tenant = self.tenant_key(inner, tenant);
-        let fresh = !inner
-            .sagas
-            .get(saga)
-            .is_some_and(|t| t.contains_key(&tenant));
-        let (saga, tenant) = if fresh && inner.saga_series >= MAX_SERIES {
-            (OTHER, OTHER.to_string())
-        } else {
-            (saga, tenant)
-        };
-        let per_tenant = inner.sagas.entry(saga.to_string()).or_default();
-        if !per_tenant.contains_key(&tenant) {
-            inner.saga_series += 1;
-        }
-        per_tenant.entry(tenant).or_default()[what as usize] += 1;
+        capped_series(&mut inner.sagas, &mut inner.saga_series, saga, tenant)[what as usize] += 1;
     }
 
     /// The tenant label value: `""` with the label off, the tenant while it has (or may
@@ -253,6 +215,38 @@ impl Labelled {
             return tenant.to_string();
         }
         OTHER.to_string()
+    }
+}
+
+/// The series of `name` × `tenant` in `family` (`count`: how many it holds), or the
+/// [`OTHER`] × [`OTHER`] one when it would be new and the family is at [`MAX_SERIES`].
+fn capped_series<'a, V: Default>(
+    family: &'a mut BTreeMap<String, BTreeMap<String, V>>,
+    count: &mut usize,
+    name: &str,
+    tenant: String,
+) -> &'a mut V {
+    let fresh = !family.get(name).is_some_and(|t| t.contains_key(&tenant));
+    let (name, tenant) = if fresh && *count >= MAX_SERIES {
+        (OTHER, OTHER.to_string())
+    } else {
+        (name, tenant)
+    };
+    let per_tenant = family.entry(name.to_string()).or_default();
+    if !per_tenant.contains_key(&tenant) {
+        *count += 1;
+    }
+    per_tenant.entry(tenant).or_default()
+}
+
+/// A zero series (tenant label off: tenant `""`) for each of `names` that has none.
+fn zero_series<V: Default>(family: &mut BTreeMap<String, BTreeMap<String, V>>, names: &[&str]) {
+    for name in names {
+        family
+            .entry(name.to_string())
+            .or_default()
+            .entry(String::new())
+            .or_default();
     }
 }
 

@@ -7,6 +7,8 @@ use std::time::Duration;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
 
+use crate::cli::healthcheck::one_line;
+
 /// The most of a non-JSON answer's body quoted in an error.
 const BODY_QUOTE: usize = 300;
 
@@ -117,10 +119,6 @@ pub fn reason(body: &Value) -> String {
         Value::Null => "(no body)".into(),
         other => other.to_string(),
     }
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// One path segment, percent-encoded.

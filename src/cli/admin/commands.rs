@@ -240,42 +240,37 @@ fn instances_list(ctx: &Context, args: &ListArgs) -> Result<bool, AdminError> {
         print_json(&json!({"instances": rows, "shards": shards}));
         return Ok(ok);
     }
-    let shard = ctx.shard_column();
-    let mut headers = vec![
-        "CORRELATION",
-        "STATUS",
-        "VERSION",
-        "TRANSITIONS",
-        "UPDATED",
-        "NEXT TIMER",
-    ];
-    if shard {
-        headers.insert(0, "SHARD");
-    }
-    let mut table = Table::new(&headers);
-    let mut count = 0;
-    for (url, page) in &pages {
-        let Ok(p) = page else { continue };
-        for r in &p.rows {
-            let mut row: Vec<String> = [
-                "correlation",
-                "status",
-                "version",
-                "transitions",
-                "updated_at",
-                "next_timer",
-            ]
-            .iter()
-            .map(|k| cell(&r[*k]))
-            .collect();
-            if shard {
-                row.insert(0, url.clone());
-            }
-            table.push(row);
-            count += 1;
-        }
-    }
-    say_raw!("{}", table.render());
+    let rows = pages
+        .iter()
+        .filter_map(|(url, page)| Some((url, page.as_ref().ok()?)))
+        .flat_map(|(url, p)| {
+            p.rows.iter().map(move |r| {
+                let row = [
+                    "correlation",
+                    "status",
+                    "version",
+                    "transitions",
+                    "updated_at",
+                    "next_timer",
+                ]
+                .iter()
+                .map(|k| cell(&r[*k]))
+                .collect();
+                (url, row)
+            })
+        });
+    let count = print_merged(
+        ctx,
+        &[
+            "CORRELATION",
+            "STATUS",
+            "VERSION",
+            "TRANSITIONS",
+            "UPDATED",
+            "NEXT TIMER",
+        ],
+        rows,
+    );
     say!(
         "{count} instance{} of {} for tenant {}",
         plural(count),
@@ -296,6 +291,31 @@ fn instances_list(ctx: &Context, args: &ListArgs) -> Result<bool, AdminError> {
         }
     }
     Ok(ok)
+}
+
+/// Prints every port's rows as one table, led by a SHARD column when several ports
+/// were asked; returns how many rows it has.
+fn print_merged<'a>(
+    ctx: &Context,
+    headers: &[&str],
+    rows: impl Iterator<Item = (&'a String, Vec<String>)>,
+) -> usize {
+    let shard = ctx.shard_column();
+    let mut table = if shard {
+        Table::new(&[&["SHARD"], headers].concat())
+    } else {
+        Table::new(headers)
+    };
+    let mut count = 0;
+    for (url, mut row) in rows {
+        if shard {
+            row.insert(0, url.clone());
+        }
+        table.push(row);
+        count += 1;
+    }
+    say_raw!("{}", table.render());
+    count
 }
 
 fn plural(n: usize) -> &'static str {
@@ -518,7 +538,7 @@ fn records_list(ctx: &Context, which: Records, sel: &Selection) -> Result<bool, 
         print_json(&json!({"records": rows, "shards": shards}));
         return Ok(ok);
     }
-    let (mut headers, fields): (Vec<&str>, Vec<&str>) = match which {
+    let (headers, fields): (Vec<&str>, Vec<&str>) = match which {
         Records::Quarantine => (
             vec![
                 "KEY",
@@ -562,27 +582,24 @@ fn records_list(ctx: &Context, which: Records, sel: &Selection) -> Result<bool, 
             ],
         ),
     };
-    let shard = ctx.shard_column();
-    if shard {
-        headers.insert(0, "SHARD");
-    }
-    let mut table = Table::new(&headers);
-    let mut count = 0;
-    for (url, a) in &answers {
-        let Ok(body) = a else { continue };
-        for r in body["records"].as_array().into_iter().flatten() {
-            let mut row: Vec<String> = fields
-                .iter()
-                .map(|f| cell(r.pointer(f).unwrap_or(&Value::Null)))
-                .collect();
-            if shard {
-                row.insert(0, url.clone());
-            }
-            table.push(row);
-            count += 1;
-        }
-    }
-    say_raw!("{}", table.render());
+    let rows = answers
+        .iter()
+        .filter_map(|(url, a)| Some((url, a.as_ref().ok()?)))
+        .flat_map(|(url, body)| {
+            let fields = &fields;
+            body["records"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |r| {
+                    let row = fields
+                        .iter()
+                        .map(|f| cell(r.pointer(f).unwrap_or(&Value::Null)))
+                        .collect();
+                    (url, row)
+                })
+        });
+    let count = print_merged(ctx, &headers, rows);
     say!("{count} record{}", plural(count));
     for (url, a) in &answers {
         match a {
