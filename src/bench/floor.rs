@@ -39,7 +39,7 @@ use nats::jetstream::{
 use serde_json::Value;
 
 use super::workflow::publish_paced;
-use super::{cpu_time, quantile};
+use super::{cpu_time, proc_cpu, quantile};
 use crate::dev::{wait_until, FakeGateway, Sandbox};
 use crate::nats_io::{Flusher, Publisher};
 
@@ -54,6 +54,18 @@ pub struct Floor {
     /// This process's CPU per order: the hops, the order publisher and the stand-in
     /// Gateway, as the workflow phase's figure includes them too.
     pub cpu_per_workflow: Duration,
+    /// nats-server's CPU per order over the same window, when the bench started it.
+    pub server_per_workflow: Option<Duration>,
+}
+
+/// The workflow phase's figures set beside the floor's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Beside {
+    pub p50: Duration,
+    pub p99: Duration,
+    /// CPU per workflow of every process: the Runner, the bench process (publisher and
+    /// stand-in Gateway) and nats-server; `None` without nats-server's figure.
+    pub cpu_all: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +233,13 @@ fn drive(
         )));
     }
     let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(n as usize);
+    let server_stat = sandbox
+        .server
+        .as_ref()
+        .and_then(|s| s.pid())
+        .map(|pid| format!("/proc/{pid}/stat"));
+    let server_cpu = || server_stat.as_deref().map(proc_cpu);
+    let server_before = server_cpu();
     let cpu_before = cpu_time();
     publish_paced(
         &mut publisher,
@@ -246,6 +265,9 @@ fn drive(
     }
     let all_in = arrived(warmup + n);
     let cpu = cpu_time().saturating_sub(cpu_before);
+    let server = server_cpu()
+        .zip(server_before)
+        .map(|(after, before)| after.saturating_sub(before) / n.max(1) as u32);
     if !all_in {
         return Err(FloorError::Incomplete(format!(
             "{} of {n} orders reached the Gateway",
@@ -267,6 +289,7 @@ fn drive(
         p999: quantile(&latencies, 0.999),
         max: quantile(&latencies, 1.0),
         cpu_per_workflow: cpu / n.max(1) as u32,
+        server_per_workflow: server,
     })
 }
 
@@ -529,26 +552,35 @@ pub fn print(floor: &Floor, n: u64, rate: u64) {
     println!(
         "floor: {n} orders at {rate}/s through the workflow's three hops by raw primitives (pull, LMDB put + sync commit, JetStream publish awaiting its ack or the Gateway POST, ack); no Runner code"
     );
+    let server = floor
+        .server_per_workflow
+        .map_or(String::new(), |s| format!(", nats-server {} µs", us(s)));
     println!(
-        "  completed {}; latency p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms; CPU {:.0} µs per workflow (this process)",
+        "  completed {}; latency p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms; CPU per workflow: this process {} µs{server}",
         floor.completed,
         ms(floor.p50),
         ms(floor.p99),
         ms(floor.p999),
         ms(floor.max),
-        floor.cpu_per_workflow.as_secs_f64() * 1e6
+        us(floor.cpu_per_workflow)
     );
 }
 
-/// Prints the workflow's p50 and p99 next to the floor's, their ratios and the goal.
-pub fn print_beside(floor: &Floor, p50: Duration, p99: Duration) {
-    for line in beside(floor, p50, p99) {
+fn us(d: Duration) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1e6)
+}
+
+/// Prints the workflow's p50, p99 and CPU next to the floor's, their ratios and the
+/// goal.
+pub fn print_beside(floor: &Floor, workflow: &Beside) {
+    for line in beside(floor, workflow) {
         println!("{line}");
     }
 }
 
 /// The lines of [`print_beside`].
-fn beside(floor: &Floor, p50: Duration, p99: Duration) -> [String; 2] {
+fn beside(floor: &Floor, workflow: &Beside) -> Vec<String> {
+    let Beside { p50, p99, cpu_all } = *workflow;
     let ratio = |a: Duration, b: Duration| match b.as_secs_f64() {
         f if f > 0.0 => format!("{:.2}x", a.as_secs_f64() / f),
         _ => "–".to_string(),
@@ -560,7 +592,7 @@ fn beside(floor: &Floor, p50: Duration, p99: Duration) -> [String; 2] {
             "missed"
         }
     };
-    [
+    let mut lines = vec![
         format!(
             "  against the floor: p50 {} ms vs floor {} ms ({}), p99 {} ms vs floor {} ms ({})",
             ms(p50),
@@ -575,7 +607,19 @@ fn beside(floor: &Floor, p50: Duration, p99: Duration) -> [String; 2] {
             within(p50, floor.p50, P50_GOAL),
             within(p99, floor.p99, P99_GOAL)
         ),
-    ]
+    ];
+    // Both sides include a publisher and a stand-in Gateway; neither includes the
+    // other's idle processes.
+    if let Some((all, server)) = cpu_all.zip(floor.server_per_workflow) {
+        let floor_all = floor.cpu_per_workflow + server;
+        lines.push(format!(
+            "  CPU per workflow, every process: {} µs (Runner, nats-server, bench) vs floor {} µs (floor process, nats-server) ({})",
+            us(all),
+            us(floor_all),
+            ratio(all, floor_all)
+        ));
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -590,6 +634,15 @@ mod tests {
             p999: Duration::from_millis(p99_ms + 1),
             max: Duration::from_millis(p99_ms + 2),
             cpu_per_workflow: Duration::from_micros(300),
+            server_per_workflow: Some(Duration::from_micros(200)),
+        }
+    }
+
+    fn workflow(p50_ms: u64, p99_ms: u64, cpu_all_us: Option<u64>) -> Beside {
+        Beside {
+            p50: Duration::from_millis(p50_ms),
+            p99: Duration::from_millis(p99_ms),
+            cpu_all: cpu_all_us.map(Duration::from_micros),
         }
     }
 
@@ -605,11 +658,10 @@ mod tests {
 
     #[test]
     fn beside_prints_both_figures_their_ratios_and_the_goal() {
-        let [figures, goal] = beside(
-            &floor(4, 10),
-            Duration::from_millis(6),
-            Duration::from_millis(25),
-        );
+        let lines = beside(&floor(4, 10), &workflow(6, 25, Some(1250)));
+        let [figures, goal, cpu] = &lines[..] else {
+            panic!("three lines expected: {lines:?}");
+        };
         assert_eq!(
             figures,
             "  against the floor: p50 6.00 ms vs floor 4.00 ms (1.50x), p99 25.00 ms vs floor 10.00 ms (2.50x)"
@@ -618,11 +670,26 @@ mod tests {
             goal,
             "  goal at 1,000 workflows/s: p50 <= 1.5x the floor's (met), p99 <= 2x (missed)"
         );
+        assert_eq!(
+            cpu,
+            "  CPU per workflow, every process: 1250 µs (Runner, nats-server, bench) vs floor 500 µs (floor process, nats-server) (2.50x)"
+        );
+    }
+
+    #[test]
+    fn without_a_server_figure_no_cpu_line_is_printed() {
+        assert_eq!(beside(&floor(4, 10), &workflow(6, 25, None)).len(), 2);
+        let mut unmeasured = floor(4, 10);
+        unmeasured.server_per_workflow = None;
+        assert_eq!(beside(&unmeasured, &workflow(6, 25, Some(900))).len(), 2);
     }
 
     #[test]
     fn a_zero_floor_has_no_ratio() {
-        let [figures, goal] = beside(&floor(0, 0), Duration::from_millis(1), Duration::ZERO);
+        let lines = beside(&floor(0, 0), &workflow(1, 0, None));
+        let [figures, goal] = &lines[..] else {
+            panic!("two lines expected: {lines:?}");
+        };
         assert!(figures.contains("(–)"), "{figures}");
         assert!(goal.contains("p50 <= 1.5x the floor's (missed)"), "{goal}");
         assert!(goal.contains("p99 <= 2x (met)"), "{goal}");

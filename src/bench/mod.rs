@@ -144,7 +144,17 @@ pub fn run(options: &Options) -> Result<(), String> {
         let f = floor::run(&sandbox, options.workflows, options.rate).map_err(|e| e.to_string())?;
         floor::print(&f, options.workflows, options.rate);
         if let Some(w) = &workflow {
-            floor::print_beside(&f, w.p50, w.p99);
+            let cpu_all = w
+                .server_per_workflow
+                .map(|server| w.cpu_per_workflow + w.bench_per_workflow + server);
+            floor::print_beside(
+                &f,
+                &floor::Beside {
+                    p50: w.p50,
+                    p99: w.p99,
+                    cpu_all,
+                },
+            );
         }
     }
     if options.runs("backlog") {
