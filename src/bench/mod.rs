@@ -476,12 +476,13 @@ fn threads_of(pid: &str) -> Vec<(String, Duration)> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;
     };
+    let process = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     for task in tasks.flatten() {
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
         let Some((name, cpu)) = parse_stat(&stat) else {
             continue;
         };
-        let name = pool_name(name);
+        let name = pool_name(unnamed_as_such(name, process.trim_end()));
         match out.iter_mut().find(|(n, _)| *n == name) {
             Some((_, d)) => *d += cpu,
             None => out.push((name, cpu)),
@@ -489,6 +490,19 @@ fn threads_of(pid: &str) -> Vec<(String, Duration)> {
     }
     out
 }
+
+/// Threads nobody named carry the process's name (the binary's file name, `runner` or
+/// whatever a copy is called): in the Runner those are the main thread and the nats
+/// client's own reader and flusher threads.
+fn unnamed_as_such(name: String, process: &str) -> String {
+    if name == process {
+        UNNAMED.to_string()
+    } else {
+        name
+    }
+}
+
+const UNNAMED: &str = "unnamed (main, nats client)";
 
 /// `effect-12` → `effect-*`; other names as they are.
 fn pool_name(name: String) -> String {
@@ -553,7 +567,14 @@ fn event_time(i: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::pool_name;
+    use super::{pool_name, unnamed_as_such, UNNAMED};
+
+    #[test]
+    fn threads_named_like_the_process_are_reported_as_unnamed() {
+        assert_eq!(unnamed_as_such("runner-new".into(), "runner-new"), UNNAMED);
+        assert_eq!(unnamed_as_such("runner".into(), "runner"), UNNAMED);
+        assert_eq!(unnamed_as_such("execute".into(), "runner"), "execute");
+    }
 
     #[test]
     fn numbered_threads_of_a_pool_share_one_name() {
