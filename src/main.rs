@@ -1,5 +1,4 @@
-// One unsafe call, kept here: the process-wide THP switch (`keep_huge_pages_off`).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 // mimalloc: the pipeline allocates JSON values in one thread and frees them in another;
 // glibc malloc spends a large share of the CPU on exactly that (see docs/performance.md).
@@ -11,16 +10,14 @@ fn main() {
     std::process::exit(runner::cli::main_with(std::env::args_os()));
 }
 
-/// Transparent huge pages off for this process and its children, before the allocator
-/// reserves its arena: each of the Runner's threads would otherwise fault in a whole
-/// 2 MiB page for its first small allocations (on hosts whose THP mode is `always`;
-/// in `madvise` mode mimalloc's `no_thp` feature already keeps them off). Failure only
-/// costs memory, so it is ignored (old kernels, seccomp filters).
+/// Transparent huge pages off for this process and its children: each of the Runner's
+/// ~100 threads would otherwise fault in a whole 2 MiB page for its first small
+/// allocations (on hosts whose THP mode is `always`; in `madvise` mode mimalloc's
+/// `no_thp` feature already keeps them off). Failure only costs memory, so it is
+/// ignored (old kernels, seccomp filters).
 #[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
 fn keep_huge_pages_off() {
-    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
-    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    let _ = nix::sys::prctl::set_thp_disable(true);
 }
 
 #[cfg(not(target_os = "linux"))]
