@@ -52,11 +52,49 @@ fn sizing(s: &Settings) -> serde_json::Value {
     ])
 }
 
-/// A field of `/proc/PID/status`, in KiB.
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
+/// `/proc/PID/status` of a running process.
+fn status_of(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).ok()
+}
+
+/// The first number of a `/proc/PID/status` field (KiB for memory fields).
+fn field(status: &str, name: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(name))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A field of `/proc/PID/status`, in KiB.
+fn status_kib(pid: u32, name: &str) -> Option<u64> {
+    field(&status_of(pid)?, name)
+}
+
+/// Waits until `want` commands are in the commands stream, calling `sample` every
+/// `every` (it samples the runner's memory and describes it for a failure).
+fn wait_for_commands(
+    rig: &Rig,
+    nc: &nats::Connection,
+    want: usize,
+    within: Duration,
+    every: Duration,
+    log: &std::path::Path,
+    mut sample: impl FnMut() -> String,
+) {
+    let js = nats::jetstream::new(nc.clone());
+    let commands = &rig.settings.streams.workflow_commands;
+    let deadline = Instant::now() + within;
+    loop {
+        let sampled = sample();
+        let sent = js.stream_info(commands).map_or(0, |i| i.state.messages);
+        if sent as usize >= want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not drained in time: {sent} of {want} commands; {sampled}; log: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(every);
+    }
 }
 
 /// The process's peak resident set (`VmHWM`), in KiB: anonymous memory plus the pages
@@ -111,24 +149,20 @@ fn a_backlog_of_large_messages_drains_inside_256_mib() {
     let config = config_file(&rig);
     let log = rig.dir.path().join("runner.log");
     let runner = RunnerProcess::start_logged(&config, None, &log);
-    let js = nats::jetstream::new(nc.clone());
-    let commands = rig.settings.streams.workflow_commands.clone();
-    let deadline = Instant::now() + Duration::from_secs(120);
     let (mut peak, mut peak_anon) = (0, 0);
-    loop {
-        peak = peak.max(peak_rss_kib(runner.pid()).unwrap_or(0));
-        peak_anon = peak_anon.max(anon_rss_kib(runner.pid()).unwrap_or(0));
-        let sent = js.stream_info(&commands).map_or(0, |i| i.state.messages);
-        if sent as usize >= EVENTS {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "backlog not drained in time: {sent} of {EVENTS} commands; peak {peak} KiB; log: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_commands(
+        &rig,
+        &nc,
+        EVENTS,
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+        &log,
+        || {
+            peak = peak.max(peak_rss_kib(runner.pid()).unwrap_or(0));
+            peak_anon = peak_anon.max(anon_rss_kib(runner.pid()).unwrap_or(0));
+            format!("peak {peak} KiB")
+        },
+    );
     peak = peak.max(peak_rss_kib(runner.pid()).unwrap_or(0));
     eprintln!(
         "peak resident set while draining: {} MiB, of it anonymous (sampled): {} MiB",
@@ -146,8 +180,8 @@ fn a_backlog_of_large_messages_drains_inside_256_mib() {
 /// The allocator (mimalloc) gives every thread pages of its own inside one large
 /// reserved arena; with transparent huge pages allowed, each thread's first allocation
 /// there faulted in a whole 2 MiB page, so the ~100 threads of combined mode held ~95
-/// MiB of anonymous memory at 100 workflows/s (20 MiB without). The binary is built
-/// with THP off for its process (mimalloc's `no_thp`): this holds it there.
+/// MiB of anonymous memory at 100 workflows/s (20 MiB without). The binary keeps THP
+/// off (mimalloc's `no_thp`, and `PR_SET_THP_DISABLE` in `main`): this holds it there.
 #[test]
 fn the_runner_keeps_transparent_huge_pages_off_and_little_anonymous_memory() {
     let mut rig = Rig::new(copying_saga());
@@ -168,26 +202,21 @@ fn the_runner_keeps_transparent_huge_pages_off_and_little_anonymous_memory() {
         );
         rig.publish(&nc, &subject, &body);
     }
-    let js = nats::jetstream::new(nc.clone());
-    let commands = rig.settings.streams.workflow_commands.clone();
-    let deadline = Instant::now() + Duration::from_secs(60);
     let mut peak_anon = 0;
-    loop {
-        peak_anon = peak_anon.max(anon_rss_kib(runner.pid()).unwrap_or(0));
-        let sent = js.stream_info(&commands).map_or(0, |i| i.state.messages);
-        if sent as usize >= SMALL {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{sent} of {SMALL} commands; log: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let status = std::fs::read_to_string(format!("/proc/{}/status", runner.pid()))
-        .expect("the runner's /proc status");
-    let threads = status_kib(runner.pid(), "Threads:").unwrap_or(0);
+    wait_for_commands(
+        &rig,
+        &nc,
+        SMALL,
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        &log,
+        || {
+            peak_anon = peak_anon.max(anon_rss_kib(runner.pid()).unwrap_or(0));
+            format!("anonymous peak {peak_anon} KiB")
+        },
+    );
+    let status = status_of(runner.pid()).expect("the runner's /proc status");
+    let threads = field(&status, "Threads:").unwrap_or(0);
     match status.lines().find(|l| l.starts_with("THP_enabled:")) {
         Some(line) => assert_eq!(
             line.split_whitespace().nth(1),

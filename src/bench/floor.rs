@@ -39,7 +39,7 @@ use nats::jetstream::{
 use serde_json::Value;
 
 use super::workflow::publish_paced;
-use super::{cpu_time, proc_cpu, quantile};
+use super::{cpu_time, quantile, server_cpu};
 use crate::dev::{wait_until, FakeGateway, Sandbox};
 use crate::nats_io::{Flusher, Publisher};
 
@@ -233,13 +233,7 @@ fn drive(
         )));
     }
     let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(n as usize);
-    let server_stat = sandbox
-        .server
-        .as_ref()
-        .and_then(|s| s.pid())
-        .map(|pid| format!("/proc/{pid}/stat"));
-    let server_cpu = || server_stat.as_deref().map(proc_cpu);
-    let server_before = server_cpu();
+    let server_before = server_cpu(sandbox);
     let cpu_before = cpu_time();
     publish_paced(
         &mut publisher,
@@ -265,7 +259,7 @@ fn drive(
     }
     let all_in = arrived(warmup + n);
     let cpu = cpu_time().saturating_sub(cpu_before);
-    let server = server_cpu()
+    let server = server_cpu(sandbox)
         .zip(server_before)
         .map(|(after, before)| after.saturating_sub(before) / n.max(1) as u32);
     if !all_in {

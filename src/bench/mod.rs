@@ -178,13 +178,11 @@ fn saga(
     batch: &[(String, Value)],
 ) -> Result<f64, String> {
     let events = batch.len() as u64;
-    let server_pid = sandbox.server.as_ref().and_then(|s| s.pid());
-    let server_cpu = || server_pid.map(|pid| proc_cpu(&format!("/proc/{pid}/stat")));
-    let server_before = server_cpu();
+    let server_before = server_cpu(sandbox);
     let fetch_batch = sandbox.settings.consumer.fetch_batch;
     let raw = raw::pull_ack(nc, batch, fetch_batch, raw::PerEvent::Ack)?;
     // Includes publishing the raw stream: an upper bound on the server's share.
-    let server_raw = server_cpu()
+    let server_raw = server_cpu(sandbox)
         .zip(server_before)
         .map(|(a, b)| a.saturating_sub(b));
     let window = sandbox.settings.relay.publish_window;
@@ -200,7 +198,7 @@ fn saga(
     let store = sandbox.open_store()?;
     let cpu_before = cpu_time();
     let threads_before = thread_cpu();
-    let server_before = server_cpu();
+    let server_before = server_cpu(sandbox);
     let pipeline = sandbox.start_pipeline(store)?;
     // Timed from here: connecting and binding consumers is not throughput (the raw
     // loop's clock also starts after its consumer exists). What the stages finished
@@ -213,7 +211,7 @@ fn saga(
     let elapsed = started.elapsed();
     let cpu = cpu_time().saturating_sub(cpu_before);
     let threads_after = thread_cpu();
-    let server_pipeline = server_cpu()
+    let server_pipeline = server_cpu(sandbox)
         .zip(server_before)
         .map(|(a, b)| a.saturating_sub(b));
     let stats = pipeline.stats();
@@ -453,6 +451,13 @@ pub(super) fn order_placed(i: u64) -> (String, Value) {
 /// User + system CPU time of this process.
 pub(super) fn cpu_time() -> Duration {
     proc_cpu("/proc/self/stat")
+}
+
+/// nats-server's user + system CPU time so far, when this bench started the server
+/// (`None` when it runs against `--nats-url`'s).
+pub(super) fn server_cpu(sandbox: &Sandbox) -> Option<Duration> {
+    let pid = sandbox.server.as_ref()?.pid()?;
+    Some(proc_cpu(&format!("/proc/{pid}/stat")))
 }
 
 /// User + system CPU time of the process whose `stat` file is at `path`.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::TENANTS;
-use super::{cpu_time, order_placed, per_event_by_thread, proc_cpu, thread_cpu};
+use super::{cpu_time, order_placed, per_event_by_thread, server_cpu, thread_cpu};
 use crate::dev::{seed_outbox_as, wait_until, Sandbox};
 use crate::keys::OutboxKind;
 use crate::nats_io::Publisher;
@@ -139,11 +139,9 @@ fn measure_round(
         .pop()
         .ok_or("nothing seeded")?
         .1;
-    let server_pid = sandbox.server.as_ref().and_then(|s| s.pid());
-    let server_cpu =
-        || server_pid.map_or(Duration::ZERO, |pid| proc_cpu(&format!("/proc/{pid}/stat")));
+    let server_now = || server_cpu(sandbox).unwrap_or_default();
 
-    let cpu_before = (cpu_time(), server_cpu());
+    let cpu_before = (cpu_time(), server_now());
     let threads_before = thread_cpu();
     let raw = raw_publish(
         nc,
@@ -153,11 +151,11 @@ fn measure_round(
     )?;
     let raw_cpu = (
         cpu_time().saturating_sub(cpu_before.0),
-        server_cpu().saturating_sub(cpu_before.1),
+        server_now().saturating_sub(cpu_before.1),
     );
     let raw_threads = per_event_by_thread(&threads_before, thread_cpu(), items);
 
-    let cpu_before = (cpu_time(), server_cpu());
+    let cpu_before = (cpu_time(), server_now());
     let threads_before = thread_cpu();
     let pipeline = sandbox.start_pipeline(store)?;
     // Timed from here: start-up (connecting, binding consumers) is not throughput.
@@ -174,7 +172,7 @@ fn measure_round(
     let drain = (items - relayed_at_start) as f64 / started.elapsed().as_secs_f64();
     let drain_cpu = (
         cpu_time().saturating_sub(cpu_before.0),
-        server_cpu().saturating_sub(cpu_before.1),
+        server_now().saturating_sub(cpu_before.1),
     );
     let drain_threads = per_event_by_thread(&threads_before, thread_cpu(), items);
     let round = Round {

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 
 use super::child::{peak_and_anon_mib, MemorySampler, Metrics, Runner};
-use super::{cpu_time, order_placed, per_event_by_thread, proc_cpu, quantile, threads_of};
+use super::{
+    cpu_time, order_placed, per_event_by_thread, proc_cpu, quantile, server_cpu, threads_of,
+};
 use crate::dev::{read_all, wait_until, FakeGateway, Sandbox};
 use crate::envelope::header;
 use crate::nats_io::Publisher;
@@ -109,18 +111,12 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
         .map_err(|e| log::warn!(error = e.as_str(); "the disk's sync time not measured"))
         .ok();
     let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(n as usize);
-    let server_stat = sandbox
-        .server
-        .as_ref()
-        .and_then(|s| s.pid())
-        .map(|pid| format!("/proc/{pid}/stat"));
-    let server_cpu = || server_stat.as_deref().map(proc_cpu);
     let (runner_stat, runner_tasks) = (format!("/proc/{pid}/stat"), pid.to_string());
     // Scraped outside the CPU window: rendering the page is not the workflow's cost.
     let metrics_before = scrape(&runner);
     let cpu_before = proc_cpu(&runner_stat);
     let bench_before = cpu_time();
-    let server_before = server_cpu();
+    let server_before = server_cpu(sandbox);
     let threads_before = threads_of(&runner_tasks);
     let sampler = MemorySampler::start(pid)?;
     let started = Instant::now();
@@ -146,7 +142,7 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
     }
     let cpu = proc_cpu(&runner_stat).saturating_sub(cpu_before);
     let bench_cpu = cpu_time().saturating_sub(bench_before);
-    let server = server_cpu()
+    let server = server_cpu(sandbox)
         .zip(server_before)
         .map(|(after, before)| after.saturating_sub(before) / n.max(1) as u32);
     let by_thread = per_event_by_thread(&threads_before, threads_of(&runner_tasks), n);
