@@ -553,6 +553,10 @@ fn bench_smoke_run_prints_its_tables_and_its_counts_add_up() {
         // Every order was found in both streams (else the line is left out).
         "per hop, p50 / p99 ms: OrderPlaced → command stored",
         "saga side, p50 / p99 ms: group commit",
+        // The Runner's threads were sampled: the store writer waited for its syncs.
+        "Runner context switches per workflow: ",
+        " preempted); by thread: ",
+        "store-writer ",
         "the store's disk, idle before the run: one 4 KiB write + fdatasync",
         "peak RSS",
         "backlog: 300 OrderPlaced drained by `runner run --mode saga` in its own process",

@@ -12,7 +12,10 @@ mod floor;
 mod raw;
 mod relay;
 mod retention;
+mod threads;
 mod workflow;
+
+use threads::{per_event_by_thread, thread_cpu, threads_of};
 
 use std::time::{Duration, Instant};
 
@@ -468,81 +471,8 @@ pub(super) fn proc_cpu(path: &str) -> Duration {
         .map_or(Duration::ZERO, |(_, cpu)| cpu)
 }
 
-/// CPU time per thread name of this process (threads of the same name summed).
-pub(super) fn thread_cpu() -> Vec<(String, Duration)> {
-    threads_of("self")
-}
-
-/// CPU time per thread name of process `pid` ("self" for this one). Numbered threads of
-/// one pool (`effect-0`, `effect-1`, …) are summed as one (`effect-*`): 64 workers that
-/// each cost little cost much together.
-fn threads_of(pid: &str) -> Vec<(String, Duration)> {
-    let mut out: Vec<(String, Duration)> = Vec::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    let process = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    for task in tasks.flatten() {
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        let Some((name, cpu)) = parse_stat(&stat) else {
-            continue;
-        };
-        let name = pool_name(unnamed_as_such(name, process.trim_end()));
-        match out.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, d)) => *d += cpu,
-            None => out.push((name, cpu)),
-        }
-    }
-    out
-}
-
-/// Threads nobody named carry the process's name (the binary's file name, `runner` or
-/// whatever a copy is called): in the Runner those are the main thread and the nats
-/// client's own reader and flusher threads.
-fn unnamed_as_such(name: String, process: &str) -> String {
-    if name == process {
-        UNNAMED.to_string()
-    } else {
-        name
-    }
-}
-
-const UNNAMED: &str = "unnamed (main, nats client)";
-
-/// `effect-12` → `effect-*`; other names as they are.
-fn pool_name(name: String) -> String {
-    match name.rsplit_once('-') {
-        Some((pool, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
-            format!("{pool}-*")
-        }
-        _ => name,
-    }
-}
-
-/// CPU per event of each thread name between two `threads_of` samples, largest first,
-/// threads that did nothing left out.
-pub(super) fn per_event_by_thread(
-    before: &[(String, Duration)],
-    after: Vec<(String, Duration)>,
-    events: u64,
-) -> Vec<(String, Duration)> {
-    let mut by_thread: Vec<(String, Duration)> = after
-        .into_iter()
-        .map(|(name, after)| {
-            let before = before
-                .iter()
-                .find(|(b, _)| *b == name)
-                .map_or(Duration::ZERO, |(_, d)| *d);
-            (name, after.saturating_sub(before) / events.max(1) as u32)
-        })
-        .filter(|(_, d)| !d.is_zero())
-        .collect();
-    by_thread.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
-    by_thread
-}
-
 /// The command name and user + system CPU time of a `/proc/…/stat` line.
-fn parse_stat(stat: &str) -> Option<(String, Duration)> {
+pub(super) fn parse_stat(stat: &str) -> Option<(String, Duration)> {
     let (name, after) = stat.split_once('(')?.1.rsplit_once(')')?;
     // Fields after the parenthesised name; utime and stime are the 12th and 13th.
     let fields: Vec<&str> = after.split_whitespace().collect();
@@ -568,25 +498,4 @@ fn event_time(i: u64) -> String {
     static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
     let base = *BASE.get_or_init(crate::timefmt::now_ms);
     crate::timefmt::format_rfc3339_ms(base + i as i64).unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{pool_name, unnamed_as_such, UNNAMED};
-
-    #[test]
-    fn threads_named_like_the_process_are_reported_as_unnamed() {
-        assert_eq!(unnamed_as_such("runner-new".into(), "runner-new"), UNNAMED);
-        assert_eq!(unnamed_as_such("runner".into(), "runner"), UNNAMED);
-        assert_eq!(unnamed_as_such("execute".into(), "runner"), "execute");
-    }
-
-    #[test]
-    fn numbered_threads_of_a_pool_share_one_name() {
-        assert_eq!(pool_name("effect-12".into()), "effect-*");
-        assert_eq!(pool_name("gateway-0".into()), "gateway-*");
-        assert_eq!(pool_name("effect-commit".into()), "effect-commit");
-        assert_eq!(pool_name("fetch-AGGREGATE".into()), "fetch-AGGREGATE");
-        assert_eq!(pool_name("runner".into()), "runner");
-    }
 }

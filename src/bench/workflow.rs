@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 
 use super::child::{peak_and_anon_mib, MemorySampler, Metrics, Runner};
+use super::threads::{switches_of, switches_per_workflow, PerWorkflow};
 use super::{
     cpu_time, order_placed, per_event_by_thread, proc_cpu, quantile, server_cpu, threads_of,
 };
@@ -56,6 +57,10 @@ pub struct Workflows {
     pub hops: Option<[(Duration, Duration); 3]>,
     /// The Runner's CPU per workflow of each thread (by name), the busiest first.
     pub by_thread: Vec<(String, Duration)>,
+    /// The Runner's context switches per workflow, and each thread name's (the most
+    /// first): a count of hand-offs that does not move with the machine's speed.
+    pub switches: PerWorkflow,
+    pub switches_by_thread: Vec<(String, f64)>,
     /// Where the saga hops' time went, over the measured orders; `None` when the
     /// Runner's `/metrics` could not be read.
     pub stages: Option<Stages>,
@@ -118,6 +123,7 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
     let bench_before = cpu_time();
     let server_before = server_cpu(sandbox);
     let threads_before = threads_of(&runner_tasks);
+    let switches_before = switches_of(&runner_tasks);
     let sampler = MemorySampler::start(pid)?;
     let started = Instant::now();
     let wall_started = SystemTime::now();
@@ -146,6 +152,8 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
         .zip(server_before)
         .map(|(after, before)| after.saturating_sub(before) / n.max(1) as u32);
     let by_thread = per_event_by_thread(&threads_before, threads_of(&runner_tasks), n);
+    let (switches, switches_by_thread) =
+        switches_per_workflow(&switches_before, switches_of(&runner_tasks), n);
     let (peak_rss_mib, anon_mib) = peak_and_anon_mib(pid);
     let (peak_anon_mib, peak_file_mib) = sampler.peaks();
     let stages = metrics_before
@@ -193,6 +201,8 @@ pub fn run(sandbox: &Sandbox, n: u64, rate: u64) -> Result<Workflows, String> {
         peak_anon_mib,
         peak_file_mib,
         by_thread,
+        switches,
+        switches_by_thread,
         hops,
         stages,
         idle_sync,
@@ -425,6 +435,19 @@ pub fn print(w: &Workflows, n: u64, rate: u64) {
         .map(|(name, d)| format!("{name} {}", us(*d)))
         .collect();
     println!("  Runner µs per workflow by thread: {}", threads.join(", "));
+    let switches: Vec<String> = w
+        .switches_by_thread
+        .iter()
+        .take(8)
+        .map(|(name, n)| format!("{name} {n:.1}"))
+        .collect();
+    println!(
+        "  Runner context switches per workflow: {:.1} ({:.1} waiting, {:.1} yielding or preempted); by thread: {}",
+        w.switches.voluntary + w.switches.involuntary,
+        w.switches.voluntary,
+        w.switches.involuntary,
+        switches.join(", ")
+    );
     if let Some([saga, effect, last]) = w.hops {
         let hop = |(p50, p99): (Duration, Duration)| format!("{} / {}", ms(p50), ms(p99));
         println!(
