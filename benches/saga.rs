@@ -121,6 +121,70 @@ fn bench_execute(c: &mut Criterion) {
     });
 }
 
+/// The workflow's second transition: the `charge_card` result reaching an instance
+/// that is `charging` (its record read from the store, its state merged with the
+/// payment).
+fn bench_execute_result(c: &mut Criterion) {
+    let catalog = catalog();
+    let cfg = DecodeConfig::from_settings(&Settings::default());
+    let dir = TempDir::new("bench").expect("temp dir");
+    let store = Store::open(&dir.path().join("store"), 1 << 30).expect("store");
+    const ORDERS: u64 = 1024;
+    let mut exec = Executor::new("workflow.cmd");
+    let mut batch = CommitBatch::default();
+    {
+        let reader = store.reader().expect("reader");
+        for i in 0..ORDERS {
+            let body = placed(i).to_string().into_bytes();
+            let Decoded::Event(ev) = decode(&cfg, &catalog, &info(i), None, &body) else {
+                panic!("bench event must decode")
+            };
+            let out = exec.execute(&reader, &ev, &info(i), 1).expect("execute");
+            batch.transitions.extend(out.transitions);
+        }
+    }
+    store.commit(&batch).expect("commit");
+    let result_info = |i: u64| MessageInfo {
+        stream: "WORKFLOW_EVENTS".into(),
+        subject: "workflow.result.acme.charge_card".into(),
+        ..info(i)
+    };
+    let events: Vec<_> = (0..ORDERS)
+        .map(|i| {
+            let body = json!({
+                "event_id": format!("r-{i}"), "tenant_id": "acme", "command_id": format!("c-{i}"),
+                "effect_name": "charge_card", "result_type": "succeeded",
+                "payload": {"payment_id": format!("p-{i}")}, "error": null, "attempts": 1,
+                "timestamp": event_time(i),
+                "metadata": {"saga_name": "order_fulfilment", "correlation_id": format!("o-{i}"),
+                             "causation_id": format!("e-{i}"),
+                             "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+            })
+            .to_string()
+            .into_bytes();
+            match decode(&cfg, &catalog, &result_info(i), None, &body) {
+                Decoded::Event(ev) => ev,
+                Decoded::Quarantine(q, _) => panic!("bench result must decode: {}", q.reason),
+            }
+        })
+        .collect();
+    let mut n = 0u64;
+    c.bench_function("execute_payment_result", |b| {
+        let reader = store.reader().expect("reader");
+        b.iter(|| {
+            n += 1;
+            // A new epoch forgets the overlay: each result meets its instance as stored.
+            exec.begin_batch(n, 0);
+            let i = n % ORDERS;
+            let out = exec
+                .execute(&reader, &events[i as usize], &result_info(i), 1)
+                .expect("execute");
+            assert_eq!(out.transitions.len(), 1, "the result reaches its instance");
+            out
+        })
+    });
+}
+
 fn bench_group_commit(c: &mut Criterion) {
     let catalog = catalog();
     let cfg = DecodeConfig::from_settings(&Settings::default());
@@ -181,6 +245,7 @@ criterion_group!(
     bench_decode,
     bench_program,
     bench_execute,
+    bench_execute_result,
     bench_group_commit,
     bench_timers
 );

@@ -516,15 +516,17 @@ fn run_saga(
     gas: &mut u64,
 ) -> (Transition, Option<String>) {
     let ev = target.event;
-    let prior_state = existing
-        .as_ref()
-        .map(|r| r.state.clone())
-        .unwrap_or(Value::Null);
+    // The prior state moves into the transition, not copied: the program reads it there,
+    // and it stays there unless the output is applied whole (see below).
+    let (prior_state, version, transitions) = match existing {
+        Some(r) => (r.state, r.version, r.transitions),
+        None => (Value::Null, saga.version, 0),
+    };
     let base = SagaRecord {
         status: InstanceStatus::Active,
-        state: prior_state.clone(),
-        version: existing.as_ref().map(|r| r.version).unwrap_or(saga.version),
-        transitions: existing.as_ref().map(|r| r.transitions).unwrap_or(0) + 1,
+        state: prior_state,
+        version,
+        transitions: transitions + 1,
         last_event_id: ev.event_id.to_string(),
         updated_at: ev.event_time.clone(),
         fault: None,
@@ -553,28 +555,28 @@ fn run_saga(
         },
     };
 
-    let input = ProgramInput {
-        state: &prior_state,
-        event: &ev.value,
-        ctx,
-    };
     let (on_event, compensation) = programs;
-    let applied = on_event
-        .eval(&input, saga.gas)
-        .map_err(RunFault::from)
-        .and_then(|output| {
-            *gas += output.gas_used;
-            apply_output(&mut transition, target, output, 0)
-        });
+    let evaluated = on_event.eval(
+        &ProgramInput {
+            state: &transition.record.state,
+            event: &ev.value,
+            ctx,
+        },
+        saga.gas,
+    );
+    let applied = evaluated.map_err(RunFault::from).and_then(|output| {
+        *gas += output.gas_used;
+        apply_output(&mut transition, target, output, 0)
+    });
     let status = match applied {
         Ok(status) => status,
         Err(fault) => {
             // The program's output is discarded; the instance is faulted with its prior
-            // state, and compensation (if any) gets its chance.
+            // state (still the transition's: `apply_output` changes nothing when it
+            // fails), and compensation (if any) gets its chance.
             transition.outbox.clear();
             transition.schedules.clear();
             transition.cancel.clear();
-            transition.record.state = prior_state.clone();
             // The record and the quarantine keep the fault as text.
             let mut text = fault.to_string();
             if let Err(comp) = compensate(saga, compensation, &mut transition, target, ctx, 0, gas)

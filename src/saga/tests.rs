@@ -579,6 +579,43 @@ fn program_fault_quarantines_marks_the_instance_faulted_and_compensates() {
     assert_eq!(out.disposition, Disposition::Term);
 }
 
+/// A fault on a later event leaves the instance's state as its last transition stored
+/// it, and compensation reads that state, not the faulting output.
+#[test]
+fn a_fault_on_a_later_event_keeps_the_stored_state() {
+    let dir = TempDir::new("saga").unwrap();
+    let store = Store::open(&dir.path().join("store"), 64 << 20).unwrap();
+    let catalog = faulty_catalog(&dir, true);
+    let mut exec = Executor::new("workflow.cmd");
+    let event = |id: &str, customer: Value| {
+        let mut e = placed("o-1", id);
+        e["payload"]["customer_id"] = customer;
+        e
+    };
+    let first = decode_event(&catalog, &event("e-1", json!(41)), &agg_info(1));
+    let out = exec
+        .execute(&store.reader().unwrap(), &first, &agg_info(1), 1)
+        .unwrap();
+    assert_eq!(out.transitions[0].record.state, json!({"n": 42}));
+    store
+        .commit(&CommitBatch {
+            transitions: out.transitions,
+            ..Default::default()
+        })
+        .unwrap();
+    exec.begin_batch(1, 1);
+    let second = decode_event(&catalog, &event("e-2", json!("x")), &agg_info(2));
+    let out = exec
+        .execute(&store.reader().unwrap(), &second, &agg_info(2), 2)
+        .unwrap();
+    assert_eq!(out.faults, 1);
+    let t = &out.transitions[0];
+    assert_eq!(t.record.status, InstanceStatus::Faulted);
+    assert_eq!(t.record.state, json!({"n": 42}), "the stored state is kept");
+    assert_eq!(t.record.transitions, 2);
+    assert_eq!(t.outbox.len(), 1, "compensation ran over the kept state");
+}
+
 /// Byte-for-byte output pinned as a literal: the same input must give the same bytes on
 /// every machine and every run (a re-run transition after a crash must re-create the
 /// same command ids and envelopes).
