@@ -217,11 +217,10 @@ fn the_runner_keeps_transparent_huge_pages_off_and_little_anonymous_memory() {
     );
     let status = status_of(runner.pid()).expect("the runner's /proc status");
     let threads = field(&status, "Threads:").unwrap_or(0);
-    match status.lines().find(|l| l.starts_with("THP_enabled:")) {
-        Some(line) => assert_eq!(
-            line.split_whitespace().nth(1),
-            Some("0"),
-            "transparent huge pages are on for the runner: {line}"
+    match field(&status, "THP_enabled:") {
+        Some(enabled) => assert_eq!(
+            enabled, 0,
+            "transparent huge pages are on for the runner: THP_enabled {enabled}"
         ),
         None => eprintln!("this kernel does not report THP_enabled; only memory checked"),
     }

@@ -39,7 +39,7 @@ use nats::jetstream::{
 use serde_json::Value;
 
 use super::workflow::publish_paced;
-use super::{cpu_time, quantile, server_cpu};
+use super::{cpu_time, ms, quantile, server_cpu, us};
 use crate::dev::{wait_until, FakeGateway, Sandbox};
 use crate::nats_io::{Flusher, Publisher};
 
@@ -536,10 +536,6 @@ impl Hop {
     }
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1e3)
-}
-
 /// Prints the section's lines.
 pub fn print(floor: &Floor, n: u64, rate: u64) {
     println!();
@@ -558,10 +554,6 @@ pub fn print(floor: &Floor, n: u64, rate: u64) {
         ms(floor.max),
         us(floor.cpu_per_workflow)
     );
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.0}", d.as_secs_f64() * 1e6)
 }
 
 /// Prints the workflow's p50, p99 and CPU next to the floor's, their ratios and the

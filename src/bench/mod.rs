@@ -451,6 +451,16 @@ pub(super) fn order_placed(i: u64) -> (String, Value) {
     )
 }
 
+/// A duration in milliseconds with two decimals, as the sections print latencies.
+pub(super) fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1e3)
+}
+
+/// A duration in whole microseconds, as the sections print CPU per workflow.
+pub(super) fn us(d: Duration) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1e6)
+}
+
 /// User + system CPU time of this process.
 pub(super) fn cpu_time() -> Duration {
     proc_cpu("/proc/self/stat")

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use super::child::{peak_and_anon_mib, MemorySampler, Metrics, Runner};
 use super::threads::{switches_of, switches_per_workflow, PerWorkflow};
 use super::{
-    cpu_time, order_placed, per_event_by_thread, proc_cpu, quantile, server_cpu, threads_of,
+    cpu_time, ms, order_placed, per_event_by_thread, proc_cpu, quantile, server_cpu, threads_of, us,
 };
 use crate::dev::{read_all, wait_until, FakeGateway, Sandbox};
 use crate::envelope::header;
@@ -396,8 +396,6 @@ fn completed(received: &[crate::dev::ReceivedCommand]) -> HashMap<String, Instan
 
 /// Prints the phase's table.
 pub fn print(w: &Workflows, n: u64, rate: u64) {
-    let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
-    let us = |d: Duration| format!("{:.0}", d.as_secs_f64() * 1e6);
     println!();
     println!(
         "workflow: {n} orders at {rate}/s, OrderPlaced → charge (noop) → result → completed (MarkPaid at the Gateway), by `runner run --mode combined` in its own process; {} warm-up orders before them not counted",

@@ -117,7 +117,6 @@ fn wait_for_kick(shared: &Shared) -> bool {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Instant;
 
     fn counting() -> (Flusher, Arc<AtomicUsize>) {
         let count = Arc::new(AtomicUsize::new(0));
@@ -130,14 +129,7 @@ mod tests {
     }
 
     fn wait_until(what: impl Fn() -> bool) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if what() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        false
+        crate::dev::wait_until(Duration::from_secs(5), what)
     }
 
     #[test]
