@@ -9,6 +9,7 @@
 
 use std::fmt::Write as _;
 
+use crate::digits::push_zero_padded;
 use crate::types::{CorrelationId, EventId, SagaName, TenantId, WorkId};
 
 /// The keyspace prefixes, in one list so that nothing else spells them.
@@ -97,6 +98,8 @@ enum Part<'a> {
     Free(&'a str),
     /// As [`time_segment`] writes it.
     Time(i64),
+    /// A number zero-padded to a width (byte order is numeric order).
+    Padded(u64, usize),
 }
 
 /// Joins a keyspace and its segments with `:` into one buffer (keys are built for every
@@ -105,6 +108,7 @@ fn join(space: &str, parts: &[Part<'_>]) -> String {
     let len = parts.iter().fold(space.len(), |n, p| match p {
         Part::Raw(s) | Part::Free(s) => n + 1 + s.len(),
         Part::Time(_) => n + 17,
+        Part::Padded(_, width) => n + 1 + width,
     });
     let mut key = String::with_capacity(len);
     key.push_str(space);
@@ -113,10 +117,8 @@ fn join(space: &str, parts: &[Part<'_>]) -> String {
         match part {
             Part::Raw(s) => key.push_str(s),
             Part::Free(s) => escape_into(&mut key, s),
-            // Writing into a String cannot fail.
-            Part::Time(ms) => {
-                let _ = write!(key, "{:016}", (*ms).max(0));
-            }
+            Part::Time(ms) => push_zero_padded(&mut key, (*ms).max(0) as u64, 16),
+            Part::Padded(v, width) => push_zero_padded(&mut key, *v, *width),
         }
     }
     key
@@ -129,7 +131,7 @@ pub fn unescape(segment: &str) -> String {
 
 /// Fixed-width milliseconds: byte order equals numeric order for 0..=9999-12-31.
 pub fn time_segment(ms: i64) -> String {
-    format!("{:016}", ms.max(0))
+    crate::digits::zero_padded(ms.max(0) as u64, 16)
 }
 
 pub fn saga(tenant: &TenantId, saga: &SagaName, corr: &CorrelationId) -> String {
@@ -157,14 +159,13 @@ pub fn status_index(
     version: u32,
     corr: &CorrelationId,
 ) -> String {
-    let version = format!("{version:010}");
     join(
         space::STATUS,
         &[
             Part::Raw(tenant.token()),
             Part::Raw(saga.as_str()),
             Part::Raw(status),
-            Part::Raw(&version),
+            Part::Padded(version.into(), 10),
             Part::Free(corr.as_str()),
         ],
     )
@@ -212,14 +213,13 @@ pub fn status_index_parts(key: &str) -> Option<(String, u32)> {
 /// Entry `n` of an instance's history (`n` zero-padded to 20 digits, all of a `u64`, so
 /// byte order is transition order).
 pub fn history(tenant: &TenantId, saga: &SagaName, corr: &CorrelationId, n: u64) -> String {
-    let n = format!("{n:020}");
     join(
         space::HISTORY,
         &[
             Part::Raw(tenant.token()),
             Part::Raw(saga.as_str()),
             Part::Free(corr.as_str()),
-            Part::Raw(&n),
+            Part::Padded(n, 20),
         ],
     )
 }
@@ -583,7 +583,20 @@ mod tests {
                     outbox(tenant, OutboxKind::Aggregate, &corr.parse().unwrap()),
                     format!("outbox:{tok}:aggregate:{esc}")
                 );
+                for n in [0, 7, 1_795_774_500_000, u64::MAX] {
+                    assert_eq!(
+                        history(tenant, &saga_name, &corr_id, n),
+                        format!("history:{tok}:order:{esc}:{n:020}")
+                    );
+                }
+                for v in [0, 3, u32::MAX] {
+                    assert_eq!(
+                        status_index(tenant, &saga_name, "active", v, &corr_id),
+                        format!("status:{tok}:order:active:{v:010}:{esc}")
+                    );
+                }
                 for ms in [-5, 0, 1_795_774_500_000, 253_402_300_799_999, i64::MAX] {
+                    assert_eq!(time_segment(ms), format!("{:016}", ms.max(0)));
                     assert_eq!(
                         schedule(tenant, &saga_name, &corr_id, ms, corr),
                         format!("schedule:{tok}:order:{esc}:{:016}:{esc}", ms.max(0))

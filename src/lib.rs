@@ -15,6 +15,7 @@ pub mod crash;
 pub mod demo;
 #[cfg(feature = "dev")]
 pub mod dev;
+pub mod digits;
 pub mod effects;
 pub mod envelope;
 pub mod error;

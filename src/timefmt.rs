@@ -240,11 +240,25 @@ pub fn format_rfc3339_ms(ms: i64) -> Result<String, TimeError> {
     let secs = in_day / 1_000;
     let millis = in_day % 1_000;
     let (hh, mm, ss) = (secs / 3_600, secs / 60 % 60, secs % 60);
-    Ok(if millis == 0 {
-        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+    // Digit by digit rather than through `format!`: every transition that sets a timer
+    // formats its due time (each field is in range, so its width is exact).
+    let mut out = String::with_capacity(24);
+    let mut field = |v: i64, width: usize, after: char| {
+        crate::digits::push_zero_padded(&mut out, v as u64, width);
+        out.push(after);
+    };
+    field(y, 4, '-');
+    field(m, 2, '-');
+    field(d, 2, 'T');
+    field(hh, 2, ':');
+    field(mm, 2, ':');
+    if millis == 0 {
+        field(ss, 2, 'Z');
     } else {
-        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{millis:03}Z")
-    })
+        field(ss, 2, '.');
+        field(millis, 3, 'Z');
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -257,6 +271,31 @@ mod tests {
 
     fn f(ms: i64) -> String {
         format_rfc3339_ms(ms).unwrap()
+    }
+
+    /// What the formatter wrote before it wrote digits itself.
+    fn with_format(ms: i64) -> String {
+        let (days, in_day) = (ms.div_euclid(MS_PER_DAY), ms.rem_euclid(MS_PER_DAY));
+        let (y, m, d) = civil_from_days(days);
+        let (secs, millis) = (in_day / 1_000, in_day % 1_000);
+        let (hh, mm, ss) = (secs / 3_600, secs / 60 % 60, secs % 60);
+        if millis == 0 {
+            format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+        } else {
+            format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{millis:03}Z")
+        }
+    }
+
+    #[test]
+    fn the_digits_are_those_format_wrote_across_the_range() {
+        let (lo, hi) = supported_range();
+        // Both ends, whole seconds and not, and a spread of instants in between.
+        let mut at = vec![lo, lo + 1, hi - 1, hi - 1_000, 0, -1, 1, 999, 1_000];
+        let step = (hi - lo) / 20_011;
+        at.extend((0..20_011).map(|i| lo + i * step + i % 1_000));
+        for ms in at {
+            assert_eq!(f(ms), with_format(ms), "{ms}");
+        }
     }
 
     #[test]

@@ -322,15 +322,17 @@ impl<'a> Worker<'a> {
     /// `failed` end of kind `result_too_large` with a small payload: the call happened
     /// and is recorded as ended, so the command ends once and is never called again.
     fn fitting(&self, cmd: &EffectCommand, end: Final, ended_at: &str, log: &LogCtx) -> Final {
+        // Counted, not built: no header map, no bytes kept (every call ends here).
         let size = |end: &Final| {
-            let body = serde_json::to_vec(&result_event(cmd, end, ended_at)).map_or(0, |b| b.len());
-            let headers = nats_io::context_headers(
+            let body = nats_io::json_len(&result_event(cmd, end, ended_at)).unwrap_or(0);
+            // The result's event id is a UUID.
+            nats_io::context_wire_size(
                 &cmd.tenant_id,
                 cmd.meta(meta::CORRELATION_ID),
                 cmd.meta(meta::TRACEPARENT),
-            );
-            // The result's event id is a UUID.
-            nats_io::wire_size(&headers, Some(36), body)
+                Some(36),
+                body,
+            )
         };
         let (size, max) = (size(&end), self.shared.max_payload);
         if size <= max {

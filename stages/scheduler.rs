@@ -27,7 +27,7 @@ use crate::pipeline::{Shared, Stats};
 use crate::stages::StageError;
 use crate::store::ScheduleItem;
 use crate::timefmt::now_ms;
-use crate::timers::{reminder, reminder_subject};
+use crate::timers::{reminder_body, reminder_subject};
 
 /// Pause after a failed store read or publish, so an outage is not hammered.
 const PAUSE: Duration = Duration::from_secs(1);
@@ -67,8 +67,7 @@ pub fn run(shared: &Shared, nc: &nats::Connection) -> Result<(), StageError> {
         }
         crate::crash::point(crate::crash::BEFORE_REMINDER);
         for (tag, (_, item)) in due.iter().enumerate() {
-            let event = reminder(item);
-            let Ok(body) = serde_json::to_vec(&event) else {
+            let Ok((event_id, body)) = reminder_body(item) else {
                 // A reminder is built from a stored timer (JSON values): cannot happen.
                 log::error!(tenant_id = item.tenant.as_str(), correlation_id = item.correlation.as_str(),
                     trace_id = trace_id(item), timer = item.name.as_str(); "cannot encode a reminder; the timer stays");
@@ -82,7 +81,7 @@ pub fn run(shared: &Shared, nc: &nats::Connection) -> Result<(), StageError> {
                     .and_then(|v| v.as_str()),
             );
             let subject = reminder_subject(&prefix, item);
-            publisher.publish(tag as u64, &subject, &event.event_id, headers, body);
+            publisher.publish(tag as u64, &subject, &event_id, headers, body);
         }
         let mut fired = Vec::with_capacity(due.len());
         let mut failed = 0;

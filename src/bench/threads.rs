@@ -17,11 +17,24 @@ pub(super) fn thread_cpu() -> Vec<(String, Duration)> {
     threads_of("self")
 }
 
-/// CPU time per thread name of process `pid` ("self" for this one).
+/// CPU time per thread name of process `pid` ("self" for this one). From `schedstat`
+/// (the thread's run time in ns) where the kernel has it: `stat` counts whole clock
+/// ticks of 10 ms per thread, so a pool of many threads that each ran a few ms between
+/// two samples read as almost nothing (256 effect workers vanished from the table).
 pub(super) fn threads_of(pid: &str) -> Vec<(String, Duration)> {
     per_thread_name(pid, |task| {
-        parse_stat(&std::fs::read_to_string(task.join("stat")).ok()?)
+        let (name, ticks) = parse_stat(&std::fs::read_to_string(task.join("stat")).ok()?)?;
+        let exact = std::fs::read_to_string(task.join("schedstat"))
+            .ok()
+            .and_then(|s| parse_schedstat(&s));
+        Some((name, exact.unwrap_or(ticks)))
     })
+}
+
+/// The run time a `/proc/…/schedstat` file starts with (ns on the CPU, user and system).
+fn parse_schedstat(schedstat: &str) -> Option<Duration> {
+    let ns = schedstat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
 }
 
 /// How often threads left their CPU: to wait (voluntary: a parked receive, a lock, a
@@ -201,6 +214,35 @@ mod tests {
         assert_eq!(pool_name("effect-commit".into()), "effect-commit");
         assert_eq!(pool_name("fetch-AGGREGATE".into()), "fetch-AGGREGATE");
         assert_eq!(pool_name("runner".into()), "runner");
+    }
+
+    #[test]
+    fn a_thread_that_ran_less_than_a_clock_tick_still_shows_its_time() {
+        let (ran, done) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        let worker = std::thread::Builder::new()
+            .name("spinner-3".into())
+            .spawn(move || {
+                // About 3 ms on the CPU: under one 10 ms tick of `stat`.
+                let started = std::time::Instant::now();
+                let mut x = 0u64;
+                while started.elapsed() < Duration::from_millis(3) {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                let _ = ran.0.send(x);
+                let _ = done.1.recv();
+            })
+            .expect("spawned");
+        ran.1.recv().expect("the worker ran");
+        let sample = threads_of("self");
+        let _ = done.0.send(());
+        worker.join().expect("joined");
+        let cpu = lookup(&sample, "spinner-*").expect("the worker is sampled");
+        assert!(cpu >= Duration::from_millis(1), "{cpu:?}");
+        assert_eq!(
+            parse_schedstat("358103354 711679 97\n"),
+            Some(Duration::from_nanos(358_103_354))
+        );
+        assert_eq!(parse_schedstat(""), None);
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub use setup::{
     ensure_streams, key_value, kv_write, kv_write_via, legacy_effect_consumer, reposition_consumer,
     saga_consumers, ConsumerSpec,
 };
-pub use size::{is_too_large_error, max_payload, wire_size, DEFAULT_MAX_PAYLOAD};
+pub use size::{is_too_large_error, json_len, max_payload, wire_size, DEFAULT_MAX_PAYLOAD};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -145,8 +145,6 @@ pub fn is_status(msg: &nats::Message) -> bool {
             .is_some_and(|h| h.get("Status").is_some())
 }
 
-/// One header value of a message. Header names are case-insensitive (as in HTTP), but
-/// the client's map is not, so an exact match is tried first and then any spelling.
 /// The context headers of docs/contracts.md §1 every publish carries: `x-tenant-id`, and
 /// `x-correlation-id` and `traceparent` when known (empty counts as unknown). The
 /// publisher adds `Nats-Msg-Id`.
@@ -168,6 +166,31 @@ pub fn context_headers(
     headers
 }
 
+/// [`wire_size`] of a publish carrying [`context_headers`] of these values, counted
+/// without building the header map: for the size check of every transition, which
+/// publishes nothing.
+pub fn context_wire_size(
+    tenant: &str,
+    correlation: Option<&str>,
+    traceparent: Option<&str>,
+    msg_id_len: Option<usize>,
+    body: usize,
+) -> usize {
+    use crate::envelope::header::{CORRELATION, TENANT, TRACEPARENT};
+    // As `wire_size` counts a header line: name, value and 4 bytes. The tenant's line
+    // is always there, the others only when they have a value.
+    let line = |name: &str, value: &str| name.len() + value.len() + 4;
+    let optional = |name: &str, value: Option<&str>| {
+        value.filter(|v| !v.is_empty()).map_or(0, |v| line(name, v))
+    };
+    let lines = line(TENANT, tenant)
+        + optional(CORRELATION, correlation)
+        + optional(TRACEPARENT, traceparent);
+    wire_size(&nats::header::HeaderMap::new(), msg_id_len, body) + lines
+}
+
+/// One header value of a message. Header names are case-insensitive (as in HTTP), but
+/// the client's map is not, so an exact match is tried first and then any spelling.
 pub fn header<'m>(msg: &'m nats::Message, name: &str) -> Option<&'m str> {
     let headers = msg.headers.as_ref()?;
     let values = match headers.get(name) {
@@ -199,6 +222,25 @@ mod tests {
         assert_eq!(header(&msg, "x-tenant-id"), Some("acme"));
         assert_eq!(header(&msg, "x-correlation-id"), None);
         assert_eq!(header(&nats::Message::new("s", None, b"", None), "x"), None);
+    }
+
+    #[test]
+    fn the_context_size_is_that_of_the_context_headers() {
+        let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        for tenant in ["acme", "", "t\u{e9}n\u{e4}nt"] {
+            for correlation in [None, Some(""), Some("o-1"), Some("ord\u{e8}r \"7\"")] {
+                for traceparent in [None, Some(""), Some(trace)] {
+                    for (msg_id, body) in [(None, 0), (Some(384), 1234)] {
+                        let headers = context_headers(tenant, correlation, traceparent);
+                        assert_eq!(
+                            context_wire_size(tenant, correlation, traceparent, msg_id, body),
+                            wire_size(&headers, msg_id, body),
+                            "{tenant:?} {correlation:?} {traceparent:?} {msg_id:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -35,6 +35,29 @@ pub fn wire_size(headers: &HeaderMap, msg_id_len: Option<usize>, body: usize) ->
     "NATS/1.0\r\n".len() + lines + msg_id + 2 + body
 }
 
+/// The length of `value`'s compact JSON (what `serde_json::to_vec` would return),
+/// counted without keeping the bytes: for size checks of what is published later.
+/// `None` when it cannot be written (a map with non-string keys).
+pub fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> Option<usize> {
+    let mut counted = Counted(0);
+    serde_json::to_writer(&mut counted, value).ok()?;
+    Some(counted.0)
+}
+
+/// A writer that only counts what it is given.
+struct Counted(usize);
+
+impl std::io::Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Whether the server's error text says the publish was over its `max_payload`.
 pub fn is_too_large_error(text: &str) -> bool {
     let text = text.to_ascii_lowercase();
@@ -72,6 +95,14 @@ mod tests {
             "{estimate} vs {exact}"
         );
         assert_eq!(wire_size(&HeaderMap::new(), None, 7), 12 + 7);
+    }
+
+    #[test]
+    fn json_len_is_the_length_of_the_compact_json() {
+        let v = serde_json::json!({"a": "t\u{e9}xt \"q\"\n", "n": [1, 2.5, null], "e": {}});
+        assert_eq!(json_len(&v), Some(serde_json::to_vec(&v).unwrap().len()));
+        let odd: std::collections::HashMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        assert_eq!(json_len(&odd), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! Aggregate commands go to the Gateway over HTTP and are not bound by it.
 
 use crate::keys::OutboxKind;
-use crate::nats_io::{context_headers, wire_size};
+use crate::nats_io::context_wire_size;
 use crate::store::Transition;
 
 /// Room left for a `Nats-Msg-Id` the relay sets (ids are at most 128 bytes; a scoped id
@@ -13,15 +13,17 @@ use crate::store::Transition;
 const MSG_ID_ROOM: usize = 384;
 
 /// Why the transition cannot be sent, if it cannot: the first envelope over
-/// `max_payload`, its size and the limit.
+/// `max_payload`, its size and the limit. Sizes are counted, not built: no header map,
+/// no reminder id, no bytes kept (it runs for every transition).
 pub fn oversized(t: &Transition, max_payload: usize) -> Option<String> {
     for item in t.outbox.iter().filter(|i| i.kind == OutboxKind::Effect) {
-        let headers = context_headers(
+        let size = context_wire_size(
             item.tenant.as_str(),
             Some(item.correlation.as_str()),
             item.traceparent.as_deref(),
+            Some(MSG_ID_ROOM),
+            item.envelope.as_str().len(),
         );
-        let size = wire_size(&headers, Some(MSG_ID_ROOM), item.envelope.as_str().len());
         if size > max_payload {
             return Some(too_large(
                 "command",
@@ -32,17 +34,16 @@ pub fn oversized(t: &Transition, max_payload: usize) -> Option<String> {
         }
     }
     for timer in &t.schedules {
-        let reminder = crate::timers::reminder(timer);
-        let body = serde_json::to_vec(&reminder).map_or(usize::MAX / 2, |b| b.len());
-        let headers = context_headers(
+        let size = context_wire_size(
             timer.tenant.as_str(),
             Some(timer.correlation.as_str()),
             timer
                 .metadata
                 .get(crate::envelope::meta::TRACEPARENT)
                 .and_then(|v| v.as_str()),
+            Some(MSG_ID_ROOM),
+            crate::timers::reminder_body_len(timer),
         );
-        let size = wire_size(&headers, Some(MSG_ID_ROOM), body);
         if size > max_payload {
             return Some(too_large("reminder", &timer.name, size, max_payload));
         }

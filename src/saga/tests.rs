@@ -1362,3 +1362,64 @@ fn metadata_over_the_bound_is_quarantined_at_decode_on_every_stream() {
         );
     }
 }
+
+/// The size check counts what the relay and the scheduler will send: a transition
+/// exactly at `max_payload` passes, one byte less refuses it, for its command and for
+/// its reminder alike.
+#[test]
+fn the_size_check_counts_exactly_what_is_published() {
+    let env = env();
+    let out = run(
+        &env,
+        &mut Executor::new("workflow.cmd"),
+        &placed("o-1", "e-1"),
+        &agg_info(1),
+        1,
+    );
+    let t = &out.transitions[0];
+    // The room the check keeps for a `Nats-Msg-Id`, as the publishers count an id.
+    let id_room = Some(384);
+    let item = &t.outbox[0];
+    let command = crate::nats_io::wire_size(
+        &crate::nats_io::context_headers(
+            item.tenant.as_str(),
+            Some(item.correlation.as_str()),
+            item.traceparent.as_deref(),
+        ),
+        id_room,
+        item.envelope.as_str().len(),
+    );
+    let timer = &t.schedules[0];
+    let (_, body) = crate::timers::reminder_body(timer).unwrap();
+    let reminder = crate::nats_io::wire_size(
+        &crate::nats_io::context_headers(
+            timer.tenant.as_str(),
+            Some(timer.correlation.as_str()),
+            timer.metadata.get("traceparent").and_then(|v| v.as_str()),
+        ),
+        id_room,
+        body.len(),
+    );
+    assert_ne!(command, reminder, "the two limits tell the envelopes apart");
+    let largest = command.max(reminder);
+    assert_eq!(envelope_size::oversized(t, largest), None);
+    let refused = envelope_size::oversized(t, largest - 1).expect("one byte over");
+    let what = if command > reminder {
+        "command"
+    } else {
+        "reminder"
+    };
+    assert!(
+        refused.contains(&format!("its {what} ")) && refused.contains(&format!("{largest} bytes")),
+        "{refused}"
+    );
+    // Both over: the command is named, checked first.
+    let refused = envelope_size::oversized(t, command.min(reminder) - 1).expect("both over");
+    assert!(
+        refused.contains(&format!(
+            "its command {:?} would be {command} bytes",
+            item.work_id.as_str()
+        )),
+        "{refused}"
+    );
+}
