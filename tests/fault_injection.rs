@@ -397,7 +397,8 @@ fn round(world: &mut World, point: &str, hit: u64, orders: usize) -> bool {
             assert_eq!(
                 status.signal(),
                 Some(6),
-                "{point}: the runner ended: {status:?}"
+                "{point}: the runner ended: {status:?}; the runners' last log lines:\n{}",
+                log_tail(&world.log, 40)
             );
             return true;
         }
