@@ -216,26 +216,36 @@ mod tests {
         assert_eq!(pool_name("runner".into()), "runner");
     }
 
-    #[test]
-    fn a_thread_that_ran_less_than_a_clock_tick_still_shows_its_time() {
-        let (ran, done) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+    /// Runs `work` on a thread named `name` and takes `sample` once the work is done,
+    /// while the thread still lives.
+    fn sampled_after<T>(name: &str, work: fn(), sample: impl FnOnce() -> T) -> T {
+        let (worked, done) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
         let worker = std::thread::Builder::new()
-            .name("spinner-3".into())
+            .name(name.into())
             .spawn(move || {
-                // About 3 ms on the CPU: under one 10 ms tick of `stat`.
-                let started = std::time::Instant::now();
-                let mut x = 0u64;
-                while started.elapsed() < Duration::from_millis(3) {
-                    x = std::hint::black_box(x.wrapping_add(1));
-                }
-                let _ = ran.0.send(x);
+                work();
+                let _ = worked.0.send(());
                 let _ = done.1.recv();
             })
             .expect("spawned");
-        ran.1.recv().expect("the worker ran");
-        let sample = threads_of("self");
+        worked.1.recv().expect("the worker worked");
+        let sampled = sample();
         let _ = done.0.send(());
         worker.join().expect("joined");
+        sampled
+    }
+
+    #[test]
+    fn a_thread_that_ran_less_than_a_clock_tick_still_shows_its_time() {
+        // About 3 ms on the CPU: under one 10 ms tick of `stat`.
+        let spin = || {
+            let started = std::time::Instant::now();
+            let mut x = 0u64;
+            while started.elapsed() < Duration::from_millis(3) {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        };
+        let sample = sampled_after("spinner-3", spin, || threads_of("self"));
         let cpu = lookup(&sample, "spinner-*").expect("the worker is sampled");
         assert!(cpu >= Duration::from_millis(1), "{cpu:?}");
         assert_eq!(
@@ -294,21 +304,12 @@ mod tests {
 
     #[test]
     fn a_thread_that_slept_has_voluntary_switches_under_its_pool_name() {
-        let (slept, done) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
-        let worker = std::thread::Builder::new()
-            .name("switcher-7".into())
-            .spawn(move || {
-                for _ in 0..20 {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                let _ = slept.0.send(());
-                let _ = done.1.recv();
-            })
-            .expect("spawned");
-        slept.1.recv().expect("the worker slept");
-        let sample = switches_of("self");
-        let _ = done.0.send(());
-        worker.join().expect("joined");
+        let sleep = || {
+            for _ in 0..20 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let sample = sampled_after("switcher-7", sleep, || switches_of("self"));
         let worker = lookup(&sample, "switcher-*").expect("the worker is sampled");
         assert!(worker.voluntary >= 20, "{worker:?}");
     }

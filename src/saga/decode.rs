@@ -257,7 +257,8 @@ fn decode_inner(
         log.correlation_id = c.chars().take(128).collect();
     }
     if let Some(meta) = value.get("metadata") {
-        let bytes = json_len(meta);
+        // A JSON value always writes: the count is never missing.
+        let bytes = crate::nats_io::json_len(meta).unwrap_or(0);
         if bytes > cfg.max_metadata_bytes {
             return Err(reject(
                 Error::Decode,
@@ -411,22 +412,4 @@ fn served(cfg: &DecodeConfig, proven: TenantId) -> Result<TenantId, Error> {
         ));
     }
     Ok(tenant)
-}
-
-/// Bytes of `value` serialised as compact JSON, counted without building the text.
-fn json_len(value: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing a `Value` into a sink that never fails cannot fail.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
 }

@@ -616,20 +616,25 @@ fn a_fault_on_a_later_event_keeps_the_stored_state() {
     assert_eq!(t.outbox.len(), 1, "compensation ran over the kept state");
 }
 
+/// The example saga's transition for order `o-1` placed (a command and a timer).
+fn order_placed_transition(env: &Env) -> crate::store::Transition {
+    let mut out = run(
+        env,
+        &mut Executor::new("workflow.cmd"),
+        &placed("o-1", "e-1"),
+        &agg_info(1),
+        1,
+    );
+    out.transitions.remove(0)
+}
+
 /// Byte-for-byte output pinned as a literal: the same input must give the same bytes on
 /// every machine and every run (a re-run transition after a crash must re-create the
 /// same command ids and envelopes).
 #[test]
 fn example_transition_bytes_are_pinned() {
     let env = env();
-    let out = run(
-        &env,
-        &mut Executor::new("workflow.cmd"),
-        &placed("o-1", "e-1"),
-        &agg_info(1),
-        1,
-    );
-    let t = &out.transitions[0];
+    let t = &order_placed_transition(&env);
     let bytes = serde_json::to_string(&json!({
         "state": t.record.state,
         "outbox": t.outbox[0].envelope.to_value(),
@@ -1369,14 +1374,7 @@ fn metadata_over_the_bound_is_quarantined_at_decode_on_every_stream() {
 #[test]
 fn the_size_check_counts_exactly_what_is_published() {
     let env = env();
-    let out = run(
-        &env,
-        &mut Executor::new("workflow.cmd"),
-        &placed("o-1", "e-1"),
-        &agg_info(1),
-        1,
-    );
-    let t = &out.transitions[0];
+    let t = &order_placed_transition(&env);
     // The room the check keeps for a `Nats-Msg-Id`, as the publishers count an id.
     let id_room = Some(384);
     let item = &t.outbox[0];
