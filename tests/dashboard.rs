@@ -292,7 +292,10 @@ fn the_dashboard_and_the_alerts_name_only_metrics_the_binary_exports() {
             Ok(r) => r.into_string().unwrap_or_default(),
             Err(_) => return false,
         };
+        // The consumers' lag too: the probe reads it on its own clock (every second
+        // until it has, then every five).
         want.iter().all(|(name, n)| metric(&page, name) == Some(*n))
+            && page.contains("runner_consumer_pending{")
     });
     assert!(
         reached,

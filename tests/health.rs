@@ -96,3 +96,27 @@ fn a_nats_outage_fails_readiness_and_never_liveness() {
     );
     assert_eq!(status(&health).0, 200);
 }
+
+/// The consumer lag metrics do not wait out the probe's five-second period when its
+/// first read found no consumer (they are created after it started, or the read timed
+/// out on a busy start): it reads again at its next flush, a second later.
+#[test]
+fn consumer_lag_is_read_again_soon_when_the_first_read_found_none() {
+    let rig = Rig::new(recorder_saga());
+    let probe =
+        runner::ops::NatsProbe::start(rig.connect(), runner::ops::consumers_of(&rig.settings))
+            .unwrap();
+    // Its first read finds no consumer: the pipeline that creates them has not started.
+    assert!(wait_until(WAIT, || probe.is_connected(Duration::from_secs(3))));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(probe.consumers().is_empty());
+    let _pipeline = rig.start();
+    let started = Instant::now();
+    assert!(
+        wait_until(Duration::from_millis(3_500), || !probe
+            .consumers()
+            .is_empty()),
+        "no consumer lag {:?} after the consumers were created",
+        started.elapsed()
+    );
+}

@@ -205,14 +205,18 @@ impl NatsProbe {
             .name("nats-probe".into())
             .spawn(move || {
                 let js = nats::jetstream::new(nc.clone());
+                // Until a read finds a consumer (none created yet, or every request of
+                // a busy start timed out), the next flush reads again: the lag metrics
+                // are then missing for a second, not for CONSUMERS_EVERY.
+                let mut none_read = true;
                 for tick in 0u32.. {
                     p.ping_sent_ms.store(monotonic_ms(), Ordering::Relaxed);
                     let answered = nc.flush().is_ok();
                     p.ping_sent_ms.store(0, Ordering::Relaxed);
                     if answered {
                         p.last_ok_ms.store(now_ms(), Ordering::Relaxed);
-                        if tick % CONSUMERS_EVERY == 0 {
-                            p.read_consumers(&js, &consumers);
+                        if none_read || tick % CONSUMERS_EVERY == 0 {
+                            none_read = p.read_consumers(&js, &consumers) == 0;
                         }
                     }
                     std::thread::sleep(EVERY);
@@ -221,7 +225,8 @@ impl NatsProbe {
         Ok(probe)
     }
 
-    fn read_consumers(&self, js: &nats::jetstream::JetStream, specs: &[ConsumerSpec]) {
+    /// Reads the consumers' lag; how many could be read.
+    fn read_consumers(&self, js: &nats::jetstream::JetStream, specs: &[ConsumerSpec]) -> usize {
         let lags: Vec<ConsumerLag> = specs
             .iter()
             .filter_map(|s| js.consumer_info(&s.stream, &s.durable).ok())
@@ -232,7 +237,9 @@ impl NatsProbe {
                 redelivered: info.num_redelivered as u64,
             })
             .collect();
+        let read = lags.len();
         *self.consumers.lock() = lags;
+        read
     }
 
     /// Whether a flush came back within `within`.
