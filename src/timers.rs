@@ -92,6 +92,14 @@ pub fn reminder_body_len(item: &ScheduleItem) -> usize {
         .unwrap_or(usize::MAX / 2)
 }
 
+/// The trace context the transition that set the timer kept in its metadata: its
+/// reminder's `traceparent` header.
+pub fn traceparent(item: &ScheduleItem) -> Option<&str> {
+    item.metadata
+        .get(crate::envelope::meta::TRACEPARENT)
+        .and_then(|v| v.as_str())
+}
+
 /// `{timer_prefix}.{tenant}.{saga}`.
 pub fn reminder_subject(timer_prefix: &str, item: &ScheduleItem) -> String {
     format!("{timer_prefix}.{}.{}", item.tenant.token(), item.saga)

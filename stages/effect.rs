@@ -45,7 +45,7 @@ use crate::effects::gate::{self, Deliveries, GateAction, GateInput, PutBackWhy};
 use crate::effects::recorder::{self, Finished, LogCtx, RecordWrite, Recorder};
 use crate::effects::result::{completion_of, outcome, result_event, result_subject};
 use crate::effects::EffectDef;
-use crate::envelope::{header, meta, trace_id, EffectCommand, ResultType};
+use crate::envelope::{header, meta, trace_id, EffectCommand, EffectResult, ResultType};
 use crate::manifest::proven_tenant;
 use crate::nats_io::{self, Delivery};
 use crate::pipeline::{FetchedBatch, Shared, Stats};
@@ -282,10 +282,8 @@ impl<'a> Worker<'a> {
         let end = self.call(&job.msg, &job.delivery, cmd, def);
         crate::crash::point(crate::crash::AFTER_CALL);
         let ended_at = now_rfc3339();
-        let end = self.fitting(cmd, end, &ended_at, log);
-        let event = result_event(cmd, &end, &ended_at);
-        let result = match RawJson::of(&event) {
-            Ok(result) => result,
+        let (end, event, result) = match self.fitting(cmd, end, &ended_at, log) {
+            Ok(fitted) => fitted,
             // A result is ids, text and JSON values: writing it cannot fail.
             Err(e) => {
                 log::error!(tenant_id = log.tenant.as_str(), correlation_id = log.correlation.as_str(),
@@ -318,25 +316,30 @@ impl<'a> Worker<'a> {
         drop(held);
     }
 
-    /// `end`, or, when its result event would be over the server's `max_payload`, a
-    /// `failed` end of kind `result_too_large` with a small payload: the call happened
-    /// and is recorded as ended, so the command ends once and is never called again.
-    fn fitting(&self, cmd: &EffectCommand, end: Final, ended_at: &str, log: &LogCtx) -> Final {
-        // Counted, not built: no header map, no bytes kept (every call ends here).
-        let size = |end: &Final| {
-            let body = nats_io::json_len(&result_event(cmd, end, ended_at)).unwrap_or(0);
-            // The result's event id is a UUID.
-            nats_io::context_wire_size(
-                &cmd.tenant_id,
-                cmd.meta(meta::CORRELATION_ID),
-                cmd.meta(meta::TRACEPARENT),
-                Some(36),
-                body,
-            )
-        };
-        let (size, max) = (size(&end), self.shared.max_payload);
+    /// `end` with its result event, written once: or, when that event would be over the
+    /// server's `max_payload`, a `failed` end of kind `result_too_large` with a small
+    /// payload: the call happened and is recorded as ended, so the command ends once and
+    /// is never called again.
+    fn fitting(
+        &self,
+        cmd: &EffectCommand,
+        end: Final,
+        ended_at: &str,
+        log: &LogCtx,
+    ) -> Result<(Final, EffectResult, RawJson), serde_json::Error> {
+        let event = result_event(cmd, &end, ended_at);
+        let result = RawJson::of(&event)?;
+        // The result's event id is a UUID.
+        let size = nats_io::context_wire_size(
+            &cmd.tenant_id,
+            cmd.meta(meta::CORRELATION_ID),
+            cmd.meta(meta::TRACEPARENT),
+            Some(36),
+            result.as_str().len(),
+        );
+        let max = self.shared.max_payload;
         if size <= max {
-            return end;
+            return Ok((end, event, result));
         }
         Stats::add(&self.shared.stats.effect_results_too_large, 1);
         let message = format!(
@@ -347,7 +350,7 @@ impl<'a> Worker<'a> {
         log::error!(tenant_id = log.tenant.as_str(), correlation_id = log.correlation.as_str(),
             trace_id = log.trace.as_str(), command_id = cmd.command_id.as_str(), size = size as u64,
             max_payload = max as u64; "effect result too large to publish; a failed result (result_too_large) goes instead");
-        Final {
+        let failed = Final {
             result_type: ResultType::Failed,
             payload: serde_json::json!({"result_bytes": size, "max_payload": max}),
             error: Some(crate::envelope::ResultError {
@@ -355,7 +358,10 @@ impl<'a> Worker<'a> {
                 message,
             }),
             attempts: end.attempts,
-        }
+        };
+        let event = result_event(cmd, &failed, ended_at);
+        let result = RawJson::of(&event)?;
+        Ok((failed, event, result))
     }
 
     /// Hands the ended command to the `effect-commit` thread and waits until its record

@@ -21,13 +21,12 @@
 
 use std::time::{Duration, Instant};
 
-use crate::envelope::meta;
 use crate::nats_io::{context_headers, Publisher};
 use crate::pipeline::{Shared, Stats};
 use crate::stages::StageError;
 use crate::store::ScheduleItem;
 use crate::timefmt::now_ms;
-use crate::timers::{reminder_body, reminder_subject};
+use crate::timers::{reminder_body, reminder_subject, traceparent};
 
 /// Pause after a failed store read or publish, so an outage is not hammered.
 const PAUSE: Duration = Duration::from_secs(1);
@@ -76,9 +75,7 @@ pub fn run(shared: &Shared, nc: &nats::Connection) -> Result<(), StageError> {
             let headers = context_headers(
                 item.tenant.as_str(),
                 Some(item.correlation.as_str()),
-                item.metadata
-                    .get(meta::TRACEPARENT)
-                    .and_then(|v| v.as_str()),
+                traceparent(item),
             );
             let subject = reminder_subject(&prefix, item);
             publisher.publish(tag as u64, &subject, &event_id, headers, body);
@@ -146,9 +143,7 @@ pub fn run(shared: &Shared, nc: &nats::Connection) -> Result<(), StageError> {
 
 /// The trace id of the event that set the timer ("" when it carried none).
 fn trace_id(item: &ScheduleItem) -> &str {
-    item.metadata
-        .get(meta::TRACEPARENT)
-        .and_then(|v| v.as_str())
+    traceparent(item)
         .and_then(crate::envelope::trace_id)
         .unwrap_or_default()
 }

@@ -37,10 +37,7 @@ pub fn oversized(t: &Transition, max_payload: usize) -> Option<String> {
         let size = context_wire_size(
             timer.tenant.as_str(),
             Some(timer.correlation.as_str()),
-            timer
-                .metadata
-                .get(crate::envelope::meta::TRACEPARENT)
-                .and_then(|v| v.as_str()),
+            crate::timers::traceparent(timer),
             Some(MSG_ID_ROOM),
             crate::timers::reminder_body_len(timer),
         );
