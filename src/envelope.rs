@@ -38,21 +38,32 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
 /// The trace id and flags of a well-formed W3C `traceparent`
 /// (`version-traceid-parentid-flags`, lowercase hex, ids not all zero).
 pub fn parse_traceparent(traceparent: &str) -> Option<(&str, &str)> {
-    let hex = |s: &str, len: usize| {
-        s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
-    let mut parts = traceparent.split('-');
-    let (version, trace, parent, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let well_formed = hex(version, 2)
+    // Read at fixed offsets (every event and command has one, and a split costs a search
+    // per field): `vv-<32 trace>-<16 parent>-ff`, dashes at 2, 35 and 52, more fields
+    // only after a dash at 55.
+    let hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let dash = |i: usize| traceparent.as_bytes().get(i) == Some(&b'-');
+    let (version, trace, parent, flags) = (
+        traceparent.get(..2)?,
+        traceparent.get(3..35)?,
+        traceparent.get(36..52)?,
+        traceparent.get(53..55)?,
+    );
+    let well_formed = dash(2)
+        && dash(35)
+        && dash(52)
+        && hex(version)
         && version != "ff"
-        && hex(trace, 32)
+        && hex(trace)
         && trace.bytes().any(|b| b != b'0')
-        && hex(parent, 16)
+        && hex(parent)
         && parent.bytes().any(|b| b != b'0')
-        && hex(flags, 2)
+        && hex(flags)
         // Version 00 has exactly four fields; later versions may add more.
-        && (version != "00" || parts.next().is_none());
+        && match traceparent.len() {
+            55 => true,
+            _ => version != "00" && dash(55),
+        };
     well_formed.then_some((trace, flags))
 }
 
@@ -500,5 +511,57 @@ mod tests {
             parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"),
             Some(("0af7651916cd43dd8448eb211c80319c", "00"))
         );
+    }
+
+    /// The reading by the spec's grammar: split at dashes, each field checked.
+    fn parse_by_split(traceparent: &str) -> Option<(&str, &str)> {
+        let hex = |s: &str, len: usize| {
+            s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        let mut parts = traceparent.split('-');
+        let (version, trace, parent, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let well_formed = hex(version, 2)
+            && version != "ff"
+            && hex(trace, 32)
+            && trace.bytes().any(|b| b != b'0')
+            && hex(parent, 16)
+            && parent.bytes().any(|b| b != b'0')
+            && hex(flags, 2)
+            && (version != "00" || parts.next().is_none());
+        well_formed.then_some((trace, flags))
+    }
+
+    #[test]
+    fn traceparents_read_at_fixed_offsets_as_by_splitting() {
+        let good = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let mut cases: Vec<String> = vec![
+            good.into(),
+            format!("01{}", &good[2..]),
+            format!("01{}-extra", &good[2..]),
+            format!("01{}-", &good[2..]),
+            format!("01{}x", &good[2..]),
+            format!("{good}-extra"),
+            format!("ff{}", &good[2..]),
+            String::new(),
+            "-".repeat(60),
+            format!("00-{}-b7ad6b7169203331-01", "0".repeat(32)),
+            format!("00-0af7651916cd43dd8448eb211c80319c-{}-01", "0".repeat(16)),
+        ];
+        // Every byte of the good one replaced by a dash, a letter out of range, an
+        // uppercase digit, a zero and a two-byte character; every length cut.
+        for i in 0..good.len() {
+            for sub in ["-", "g", "A", "0", "é"] {
+                let mut v = good.to_string();
+                v.replace_range(i..=i, sub);
+                cases.push(v);
+            }
+            cases.push(good[..i].to_string());
+            cases.push(format!("{}{}", &good[..i], &good[i + 1..]));
+        }
+        for case in &cases {
+            assert_eq!(parse_traceparent(case), parse_by_split(case), "{case:?}");
+        }
+        assert!(cases.iter().filter(|c| parse_by_split(c).is_some()).count() >= 3);
     }
 }

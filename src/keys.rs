@@ -100,6 +100,8 @@ enum Part<'a> {
     Time(i64),
     /// A number zero-padded to a width (byte order is numeric order).
     Padded(u64, usize),
+    /// A number as 16 lowercase hex digits.
+    Hex16(u64),
 }
 
 /// Joins a keyspace and its segments with `:` into one buffer (keys are built for every
@@ -109,6 +111,7 @@ fn join(space: &str, parts: &[Part<'_>]) -> String {
         Part::Raw(s) | Part::Free(s) => n + 1 + s.len(),
         Part::Time(_) => n + 17,
         Part::Padded(_, width) => n + 1 + width,
+        Part::Hex16(_) => n + 17,
     });
     let mut key = String::with_capacity(len);
     key.push_str(space);
@@ -119,9 +122,18 @@ fn join(space: &str, parts: &[Part<'_>]) -> String {
             Part::Free(s) => escape_into(&mut key, s),
             Part::Time(ms) => push_zero_padded(&mut key, (*ms).max(0) as u64, 16),
             Part::Padded(v, width) => push_zero_padded(&mut key, *v, *width),
+            Part::Hex16(v) => push_hex16(&mut key, *v),
         }
     }
     key
+}
+
+/// Appends `v` as 16 lowercase hex digits (`format!("{v:016x}")`).
+fn push_hex16(out: &mut String, v: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(char::from(HEX[((v >> (shift * 4)) & 0xf) as usize]));
+    }
 }
 
 /// Reverses [`escape`]. Unknown escapes are kept as they are.
@@ -252,7 +264,10 @@ pub fn history_n(key: &str) -> Option<u64> {
 }
 
 pub fn checkpoint(tenant: &TenantId, saga: &SagaName) -> String {
-    format!("{}:{}:{}", space::CHECKPOINT, tenant.token(), saga)
+    join(
+        space::CHECKPOINT,
+        &[Part::Raw(tenant.token()), Part::Raw(saga.as_str())],
+    )
 }
 
 pub fn outbox(tenant: &TenantId, kind: OutboxKind, work: &WorkId) -> String {
@@ -300,14 +315,16 @@ pub fn due_index(schedule_key: &str) -> Option<String> {
         .strip_prefix(space::SCHEDULE)?
         .strip_prefix(':')?;
     let [tenant, saga, corr, due, name] = split5(rest)?;
-    is_time_segment(due).then(|| format!("{}:{due}:{tenant}:{saga}:{corr}:{name}", space::DUE))
+    let parts = [due, tenant, saga, corr, name].map(Part::Raw);
+    is_time_segment(due).then(|| join(space::DUE, &parts))
 }
 
 /// The `schedule:` key a due-index entry points at (the inverse of [`due_index`]).
 pub fn schedule_of_due(index_key: &str) -> Option<String> {
     let rest = index_key.strip_prefix(space::DUE)?.strip_prefix(':')?;
     let [due, tenant, saga, corr, name] = split5(rest)?;
-    is_time_segment(due).then(|| format!("{}:{tenant}:{saga}:{corr}:{due}:{name}", space::SCHEDULE))
+    let parts = [tenant, saga, corr, due, name].map(Part::Raw);
+    is_time_segment(due).then(|| join(space::SCHEDULE, &parts))
 }
 
 /// The due time (ms) a due-index entry starts with.
@@ -338,12 +355,15 @@ pub fn schedule_instance_prefix(
     saga: &SagaName,
     corr: &CorrelationId,
 ) -> String {
-    format!(
-        "{}:{}:{}:{}:",
+    join(
         space::SCHEDULE,
-        tenant.token(),
-        saga,
-        escape(corr.as_str())
+        &[
+            Part::Raw(tenant.token()),
+            Part::Raw(saga.as_str()),
+            Part::Free(corr.as_str()),
+            // The trailing `:`.
+            Part::Raw(""),
+        ],
     )
 }
 
@@ -364,12 +384,13 @@ pub fn saga_dedupe(tenant: &TenantId, saga: &SagaName, event: &EventId) -> Strin
 }
 
 pub fn effect_dedupe(tenant: &TenantId, command: &WorkId) -> String {
-    format!(
-        "{}:{}:{}:{}",
+    join(
         space::DEDUPE,
-        tenant.token(),
-        EFFECT_DEDUPE_SEGMENT,
-        escape(command.as_str())
+        &[
+            Part::Raw(tenant.token()),
+            Part::Raw(EFFECT_DEDUPE_SEGMENT),
+            Part::Free(command.as_str()),
+        ],
     )
 }
 
@@ -415,7 +436,7 @@ pub fn is_effect_dedupe(key: &str) -> bool {
 /// An entry of the retention index: what expires at `at_ms` (ms since the epoch), one
 /// of possibly many entries of that instant, told apart by `nonce`.
 pub fn expiry(at_ms: i64, nonce: u64) -> String {
-    format!("{}:{}:{nonce:016x}", space::EXPIRE, time_segment(at_ms))
+    join(space::EXPIRE, &[Part::Time(at_ms), Part::Hex16(nonce)])
 }
 
 /// Where entries of what expires after `ms` begin.
@@ -595,12 +616,40 @@ mod tests {
                         format!("status:{tok}:order:active:{v:010}:{esc}")
                     );
                 }
+                assert_eq!(
+                    schedule_instance_prefix(tenant, &saga_name, &corr_id),
+                    format!("schedule:{tok}:order:{esc}:")
+                );
+                assert_eq!(
+                    effect_dedupe(tenant, &corr.parse().unwrap()),
+                    format!("dedupe:{tok}:{EFFECT_DEDUPE_SEGMENT}:{esc}")
+                );
+                assert_eq!(
+                    checkpoint(tenant, &saga_name),
+                    format!("checkpoint:{tok}:order")
+                );
                 for ms in [-5, 0, 1_795_774_500_000, 253_402_300_799_999, i64::MAX] {
                     assert_eq!(time_segment(ms), format!("{:016}", ms.max(0)));
+                    let key = schedule(tenant, &saga_name, &corr_id, ms, corr);
                     assert_eq!(
-                        schedule(tenant, &saga_name, &corr_id, ms, corr),
+                        key,
                         format!("schedule:{tok}:order:{esc}:{:016}:{esc}", ms.max(0))
                     );
+                    let due = format!("due:{:016}:{tok}:order:{esc}:{esc}", ms.max(0));
+                    if time_segment(ms).len() == 16 {
+                        assert_eq!(due_index(&key).as_deref(), Some(due.as_str()));
+                        assert_eq!(schedule_of_due(&due), Some(key));
+                    } else {
+                        // Past 16 digits a time is no segment: no index entry.
+                        assert_eq!(due_index(&key), None);
+                        assert_eq!(schedule_of_due(&due), None);
+                    }
+                    for nonce in [0, 0xab, 1 << 40, u64::MAX] {
+                        assert_eq!(
+                            expiry(ms, nonce),
+                            format!("expire:{:016}:{nonce:016x}", ms.max(0))
+                        );
+                    }
                 }
             }
         }

@@ -19,7 +19,9 @@ pub(crate) enum NodeKind {
     /// A list literal; its items are expressions.
     List(Vec<Node>),
     /// An object literal; its values are expressions (keys sorted).
-    Obj(Vec<(String, Node)>),
+    /// Fields sorted by key, each once (as `serde_json`'s map gave them); the keys are
+    /// shared with every object built from them.
+    Obj(Vec<(std::sync::Arc<str>, Node)>),
     /// An operation.
     Op(Box<Op>),
 }

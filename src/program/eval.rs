@@ -1,6 +1,6 @@
 //! The evaluator: gas, roots, lazily memoised lets, loop variables, and paths.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -8,7 +8,7 @@ use super::ast::{Node, NodeKind, PathRef, Ref, Seg};
 use super::error::{Fault, FaultKind};
 use super::gas::Gas;
 use super::ops;
-use super::value::{Val, WalkError};
+use super::value::{Fields, Val, WalkError};
 use super::walk::describe;
 use super::Limits;
 
@@ -99,13 +99,13 @@ impl<'p, 'i> Eval<'p, 'i> {
             }
             NodeKind::Obj(fields) => {
                 self.charge(node, 1)?;
-                // The fields are sorted by key, so the map is built in one pass
-                // (`from_iter` of sorted entries) instead of a search per insert.
+                // The fields are sorted by key, each once: the object is built as they
+                // come, its keys shared with the program's.
                 let mut out = Vec::with_capacity(fields.len());
                 for (k, it) in fields {
-                    out.push((k.clone(), self.eval(it)?));
+                    out.push((Arc::clone(k), self.eval(it)?));
                 }
-                Ok(Val::obj(BTreeMap::from_iter(out)))
+                Ok(Val::obj_sorted(out))
             }
             NodeKind::Op(op) => {
                 self.charge(node, 1)?;
@@ -319,7 +319,7 @@ enum Step {
 
 fn step(cur: &Val, seg: &Seg) -> Step {
     match cur {
-        Val::Obj(map) => match map.get(&*seg.key) {
+        Val::Obj(map) => match map.field(&seg.key) {
             Some(v) => Step::Found(v.clone()),
             None => Step::Missing,
         },

@@ -1,11 +1,9 @@
 //! Checking and decoding a program's output value into a [`ProgramOutput`].
 
-use std::collections::BTreeMap;
-
 use serde_json::{Map, Value};
 
 use super::error::{Fault, FaultKind};
-use super::value::{json_str_len, Val, WalkError, MAX_VALUE_DEPTH};
+use super::value::{json_str_len, Entry, Fields as _, Val, WalkError, MAX_VALUE_DEPTH};
 use super::walk::describe;
 use super::{CommandSpec, Limits, ProgramOutput, ScheduleSpec, ScheduleWhen, Status};
 use crate::timefmt::parse_rfc3339_ms;
@@ -42,7 +40,7 @@ pub(crate) fn decode(out: &Val, limits: &Limits) -> Result<ProgramOutput, Fault>
             format!("the output must be an object, got {}", describe(out)),
         ));
     };
-    if let Some(k) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+    if let Some((k, _)) = map.iter().find(|(k, _)| !FIELDS.contains(&k.as_ref())) {
         return Err(bad(
             format!("output.{k}"),
             format!(
@@ -53,8 +51,9 @@ pub(crate) fn decode(out: &Val, limits: &Limits) -> Result<ProgramOutput, Fault>
     }
     // Bytes of the whole output object, as `serde_json` would write it.
     let mut budget = limits.max_output_bytes;
-    let overhead =
-        2 + map.len().saturating_sub(1) + map.keys().map(|k| json_str_len(k) + 1).sum::<usize>();
+    let overhead = 2
+        + map.len().saturating_sub(1)
+        + map.iter().map(|(k, _)| json_str_len(k) + 1).sum::<usize>();
     budget = budget.checked_sub(overhead).ok_or_else(|| {
         bad(
             "output",
@@ -66,7 +65,7 @@ pub(crate) fn decode(out: &Val, limits: &Limits) -> Result<ProgramOutput, Fault>
     })?;
 
     let mut state = None;
-    if let Some(v) = map.get("state").filter(|v| !v.is_null()) {
+    if let Some(v) = map.field("state").filter(|v| !v.is_null()) {
         let mut state_budget = limits.max_state_bytes;
         let json = v.to_json(&mut state_budget).map_err(|e| {
             size_fault(
@@ -88,13 +87,13 @@ pub(crate) fn decode(out: &Val, limits: &Limits) -> Result<ProgramOutput, Fault>
             )
         })?;
         state = Some(json);
-    } else if map.contains_key("state") {
+    } else if map.has("state") {
         budget = budget.saturating_sub(4);
     }
 
     // Every field is size-checked (in key order) before any is decoded, so a size fault
     // wins over a shape fault. Only what the output keeps (payloads, names) is converted.
-    for (k, v) in map.iter().filter(|(k, _)| k.as_str() != "state") {
+    for (k, v) in map.iter().filter(|(k, _)| k.as_ref() != "state") {
         v.check_size(&mut budget).map_err(|e| {
             size_fault(
                 &format!("output.{k}"),
@@ -108,10 +107,10 @@ pub(crate) fn decode(out: &Val, limits: &Limits) -> Result<ProgramOutput, Fault>
 
     Ok(ProgramOutput {
         state,
-        status: status(map.get("status"))?,
-        commands: list(map.get("commands"), "output.commands", command)?,
-        schedules: list(map.get("schedules"), "output.schedules", schedule)?,
-        cancel: list(map.get("cancel"), "output.cancel", cancel)?,
+        status: status(map.field("status"))?,
+        commands: list(map.field("commands"), "output.commands", command)?,
+        schedules: list(map.field("schedules"), "output.schedules", schedule)?,
+        cancel: list(map.field("cancel"), "output.cancel", cancel)?,
         gas_used: 0,
     })
 }
@@ -142,9 +141,17 @@ fn list<T>(
         None | Some(Val::Null) => Ok(Vec::new()),
         Some(Val::List(items)) => {
             let mut out = Vec::with_capacity(items.len());
+            // Each item's node (`output.commands.0`) is written into one buffer, without
+            // `format!`: most outputs have a few items, and every output is decoded.
+            let mut at = String::with_capacity(node.len() + 4);
+            at.push_str(node);
+            at.push('.');
+            let prefix = at.len();
             for (i, it) in items.iter().enumerate() {
                 if !it.is_null() {
-                    out.push(item(it, &format!("{node}.{i}"))?);
+                    at.truncate(prefix);
+                    crate::digits::push_zero_padded(&mut at, i as u64, 1);
+                    out.push(item(it, &at)?);
                 }
             }
             Ok(out)
@@ -155,7 +162,7 @@ fn list<T>(
 
 fn cancel(v: &Val, node: &str) -> Result<String, Fault> {
     match v {
-        Val::Str(s) if !s.is_empty() => Ok(s.to_string()),
+        Val::Str(s) if !s.is_empty() => Ok(String::from(&**s)),
         other => Err(bad(
             node,
             format!(
@@ -167,7 +174,7 @@ fn cancel(v: &Val, node: &str) -> Result<String, Fault> {
 }
 
 /// The fields of an output object.
-type Fields = BTreeMap<String, Val>;
+type Fields = [Entry];
 
 fn object<'v>(v: &'v Val, node: &str, what: &str) -> Result<&'v Fields, Fault> {
     match v {
@@ -180,7 +187,11 @@ fn object<'v>(v: &'v Val, node: &str, what: &str) -> Result<&'v Fields, Fault> {
 }
 
 fn check_keys(m: &Fields, node: &str, allowed: &[&str], what: &str) -> Result<(), Fault> {
-    match m.keys().find(|k| !allowed.contains(&k.as_str())) {
+    match m
+        .iter()
+        .map(|(k, _)| k)
+        .find(|k| !allowed.contains(&k.as_ref()))
+    {
         Some(k) => Err(bad(
             format!("{node}.{k}"),
             format!(
@@ -194,7 +205,7 @@ fn check_keys(m: &Fields, node: &str, allowed: &[&str], what: &str) -> Result<()
 
 /// A present (non-null) field; null counts as absent.
 fn field<'v>(m: &'v Fields, key: &str) -> Option<&'v Val> {
-    m.get(key).filter(|v| !v.is_null())
+    m.field(key).filter(|v| !v.is_null())
 }
 
 fn req_str(m: &Fields, key: &str, node: &str) -> Result<String, Fault> {

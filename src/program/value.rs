@@ -6,7 +6,6 @@
 //! a value (equality, serialisation, conversion back to `serde_json`) is bounded by gas
 //! or by a byte budget instead.
 
-use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
@@ -25,7 +24,33 @@ pub(crate) enum Val {
     Num(Number),
     Str(Arc<str>),
     List(Arc<[Val]>),
-    Obj(Arc<BTreeMap<String, Val>>),
+    /// Entries sorted by key in byte order (the order `serde_json` writes an object's
+    /// keys in), each key once: found by binary search, and built and shared without
+    /// the allocations of a map (its keys are the program's own, shared, where it names
+    /// them).
+    Obj(Arc<[Entry]>),
+}
+
+/// One entry of an object.
+pub(crate) type Entry = (Arc<str>, Val);
+
+/// Reading an object's entries by key.
+pub(crate) trait Fields {
+    /// The value at `key`.
+    fn field(&self, key: &str) -> Option<&Val>;
+    /// Whether `key` is present.
+    fn has(&self, key: &str) -> bool {
+        self.field(key).is_some()
+    }
+}
+
+impl Fields for [Entry] {
+    fn field(&self, key: &str) -> Option<&Val> {
+        self.binary_search_by(|(k, _)| k.as_ref().cmp(key))
+            .ok()
+            .and_then(|i| self.get(i))
+            .map(|(_, v)| v)
+    }
 }
 
 /// Why a walk over a value stopped.
@@ -48,8 +73,25 @@ impl Val {
         Val::List(Arc::from(items))
     }
 
-    pub(crate) fn obj(map: BTreeMap<String, Val>) -> Val {
-        Val::Obj(Arc::new(map))
+    /// An object of entries already sorted by key, each key once (a compiled object's
+    /// fields, a walk over another object's entries).
+    pub(crate) fn obj_sorted(entries: Vec<Entry>) -> Val {
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
+        Val::Obj(Arc::from(entries))
+    }
+
+    /// An object of entries in any order; of entries with the same key the last wins.
+    pub(crate) fn obj(mut entries: Vec<Entry>) -> Val {
+        // A stable sort keeps equal keys in their order, so the last of each run wins.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
+        for e in entries {
+            match out.last_mut() {
+                Some(last) if last.0 == e.0 => *last = e,
+                _ => out.push(e),
+            }
+        }
+        Val::Obj(Arc::from(out))
     }
 
     pub(crate) fn int(i: i64) -> Val {
@@ -134,7 +176,7 @@ fn take_children(v: &mut Val, pending: &mut Vec<Val>) {
         }
         Val::Obj(map) => {
             if let Some(map) = Arc::get_mut(map) {
-                map.values_mut().for_each(&mut take);
+                map.iter_mut().for_each(|(_, v)| take(v));
             }
         }
         _ => {}
@@ -158,11 +200,12 @@ fn from_json_at(v: &Value, depth: usize) -> Result<Val, WalkError> {
             Val::list(out)
         }
         Value::Object(map) => {
-            let mut out = BTreeMap::new();
+            // `serde_json`'s map iterates in key order, each key once.
+            let mut out = Vec::with_capacity(map.len());
             for (k, it) in map {
-                out.insert(k.clone(), from_json_at(it, depth + 1)?);
+                out.push((Arc::from(k.as_str()), from_json_at(it, depth + 1)?));
             }
-            Val::obj(out)
+            Val::obj_sorted(out)
         }
     })
 }
@@ -250,7 +293,7 @@ fn convert_at(v: &Val, depth: usize) -> Result<Value, WalkError> {
         Val::Null => Value::Null,
         Val::Bool(b) => Value::Bool(*b),
         Val::Num(n) => Value::Number(n.clone()),
-        Val::Str(s) => Value::String(s.to_string()),
+        Val::Str(s) => Value::String(String::from(&**s)),
         Val::List(items) => Value::Array(
             items
                 .iter()
@@ -259,7 +302,7 @@ fn convert_at(v: &Val, depth: usize) -> Result<Value, WalkError> {
         ),
         Val::Obj(map) => Value::Object(
             map.iter()
-                .map(|(k, it)| Ok((k.clone(), convert_at(it, depth + 1)?)))
+                .map(|(k, it)| Ok((String::from(&**k), convert_at(it, depth + 1)?)))
                 .collect::<Result<_, _>>()?,
         ),
     })
@@ -274,7 +317,7 @@ fn to_json_at(v: &Val, budget: &mut usize, depth: usize) -> Result<Value, WalkEr
         Val::Null => Value::Null,
         Val::Bool(b) => Value::Bool(*b),
         Val::Num(n) => Value::Number(n.clone()),
-        Val::Str(s) => Value::String(s.to_string()),
+        Val::Str(s) => Value::String(String::from(&**s)),
         Val::List(items) => {
             let mut out = Vec::with_capacity(items.len().min(*budget));
             for it in items.iter() {
@@ -287,7 +330,7 @@ fn to_json_at(v: &Val, budget: &mut usize, depth: usize) -> Result<Value, WalkEr
             let mut out = Vec::with_capacity(map.len());
             for (k, it) in map.iter() {
                 spend(budget, json_str_len(k) + 1)?;
-                out.push((k.clone(), to_json_at(it, budget, depth + 1)?));
+                out.push((String::from(&**k), to_json_at(it, budget, depth + 1)?));
             }
             Value::Object(Map::from_iter(out))
         }

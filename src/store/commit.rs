@@ -15,8 +15,8 @@ use super::history::{self, HistoryBound, HistoryFacts};
 use super::instances::Indexed;
 use super::InstanceStatus;
 use super::{
-    encode, exists, get_json, Checkpoint, OutboxItem, QuarantineRecord, SagaRecord, ScheduleItem,
-    Store, StoreError, StreamPosition,
+    get_json, Checkpoint, OutboxItem, QuarantineRecord, SagaRecord, ScheduleItem, Store,
+    StoreError, StreamPosition,
 };
 use crate::keys;
 use crate::oneshot;
@@ -128,7 +128,7 @@ impl Store {
         let mut outcomes = Vec::with_capacity(batch.transitions.len());
         let mut expiries = Expiries::default();
         let mut checkpoints: BTreeMap<String, Checkpoint> = BTreeMap::new();
-        let mut seen_in_batch: HashSet<String> = HashSet::new();
+        let mut buf = Vec::with_capacity(1024);
         // Applied or not, an event's position is accounted for: checkpoints move past
         // it (never back).
         let mut advance = |txn: &lmdb::RwTransaction<'_>,
@@ -153,7 +153,13 @@ impl Store {
         for t in &batch.transitions {
             advance(txn, &t.tenant, &t.saga, &t.position)?;
             let dedupe_key = keys::saga_dedupe(&t.tenant, &t.saga, &t.event_id);
-            if seen_in_batch.contains(&dedupe_key) || exists(txn, self.db, &dedupe_key)? {
+            // The marker goes first, and only where there is none: one descent of the tree
+            // both checks and writes it, and a marker found (stored, or written by an
+            // earlier transition of this batch) makes the transition a duplicate before
+            // any of it is written. Its value is only the stream sequence the event came
+            // at (for whoever investigates): markers are many and kept for their
+            // retention. A failure below aborts the transaction, the marker with it.
+            if !put_new(&mut buf, txn, self.db, &dedupe_key, &t.position.seq)? {
                 outcomes.push(CommitOutcome::Duplicate);
                 continue;
             }
@@ -163,18 +169,14 @@ impl Store {
                     message: "refused on purpose (test fault injection)".into(),
                 });
             }
-            if let Some(finished) = apply(txn, self.db, t, now, self.retention.history)? {
+            if let Some(finished) = apply(&mut buf, txn, self.db, t, now, self.retention.history)? {
                 expiries.add(expiry_of(now, t.keep.finished), finished);
             }
-            // The marker's value is only the stream sequence the event came at (for
-            // whoever investigates): markers are many and kept for their retention.
-            put(txn, self.db, &dedupe_key, &t.position.seq)?;
-            expiries.add(expiry_of(now, t.keep.dedupe), dedupe_key.clone());
-            seen_in_batch.insert(dedupe_key);
+            expiries.add(expiry_of(now, t.keep.dedupe), dedupe_key);
             outcomes.push(CommitOutcome::Applied);
         }
         for (key, cp) in &checkpoints {
-            put(txn, self.db, key, cp)?;
+            put(&mut buf, txn, self.db, key, cp)?;
         }
         for key in &batch.released {
             if !key.starts_with(keys::space::QUARANTINE) {
@@ -189,7 +191,7 @@ impl Store {
         for q in &batch.quarantine {
             let key = keys::quarantine(q.filing_tenant(), &q.stream, q.seq);
             if q.quarantined_at.is_some() {
-                put(txn, self.db, &key, q)?;
+                put(&mut buf, txn, self.db, &key, q)?;
                 continue;
             }
             // Records are kept until an operator acts; when they came tells how long
@@ -199,7 +201,7 @@ impl Store {
                 quarantined_at: Some(at.clone()),
                 ..q.clone()
             };
-            put(txn, self.db, &key, &stamped)?;
+            put(&mut buf, txn, self.db, &key, &stamped)?;
         }
         expiries.write(self, txn)?;
         if self.take_injected_failure() {
@@ -274,21 +276,61 @@ impl Writer {
     }
 }
 
+/// `value`'s JSON in `buf` (one buffer for a whole commit, instead of a new one per write).
+fn encode_into<V: serde::Serialize>(
+    buf: &mut Vec<u8>,
+    key: &str,
+    value: &V,
+) -> Result<(), StoreError> {
+    buf.clear();
+    serde_json::to_writer(&mut *buf, value).map_err(|e| StoreError::Encode {
+        key: key.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Writes `value`'s JSON at `key`.
 fn put<V: serde::Serialize>(
+    buf: &mut Vec<u8>,
     txn: &mut lmdb::RwTransaction<'_>,
     db: lmdb::Database,
     key: &str,
     value: &V,
 ) -> Result<(), StoreError> {
-    let bytes = encode(key, value)?;
-    txn.put(db, &key, &bytes, WriteFlags::empty())
-        .map_err(|e| match e {
-            lmdb::Error::BadValSize => StoreError::Encode {
-                key: key.to_string(),
-                message: "key is longer than LMDB allows (511 bytes)".into(),
-            },
-            other => other.into(),
-        })
+    encode_into(buf, key, value)?;
+    write(txn, db, key, buf, WriteFlags::empty())
+}
+
+/// Writes `value`'s JSON at `key` unless the key holds a value: whether it wrote.
+fn put_new<V: serde::Serialize>(
+    buf: &mut Vec<u8>,
+    txn: &mut lmdb::RwTransaction<'_>,
+    db: lmdb::Database,
+    key: &str,
+    value: &V,
+) -> Result<bool, StoreError> {
+    encode_into(buf, key, value)?;
+    match write(txn, db, key, buf, WriteFlags::NO_OVERWRITE) {
+        Ok(()) => Ok(true),
+        Err(StoreError::Lmdb(lmdb::Error::KeyExist)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn write(
+    txn: &mut lmdb::RwTransaction<'_>,
+    db: lmdb::Database,
+    key: &str,
+    bytes: &[u8],
+    flags: WriteFlags,
+) -> Result<(), StoreError> {
+    txn.put(db, &key, &bytes, flags).map_err(|e| match e {
+        lmdb::Error::BadValSize => StoreError::Encode {
+            key: key.to_string(),
+            message: "key is longer than LMDB allows (511 bytes)".into(),
+        },
+        other => other.into(),
+    })
 }
 
 /// Keeps an instance's status index entry in step with its record: moved from what
@@ -326,6 +368,7 @@ pub(super) fn reindex(
 /// Writes state, timers, outbox and history entry (committed at `now`) of one
 /// transition. The instance's key when the transition finished it (it then expires).
 fn apply(
+    buf: &mut Vec<u8>,
     txn: &mut lmdb::RwTransaction<'_>,
     db: lmdb::Database,
     t: &Transition,
@@ -350,7 +393,7 @@ fn apply(
             based_on,
         });
     }
-    put(txn, db, &saga_key, &t.record)?;
+    put(buf, txn, db, &saga_key, &t.record)?;
     reindex(
         txn,
         db,
@@ -402,7 +445,7 @@ fn apply(
         for s in t.schedules.iter().rev() {
             if set_names.insert(s.name.as_str()) {
                 let key = keys::schedule(&t.tenant, &t.saga, &t.correlation, s.due_at_ms, &s.name);
-                put(txn, db, &key, s)?;
+                put(buf, txn, db, &key, s)?;
                 if let Some(index) = keys::due_index(&key) {
                     txn.put(db, &index, &b"", WriteFlags::empty())?;
                 }
@@ -411,6 +454,7 @@ fn apply(
     }
     for item in &t.outbox {
         put(
+            buf,
             txn,
             db,
             &keys::outbox(&item.tenant, item.kind, &item.work_id),

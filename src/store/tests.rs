@@ -143,6 +143,49 @@ fn checkpoint_never_moves_backwards() {
 }
 
 #[test]
+fn a_new_event_twice_in_one_batch_is_applied_once() {
+    let dir = TempDir::new("store").unwrap();
+    let store = open(&dir, 16);
+    let acme = t("acme");
+    let corr: CorrelationId = "o-2".parse().unwrap();
+    let first = transition(&acme, "o-2", "e-2", 1, json!("first"));
+    let mut second = transition(&acme, "o-2", "e-2", 2, json!("second"));
+    second.outbox = vec![outbox_item(&acme, "other")];
+    let out = store.commit(&batch(vec![first, second])).unwrap();
+    assert_eq!(out, vec![CommitOutcome::Applied, CommitOutcome::Duplicate]);
+    let record = store.saga(&acme, &saga_name(), &corr).unwrap().unwrap();
+    assert_eq!(record.state, json!("first"));
+    assert_eq!(store.outbox_len().unwrap(), 1);
+}
+
+#[test]
+fn a_refused_batch_leaves_no_dedupe_marker() {
+    let dir = TempDir::new("store").unwrap();
+    let store = open(&dir, 16);
+    let acme = t("acme");
+    store
+        .commit(&batch(vec![transition(
+            &acme,
+            "o-1",
+            "e-1",
+            1,
+            json!("first"),
+        )]))
+        .unwrap();
+    // A new event, then one whose record was computed from a stale read of o-1 (it
+    // carries o-1's first count again): the commit is refused whole, the new event's
+    // marker (written first) with it.
+    let fresh = transition(&acme, "o-3", "e-3", 2, json!("fresh"));
+    let stale = transition(&acme, "o-1", "e-4", 3, json!("stale"));
+    let err = store.commit(&batch(vec![fresh, stale])).unwrap_err();
+    assert!(matches!(err, StoreError::Stale { .. }), "{err}");
+    let e3: EventId = "e-3".parse().unwrap();
+    assert!(!store.is_duplicate(&acme, &saga_name(), &e3).unwrap());
+    let o3: CorrelationId = "o-3".parse().unwrap();
+    assert!(store.saga(&acme, &saga_name(), &o3).unwrap().is_none());
+}
+
+#[test]
 fn duplicate_event_changes_nothing() {
     let dir = TempDir::new("store").unwrap();
     let store = open(&dir, 16);

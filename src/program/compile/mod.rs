@@ -132,7 +132,10 @@ impl<'a> Compiler<'a> {
         }
         let mut out = Vec::with_capacity(map.len());
         for (k, it) in map {
-            out.push((k.clone(), self.expr(it, &format!("{path}.{k}"), depth + 1)?));
+            out.push((
+                k.as_str().into(),
+                self.expr(it, &format!("{path}.{k}"), depth + 1)?,
+            ));
         }
         Ok(NodeKind::Obj(out))
     }

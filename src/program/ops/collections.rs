@@ -1,6 +1,5 @@
 //! `$merge`, `$set`, `$len`, `$map`, `$filter`, `$any`, `$all`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::program::ast::{Loop, Node, Quant, Seg};
@@ -8,7 +7,7 @@ use crate::program::error::{Fault, FaultKind};
 use crate::program::eval::{fault, type_fault, Eval};
 use crate::program::gas::text_cost;
 use crate::program::ops::truthy;
-use crate::program::value::Val;
+use crate::program::value::{Entry, Val};
 use crate::program::walk::describe;
 
 fn count(n: usize) -> u64 {
@@ -26,15 +25,13 @@ fn as_list(node: &Node, v: Val) -> Result<Arc<[Val]>, Box<Fault>> {
 
 /// `$merge`: shallow, right wins, null operands skipped; 1 gas per entry copied.
 pub(super) fn merge(ev: &mut Eval<'_, '_>, node: &Node, items: &[Node]) -> Result<Val, Box<Fault>> {
-    let mut out = BTreeMap::new();
+    let mut out: Vec<Entry> = Vec::new();
     for it in items {
         match &ev.eval(it)? {
             Val::Null => {}
             Val::Obj(map) => {
                 ev.charge(node, count(map.len()))?;
-                for (k, v) in map.iter() {
-                    out.insert(k.clone(), v.clone());
-                }
+                out.extend(map.iter().cloned());
             }
             other => return Err(type_fault(node, "expected objects (or null)", other)),
         }
@@ -74,17 +71,28 @@ fn set_in(
     };
     match cur {
         Val::Obj(_) | Val::Null => {
-            let mut map = match cur {
+            let mut map: Vec<Entry> = match cur {
                 Val::Obj(m) => {
                     ev.charge(node, count(m.len()))?;
-                    (**m).clone()
+                    m.to_vec()
                 }
-                _ => BTreeMap::new(),
+                _ => Vec::new(),
             };
-            let child = map.get(&*seg.key).cloned().unwrap_or(Val::Null);
+            let at = map.binary_search_by(|(k, _)| k.as_ref().cmp(&seg.key));
+            let child = at
+                .ok()
+                .and_then(|i| map.get(i))
+                .map_or(Val::Null, |(_, v)| v.clone());
             let new = set_in(ev, node, &child, rest, value)?;
-            map.insert(seg.key.to_string(), new);
-            Ok(Val::obj(map))
+            match at {
+                Ok(i) => {
+                    if let Some(slot) = map.get_mut(i) {
+                        slot.1 = new;
+                    }
+                }
+                Err(i) => map.insert(i, (Arc::from(&*seg.key), new)),
+            }
+            Ok(Val::obj_sorted(map))
         }
         Val::List(items) => {
             let Some(i) = seg.index.filter(|i| *i < items.len()) else {

@@ -16,6 +16,32 @@ fn merge_is_shallow_right_wins_and_skips_null() {
     assert_eq!(f.message, "expected objects (or null), got list [1]");
 }
 
+/// Objects are searched by key, so every object built (set into, merged, converted from
+/// an input) must keep its keys in order: a key inserted first, between or last is found
+/// again by the next `$set` into it, and `$eq` compares objects key by key.
+#[test]
+fn built_objects_keep_their_keys_in_order() {
+    let base = json!({ "b": 1, "d": 2 });
+    for key in ["a", "c", "e", "b"] {
+        let set = json!({ "$set": { "in": base, "path": key, "value": 0 } });
+        // Setting below the key just set finds it (a number), so this faults.
+        let f = ev_fault(json!({ "$set": { "in": set, "path": format!("{key}.x"), "value": 1 } }));
+        assert_fault(&f, "expr", "$set", FaultKind::Path);
+        let mut want = base.clone();
+        want[key] = json!(0);
+        assert_eq!(ev(set.clone()), want);
+        assert_eq!(ev(json!({ "$eq": [set, want] })), json!(true));
+    }
+    let merged = json!({ "$merge": [{ "d": 1, "b": 2 }, { "c": 3, "a": 4, "d": 5 }] });
+    assert_eq!(ev(json!({ "$len": merged })), json!(4));
+    assert_eq!(
+        ev(json!({ "$eq": [merged, { "a": 4, "b": 2, "c": 3, "d": 5 }] })),
+        json!(true)
+    );
+    let f = ev_fault(json!({ "$set": { "in": merged, "path": "d.x", "value": 1 } }));
+    assert_fault(&f, "expr", "$set", FaultKind::Path);
+}
+
 #[test]
 fn set_creates_intermediates_and_copies() {
     assert_eq!(
