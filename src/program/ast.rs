@@ -18,9 +18,9 @@ pub(crate) enum NodeKind {
     Scalar(Val),
     /// A list literal; its items are expressions.
     List(Vec<Node>),
-    /// An object literal; its values are expressions (keys sorted).
-    /// Fields sorted by key, each once (as `serde_json`'s map gave them); the keys are
-    /// shared with every object built from them.
+    /// An object literal; its values are expressions. Its fields are sorted by key, each
+    /// once (as `serde_json`'s map gave them), and its keys are shared with every object
+    /// built from it.
     Obj(Vec<(std::sync::Arc<str>, Node)>),
     /// An operation.
     Op(Box<Op>),

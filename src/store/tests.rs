@@ -142,6 +142,12 @@ fn checkpoint_never_moves_backwards() {
     );
 }
 
+/// Commits instance o-1's first transition (event e-1, state "first").
+fn commit_first(store: &Store, tenant: &TenantId) {
+    let first = transition(tenant, "o-1", "e-1", 1, json!("first"));
+    store.commit(&batch(vec![first])).unwrap();
+}
+
 #[test]
 fn a_new_event_twice_in_one_batch_is_applied_once() {
     let dir = TempDir::new("store").unwrap();
@@ -163,15 +169,7 @@ fn a_refused_batch_leaves_no_dedupe_marker() {
     let dir = TempDir::new("store").unwrap();
     let store = open(&dir, 16);
     let acme = t("acme");
-    store
-        .commit(&batch(vec![transition(
-            &acme,
-            "o-1",
-            "e-1",
-            1,
-            json!("first"),
-        )]))
-        .unwrap();
+    commit_first(&store, &acme);
     // A new event, then one whose record was computed from a stale read of o-1 (it
     // carries o-1's first count again): the commit is refused whole, the new event's
     // marker (written first) with it.
@@ -191,15 +189,7 @@ fn duplicate_event_changes_nothing() {
     let store = open(&dir, 16);
     let acme = t("acme");
     let corr: CorrelationId = "o-1".parse().unwrap();
-    store
-        .commit(&batch(vec![transition(
-            &acme,
-            "o-1",
-            "e-1",
-            1,
-            json!("first"),
-        )]))
-        .unwrap();
+    commit_first(&store, &acme);
     let mut again = transition(&acme, "o-1", "e-1", 2, json!("second"));
     again.outbox = vec![outbox_item(&acme, "other")];
     // Also twice within one batch.
