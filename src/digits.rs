@@ -24,6 +24,14 @@ pub fn push_zero_padded(out: &mut String, v: u64, width: usize) {
     out.extend(digits.iter().map(|&b| char::from(b)));
 }
 
+/// Appends `v` as 16 lowercase hex digits: what `format!("{v:016x}")` writes.
+pub fn push_hex16(out: &mut String, v: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(char::from(HEX[((v >> (shift * 4)) & 0xf) as usize]));
+    }
+}
+
 /// [`push_zero_padded`] into a new string.
 pub fn zero_padded(v: u64, width: usize) -> String {
     let mut out = String::with_capacity(width.max(20));
@@ -58,5 +66,14 @@ mod tests {
         let mut s = String::from("x:");
         push_zero_padded(&mut s, 42, 4);
         assert_eq!(s, "x:0042");
+    }
+
+    #[test]
+    fn the_hex_digits_are_what_format_writes() {
+        for v in [0, 1, 0xab, 0xdead_beef, 1 << 40, u64::MAX - 1, u64::MAX] {
+            let mut s = String::from("n:");
+            push_hex16(&mut s, v);
+            assert_eq!(s, format!("n:{v:016x}"));
+        }
     }
 }

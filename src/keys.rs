@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use crate::digits::push_zero_padded;
+use crate::digits::{push_hex16, push_zero_padded};
 use crate::types::{CorrelationId, EventId, SagaName, TenantId, WorkId};
 
 /// The keyspace prefixes, in one list so that nothing else spells them.
@@ -126,14 +126,6 @@ fn join(space: &str, parts: &[Part<'_>]) -> String {
         }
     }
     key
-}
-
-/// Appends `v` as 16 lowercase hex digits (`format!("{v:016x}")`).
-fn push_hex16(out: &mut String, v: u64) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for shift in (0..16).rev() {
-        out.push(char::from(HEX[((v >> (shift * 4)) & 0xf) as usize]));
-    }
 }
 
 /// Reverses [`escape`]. Unknown escapes are kept as they are.

@@ -26,6 +26,8 @@ pub fn reminder_event_id(item: &ScheduleItem) -> String {
     Uuid::new_v5(&REMINDER_NAMESPACE, name.as_bytes()).to_string()
 }
 
+/// The contract's reminder envelope of a timer, built whole (`runner saga test` feeds it
+/// to a saga as a value; the published bytes, [`reminder_body`], are pinned to it).
 pub fn reminder(item: &ScheduleItem) -> Reminder {
     Reminder {
         event_id: reminder_event_id(item),
@@ -33,7 +35,7 @@ pub fn reminder(item: &ScheduleItem) -> Reminder {
         saga_name: item.saga.to_string(),
         correlation_id: item.correlation.to_string(),
         name: item.name.clone(),
-        due_at: crate::timefmt::format_rfc3339_ms(item.due_at_ms).unwrap_or_default(),
+        due_at: due_at(item),
         payload: item.payload.clone(),
         metadata: item.metadata.clone(),
     }

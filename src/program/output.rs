@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::error::{Fault, FaultKind};
-use super::value::{json_str_len, Entry, Fields as _, Val, WalkError, MAX_VALUE_DEPTH};
+use super::value::{json_str_len, Entry, Fields, Val, WalkError, MAX_VALUE_DEPTH};
 use super::walk::describe;
 use super::{CommandSpec, Limits, ProgramOutput, ScheduleSpec, ScheduleWhen, Status};
 use crate::timefmt::parse_rfc3339_ms;
@@ -173,10 +173,10 @@ fn cancel(v: &Val, node: &str) -> Result<String, Fault> {
     }
 }
 
-/// The fields of an output object.
-type Fields = [Entry];
+/// The entries of an output object.
+type Entries = [Entry];
 
-fn object<'v>(v: &'v Val, node: &str, what: &str) -> Result<&'v Fields, Fault> {
+fn object<'v>(v: &'v Val, node: &str, what: &str) -> Result<&'v Entries, Fault> {
     match v {
         Val::Obj(map) => Ok(map),
         _ => Err(bad(
@@ -186,7 +186,7 @@ fn object<'v>(v: &'v Val, node: &str, what: &str) -> Result<&'v Fields, Fault> {
     }
 }
 
-fn check_keys(m: &Fields, node: &str, allowed: &[&str], what: &str) -> Result<(), Fault> {
+fn check_keys(m: &Entries, node: &str, allowed: &[&str], what: &str) -> Result<(), Fault> {
     match m
         .iter()
         .map(|(k, _)| k)
@@ -204,16 +204,16 @@ fn check_keys(m: &Fields, node: &str, allowed: &[&str], what: &str) -> Result<()
 }
 
 /// A present (non-null) field; null counts as absent.
-fn field<'v>(m: &'v Fields, key: &str) -> Option<&'v Val> {
+fn field<'v>(m: &'v Entries, key: &str) -> Option<&'v Val> {
     m.field(key).filter(|v| !v.is_null())
 }
 
-fn req_str(m: &Fields, key: &str, node: &str) -> Result<String, Fault> {
+fn req_str(m: &Entries, key: &str, node: &str) -> Result<String, Fault> {
     req_text(m, key, node).map(str::to_string)
 }
 
 /// A required non-empty string field, borrowed.
-fn req_text<'v>(m: &'v Fields, key: &str, node: &str) -> Result<&'v str, Fault> {
+fn req_text<'v>(m: &'v Entries, key: &str, node: &str) -> Result<&'v str, Fault> {
     match field(m, key) {
         None => Err(bad(
             format!("{node}.{key}"),
@@ -227,7 +227,7 @@ fn req_text<'v>(m: &'v Fields, key: &str, node: &str) -> Result<&'v str, Fault> 
     }
 }
 
-fn opt_str(m: &Fields, key: &str, node: &str) -> Result<Option<String>, Fault> {
+fn opt_str(m: &Entries, key: &str, node: &str) -> Result<Option<String>, Fault> {
     match field(m, key) {
         None => Ok(None),
         Some(_) => req_str(m, key, node).map(Some),
@@ -237,7 +237,7 @@ fn opt_str(m: &Fields, key: &str, node: &str) -> Result<Option<String>, Fault> {
 /// A command's or timer's payload as JSON (`{}` when absent). The whole output was
 /// size-checked already, so the conversion cannot exceed a budget; a failure would be a
 /// bug, reported as a fault rather than a panic.
-fn payload(m: &Fields, node: &str) -> Result<Value, Fault> {
+fn payload(m: &Entries, node: &str) -> Result<Value, Fault> {
     match field(m, "payload") {
         None => Ok(Value::Object(Map::new())),
         Some(v) => v.to_json_checked().map_err(|e| {
