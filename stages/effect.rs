@@ -4,12 +4,13 @@
 //!
 //! ```text
 //! fetch(commands) ─▶ split ─▶ worker × effects.workers ─▶ provider (retries, breaker)
-//!                                  │
-//!                                  ▼
+//!                    (decode, record     │
+//!                     read, claims)      ▼
 //!                    effect-commit: record (group commit) ─▶ publish result ─▶ ack
 //! ```
 //!
-//! Per command a worker checks the completion record `dedupe:{tenant}:effect:{id}`. If
+//! Per command the completion record `dedupe:{tenant}:effect:{id}` is checked first (by
+//! `effect-split`, [`prepare`], which hands the worker what it read). If
 //! there is one, the call already happened: its recorded result is published again (the
 //! saga may not have seen it) and the message acked, without calling. Otherwise it calls
 //! (with the effect's retries, timeout and breaker) and hands the result to the
@@ -28,19 +29,22 @@
 //! (NATS KV down): no call.
 //!
 //! Which of these a command gets is decided by `effects::gate::decide`, over the facts
-//! a worker read for it; the worker here only reads them and does what it decides.
+//! read for it, in the order it asks: the record and the claim by `effect-split` (the
+//! claims of a fetched batch created at once, `stages::effect_split`), the rest by the
+//! worker, which then does what the gate decides.
 //!
 //! Commands arrive from the consumers of the effects this process defines
 //! (`stages::effect_fetch`); one of an effect not defined here (fetched just before a
 //! reload dropped it) is put back for a process that defines it, never failed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use nats::jetstream::AckKind;
 
 use crate::effects::attempts::{self, Final};
-use crate::effects::claims::{ClaimError, ClaimWrite, Claims, Gate, Held};
+use crate::effects::claims::{ClaimError, ClaimWrite, Claims, Gate, Held, Won};
 use crate::effects::gate::{self, Deliveries, GateAction, GateInput, PutBackWhy};
 use crate::effects::recorder::{self, Finished, LogCtx, RecordWrite, Recorder};
 use crate::effects::result::{completion_of, outcome, result_event, result_subject};
@@ -48,7 +52,7 @@ use crate::effects::EffectDef;
 use crate::envelope::{header, meta, trace_id, EffectCommand, EffectResult, ResultType};
 use crate::manifest::proven_tenant;
 use crate::nats_io::{self, Delivery};
-use crate::pipeline::{FetchedBatch, Shared, Stats};
+use crate::pipeline::{Shared, Stats};
 use crate::relay::backoff::Jitter;
 use crate::stages::StageError;
 use crate::store::{
@@ -58,34 +62,12 @@ use crate::store::{
 use crate::timefmt::{now_ms, now_rfc3339};
 use crate::types::{TenantId, WorkId};
 
-/// Hands fetched commands to the workers one by one (a full channel blocks fetching).
-pub fn split(
-    shared: &Shared,
-    input: &Receiver<FetchedBatch>,
-    out: &Sender<nats::Message>,
-) -> Result<(), StageError> {
-    for batch in input {
-        if batch.epoch != shared.intake.epoch() {
-            batch.msgs.iter().for_each(|m| shared.drop_unacked_msg(m));
-            continue;
-        }
-        for msg in batch.msgs {
-            if out.send(msg).is_err() {
-                return Err(StageError::DownstreamGone {
-                    next: "effect worker",
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
 /// One worker thread: commands in, results out.
 pub fn work(
     shared: &Shared,
     claims: Option<&Claims>,
     recorder: Recorder,
-    input: &Receiver<nats::Message>,
+    input: &Receiver<Prepared>,
 ) -> Result<(), StageError> {
     let mut worker = Worker {
         shared,
@@ -93,11 +75,91 @@ pub fn work(
         recorder,
         jitter: Jitter::seeded(),
     };
-    for msg in input {
+    for prepared in input {
         Stats::set(&shared.stats.queue_effects, input.len() as u64);
-        worker.handle(msg);
+        worker.handle(prepared);
     }
     Ok(())
+}
+
+/// A fetched command on its way to a worker ([`prepare`], then `stages::effect_split`).
+pub struct Prepared(Ready);
+
+enum Ready {
+    /// Not a command that can be taken: quarantined by the worker.
+    Poison(Box<(nats::Message, Delivery, Poison)>),
+    Gated(Box<Gated>),
+}
+
+/// A decoded command with the facts of its gate read so far.
+struct Gated {
+    job: Job,
+    /// The definition in force when the command was prepared: the one the call runs on
+    /// (a reload after that does not touch it).
+    def: Option<Arc<EffectDef>>,
+    input: GateInput,
+    record: Option<RecordRead>,
+    /// Its claim, created ahead (`Claims::create_many`).
+    won: Option<Won>,
+}
+
+impl Prepared {
+    /// The command's tenant and id when its gate asks for the claim next.
+    pub fn claim_wanted(&self) -> Option<(&TenantId, &WorkId)> {
+        match &self.0 {
+            Ready::Gated(g) if gate::decide(&g.input) == GateAction::Claim => {
+                Some((&g.job.tenant, &g.job.work_id))
+            }
+            _ => None,
+        }
+    }
+
+    /// The claim created for it, if the create landed.
+    pub fn set_won(&mut self, won: Option<Won>) {
+        if let Ready::Gated(g) = &mut self.0 {
+            g.won = won;
+        }
+    }
+}
+
+/// Decodes a fetched command and reads what its gate asks for before the claim: the
+/// completion record. The effect's definition is looked up first, so a command this
+/// process cannot run never holds a claim.
+pub fn prepare(shared: &Shared, claims_in_use: bool, msg: nats::Message) -> Prepared {
+    let delivery = Delivery::of(&msg).unwrap_or(Delivery {
+        stream: String::new(),
+        stream_seq: 0,
+        delivered: 1,
+        published_ms: 0,
+    });
+    let (cmd, tenant, work_id) = match decode(shared, &msg) {
+        Ok(c) => c,
+        Err(poison) => return Prepared(Ready::Poison(Box::new((msg, delivery, poison)))),
+    };
+    let log_ctx = log_ctx(&cmd);
+    let def = shared.catalogs.effects().get(&cmd.effect_name).cloned();
+    let mut input = GateInput::new(def.is_some(), deliveries(shared, &delivery), claims_in_use);
+    let mut record = None;
+    if gate::decide(&input) == GateAction::ReadRecord {
+        let read = recorded(shared, &tenant, &work_id, &cmd);
+        input.record = record_fact(&read);
+        record = Some(read);
+    }
+    let job = Job {
+        msg,
+        delivery,
+        cmd,
+        tenant,
+        work_id,
+        log_ctx,
+    };
+    Prepared(Ready::Gated(Box::new(Gated {
+        job,
+        def,
+        input,
+        record,
+        won: None,
+    })))
 }
 
 struct Worker<'a> {
@@ -121,60 +183,56 @@ struct Poison {
 }
 
 impl<'a> Worker<'a> {
-    /// Reads the facts the gate (`effects::gate`) asks for, in the order it asks, then
-    /// does what it decides.
-    fn handle(&mut self, msg: nats::Message) {
-        let delivery = Delivery::of(&msg).unwrap_or(Delivery {
-            stream: String::new(),
-            stream_seq: 0,
-            delivered: 1,
-            published_ms: 0,
-        });
-        let (cmd, tenant, work_id) = match self.decode(&msg) {
-            Ok(c) => c,
-            Err(p) => return self.quarantine(&msg, &delivery, p),
+    /// Reads the facts the gate (`effects::gate`) asks for that `prepare` did not, in the
+    /// order it asks, then does what it decides.
+    fn handle(&mut self, prepared: Prepared) {
+        let g = match prepared.0 {
+            Ready::Poison(p) => {
+                let (msg, delivery, poison) = *p;
+                return self.quarantine(&msg, &delivery, poison);
+            }
+            Ready::Gated(g) => *g,
         };
-        let log_ctx = log_ctx(&cmd);
-        // The definition in force now is the one the call runs on: a reload does not
-        // touch it. Looked up before the claim, so a command this process cannot run
-        // never holds one.
-        let catalog = self.shared.catalogs.effects();
-        let def = catalog.get(&cmd.effect_name).map(AsRef::as_ref);
-        let mut input = GateInput::new(
-            def.is_some(),
-            self.deliveries(&delivery),
-            self.claims.is_some(),
-        );
-        let mut read = Read::default();
+        let Gated {
+            job,
+            def,
+            mut input,
+            record,
+            mut won,
+        } = g;
+        let mut read = Read {
+            record,
+            ..Read::default()
+        };
         let action = loop {
             match gate::decide(&input) {
                 GateAction::ReadRecord => {
-                    let record = self.recorded(&tenant, &work_id, &cmd);
+                    let record = recorded(self.shared, &job.tenant, &job.work_id, &job.cmd);
                     input.record = record_fact(&record);
                     read.record = Some(record);
                 }
                 GateAction::Claim => {
-                    let claim = self.claim(&tenant, &work_id, &log_ctx);
+                    // Created ahead by effect-split, unless it did not land or waited
+                    // too long for this worker (then asked for here, as always).
+                    let adopted = won.take().and_then(|won| {
+                        let revision = won.revision;
+                        let held = self.claims?.adopt(won)?;
+                        Some(Claimed::Mine { revision, held })
+                    });
+                    let claim = adopted
+                        .unwrap_or_else(|| self.claim(&job.tenant, &job.work_id, &job.log_ctx));
                     input.claim = claim.fact();
                     read.claim = Some(claim);
                 }
                 GateAction::ReadRecordUnderClaim => {
-                    let record = self.recorded(&tenant, &work_id, &cmd);
+                    let record = recorded(self.shared, &job.tenant, &job.work_id, &job.cmd);
                     input.record_under_claim = record_fact(&record);
                     read.record_under_claim = Some(record);
                 }
                 action => break action,
             }
         };
-        let job = Job {
-            msg,
-            delivery,
-            cmd,
-            tenant,
-            work_id,
-            log_ctx,
-        };
-        self.perform(action, job, def, read);
+        self.perform(action, job, def.as_deref(), read);
     }
 
     /// Does what the gate decided, with the facts it decided on. The claim (in `read`)
@@ -394,39 +452,6 @@ impl<'a> Worker<'a> {
         }
     }
 
-    fn decode(&self, msg: &nats::Message) -> Result<(EffectCommand, TenantId, WorkId), Poison> {
-        let header_tenant = nats_io::header(msg, header::TENANT);
-        let prefix = &self.shared.settings.streams.command_prefix;
-        let max = self.shared.settings.pipeline.max_message_bytes;
-        if msg.data.len() > max {
-            // decode_command quarantines it; counted here, where the stats are.
-            Stats::add(&self.shared.stats.effect_commands_too_large, 1);
-        }
-        let (mut cmd, tenant, work_id) =
-            decode_command(prefix, max, &msg.subject, header_tenant, &msg.data)?;
-        context_from_headers(&mut cmd, msg);
-        Ok((cmd, tenant, work_id))
-    }
-
-    /// The completion record of `cmd`, if it was executed, as the result event first
-    /// published (rebuilt from the command when the record keeps the outcome only).
-    fn recorded(
-        &self,
-        tenant: &TenantId,
-        work_id: &WorkId,
-        cmd: &EffectCommand,
-    ) -> Result<Option<EffectCompletion>, StoreError> {
-        let Some(stored) = self.shared.store.effect_completion(tenant, work_id)? else {
-            return Ok(None);
-        };
-        completion_of(stored, cmd)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                key: crate::keys::effect_dedupe(tenant, work_id),
-                message: format!("its result cannot be rebuilt: {e}"),
-            })
-    }
-
     /// How long the completion record of `cmd` is kept: its effect's retention, else
     /// the store's default.
     fn keep_for(&self, cmd: &EffectCommand) -> std::time::Duration {
@@ -535,20 +560,6 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// How often the command was delivered, and how many of those this process caused
-    /// itself (put back, store failures): those are not held against `max_deliver`.
-    fn deliveries(&self, delivery: &Delivery) -> Deliveries {
-        Deliveries {
-            delivered: delivery.delivered,
-            forgiven: self
-                .shared
-                .intake
-                .drops()
-                .forgiven(&delivery.stream, delivery.stream_seq),
-            max_deliver: self.shared.settings.consumer.max_deliver,
-        }
-    }
-
     /// Asks the shared claims whether this worker may call (only asked with claims in
     /// use).
     fn claim(&self, tenant: &TenantId, work_id: &WorkId, log_ctx: &LogCtx) -> Claimed<'a> {
@@ -644,6 +655,55 @@ impl<'a> Worker<'a> {
 
     fn store_failed(&self, delivery: &Delivery, log_ctx: &LogCtx, e: &StoreError) {
         recorder::store_failed(self.shared, delivery, log_ctx, e);
+    }
+}
+
+fn decode(
+    shared: &Shared,
+    msg: &nats::Message,
+) -> Result<(EffectCommand, TenantId, WorkId), Poison> {
+    let header_tenant = nats_io::header(msg, header::TENANT);
+    let prefix = &shared.settings.streams.command_prefix;
+    let max = shared.settings.pipeline.max_message_bytes;
+    if msg.data.len() > max {
+        // decode_command quarantines it; counted here, where the stats are.
+        Stats::add(&shared.stats.effect_commands_too_large, 1);
+    }
+    let (mut cmd, tenant, work_id) =
+        decode_command(prefix, max, &msg.subject, header_tenant, &msg.data)?;
+    context_from_headers(&mut cmd, msg);
+    Ok((cmd, tenant, work_id))
+}
+
+/// The completion record of `cmd`, if it was executed, as the result event first
+/// published (rebuilt from the command when the record keeps the outcome only).
+fn recorded(
+    shared: &Shared,
+    tenant: &TenantId,
+    work_id: &WorkId,
+    cmd: &EffectCommand,
+) -> Result<Option<EffectCompletion>, StoreError> {
+    let Some(stored) = shared.store.effect_completion(tenant, work_id)? else {
+        return Ok(None);
+    };
+    completion_of(stored, cmd)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt {
+            key: crate::keys::effect_dedupe(tenant, work_id),
+            message: format!("its result cannot be rebuilt: {e}"),
+        })
+}
+
+/// How often the command was delivered, and how many of those this process caused
+/// itself (put back, store failures): those are not held against `max_deliver`.
+fn deliveries(shared: &Shared, delivery: &Delivery) -> Deliveries {
+    Deliveries {
+        delivered: delivery.delivered,
+        forgiven: shared
+            .intake
+            .drops()
+            .forgiven(&delivery.stream, delivery.stream_seq),
+        max_deliver: shared.settings.consumer.max_deliver,
     }
 }
 

@@ -25,7 +25,7 @@
 //! | `effect-fetch` | `effect_fetch.rs` | the effect catalog in force | starts/stops `fetch-effect-*` | — | shutdown, after its fetch threads ended; one of them failed: error |
 //! | `fetch-effect-{effect}` (one per effect defined; scoped in `effect-fetch`) | `fetch.rs` | its effect's pull consumer | effect-split channel | as `fetch-*`: `channel_capacity` batches | shutdown, or its effect no longer defined; effect-split gone: error |
 //! | `effect-unclaimed` | `unclaimed.rs` | the commands stream (a scan) | `Shared::unclaimed`, logs | one scan per half `effects.unclaimed_alert_secs` | shutdown |
-//! | `effect-split` | `effect.rs` `split` | effect fetch channel | worker channel | `effects.workers` commands | every effect fetch thread ended; workers gone: error |
+//! | `effect-split` | `effect_split.rs` | effect fetch channel | worker channel: each command decoded, its record read, its claim created (a batch's creates at once) | `effects.workers` commands; 256 claim creates in flight | every effect fetch thread ended; workers gone: error |
 //! | `effect-{n}` (`effects.workers`) | `effect.rs` `work` | worker channel | provider calls, the recorder | one command each; its `effects.*` limits | effect-split ended |
 //! | (unnamed, scoped in `effect-{n}`) | `effect.rs` `keep_alive` | — | in-progress acks | one per command in a long call | the call ended |
 //! | `effect-commit` | `effect_commit.rs` | completed commands from the workers | claims, store-writer, result publishes, acks | workers' requests: `effects.workers`; 256 records per transaction; 256 publishes in flight | every worker ended and every result publish ended |
@@ -53,6 +53,7 @@ pub mod decode;
 pub mod effect;
 pub mod effect_commit;
 pub mod effect_fetch;
+pub mod effect_split;
 mod error;
 pub mod execute;
 pub mod fetch;

@@ -229,10 +229,6 @@ impl Pipeline {
     ) -> Result<(), Error> {
         let workers = shared.settings.effects.workers;
         let (tx, rx) = bounded(workers);
-        let s = shared.clone();
-        self.spawn("effect-split", move || {
-            stages::effect::split(&s, &fetched, &tx)
-        })?;
         let e = &shared.settings.effects;
         let claims = if e.claims_bucket.is_empty() {
             None
@@ -247,6 +243,22 @@ impl Pipeline {
             .map_err(|e| Error::Other(format!("effects cannot run without their claims: {e}")))?;
             Some(Arc::new(claims))
         };
+        let creates = match &claims {
+            Some(claims) => {
+                let publisher =
+                    crate::effects::claims::Claims::create_publisher(nc).map_err(|e| {
+                        Error::Other(format!(
+                            "effect claims cannot subscribe to their ack inbox: {e}"
+                        ))
+                    })?;
+                Some((claims.clone(), publisher))
+            }
+            None => None,
+        };
+        let s = shared.clone();
+        self.spawn("effect-split", move || {
+            stages::effect_split::run(&s, creates, &fetched, &tx)
+        })?;
         let (recorder, committer) = crate::effects::recorder::recorder(
             shared.clone(),
             writer.clone(),

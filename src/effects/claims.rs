@@ -12,10 +12,12 @@
 //! Lease ages compare the claimer's clock with the reader's; skew between hosts adds
 //! to or takes from the lease, which is minutes against seconds of skew.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::nats_io::{cas_headers, Publisher};
 use crate::store::{EffectCompletion, RawJson};
 use crate::timefmt::now_ms;
 use crate::types::{TenantId, WorkId};
@@ -82,6 +84,25 @@ pub struct Held<'a> {
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.claims.in_flight.lock().remove(&self.key);
+    }
+}
+
+/// A claim created ahead of the worker that calls under it ([`Claims::create_many`]).
+/// Like [`Held`] it keeps this process's other workers off the command, until it is
+/// dropped or becomes the worker's [`Held`] ([`Claims::adopt`]).
+pub struct Won {
+    claims: Arc<Claims>,
+    key: Option<String>,
+    /// The claim's revision: what its completion write compares against.
+    pub revision: u64,
+    created: std::time::Instant,
+}
+
+impl Drop for Won {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.claims.in_flight.lock().remove(&key);
+        }
     }
 }
 
@@ -179,11 +200,7 @@ impl Claims {
             claims: self,
             key: key.clone(),
         };
-        let fresh = encode(&Claim {
-            owner: self.replica.clone(),
-            at_ms: now_ms(),
-            done: None,
-        });
+        let fresh = self.fresh();
         let err = |source: ClaimIoError| ClaimError::Claim {
             key: key.clone(),
             source,
@@ -230,6 +247,87 @@ impl Claims {
             });
         }
         Err(err(ClaimIoError::KeptChanging))
+    }
+
+    /// The first create of each command's claim, all outstanding at once on `publisher`
+    /// (one wait for a fetched batch, on the thread that splits it, instead of a round
+    /// trip inside each worker's cycle). `Some` where the create landed; `None` where it
+    /// did not: the key exists (another replica's claim, or one of ours), another worker
+    /// here has the command, or no answer came in time. For those the worker asks
+    /// [`Claims::acquire`], which reads what is there and decides as it always does.
+    pub fn create_many(
+        self: &Arc<Self>,
+        publisher: &mut Publisher,
+        commands: &[(&TenantId, &WorkId)],
+    ) -> Vec<Option<Won>> {
+        let mut sent = Vec::with_capacity(commands.len());
+        for (n, (tenant, command)) in commands.iter().enumerate() {
+            let key = claim_key(tenant, command);
+            if !self.in_flight.lock().insert(key.clone()) {
+                sent.push(None);
+                continue;
+            }
+            let subject = format!("$KV.{}.{key}", self.bucket);
+            // This replica's own id: another replica's create of the same key is never
+            // answered as a duplicate of it (on a replicated stream the duplicate check
+            // comes before the sequence check).
+            let msg_id = format!("{key}@0@{}", self.replica);
+            publisher.publish(n as u64, &subject, &msg_id, cas_headers(0), self.fresh());
+            sent.push(Some(Won {
+                claims: Arc::clone(self),
+                key: Some(key),
+                revision: 0,
+                created: std::time::Instant::now(),
+            }));
+        }
+        let mut landed = vec![None; commands.len()];
+        for c in publisher.finish() {
+            // A duplicate is an earlier create of ours, whose revision may have moved on
+            // since: not a claim won now.
+            if let (Ok(ack), Some(slot)) = (c.result, landed.get_mut(c.tag as usize)) {
+                *slot = (!ack.duplicate).then_some(ack.seq);
+            }
+        }
+        sent.into_iter()
+            .zip(landed)
+            .map(|(won, revision)| {
+                // One not landed is dropped here, which lets go of its key.
+                let mut won = won?;
+                won.revision = revision?;
+                Some(won)
+            })
+            .collect()
+    }
+
+    /// The publisher [`Claims::create_many`] sends on: a batch's creates outstanding at
+    /// once, each sent once (the answer of one lost, [`Claims::acquire`] reads it back).
+    pub fn create_publisher(nc: &nats::Connection) -> std::io::Result<Publisher> {
+        Publisher::new(nc, CREATE_WINDOW, KV_TIMEOUT, 1)
+    }
+
+    /// The worker's hold of a claim [`Claims::create_many`] won for it, if it was
+    /// created moments ago. The lease counts from the create, and a command can wait for
+    /// a free worker: one that waited longer than [`adopt_within`] is let go (`None`), and
+    /// the worker's [`Claims::acquire`] takes this replica's claim back by
+    /// compare-and-set with a fresh time (or finds another replica took it over), so the
+    /// lease still covers the whole call.
+    pub fn adopt(&self, mut won: Won) -> Option<Held<'_>> {
+        if won.created.elapsed() >= adopt_within(self.lease) {
+            return None;
+        }
+        Some(Held {
+            claims: self,
+            key: won.key.take().unwrap_or_default(),
+        })
+    }
+
+    /// A new claim of this replica, running.
+    fn fresh(&self) -> Vec<u8> {
+        encode(&Claim {
+            owner: self.replica.clone(),
+            at_ms: now_ms(),
+            done: None,
+        })
     }
 
     /// Writes the result into the claim held at `revision`. If the claim moved on (a
@@ -356,6 +454,15 @@ impl Claims {
 /// to have buffered its request (microseconds), far shorter than the client's 5 ms.
 const FLUSH_LAG: Duration = Duration::from_micros(50);
 
+/// How old a claim created ahead may be when its worker takes it: a second, or a tenth
+/// of the lease when that is shorter.
+fn adopt_within(lease: Duration) -> Duration {
+    (lease / 10).min(Duration::from_secs(1))
+}
+
+/// Claim creates outstanding at once ([`Claims::create_many`]); more wait for answers.
+const CREATE_WINDOW: usize = 256;
+
 /// How long a claim write waits for JetStream (then its outcome is read back).
 const KV_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -436,6 +543,108 @@ mod tests {
         let taken_over = taken_over.expect("it says it took one over");
         assert_eq!(taken_over.previous_owner, dead.replica);
         assert!(taken_over.age >= lease);
+    }
+
+    #[test]
+    fn a_batch_of_creates_wins_the_free_keys_and_leaves_the_rest_to_acquire() {
+        let server = crate::dev::NatsServer::start().unwrap();
+        let nc = nats::connect(server.url()).unwrap();
+        let day = Duration::from_secs(86_400);
+        let open = || Arc::new(Claims::open(&nc, "claims_batch", day, day, 1).unwrap());
+        let (ours, other) = (open(), open());
+        let tenant: TenantId = "acme".parse().unwrap();
+        let [c1, c2, c3]: [WorkId; 3] = ["cmd-1", "cmd-2", "cmd-3"].map(|c| c.parse().unwrap());
+        let Gate::Mine { held: theirs, .. } = other.acquire(&tenant, &c2).unwrap() else {
+            panic!("a fresh command's claim is the first asker's");
+        };
+        let mut publisher = Claims::create_publisher(&nc).unwrap();
+        let batch = [
+            (&tenant, &c1),
+            (&tenant, &c2),
+            (&tenant, &c3),
+            (&tenant, &c1),
+        ];
+        let mut won = ours.create_many(&mut publisher, &batch).into_iter();
+        let (w1, w2, w3, again) = (won.next(), won.next(), won.next(), won.next());
+        let (Some(Some(w1)), Some(None), Some(Some(w3)), Some(None)) = (w1, w2, w3, again) else {
+            panic!("free keys are won; another replica's, and one already in this batch, are not");
+        };
+        for (won, command) in [(&w1, &c1), (&w3, &c3)] {
+            let entry = ours
+                .kv
+                .entry(&claim_key(&tenant, command))
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                won.revision, entry.revision,
+                "the revision its completion compares against"
+            );
+        }
+        // Held as a worker's claim is: no other worker here takes the command meanwhile.
+        assert!(matches!(
+            ours.acquire(&tenant, &c1).unwrap(),
+            Gate::Busy { .. }
+        ));
+        let held = ours.adopt(w1);
+        assert!(matches!(
+            ours.acquire(&tenant, &c1).unwrap(),
+            Gate::Busy { .. }
+        ));
+        drop(held);
+        drop(w3);
+        // Let go: a later delivery's worker finds its own replica's claim and takes it
+        // back at once, as after a create whose answer was lost.
+        for command in [&c1, &c3] {
+            let Gate::Mine { taken_over, .. } = ours.acquire(&tenant, command).unwrap() else {
+                panic!("this replica's claim, held by no worker, is taken back");
+            };
+            assert_eq!(taken_over, None);
+        }
+        // Not created again in a later batch: the key exists, whoever holds it.
+        let again = ours.create_many(&mut publisher, &[(&tenant, &c1), (&tenant, &c2)]);
+        assert!(again.iter().all(Option::is_none));
+        // The one another replica holds is decided by `acquire`, as before.
+        assert!(matches!(
+            ours.acquire(&tenant, &c2).unwrap(),
+            Gate::Busy { .. }
+        ));
+        drop(theirs);
+    }
+
+    #[test]
+    fn a_claim_created_ahead_that_waited_is_taken_back_with_a_fresh_time() {
+        let server = crate::dev::NatsServer::start().unwrap();
+        let nc = nats::connect(server.url()).unwrap();
+        let (lease, day) = (Duration::from_millis(1_000), Duration::from_secs(86_400));
+        let claims = Arc::new(Claims::open(&nc, "claims_adopt", lease, day, 1).unwrap());
+        let (tenant, command): (TenantId, WorkId) =
+            ("acme".parse().unwrap(), "cmd-1".parse().unwrap());
+        let mut publisher = Claims::create_publisher(&nc).unwrap();
+        let mut won = claims.create_many(&mut publisher, &[(&tenant, &command)]);
+        let won = won.pop().flatten().expect("a free key is won");
+        let key = claim_key(&tenant, &command);
+        let (created, first) = claims.read(&key).unwrap().unwrap();
+        std::thread::sleep(adopt_within(lease) + Duration::from_millis(50));
+        assert!(
+            claims.adopt(won).is_none(),
+            "waited past a tenth of the lease"
+        );
+        let Gate::Mine {
+            revision,
+            taken_over,
+            ..
+        } = claims.acquire(&tenant, &command).unwrap()
+        else {
+            panic!("this replica's claim, held by no worker, is taken back");
+        };
+        assert_eq!(taken_over, None);
+        let (now, claim) = claims.read(&key).unwrap().unwrap();
+        assert_eq!(revision, now);
+        assert!(now > created, "written again by compare-and-set");
+        assert!(
+            claim.at_ms > first.at_ms,
+            "the lease counts from the take-back"
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! once its end is recorded) is kept here, apart from the worker's I/O
 //! (`stages::effect`), so every case is a row of a table test.
 //!
-//! The worker reads what the gate asks for, in the order it asks: the completion record
+//! What the gate asks for is read in the order it asks (by the effect splitter up to the
+//! claim, by the worker from there; `stages/effect_split.rs`): the completion record
 //! first; the shared claim only for a command still to be called by this process (a
 //! claim is a write: a command this process cannot run, or gives up on, never holds
 //! one); the record again once the claim is won. [`decide`] answers either the next fact
