@@ -160,6 +160,41 @@ fn the_idempotency_gate_stops_a_second_call_for_the_same_command() {
 }
 
 #[test]
+fn a_command_recorded_here_is_replayed_without_a_claim_created_for_it() {
+    let upstream = FakeGateway::start(|_, _| Reply::status(200)).unwrap();
+    let rig = effect_rig(&upstream, 3);
+    let pipeline = rig.start();
+    let nc = rig.connect();
+    let (subject, cmd) = command(&rig, "cmd-1");
+    rig.publish(&nc, &subject, &cmd);
+    await_stats(&pipeline, |s| s.effect_results_published == 1);
+    let js = nats::jetstream::new(nc.clone());
+    let bucket = rig.settings.effects.claims_bucket.clone();
+    let key = "acme.cmd-1";
+    let put =
+        |e: Option<nats::kv::Entry>| e.is_some_and(|e| e.operation == nats::kv::Operation::Put);
+    let held = js.key_value(&bucket).unwrap().entry(key).unwrap();
+    assert!(put(held), "the call held a claim");
+    // The claims are gone (the bucket replaced by an empty one); the record stays.
+    js.delete_key_value(&bucket).unwrap();
+    let claims = js
+        .create_key_value(&nats::kv::Config {
+            bucket: bucket.clone(),
+            history: 1,
+            ..Default::default()
+        })
+        .unwrap();
+    rig.publish(&nc, &subject, &cmd);
+    await_stats(&pipeline, |s| {
+        s.effect_results_replayed == 1 && s.effect_results_published == 2
+    });
+    // The record answers the gate before it asks for a claim, so the splitter, which
+    // creates the claims ahead of the workers, created none.
+    assert!(!put(claims.entry(key).unwrap()), "no claim for a replay");
+    assert_eq!(upstream.received().len(), 1, "one call for one command id");
+}
+
+#[test]
 fn a_failed_result_publish_leaves_the_command_open_and_redelivery_does_not_call_again() {
     let upstream = FakeGateway::start(|_, _| Reply::status(200)).unwrap();
     let rig = effect_rig(&upstream, 3);
