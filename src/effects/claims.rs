@@ -205,8 +205,12 @@ impl Claims {
             key: key.clone(),
             source,
         };
+        // The key's last revision: 0 while it never existed, else that of the delete or
+        // purge marker an operator left (a create must name it, or it is refused for
+        // ever, and the command with it).
+        let mut last = 0;
         for _ in 0..ATTEMPTS {
-            if let Ok(revision) = self.write(&key, &fresh, 0) {
+            if let Ok(revision) = self.write(&key, &fresh, last) {
                 return Ok(Gate::Mine {
                     revision,
                     held,
@@ -214,8 +218,16 @@ impl Claims {
                 });
             }
             // Taken — or our create timed out after it landed: read what is there.
-            let Some((current, claim)) = self.read(&key).map_err(err)? else {
-                continue;
+            let (current, claim) = match self.read_entry(&key).map_err(err)? {
+                Some((current, Some(claim))) => (current, claim),
+                Some((marker, None)) => {
+                    last = marker;
+                    continue;
+                }
+                None => {
+                    last = 0;
+                    continue;
+                }
             };
             if let Some(done) = claim.done {
                 return Ok(Gate::Done(EffectCompletion {
@@ -426,15 +438,23 @@ impl Claims {
     /// The claim stored under `key` now, with its revision; `None` when there is none
     /// (never created, deleted or purged).
     fn read(&self, key: &str) -> Result<Option<(u64, Claim)>, ClaimIoError> {
+        Ok(self
+            .read_entry(key)?
+            .and_then(|(revision, claim)| Some((revision, claim?))))
+    }
+
+    /// The key's last entry and its revision: a claim, or `None` for a delete or purge
+    /// marker; `None` when the key has no entry at all.
+    fn read_entry(&self, key: &str) -> Result<Option<(u64, Option<Claim>)>, ClaimIoError> {
         self.flusher.kick();
         let Some(entry) = self.kv.entry(key)? else {
             return Ok(None);
         };
         if entry.operation != nats::kv::Operation::Put {
-            return Ok(None);
+            return Ok(Some((entry.revision, None)));
         }
         let claim = serde_json::from_slice(&entry.value).map_err(ClaimIoError::Unreadable)?;
-        Ok(Some((entry.revision, claim)))
+        Ok(Some((entry.revision, Some(claim))))
     }
 
     /// A compare-and-set write of the claim, bounded in time.
@@ -645,6 +665,37 @@ mod tests {
             claim.at_ms > first.at_ms,
             "the lease counts from the take-back"
         );
+    }
+
+    #[test]
+    fn a_claim_an_operator_deleted_or_purged_is_created_again() {
+        let server = crate::dev::NatsServer::start().unwrap();
+        let nc = nats::connect(server.url()).unwrap();
+        let day = Duration::from_secs(86_400);
+        let first = Claims::open(&nc, "claims_deleted", day, day, 1).unwrap();
+        let other = Claims::open(&nc, "claims_deleted", day, day, 1).unwrap();
+        let tenant: TenantId = "acme".parse().unwrap();
+        for (command, forget) in [("cmd-1", "delete"), ("cmd-2", "purge")] {
+            let command: WorkId = command.parse().unwrap();
+            let Gate::Mine { held, .. } = first.acquire(&tenant, &command).unwrap() else {
+                panic!("a fresh command's claim is the first asker's");
+            };
+            drop(held);
+            let key = claim_key(&tenant, &command);
+            match forget {
+                "delete" => first.kv.delete(&key).unwrap(),
+                _ => first.kv.purge(&key).unwrap(),
+            }
+            // No claim is left, only the marker: the next asker creates one over it.
+            let Gate::Mine { taken_over, .. } = other.acquire(&tenant, &command).unwrap() else {
+                panic!("a {forget}d claim is no claim");
+            };
+            assert_eq!(taken_over, None, "nothing was taken over ({forget})");
+            assert!(
+                first.read(&key).unwrap().is_some(),
+                "created again ({forget})"
+            );
+        }
     }
 
     #[test]
