@@ -9,8 +9,7 @@
 //!                    effect-commit: record (group commit) ─▶ publish result ─▶ ack
 //! ```
 //!
-//! Per command the completion record `dedupe:{tenant}:effect:{id}` is checked first (by
-//! `effect-split`, [`prepare`], which hands the worker what it read). If
+//! Per command the completion record `dedupe:{tenant}:effect:{id}` is checked first. If
 //! there is one, the call already happened: its recorded result is published again (the
 //! saga may not have seen it) and the message acked, without calling. Otherwise it calls
 //! (with the effect's retries, timeout and breaker) and hands the result to the
@@ -29,9 +28,10 @@
 //! (NATS KV down): no call.
 //!
 //! Which of these a command gets is decided by `effects::gate::decide`, over the facts
-//! read for it, in the order it asks: the record and the claim by `effect-split` (the
-//! claims of a fetched batch created at once, `stages::effect_split`), the rest by the
-//! worker, which then does what the gate decides.
+//! read for it, in the order it asks. With claims in use `effect-split` reads the record
+//! and creates the claim (a fetched batch's creates at once, `stages::effect_split`); the
+//! worker reads the rest — all of it when no claim was created ahead — and does what
+//! the gate decides.
 //!
 //! Commands arrive from the consumers of the effects this process defines
 //! (`stages::effect_fetch`); one of an effect not defined here (fetched just before a
@@ -122,9 +122,10 @@ impl Prepared {
     }
 }
 
-/// Decodes a fetched command and reads what its gate asks for before the claim: the
-/// completion record. The effect's definition is looked up first, so a command this
-/// process cannot run never holds a claim.
+/// Decodes a fetched command and, with claims in use, reads what its gate asks for
+/// before the claim: the completion record. The effect's definition is looked up first,
+/// so a command this process cannot run never holds a claim; the command runs on that
+/// definition, even if a reload drops the effect while it waits for a worker.
 pub fn prepare(shared: &Shared, claims_in_use: bool, msg: nats::Message) -> Prepared {
     let delivery = Delivery::of(&msg).unwrap_or(Delivery {
         stream: String::new(),
@@ -140,7 +141,9 @@ pub fn prepare(shared: &Shared, claims_in_use: bool, msg: nats::Message) -> Prep
     let def = shared.catalogs.effects().get(&cmd.effect_name).cloned();
     let mut input = GateInput::new(def.is_some(), deliveries(shared, &delivery), claims_in_use);
     let mut record = None;
-    if gate::decide(&input) == GateAction::ReadRecord {
+    // Without claims nothing reads the record again before the call: the worker reads it
+    // when it takes the command, as late as it can.
+    if claims_in_use && gate::decide(&input) == GateAction::ReadRecord {
         let read = recorded(shared, &tenant, &work_id, &cmd);
         input.record = record_fact(&read);
         record = Some(read);
@@ -204,6 +207,13 @@ impl<'a> Worker<'a> {
             record,
             ..Read::default()
         };
+        if won.is_none() && gate::decide(&input) == GateAction::Claim {
+            // No claim was created ahead: the gate runs from its start, on a record read
+            // now. The one read before may be old (another worker here may have recorded
+            // the command since), and the claim it finds then is this replica's own.
+            input.record = gate::Record::Unread;
+            read.record = None;
+        }
         let action = loop {
             match gate::decide(&input) {
                 GateAction::ReadRecord => {

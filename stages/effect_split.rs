@@ -1,7 +1,7 @@
-//! The `effect-split` thread: hands fetched commands to the effect workers, each with the
-//! facts its gate asks for before a call already read (`effects::gate`): the command
-//! decoded, its completion record read, and, where the gate then asks for the shared
-//! claim, the claim created.
+//! The `effect-split` thread: hands fetched commands to the effect workers, decoded, and
+//! with claims in use with the facts their gate asks for before a call already read:
+//! the completion record, and, where the gate then asks for the shared claim, the claim
+//! created.
 //!
 //! A worker that created its own claim waited a round trip to the claims bucket inside
 //! its cycle, and a worker waits for its record too before its next command, so the
@@ -11,8 +11,14 @@
 //! asked in the same order as before and decides the same: the record is read first,
 //! and a claim is created only for a command the gate would have claimed (its effect
 //! defined here, no record, not delivered too often). A create that did not land (the
-//! key exists, another worker here has the command, no answer) is left to the worker,
-//! which asks `Claims::acquire` as it always did.
+//! key exists, another worker here has the command, no answer, an answer saying
+//! "duplicate") is left to the worker, which runs the gate from its start, reading the
+//! record again; one that waited for a worker longer than a tenth of the lease (at most
+//! 1 s) is taken back by the worker's `Claims::acquire` with a fresh time. Without
+//! claims the worker reads the record itself, as late as it can: nothing reads it again
+//! before the call.
+//!
+//! Held here at once: one fetched batch (at most the pull batch), decoded.
 
 use std::sync::Arc;
 

@@ -136,40 +136,68 @@ fn a_command_traced_in_headers_only_gets_a_result_in_that_trace() {
     );
 }
 
+/// An effect pool that called `cmd-1` once and published its result (fields in the
+/// order they are dropped).
+struct CalledOnce {
+    subject: String,
+    cmd: Value,
+    nc: nats::Connection,
+    pipeline: runner::stages::Pipeline,
+    rig: Rig,
+    upstream: FakeGateway,
+}
+
+impl CalledOnce {
+    fn start() -> CalledOnce {
+        let upstream = FakeGateway::start(|_, _| Reply::status(200)).unwrap();
+        let rig = effect_rig(&upstream, 3);
+        let pipeline = rig.start();
+        let nc = rig.connect();
+        let (subject, cmd) = command(&rig, "cmd-1");
+        rig.publish(&nc, &subject, &cmd);
+        await_stats(&pipeline, |s| s.effect_results_published == 1);
+        CalledOnce {
+            subject,
+            cmd,
+            nc,
+            pipeline,
+            rig,
+            upstream,
+        }
+    }
+
+    /// The same command again (published without a Nats-Msg-Id, so the stream keeps
+    /// it), until its recorded result was published again.
+    fn replayed(&self) {
+        self.rig.publish(&self.nc, &self.subject, &self.cmd);
+        await_stats(&self.pipeline, |s| {
+            s.effect_results_replayed == 1 && s.effect_results_published == 2
+        });
+        assert_eq!(
+            self.upstream.received().len(),
+            1,
+            "one call for one command id"
+        );
+    }
+}
+
 #[test]
 fn the_idempotency_gate_stops_a_second_call_for_the_same_command() {
-    let upstream = FakeGateway::start(|_, _| Reply::status(200)).unwrap();
-    let rig = effect_rig(&upstream, 3);
-    let pipeline = rig.start();
-    let nc = rig.connect();
-    let (subject, cmd) = command(&rig, "cmd-1");
-    rig.publish(&nc, &subject, &cmd);
-    await_stats(&pipeline, |s| s.effect_results_published == 1);
-    // The same command again (published without a Nats-Msg-Id, so the stream keeps it).
-    rig.publish(&nc, &subject, &cmd);
-    await_stats(&pipeline, |s| {
-        s.effect_results_replayed == 1 && s.effect_results_published == 2
-    });
-    assert_eq!(upstream.received().len(), 1, "one call for one command id");
+    let once = CalledOnce::start();
+    once.replayed();
     assert_eq!(
-        results(&rig, &nc).len(),
+        results(&once.rig, &once.nc).len(),
         1,
         "the re-published result was deduplicated"
     );
-    assert_eq!(pipeline.stats().effects_called, 1);
+    assert_eq!(once.pipeline.stats().effects_called, 1);
 }
 
 #[test]
 fn a_command_recorded_here_is_replayed_without_a_claim_created_for_it() {
-    let upstream = FakeGateway::start(|_, _| Reply::status(200)).unwrap();
-    let rig = effect_rig(&upstream, 3);
-    let pipeline = rig.start();
-    let nc = rig.connect();
-    let (subject, cmd) = command(&rig, "cmd-1");
-    rig.publish(&nc, &subject, &cmd);
-    await_stats(&pipeline, |s| s.effect_results_published == 1);
-    let js = nats::jetstream::new(nc.clone());
-    let bucket = rig.settings.effects.claims_bucket.clone();
+    let once = CalledOnce::start();
+    let js = nats::jetstream::new(once.nc.clone());
+    let bucket = once.rig.settings.effects.claims_bucket.clone();
     let key = "acme.cmd-1";
     let put =
         |e: Option<nats::kv::Entry>| e.is_some_and(|e| e.operation == nats::kv::Operation::Put);
@@ -184,14 +212,10 @@ fn a_command_recorded_here_is_replayed_without_a_claim_created_for_it() {
             ..Default::default()
         })
         .unwrap();
-    rig.publish(&nc, &subject, &cmd);
-    await_stats(&pipeline, |s| {
-        s.effect_results_replayed == 1 && s.effect_results_published == 2
-    });
+    once.replayed();
     // The record answers the gate before it asks for a claim, so the splitter, which
     // creates the claims ahead of the workers, created none.
     assert!(!put(claims.entry(key).unwrap()), "no claim for a replay");
-    assert_eq!(upstream.received().len(), 1, "one call for one command id");
 }
 
 #[test]

@@ -284,12 +284,15 @@ impl Claims {
             // answered as a duplicate of it (on a replicated stream the duplicate check
             // comes before the sequence check).
             let msg_id = format!("{key}@0@{}", self.replica);
+            // Before the claim's own time, and before `publish` may wait for room: the
+            // age [`Claims::adopt`] goes by is never less than the lease's.
+            let created = std::time::Instant::now();
             publisher.publish(n as u64, &subject, &msg_id, cas_headers(0), self.fresh());
             sent.push(Some(Won {
                 claims: Arc::clone(self),
                 key: Some(key),
                 revision: 0,
-                created: std::time::Instant::now(),
+                created,
             }));
         }
         let mut landed = vec![None; commands.len()];
