@@ -265,8 +265,9 @@ impl Claims {
     /// (one wait for a fetched batch, on the thread that splits it, instead of a round
     /// trip inside each worker's cycle). `Some` where the create landed; `None` where it
     /// did not: the key exists (another replica's claim, or one of ours), another worker
-    /// here has the command, or no answer came in time. For those the worker asks
-    /// [`Claims::acquire`], which reads what is there and decides as it always does.
+    /// here has the command, no answer came in time, or the answer said "duplicate". For
+    /// those the worker runs its gate from the start, and [`Claims::acquire`] reads what
+    /// is there and decides as it always does.
     pub fn create_many(
         self: &Arc<Self>,
         publisher: &mut Publisher,
