@@ -30,15 +30,14 @@ use crate::pipeline::{FetchedBatch, Shared};
 use crate::stages::effect::{prepare, Prepared};
 use crate::stages::StageError;
 
-/// Runs until every effect fetch thread ended; `claims` and `creates` (its publisher)
-/// when a claims bucket is in use.
+/// Runs until every effect fetch thread ended; `claims`, with the publisher of their
+/// creates, when a claims bucket is in use.
 pub fn run(
     shared: &Shared,
-    claims: Option<(Arc<Claims>, Publisher)>,
+    mut claims: Option<(Arc<Claims>, Publisher)>,
     input: &Receiver<FetchedBatch>,
     out: &Sender<Prepared>,
 ) -> Result<(), StageError> {
-    let mut claims = claims;
     for batch in input {
         if batch.epoch != shared.intake.epoch() {
             batch.msgs.iter().for_each(|m| shared.drop_unacked_msg(m));
@@ -75,7 +74,6 @@ fn create_claims(claims: &Arc<Claims>, publisher: &mut Publisher, prepared: &mut
         return;
     }
     let won = claims.create_many(publisher, &commands);
-    drop(commands);
     for (i, won) in wanted.into_iter().zip(won) {
         prepared[i].set_won(won);
     }

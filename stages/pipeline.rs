@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver};
 
+use crate::effects::claims::Claims;
 use crate::effects::EffectCatalog;
 use crate::error::Error;
 use crate::manifest::SagaCatalog;
@@ -233,7 +234,7 @@ impl Pipeline {
         let claims = if e.claims_bucket.is_empty() {
             None
         } else {
-            let claims = crate::effects::claims::Claims::open(
+            let claims = Claims::open(
                 nc,
                 &e.claims_bucket,
                 Duration::from_millis(e.claim_lease_ms),
@@ -243,18 +244,15 @@ impl Pipeline {
             .map_err(|e| Error::Other(format!("effects cannot run without their claims: {e}")))?;
             Some(Arc::new(claims))
         };
-        let creates = match &claims {
-            Some(claims) => {
-                let publisher =
-                    crate::effects::claims::Claims::create_publisher(nc).map_err(|e| {
-                        Error::Other(format!(
-                            "effect claims cannot subscribe to their ack inbox: {e}"
-                        ))
-                    })?;
-                Some((claims.clone(), publisher))
-            }
-            None => None,
-        };
+        let creates = claims
+            .as_ref()
+            .map(|claims| Claims::create_publisher(nc).map(|p| (claims.clone(), p)))
+            .transpose()
+            .map_err(|e| {
+                Error::Other(format!(
+                    "effect claims cannot subscribe to their ack inbox: {e}"
+                ))
+            })?;
         let s = shared.clone();
         self.spawn("effect-split", move || {
             stages::effect_split::run(&s, creates, &fetched, &tx)

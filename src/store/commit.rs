@@ -15,8 +15,8 @@ use super::history::{self, HistoryBound, HistoryFacts};
 use super::instances::Indexed;
 use super::InstanceStatus;
 use super::{
-    get_json, Checkpoint, OutboxItem, QuarantineRecord, SagaRecord, ScheduleItem, Store,
-    StoreError, StreamPosition,
+    encode_into, get_json, Checkpoint, OutboxItem, QuarantineRecord, SagaRecord, ScheduleItem,
+    Store, StoreError, StreamPosition,
 };
 use crate::keys;
 use crate::oneshot;
@@ -274,19 +274,6 @@ impl Writer {
             (CommitBatch::default(), Err(gone))
         })
     }
-}
-
-/// `value`'s JSON in `buf` (one buffer for a whole commit, instead of a new one per write).
-fn encode_into<V: serde::Serialize>(
-    buf: &mut Vec<u8>,
-    key: &str,
-    value: &V,
-) -> Result<(), StoreError> {
-    buf.clear();
-    serde_json::to_writer(&mut *buf, value).map_err(|e| StoreError::Encode {
-        key: key.to_string(),
-        message: e.to_string(),
-    })
 }
 
 /// Writes `value`'s JSON at `key`.

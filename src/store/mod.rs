@@ -1072,7 +1072,20 @@ fn decode<V: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<V, StoreError>
 }
 
 fn encode<V: serde::Serialize>(key: &str, value: &V) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Encode {
+    let mut bytes = Vec::new();
+    encode_into(&mut bytes, key, value)?;
+    Ok(bytes)
+}
+
+/// `value`'s JSON in `buf`, replacing what it held (a commit reuses one buffer for all
+/// its writes).
+fn encode_into<V: serde::Serialize>(
+    buf: &mut Vec<u8>,
+    key: &str,
+    value: &V,
+) -> Result<(), StoreError> {
+    buf.clear();
+    serde_json::to_writer(&mut *buf, value).map_err(|e| StoreError::Encode {
         key: key.to_string(),
         message: e.to_string(),
     })
