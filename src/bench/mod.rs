@@ -8,6 +8,7 @@
 
 mod backlog;
 mod child;
+mod claim_writes;
 mod floor;
 mod raw;
 mod relay;
@@ -371,33 +372,45 @@ fn effects(
         .map_err(|e| e.to_string())?;
         let pipeline = sandbox.start_pipeline_with(settings.clone(), store)?;
         for (effect, count) in runs {
+            let (cpu, server) = (cpu_time(), server_cpu(sandbox));
             let rate = run_effects(&pipeline, nc, &settings, effect, count, claims)?;
-            rows.push((effect, count, claims, rate));
+            let per = |d: Duration| us(d / count as u32);
+            let cpu = per(cpu_time().saturating_sub(cpu));
+            let server = server
+                .zip(server_cpu(sandbox))
+                .map_or("-".to_string(), |(a, b)| per(b.saturating_sub(a)));
+            rows.push((effect, count, claims, rate, cpu, server));
         }
         pipeline.shutdown();
     }
     let workers = settings.effects.workers;
     println!();
     println!(
-        "{:<44} {:>12} {:>8}",
+        "{:<44} {:>12} {:>8} {:>14} {:>14}",
         format!("effects ({workers} workers)"),
         "cmds/s",
-        "ratio"
+        "ratio",
+        "µs/cmd here",
+        "nats-server"
     );
     println!(
         "{:<44} {:>12.0} {:>8.2}",
         "raw JetStream pull+ack (first table)", raw_pull_ack, 1.0
     );
-    for (effect, count, claims, rate) in rows {
+    for (effect, count, claims, rate, cpu, server) in rows {
         let label = match (effect, claims) {
             ("note", true) => format!("noop provider, {count} commands → results"),
             ("note", false) => "  the same without claims (one replica)".to_string(),
             _ => format!("http provider (local server), {count} commands"),
         };
-        println!("{label:<44} {rate:>12.0} {:>8.2}", rate / raw_pull_ack);
+        println!(
+            "{label:<44} {rate:>12.0} {:>8.2} {cpu:>14} {server:>14}",
+            rate / raw_pull_ack
+        );
     }
-    println!("  (timed from the first publish: includes publishing the commands)");
-    Ok(())
+    println!("  (timed from the first publish: includes publishing the commands; \"here\" is this");
+    println!("  process: the pool, its store and the publisher, and for http the local server)");
+    claim_writes::claim_writes(sandbox, nc, n)
 }
 
 /// Publishes `count` commands of `effect` and waits until the pool acked them all;

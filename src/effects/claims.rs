@@ -265,9 +265,9 @@ impl Claims {
     /// (one wait for a fetched batch, on the thread that splits it, instead of a round
     /// trip inside each worker's cycle). `Some` where the create landed; `None` where it
     /// did not: the key exists (another replica's claim, or one of ours), another worker
-    /// here has the command, no answer came in time, or the answer said "duplicate". For
-    /// those the worker runs its gate from the start, and [`Claims::acquire`] reads what
-    /// is there and decides as it always does.
+    /// here has the command, or no answer came in time. For those the worker runs its
+    /// gate from the start, and [`Claims::acquire`] reads what is there and decides as it
+    /// always does (a create of ours that landed unanswered it takes back at once).
     pub fn create_many(
         self: &Arc<Self>,
         publisher: &mut Publisher,
@@ -281,14 +281,12 @@ impl Claims {
                 continue;
             }
             let subject = format!("$KV.{}.{key}", self.bucket);
-            // This replica's own id: another replica's create of the same key is never
-            // answered as a duplicate of it (on a replicated stream the duplicate check
-            // comes before the sequence check).
-            let msg_id = format!("{key}@0@{}", self.replica);
             // Before the claim's own time, and before `publish` may wait for room: the
             // age [`Claims::adopt`] goes by is never less than the lease's.
             let created = std::time::Instant::now();
-            publisher.publish(n as u64, &subject, &msg_id, cas_headers(0), self.fresh());
+            // No message id: a create is a compare-and-set on "no entry yet", sent once,
+            // so none can be stored twice or answered as another's duplicate.
+            publisher.publish_compare_and_set(n as u64, &subject, cas_headers(0), self.fresh());
             sent.push(Some(Won {
                 claims: Arc::clone(self),
                 key: Some(key),
@@ -298,10 +296,8 @@ impl Claims {
         }
         let mut landed = vec![None; commands.len()];
         for c in publisher.finish() {
-            // A duplicate is an earlier create of ours, whose revision may have moved on
-            // since: not a claim won now.
             if let (Ok(ack), Some(slot)) = (c.result, landed.get_mut(c.tag as usize)) {
-                *slot = (!ack.duplicate).then_some(ack.seq);
+                *slot = Some(ack.seq);
             }
         }
         sent.into_iter()
@@ -399,12 +395,6 @@ impl Claims {
         let key = claim_key(tenant, command);
         ClaimWrite {
             subject: format!("$KV.{}.{key}", self.bucket),
-            // One completion per claim revision, so the id never names two different
-            // writes (a reused id with a valid sequence would be answered "duplicate" and
-            // not stored). On a replicated stream a re-send after a lost ack is answered
-            // as stored; an unreplicated one checks the sequence first and refuses it,
-            // and the caller reads the claim back ([`Claims::is_done_with`]).
-            msg_id: format!("{key}@{revision}"),
             key,
             revision,
             value: encode(&Claim {
@@ -421,12 +411,13 @@ impl Claims {
 }
 
 /// A compare-and-set write of a claim, ready to publish: `value` to `subject` only if
-/// the key's last revision is `revision`.
+/// the key's last revision is `revision` ([`Publisher::publish_compare_and_set`]: no
+/// message id). A re-send after a lost answer is refused as "wrong last sequence" once
+/// the first landed; the caller then reads the claim back ([`Claims::is_done_with`]).
 #[derive(Debug, Clone)]
 pub struct ClaimWrite {
     pub key: String,
     pub subject: String,
-    pub msg_id: String,
     pub revision: u64,
     pub value: Vec<u8>,
 }
@@ -729,15 +720,24 @@ mod tests {
         let mut publisher =
             crate::nats_io::Publisher::new(&nc, 4, Duration::from_secs(5), 3).unwrap();
         for tag in 0..2 {
-            // The second send is a re-send of the same write: answered as a duplicate on a
-            // replicated stream, refused as "wrong last sequence" on this one; either way
-            // the claim reads back as done.
-            let (subject, id) = (&write.subject, &write.msg_id);
-            publisher.publish(tag, subject, id, write.headers(), write.value.clone());
+            // The second send is a re-send of the same write (its answer lost, say):
+            // refused as "wrong last sequence", not stored again; the claim reads back as
+            // done.
+            let (subject, value) = (&write.subject, write.value.clone());
+            publisher.publish_compare_and_set(tag, subject, write.headers(), value);
             let outcome = publisher.finish();
             assert_eq!(outcome.len(), 1);
             if tag == 0 {
                 assert!(outcome[0].result.is_ok(), "{:?}", outcome[0].result);
+            } else {
+                assert!(
+                    matches!(
+                        &outcome[0].result,
+                        Err(crate::nats_io::PublishError::Rejected(_))
+                    ),
+                    "{:?}",
+                    outcome[0].result
+                );
             }
             assert!(claims.is_done_with(&key, "ev-1"));
         }

@@ -219,8 +219,8 @@ impl Committer {
 
     /// Writes the batch's results into their claims and its records in one transaction
     /// at the same time, answers the workers, then publishes every result.
-    fn commit_and_publish(&mut self, batch: Vec<Request>) {
-        let claims_sent = self.send_claims(&batch);
+    fn commit_and_publish(&mut self, mut batch: Vec<Request>) {
+        let claims_sent = self.send_claims(&mut batch);
         let records: Vec<(&TenantId, &WorkId, &StoredCompletion, Duration)> = batch
             .iter()
             .filter_map(|r| {
@@ -278,15 +278,21 @@ impl Committer {
 
     /// Sends each result's write into its claim (all outstanding at once, flushed now):
     /// a replica that meets the command afterwards publishes this result instead of
-    /// calling. True if any was sent; [`Committer::settle_claims`] collects them.
-    fn send_claims(&mut self, batch: &[Request]) -> bool {
+    /// calling. True if any was sent; [`Committer::settle_claims`] collects them. The
+    /// values move to the publisher (which keeps them for re-sends): nothing later
+    /// reads them here.
+    fn send_claims(&mut self, batch: &mut [Request]) -> bool {
         let mut any = false;
-        for (n, r) in batch.iter().enumerate() {
-            if let Some(claim) = &r.finished.claim {
-                let body = claim.value.clone();
-                let (subject, id) = (&claim.subject, &claim.msg_id);
-                self.claim_publisher
-                    .publish(n as u64, subject, id, claim.headers(), body);
+        for (n, r) in batch.iter_mut().enumerate() {
+            if let Some(claim) = &mut r.finished.claim {
+                let body = std::mem::take(&mut claim.value);
+                let headers = claim.headers();
+                self.claim_publisher.publish_compare_and_set(
+                    n as u64,
+                    &claim.subject,
+                    headers,
+                    body,
+                );
                 any = true;
             }
         }

@@ -5,7 +5,9 @@
 //!
 //! Every message carries a `Nats-Msg-Id`; a publish whose ack does not arrive in time
 //! has an unknown outcome and is re-sent with the same id, so JetStream's duplicate
-//! window turns the retry into a no-op if the first attempt was stored. A 503 (no
+//! window turns the retry into a no-op if the first attempt was stored. A
+//! compare-and-set write ([`Publisher::publish_compare_and_set`]) carries none: a re-send
+//! of one that was stored is refused ("wrong last sequence"), never stored twice. A 503 (no
 //! responders, or JetStream temporarily unavailable) is retried too, after a pause;
 //! other errors are final. Every publish ends after at most `max_attempts` sends.
 //!
@@ -212,10 +214,43 @@ impl Publisher {
         tag: u64,
         subject: &str,
         msg_id: &str,
+        headers: HeaderMap,
+        body: Vec<u8>,
+    ) {
+        self.enqueue(tag, subject, Some(msg_id), headers, body);
+    }
+
+    /// Sends a compare-and-set write (`headers` name the subject's expected last
+    /// sequence, `nats_io::cas_headers`) without a `Nats-Msg-Id`. JetStream stores it
+    /// only while the subject's last sequence is the one named, so a re-send of one
+    /// that was stored is refused as "wrong last sequence" instead of stored again, and
+    /// the caller reads back what is there. The server keeps no id of it for its
+    /// duplicate window, which saves it CPU per write (docs/performance.md).
+    pub fn publish_compare_and_set(
+        &mut self,
+        tag: u64,
+        subject: &str,
+        headers: HeaderMap,
+        body: Vec<u8>,
+    ) {
+        debug_assert!(
+            headers
+                .get(nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE)
+                .is_some(),
+            "a publish without an id must be a compare-and-set"
+        );
+        self.enqueue(tag, subject, None, headers, body);
+    }
+
+    fn enqueue(
+        &mut self,
+        tag: u64,
+        subject: &str,
+        msg_id: Option<&str>,
         mut headers: HeaderMap,
         body: Vec<u8>,
     ) {
-        let size = super::wire_size(&headers, Some(msg_id.len()), body.len());
+        let size = super::wire_size(&headers, msg_id.map(str::len), body.len());
         if size > self.max_payload {
             self.done.push(Completion {
                 tag,
@@ -229,7 +264,9 @@ impl Publisher {
         while self.pending.len() >= self.window {
             self.collect(self.ack_timeout);
         }
-        headers.insert(header::MSG_ID, msg_id);
+        if let Some(msg_id) = msg_id {
+            headers.insert(header::MSG_ID, msg_id);
+        }
         let pending = Pending {
             tag,
             subject: subject.to_string(),

@@ -56,6 +56,50 @@ fn a_bounded_window_publishes_everything_and_same_ids_are_duplicates() {
 }
 
 #[test]
+fn a_compare_and_set_goes_without_an_id_and_a_resend_is_refused_not_stored_twice() {
+    let (_server, nc) = server_with_stream();
+    let mut p = Publisher::new(&nc, 4, Duration::from_secs(2), 3).unwrap();
+    for tag in 0..2 {
+        // The same write twice, as a re-send after a lost answer would be.
+        p.publish_compare_and_set(
+            tag,
+            "pub.cas",
+            crate::nats_io::cas_headers(0),
+            b"x".to_vec(),
+        );
+    }
+    let mut done = p.finish();
+    done.sort_by_key(|c| c.tag);
+    assert!(
+        matches!(&done[0].result, Ok(a) if a.seq == 1 && !a.duplicate),
+        "{done:?}"
+    );
+    assert!(
+        matches!(&done[1].result, Err(PublishError::Rejected(e)) if e.contains("wrong last sequence")),
+        "{done:?}"
+    );
+    // Beside it, a publish with an id, whose id the stream keeps with the message.
+    p.publish(2, "pub.id", "id-2", HeaderMap::new(), b"y".to_vec());
+    assert!(p.finish()[0].result.is_ok());
+    let js = nats::jetstream::new(nc);
+    assert_eq!(js.stream_info("PUBTEST").unwrap().state.messages, 2);
+    let stored_id = |seq| {
+        let headers = js
+            .get_message("PUBTEST", seq)
+            .unwrap()
+            .headers
+            .unwrap_or_default();
+        headers.get(header::MSG_ID).cloned()
+    };
+    assert_eq!(
+        stored_id(1),
+        None,
+        "the compare-and-set carries no Nats-Msg-Id"
+    );
+    assert_eq!(stored_id(2).as_deref(), Some("id-2"));
+}
+
+#[test]
 fn a_subject_no_stream_captures_fails_after_its_attempts() {
     let (_server, nc) = server_with_stream();
     let mut p = Publisher::new(&nc, 4, Duration::from_secs(2), 2).unwrap();

@@ -1,0 +1,148 @@
+//! What a claim write costs the server: the claims of a batch created (all outstanding
+//! at once, as `effect-split` sends them) and then completed with a result (as the
+//! `effect-commit` thread writes them), each a compare-and-set on the key's revision
+//! without a `Nats-Msg-Id`, as the Runner sends them; beside the same writes each
+//! carrying one (which the server then keeps for its duplicate window). Rounds of the
+//! two alternate on one server, fresh keys each; nats-server's CPU per write is the
+//! figure (the wall clock shares two cores with this process).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::dev::Sandbox;
+use crate::effects::claims::{ClaimWrite, Claims};
+use crate::nats_io::Publisher;
+use crate::store::{EffectCompletion, RawJson};
+use crate::types::{TenantId, WorkId};
+
+/// Claims created, then completed, per batch (the splitter's create window).
+const BATCH: usize = 256;
+/// Rounds of each variant, alternated.
+const ROUNDS: usize = 3;
+
+/// Prints nats-server's CPU per claim write, without and with message ids.
+pub(super) fn claim_writes(
+    sandbox: &Sandbox,
+    nc: &nats::Connection,
+    n: usize,
+) -> Result<(), String> {
+    let Some(_) = super::server_cpu(sandbox) else {
+        println!("claim writes: skipped (nats-server's CPU is not readable with --nats-url)");
+        return Ok(());
+    };
+    let claims = Claims::open(
+        nc,
+        "bench_claim_writes",
+        Duration::from_secs(60),
+        Duration::from_secs(3600),
+        1,
+    )
+    .map(Arc::new)
+    .map_err(|e| e.to_string())?;
+    let mut publisher =
+        Publisher::new(nc, BATCH, Duration::from_secs(5), 1).map_err(|e| e.to_string())?;
+    let tenant: TenantId = "acme".parse().map_err(|e| format!("{e}"))?;
+    let result = RawJson::of(&serde_json::json!({
+        "event_id": "0192b1c4-58f7-5a32-9c41-7d2f0e6a1b3c", "result_type": "succeeded",
+        "payload": {"charge_id": "ch_1", "amount": 4200}, "metadata": {"correlation_id": "req-1"}
+    }))
+    .map_err(|e| e.to_string())?;
+    let completion = EffectCompletion {
+        event_id: "0192b1c4-58f7-5a32-9c41-7d2f0e6a1b3c".into(),
+        result,
+        recorded_at: crate::timefmt::now_rfc3339(),
+    };
+    let batches = (n / BATCH).max(1);
+    let mut next = 0u64;
+    let mut figures = [Vec::new(), Vec::new()];
+    for _ in 0..ROUNDS {
+        for (variant, with_id) in [false, true].into_iter().enumerate() {
+            let (cpu, started) = (super::server_cpu(sandbox), Instant::now());
+            for _ in 0..batches {
+                let works: Vec<WorkId> = (0..BATCH)
+                    .map(|_| {
+                        next += 1;
+                        WorkId::new(&format!("bench-claim-{next}"))
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("{e}"))?;
+                write_batch(
+                    &mut publisher,
+                    &claims,
+                    &tenant,
+                    &works,
+                    &completion,
+                    with_id,
+                )?;
+            }
+            let writes = (2 * BATCH * batches) as u32;
+            let cpu = super::server_cpu(sandbox)
+                .zip(cpu)
+                .map_or(Duration::ZERO, |(after, before)| {
+                    after.saturating_sub(before)
+                });
+            let rate = writes as f64 / started.elapsed().as_secs_f64();
+            figures[variant].push(format!(
+                "{:.1} µs ({rate:.0}/s)",
+                cpu.as_secs_f64() * 1e6 / writes as f64
+            ));
+        }
+    }
+    println!();
+    println!(
+        "claim writes ({} creates then as many completions per round, {BATCH} outstanding): nats-server CPU per write (writes/s)",
+        BATCH * batches
+    );
+    println!(
+        "  compare-and-set, no message id (the Runner's): {}",
+        figures[0].join(", ")
+    );
+    println!(
+        "  the same with a Nats-Msg-Id each:               {}",
+        figures[1].join(", ")
+    );
+    Ok(())
+}
+
+/// Creates the claims of `works`, then writes the result into each.
+fn write_batch(
+    publisher: &mut Publisher,
+    claims: &Claims,
+    tenant: &TenantId,
+    works: &[WorkId],
+    completion: &EffectCompletion,
+    with_id: bool,
+) -> Result<(), String> {
+    let send = |publisher: &mut Publisher, tag: usize, write: ClaimWrite, id: String| {
+        let headers = write.headers();
+        if with_id {
+            publisher.publish(tag as u64, &write.subject, &id, headers, write.value);
+        } else {
+            publisher.publish_compare_and_set(tag as u64, &write.subject, headers, write.value);
+        }
+    };
+    // A create is the claim's first revision: a running claim's body.
+    let created = br#"{"owner":"bench-replica","at_ms":1765000000000}"#;
+    for (tag, work) in works.iter().enumerate() {
+        let mut write = claims.completion(tenant, work, 0, completion);
+        write.value = created.to_vec();
+        let id = format!("{}@0@bench-replica", write.key);
+        send(publisher, tag, write, id);
+    }
+    let mut revisions = vec![0; works.len()];
+    for c in publisher.finish() {
+        let ack = c.result.map_err(|e| format!("claim create: {e}"))?;
+        if let Some(slot) = revisions.get_mut(c.tag as usize) {
+            *slot = ack.seq;
+        }
+    }
+    for (tag, (work, revision)) in works.iter().zip(revisions).enumerate() {
+        let write = claims.completion(tenant, work, revision, completion);
+        let id = format!("{}@{revision}", write.key);
+        send(publisher, tag, write, id);
+    }
+    for c in publisher.finish() {
+        c.result.map_err(|e| format!("claim completion: {e}"))?;
+    }
+    Ok(())
+}
