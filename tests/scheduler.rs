@@ -10,7 +10,8 @@ use runner::types::{CorrelationId, SagaName, TenantId};
 use serde_json::{json, Value};
 
 /// On an order: timers "soon" (due a second after the event, long past) and "far" (ten
-/// days on). On a reminder: appends its name to `state.fired`.
+/// years on: the events are dated 2026-11-27, so a shorter "far" would one day be past
+/// too). On a reminder: appends its name to `state.fired`.
 fn timed_saga() -> Value {
     json!([{
         "name": "timed",
@@ -25,7 +26,7 @@ fn timed_saga() -> Value {
             ]}},
             "schedules": {"$if": [{"$eq": [{"$get": "ctx.kind"}, "aggregate"]}, [
                 {"name": "soon", "after_ms": 1000, "payload": {"why": "test"}},
-                {"name": "far", "after_ms": 864000000}
+                {"name": "far", "after_ms": 315_360_000_000_i64}
             ], []]}
         }}
     }])

@@ -3,13 +3,13 @@
 //! `effect-commit` thread writes them), each a compare-and-set on the key's revision
 //! without a `Nats-Msg-Id`, as the Runner sends them; beside the same writes each
 //! carrying one (which the server then keeps for its duplicate window). Rounds of the
-//! two alternate on one server, fresh keys each; nats-server's CPU per write is the
-//! figure (the wall clock shares two cores with this process).
+//! two alternate (each going first in turn), each on a fresh server; nats-server's CPU
+//! per write is the figure (the wall clock shares two cores with this process). The
+//! ids' purge, once the two-minute window has passed, is not in it.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::dev::Sandbox;
+use crate::dev::{NatsServer, Sandbox};
 use crate::effects::claims::{ClaimWrite, Claims};
 use crate::nats_io::Publisher;
 use crate::store::{EffectCompletion, RawJson};
@@ -21,76 +21,27 @@ const BATCH: usize = 256;
 const ROUNDS: usize = 3;
 
 /// Prints nats-server's CPU per claim write, without and with message ids.
-pub(super) fn claim_writes(
-    sandbox: &Sandbox,
-    nc: &nats::Connection,
-    n: usize,
-) -> Result<(), String> {
-    let Some(_) = super::server_cpu(sandbox) else {
-        println!("claim writes: skipped (nats-server's CPU is not readable with --nats-url)");
+pub(super) fn claim_writes(sandbox: &Sandbox, n: usize) -> Result<(), String> {
+    if sandbox.server.is_none() {
+        println!("claim writes: skipped (they need servers of their own, not --nats-url's)");
         return Ok(());
-    };
-    let claims = Claims::open(
-        nc,
-        "bench_claim_writes",
-        Duration::from_secs(60),
-        Duration::from_secs(3600),
-        1,
-    )
-    .map(Arc::new)
-    .map_err(|e| e.to_string())?;
-    let mut publisher =
-        Publisher::new(nc, BATCH, Duration::from_secs(5), 1).map_err(|e| e.to_string())?;
-    let tenant: TenantId = "acme".parse().map_err(|e| format!("{e}"))?;
-    let result = RawJson::of(&serde_json::json!({
-        "event_id": "0192b1c4-58f7-5a32-9c41-7d2f0e6a1b3c", "result_type": "succeeded",
-        "payload": {"charge_id": "ch_1", "amount": 4200}, "metadata": {"correlation_id": "req-1"}
-    }))
-    .map_err(|e| e.to_string())?;
-    let completion = EffectCompletion {
-        event_id: "0192b1c4-58f7-5a32-9c41-7d2f0e6a1b3c".into(),
-        result,
-        recorded_at: crate::timefmt::now_rfc3339(),
-    };
+    }
     let batches = (n / BATCH).max(1);
-    let mut next = 0u64;
     let mut figures = [Vec::new(), Vec::new()];
-    for _ in 0..ROUNDS {
-        for (variant, with_id) in [false, true].into_iter().enumerate() {
-            let (cpu, started) = (super::server_cpu(sandbox), Instant::now());
-            for _ in 0..batches {
-                let works: Vec<WorkId> = (0..BATCH)
-                    .map(|_| {
-                        next += 1;
-                        WorkId::new(&format!("bench-claim-{next}"))
-                    })
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| format!("{e}"))?;
-                write_batch(
-                    &mut publisher,
-                    &claims,
-                    &tenant,
-                    &works,
-                    &completion,
-                    with_id,
-                )?;
-            }
-            let writes = (2 * BATCH * batches) as u32;
-            let cpu = super::server_cpu(sandbox)
-                .zip(cpu)
-                .map_or(Duration::ZERO, |(after, before)| {
-                    after.saturating_sub(before)
-                });
-            let rate = writes as f64 / started.elapsed().as_secs_f64();
-            figures[variant].push(format!(
-                "{:.1} µs ({rate:.0}/s)",
-                cpu.as_secs_f64() * 1e6 / writes as f64
-            ));
+    for round in 0..ROUNDS {
+        // Each variant goes first in turn.
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for with_id in order {
+            figures[usize::from(with_id)].push(one_round(batches, with_id)?);
         }
     }
     println!();
     println!(
-        "claim writes ({} creates then as many completions per round, {BATCH} outstanding): nats-server CPU per write (writes/s)",
+        "claim writes ({} creates then as many completions per round, {BATCH} outstanding, a fresh server each round): nats-server CPU per write (writes/s)",
         BATCH * batches
     );
     println!(
@@ -102,6 +53,69 @@ pub(super) fn claim_writes(
         figures[1].join(", ")
     );
     Ok(())
+}
+
+/// `batches` batches of claim writes on a server of their own (the ids one round leaves
+/// in the server's duplicate window, and the garbage collector's scans of them, would
+/// burden the next); nats-server's CPU per write and the writes a second.
+fn one_round(batches: usize, with_id: bool) -> Result<String, String> {
+    let server = NatsServer::start().map_err(|e| e.to_string())?;
+    let nc =
+        crate::nats_io::connect(&server.url(), "bench-claim-writes").map_err(|e| e.to_string())?;
+    let claims = Claims::open(
+        &nc,
+        "bench_claim_writes",
+        Duration::from_secs(60),
+        Duration::from_secs(3600),
+        1,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut publisher =
+        Publisher::new(&nc, BATCH, Duration::from_secs(5), 1).map_err(|e| e.to_string())?;
+    let tenant: TenantId = "acme".parse().map_err(|e| format!("{e}"))?;
+    let result = RawJson::of(&serde_json::json!({
+        "event_id": "0192b1c4-58f7-5a32-9c41-7d2f0e6a1b3c", "result_type": "succeeded",
+        "payload": {"charge_id": "ch_1", "amount": 4200}, "metadata": {"correlation_id": "req-1"}
+    }))
+    .map_err(|e| e.to_string())?;
+    let completion = EffectCompletion {
+        event_id: "0192b1c4-58f7-5a32-9c41-7d2f0e6a1b3c".into(),
+        result,
+        recorded_at: crate::timefmt::now_rfc3339(),
+    };
+    let server_cpu = || {
+        server
+            .pid()
+            .map(|pid| super::proc_cpu(&format!("/proc/{pid}/stat")))
+    };
+    let (cpu, started) = (server_cpu(), Instant::now());
+    let mut next = 0u64;
+    for _ in 0..batches {
+        let works: Vec<WorkId> = (0..BATCH)
+            .map(|_| {
+                next += 1;
+                WorkId::new(&format!("bench-claim-{next}"))
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{e}"))?;
+        write_batch(
+            &mut publisher,
+            &claims,
+            &tenant,
+            &works,
+            &completion,
+            with_id,
+        )?;
+    }
+    let writes = (2 * BATCH * batches) as u32;
+    let rate = writes as f64 / started.elapsed().as_secs_f64();
+    let cpu = server_cpu()
+        .zip(cpu)
+        .map_or("-".to_string(), |(after, before)| {
+            let per = after.saturating_sub(before).as_secs_f64() * 1e6 / writes as f64;
+            format!("{per:.1} µs")
+        });
+    Ok(format!("{cpu} ({rate:.0}/s)"))
 }
 
 /// Creates the claims of `works`, then writes the result into each.

@@ -410,7 +410,7 @@ fn effects(
     }
     println!("  (timed from the first publish: includes publishing the commands; \"here\" is this");
     println!("  process: the pool, its store and the publisher, and for http the local server)");
-    claim_writes::claim_writes(sandbox, nc, n)
+    claim_writes::claim_writes(sandbox, n)
 }
 
 /// Publishes `count` commands of `effect` and waits until the pool acked them all;

@@ -362,9 +362,8 @@ impl Claims {
     }
 
     /// Whether the claim of `key` says done with this result event: how a completion
-    /// write whose answer was lost, or refused as "wrong last sequence" on its re-send
-    /// (an unreplicated stream checks the sequence before the duplicate id), learns that
-    /// it landed after all.
+    /// write whose answer was lost, or refused as "wrong last sequence" on its re-send,
+    /// learns that it landed after all.
     pub fn is_done_with(&self, key: &str, event_id: &str) -> bool {
         matches!(self.read(key), Ok(Some((_, Claim { done: Some(d), .. }))) if d.event_id == event_id)
     }

@@ -3,7 +3,7 @@
 //! hundred messages a second. Here many publishes are outstanding at once, their acks
 //! arrive on one shared reply inbox, and a bounded window provides backpressure.
 //!
-//! Every message carries a `Nats-Msg-Id`; a publish whose ack does not arrive in time
+//! Every [`Publisher::publish`] carries a `Nats-Msg-Id`; a publish whose ack does not arrive in time
 //! has an unknown outcome and is re-sent with the same id, so JetStream's duplicate
 //! window turns the retry into a no-op if the first attempt was stored. A
 //! compare-and-set write ([`Publisher::publish_compare_and_set`]) carries none: a re-send
@@ -224,8 +224,11 @@ impl Publisher {
     /// sequence, `nats_io::cas_headers`) without a `Nats-Msg-Id`. JetStream stores it
     /// only while the subject's last sequence is the one named, so a re-send of one
     /// that was stored is refused as "wrong last sequence" instead of stored again, and
-    /// the caller reads back what is there. The server keeps no id of it for its
-    /// duplicate window, which saves it CPU per write (docs/performance.md).
+    /// the caller reads back what is there. That holds for a write sent once, or one
+    /// naming a revision above 0 (once stored, the subject's last sequence is past it for
+    /// good); a create (revision 0) re-sent after it landed and was then deleted would be
+    /// stored again, so send creates with `max_attempts` 1. The server keeps no id of it
+    /// for its duplicate window, which saves it CPU per write (docs/performance.md).
     pub fn publish_compare_and_set(
         &mut self,
         tag: u64,
