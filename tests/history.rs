@@ -27,9 +27,10 @@ fn steps_saga() -> Value {
             "status": {"$if": [is("OrderDone"), "completed", "active"]},
             "commands": [{"$if": [is("OrderPlaced"),
                 {"to": "effect", "effect": "note", "payload": {}}, null]}],
-            // Far past the event time: never due while the test runs.
+            // Ten years past the event time (events are dated 2026-11-27): never due
+            // while the test runs.
             "schedules": [{"$if": [is("OrderPlaced"),
-                {"name": "remind", "after_ms": 8_640_000_000_i64, "payload": {}}, null]}],
+                {"name": "remind", "after_ms": 315_360_000_000_i64, "payload": {}}, null]}],
             "cancel": {"$if": [is("OrderDone"), ["remind"], []]}
         }}
     }])
