@@ -11,8 +11,9 @@
 //! asked in the same order as before and decides the same: the record is read first,
 //! and a claim is created only for a command the gate would have claimed (its effect
 //! defined here, no record, not delivered too often). A create that did not land (the
-//! key exists, another worker here has the command, no answer) is left to the worker, which runs the gate from its start, reading the
-//! record again; one that waited for a worker longer than a tenth of the lease (at most
+//! key exists, another worker here has the command, no answer) is left to the worker,
+//! which runs the gate from its start, reading the record again; one that waited for a
+//! worker longer than a tenth of the lease (at most
 //! 1 s) is taken back by the worker's `Claims::acquire` with a fresh time. Without
 //! claims the worker reads the record itself, as late as it can: nothing reads it again
 //! before the call.

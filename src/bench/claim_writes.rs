@@ -62,6 +62,8 @@ fn one_round(batches: usize, with_id: bool) -> Result<String, String> {
     let server = NatsServer::start().map_err(|e| e.to_string())?;
     let nc =
         crate::nats_io::connect(&server.url(), "bench-claim-writes").map_err(|e| e.to_string())?;
+    // Opened for the bucket and for `Claims::completion`, which builds each write's
+    // subject, key, headers and value as the Runner's are.
     let claims = Claims::open(
         &nc,
         "bench_claim_writes",
@@ -83,12 +85,7 @@ fn one_round(batches: usize, with_id: bool) -> Result<String, String> {
         result,
         recorded_at: crate::timefmt::now_rfc3339(),
     };
-    let server_cpu = || {
-        server
-            .pid()
-            .map(|pid| super::proc_cpu(&format!("/proc/{pid}/stat")))
-    };
-    let (cpu, started) = (server_cpu(), Instant::now());
+    let (cpu, started) = (super::nats_server_cpu(&server), Instant::now());
     let mut next = 0u64;
     for _ in 0..batches {
         let works: Vec<WorkId> = (0..BATCH)
@@ -109,12 +106,13 @@ fn one_round(batches: usize, with_id: bool) -> Result<String, String> {
     }
     let writes = (2 * BATCH * batches) as u32;
     let rate = writes as f64 / started.elapsed().as_secs_f64();
-    let cpu = server_cpu()
-        .zip(cpu)
-        .map_or("-".to_string(), |(after, before)| {
-            let per = after.saturating_sub(before).as_secs_f64() * 1e6 / writes as f64;
-            format!("{per:.1} µs")
-        });
+    let cpu =
+        super::nats_server_cpu(&server)
+            .zip(cpu)
+            .map_or("-".to_string(), |(after, before)| {
+                let per = after.saturating_sub(before).as_secs_f64() * 1e6 / writes as f64;
+                format!("{per:.1} µs")
+            });
     Ok(format!("{cpu} ({rate:.0}/s)"))
 }
 

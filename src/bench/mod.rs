@@ -482,7 +482,12 @@ pub(super) fn cpu_time() -> Duration {
 /// nats-server's user + system CPU time so far, when this bench started the server
 /// (`None` when it runs against `--nats-url`'s).
 pub(super) fn server_cpu(sandbox: &Sandbox) -> Option<Duration> {
-    let pid = sandbox.server.as_ref()?.pid()?;
+    nats_server_cpu(sandbox.server.as_ref()?)
+}
+
+/// `server`'s user + system CPU time so far (`None` once it is gone).
+pub(super) fn nats_server_cpu(server: &crate::dev::NatsServer) -> Option<Duration> {
+    let pid = server.pid()?;
     Some(proc_cpu(&format!("/proc/{pid}/stat")))
 }
 

@@ -3,12 +3,12 @@
 //! hundred messages a second. Here many publishes are outstanding at once, their acks
 //! arrive on one shared reply inbox, and a bounded window provides backpressure.
 //!
-//! Every [`Publisher::publish`] carries a `Nats-Msg-Id`; a publish whose ack does not arrive in time
-//! has an unknown outcome and is re-sent with the same id, so JetStream's duplicate
-//! window turns the retry into a no-op if the first attempt was stored. A
+//! Every [`Publisher::publish`] carries a `Nats-Msg-Id`; a publish whose ack does not
+//! arrive in time has an unknown outcome and is re-sent with the same id, so JetStream's
+//! duplicate window turns the retry into a no-op if the first attempt was stored. A
 //! compare-and-set write ([`Publisher::publish_compare_and_set`]) carries none: a re-send
-//! of one that was stored is refused ("wrong last sequence"), never stored twice. A 503 (no
-//! responders, or JetStream temporarily unavailable) is retried too, after a pause;
+//! of one that was stored is refused ("wrong last sequence"), never stored twice. A 503
+//! (no responders, or JetStream temporarily unavailable) is retried too, after a pause;
 //! other errors are final. Every publish ends after at most `max_attempts` sends.
 //!
 //! A message over the connection's `max_payload` is never sent: the server would refuse
