@@ -429,10 +429,11 @@ fn node_loss(victim: Victim) {
     eprintln!("node-loss test took {:?}", started.elapsed());
 }
 
-/// `ensure_streams` creates missing streams with `streams.replicas` copies and leaves an
-/// existing stream as it is, even with fewer (it only warns).
+/// `ensure_streams` creates missing streams with `streams.replicas` copies and the
+/// message age limit `streams.max_age_secs`, and leaves an existing stream as it is, even
+/// with fewer replicas or no age limit (it only warns).
 #[test]
-fn streams_are_created_with_the_configured_replicas_and_existing_ones_are_kept() {
+fn streams_are_created_with_the_configured_replicas_and_age_and_existing_ones_are_kept() {
     let cluster = NatsCluster::start(3).expect("start a 3-node nats cluster");
     let sink = FakeGateway::accepting().unwrap();
     let (rig, _) = cluster_rig(&cluster, &sink);
@@ -466,6 +467,20 @@ fn streams_are_created_with_the_configured_replicas_and_existing_ones_are_kept()
     );
     assert_eq!(replicas(&s.workflow_commands), 3);
     assert_eq!(replicas(&s.workflow_events), 3);
+    let max_age = |name: &str| js.stream_info(name).unwrap().config.max_age;
+    assert_eq!(
+        max_age(&s.aggregate_events),
+        Duration::ZERO,
+        "an existing stream keeps its (lack of an) age limit"
+    );
+    let configured = Duration::from_secs(settings.streams.max_age_secs);
+    assert_eq!(
+        configured,
+        Duration::from_secs(7 * 24 * 60 * 60),
+        "the default"
+    );
+    assert_eq!(max_age(&s.workflow_commands), configured);
+    assert_eq!(max_age(&s.workflow_events), configured);
 }
 
 /// How many messages `stream` holds under `filter`, and the distinct `command_id`s of

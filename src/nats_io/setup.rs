@@ -49,29 +49,48 @@ fn listed_consumer(
     Ok(None)
 }
 
+/// What the Runner sets on a stream it creates.
+struct Limits {
+    duplicate_window: Duration,
+    /// `Duration::ZERO`: no limit.
+    max_age: Duration,
+    replicas: usize,
+}
+
 fn ensure_stream(
     js: &JetStream,
     name: &str,
     subjects: Vec<String>,
-    duplicate_window: Duration,
-    replicas: usize,
+    limits: &Limits,
     create: bool,
 ) -> Result<(), StreamError> {
+    let replicas = limits.replicas;
     // An existing stream is left as it is, but one with fewer replicas than the settings
-    // ask for is named in a warning: it does not survive the loss of a node as configured.
-    let check_replicas = || match js.stream_info(name) {
-        // A stream created without a replica count reports 0: one copy.
-        Ok(info) if info.config.num_replicas.max(1) < replicas => log::warn!(
-            stream = name, replicas = info.config.num_replicas.max(1), configured = replicas;
-            "stream has fewer replicas than streams.replicas; left unchanged (change it with the nats CLI)"
-        ),
-        Ok(_) => {}
+    // ask for is named in a warning: it does not survive the loss of a node as configured;
+    // so is one that keeps every message when the settings ask for an age limit: it
+    // grows with its uptime.
+    let check_existing = || match js.stream_info(name) {
+        Ok(info) => {
+            // A stream created without a replica count reports 0: one copy.
+            if info.config.num_replicas.max(1) < replicas {
+                log::warn!(
+                    stream = name, replicas = info.config.num_replicas.max(1), configured = replicas;
+                    "stream has fewer replicas than streams.replicas; left unchanged (change it with the nats CLI)"
+                );
+            }
+            if info.config.max_age.is_zero() && !limits.max_age.is_zero() {
+                log::warn!(
+                    stream = name, configured_max_age_secs = limits.max_age.as_secs();
+                    "stream keeps every message for ever (no max age) although streams.max_age_secs sets one; left unchanged (set it with the nats CLI)"
+                );
+            }
+        }
         Err(e) => {
-            log::warn!(stream = name, error = e.to_string(); "cannot read the stream's replicas")
+            log::warn!(stream = name, error = e.to_string(); "cannot read the stream's settings")
         }
     };
     if stream_exists(js, name)? {
-        check_replicas();
+        check_existing();
         return Ok(());
     }
     if !create {
@@ -83,7 +102,8 @@ fn ensure_stream(
         storage: StorageType::File,
         num_replicas: replicas,
         // JetStream takes the duplicate window in nanoseconds.
-        duplicate_window: duplicate_window.as_nanos().min(i64::MAX as u128) as i64,
+        duplicate_window: limits.duplicate_window.as_nanos().min(i64::MAX as u128) as i64,
+        max_age: limits.max_age,
         ..Default::default()
     };
     match js.add_stream(config) {
@@ -93,7 +113,7 @@ fn ensure_stream(
         }
         // Another replica created it in the meantime.
         Err(_) if stream_exists(js, name)? => {
-            check_replicas();
+            check_existing();
             Ok(())
         }
         Err(e) => Err(js_err(format!("create stream {name}"))(e)),
@@ -101,24 +121,28 @@ fn ensure_stream(
 }
 
 /// Makes sure the streams the saga pipeline reads and writes exist, created with
-/// `streams.replicas` replicas (an existing one with fewer is kept, with a warning).
+/// `streams.replicas` replicas, the duplicate window and `streams.max_age_secs` (an
+/// existing one is kept as it is, with a warning where it has fewer replicas or no age
+/// limit).
 pub fn ensure_streams(js: &JetStream, settings: &Settings) -> Result<(), StreamError> {
     let s = &settings.streams;
-    let window = Duration::from_secs(s.duplicate_window_secs);
+    let limits = Limits {
+        duplicate_window: Duration::from_secs(s.duplicate_window_secs),
+        max_age: Duration::from_secs(s.max_age_secs),
+        replicas: s.replicas,
+    };
     ensure_stream(
         js,
         &s.aggregate_events,
         s.aggregate_subjects.clone(),
-        window,
-        s.replicas,
+        &limits,
         settings.nats.create_aggregate_stream,
     )?;
     ensure_stream(
         js,
         &s.workflow_commands,
         vec![format!("{}.>", s.command_prefix)],
-        window,
-        s.replicas,
+        &limits,
         settings.nats.create_streams,
     )?;
     ensure_stream(
@@ -128,8 +152,7 @@ pub fn ensure_streams(js: &JetStream, settings: &Settings) -> Result<(), StreamE
             format!("{}.>", s.result_prefix),
             format!("{}.>", s.timer_prefix),
         ],
-        window,
-        s.replicas,
+        &limits,
         settings.nats.create_streams,
     )?;
     Ok(())

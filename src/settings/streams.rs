@@ -31,6 +31,11 @@ pub struct StreamSettings {
     pub timer_prefix: String,
     /// Duplicate window of the streams the Runner creates: long enough for relay retries.
     pub duplicate_window_secs: u64,
+    /// How long the streams the Runner creates keep a message (JetStream's `max_age`),
+    /// so that they hold rate × this, not everything since they were made; 0 keeps
+    /// every message for ever. A message still unconsumed then is gone: keep it longer
+    /// than any outage to ride out (docs/guarantees.md).
+    pub max_age_secs: u64,
     /// Replicas of the streams (and the claims bucket) the Runner creates: 3 on a
     /// JetStream cluster, 1 on a single server.
     pub replicas: usize,
@@ -50,6 +55,7 @@ impl Default for StreamSettings {
             result_prefix: "workflow.result".into(),
             timer_prefix: "workflow.timer".into(),
             duplicate_window_secs: 2 * 60 * 60,
+            max_age_secs: 7 * 24 * 60 * 60,
             replicas: 1,
         }
     }
@@ -92,6 +98,16 @@ impl StreamSettings {
         }
         if self.duplicate_window_secs == 0 {
             return bad("streams.duplicate_window_secs", "must be greater than 0");
+        }
+        // JetStream refuses a stream whose duplicate window is longer than its max age.
+        if self.max_age_secs != 0 && self.max_age_secs < self.duplicate_window_secs {
+            return bad(
+                "streams.max_age_secs",
+                format!(
+                    "must be 0 (keep every message) or at least streams.duplicate_window_secs ({}) (got {})",
+                    self.duplicate_window_secs, self.max_age_secs
+                ),
+            );
         }
         within("streams.replicas", self.replicas as u64, 1, 5)
     }
@@ -146,7 +162,26 @@ mod tests {
                 "streams.command_prefix",
             ),
             ("RUNNER_STREAMS_REPLICAS", "7", "streams.replicas"),
+            (
+                "RUNNER_STREAMS_MAX_AGE_SECS",
+                "3600",
+                "streams.max_age_secs",
+            ),
         ]);
+        let unlimited = Settings::load(None, env(&[("RUNNER_STREAMS_MAX_AGE_SECS", "0")])).unwrap();
+        assert_eq!(unlimited.streams.max_age_secs, 0, "0 keeps every message");
+        let window = Settings::load(
+            None,
+            env(&[
+                ("RUNNER_STREAMS_MAX_AGE_SECS", "600"),
+                ("RUNNER_STREAMS_DUPLICATE_WINDOW_SECS", "600"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            window.streams.max_age_secs, 600,
+            "as long as the window is enough"
+        );
         let err = Settings::load(
             None,
             env(&[
