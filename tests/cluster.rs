@@ -471,7 +471,7 @@ fn streams_are_created_with_the_configured_replicas_and_age_and_existing_ones_ar
     assert_eq!(
         max_age(&s.aggregate_events),
         Duration::ZERO,
-        "an existing stream keeps its (lack of an) age limit"
+        "the aggregate stream is its owner's: kept as it is, never given an age"
     );
     let configured = Duration::from_secs(settings.streams.max_age_secs);
     assert_eq!(

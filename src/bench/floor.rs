@@ -314,8 +314,8 @@ fn nats_err(what: &str, source: std::io::Error) -> FloorError {
 }
 
 /// The stream and its durable pull consumer, configured as the Runner's are (file
-/// storage, the settings' duplicate window and replicas, explicit acks, the settings'
-/// ack wait and `max_ack_pending`).
+/// storage, the settings' duplicate window, message age and replicas, explicit acks,
+/// the settings' ack wait and `max_ack_pending`).
 fn create_lane(
     js: &JetStream,
     lane: &Lane,
@@ -328,6 +328,7 @@ fn create_lane(
         storage: StorageType::File,
         num_replicas: settings.streams.replicas,
         duplicate_window: window.as_nanos().min(i64::MAX as u128) as i64,
+        max_age: Duration::from_secs(settings.streams.max_age_secs),
         ..Default::default()
     })
     .map_err(|source| nats_err(&format!("create stream {}", lane.stream), source))?;

@@ -52,7 +52,7 @@ fn listed_consumer(
 /// What the Runner sets on a stream it creates.
 struct Limits {
     duplicate_window: Duration,
-    /// `Duration::ZERO`: no limit.
+    /// `Duration::ZERO`: no limit (and none expected of an existing stream).
     max_age: Duration,
     replicas: usize,
 }
@@ -67,8 +67,8 @@ fn ensure_stream(
     let replicas = limits.replicas;
     // An existing stream is left as it is, but one with fewer replicas than the settings
     // ask for is named in a warning: it does not survive the loss of a node as configured;
-    // so is one that keeps every message when the settings ask for an age limit: it
-    // grows with its uptime.
+    // so is one whose age limit differs from the settings': without one it grows with
+    // its uptime, with a shorter one it deletes unconsumed work sooner than configured.
     let check_existing = || match js.stream_info(name) {
         Ok(info) => {
             // A stream created without a replica count reports 0: one copy.
@@ -78,10 +78,16 @@ fn ensure_stream(
                     "stream has fewer replicas than streams.replicas; left unchanged (change it with the nats CLI)"
                 );
             }
-            if info.config.max_age.is_zero() && !limits.max_age.is_zero() {
+            let age = info.config.max_age;
+            if !limits.max_age.is_zero() && age.is_zero() {
                 log::warn!(
                     stream = name, configured_max_age_secs = limits.max_age.as_secs();
                     "stream keeps every message for ever (no max age) although streams.max_age_secs sets one; left unchanged (set it with the nats CLI)"
+                );
+            } else if !age.is_zero() && age < limits.max_age {
+                log::warn!(
+                    stream = name, max_age_secs = age.as_secs(), configured_max_age_secs = limits.max_age.as_secs();
+                    "stream keeps messages for less than streams.max_age_secs: work left unconsumed that long is deleted; left unchanged (change it with the nats CLI)"
                 );
             }
         }
@@ -121,9 +127,9 @@ fn ensure_stream(
 }
 
 /// Makes sure the streams the saga pipeline reads and writes exist, created with
-/// `streams.replicas` replicas, the duplicate window and `streams.max_age_secs` (an
-/// existing one is kept as it is, with a warning where it has fewer replicas or no age
-/// limit).
+/// `streams.replicas` replicas, the duplicate window and, for the Runner's own two,
+/// `streams.max_age_secs` (an existing one is kept as it is, with a warning where it has
+/// fewer replicas or another age limit).
 pub fn ensure_streams(js: &JetStream, settings: &Settings) -> Result<(), StreamError> {
     let s = &settings.streams;
     let limits = Limits {
@@ -131,11 +137,17 @@ pub fn ensure_streams(js: &JetStream, settings: &Settings) -> Result<(), StreamE
         max_age: Duration::from_secs(s.max_age_secs),
         replicas: s.replicas,
     };
+    // The aggregate stream is its owner's: the Runner creates it only for development
+    // and tests, and neither sets nor expects an age limit on it.
+    let aggregate = Limits {
+        max_age: Duration::ZERO,
+        ..limits
+    };
     ensure_stream(
         js,
         &s.aggregate_events,
         s.aggregate_subjects.clone(),
-        &limits,
+        &aggregate,
         settings.nats.create_aggregate_stream,
     )?;
     ensure_stream(

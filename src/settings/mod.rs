@@ -181,7 +181,7 @@ sections! { |s|
     nats: NatsSettings => validate(),
     storage: StorageSettings => validate(),
     tenancy: TenancySettings => validate(&s.streams),
-    streams: StreamSettings => validate(s.nats.create_aggregate_stream),
+    streams: StreamSettings => validate(s.nats.create_aggregate_stream, s.nats.create_streams),
     consumer: ConsumerSettings => validate(),
     retention: RetentionSettings => validate(s.streams.duplicate_window_secs, s.consumer.ack_wait_ms, s.consumer.max_deliver),
     pipeline: PipelineSettings => validate(),

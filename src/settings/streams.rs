@@ -31,10 +31,11 @@ pub struct StreamSettings {
     pub timer_prefix: String,
     /// Duplicate window of the streams the Runner creates: long enough for relay retries.
     pub duplicate_window_secs: u64,
-    /// How long the streams the Runner creates keep a message (JetStream's `max_age`),
-    /// so that they hold rate × this, not everything since they were made; 0 keeps
-    /// every message for ever. A message still unconsumed then is gone: keep it longer
-    /// than any outage to ride out (docs/guarantees.md).
+    /// How long the Runner's own streams (commands, events) keep a message when it
+    /// creates them (JetStream's `max_age`), so that they hold rate × this, not
+    /// everything since they were made; 0 keeps every message for ever. A message still
+    /// unconsumed then is gone: keep it longer than any outage to ride out
+    /// (docs/guarantees.md). The aggregate stream's limits are its owner's.
     pub max_age_secs: u64,
     /// Replicas of the streams (and the claims bucket) the Runner creates: 3 on a
     /// JetStream cluster, 1 on a single server.
@@ -63,9 +64,13 @@ impl Default for StreamSettings {
 
 impl StreamSettings {
     /// The streams' own fields; `aggregate_subjects` only matters when
-    /// `nats.create_aggregate_stream` is on. (The per-tenant filters are checked with
-    /// tenancy's placement.)
-    pub(super) fn validate(&self, create_aggregate_stream: bool) -> Result<(), SettingsError> {
+    /// `nats.create_aggregate_stream` is on, `max_age_secs` when `nats.create_streams`
+    /// is. (The per-tenant filters are checked with tenancy's placement.)
+    pub(super) fn validate(
+        &self,
+        create_aggregate_stream: bool,
+        create_streams: bool,
+    ) -> Result<(), SettingsError> {
         for (field, name) in [
             ("streams.aggregate_events", &self.aggregate_events),
             ("streams.workflow_commands", &self.workflow_commands),
@@ -99,8 +104,12 @@ impl StreamSettings {
         if self.duplicate_window_secs == 0 {
             return bad("streams.duplicate_window_secs", "must be greater than 0");
         }
-        // JetStream refuses a stream whose duplicate window is longer than its max age.
-        if self.max_age_secs != 0 && self.max_age_secs < self.duplicate_window_secs {
+        // JetStream refuses a stream whose duplicate window is longer than its max age;
+        // a Runner that creates no stream sets neither.
+        if create_streams
+            && self.max_age_secs != 0
+            && self.max_age_secs < self.duplicate_window_secs
+        {
             return bad(
                 "streams.max_age_secs",
                 format!(
@@ -181,6 +190,18 @@ mod tests {
         assert_eq!(
             window.streams.max_age_secs, 600,
             "as long as the window is enough"
+        );
+        let not_creating = Settings::load(
+            None,
+            env(&[
+                ("RUNNER_STREAMS_MAX_AGE_SECS", "3600"),
+                ("RUNNER_NATS_CREATE_STREAMS", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            not_creating.streams.max_age_secs, 3600,
+            "a Runner that creates no stream sets no age: nothing to refuse"
         );
         let err = Settings::load(
             None,
