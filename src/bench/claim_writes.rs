@@ -133,11 +133,10 @@ fn write_batch(
             publisher.publish_compare_and_set(tag as u64, &write.subject, headers, write.value);
         }
     };
-    // A create is the claim's first revision: a running claim's body.
-    let created = br#"{"owner":"bench-replica","at_ms":1765000000000}"#;
+    // A create is the claim's first revision: a running claim's body, as the splitter's.
     for (tag, work) in works.iter().enumerate() {
         let mut write = claims.completion(tenant, work, 0, completion);
-        write.value = created.to_vec();
+        write.value = claims.fresh();
         let id = format!("{}@0@bench-replica", write.key);
         send(publisher, tag, write, id);
     }

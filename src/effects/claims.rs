@@ -334,7 +334,7 @@ impl Claims {
     }
 
     /// A new claim of this replica, running.
-    fn fresh(&self) -> Vec<u8> {
+    pub(crate) fn fresh(&self) -> Vec<u8> {
         encode(&Claim {
             owner: self.replica.clone(),
             at_ms: now_ms(),

@@ -177,30 +177,26 @@ mod tests {
                 "streams.max_age_secs",
             ),
         ]);
-        let unlimited = Settings::load(None, env(&[("RUNNER_STREAMS_MAX_AGE_SECS", "0")])).unwrap();
-        assert_eq!(unlimited.streams.max_age_secs, 0, "0 keeps every message");
-        let window = Settings::load(
-            None,
-            env(&[
-                ("RUNNER_STREAMS_MAX_AGE_SECS", "600"),
-                ("RUNNER_STREAMS_DUPLICATE_WINDOW_SECS", "600"),
-            ]),
-        )
-        .unwrap();
+        let max_age = |pairs: &[(&str, &str)]| {
+            Settings::load(None, env(pairs))
+                .unwrap()
+                .streams
+                .max_age_secs
+        };
+        let age = ("RUNNER_STREAMS_MAX_AGE_SECS", "0");
+        assert_eq!(max_age(&[age]), 0, "0 keeps every message");
+        let age = ("RUNNER_STREAMS_MAX_AGE_SECS", "600");
+        let window = ("RUNNER_STREAMS_DUPLICATE_WINDOW_SECS", "600");
         assert_eq!(
-            window.streams.max_age_secs, 600,
+            max_age(&[age, window]),
+            600,
             "as long as the window is enough"
         );
-        let not_creating = Settings::load(
-            None,
-            env(&[
-                ("RUNNER_STREAMS_MAX_AGE_SECS", "3600"),
-                ("RUNNER_NATS_CREATE_STREAMS", "false"),
-            ]),
-        )
-        .unwrap();
+        let age = ("RUNNER_STREAMS_MAX_AGE_SECS", "3600");
+        let not_creating = ("RUNNER_NATS_CREATE_STREAMS", "false");
         assert_eq!(
-            not_creating.streams.max_age_secs, 3600,
+            max_age(&[age, not_creating]),
+            3600,
             "a Runner that creates no stream sets no age: nothing to refuse"
         );
         let err = Settings::load(
