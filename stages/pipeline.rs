@@ -70,7 +70,7 @@ impl Pipeline {
         nc: nats::Connection,
     ) -> Result<Pipeline, Error> {
         let js = nats::jetstream::new(nc.clone());
-        nats_io::ensure_streams(&js, &settings)?;
+        nats_io::set_up("streams", || nats_io::ensure_streams(&js, &settings))?;
         let mode = settings.mode;
         let mut consumers: Vec<ConsumerSpec> = Vec::new();
         if mode.runs_sagas() {
@@ -83,7 +83,9 @@ impl Pipeline {
         // Resumption after a storage stop waits for the consumers' real ack wait.
         let mut ack_wait = settings.ack_wait();
         for spec in &consumers {
-            let info = nats_io::ensure_consumer(&js, spec, &settings)?;
+            let info = nats_io::set_up(&spec.durable, || {
+                nats_io::ensure_consumer(&js, spec, &settings)
+            })?;
             ack_wait = ack_wait.max(info.config.ack_wait);
             subs.push((spec.clone(), stages::fetch::subscribe(&js, spec)?));
         }

@@ -19,7 +19,7 @@ pub use requester::Requester;
 pub use setup::{
     cas_headers, effect_consumer, effect_consumers, effect_of_consumer, ensure_consumer,
     ensure_streams, key_value, kv_write, kv_write_via, legacy_effect_consumer, reposition_consumer,
-    saga_consumers, ConsumerSpec,
+    saga_consumers, set_up, ConsumerSpec,
 };
 pub use size::{is_too_large_error, json_len, max_payload, wire_size, DEFAULT_MAX_PAYLOAD};
 

@@ -10,6 +10,44 @@ use nats::jetstream::{
 use super::StreamError;
 use crate::settings::{Settings, TENANT_PLACEHOLDER};
 
+/// How often set-up is tried when a JetStream request times out, and the pause between.
+const SET_UP_ATTEMPTS: u32 = 5;
+const SET_UP_PAUSE: Duration = Duration::from_secs(1);
+
+/// Runs an idempotent set-up step (streams, a consumer) again when a JetStream request
+/// in it timed out, at most [`SET_UP_ATTEMPTS`] times: a cluster electing a leader, or
+/// busy as several replicas start, answers late for a moment, and every step first
+/// looks at what exists, so an earlier attempt that did land is found, not made twice.
+/// Any other error (a missing stream, a refusal) is returned at once.
+fn retry_timeouts<T>(
+    what: &str,
+    pause: Duration,
+    mut step: impl FnMut() -> Result<T, StreamError>,
+) -> Result<T, StreamError> {
+    let mut attempt = 1;
+    loop {
+        match step() {
+            Err(StreamError::JetStream {
+                what: request,
+                source,
+            }) if source.kind() == std::io::ErrorKind::TimedOut && attempt < SET_UP_ATTEMPTS => {
+                log::warn!(step = what, request = request.as_str(), attempt = attempt; "a JetStream request timed out during set-up; trying again");
+                attempt += 1;
+                std::thread::sleep(pause);
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// [`retry_timeouts`] with the set-up's pause.
+pub fn set_up<T>(
+    what: &str,
+    step: impl FnMut() -> Result<T, StreamError>,
+) -> Result<T, StreamError> {
+    retry_timeouts(what, SET_UP_PAUSE, step)
+}
+
 fn js_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StreamError {
     let what = what.into();
     move |source| StreamError::JetStream { what, source }
@@ -478,6 +516,43 @@ pub fn kv_write(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn timed_out() -> StreamError {
+        js_err("list streams")(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "next_timeout: timed out",
+        ))
+    }
+
+    #[test]
+    fn set_up_tries_again_after_timeouts_only_and_a_bounded_number_of_times() {
+        let mut calls = 0;
+        let ok = retry_timeouts("streams", Duration::ZERO, || {
+            calls += 1;
+            if calls < 3 {
+                Err(timed_out())
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(ok.unwrap(), 3, "two timeouts, then the step landed");
+
+        let mut calls = 0;
+        let missing = retry_timeouts("streams", Duration::ZERO, || -> Result<(), _> {
+            calls += 1;
+            Err(StreamError::MissingStream("AGGREGATE_EVENTS".into()))
+        });
+        assert!(matches!(missing, Err(StreamError::MissingStream(_))));
+        assert_eq!(calls, 1, "any other error is returned at once");
+
+        let mut calls = 0;
+        let gave_up = retry_timeouts("streams", Duration::ZERO, || -> Result<(), _> {
+            calls += 1;
+            Err(timed_out())
+        });
+        assert!(matches!(gave_up, Err(StreamError::JetStream { .. })));
+        assert_eq!(calls, SET_UP_ATTEMPTS, "bounded");
+    }
 
     #[test]
     fn an_effect_consumer_selects_its_effect_for_every_tenant_and_its_name_says_which() {
